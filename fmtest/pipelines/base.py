@@ -1,0 +1,100 @@
+"""The one small interface every pipeline implements: check_available -> fit -> predict."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Literal
+
+import numpy as np
+
+from fmtest.data.sample import NOK, Label, Sample, SampleSet
+
+Task = Literal["segmentation", "classification"]
+
+
+@dataclass
+class Prediction:
+    """A pipeline's answer for one image.
+
+    `mask` (bool, image size) is set by segmentation pipelines; their label is NOK iff the mask is
+    non-empty. `score` is a continuous anomaly score (higher = more defective) when the pipeline has
+    one. `error` records an answer that could not be used (malformed, refused): such a prediction
+    is counted and reported, and its label is NOK so a broken answer never passes a part.
+    """
+
+    label: Label
+    score: float | None = None
+    mask: np.ndarray | None = None
+    reasoning: str | None = None
+    error: str | None = None
+    usage: Mapping[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_mask(cls, mask: np.ndarray, score: float | None = None, **kw) -> Prediction:
+        mask = np.asarray(mask, dtype=bool)
+        return cls(label=NOK if mask.any() else "OK", score=score, mask=mask, **kw)
+
+    @classmethod
+    def failed(cls, error: str, **kw) -> Prediction:
+        return cls(label=NOK, error=error, **kw)
+
+
+@dataclass(frozen=True)
+class PipelineContext:
+    """Everything a pipeline needs from the run, resolved by the plugin from options and config."""
+
+    dataset: str
+    options: Mapping[str, object] = field(default_factory=dict)  # [pipelines.<name>] of the config
+    prompt: str = "defect"  # [prompts] entry for the dataset
+    weights_dir: Path | None = None
+    device: str = "cpu"
+    work_dir: Path = Path(".fmtest_cache")  # where a pipeline may keep records (LVLM request log)
+    suite_dir: Path = Path(".")  # folder of the suite config: prompt files are relative to it
+    progress: bool = True
+
+
+class Pipeline(ABC):
+    """A pipeline turns images into Predictions.
+
+    Subclasses set `name` and `task`, raise `fmtest.errors.Unavailable` from `check_available`
+    when weights or keys are missing, may learn from defect-free data in `fit`, and answer in
+    `predict`, a batch at a time.
+    """
+
+    name: ClassVar[str]
+    task: ClassVar[Task]
+    batch_size: ClassVar[int] = 8
+
+    def __init__(self, context: PipelineContext):
+        self.context = context
+
+    @classmethod
+    def check_available(cls, context: PipelineContext) -> None:
+        """Raise Unavailable (naming the missing file or variable) if this pipeline cannot run."""
+
+    def fit(self, train: SampleSet, reference: Sample | None) -> None:
+        """Learn from defect-free training images and the reference image; never sees test images."""
+
+    @abstractmethod
+    def predict(self, samples: Sequence[Sample]) -> list[Prediction]:
+        """One Prediction per sample, in order, masks at each sample's original size."""
+
+    @property
+    def model_id(self) -> str:
+        """sha256 of the weights, or the API model name: what produced the numbers."""
+        return "none"
+
+    @property
+    def fingerprint(self) -> str:
+        """Changes whenever a setting that can change a prediction changes: keys the prediction cache."""
+        blob = json.dumps(
+            {"name": self.name, "options": dict(self.context.options), "prompt": self.context.prompt,
+             "model": self.model_id, "dataset": self.context.dataset},
+            sort_keys=True, default=str,
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]

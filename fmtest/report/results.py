@@ -1,0 +1,159 @@
+"""Results of a run as plain data: what the JSON file holds and what every report reads.
+
+Nothing here computes metrics or runs models; the evaluation layer fills these in.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from fmtest import __version__
+
+Outcome = str  # "passed" | "failed" | "skipped" | "error"
+
+
+@dataclass
+class ImageResult:
+    """Per-image outcome: enough to re-score, compare two runs image by image, and explain a miss."""
+
+    id: str
+    sha256: str
+    label: str
+    predicted: str
+    score: float | None = None
+    iou: float | None = None
+    reasoning: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class Thumbnail:
+    """A small PNG (base64) of the image with predicted mask and ground truth drawn over it."""
+
+    id: str
+    png_base64: str
+    caption: str = ""
+
+
+@dataclass
+class CaseResult:
+    id: str  # "<pipeline>-<dataset>"
+    pipeline: str
+    dataset: str
+    task: str
+    outcome: Outcome = "passed"
+    message: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    thresholds: dict[str, float] = field(default_factory=dict)
+    images: list[ImageResult] = field(default_factory=list)
+    thumbnails: list[Thumbnail] = field(default_factory=list)
+    model_sha256: str | None = None
+    config_fingerprint: str | None = None
+    dataset_fingerprint: str | None = None
+    duration_s: float | None = None
+    extra: dict[str, object] = field(default_factory=dict)  # sections added by later layers (robustness, risk)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> CaseResult:
+        d = dict(d)
+        d["images"] = [ImageResult(**i) for i in d.get("images", [])]
+        d["thumbnails"] = [Thumbnail(**t) for t in d.get("thumbnails", [])]
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass
+class RunResults:
+    cases: list[CaseResult] = field(default_factory=list)
+    config: dict = field(default_factory=dict)
+    environment: dict = field(default_factory=dict)
+    created: str = field(default_factory=lambda: _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    git_commit: str | None = None
+    fmtest_version: str = __version__
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        # fixed key order: the documented head first
+        head = ["fmtest_version", "created", "git_commit", "config", "environment", "cases"]
+        return {k: d[k] for k in head}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunResults:
+        return cls(
+            cases=[CaseResult.from_dict(c) for c in d.get("cases", [])],
+            config=d.get("config", {}),
+            environment=d.get("environment", {}),
+            created=d.get("created", ""),
+            git_commit=d.get("git_commit"),
+            fmtest_version=d.get("fmtest_version", "unknown"),
+        )
+
+    def case(self, case_id: str) -> CaseResult | None:
+        return next((c for c in self.cases if c.id == case_id), None)
+
+
+def write_json(results: RunResults, path: Path) -> None:
+    """Write atomically: a run killed mid-write leaves the previous file, never half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(results.to_dict(), f, indent=1, default=_json_default)
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> RunResults:
+    from fmtest.errors import DataError
+
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise DataError("results file not found", path) from None
+    except json.JSONDecodeError as e:
+        raise DataError(f"not a JSON results file ({e})", path) from None
+    if not isinstance(data, dict) or "cases" not in data:
+        raise DataError("not an fmtest results file (no 'cases')", path)
+    return RunResults.from_dict(data)
+
+
+def _json_default(o):
+    if hasattr(o, "item"):  # numpy scalars
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def environment() -> dict:
+    """Package versions that can change a number: recorded so two runs can be compared honestly."""
+    from importlib import metadata
+
+    env = {"python": platform.python_version(), "platform": platform.platform()}
+    for pkg in ("numpy", "torch", "torchvision", "segment-anything", "open-clip-torch", "transformers",
+                "google-genai", "openai", "opencv-python-headless"):
+        try:
+            env[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    try:
+        import torch
+
+        env["cuda"] = torch.version.cuda if torch.cuda.is_available() else None
+    except ImportError:
+        pass
+    return env
+
+
+def git_commit(cwd: Path | None = None) -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
