@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
 import platform
 import subprocess
@@ -105,7 +106,7 @@ def write_json(results: RunResults, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     with os.fdopen(fd, "w") as f:
-        json.dump(results.to_dict(), f, indent=1, default=_json_default)
+        json.dump(_finite(results.to_dict()), f, indent=1, default=_json_default, allow_nan=False)
     os.replace(tmp, path)
 
 
@@ -121,6 +122,19 @@ def read_json(path: Path) -> RunResults:
     if not isinstance(data, dict) or "cases" not in data:
         raise DataError("not an fmtest results file (no 'cases')", path)
     return RunResults.from_dict(data)
+
+
+def _finite(obj):
+    """NaN/inf become null: the results file must be strict JSON for other tools to read."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    if hasattr(obj, "item") and not isinstance(obj, str):
+        return _finite(obj.item())
+    return obj
 
 
 def _json_default(o):

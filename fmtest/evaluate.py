@@ -1,0 +1,182 @@
+"""Run one case (pipeline x dataset): fit, predict in batches through the cache, score, judge.
+
+This is the only place that sees a pipeline's predictions next to the ground truth; it turns
+them into a CaseResult with per-image records, metrics, intervals and the thresholds' verdict.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from fmtest import metrics
+from fmtest.data.base import Dataset
+from fmtest.data.sample import NOK, Sample
+from fmtest.pipelines.base import Pipeline, Prediction, Task
+from fmtest.report.overlay import overlay_thumbnail
+from fmtest.report.results import CaseResult, ImageResult, Thumbnail
+
+N_THUMBNAILS = 8
+
+
+@dataclass(frozen=True)
+class Case:
+    pipeline: str
+    dataset: str
+    task: Task
+
+    @property
+    def id(self) -> str:
+        return f"{self.pipeline}-{self.dataset}"
+
+
+def predict_all(pipeline: Pipeline, samples, *, cache=None, progress: bool = True, desc: str = ""):
+    """Yield (sample, prediction, from_cache) for every sample, predicting only cache misses, in batches."""
+    bar = tqdm(total=len(samples), desc=desc, unit="img", disable=not progress, leave=False)
+    try:
+        for batch in samples.batches(pipeline.batch_size):
+            cached = [cache.get(pipeline.fingerprint, pipeline.model_id, s.sha256) if cache else None
+                      for s in batch]
+            todo = [s for s, c in zip(batch, cached) if c is None]
+            fresh = iter(pipeline.predict(todo) if todo else [])
+            for sample, hit in zip(batch, cached):
+                if hit is not None:
+                    yield sample, hit, True
+                    continue
+                prediction = next(fresh)
+                _check_prediction(pipeline, sample, prediction)
+                if cache is not None and prediction.error is None:
+                    cache.put(pipeline.fingerprint, pipeline.model_id, sample.sha256, prediction)
+                yield sample, prediction, False
+            bar.update(len(batch))
+    finally:
+        bar.close()
+
+
+def _check_prediction(pipeline: Pipeline, sample: Sample, prediction: Prediction) -> None:
+    if pipeline.task == "segmentation" and prediction.error is None:
+        if prediction.mask is None:
+            raise RuntimeError(f"pipeline {pipeline.name} returned no mask for {sample.id}")
+        if prediction.mask.shape != sample.image.shape[:2]:
+            raise RuntimeError(
+                f"pipeline {pipeline.name} returned a {prediction.mask.shape} mask for {sample.id}, "
+                f"whose image is {sample.image.shape[:2]}"
+            )
+
+
+def evaluate_case(
+    case: Case,
+    pipeline: Pipeline,
+    dataset: Dataset,
+    thresholds: Mapping[str, float],
+    *,
+    cache=None,
+    progress: bool = True,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> CaseResult:
+    """Fit on train/reference, predict every test image, and score. Thresholds judge, never tune."""
+    started = time.perf_counter()
+    pipeline.fit(dataset.train, dataset.reference)
+    fitted = time.perf_counter()
+
+    images: list[ImageResult] = []
+    worst: list = []  # min-heap of (badness, tiebreak, sample, prediction): the strip of worst images
+    tiebreak = itertools.count()
+    predict_seconds, n_predicted, n_cached = 0.0, 0, 0
+    usage: dict[str, float] = {}
+    scored_segmentation = case.task == "segmentation" and dataset.has_masks
+    t = time.perf_counter()
+    for sample, prediction, from_cache in predict_all(pipeline, dataset.test, cache=cache, progress=progress,
+                                                      desc=case.id):
+        now = time.perf_counter()
+        if from_cache:
+            n_cached += 1
+        else:
+            predict_seconds += now - t
+            n_predicted += 1
+        iou = None
+        if scored_segmentation and sample.mask is not None:
+            # an unusable prediction (error, no mask) overlaps nothing: it must not drop out of the mean
+            iou = 0.0 if prediction.mask is None else metrics.iou(prediction.mask, sample.mask, sample.ignore)
+        images.append(ImageResult(
+            id=sample.id, sha256=sample.sha256, label=sample.label, predicted=prediction.label,
+            score=_finite_or_none(prediction.score), iou=iou, reasoning=prediction.reasoning,
+            error=prediction.error,
+        ))
+        for k, v in prediction.usage.items():
+            if isinstance(v, int | float):
+                usage[k] = usage.get(k, 0.0) + float(v)
+        entry = (_badness(sample, prediction, iou), next(tiebreak), sample, prediction)
+        if len(worst) < N_THUMBNAILS:
+            heapq.heappush(worst, entry)
+        elif entry[0] > worst[0][0]:
+            heapq.heapreplace(worst, entry)
+        t = time.perf_counter()
+
+    result = CaseResult(id=case.id, pipeline=case.pipeline, dataset=case.dataset, task=case.task,
+                        images=images, model_sha256=pipeline.model_id,
+                        config_fingerprint=pipeline.fingerprint, dataset_fingerprint=dataset.fingerprint)
+    result.metrics = score_images(images, task=case.task if scored_segmentation else "classification",
+                                  n_resamples=n_resamples, seed=seed)
+    result.metrics["images_per_second"] = n_predicted / predict_seconds if predict_seconds > 0 else math.nan
+    result.metrics["fit_seconds"] = fitted - started
+    result.thumbnails = [_thumbnail(s, p, b) for b, _, s, p in sorted(worst, key=lambda e: -e[0])]
+    result.extra["cache"] = {"hits": n_cached, "predicted": n_predicted}
+    result.extra["invalid_answers"] = sum(i.error is not None for i in images)
+    if usage:
+        result.extra["usage"] = usage
+    result.thresholds = {k: float(v) for k, v in thresholds.items() if k in result.metrics}
+    result.duration_s = time.perf_counter() - started
+    failures = threshold_failures(result)
+    result.outcome = "failed" if failures else "passed"
+    result.message = "; ".join(failures) or None
+    return result
+
+
+def score_images(images: list[ImageResult], *, task: str, n_resamples: int = 1000, seed: int = 0) -> dict:
+    """Case metrics from per-image records alone, so a cached or stored run re-scores without images."""
+    y_true = np.array([i.label == NOK for i in images], dtype=bool)
+    y_pred = np.array([i.predicted == NOK for i in images], dtype=bool)
+    out = dict(metrics.classification_summary(y_true, y_pred, n_resamples=n_resamples, seed=seed))
+    if task == "segmentation":
+        ious = np.array([i.iou for i in images if i.label == NOK and i.iou is not None], dtype=float)
+        out.update(metrics.segmentation_summary(ious, n_resamples=n_resamples, seed=seed))
+    return {k: float(v) for k, v in out.items()}
+
+
+def threshold_failures(result: CaseResult) -> list[str]:
+    """One line per thresholded metric below its threshold: value, 95 % interval, threshold."""
+    lines = []
+    for name, threshold in result.thresholds.items():
+        value = result.metrics.get(name, math.nan)
+        if not value >= threshold:  # nan fails: an undefined metric cannot pass a gate
+            lo, hi = result.metrics.get(f"{name}_ci_low"), result.metrics.get(f"{name}_ci_high")
+            interval = f" (95% CI {lo:.3f}-{hi:.3f})" if lo is not None and hi is not None else ""
+            lines.append(f"{name} = {value:.3f}{interval} is below the threshold {threshold:.3f}")
+    return lines
+
+
+def _badness(sample: Sample, prediction: Prediction, iou: float | None) -> float:
+    """Orders images for the 'worst images' strip: wrong verdicts first, then poor overlap."""
+    wrong = 2.0 if prediction.label != sample.label else 0.0
+    return wrong + (1.0 - iou if iou is not None and sample.label == NOK else 0.0)
+
+
+def _thumbnail(sample: Sample, prediction: Prediction, badness: float) -> Thumbnail:
+    caption = f"{sample.id}: {sample.label} -> {prediction.label}"
+    if sample.label == NOK and sample.mask is not None and prediction.mask is not None:
+        caption += f", IoU {metrics.iou(prediction.mask, sample.mask, sample.ignore):.2f}"
+    png = overlay_thumbnail(sample.image, prediction.mask, sample.mask, sample.ignore)
+    return Thumbnail(id=sample.id, png_base64=png, caption=caption)
+
+
+def _finite_or_none(x) -> float | None:
+    return None if x is None or not math.isfinite(float(x)) else float(x)

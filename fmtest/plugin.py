@@ -1,0 +1,257 @@
+"""pytest plugin: fmtest options, one parametrized case per (pipeline, dataset), metrics as
+properties, and the scoreboard, JSON and HTML at the end of the run.
+
+Hooks and fixtures live here; what a run is (settings, planned cases, evaluation) lives in
+fmtest.runner, scoring in fmtest.evaluate, rendering in fmtest.report.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from fmtest.errors import ConfigError, FmtestError, Unavailable
+from fmtest.evaluate import Case
+from fmtest.report.results import CaseResult, RunResults, environment, git_commit, write_json
+from fmtest.runner import Evaluator, ResultStore, order_key, plan_cases, resolve_settings
+
+RUN_KEY = pytest.StashKey["FmRun"]()
+OPTIONS = [
+    ("dataset", "datasets to run, comma separated (default: the config's default_datasets)"),
+    ("pipeline", "pipelines to run, comma separated (default: all that apply)"),
+    ("config", "suite config, TOML (default suites/fmtest.toml)"),
+    ("data-root", "folder holding the dataset folders (env FMTEST_DATA)"),
+    ("weights", "folder holding model checkpoints (env FMTEST_WEIGHTS)"),
+    ("device", "where models run: cpu, cuda or auto (default auto)"),
+    ("report", "write the HTML scoreboard here"),
+    ("results", "write the JSON results here"),
+    ("baseline", "earlier JSON results; a metric that drops by more than the tolerance fails"),
+    ("cache", "prediction cache folder (default .fmtest_cache)"),
+]
+FLAGS = [
+    ("no-cache", "do not read or write the prediction cache"),
+    ("strict", "a pipeline whose weights or API key is missing errors instead of skipping"),
+]
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("fmtest", "foundation-model evaluation")
+    for name, help_ in OPTIONS:
+        group.addoption(f"--fm-{name}", dest=f"fm_{name.replace('-', '_')}", default=None, help=help_)
+    for name, help_ in FLAGS:
+        group.addoption(f"--fm-{name}", dest=f"fm_{name.replace('-', '_')}", action="store_true", help=help_)
+
+
+class FmRun:
+    """Everything one pytest process knows about the evaluation run."""
+
+    def __init__(self, config: pytest.Config):
+        self.config = config
+        worker = getattr(config, "workerinput", None)
+        index = int(worker["workerid"].removeprefix("gw")) if worker else None
+        self.settings = resolve_settings(lambda n: config.getoption(f"fm_{n}"),
+                                         Path(config.invocation_params.dir), worker_index=index)
+        self.is_worker = worker is not None
+        if worker:
+            self.store = ResultStore(Path(worker["fmtest_results_dir"]))
+        else:
+            self._tmp = tempfile.mkdtemp(prefix="fmtest-results-")
+            self.store = ResultStore(Path(self._tmp))
+        progress = config.get_verbosity() >= 0 and not self.is_worker
+        self.evaluator = Evaluator(self.settings, progress=progress)
+        self.used = False  # True once a case was collected: only then are reports written
+
+    def collect(self) -> RunResults:
+        cases = sorted(self.store.load_all(), key=order_key(self.settings))
+        return RunResults(cases=cases, config=_config_summary(self.settings), environment=environment(),
+                          git_commit=git_commit(Path(self.config.invocation_params.dir)))
+
+
+def pytest_configure(config: pytest.Config):
+    config.addinivalue_line("markers", "fmtest_task(task): parametrize this test over fmtest cases of a task")
+    try:
+        config.stash[RUN_KEY] = FmRun(config)
+    except FmtestError as e:
+        raise pytest.UsageError(f"fmtest: {e}") from None
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(_XdistHooks(), "fmtest-xdist")
+
+
+class _XdistHooks:
+    """Registered only with pytest-xdist present: hands workers the shared results folder."""
+
+    @pytest.hookimpl
+    def pytest_configure_node(self, node):
+        run = node.config.stash[RUN_KEY]
+        node.workerinput["fmtest_results_dir"] = str(run.store.directory)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc):
+    marker = metafunc.definition.get_closest_marker("fmtest_task")
+    if marker is None or "fm_case" not in metafunc.fixturenames:
+        return
+    run = metafunc.config.stash[RUN_KEY]
+    run.used = True
+    task = marker.args[0]
+    cases = plan_cases(run.settings, task)
+    extra = marker.kwargs.get("expand")
+    if extra:  # e.g. robustness: one test per (case, perturbation)
+        params = [(c, x) for c in cases for x in extra(run.settings)]
+        ids = [f"{c.id}-{x}" for c, x in params]
+    else:
+        params, ids = cases, [c.id for c in cases]
+    metafunc.parametrize("fm_case", params, ids=ids, indirect=True)
+
+
+@pytest.fixture
+def fm_run(request) -> FmRun:
+    return request.config.stash[RUN_KEY]
+
+
+@pytest.fixture
+def fm_case(request, fm_run: FmRun):
+    """Evaluates the case (or skips it when the pipeline cannot run here) and records its properties."""
+    param = request.param
+    case: Case = param[0] if isinstance(param, tuple) else param
+    node = request.node
+    placeholder = CaseResult(id=node.callspec.id, pipeline=case.pipeline, dataset=case.dataset, task=case.task)
+    node.stash[_RESULT_KEY] = placeholder
+    try:
+        fm_run.evaluator.check_available(case)
+    except Unavailable as e:
+        placeholder.outcome, placeholder.message = ("error" if fm_run.settings.strict else "skipped"), str(e)
+        _record(node, placeholder)
+        if fm_run.settings.strict:
+            raise
+        pytest.skip(str(e))
+    with _progress_visible(request.config, fm_run):
+        result = fm_run.evaluator.evaluate(case)
+    node.stash[_RESULT_KEY] = result
+    _record(node, result)
+    return result
+
+
+_RESULT_KEY = pytest.StashKey[CaseResult]()
+
+
+def check_case(result: CaseResult) -> None:
+    """Fail the test with the threshold report (metric, interval, threshold) when the case missed a gate."""
+    if result.outcome == "failed":
+        pytest.fail(f"{result.id}: {result.message}", pytrace=False)
+
+
+@contextlib.contextmanager
+def _progress_visible(config, run: FmRun):
+    """Progress bars must reach the terminal, so output capture is paused while a case runs."""
+    capman = config.pluginmanager.getplugin("capturemanager")
+    if run.evaluator.progress and capman is not None:
+        with capman.global_and_fixture_disabled():
+            yield
+    else:
+        yield
+
+
+def _record(node, result: CaseResult) -> None:
+    """Metrics become test properties, so JUnit XML carries the same numbers as the JSON."""
+    props = {"pipeline": result.pipeline, "dataset": result.dataset, "task": result.task}
+    for k, v in result.metrics.items():
+        props[k] = _fmt(v)
+    for k, v in result.thresholds.items():
+        props[f"threshold_{k}"] = _fmt(v)
+    if result.model_sha256:
+        props["model_sha256"] = result.model_sha256
+    if result.outcome == "skipped" and result.message:
+        props["skip_reason"] = result.message
+    existing = {k for k, _ in node.user_properties}
+    node.user_properties.extend((k, v) for k, v in props.items() if k not in existing)
+
+
+def _fmt(v):
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else round(v, 6)
+    return v
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    result = item.stash.get(_RESULT_KEY, None)
+    if call.excinfo is not None and call.excinfo.errisinstance(FmtestError):
+        report.longrepr = f"{item.nodeid}: {call.excinfo.value}"  # one line, no traceback wall
+    if result is None:
+        return
+    final = (report.when == "call") or (report.when == "setup" and not report.passed)
+    if not final:
+        return
+    if report.when == "setup" and report.failed:
+        result.outcome = "error"
+        result.message = result.message or _short(report)
+    elif report.when == "call":
+        result.outcome = "passed" if report.passed else ("skipped" if report.skipped else "failed")
+        if report.failed and not result.message:
+            result.message = _short(report)
+    item.config.stash[RUN_KEY].store.save(result)
+
+
+def _short(report) -> str:
+    text = str(report.longrepr) if report.longrepr else ""
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    return lines[-1][:500] if lines else "error"
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus):
+    run = session.config.stash.get(RUN_KEY, None)
+    if run is None or run.is_worker:
+        return
+    results = run.collect()
+    run.results = results
+    if not results.cases:
+        return
+    s = run.settings
+    if s.results:
+        write_json(results, s.results)
+    if s.report:
+        from fmtest.report.html import write_html
+
+        write_html(results, s.report)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    run = config.stash.get(RUN_KEY, None)
+    results = getattr(run, "results", None)
+    if run is None or run.is_worker or results is None or not results.cases:
+        return
+    from fmtest.report.terminal import render_scoreboard
+
+    terminalreporter.section("fmtest scoreboard")
+    terminalreporter.write_line(render_scoreboard(results, width=terminalreporter._tw.fullwidth))
+    for label, path in (("JSON results", run.settings.results), ("HTML scoreboard", run.settings.report)):
+        if path:
+            terminalreporter.write_line(f"{label}: {path}")
+
+
+def pytest_unconfigure(config):
+    run = config.stash.get(RUN_KEY, None)
+    if run is not None and not run.is_worker:
+        shutil.rmtree(run.store.directory, ignore_errors=True)
+
+
+def _config_summary(settings) -> dict:
+    cfg = settings.config
+    return {
+        "config_file": str(cfg.path) if cfg.path else None,
+        "datasets": settings.datasets, "pipelines": settings.pipelines,
+        "thresholds": cfg.thresholds, "case_thresholds": cfg.case_thresholds,
+        "baseline_tolerance": cfg.baseline_tolerance, "device": settings.device,
+        "pipeline_options": cfg.pipelines, "dataset_options": cfg.datasets, "prompts": cfg.prompts,
+        "bootstrap_resamples": cfg.bootstrap_resamples, "seed": cfg.seed,
+    }
+
+
+__all__ = ["ConfigError", "check_case"]
