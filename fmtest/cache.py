@@ -1,0 +1,368 @@
+"""Prediction cache: a rerun re-scores stored predictions instead of running the models again.
+
+Entries are keyed by (pipeline fingerprint, model id, image sha256), so changing one pipeline
+setting changes that pipeline's fingerprint and only its entries miss.
+
+The store is one SQLite database (stdlib, no home-made format) rather than one file per key:
+- a transaction is atomic and journaled, so a writer killed mid-write never leaves a half entry;
+- WAL mode lets pytest-xdist workers read while one writes, and the busy timeout makes
+  concurrent writers wait their turn instead of failing;
+- size reports, per-pipeline counts and clearing one pipeline are single queries, and a CI
+  cache step saves one file instead of tens of thousands.
+Each entry also carries a checksum of its blob, so damage SQLite cannot see (a truncated or
+bit-flipped blob, a file restored badly by a CI cache) is caught: the entry is reported
+(`stats.corrupt` and a `CacheCorruptionWarning` naming the key), deleted and treated as a miss.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sqlite3
+import struct
+import threading
+import time
+import warnings
+import zlib
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fmtest.errors import ConfigError
+from fmtest.pipelines.base import Prediction
+
+DEFAULT_CACHE_DIR = Path(".fmtest_cache")
+DB_NAME = "predictions.sqlite"
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_S = 60.0
+_HEADER = struct.Struct("<I")  # length of the JSON metadata that precedes the packed mask bits
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS predictions (
+    fingerprint TEXT NOT NULL,
+    model_id TEXT NOT NULL,
+    image_sha256 TEXT NOT NULL,
+    pipeline TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    checksum BLOB NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (fingerprint, model_id, image_sha256)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS predictions_pipeline ON predictions (pipeline);
+"""
+
+
+class CacheCorruptionWarning(UserWarning):
+    """A cache entry or file could not be read back; it was discarded and will be recomputed."""
+
+
+class CorruptEntry(ValueError):
+    """Raised by `decode_prediction` when a payload is damaged."""
+
+
+@dataclass
+class CacheStats:
+    """What this process did with the cache; the plugin sums these over xdist workers."""
+
+    hits: int = 0
+    misses: int = 0
+    corrupt: int = 0
+    writes: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def encode_prediction(prediction: Prediction) -> bytes:
+    """Serialise a Prediction: JSON metadata plus the mask as packed bits, zlib-compressed."""
+    mask = prediction.mask
+    shape = None
+    bits = b""
+    if mask is not None:
+        mask = np.asarray(mask)
+        if mask.dtype != np.bool_ or mask.ndim != 2:
+            raise TypeError(f"a cached mask must be a 2-D bool array, got {mask.dtype} {mask.shape}")
+        shape = list(mask.shape)
+        bits = np.packbits(mask, axis=None).tobytes()
+    meta = {
+        "label": prediction.label,
+        "score": None if prediction.score is None else float(prediction.score),
+        "reasoning": prediction.reasoning,
+        "error": prediction.error,
+        "usage": {k: float(v) for k, v in dict(prediction.usage).items()},
+        "mask_shape": shape,
+    }
+    head = json.dumps(meta, separators=(",", ":")).encode()
+    return zlib.compress(_HEADER.pack(len(head)) + head + bits, level=1)
+
+
+def decode_prediction(payload: bytes) -> Prediction:
+    """Inverse of `encode_prediction`; raises CorruptEntry on any inconsistency."""
+    try:
+        raw = zlib.decompress(payload)
+        (n_head,) = _HEADER.unpack_from(raw)
+        meta = json.loads(raw[_HEADER.size : _HEADER.size + n_head])
+        bits = np.frombuffer(raw, dtype=np.uint8, offset=_HEADER.size + n_head)
+        mask = None
+        if meta["mask_shape"] is not None:
+            h, w = meta["mask_shape"]
+            if bits.size != (h * w + 7) // 8:
+                raise CorruptEntry(f"mask has {bits.size} bytes, {h}x{w} needs {(h * w + 7) // 8}")
+            mask = np.unpackbits(bits, count=h * w).view(np.bool_).reshape(h, w)
+        elif bits.size:
+            raise CorruptEntry(f"{bits.size} stray bytes after the metadata")
+        return Prediction(label=meta["label"], score=meta["score"], mask=mask, reasoning=meta["reasoning"],
+                          error=meta["error"], usage=meta["usage"])
+    except CorruptEntry:
+        raise
+    except (zlib.error, struct.error, ValueError, KeyError, TypeError) as e:
+        raise CorruptEntry(f"{type(e).__name__}: {e}") from None
+
+
+def _checksum(payload: bytes) -> bytes:
+    return hashlib.blake2b(payload, digest_size=16).digest()
+
+
+class PredictionCache:
+    """Predictions stored in `directory/predictions.sqlite`; safe to share between processes.
+
+    A connection is opened lazily per process (a forked worker never reuses its parent's), and
+    a lock serialises threads of one process.
+    """
+
+    def __init__(self, directory: Path | str = DEFAULT_CACHE_DIR):
+        self.directory = Path(directory)
+        self.path = self.directory / DB_NAME
+        self.stats = CacheStats()
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._pid: int | None = None
+
+    # -- connection -------------------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        if self._conn is not None and self._pid == os.getpid():
+            return self._conn
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"cannot create the prediction cache folder ({e.strerror})", self.directory) from None
+        try:
+            conn = self._open()
+        except sqlite3.OperationalError:
+            raise  # locked, read-only, disk full: a real problem, not a damaged file
+        except sqlite3.DatabaseError as e:
+            conn = self._replace_damaged_file(e)
+        self._conn, self._pid = conn, os.getpid()
+        return conn
+
+    def _open(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, check_same_thread=False, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a crash may lose the last entries, never corrupt
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version != SCHEMA_VERSION:
+                if version != 0:  # written by another fmtest version: a cache is disposable, start over
+                    conn.execute("DROP TABLE IF EXISTS predictions")
+                conn.executescript(_SCHEMA)
+                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _replace_damaged_file(self, error: sqlite3.DatabaseError) -> sqlite3.Connection:
+        """A database SQLite cannot open (truncated, not a database) is moved aside and started afresh."""
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}-{os.getpid()}")
+        warnings.warn(
+            f"{self.path}: prediction cache unreadable ({error}); moved to {aside.name}, predictions will be recomputed",
+            CacheCorruptionWarning, stacklevel=3,
+        )
+        self.stats.corrupt += 1
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                os.replace(f"{self.path}{suffix}", f"{aside}{suffix}")
+            except FileNotFoundError:  # no such companion file, or another worker moved it first
+                pass
+        return self._open()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None and self._pid == os.getpid():
+                self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> PredictionCache:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict:
+        # a cache handed to another process reconnects there
+        state = self.__dict__.copy()
+        state.update(_conn=None, _pid=None, _lock=None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    # -- entries ----------------------------------------------------------------------------------
+    def get(self, fingerprint: str, model_id: str, image_sha256: str) -> Prediction | None:
+        """The stored prediction, or None on a miss (a damaged entry counts as a miss)."""
+        return self.get_many(fingerprint, model_id, [image_sha256]).get(image_sha256)
+
+    def get_many(self, fingerprint: str, model_id: str, image_sha256s: Iterable[str]) -> dict[str, Prediction]:
+        """Stored predictions for a batch of images, by image sha256; absent keys are misses."""
+        wanted = list(dict.fromkeys(image_sha256s))
+        found: dict[str, Prediction] = {}
+        damaged: list[tuple[str, str]] = []
+        with self._lock:
+            conn = self._connect()
+            for start in range(0, len(wanted), 500):  # stay under SQLite's bound-parameter limit
+                chunk = wanted[start : start + 500]
+                rows = conn.execute(
+                    "SELECT image_sha256, payload, checksum FROM predictions WHERE fingerprint=? AND model_id=? "
+                    f"AND image_sha256 IN ({','.join('?' * len(chunk))})",
+                    [fingerprint, model_id, *chunk],
+                ).fetchall()
+                for sha, payload, checksum in rows:
+                    try:
+                        if _checksum(payload) != checksum:
+                            raise CorruptEntry("checksum mismatch (truncated or altered blob)")
+                        found[sha] = decode_prediction(payload)
+                    except CorruptEntry as e:
+                        damaged.append((sha, str(e)))
+            for sha, reason in damaged:
+                warnings.warn(
+                    f"{self.path}: damaged cache entry (pipeline fingerprint {fingerprint}, model {model_id}, "
+                    f"image {sha}): {reason}; discarded, will be recomputed",
+                    CacheCorruptionWarning, stacklevel=3,
+                )
+                conn.execute(
+                    "DELETE FROM predictions WHERE fingerprint=? AND model_id=? AND image_sha256=?",
+                    (fingerprint, model_id, sha),
+                )
+            self.stats.hits += len(found)
+            self.stats.corrupt += len(damaged)
+            self.stats.misses += len(wanted) - len(found)
+        return found
+
+    def put(self, fingerprint: str, model_id: str, image_sha256: str, prediction: Prediction, *,
+            pipeline: str) -> None:
+        """Store one prediction; `pipeline` is the pipeline's name, for `info` and `clear`."""
+        self.put_many(fingerprint, model_id, {image_sha256: prediction}, pipeline=pipeline)
+
+    def put_many(self, fingerprint: str, model_id: str, predictions: Mapping[str, Prediction], *,
+                 pipeline: str) -> None:
+        """Store a batch in one transaction: all of it lands, or (if the writer dies) none of it."""
+        now = time.time()
+        rows = []
+        for sha, prediction in predictions.items():
+            payload = encode_prediction(prediction)
+            rows.append((fingerprint, model_id, sha, pipeline, payload, _checksum(payload), now))
+        if not rows:
+            return
+        with self._lock:
+            conn = self._connect()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany("INSERT OR REPLACE INTO predictions VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            self.stats.writes += len(rows)
+
+    # -- maintenance ------------------------------------------------------------------------------
+    def info(self) -> dict:
+        """Entries, bytes on disk (database + WAL), stored payload bytes, and the same per pipeline."""
+        with self._lock:
+            conn = self._connect()
+            per = conn.execute(
+                "SELECT pipeline, COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM predictions "
+                "GROUP BY pipeline ORDER BY pipeline"
+            ).fetchall()
+        pipelines = {name: {"entries": n, "payload_bytes": b} for name, n, b in per}
+        disk = sum(p.stat().st_size for p in (Path(f"{self.path}{s}") for s in ("", "-wal", "-shm")) if p.exists())
+        return {
+            "path": str(self.path),
+            "entries": sum(p["entries"] for p in pipelines.values()),
+            "bytes": disk,
+            "payload_bytes": sum(p["payload_bytes"] for p in pipelines.values()),
+            "pipelines": pipelines,
+        }
+
+    def clear(self, pipeline: str | None = None) -> int:
+        """Delete every entry, or one pipeline's; returns how many were removed."""
+        with self._lock:
+            conn = self._connect()
+            if pipeline is None:
+                removed = conn.execute("DELETE FROM predictions").rowcount
+            else:
+                removed = conn.execute("DELETE FROM predictions WHERE pipeline=?", (pipeline,)).rowcount
+            # give the space back; another process holding the database open just postpones it
+            try:
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                conn.execute("VACUUM")
+            except sqlite3.OperationalError:
+                pass
+        return removed
+
+
+# -- command line -------------------------------------------------------------------------------------
+def register_cli(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("cache", help="inspect or clear the prediction cache")
+    actions = parser.add_subparsers(dest="cache_command", required=True)
+    for name, func, text in (("info", _cli_info, "entries and size, per pipeline"),
+                             ("clear", _cli_clear, "delete cached predictions")):
+        p = actions.add_parser(name, help=text)
+        p.add_argument("--dir", type=Path, default=DEFAULT_CACHE_DIR, help="cache folder (default %(default)s)")
+        p.add_argument("--pipeline", help="only this pipeline's entries")
+        p.set_defaults(func=func)
+
+
+def _cli_info(args: argparse.Namespace) -> int:
+    if not (args.dir / DB_NAME).exists():
+        print(f"{args.dir}: no prediction cache")
+        return 0
+    with PredictionCache(args.dir) as cache:
+        info = cache.info()
+    rows = info["pipelines"]
+    if args.pipeline is not None:
+        rows = {k: v for k, v in rows.items() if k == args.pipeline}
+    print(f"{info['path']}: {info['entries']} entries, {_human(info['bytes'])} on disk")
+    if rows:
+        width = max(len("pipeline"), *(len(k) for k in rows))
+        print(f"  {'pipeline':<{width}}  {'entries':>8}  {'stored':>9}")
+        for name, row in rows.items():
+            print(f"  {name:<{width}}  {row['entries']:>8}  {_human(row['payload_bytes']):>9}")
+    return 0
+
+
+def _cli_clear(args: argparse.Namespace) -> int:
+    if not (args.dir / DB_NAME).exists():
+        print(f"{args.dir}: no prediction cache")
+        return 0
+    with PredictionCache(args.dir) as cache:
+        removed = cache.clear(args.pipeline)
+        left = cache.info()
+    what = f"pipeline {args.pipeline}" if args.pipeline else "all pipelines"
+    print(f"{args.dir}: removed {removed} entries ({what}); {left['entries']} left, {_human(left['bytes'])} on disk")
+    return 0
+
+
+def _human(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    size = n / 1024
+    for unit in ("KiB", "MiB"):
+        if size < 1024:
+            return f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"

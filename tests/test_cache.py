@@ -1,0 +1,258 @@
+"""Prediction cache: round trips, isolation by key, damage handling, concurrency, info/clear, CLI."""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import signal
+import sqlite3
+
+import numpy as np
+import pytest
+
+from fmtest.cache import (
+    DB_NAME,
+    CacheCorruptionWarning,
+    PredictionCache,
+    decode_prediction,
+    encode_prediction,
+    register_cli,
+)
+from fmtest.pipelines.base import Prediction
+
+
+def _blob_mask(shape, seed) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.random(shape) > 0.6
+
+
+def _same(a: Prediction, b: Prediction) -> bool:
+    masks_equal = (a.mask is None and b.mask is None) or (
+        a.mask is not None and b.mask is not None and a.mask.dtype == b.mask.dtype == np.bool_
+        and a.mask.shape == b.mask.shape and np.array_equal(a.mask, b.mask)
+    )
+    return masks_equal and (a.label, a.score, a.reasoning, a.error, dict(a.usage)) == (
+        b.label, b.score, b.reasoning, b.error, dict(b.usage))
+
+
+@pytest.fixture
+def cache(tmp_path):
+    with PredictionCache(tmp_path / "cache") as c:
+        yield c
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (7, 13), (3, 1), (1, 9), (17, 5), (64, 64)])
+def test_mask_round_trip_keeps_odd_sizes(cache, shape):
+    pred = Prediction.from_mask(_blob_mask(shape, 1), score=0.25, usage={"seconds": 0.5})
+    cache.put("fp", "model", "img", pred, pipeline="padim")
+    assert _same(cache.get("fp", "model", "img"), pred)
+
+
+@pytest.mark.parametrize("pred", [
+    Prediction(label="OK"),
+    Prediction(label="NOK", score=0.93, reasoning="crack at the lower left lead — ≥2 mm",
+               usage={"input_tokens": 1200.0, "output_tokens": 35.0}),
+    Prediction.failed("answer was not JSON: 'Sure! Here...'", usage={"input_tokens": 10.0}),
+    Prediction.from_mask(np.zeros((5, 3), bool)),
+], ids=["bare", "classification", "failed", "empty-mask"])
+def test_every_field_round_trips(cache, pred):
+    cache.put("fp", "model", "img", pred, pipeline="gemini_basic")
+    assert _same(cache.get("fp", "model", "img"), pred)
+
+
+def test_encoding_rejects_masks_that_are_not_2d_bool():
+    with pytest.raises(TypeError, match="2-D bool"):
+        encode_prediction(Prediction(label="NOK", mask=np.ones((4, 4), np.uint8)))
+
+
+def test_other_fingerprint_or_model_misses_and_stats_count(cache):
+    pred = Prediction(label="OK", score=0.1)
+    cache.put("fp-a", "model-1", "img", pred, pipeline="padim")
+    assert cache.get("fp-b", "model-1", "img") is None  # one setting of the pipeline changed
+    assert cache.get("fp-a", "model-2", "img") is None  # new weights
+    assert cache.get("fp-a", "model-1", "other") is None
+    assert cache.get("fp-a", "model-1", "img") is not None
+    assert cache.stats.as_dict() == {"hits": 1, "misses": 3, "corrupt": 0, "writes": 1}
+
+
+def test_batch_put_and_get(cache):
+    preds = {f"img{i}": Prediction.from_mask(_blob_mask((9, 11), i), score=i / 10) for i in range(30)}
+    cache.put_many("fp", "model", preds, pipeline="padim")
+    found = cache.get_many("fp", "model", [*preds, "missing-1", "missing-2"])
+    assert set(found) == set(preds)
+    assert all(_same(found[k], preds[k]) for k in preds)
+    assert (cache.stats.hits, cache.stats.misses, cache.stats.writes) == (30, 2, 30)
+
+
+def test_changing_one_pipeline_setting_invalidates_only_that_pipeline(cache):
+    cache.put("padim-fp", "m", "img", Prediction(label="OK"), pipeline="padim")
+    cache.put("diff-fp-threshold-0.3", "m", "img", Prediction(label="NOK"), pipeline="reference_diff")
+    assert cache.get("padim-fp", "m", "img") is not None
+    assert cache.get("diff-fp-threshold-0.4", "m", "img") is None
+
+
+def _set_payload(cache_dir, transform) -> None:
+    with sqlite3.connect(cache_dir / DB_NAME) as conn:
+        (payload,) = conn.execute("SELECT payload FROM predictions").fetchone()
+        conn.execute("UPDATE predictions SET payload=?", (transform(payload),))
+
+
+def test_truncated_entry_is_reported_discarded_and_missed(cache, tmp_path):
+    cache.put("fp", "model", "abc123", Prediction.from_mask(_blob_mask((32, 32), 0)), pipeline="padim")
+    cache.close()
+    _set_payload(tmp_path / "cache", lambda p: p[: len(p) // 2])
+    with pytest.warns(CacheCorruptionWarning, match="abc123"):
+        assert cache.get("fp", "model", "abc123") is None
+    assert cache.stats.corrupt == 1 and cache.stats.misses == 1 and cache.stats.hits == 0
+    assert cache.info()["entries"] == 0  # discarded, so the recomputed prediction replaces it
+    assert cache.get("fp", "model", "abc123") is None
+    assert cache.stats.corrupt == 1
+
+
+def test_flipped_byte_is_caught_by_the_checksum(cache, tmp_path):
+    cache.put("fp", "model", "img", Prediction(label="OK", score=0.5), pipeline="padim")
+    cache.close()
+    _set_payload(tmp_path / "cache", lambda p: p[:-1] + bytes([p[-1] ^ 0x01]))
+    with pytest.warns(CacheCorruptionWarning, match="checksum"):
+        assert cache.get("fp", "model", "img") is None
+    assert cache.stats.corrupt == 1
+
+
+def test_undecodable_payload_raises_corrupt_entry():
+    from fmtest.cache import CorruptEntry
+
+    good = encode_prediction(Prediction.from_mask(np.ones((4, 4), bool)))
+    with pytest.raises(CorruptEntry):
+        decode_prediction(good[:-3])
+    with pytest.raises(CorruptEntry):
+        decode_prediction(b"not zlib at all")
+
+
+def test_unreadable_database_file_is_moved_aside_and_rebuilt(tmp_path):
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    (folder / DB_NAME).write_bytes(b"this is not an SQLite database" * 100)
+    cache = PredictionCache(folder)
+    with pytest.warns(CacheCorruptionWarning, match="unreadable"):
+        assert cache.get("fp", "m", "img") is None
+    cache.put("fp", "m", "img", Prediction(label="OK"), pipeline="padim")
+    assert cache.get("fp", "m", "img") is not None
+    assert any(p.name.startswith(f"{DB_NAME}.corrupt-") for p in folder.iterdir())
+    cache.close()
+
+
+def _killed_mid_commit(folder) -> None:
+    """Child process: write a batch, and die by SIGKILL just before the transaction commits."""
+    cache = PredictionCache(folder)
+    conn = cache._connect()
+
+    class DiesOnCommit:
+        def __getattr__(self, name):
+            return getattr(conn, name)
+
+        def execute(self, sql, *args):
+            if sql == "COMMIT":
+                os.kill(os.getpid(), signal.SIGKILL)
+            return conn.execute(sql, *args)
+
+    cache._conn = DiesOnCommit()
+    preds = {f"img{i}": Prediction.from_mask(_blob_mask((64, 64), i)) for i in range(50)}
+    cache.put_many("fp", "m", preds, pipeline="padim")
+
+
+def test_killed_writer_leaves_no_entry(tmp_path):
+    folder = tmp_path / "cache"
+    with PredictionCache(folder) as cache:
+        cache.put("fp", "m", "kept", Prediction(label="OK"), pipeline="padim")
+    child = multiprocessing.get_context("spawn").Process(target=_killed_mid_commit, args=(folder,))
+    child.start()
+    child.join(60)
+    assert child.exitcode == -signal.SIGKILL
+    with PredictionCache(folder) as cache:
+        assert cache.info()["entries"] == 1
+        assert cache.get_many("fp", "m", [f"img{i}" for i in range(50)]) == {}
+        assert cache.get("fp", "m", "kept") is not None
+        assert cache.stats.corrupt == 0
+
+
+def _hammer(cache: PredictionCache, worker: int, n_keys: int) -> dict[str, int]:
+    """Child process: every worker writes and reads the same keys, one at a time and in batches."""
+    for i in range(n_keys):
+        key = f"img{(i + worker * 7) % n_keys}"
+        seed = int(key[3:])
+        cache.put("fp", "m", key, Prediction.from_mask(_blob_mask((40, 24), seed), score=seed), pipeline="padim")
+        got = cache.get("fp", "m", f"img{(i * 3) % n_keys}")
+        if got is not None:
+            assert np.array_equal(got.mask, _blob_mask((40, 24), int(got.score)))
+    batch = {f"batch{worker}-{j}": Prediction(label="OK", score=j) for j in range(20)}
+    cache.put_many("fp", "m", batch, pipeline="reference_diff")
+    return cache.stats.as_dict()
+
+
+def test_processes_writing_and_reading_the_same_keys(tmp_path):
+    cache = PredictionCache(tmp_path / "cache")  # handed to the workers: each reconnects
+    n_workers, n_keys = 4, 40
+    with multiprocessing.get_context("spawn").Pool(n_workers) as pool:
+        stats = pool.starmap(_hammer, [(cache, w, n_keys) for w in range(n_workers)])
+    assert all(s["corrupt"] == 0 and s["writes"] == n_keys + 20 for s in stats)
+    found = cache.get_many("fp", "m", [f"img{i}" for i in range(n_keys)])
+    assert len(found) == n_keys
+    for key, pred in found.items():
+        assert pred.score == int(key[3:])
+        assert np.array_equal(pred.mask, _blob_mask((40, 24), int(key[3:])))
+    info = cache.info()
+    assert info["pipelines"]["padim"]["entries"] == n_keys
+    assert info["pipelines"]["reference_diff"]["entries"] == 20 * n_workers
+    cache.close()
+
+
+def test_info_reports_entries_and_sizes(cache):
+    big = {f"i{k}": Prediction.from_mask(_blob_mask((128, 128), k)) for k in range(10)}
+    cache.put_many("fp1", "m", big, pipeline="padim")
+    cache.put("fp2", "m", "i0", Prediction(label="OK"), pipeline="gemini_basic")
+    info = cache.info()
+    assert info["entries"] == 11
+    assert info["pipelines"]["padim"]["entries"] == 10
+    assert info["pipelines"]["gemini_basic"]["entries"] == 1
+    # random masks barely compress: each is close to its 2 KiB of packed bits
+    assert 10 * 1800 < info["pipelines"]["padim"]["payload_bytes"] < 10 * 2400
+    assert info["payload_bytes"] == sum(p["payload_bytes"] for p in info["pipelines"].values())
+    assert info["bytes"] >= info["payload_bytes"]
+
+
+def test_clear_one_pipeline_then_all(cache):
+    cache.put("fp1", "m", "a", Prediction(label="OK"), pipeline="padim")
+    cache.put("fp1", "m", "b", Prediction(label="OK"), pipeline="padim")
+    cache.put("fp2", "m", "a", Prediction(label="NOK"), pipeline="gemini_basic")
+    assert cache.clear("padim") == 2
+    assert cache.get("fp1", "m", "a") is None and cache.get("fp2", "m", "a") is not None
+    assert cache.clear() == 1
+    assert cache.info()["entries"] == 0
+
+
+def _cli(argv):
+    parser = argparse.ArgumentParser(prog="fmtest")
+    register_cli(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def test_cli_info_and_clear(tmp_path, capsys):
+    folder = tmp_path / "cache"
+    with PredictionCache(folder) as cache:
+        cache.put_many("fp", "m", {f"i{k}": Prediction(label="OK") for k in range(3)}, pipeline="padim")
+        cache.put("fp2", "m", "i0", Prediction(label="OK"), pipeline="sam_clip")
+    assert _cli(["cache", "info", "--dir", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "4 entries" in out and "padim" in out and "sam_clip" in out
+    assert _cli(["cache", "clear", "--dir", str(folder), "--pipeline", "padim"]) == 0
+    assert "removed 3 entries (pipeline padim); 1 left" in capsys.readouterr().out
+    assert _cli(["cache", "clear", "--dir", str(folder)]) == 0
+    assert "removed 1 entries (all pipelines); 0 left" in capsys.readouterr().out
+
+
+def test_cli_on_a_folder_without_cache(tmp_path, capsys):
+    assert _cli(["cache", "info", "--dir", str(tmp_path)]) == 0
+    assert "no prediction cache" in capsys.readouterr().out
+    assert not (tmp_path / DB_NAME).exists()
