@@ -1,0 +1,248 @@
+"""Which checkpoint files fmtest expects, where it looks for them, and how a file is opened safely.
+
+Every model loader asks this module for its file, so a missing checkpoint is reported the same way
+everywhere: the file, the folder searched, and the `fmtest weights download` command that fetches it.
+
+Tests (and programs embedding fmtest) can `inject` an already-built model under a weight key: the
+loaders return it instead of opening a file, and `require` treats the key as available. This is how
+random-weight tiny models run the real pipelines without any checkpoint on disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from fmtest.errors import DataError, MissingWeights
+
+WEIGHTS_ENV = "FMTEST_WEIGHTS"
+DEFAULT_WEIGHTS_DIR = Path("~/.cache/fmtest/weights")
+
+
+@dataclass(frozen=True)
+class WeightSpec:
+    """One expected checkpoint.
+
+    `filename` may name a folder (Hugging Face layout); then `main_file` inside it is the file that
+    `size`/`sha256` describe and `files` lists everything the folder needs, fetched from `url` + name.
+    `size`/`sha256` are None where no trustworthy published value was available: such a file is
+    reported as "unverified", never checked against an invented hash.
+    """
+
+    key: str
+    filename: str
+    size: int | None
+    sha256: str | None
+    url: str
+    license: str
+    description: str
+    main_file: str | None = None
+    files: tuple[str, ...] = ()
+
+    @property
+    def is_folder(self) -> bool:
+        return self.main_file is not None
+
+    def path_in(self, folder: Path) -> Path:
+        return folder / self.filename
+
+    def main_path_in(self, folder: Path) -> Path:
+        """The file whose size and hash the registry records (the folder's weights file for HF layouts)."""
+        path = self.path_in(folder)
+        return path / self.main_file if self.main_file else path
+
+
+_SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
+_GDINO_HF = "https://huggingface.co/IDEA-Research/grounding-dino-tiny/resolve/main/"
+
+WEIGHTS: dict[str, WeightSpec] = {
+    spec.key: spec
+    for spec in (
+        WeightSpec(
+            key="sam_vit_h", filename="sam_vit_h_4b8939.pth", size=2_564_550_879,
+            sha256="a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
+            url=_SAM_URL + "sam_vit_h_4b8939.pth", license="Apache-2.0",
+            description="Segment Anything ViT-H (the study's SAM in every pipeline)",
+        ),
+        WeightSpec(
+            key="sam_vit_l", filename="sam_vit_l_0b3195.pth", size=1_249_524_607,
+            sha256="3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622",
+            url=_SAM_URL + "sam_vit_l_0b3195.pth", license="Apache-2.0",
+            description="Segment Anything ViT-L (optional, smaller)",
+        ),
+        WeightSpec(
+            key="sam_vit_b", filename="sam_vit_b_01ec64.pth", size=375_042_383,
+            sha256="ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
+            url=_SAM_URL + "sam_vit_b_01ec64.pth", license="Apache-2.0",
+            description="Segment Anything ViT-B (optional, smallest)",
+        ),
+        WeightSpec(
+            key="groundingdino_swint_ogc", filename="grounding-dino-tiny", size=None, sha256=None,
+            url=_GDINO_HF, license="Apache-2.0",
+            description="GroundingDINO Swin-T OGC, converted to the Hugging Face layout "
+                        "(IDEA-Research/grounding-dino-tiny; includes the BERT text encoder and vocabulary)",
+            main_file="model.safetensors",
+            files=("config.json", "model.safetensors", "preprocessor_config.json", "tokenizer_config.json",
+                   "special_tokens_map.json", "vocab.txt"),
+        ),
+        WeightSpec(
+            key="clip_vit_b16_openai", filename="ViT-B-16.pt", size=None,
+            sha256="5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f",
+            url="https://openaipublic.azureedge.net/clip/models/"
+                "5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f/ViT-B-16.pt",
+            license="MIT",
+            description="CLIP ViT-B/16, OpenAI weights (also run as CS-ViT-B/16 by CLIP Surgery)",
+        ),
+    )
+}
+
+
+def spec(key: str) -> WeightSpec:
+    try:
+        return WEIGHTS[key]
+    except KeyError:
+        raise MissingWeights(f"unknown weights {key!r}; known: {', '.join(WEIGHTS)}") from None
+
+
+def weights_dir(explicit: Path | None = None) -> Path:
+    """--fm-weights, else $FMTEST_WEIGHTS, else ~/.cache/fmtest/weights."""
+    if explicit is not None:
+        return Path(explicit).expanduser()
+    env = os.environ.get(WEIGHTS_ENV)
+    return Path(env).expanduser() if env else DEFAULT_WEIGHTS_DIR.expanduser()
+
+
+_weights_folder = weights_dir  # `resolve` takes a parameter named weights_dir (the agreed signature)
+
+
+def resolve(key: str, weights_dir: Path | None = None) -> Path:
+    """The path of a present checkpoint (file or HF folder), or MissingWeights saying how to get it."""
+    entry = spec(key)
+    folder = _weights_folder(weights_dir)
+    path = entry.path_in(folder)
+    main = entry.main_path_in(folder)
+    if not main.is_file():
+        what = f"{entry.filename}/{entry.main_file}" if entry.is_folder else entry.filename
+        raise MissingWeights(
+            f"{what} not found in {folder} (set --fm-weights or ${WEIGHTS_ENV}); "
+            f"get it with `fmtest weights download {key}`",
+            path,
+        )
+    return path
+
+
+# --- injected models -------------------------------------------------------------------------------
+
+_INJECTED: dict[str, object] = {}
+_INJECT_LOCK = threading.Lock()
+
+
+@contextmanager
+def inject(key: str, model: object) -> Iterator[object]:
+    """Make the loader for `key` return `model` (no file needed) until the block ends."""
+    spec(key)
+    with _INJECT_LOCK:
+        previous = _INJECTED.get(key)
+        _INJECTED[key] = model
+    try:
+        yield model
+    finally:
+        with _INJECT_LOCK:
+            if previous is None:
+                _INJECTED.pop(key, None)
+            else:
+                _INJECTED[key] = previous
+
+
+def injected(key: str) -> object | None:
+    return _INJECTED.get(key)
+
+
+def require(key: str, weights_dir: Path | None = None) -> None:
+    """Raise MissingWeights unless the checkpoint is present or a model is injected for it."""
+    if injected(key) is None:
+        resolve(key, weights_dir)
+
+
+# --- hashing and safe opening ----------------------------------------------------------------------
+
+_SHA_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, cached by (path, size, mtime): ViT-H is 2.5 GB and is hashed once per process."""
+    path = Path(path)
+    st = path.stat()
+    cache_key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if cache_key not in _SHA_CACHE:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                h.update(block)
+        _SHA_CACHE[cache_key] = h.hexdigest()
+    return _SHA_CACHE[cache_key]
+
+
+def combined_id(*hashes: str) -> str:
+    """One model id for a pipeline built from several checkpoints."""
+    if len(hashes) == 1:
+        return hashes[0]
+    return hashlib.sha256("+".join(hashes).encode()).hexdigest()
+
+
+# Some official GroundingDINO .pth files pickle the training `argparse.Namespace` next to the weights.
+# torch.load stays weights_only=True (no arbitrary code from a checkpoint); Namespace alone is allowed
+# because it is a plain attribute bag that cannot execute anything when unpickled.
+SAFE_CHECKPOINT_GLOBALS = (argparse.Namespace,)
+
+
+def load_state_dict(path: Path, nested_key: str | None = "model") -> dict:
+    """Read a checkpoint's tensors (.pth/.pt via torch.load(weights_only=True), or .safetensors).
+
+    A dict holding the state dict under `nested_key` (official GroundingDINO, training checkpoints)
+    is unwrapped. Anything else that is not a name -> tensor mapping raises DataError naming the file.
+    """
+    import torch
+
+    path = Path(path)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            data = load_file(str(path))
+        else:
+            with torch.serialization.safe_globals(list(SAFE_CHECKPOINT_GLOBALS)):
+                data = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise MissingWeights("checkpoint file not found", path) from None
+    except Exception as e:  # unpickling / format errors come in many types; all mean "not a checkpoint"
+        raise DataError(f"not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})",
+                        path) from None
+    if nested_key and isinstance(data, dict) and isinstance(data.get(nested_key), dict):
+        data = data[nested_key]
+    if not isinstance(data, dict) or not data or not all(isinstance(v, torch.Tensor) for v in data.values()):
+        raise DataError("checkpoint holds no state dict of tensors", path)
+    return data
+
+
+def load_into(module, state: dict, path: Path) -> None:
+    """Load a state dict strictly; a key mismatch means a wrong file, reported with examples."""
+    try:
+        result = module.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shape mismatches: a checkpoint of another model size
+        raise DataError(f"checkpoint does not match {type(module).__name__}: {str(e).splitlines()[-1][:300]}",
+                        path) from None
+    problems = []
+    if result.missing_keys:
+        problems.append(f"{len(result.missing_keys)} missing keys (e.g. {', '.join(result.missing_keys[:3])})")
+    if result.unexpected_keys:
+        problems.append(
+            f"{len(result.unexpected_keys)} unexpected keys (e.g. {', '.join(result.unexpected_keys[:3])})")
+    if problems:
+        raise DataError(f"checkpoint does not match {type(module).__name__}: " + "; ".join(problems), path)

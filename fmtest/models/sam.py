@@ -1,0 +1,255 @@
+"""Segment Anything: the official architectures, checkpoint loading, and one shared engine per process.
+
+Every SAM pipeline (gdino_sam, sam_clip, clip_surgery_sam, saa_plus) asks `sam_engine(...)` for the
+engine, so the model is loaded once and each image is encoded once: the engine keeps an LRU of image
+embeddings keyed by the caller's image key (the Sample's sha256) and restores them into the upstream
+`SamPredictor` instead of re-running the ViT encoder.
+
+Tests inject a random-weight model without touching any file:
+
+    with registry.inject("sam_vit_h", SamEngine(build_tiny_sam(), model_id="tiny-random")):
+        ...  # sam_engine(...) returns this engine; check_available passes
+
+A Sam model built from a config not listed in `SAM_VARIANTS` can be registered there together with
+a `registry.WEIGHTS` entry named `sam_<variant>`; `sam_engine` then loads it through the same path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache, partial
+from pathlib import Path
+
+import numpy as np
+import torch
+from segment_anything import SamAutomaticMaskGenerator, SamPredictor
+from segment_anything.build_sam import build_sam_vit_b, build_sam_vit_h, build_sam_vit_l
+from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+
+from fmtest.errors import DataError
+from fmtest.models import registry
+
+# Official configurations, built by the upstream package (random init; weights loaded by us).
+SAM_VARIANTS: dict[str, Callable[[], Sam]] = {"vit_h": build_sam_vit_h, "vit_l": build_sam_vit_l,
+                                              "vit_b": build_sam_vit_b}
+BOX_CHUNK = 16  # boxes decoded per mask-decoder call: bounds memory (each mask is upsampled to image size)
+
+
+def load_sam_weights(sam: Sam, checkpoint: Path) -> Sam:
+    """Load a SAM state-dict file into `sam` with errors that name the file."""
+    registry.load_into(sam, registry.load_state_dict(checkpoint), checkpoint)
+    return sam.eval()
+
+
+def build_sam(variant: str, checkpoint: Path | None = None) -> Sam:
+    """An official SAM ("vit_h", "vit_l", "vit_b"); random weights unless `checkpoint` is given."""
+    try:
+        builder = SAM_VARIANTS[variant]
+    except KeyError:
+        raise DataError(f"unknown SAM variant {variant!r}; known: {', '.join(SAM_VARIANTS)}") from None
+    sam = builder().eval()
+    return load_sam_weights(sam, checkpoint) if checkpoint is not None else sam
+
+
+def build_tiny_sam(image_size: int = 256, depth: int = 2, embed_dim: int = 64, seed: int = 0) -> Sam:
+    """The real SAM architecture in a small configuration with seeded random weights, for tests.
+
+    Same prompt encoder and mask decoder as the official models; only the ViT encoder is shrunk.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        sam = Sam(
+            image_encoder=ImageEncoderViT(
+                depth=depth, embed_dim=embed_dim, img_size=image_size, mlp_ratio=4,
+                norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), num_heads=4, patch_size=16, qkv_bias=True,
+                use_rel_pos=True, global_attn_indexes=(depth - 1,), window_size=8, out_chans=256,
+            ),
+            prompt_encoder=PromptEncoder(
+                embed_dim=256, image_embedding_size=(image_size // 16, image_size // 16),
+                input_image_size=(image_size, image_size), mask_in_chans=16,
+            ),
+            mask_decoder=MaskDecoder(
+                num_multimask_outputs=3,
+                transformer=TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8),
+                transformer_dim=256, iou_head_depth=3, iou_head_hidden_dim=256,
+            ),
+            pixel_mean=[123.675, 116.28, 103.53],
+            pixel_std=[58.395, 57.12, 57.375],
+        )
+        # The upstream init leaves positional embeddings at zero; random ones make tests meaningful.
+        torch.nn.init.normal_(sam.image_encoder.pos_embed, std=0.02)
+    return sam.eval()
+
+
+@dataclass(frozen=True)
+class _Embedding:
+    features: torch.Tensor  # (1, 256, E, E) on the engine's device
+    original_size: tuple[int, int]
+    input_size: tuple[int, int]
+
+
+def _check_rgb_uint8(image: np.ndarray) -> None:
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise DataError(f"SAM needs an HxWx3 uint8 RGB image, got {image.dtype} {image.shape}; "
+                        "convert with fmtest.data.io.to_rgb_uint8")
+
+
+class SamEngine:
+    """One Sam model + an LRU of image embeddings keyed by image sha256, shared by every SAM pipeline."""
+
+    def __init__(self, sam: Sam, model_id: str, device: str = "cpu", cache_size: int = 16):
+        self.sam = sam.to(device).eval()
+        self.model_id = model_id
+        self.device = device
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, _Embedding] = OrderedDict()
+        self._predictor = SamPredictor(self.sam)
+
+    # --- embeddings -----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def embed(self, images_rgb: Sequence[np.ndarray], keys: Sequence[str], batch_size: int = 4) -> None:
+        """Encode the images not yet cached, `batch_size` at a time through the ViT encoder."""
+        todo = [(img, k) for img, k in zip(images_rgb, keys, strict=True) if k not in self._cache]
+        todo = list({k: (img, k) for img, k in todo}.values())  # the same image twice is encoded once
+        transform = self._predictor.transform
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start : start + batch_size]
+            inputs, sizes = [], []
+            for image, _ in chunk:
+                _check_rgb_uint8(image)
+                resized = torch.as_tensor(transform.apply_image(image), device=self.device)
+                resized = resized.permute(2, 0, 1).contiguous()[None]
+                sizes.append((tuple(image.shape[:2]), tuple(resized.shape[-2:])))
+                inputs.append(self.sam.preprocess(resized))
+            features = self.sam.image_encoder(torch.cat(inputs))
+            for (_, key), feat, (original, input_size) in zip(chunk, features, sizes, strict=True):
+                self._store(key, _Embedding(feat[None], original, input_size))
+
+    def _store(self, key: str, embedding: _Embedding) -> None:
+        self._cache[key] = embedding
+        self._cache.move_to_end(key)
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+
+    def _embedding(self, image_rgb: np.ndarray, key: str) -> _Embedding:
+        if key not in self._cache:
+            self.embed([image_rgb], [key])
+        self._cache.move_to_end(key)
+        return self._cache[key]
+
+    def _load(self, predictor: SamPredictor, image_rgb: np.ndarray, key: str) -> SamPredictor:
+        emb = self._embedding(image_rgb, key)
+        predictor.reset_image()
+        predictor.features = emb.features
+        predictor.original_size = emb.original_size
+        predictor.input_size = emb.input_size
+        predictor.is_image_set = True
+        return predictor
+
+    def image_embedding(self, image_rgb: np.ndarray, key: str) -> torch.Tensor:
+        """(1, 256, E, E) encoder output; E = 64 for the official 1024-pixel models."""
+        return self._embedding(image_rgb, key).features
+
+    def predictor(self, image_rgb: np.ndarray, key: str) -> SamPredictor:
+        """The upstream predictor with this image set; the encoder runs only on a cache miss."""
+        return self._load(self._predictor, image_rgb, key)
+
+    # --- prompts -> masks -------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def masks_from_boxes(self, image_rgb: np.ndarray, key: str,
+                         boxes_xyxy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One mask per box (single-mask output, as SamPredictor.predict(box=...)): (N,H,W) bool, (N,) scores."""
+        predictor = self.predictor(image_rgb, key)
+        boxes = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
+        h, w = image_rgb.shape[:2]
+        if len(boxes) == 0:
+            return np.zeros((0, h, w), dtype=bool), np.zeros(0, dtype=np.float32)
+        masks, scores = [], []
+        for start in range(0, len(boxes), BOX_CHUNK):
+            # transform in numpy, as SamPredictor.predict does, so coordinates round identically
+            chunk = predictor.transform.apply_boxes(boxes[start : start + BOX_CHUNK], predictor.original_size)
+            chunk_t = torch.as_tensor(chunk, dtype=torch.float, device=self.device)
+            m, s, _ = predictor.predict_torch(None, None, boxes=chunk_t, multimask_output=False)
+            masks.append(m[:, 0].cpu().numpy())
+            scores.append(s[:, 0].float().cpu().numpy())
+        return np.concatenate(masks), np.concatenate(scores)
+
+    def masks_from_points(self, image_rgb: np.ndarray, key: str, points_xy: np.ndarray,
+                          point_labels: np.ndarray, multimask: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Masks for one prompt made of several points (label 1 foreground, 0 background).
+
+        (1,H,W) with `multimask=False`, SAM's three candidates (3,H,W) otherwise; plus their scores.
+        """
+        h, w = image_rgb.shape[:2]
+        points = np.asarray(points_xy, dtype=np.float64).reshape(-1, 2)
+        if len(points) == 0:
+            return np.zeros((0, h, w), dtype=bool), np.zeros(0, dtype=np.float32)
+        predictor = self.predictor(image_rgb, key)
+        masks, scores, _ = predictor.predict(point_coords=points, point_labels=np.asarray(point_labels),
+                                             multimask_output=multimask)
+        return masks.astype(bool), scores.astype(np.float32)
+
+    def automatic_masks(self, image_rgb: np.ndarray, key: str, **generator_options) -> list[dict]:
+        """SamAutomaticMaskGenerator records for the image, reusing the cached whole-image embedding."""
+        _check_rgb_uint8(image_rgb)
+        generator = _EngineMaskGenerator(self, image_rgb, key, **generator_options)
+        return generator.generate(image_rgb)
+
+
+class _KeyedPredictor(SamPredictor):
+    """A SamPredictor whose set_image reads the engine's embedding cache.
+
+    The automatic generator calls set_image once per crop; the full-image crop maps to the caller's
+    key (so the embedding is shared with other pipelines), other crops to a key derived from it.
+    """
+
+    def __init__(self, engine: SamEngine, image_rgb: np.ndarray, key: str):
+        super().__init__(engine.sam)
+        self._engine, self._image, self._key = engine, image_rgb, key
+
+    def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
+        if image_format != "RGB":
+            image = image[..., ::-1]
+        if image.shape == self._image.shape and np.array_equal(image, self._image):
+            key = self._key
+        else:
+            key = f"{self._key}/crop/{hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest()[:16]}"
+        self._engine._load(self, np.ascontiguousarray(image), key)
+
+
+class _EngineMaskGenerator(SamAutomaticMaskGenerator):
+    def __init__(self, engine: SamEngine, image_rgb: np.ndarray, key: str, **options):
+        super().__init__(engine.sam, **options)
+        self.predictor = _KeyedPredictor(engine, image_rgb, key)
+
+
+# --- the process-wide engine -----------------------------------------------------------------------
+
+
+def sam_engine(weights_dir: Path | None, device: str, variant: str = "vit_h") -> SamEngine:
+    """The SAM engine for this process: an injected one (tests), else the checkpoint, loaded once."""
+    key = f"sam_{variant}"
+    injected = registry.injected(key)
+    if injected is not None:
+        return injected  # type: ignore[return-value]
+    path = registry.resolve(key, weights_dir)
+    return _load_engine(path.resolve(), device, variant)
+
+
+@lru_cache(maxsize=4)
+def _load_engine(path: Path, device: str, variant: str) -> SamEngine:
+    sha = registry.file_sha256(path)
+    expected = registry.spec(f"sam_{variant}").sha256
+    if expected is not None and sha != expected:
+        raise DataError(f"sha256 is {sha}, expected {expected} for the official sam_{variant} checkpoint; "
+                        f"re-download with `fmtest weights download sam_{variant}`", path)
+    builder = SAM_VARIANTS.get(variant)
+    if builder is None:
+        raise DataError(f"unknown SAM variant {variant!r}; known: {', '.join(SAM_VARIANTS)}", path)
+    sam = load_sam_weights(builder().eval(), path)
+    return SamEngine(sam, model_id=sha, device=device)
