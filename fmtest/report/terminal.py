@@ -1,0 +1,173 @@
+"""Plain-text scoreboard printed at the end of a pytest run: one row per case, 80-120 columns.
+
+Pure ASCII, so it survives any CI log viewer. The helpers that decide what a case's headline
+number is (`main_metric`, `image_counts`) are shared with the HTML report and history plots so
+that all three show the same figure.
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from collections import Counter
+
+from fmtest.report.results import CaseResult, RunResults
+
+MAIN_METRIC = {"segmentation": "iou", "classification": "f2"}
+OUTCOME_WORD = {"passed": "PASS", "failed": "FAIL", "skipped": "SKIP", "error": "ERROR"}
+TASK_ABBREV = {"segmentation": "seg", "classification": "cls"}
+COUNT_ORDER = ("failed", "passed", "error", "skipped")
+_SEP = "  "
+_MIN_OTHER_WIDTH = 20  # other gates get at least this much room when inline...
+_MIN_CASE_WIDTH = 24  # ...unless case ids would be cut shorter than this: then they go on a line of their own
+
+
+def main_metric(case: CaseResult) -> str | None:
+    """The headline metric: IoU for segmentation, F2 for classification, else the first thresholded one."""
+    preferred = MAIN_METRIC.get(case.task)
+    if preferred and (preferred in case.metrics or preferred in case.thresholds):
+        return preferred
+    return next(iter(case.thresholds), preferred)
+
+
+def image_counts(case: CaseResult) -> tuple[int | None, int | None]:
+    """(n_images, n_defective): the recorded metrics when present, else counted from the per-image rows."""
+    n_images, n_defective = case.metrics.get("n_images"), case.metrics.get("n_defective")
+    if n_images is None and case.images:
+        n_images = len(case.images)
+        n_defective = sum(img.label == "NOK" for img in case.images)
+    return (None if n_images is None else int(n_images), None if n_defective is None else int(n_defective))
+
+
+def fmt_number(value: object, digits: int = 3) -> str:
+    """A metric as text; missing or NaN shows as n/a instead of a misleading number."""
+    if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+        return "n/a" if value is None else str(value)
+    if isinstance(value, float) and math.isnan(value):
+        return "n/a"
+    if isinstance(value, int) or (abs(value) >= 1000 and float(value).is_integer()):
+        return str(int(value))
+    return f"{value:.{digits}f}"
+
+
+def regressed_metrics(case: CaseResult) -> dict[str, float | None]:
+    """Metric -> delta for metrics the baseline comparison flagged as regressed."""
+    section = case.extra.get("regression")
+    if not isinstance(section, dict):
+        return {}
+    return {name: row.get("delta") for name, row in section.items() if isinstance(row, dict) and row.get("regressed")}
+
+
+def render_scoreboard(results: RunResults, width: int = 120) -> str:
+    """The run as a table: case, task, main metric [CI], threshold, other gates, images, outcome."""
+    width = max(width, 60)
+    ran = [c for c in results.cases if c.outcome != "skipped"]
+    skipped = [c for c in results.cases if c.outcome == "skipped"]
+    lines = [_title(results, width)]
+    if ran:
+        lines += _table(ran, width)
+    if skipped:
+        lines += _skipped_block(skipped, width)
+    lines.append(_count_line(results.cases))
+    return "\n".join(lines)
+
+
+def _title(results: RunResults, width: int) -> str:
+    parts = ["fmtest scoreboard", results.created]
+    if results.git_commit:
+        parts.append(f"commit {results.git_commit[:10]}")
+    return _fit(" - ".join(p for p in parts if p), width)
+
+
+def _table(cases: list[CaseResult], width: int) -> list[str]:
+    rows = [_row_cells(c) for c in cases]
+    header = {"case": "case", "task": "task", "main": "metric [95% CI]", "thr": "thr", "other": "other gates",
+              "images": "images/NOK", "result": "result"}
+    fixed_keys = ("task", "main", "thr", "images", "result")
+    widths = {k: max(len(header[k]), *(len(r[k]) for r in rows)) for k in fixed_keys}
+    fixed = sum(widths.values()) + len(_SEP) * len(fixed_keys)
+    longest_id = max(len(header["case"]), *(len(r["case"]) for r in rows))
+    longest_other = max(len(r["other"]) for r in rows)
+    other_reserve = min(longest_other, _MIN_OTHER_WIDTH) + len(_SEP) if longest_other else 0
+    other_column = bool(longest_other) and width - fixed - other_reserve >= min(longest_id, _MIN_CASE_WIDTH)
+    case_w = max(_MIN_CASE_WIDTH // 2, min(longest_id, width - fixed - (other_reserve if other_column else 0)))
+    other_w = min(width - fixed - case_w - len(_SEP), max(longest_other, len(header["other"])))
+
+    def line(cells: dict[str, str], other: str) -> str:
+        text = _fit(cells["case"], case_w).ljust(case_w)
+        for key in ("task", "main", "thr"):
+            text += _SEP + cells[key].ljust(widths[key])
+        if other_column:
+            text += _SEP + other.ljust(other_w)
+        text += _SEP + cells["images"].rjust(widths["images"]) + _SEP + cells["result"].ljust(widths["result"])
+        return text.rstrip()
+
+    head = line(header, header["other"])
+    out = [head, "-" * len(head)]
+    for cells in rows:
+        inline = other_column and len(cells["other"]) <= other_w
+        out.append(line(cells, cells["other"] if inline else ""))
+        if not inline and cells["other"]:  # too long for the column: wrapped below its row
+            out += textwrap.wrap(cells["other"], width, initial_indent="    ", subsequent_indent="    ")
+    return out
+
+
+def _row_cells(case: CaseResult) -> dict[str, str]:
+    name = main_metric(case)
+    main = thr = ""
+    if name is not None:
+        value = case.metrics.get(name)
+        lo, hi = case.metrics.get(f"{name}_ci_low"), case.metrics.get(f"{name}_ci_high")
+        main = f"{name} {fmt_number(value)}"
+        if lo is not None and hi is not None:
+            main += f" [{fmt_number(lo)},{fmt_number(hi)}]"
+        thr = fmt_number(case.thresholds[name], 2) if name in case.thresholds else "-"
+    n_images, n_defective = image_counts(case)
+    images = "-" if n_images is None else f"{n_images}/{'?' if n_defective is None else n_defective}"
+    return {"case": case.id, "task": TASK_ABBREV.get(case.task, case.task[:3]), "main": main, "thr": thr,
+            "other": _other_gates(case, name), "images": images,
+            "result": OUTCOME_WORD.get(case.outcome, case.outcome.upper())}
+
+
+def _other_gates(case: CaseResult, main: str | None) -> str:
+    """Thresholded metrics besides the main one (`<` marks a miss), regressions, and an error's reason."""
+    parts = []
+    for name, threshold in case.thresholds.items():
+        if name == main:
+            continue
+        value = case.metrics.get(name)
+        if value is None:
+            parts.append(f"{name} n/a (>={fmt_number(threshold, 2)})")
+        else:
+            relation = ">=" if value >= threshold else "<"
+            parts.append(f"{name} {fmt_number(value)}{relation}{fmt_number(threshold, 2)}")
+    for name, delta in regressed_metrics(case).items():
+        parts.append(f"REGRESSED {name} {'' if delta is None else f'{delta:+.3f}'}".rstrip())
+    if case.outcome == "error" and case.message:
+        parts.append(case.message.strip().splitlines()[0])
+    return ", ".join(parts)
+
+
+def _skipped_block(cases: list[CaseResult], width: int) -> list[str]:
+    """Skipped cases grouped by reason: usually many cases share one missing checkpoint or API key."""
+    by_reason: dict[str, list[str]] = {}
+    for case in cases:
+        reason = (case.message or "no reason given").strip().splitlines()[0]
+        by_reason.setdefault(reason, []).append(case.id)
+    out = [f"skipped ({len(cases)}):"]
+    for reason, ids in by_reason.items():
+        out += textwrap.wrap(f"{', '.join(ids)}: {reason}", width, initial_indent="  ", subsequent_indent="      ",
+                             break_on_hyphens=False)
+    return out
+
+
+def _count_line(cases: list[CaseResult]) -> str:
+    counts = Counter(c.outcome for c in cases)
+    known = [f"{counts[o]} {o}" for o in COUNT_ORDER if counts[o]]
+    other = [f"{n} {o}" for o, n in counts.items() if o not in COUNT_ORDER]
+    noun = "case" if len(cases) == 1 else "cases"
+    return f"{len(cases)} {noun}: " + (", ".join(known + other) or "none run")
+
+
+def _fit(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(0, width - 1)] + "~"

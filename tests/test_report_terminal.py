@@ -1,0 +1,102 @@
+import pytest
+
+from fmtest.report.results import CaseResult, ImageResult, RunResults
+from fmtest.report.terminal import fmt_number, image_counts, main_metric, render_scoreboard
+
+
+def seg_case(case_id="saa_plus-mvtec", outcome="failed", iou=0.52, **kw):
+    pipeline, dataset = case_id.split("-")
+    return CaseResult(case_id, pipeline, dataset, "segmentation", outcome,
+                      metrics={"iou": iou, "iou_ci_low": 0.47, "iou_ci_high": 0.57, "f2": 0.91,
+                               "n_images": 329, "n_defective": 76},
+                      thresholds={"iou": 0.6, "f2": 0.8}, **kw)
+
+
+def cls_case(case_id="gemini_basic-mvtec", outcome="passed"):
+    pipeline, dataset = case_id.split("-")
+    return CaseResult(case_id, pipeline, dataset, "classification", outcome,
+                      metrics={"f2": 0.99, "f2_ci_low": 0.97, "f2_ci_high": 1.0, "recall": 0.4},
+                      thresholds={"f2": 0.8, "recall": 0.5},
+                      images=[ImageResult("a", "s", "NOK", "NOK"), ImageResult("b", "s", "OK", "OK"),
+                              ImageResult("c", "s", "OK", "NOK")])
+
+
+def skipped(case_id, reason):
+    pipeline, dataset = case_id.split("-")
+    return CaseResult(case_id, pipeline, dataset, "segmentation", "skipped", reason)
+
+
+@pytest.fixture
+def run():
+    return RunResults(
+        cases=[seg_case(), cls_case(),
+               CaseResult("reference_diff-elpv", "reference_diff", "elpv", "classification", "error",
+                          "DataError: labels.csv: column 'label' missing\ntraceback line"),
+               skipped("gdino_sam-satsim", "weights missing: groundingdino_swint_ogc.pth"),
+               skipped("gdino_sam-mvtec", "weights missing: groundingdino_swint_ogc.pth"),
+               skipped("gemini_refined-satsim", "GEMINI_API_KEY not set")],
+        created="2026-11-22T18:00:00Z", git_commit="1a2b3c4d5e6f")
+
+
+def row_of(text, case_id):
+    return next(line for line in text.splitlines() if line.startswith(case_id))
+
+
+def test_rows_show_main_metric_interval_threshold_counts_and_outcome(run):
+    text = render_scoreboard(run, width=120)
+    seg = row_of(text, "saa_plus-mvtec")
+    assert "iou 0.520 [0.470,0.570]" in seg and "0.60" in seg and "329/76" in seg
+    assert seg.rstrip().endswith("FAIL")
+    cls = row_of(text, "gemini_basic-mvtec")
+    assert "f2 0.990 [0.970,1.000]" in cls and cls.rstrip().endswith("PASS")
+    assert "3/1" in cls  # counted from the per-image rows when metrics lack n_images
+    assert "recall 0.400<0.50" in text  # a missed secondary gate is marked
+    assert "f2 0.910>=0.80" in text
+    assert row_of(text, "reference_diff-elpv").rstrip().endswith("ERROR")
+    assert "column 'label' missing" in text and "traceback line" not in text
+    assert "commit 1a2b3c4d5e" in text.splitlines()[0]
+
+
+def test_skipped_cases_grouped_by_reason_after_the_table(run):
+    lines = render_scoreboard(run, width=120).splitlines()
+    start = lines.index("skipped (3):")
+    assert not any(line.startswith("gdino_sam") for line in lines[:start])
+    block = "\n".join(lines[start:])
+    assert "gdino_sam-satsim, gdino_sam-mvtec: weights missing: groundingdino_swint_ogc.pth" in block
+    assert "gemini_refined-satsim: GEMINI_API_KEY not set" in block
+
+
+def test_final_count_line(run):
+    assert render_scoreboard(run).splitlines()[-1] == "6 cases: 1 failed, 1 passed, 1 error, 3 skipped"
+
+
+@pytest.mark.parametrize("width", [80, 100, 120])
+def test_fits_the_terminal_width(run, width):
+    run.cases.append(seg_case("clip_surgery_sam-industrialsat_with_a_very_long_name", "passed", 0.8))
+    text = render_scoreboard(run, width=width)
+    assert max(len(line) for line in text.splitlines()) <= width
+    assert "recall 0.400<0.50" in text  # other gates never silently dropped, wrapped instead
+
+
+def test_regression_flag_shown():
+    case = seg_case(outcome="failed", extra={"regression": {
+        "iou": {"baseline": 0.6, "current": 0.52, "delta": -0.08, "ci_low": -0.1, "ci_high": -0.05,
+                "regressed": True},
+        "f2": {"baseline": 0.9, "current": 0.91, "delta": 0.01, "ci_low": -0.01, "ci_high": 0.03,
+               "regressed": False}}})
+    text = render_scoreboard(RunResults(cases=[case]))
+    assert "REGRESSED iou -0.080" in text and "REGRESSED f2" not in text
+
+
+def test_only_skipped_cases():
+    text = render_scoreboard(RunResults(cases=[skipped("sam_clip-satsim", "")]))
+    assert "sam_clip-satsim: no reason given" in text
+    assert text.splitlines()[-1] == "1 case: 1 skipped"
+
+
+def test_helpers():
+    assert main_metric(seg_case()) == "iou" and main_metric(cls_case()) == "f2"
+    odd = CaseResult("x-y", "x", "y", "anomaly", thresholds={"auroc": 0.9})
+    assert main_metric(odd) == "auroc"
+    assert image_counts(seg_case()) == (329, 76)
+    assert fmt_number(float("nan")) == "n/a" and fmt_number(None) == "n/a" and fmt_number(0.12345) == "0.123"
