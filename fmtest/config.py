@@ -14,7 +14,7 @@ from fmtest.errors import ConfigError
 
 DEFAULT_CONFIG = Path("suites/fmtest.toml")
 RUN_OPTIONS = ("dataset", "pipeline", "data_root", "weights", "device", "report", "results", "baseline",
-               "cache", "no_cache", "strict")
+               "cache", "no_cache", "strict")  # settable at top level; baseline as [baseline] results
 DEFAULT_PROMPTS = {"industrialsat": "defect", "mvtec": "defect", "oxford_pets": "cat", "satsim": "defect",
                    "elpv": "defect", "folder": "defect"}
 
@@ -88,14 +88,19 @@ def parse_config(raw: dict, path: Path | None = None) -> SuiteConfig:
             cfg.case_thresholds[key] = {k: _number(v, f"thresholds.{key}.{k}", path) for k, v in value.items()}
         else:
             cfg.thresholds[key] = _number(value, f"thresholds.{key}", path)
-    cfg.baseline_tolerance = _number(raw.get("baseline", {}).get("tolerance", 0.02), "baseline.tolerance", path)
     cfg.pipelines = {k: dict(v) for k, v in raw.get("pipelines", {}).items()}
     cfg.datasets = {k: dict(v) for k, v in raw.get("datasets", {}).items()}
     cfg.prompts.update(raw.get("prompts", {}))
     cfg.robustness = dict(raw.get("robustness", {}))
     cfg.bootstrap_resamples = int(raw.get("bootstrap_resamples", 1000))
     cfg.seed = int(raw.get("seed", 0))
-    cfg.run_options = {k: raw[k] for k in RUN_OPTIONS if k in raw}
+    cfg.run_options = {k: raw[k] for k in RUN_OPTIONS if k in raw and k != "baseline"}
+    baseline = raw.get("baseline", {})
+    if not isinstance(baseline, dict):
+        raise ConfigError("baseline must be a table: [baseline] tolerance = 0.02, results = \"main.json\"", path)
+    cfg.baseline_tolerance = _number(baseline.get("tolerance", 0.02), "baseline.tolerance", path)
+    if "results" in baseline:  # the run option --fm-baseline, set in the file
+        cfg.run_options["baseline"] = baseline["results"]
     return cfg
 
 

@@ -105,7 +105,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc):
         ids = [f"{c.id}-{x}" for c, x in params]
     else:
         params, ids = cases, [c.id for c in cases]
-    metafunc.parametrize("fm_case", params, ids=ids, indirect=True)
+    if params:  # no cases: the test is deselected in pytest_collection_modifyitems, not skipped
+        metafunc.parametrize("fm_case", params, ids=ids, indirect=True)
+
+
+def pytest_collection_modifyitems(config, items):
+    unplanned = [i for i in items if i.get_closest_marker("fmtest_task") and not hasattr(i, "callspec")]
+    if unplanned:
+        config.hook.pytest_deselected(items=unplanned)
+        items[:] = [i for i in items if i not in unplanned]
 
 
 @pytest.fixture

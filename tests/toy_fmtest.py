@@ -1,0 +1,92 @@
+"""A toy dataset and toy pipelines for testing the plugin without models: squares on noise.
+
+Registered into fmtest's name registries by the pytester conftest in tests/test_plugin.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fmtest.data.base import Dataset
+from fmtest.data.sample import Sample, SampleRef, SampleSet
+from fmtest.errors import DataError, Unavailable
+from fmtest.pipelines.base import Pipeline, Prediction
+
+
+def _sample(split: str, index: int, defective: bool, size: int = 32) -> Sample:
+    rng = np.random.default_rng(index + (1000 if split == "train" else 0))
+    image = (0.2 + 0.05 * rng.standard_normal((size, size))).clip(0, 1).astype(np.float32)
+    mask = np.zeros((size, size), bool)
+    if defective:
+        y, x = 4 + index % 8, 6 + index % 10
+        mask[y : y + 10, x : x + 10] = True
+        image[mask] = 0.9
+    return Sample(id=f"{split}/{index:03d}", image=image, label="NOK" if defective else "OK", mask=mask)
+
+
+class Toy(Dataset):
+    name = "toy"
+
+    def __init__(self, n_good=6, n_defective=4, corrupt_index=None):
+        self.n_good, self.n_defective, self.corrupt_index = n_good, n_defective, corrupt_index
+
+    @classmethod
+    def from_config(cls, root, options):
+        return cls(**options)
+
+    def _ref(self, split, i, defective):
+        def load():
+            if i == self.corrupt_index:
+                raise DataError("cannot identify image file (truncated?)", f"/data/toy/{split}/{i:03d}.png")
+            return _sample(split, i, defective)
+
+        return SampleRef(f"{split}/{i:03d}", "NOK" if defective else "OK", load)
+
+    @property
+    def test(self):
+        n = self.n_good + self.n_defective
+        return SampleSet([self._ref("test", i, i >= self.n_good) for i in range(n)])
+
+    @property
+    def train(self):
+        return SampleSet([self._ref("train", i, False) for i in range(4)])
+
+
+class ToyThreshold(Pipeline):
+    """Segments bright pixels: near-perfect on Toy."""
+
+    name, task = "toy_threshold", "segmentation"
+
+    def predict(self, samples):
+        return [Prediction.from_mask(s.image > 0.6, score=float(s.image.max())) for s in samples]
+
+
+class ToyEmpty(Pipeline):
+    """Never finds anything: IoU 0, recall 0."""
+
+    name, task = "toy_empty", "segmentation"
+
+    def predict(self, samples):
+        return [Prediction.from_mask(np.zeros(s.image.shape[:2], bool), score=0.0) for s in samples]
+
+
+class ToyNoWeights(Pipeline):
+    name, task = "toy_noweights", "segmentation"
+
+    @classmethod
+    def check_available(cls, context):
+        raise Unavailable("checkpoint toy.pth not found in /nowhere; run `fmtest weights download toy`")
+
+    def predict(self, samples):  # pragma: no cover - never reached
+        raise AssertionError
+
+
+def register():
+    import fmtest.data
+    import fmtest.pipelines
+
+    fmtest.data.DATASETS["toy"] = "toy_fmtest:Toy"
+    for name, cls in (("toy_threshold", "ToyThreshold"), ("toy_empty", "ToyEmpty"),
+                      ("toy_noweights", "ToyNoWeights")):
+        fmtest.pipelines.PIPELINES[name] = f"toy_fmtest:{cls}"
+        fmtest.pipelines.TASKS[name] = "segmentation"
