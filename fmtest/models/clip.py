@@ -1,0 +1,178 @@
+"""CLIP ViT-B/16 with OpenAI weights, built on open_clip: checkpoint loading and batched encoding.
+
+Checkpoint formats accepted for the registry key `clip_vit_b16_openai` (all carry the same tensors
+under open_clip's parameter names, so one strict state-dict load serves them all):
+
+- OpenAI's TorchScript archive `ViT-B-16.pt` (the registry's file, sha256 in its URL). It is opened
+  with `torch.jit.load` on the CPU, which unpickles no Python objects; only its tensors are kept.
+  `torch.load(weights_only=True)` refuses TorchScript archives, so they are recognised first.
+- an open_clip state dict (`open_clip_pytorch_model.bin` / `.pt` / `.pth`), read with
+  `torch.load(weights_only=True)`; a training checkpoint's `state_dict` entry and a DataParallel
+  `module.` prefix are unwrapped.
+- `*.safetensors` (for example `open_clip_model.safetensors`).
+
+OpenAI trained with QuickGELU, so the model is always built with it: plain GELU would load the same
+tensors without complaint and silently compute something else.
+
+Images are squash-resized to the model's input size (no centre crop, as CLIP Surgery and Text2Seg do)
+so a whole mask crop or image is seen. The BPE vocabulary ships inside open_clip: nothing downloads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import torch
+from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+from PIL import Image
+
+from fmtest.errors import DataError
+from fmtest.models import registry
+
+CLIP_KEY = "clip_vit_b16_openai"
+ARCHITECTURE = "ViT-B-16"
+# CLIP's learned temperature; OpenAI's checkpoint saturates it at this clamp value, Text2Seg hard-codes it.
+LOGIT_SCALE = 100.0
+# OpenAI TorchScript archives keep these as attributes beside the weights; they are no parameters.
+_JIT_EXTRAS = ("input_resolution", "context_length", "vocab_size")
+
+
+def is_torchscript_archive(path: Path) -> bool:
+    """TorchScript archives are zip files with a `constants.pkl` entry (plain torch.save zips have none)."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("/constants.pkl") for name in archive.namelist())
+
+
+def read_clip_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of any accepted CLIP checkpoint format, under open_clip's names."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("CLIP checkpoint file not found", path)
+    if is_torchscript_archive(path):
+        try:
+            state = dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+        except RuntimeError as e:
+            raise DataError(f"unreadable TorchScript archive ({str(e).splitlines()[0][:200]})", path) from None
+        for name in _JIT_EXTRAS:
+            state.pop(name, None)
+    else:
+        state = registry.load_state_dict(path, nested_key="state_dict")
+    if all(name.startswith("module.") for name in state):
+        state = {name.removeprefix("module."): value for name, value in state.items()}
+    return state
+
+
+def build_clip(checkpoint: Path | None = None) -> open_clip.CLIP:
+    """CLIP ViT-B/16 (QuickGELU, fp32, CPU); OpenAI weights from `checkpoint`, random weights without one."""
+    model = open_clip.create_model(ARCHITECTURE, pretrained=None, force_quick_gelu=True)
+    if checkpoint is not None:
+        state = {name: value.float() for name, value in read_clip_state_dict(checkpoint).items()}
+        registry.load_into(model, state, Path(checkpoint))
+    return model.eval()
+
+
+def build_tiny_clip(image_size: int = 64, patch_size: int = 16, width: int = 64, layers: int = 4,
+                    embed_dim: int = 32, seed: int = 0) -> open_clip.CLIP:
+    """The real CLIP architecture in a small configuration with random weights, for tests.
+
+    The text tower keeps CLIP's vocabulary and context length so the packaged tokenizer fits it.
+    """
+    torch.manual_seed(seed)
+    model = open_clip.CLIP(
+        embed_dim=embed_dim,
+        vision_cfg=open_clip.CLIPVisionCfg(layers=layers, width=width, head_width=32, patch_size=patch_size,
+                                           image_size=image_size),
+        text_cfg=open_clip.CLIPTextCfg(context_length=77, vocab_size=49408, width=32, heads=2, layers=2),
+        quick_gelu=True,
+    )
+    return model.eval()
+
+
+def module_sha256(module: torch.nn.Module) -> str:
+    """Content hash of a module's tensors: the model id of a model that came from no file."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+class ClipEncoder:
+    """One CLIP model with its tokenizer: turns RGB images and texts into unit-length embeddings."""
+
+    def __init__(self, model: open_clip.CLIP, model_id: str, device: str = "cpu"):
+        self.model = model.eval().to(device)
+        self.model_id = model_id
+        self.device = device
+        self.tokenizer = open_clip.get_tokenizer(ARCHITECTURE)
+        expected = model.vocab_size
+        found = len(self.tokenizer.encoder)
+        if found != expected:  # an empty or foreign vocabulary would tokenize every prompt to nonsense
+            raise DataError(f"CLIP tokenizer has {found} tokens but the model expects {expected}",
+                            open_clip.tokenizer.default_bpe())
+        size = model.visual.image_size
+        self.image_size: tuple[int, int] = (size, size) if isinstance(size, int) else tuple(size)
+
+    def preprocess(self, images_rgb: Sequence[np.ndarray]) -> torch.Tensor:
+        """(N, 3, S, S) normalized input from HxWx3 uint8 images of any size (bicubic squash resize)."""
+        h, w = self.image_size
+        mean = torch.tensor(OPENAI_DATASET_MEAN).view(3, 1, 1)
+        std = torch.tensor(OPENAI_DATASET_STD).view(3, 1, 1)
+        batch = []
+        for image in images_rgb:
+            if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+                raise ValueError(f"CLIP wants HxWx3 uint8 images, got {image.dtype} {image.shape}")
+            resized = np.asarray(Image.fromarray(image).resize((w, h), Image.BICUBIC), dtype=np.float32)
+            batch.append((torch.from_numpy(resized).permute(2, 0, 1) / 255.0 - mean) / std)
+        return torch.stack(batch).to(self.device)
+
+    @torch.no_grad()
+    def encode_images(self, images_rgb: Sequence[np.ndarray], batch_size: int = 32) -> torch.Tensor:
+        """(N, D) unit image embeddings, `batch_size` images per forward pass."""
+        chunks = [
+            self.model.encode_image(self.preprocess(images_rgb[i:i + batch_size]), normalize=True)
+            for i in range(0, len(images_rgb), batch_size)
+        ]
+        if not chunks:
+            return torch.empty(0, self.model.text_projection.shape[1], device=self.device)
+        return torch.cat(chunks)
+
+    @torch.no_grad()
+    def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
+        """(T, D) unit text embeddings."""
+        tokens = self.tokenizer(list(texts)).to(self.device)
+        return self.model.encode_text(tokens, normalize=True)
+
+    @torch.no_grad()
+    def encode_text_ensembles(self, texts: Sequence[str], templates: Sequence[str]) -> torch.Tensor:
+        """(T, D): per text, the renormalized mean of its unit embeddings over `templates` ("... {} ...")."""
+        means = [self.encode_texts([t.format(text) for t in templates]).mean(dim=0) for text in texts]
+        return torch.nn.functional.normalize(torch.stack(means), dim=-1)
+
+
+_LOADED: dict[tuple[str, str], ClipEncoder] = {}
+_LOAD_LOCK = threading.Lock()
+
+
+def clip_encoder(weights_dir: Path | None, device: str = "cpu") -> ClipEncoder:
+    """The session's CLIP ViT-B/16: an injected model (tests), else the checkpoint, loaded once per process.
+
+    Raises MissingWeights naming the file, the folder searched and the download command.
+    """
+    injected = registry.injected(CLIP_KEY)
+    if injected is not None:
+        return ClipEncoder(injected, module_sha256(injected), device)
+    path = registry.resolve(CLIP_KEY, weights_dir)
+    key = (str(path.resolve()), device)
+    with _LOAD_LOCK:
+        if key not in _LOADED:
+            _LOADED[key] = ClipEncoder(build_clip(path), registry.file_sha256(path), device)
+        return _LOADED[key]

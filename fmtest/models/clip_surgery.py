@@ -1,0 +1,169 @@
+"""CLIP Surgery (Li et al., "CLIP Surgery for Better Explainability with Enhancement in
+Open-Vocabulary Tasks"): CS-ViT-B/16 is the OpenAI ViT-B/16 weights run through a changed forward pass.
+
+Why: plain CLIP's patch tokens respond to the opposite of what the text names and carry noise shared
+by every class, so its patch-text similarity makes a poor localisation map. The paper fixes both:
+
+- Architecture surgery: from block `-depth` on, a second path runs beside the original one. Each of
+  its blocks attends with value-value attention (softmax(v v^T) v: query and key replaced by the
+  value projection, same weights) on the original path's normalized tokens, and skips the FFN. The
+  original path is left as it was, so the class token (and the image embedding) is plain CLIP's;
+  the patch tokens come from the new path. The wrapper shares the CLIP model's parameters (no copy).
+- Feature surgery: the part of the patch-text similarity that every class shares is redundant and is
+  subtracted. With a class set it is the (softmax-weighted) mean over the classes; for a single
+  prompt it is the similarity to the embedding of generic texts (the empty string in the paper).
+
+Texts are encoded as prompt ensembles over the OpenAI ImageNet templates plus five scene templates,
+the set the paper uses. Images are squash-resized to the model's input size (224 for ViT-B/16).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
+from torch import nn
+
+from fmtest.models.clip import ClipEncoder
+
+SURGERY_DEPTH = 6  # blocks with the dual path: the last 6 of ViT-B/16 in the paper
+SURGERY_TEMPERATURE = 2.0  # sharpens the class weights of feature surgery (paper's value)
+PROMPT_TEMPLATES: tuple[str, ...] = tuple(t("{}") for t in OPENAI_IMAGENET_TEMPLATES) + (
+    "there is a {} in the scene.", "there is the {} in the scene.", "this is a {} in the scene.",
+    "this is the {} in the scene.", "this is one {} in the scene.",
+)
+
+
+def dual_attention(attn: nn.MultiheadAttention, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(query-key attention, value-value attention) of batch-first tokens `x`, both through the same
+    in/out projections: the first is what `attn` computes, the second the surgery path's attention."""
+    b, n, d = x.shape
+    heads = attn.num_heads
+    q, k, v = F.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+    q, k, v = (t.reshape(b, n, heads, d // heads).transpose(1, 2) for t in (q, k, v))
+    scale = (d // heads) ** -0.5
+
+    def attend(query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+        weights = (query @ key.transpose(-2, -1) * scale).softmax(dim=-1)
+        return attn.out_proj((weights @ v).transpose(1, 2).reshape(b, n, d))
+
+    return attend(q, k), attend(v, v)
+
+
+class SurgeryVisionEncoder(nn.Module):
+    """An open_clip VisionTransformer run with the surgery architecture; returns all tokens, projected."""
+
+    def __init__(self, visual: nn.Module, depth: int = SURGERY_DEPTH):
+        super().__init__()
+        blocks = visual.transformer.resblocks
+        if not 1 <= depth <= len(blocks):
+            raise ValueError(f"surgery depth must be 1..{len(blocks)}, got {depth}")
+        if visual.attn_pool is not None or visual.pool_type != "tok" or visual.final_ln_after_pool:
+            raise ValueError("CLIP Surgery needs a class-token ViT (OpenAI CLIP layout)")
+        if not all(isinstance(getattr(b, "attn", None), nn.MultiheadAttention) for b in blocks):
+            raise ValueError("CLIP Surgery needs standard multi-head attention blocks")
+        self.visual = visual
+        self.depth = depth
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return self.visual.grid_size
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 1 + gh*gw, D): token 0 is plain CLIP's image embedding, the rest the surgery patch tokens."""
+        visual = self.visual
+        blocks = visual.transformer.resblocks
+        x = visual._embeds(images)
+        batch_first = visual.transformer.batch_first
+        if not batch_first:
+            x = x.transpose(0, 1)
+        for block in blocks[: len(blocks) - self.depth]:
+            x = block(x)
+        if not batch_first:
+            x = x.transpose(0, 1)
+        original = surgery = x
+        for block in blocks[len(blocks) - self.depth:]:
+            qk, vv = dual_attention(block.attn, block.ln_1(original))
+            original = original + block.ls_1(qk)
+            original = original + block.ls_2(block.mlp(block.ln_2(original)))
+            surgery = surgery + block.ls_1(vv)  # no FFN on the new path
+        tokens = torch.cat([original[:, :1], surgery[:, 1:]], dim=1)
+        return visual.ln_post(tokens) @ visual.proj
+
+
+def feature_surgery(image_tokens: torch.Tensor, text_features: torch.Tensor,
+                    redundant_features: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, L, T) similarity of unit tokens (B, L, D) to unit texts (T, D) with redundant features removed.
+
+    With `redundant_features` (D,) or (1, D): tokens @ (texts - redundant). Without: the class-set
+    form of the paper, where each class's element-wise token*text product is weighted by
+    w = softmax(2 * similarity) / mean and the mean over classes is subtracted. Summed over the
+    feature axis that product is linear, so it is computed on the (B, L, T) similarities directly:
+    w_t * s_t - mean_t'(w_t' * s_t'), which never builds the (B, L, T, D) tensor.
+    """
+    if redundant_features is not None:
+        return image_tokens @ (text_features - redundant_features.reshape(1, -1)).T
+    similarity = image_tokens @ text_features.T
+    probs = (similarity * SURGERY_TEMPERATURE).softmax(dim=-1)
+    weighted = similarity * probs / probs.mean(dim=-1, keepdim=True)
+    return weighted - weighted.mean(dim=-1, keepdim=True)
+
+
+def similarity_map(grid_similarity: torch.Tensor, size_hw: tuple[int, int]) -> torch.Tensor:
+    """(B, T, gh, gw) similarities -> (B, T, H, W) maps in [0, 1]: min-max per map, bilinear upsampling."""
+    flat = grid_similarity.flatten(2)
+    low = flat.min(dim=-1, keepdim=True).values
+    span = (flat.max(dim=-1, keepdim=True).values - low).clamp_min(torch.finfo(flat.dtype).tiny)
+    normalized = ((flat - low) / span).reshape(grid_similarity.shape)
+    return F.interpolate(normalized, size=size_hw, mode="bilinear", align_corners=False)
+
+
+class ClipSurgery:
+    """CS-ViT-B/16 on a loaded ClipEncoder: prompt -> similarity of each patch, redundancy removed."""
+
+    def __init__(self, encoder: ClipEncoder, depth: int = SURGERY_DEPTH,
+                 templates: Sequence[str] = PROMPT_TEMPLATES):
+        self.encoder = encoder
+        self.vision = SurgeryVisionEncoder(encoder.model.visual, depth)
+        self.templates = tuple(templates)
+        self._texts: dict[str, torch.Tensor] = {}
+
+    @property
+    def model_id(self) -> str:
+        return self.encoder.model_id
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return self.vision.grid
+
+    def text_features(self, texts: Sequence[str]) -> torch.Tensor:
+        """(T, D) prompt-ensemble embeddings, each text encoded once per instance."""
+        missing = [t for t in dict.fromkeys(texts) if t not in self._texts]
+        if missing:
+            self._texts.update(zip(missing, self.encoder.encode_text_ensembles(missing, self.templates)))
+        return torch.stack([self._texts[t] for t in texts])
+
+    def image_tokens(self, images_rgb: Sequence[np.ndarray], batch_size: int = 8) -> torch.Tensor:
+        """(B, 1 + L, D) unit tokens of the surgery encoder, `batch_size` images per forward pass."""
+        chunks = [self.vision(self.encoder.preprocess(images_rgb[i:i + batch_size]))
+                  for i in range(0, len(images_rgb), batch_size)]
+        return F.normalize(torch.cat(chunks), dim=-1)
+
+    def patch_similarity(self, images_rgb: Sequence[np.ndarray], texts: Sequence[str],
+                         redundant_texts: Sequence[str] | None = None, batch_size: int = 8) -> torch.Tensor:
+        """(B, T, gh, gw) surgery similarity of every patch to every text.
+
+        `redundant_texts` given: their mean ensemble embedding is the redundant feature subtracted
+        (the paper's single-prompt form; [""] is its choice). None: class-set surgery over `texts`.
+        """
+        tokens = self.image_tokens(images_rgb, batch_size)[:, 1:]
+        redundant = None
+        if redundant_texts is not None:
+            redundant = F.normalize(self.text_features(redundant_texts).mean(dim=0), dim=-1)
+        similarity = feature_surgery(tokens, self.text_features(texts), redundant)
+        gh, gw = self.grid
+        return similarity.transpose(1, 2).reshape(len(images_rgb), len(texts), gh, gw)
