@@ -1,0 +1,249 @@
+"""Rigid registration of an image to the defect-free reference, with a quality score.
+
+Method, and why: SAT scans of one package type differ by a shift, a small (sometimes a large)
+rotation, and brightness/contrast changes from the recording. We therefore
+
+1. estimate the rotation (and optionally the scale) from the Fourier magnitude spectra, which do
+   not depend on translation: in (log-)polar coordinates a rotation becomes a shift that phase
+   correlation finds in one step, whatever the angle. The spectrum cannot tell θ from θ+180°, and
+   on weakly structured images the estimate can be wrong, so θ, θ+180° and 0° are all tried;
+2. find the translation for each candidate by windowed phase correlation (robust to global
+   brightness changes, exact to about half a pixel) and keep the candidate whose warped overlap
+   correlates best with the reference;
+3. refine to sub-pixel accuracy with OpenCV's ECC (enhanced correlation coefficient), which is
+   invariant to contrast/brightness and converges reliably once started within a few pixels.
+
+ECC alone fails beyond a few pixels or degrees; phase correlation alone is biased by a few
+tenths of a pixel; together they are both robust and precise. Quality is the zero-mean normalised
+cross-correlation (NCC) of the overlap after warping: about 1 for the same part, about 0 for
+unrelated content. An image that cannot be aligned is reported with `ok=False` and its quality,
+never raised on: the caller decides what an unreliable alignment means for its answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from fmtest.errors import DataError
+
+_WORK_SIZE = 512  # longest side the estimate runs at; sub-pixel there is ~1 px at 1024-2048 px
+_MIN_OVERLAP = 0.5  # shared area (over the smaller image) needed for ok=True
+_ECC_CRITERIA = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 100, 1e-5)
+# A residual beyond these means ECC ran away from a coarse estimate that was good to ~1 px / 1 deg.
+_ECC_MAX_SHIFT = 0.05  # share of the working size
+_ECC_MAX_TILT_DEG = 3.0
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """Where an image sits relative to the reference.
+
+    `matrix` (2x3, float64) maps image pixel coordinates (x, y) to reference coordinates.
+    `angle_deg` and `scale` are its rotation (OpenCV convention: positive = counter-clockwise as
+    displayed) and scale; `dx`, `dy` its translation (the reference position of image pixel (0, 0)).
+    `quality` is the NCC of the overlap in [0, 1], `overlap` the shared area over the smaller of
+    the two images' areas, `ok` whether both are high enough to trust the alignment.
+    """
+
+    dx: float
+    dy: float
+    angle_deg: float
+    scale: float
+    matrix: np.ndarray
+    quality: float
+    overlap: float
+    ok: bool
+
+
+def _to_gray(image: np.ndarray) -> np.ndarray:
+    """float32 HxW luminance (ITU-R 601 weights): colour is converted explicitly, never guessed."""
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim == 2:
+        return image
+    if image.ndim == 3 and image.shape[2] == 3:
+        return image @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    if image.ndim == 3 and image.shape[2] == 1:
+        return image[..., 0]
+    raise DataError(f"cannot align an image of shape {image.shape}: expected HxW or HxWx3")
+
+
+def estimate_alignment(image: np.ndarray, reference: np.ndarray, *, allow_scale: bool = False,
+                       min_quality: float = 0.5) -> Alignment:
+    """Register `image` to `reference` (translation + rotation, and scale if `allow_scale`)."""
+    img, ref = _to_gray(image), _to_gray(reference)
+    factor = min(1.0, _WORK_SIZE / max(*img.shape, *ref.shape))
+    img_w, ref_w = _standardise(_resize(img, factor)), _standardise(_resize(ref, factor))
+    coarse = _coarse_alignment(img_w, ref_w, allow_scale)
+    matrix_w = _refine_ecc(img_w, ref_w, coarse, allow_scale)
+    matrix = _to_full_resolution(matrix_w, factor)
+    quality = _ncc(img_w, ref_w, matrix_w)
+    overlap = _overlap(img_w.shape, ref_w.shape, matrix_w)
+    return _make_alignment(matrix, quality, overlap,
+                           ok=bool(quality >= min_quality and overlap >= _MIN_OVERLAP))
+
+
+def warp_to_reference(image: np.ndarray, alignment: Alignment, shape: tuple[int, ...]) -> np.ndarray:
+    """`image` resampled into the reference frame of size `shape[:2]`; uncovered pixels are 0."""
+    return _warp(image, alignment.matrix, shape, inverse=False)
+
+
+def warp_from_reference(mask_or_image: np.ndarray, alignment: Alignment, shape: tuple[int, ...]) -> np.ndarray:
+    """Map something drawn in the reference frame back onto the image frame of size `shape[:2]`.
+
+    Boolean masks are resampled nearest-neighbour and come back bool; images bilinearly.
+    """
+    return _warp(mask_or_image, alignment.matrix, shape, inverse=True)
+
+
+def overlap_mask(alignment: Alignment, image_shape: tuple[int, ...], reference_shape: tuple[int, ...]) -> np.ndarray:
+    """bool mask, reference frame: the pixels the warped image covers (the rest carries no evidence)."""
+    covered = np.ones(image_shape[:2], dtype=bool)
+    return warp_to_reference(covered, alignment, reference_shape)
+
+
+def _warp(array: np.ndarray, matrix: np.ndarray, shape: tuple[int, ...], inverse: bool) -> np.ndarray:
+    h, w = shape[:2]
+    flags = cv2.WARP_INVERSE_MAP if inverse else 0
+    if array.dtype == bool:
+        out = cv2.warpAffine(array.astype(np.uint8), matrix, (w, h), flags=flags | cv2.INTER_NEAREST,
+                             borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        return out.astype(bool)
+    out = cv2.warpAffine(np.asarray(array, dtype=np.float32), matrix, (w, h), flags=flags | cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return out.reshape((h, w, *array.shape[2:]))  # warpAffine drops a trailing channel axis of size 1
+
+
+def _make_alignment(matrix: np.ndarray, quality: float, overlap: float, ok: bool) -> Alignment:
+    a, b = matrix[0, 0], matrix[1, 0]
+    return Alignment(dx=float(matrix[0, 2]), dy=float(matrix[1, 2]),
+                     angle_deg=float(np.degrees(np.arctan2(-b, a))), scale=float(np.hypot(a, b)),
+                     matrix=np.asarray(matrix, dtype=np.float64), quality=float(np.clip(quality, 0.0, 1.0)),
+                     overlap=float(overlap), ok=ok)
+
+
+def _resize(gray: np.ndarray, factor: float) -> np.ndarray:
+    """Shrink by exactly `factor` (OpenCV maps pixel centres: x_small = (x + 0.5) * factor - 0.5)."""
+    if factor == 1.0:
+        return gray
+    return cv2.resize(gray, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+
+
+def _to_full_resolution(matrix_w: np.ndarray, factor: float) -> np.ndarray:
+    """The working-resolution matrix expressed in full-resolution pixel coordinates."""
+    shrink = np.array([[factor, 0.0, 0.5 * factor - 0.5], [0.0, factor, 0.5 * factor - 0.5], [0, 0, 1]])
+    grow = np.linalg.inv(shrink)
+    full = grow @ np.vstack([matrix_w, [0.0, 0.0, 1.0]]) @ shrink
+    return full[:2]
+
+
+def _standardise(gray: np.ndarray) -> np.ndarray:
+    """Zero mean, unit spread: padding with 0 then adds no edge, and contrast differences drop out."""
+    std = float(gray.std())
+    return ((gray - gray.mean()) / (std if std > 0 else 1.0)).astype(np.float32)
+
+
+def _pad_square(gray: np.ndarray, size: int) -> np.ndarray:
+    out = np.zeros((size, size), dtype=np.float32)
+    out[: gray.shape[0], : gray.shape[1]] = gray
+    return out
+
+
+def _coarse_alignment(img: np.ndarray, ref: np.ndarray, allow_scale: bool) -> np.ndarray:
+    """Best of (0°, θ, θ+180°) by NCC, each with its phase-correlation translation."""
+    size = max(*img.shape, *ref.shape)
+    img_sq, ref_sq = _pad_square(img, size), _pad_square(ref, size)
+    angle, scale = _rotation_scale(img_sq, ref_sq, allow_scale)
+    centre = (size / 2.0, size / 2.0)
+    best, best_ncc = None, -np.inf
+    for candidate, cand_scale in ((0.0, 1.0), (angle, scale), (angle + 180.0, scale)):
+        rot = cv2.getRotationMatrix2D(centre, candidate, cand_scale)
+        rotated = cv2.warpAffine(img_sq, rot, (size, size), flags=cv2.INTER_LINEAR)
+        matrix = rot.copy()
+        matrix[:, 2] += _phase_shift(ref_sq, rotated)
+        ncc = _ncc(img, ref, matrix)
+        if ncc > best_ncc:
+            best, best_ncc = matrix, ncc
+    return best
+
+
+def _phase_shift(ref: np.ndarray, moved: np.ndarray) -> np.ndarray:
+    """Translation t such that ref(x) ≈ moved(x - t)."""
+    window = cv2.createHanningWindow(ref.shape[::-1], cv2.CV_32F)
+    (sx, sy), _ = cv2.phaseCorrelate(moved, ref, window)
+    return np.array([sx, sy])
+
+
+def _log_spectrum(gray: np.ndarray) -> np.ndarray:
+    window = cv2.createHanningWindow(gray.shape[::-1], cv2.CV_32F)
+    spectrum = np.abs(np.fft.fftshift(np.fft.fft2(gray * window)))
+    return np.log1p(spectrum).astype(np.float32)
+
+
+def _rotation_scale(img: np.ndarray, ref: np.ndarray, allow_scale: bool) -> tuple[float, float]:
+    """Angle (deg) and scale that map `img` onto `ref`, from phase correlation of polar spectra."""
+    size = img.shape[0]
+    centre, radius = (size / 2.0, size / 2.0), size / 2.0
+    n_angle, n_radius = 360, size // 2
+    flags = cv2.INTER_LINEAR | (cv2.WARP_POLAR_LOG if allow_scale else cv2.WARP_POLAR_LINEAR)
+    polar_img = cv2.warpPolar(_log_spectrum(img), (n_radius, n_angle), centre, radius, flags)
+    polar_ref = cv2.warpPolar(_log_spectrum(ref), (n_radius, n_angle), centre, radius, flags)
+    # Drop the lowest frequencies: they carry the window's shape, not the part's orientation.
+    cut = n_radius // 8
+    (shift_r, shift_a), _ = cv2.phaseCorrelate(polar_img[:, cut:].copy(), polar_ref[:, cut:].copy())
+    angle = -shift_a * 360.0 / n_angle
+    scale = float(np.exp(-shift_r * np.log(radius) / n_radius)) if allow_scale else 1.0
+    return float(angle), scale
+
+
+def _refine_ecc(img: np.ndarray, ref: np.ndarray, coarse: np.ndarray, allow_scale: bool) -> np.ndarray:
+    """Sub-pixel residual motion after the coarse warp; the coarse matrix if ECC fails or runs away.
+
+    ECC estimates a rigid residual, or an affine one projected onto the nearest similarity when
+    scale is allowed (ECC has no similarity model). The result is not compared by NCC with the
+    coarse estimate: bilinear resampling at half-pixel offsets averages out noise and inflates NCC.
+    """
+    size = ref.shape[::-1]
+    warped = cv2.warpAffine(img, coarse, size, flags=cv2.INTER_LINEAR)
+    covered = cv2.warpAffine(np.ones_like(img, dtype=np.uint8), coarse, size, flags=cv2.INTER_NEAREST)
+    motion = cv2.MOTION_AFFINE if allow_scale else cv2.MOTION_EUCLIDEAN
+    try:
+        _, residual = cv2.findTransformECC(ref, warped, np.eye(2, 3, dtype=np.float32), motion, _ECC_CRITERIA,
+                                           covered, 5)
+    except cv2.error:  # no convergence (flat or unrelated content)
+        return coarse
+    residual = residual.astype(np.float64)  # maps reference coords -> coarse-warped coords
+    if allow_scale:
+        a = (residual[0, 0] + residual[1, 1]) / 2
+        b = (residual[1, 0] - residual[0, 1]) / 2
+        residual[:, :2] = [[a, -b], [b, a]]
+    shift = np.abs(residual[:, 2]).max()
+    tilt = abs(np.degrees(np.arctan2(residual[1, 0], residual[0, 0])))
+    if shift > _ECC_MAX_SHIFT * max(size) or tilt > _ECC_MAX_TILT_DEG:
+        return coarse
+    inv = cv2.invertAffineTransform(residual)  # image -> ref = inverse(residual) after coarse
+    refined = inv[:, :2] @ coarse
+    refined[:, 2] += inv[:, 2]
+    return refined
+
+
+def _ncc(img: np.ndarray, ref: np.ndarray, matrix: np.ndarray) -> float:
+    """Zero-mean normalised cross-correlation of the reference and the warped image on their overlap."""
+    size = ref.shape[::-1]
+    warped = cv2.warpAffine(img, matrix, size, flags=cv2.INTER_LINEAR)
+    covered = cv2.warpAffine(np.ones_like(img, dtype=np.uint8), matrix, size, flags=cv2.INTER_NEAREST) > 0
+    if covered.sum() < 16:
+        return 0.0
+    a, b = warped[covered].astype(np.float64), ref[covered].astype(np.float64)
+    a, b = a - a.mean(), b - b.mean()
+    denom = np.sqrt((a * a).sum() * (b * b).sum())
+    return float((a * b).sum() / denom) if denom > 0 else 0.0
+
+
+def _overlap(img_shape: tuple[int, int], ref_shape: tuple[int, int], matrix: np.ndarray) -> float:
+    """Shared area over the smaller of the two areas, so a crop of the reference still counts as whole."""
+    covered = cv2.warpAffine(np.ones(img_shape, dtype=np.uint8), matrix, ref_shape[::-1], flags=cv2.INTER_NEAREST)
+    img_area = img_shape[0] * img_shape[1] * abs(np.linalg.det(matrix[:, :2]))
+    return float(min(1.0, covered.sum() / min(img_area, ref_shape[0] * ref_shape[1])))
