@@ -31,6 +31,7 @@ class SuiteConfig:
     datasets: dict[str, dict] = field(default_factory=dict)
     prompts: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_PROMPTS))
     robustness: dict = field(default_factory=dict)
+    risk: dict = field(default_factory=dict)  # target_slip_rate, false_alarm_budget, n_train_scores
     run_options: dict[str, object] = field(default_factory=dict)
     bootstrap_resamples: int = 1000
     seed: int = 0
@@ -75,7 +76,7 @@ def load_config(path: Path | None) -> SuiteConfig:
 def parse_config(raw: dict, path: Path | None = None) -> SuiteConfig:
     cfg = SuiteConfig(path=path.resolve() if path else None, raw=raw)
     known = {"default_datasets", "default_pipelines", "thresholds", "baseline", "pipelines", "datasets",
-             "prompts", "robustness", "bootstrap_resamples", "seed", *RUN_OPTIONS}
+             "prompts", "robustness", "risk", "bootstrap_resamples", "seed", *RUN_OPTIONS}
     unknown = set(raw) - known
     if unknown:
         raise ConfigError(f"unknown setting(s) {', '.join(sorted(unknown))}", path)
@@ -92,6 +93,7 @@ def parse_config(raw: dict, path: Path | None = None) -> SuiteConfig:
     cfg.datasets = {k: dict(v) for k, v in raw.get("datasets", {}).items()}
     cfg.prompts.update(raw.get("prompts", {}))
     cfg.robustness = dict(raw.get("robustness", {}))
+    cfg.risk = dict(raw.get("risk", {}))
     cfg.bootstrap_resamples = int(raw.get("bootstrap_resamples", 1000))
     cfg.seed = int(raw.get("seed", 0))
     cfg.run_options = {k: raw[k] for k in RUN_OPTIONS if k in raw and k != "baseline"}

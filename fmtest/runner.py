@@ -12,7 +12,7 @@ from pathlib import Path
 from fmtest.config import SuiteConfig, load_config
 from fmtest.data import DATASETS, Dataset, dataset_class, open_dataset
 from fmtest.errors import ConfigError, Unavailable
-from fmtest.evaluate import Case, evaluate_case
+from fmtest.evaluate import Case, evaluate_case, predict_all, risk_summary
 from fmtest.pipelines import PIPELINES, TASKS, Pipeline, PipelineContext, pipeline_class
 from fmtest.report.results import CaseResult
 
@@ -189,8 +189,22 @@ class Evaluator:
             cfg.thresholds_for(case.id), cache=self.cache, progress=self.progress,
             n_resamples=cfg.bootstrap_resamples, seed=cfg.seed,
         )
+        result.extra["risk"] = self._risk(case, result)
         self.results[case.id] = result
         return result
+
+    def _risk(self, case: Case, result: CaseResult) -> dict:
+        """Risk figures; a scoring pipeline's operating point is set on good TRAINING images only."""
+        opts = self.settings.config.risk
+        train_scores = None
+        if result.images and all(i.score is not None for i in result.images):
+            train = self.dataset(case.dataset).train.filter(lambda r: r.label == "OK")
+            train = train[: int(opts.get("n_train_scores", 40))]
+            train_scores = [p.score for _, p, _ in predict_all(self.pipeline(case), train, cache=self.cache,
+                                                               progress=False)]
+        return risk_summary(result.images, train_scores,
+                            target_slip_rate=float(opts.get("target_slip_rate", 0.01)),
+                            false_alarm_budget=float(opts.get("false_alarm_budget", 0.01)))
 
 
 class ResultStore:
