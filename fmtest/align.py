@@ -99,9 +99,13 @@ def warp_from_reference(mask_or_image: np.ndarray, alignment: Alignment, shape: 
 
 
 def overlap_mask(alignment: Alignment, image_shape: tuple[int, ...], reference_shape: tuple[int, ...]) -> np.ndarray:
-    """bool mask, reference frame: the pixels the warped image covers (the rest carries no evidence)."""
-    covered = np.ones(image_shape[:2], dtype=bool)
-    return warp_to_reference(covered, alignment, reference_shape)
+    """bool mask, reference frame: pixels whose warped value comes entirely from inside the image.
+
+    Border pixels that bilinear interpolation mixes with the zero fill are left out: they would
+    read as differences that are not there.
+    """
+    weight = warp_to_reference(np.ones(image_shape[:2], dtype=np.float32), alignment, reference_shape)
+    return weight > 0.999
 
 
 def _warp(array: np.ndarray, matrix: np.ndarray, shape: tuple[int, ...], inverse: bool) -> np.ndarray:

@@ -1,0 +1,151 @@
+"""Registration recovers known rigid motions, flags unrelated content, and warps round-trip."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from fmtest.align import estimate_alignment, overlap_mask, warp_from_reference, warp_to_reference
+from fmtest.errors import DataError
+
+
+def package_scan(h: int = 160, w: int = 200, seed: int = 0) -> np.ndarray:
+    """A SAT-like greyscale package: mould, die, leads, a via, plus fine texture."""
+    rng = np.random.default_rng(seed)
+    img = np.full((h, w), 0.15, np.float32)
+    cv2.rectangle(img, (int(w * .15), int(h * .15)), (int(w * .85), int(h * .85)), 0.45, -1)
+    cv2.rectangle(img, (int(w * .35), int(h * .30)), (int(w * .60), int(h * .55)), 0.80, -1)
+    for i in range(6):
+        x = int(w * .2 + i * w * .1)
+        cv2.rectangle(img, (x, int(h * .7)), (x + int(w * .04), int(h * .8)), 0.65, -1)
+    cv2.circle(img, (int(w * .75), int(h * .3)), int(min(h, w) * .06), 0.9, -1)
+    texture = cv2.GaussianBlur(rng.random((h, w)).astype(np.float32), (0, 0), 1.5)
+    return np.clip(cv2.GaussianBlur(img + 0.1 * (texture - texture.mean()), (0, 0), 0.8), 0, 1)
+
+
+def moved(reference: np.ndarray, angle: float, shift: tuple[float, float], scale: float = 1.0, seed: int = 1):
+    """The reference rotated about its centre, scaled and shifted, with new contrast and noise.
+
+    Returns the image and the true image->reference matrix.
+    """
+    h, w = reference.shape[:2]
+    forward = cv2.getRotationMatrix2D((w / 2, h / 2), angle, scale)
+    forward[:, 2] += shift
+    image = cv2.warpAffine(reference, forward, (w, h), borderMode=cv2.BORDER_REFLECT)
+    noise = np.random.default_rng(seed).normal(0, 0.02, image.shape).astype(np.float32)
+    return np.clip(0.8 * image + 0.1 + noise, 0, 1), cv2.invertAffineTransform(forward)
+
+
+def max_corner_error(matrix: np.ndarray, truth: np.ndarray, shape: tuple[int, int]) -> float:
+    """Largest disagreement (pixels) where the two matrices send the image corners and centre."""
+    h, w = shape
+    pts = np.array([[0, 0], [w, 0], [0, h], [w, h], [w / 2, h / 2]], float)
+    return float(np.abs(pts @ matrix[:, :2].T + matrix[:, 2] - (pts @ truth[:, :2].T + truth[:, 2])).max())
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return package_scan()
+
+
+@pytest.mark.parametrize("angle, shift", [
+    (0.0, (0.0, 0.0)), (0.0, (3.4, -2.7)), (0.0, (0.25, 0.6)), (4.0, (6.0, 3.0)), (-12.0, (-4.0, 8.0)),
+    (30.0, (0.0, 0.0)), (90.0, (2.0, 2.0)), (175.0, (3.0, 1.0)),
+])
+def test_recovers_shift_and_rotation(reference, angle, shift):
+    image, truth = moved(reference, angle, shift)
+    a = estimate_alignment(image, reference)
+    assert a.ok and a.quality > 0.9
+    assert max_corner_error(a.matrix, truth, reference.shape) < 1.0
+    true_angle = np.degrees(np.arctan2(-truth[1, 0], truth[0, 0]))
+    assert abs((a.angle_deg - true_angle + 180) % 360 - 180) < 0.5
+
+
+def test_subpixel_shift_is_sub_pixel(reference):
+    image, truth = moved(reference, 0.0, (1.3, -0.4))
+    a = estimate_alignment(image, reference)
+    assert abs(a.dx - truth[0, 2]) < 0.2 and abs(a.dy - truth[1, 2]) < 0.2
+
+
+@pytest.mark.parametrize("scale", [0.9, 1.1])
+def test_recovers_scale_only_when_allowed(reference, scale):
+    image, truth = moved(reference, 8.0, (3.0, -2.0), scale=scale)
+    a = estimate_alignment(image, reference, allow_scale=True)
+    assert abs(a.scale - 1 / scale) < 0.01
+    assert max_corner_error(a.matrix, truth, reference.shape) < 1.0
+    assert estimate_alignment(image, reference).scale == pytest.approx(1.0)
+
+
+def test_large_image_keeps_full_resolution_accuracy():
+    reference = package_scan(600, 760, seed=3)
+    image, truth = moved(reference, 7.0, (13.3, -21.6))
+    a = estimate_alignment(image, reference)
+    assert max_corner_error(a.matrix, truth, reference.shape) < 1.0
+
+
+def test_crop_of_reference_is_placed_where_it_was_cut(reference):
+    crop = reference[20:140, 30:170]
+    a = estimate_alignment(crop, reference)
+    assert a.ok
+    assert a.dx == pytest.approx(30, abs=0.5) and a.dy == pytest.approx(20, abs=0.5)
+
+
+def test_colour_image_aligns_to_grey_reference(reference):
+    image, truth = moved(reference, 5.0, (2.0, 1.0))
+    rgb = np.stack([image, 0.9 * image, 0.7 * image], axis=-1)
+    a = estimate_alignment(rgb, reference)
+    assert a.ok and max_corner_error(a.matrix, truth, reference.shape) < 1.0
+
+
+def test_random_noise_is_not_ok(reference):
+    noise = np.random.default_rng(5).random(reference.shape).astype(np.float32)
+    a = estimate_alignment(noise, reference)
+    assert not a.ok and a.quality < 0.3
+
+
+def test_blank_image_is_not_ok(reference):
+    a = estimate_alignment(np.full_like(reference, 0.5), reference)
+    assert not a.ok and a.quality == 0.0
+
+
+def test_min_quality_decides_ok(reference):
+    image, _ = moved(reference, 3.0, (1.0, 1.0))
+    assert estimate_alignment(image, reference, min_quality=0.5).ok
+    assert not estimate_alignment(image, reference, min_quality=0.9999).ok
+
+
+def test_bad_shape_names_the_problem(reference):
+    with pytest.raises(DataError, match="shape"):
+        estimate_alignment(np.zeros((10, 10, 4), np.float32), reference)
+
+
+def test_warp_round_trip_of_a_mask(reference):
+    image, _ = moved(reference, 10.0, (4.0, -3.0))
+    a = estimate_alignment(image, reference)
+    mask = np.zeros(reference.shape, bool)
+    mask[60:90, 70:110] = True
+    in_image = warp_from_reference(mask, a, image.shape)
+    assert in_image.dtype == bool and in_image.shape == image.shape
+    back = warp_to_reference(in_image, a, reference.shape)
+    iou = (back & mask).sum() / (back | mask).sum()
+    assert iou > 0.9
+
+
+def test_warp_to_reference_matches_reference(reference):
+    image, _ = moved(reference, -6.0, (5.0, 2.0))
+    a = estimate_alignment(image, reference)
+    warped = warp_to_reference(image, a, reference.shape)
+    covered = overlap_mask(a, image.shape, reference.shape)
+    inner = cv2.erode(covered.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    assert np.corrcoef(warped[inner], reference[inner])[0, 1] > 0.95
+    beyond = cv2.dilate(covered.astype(np.uint8), np.ones((3, 3), np.uint8)) == 0
+    assert beyond.any() and not warped[beyond].any()
+
+
+def test_warp_keeps_channels_and_size():
+    a = estimate_alignment(package_scan(), package_scan())
+    rgb = np.random.default_rng(0).random((160, 200, 3)).astype(np.float32)
+    out = warp_to_reference(rgb, a, (120, 150))
+    assert out.shape == (120, 150, 3) and out.dtype == np.float32
+    assert warp_from_reference(rgb[..., :1], a, (160, 200)).shape == (160, 200, 1)
