@@ -1,0 +1,216 @@
+"""Reading images and masks from disk, and reading a dataset's `[datasets.<name>]` options.
+
+Every dataset decodes through here, so all of them agree on the conventions: float32 images in
+[0, 1] (8-bit divided by 255, 16-bit by 65535 so SAT scans keep their precision), HxW greyscale or
+HxWx3 RGB, alpha dropped, masks bool HxW. A file that cannot be decoded raises DataError naming
+the file instead of a decoder traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+import tifffile
+from PIL import Image
+
+from fmtest.errors import ConfigError, DataError
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", *TIFF_SUFFIXES)
+_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, tifffile.TiffFileError,
+                  Image.DecompressionBombError)
+# PIL modes converted to plain 8-bit RGB or L before use (palette, alpha, other colour spaces).
+_TO_RGB = {"P", "PA", "RGBA", "RGBX", "RGBa", "CMYK", "YCbCr", "LAB", "HSV"}
+_TO_L = {"LA", "La"}
+# ITU-R BT.601 luma weights, the ones PIL and OpenCV use for RGB -> L.
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def read_pixels(path: Path | str) -> np.ndarray:
+    """Decoded pixel values as stored (uint8, uint16, float or bool), HxW or HxWxC, alpha dropped.
+
+    Label maps (Oxford trimaps, palette masks) need the stored values, not intensities: a palette
+    image gives its palette indices here.
+    """
+    return _decode(Path(path), palette_to_rgb=False)
+
+
+def _decode(path: Path, palette_to_rgb: bool) -> np.ndarray:
+    if not path.is_file():
+        raise DataError("file not found", path)
+    try:
+        if path.suffix.lower() in TIFF_SUFFIXES:
+            pixels = tifffile.imread(path)
+        else:
+            pixels = _read_with_pil(path, palette_to_rgb)
+    except _DECODE_ERRORS as e:
+        raise DataError(f"cannot decode image ({type(e).__name__}: {e})", path) from None
+    return _drop_alpha(_squeeze_channels(pixels, path))
+
+
+def _read_with_pil(path: Path, palette_to_rgb: bool) -> np.ndarray:
+    with Image.open(path) as im:
+        im.load()  # decode now: a truncated file fails here, inside the caller's except clause
+        if im.mode in ("P", "PA") and not palette_to_rgb:
+            return np.array(im)  # PA gives (index, alpha); the alpha is dropped later
+        if im.mode in _TO_RGB:
+            return np.array(im.convert("RGB"))
+        if im.mode in _TO_L:
+            return np.array(im.convert("L"))
+        return np.array(im)
+
+
+def _squeeze_channels(pixels: np.ndarray, path: Path) -> np.ndarray:
+    if pixels.ndim == 3 and pixels.shape[2] == 1:
+        return pixels[:, :, 0]
+    if pixels.ndim == 2 or (pixels.ndim == 3 and pixels.shape[2] in (2, 3, 4)):
+        return pixels
+    raise DataError(f"unsupported image shape {pixels.shape} (expected HxW, HxWx3 or HxWx4)", path)
+
+
+def _drop_alpha(pixels: np.ndarray) -> np.ndarray:
+    if pixels.ndim == 3 and pixels.shape[2] == 2:  # grey + alpha
+        return pixels[:, :, 0]
+    if pixels.ndim == 3 and pixels.shape[2] == 4:
+        return pixels[:, :, :3]
+    return pixels
+
+
+def read_image(path: Path | str) -> np.ndarray:
+    """An image as float32 in [0, 1]: HxW greyscale or HxWx3 RGB."""
+    path = Path(path)
+    return _to_unit_float(_decode(path, palette_to_rgb=True), path)
+
+
+def _to_unit_float(pixels: np.ndarray, path: Path) -> np.ndarray:
+    if pixels.dtype == np.bool_:
+        return pixels.astype(np.float32)
+    if pixels.dtype == np.uint8:
+        return pixels.astype(np.float32) / np.float32(255)
+    if pixels.dtype == np.uint16:
+        return pixels.astype(np.float32) / np.float32(65535)
+    if np.issubdtype(pixels.dtype, np.floating):
+        lo, hi = float(np.nanmin(pixels)), float(np.nanmax(pixels))
+        if not (np.isfinite(pixels).all() and lo >= 0.0 and hi <= 1.0):
+            raise DataError(f"float image must hold values in [0, 1], found {lo:g}..{hi:g}", path)
+        return pixels.astype(np.float32)
+    raise DataError(f"unsupported pixel type {pixels.dtype} (expected 8- or 16-bit integer or float)", path)
+
+
+def read_mask(path: Path | str, shape: Sequence[int]) -> np.ndarray:
+    """A defect mask as bool HxW (non-zero = defect) that must match `shape` (an image's shape)."""
+    path = Path(path)
+    pixels = read_pixels(path)
+    mask = pixels.any(axis=2) if pixels.ndim == 3 else pixels != 0
+    check_size(mask, shape, path)
+    return mask
+
+
+def check_size(mask: np.ndarray, shape: Sequence[int], path: Path) -> None:
+    """A mask or label map must cover its image pixel for pixel."""
+    h, w = shape[:2]
+    if mask.shape[:2] != (h, w):
+        raise DataError(f"mask is {mask.shape[1]}x{mask.shape[0]} but its image is {w}x{h}", path)
+
+
+def to_rgb_uint8(image: np.ndarray) -> np.ndarray:
+    """HxWx3 uint8 for models that want 8-bit RGB; a greyscale image is replicated into 3 channels."""
+    image = np.asarray(image)
+    if image.dtype == np.uint8:
+        rgb = image
+    else:
+        rgb = np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
+    if rgb.ndim == 2:
+        return np.repeat(rgb[:, :, None], 3, axis=2)
+    if rgb.ndim == 3 and rgb.shape[2] == 3:
+        return rgb
+    raise ValueError(f"expected an HxW or HxWx3 image, got shape {image.shape}")
+
+
+def to_gray(image: np.ndarray) -> np.ndarray:
+    """HxW float32: RGB is reduced with BT.601 luma weights, greyscale passes through."""
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim == 2:
+        return image
+    if image.ndim == 3 and image.shape[2] == 3:
+        return image @ _LUMA
+    raise ValueError(f"expected an HxW or HxWx3 image, got shape {image.shape}")
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files of one folder, sorted by name so ids and subsets are stable across machines."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+# --- dataset options -------------------------------------------------------------------------
+
+OptionsT = TypeVar("OptionsT")
+
+
+def parse_options(cls: type[OptionsT], options: Mapping[str, object], dataset: str) -> OptionsT:
+    """Build a dataset's options dataclass from its `[datasets.<name>]` table.
+
+    Unknown keys and values of the wrong type raise ConfigError naming the key, so a typo in the
+    suite config never silently falls back to a default. Fields annotated `... | None` accept None.
+    """
+    where = f"[datasets.{dataset}]"
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(options) - set(names))
+    if unknown:
+        raise ConfigError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}", where)
+    values = {key: _coerce(value, hints[key], key, where) for key, value in options.items()}
+    return cls(**values)
+
+
+def _coerce(value: object, hint: object, key: str, where: str) -> object:
+    args = typing.get_args(hint)
+    if type(None) in args:
+        if value is None:
+            return None
+        hint = next(a for a in args if a is not type(None))
+    if typing.get_origin(hint) is tuple:
+        if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        expected = "a list of names"
+    elif hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        expected = "a number"
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        expected = "an integer"
+    elif hint is bool or hint is str:
+        if isinstance(value, hint):
+            return value
+        expected = "true or false" if hint is bool else "a string"
+    else:
+        raise TypeError(f"option {key}: unsupported option type {hint!r}")
+    raise ConfigError(f"option {key} must be {expected}, got {value!r}", where)
+
+
+def require_non_negative(where: str, **values: int | float | None) -> None:
+    """Counts and strengths below zero are configuration mistakes."""
+    for key, value in values.items():
+        if value is not None and value < 0:
+            raise ConfigError(f"option {key} must be >= 0, got {value!r}", f"[datasets.{where}]")
+
+
+def seeded_subset(items: Sequence, n: int | None, rng: np.random.Generator, what: str, path: object) -> list:
+    """`n` items drawn without replacement, in their original order; None or 0 means all of them.
+
+    Raises DataError when the data holds fewer than `n`: silently using fewer would change the protocol.
+    """
+    if not n:
+        return list(items)
+    if n > len(items):
+        raise DataError(f"asked for {n} {what} but only {len(items)} are available", path)
+    chosen = np.sort(rng.choice(len(items), size=n, replace=False))
+    return [items[i] for i in chosen]
