@@ -256,3 +256,33 @@ def test_cli_on_a_folder_without_cache(tmp_path, capsys):
     assert _cli(["cache", "info", "--dir", str(tmp_path)]) == 0
     assert "no prediction cache" in capsys.readouterr().out
     assert not (tmp_path / DB_NAME).exists()
+
+
+def _load_benchmark(monkeypatch):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_warm_cache.py"
+    spec = importlib.util.spec_from_file_location("bench_warm_cache", path)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_rescoring_from_cache_matches_scoring_in_memory(cache, monkeypatch):
+    from fmtest import metrics
+
+    bench = _load_benchmark(monkeypatch)
+    run = bench.fill_cache(cache, n_images=60, size=32, n_distinct=10, progress=False)
+    summary = bench.rescore(cache, run, n_resamples=50, progress=False)
+    assert cache.stats.hits == 60 and cache.stats.misses == 0
+
+    stored = [cache.get(bench.FINGERPRINT, bench.MODEL_ID, sha) for sha in run.image_sha256s]
+    truth = [run.target(i) for i in range(60)]
+    y_true = np.array([t.any() for t in truth])
+    expected_iou = np.mean([metrics.iou(p.mask, t) for p, t in zip(stored, truth) if t.any()])
+    assert summary["iou"] == pytest.approx(expected_iou)
+    assert summary["f2"] == pytest.approx(metrics.f2(metrics.confusion_counts(y_true, [p.label for p in stored])))
+    assert 0 < summary["iou"] < 1  # shifted masks: neither trivial case

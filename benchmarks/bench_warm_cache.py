@@ -1,0 +1,187 @@
+"""Prediction-cache benchmarks: warm-cache rerun of the suite, and re-scoring 10,000 cached predictions.
+
+    .venv/bin/python benchmarks/bench_warm_cache.py            # both
+    .venv/bin/python benchmarks/bench_warm_cache.py --rescore-only --n-images 2000
+
+1. suite: `pytest suites` on the default datasets, twice, in subprocesses sharing a fresh cache
+   folder: cold (every model runs), then warm (every prediction comes from the cache). Target:
+   the warm run at least 20x faster. The warm run must also reproduce the cold run's metrics
+   and predict nothing, or the speed-up means nothing.
+2. rescore: 10,000 predicted 512x512 masks are written to a fresh cache, then read back,
+   decoded and scored against ground truth (per-image IoU, F2, 1000-resample bootstraps of
+   both). Target: under 5 s on 2 CPU cores. Filling the cache is not timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from fmtest import metrics
+from fmtest.cache import PredictionCache
+from fmtest.pipelines.base import Prediction
+
+REPO = Path(__file__).resolve().parent.parent
+WARM_SPEEDUP_TARGET = 20.0
+RESCORE_TARGET_S = 5.0
+FINGERPRINT, MODEL_ID, PIPELINE = "bench-fingerprint", "bench-model", "bench"
+
+
+# -- 1. cold vs warm suite run ------------------------------------------------------------------------
+def run_suite(cache_dir: Path, results: Path, extra_args: list[str]) -> float:
+    """Seconds one `pytest suites` run takes; failing cases are fine, a crashed run is not."""
+    cmd = [sys.executable, "-m", "pytest", "suites", f"--fm-cache={cache_dir}", f"--fm-results={results}",
+           "-q", "-p", "no:randomly", *extra_args]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if proc.returncode not in (0, 1) or not results.exists():  # 1: some case below its threshold
+        raise SystemExit(f"`{' '.join(cmd)}` exited with {proc.returncode}:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+    return seconds
+
+
+def cache_counts(results: Path) -> tuple[int, int]:
+    """(predicted, from cache) summed over the cases of a results file."""
+    cases = json.loads(results.read_text())["cases"]
+    counts = [c.get("extra", {}).get("cache", {}) for c in cases]
+    return sum(c.get("predicted", 0) for c in counts), sum(c.get("hits", 0) for c in counts)
+
+
+def bench_suite(extra_args: list[str]) -> list[tuple[str, str, str]]:
+    with tempfile.TemporaryDirectory(prefix="fmtest-bench-") as tmp:
+        tmp = Path(tmp)
+        cold = run_suite(tmp / "cache", tmp / "cold.json", extra_args)
+        warm = run_suite(tmp / "cache", tmp / "warm.json", extra_args)
+        predicted_warm, hits_warm = cache_counts(tmp / "warm.json")
+        metrics_cold = {c["id"]: c["metrics"] for c in json.loads((tmp / "cold.json").read_text())["cases"]}
+        metrics_warm = {c["id"]: c["metrics"] for c in json.loads((tmp / "warm.json").read_text())["cases"]}
+    speedup = cold / warm
+    same = "yes" if json.dumps(metrics_cold, sort_keys=True) == json.dumps(metrics_warm, sort_keys=True) else "NO"
+    return [
+        ("suite, cold cache", f"{cold:.1f} s", ""),
+        ("suite, warm cache", f"{warm:.1f} s", f"{hits_warm} cached, {predicted_warm} predicted"),
+        ("warm speed-up", f"{speedup:.1f}x", f"target >= {WARM_SPEEDUP_TARGET:.0f}x: "
+                                             f"{'met' if speedup >= WARM_SPEEDUP_TARGET else 'MISSED'}"),
+        ("warm metrics = cold metrics", same, ""),
+    ]
+
+
+# -- 2. re-scoring cached predictions -----------------------------------------------------------------
+@dataclass
+class SyntheticRun:
+    """Ground truth for predictions written to a cache: `truth[i % len(truth)]` is image i's mask."""
+
+    image_sha256s: list[str]
+    truth: np.ndarray  # (n_distinct, H, W) bool
+
+    def target(self, i: int) -> np.ndarray:
+        return self.truth[i % len(self.truth)]
+
+
+def _disks(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
+    """Defect-like masks, one disk each; about a third are empty (defect-free images)."""
+    yy, xx = np.ogrid[:size, :size]
+    radius = rng.integers(1, max(2, size // 8), n) * (rng.random(n) > 0.3)
+    centres = rng.integers(0, size, (n, 2))
+    return np.stack([(yy - cy) ** 2 + (xx - cx) ** 2 < r * r for (cy, cx), r in zip(centres, radius)])
+
+
+def fill_cache(cache: PredictionCache, n_images: int, size: int, n_distinct: int, seed: int = 0,
+               progress: bool = True) -> SyntheticRun:
+    """Write `n_images` predictions: the ground-truth disk shifted by a few pixels, so IoUs vary, and
+    every 13th image given another image's mask, so some defects are missed and some good parts flagged."""
+    rng = np.random.default_rng(seed)
+    truth = _disks(rng, n_distinct, size)
+    shas = [f"{i:064x}" for i in range(n_images)]
+    batch: dict[str, Prediction] = {}
+    for i in tqdm(range(n_images), desc="filling cache", unit="img", disable=not progress):
+        source = truth[(i + (i % 13 == 0)) % n_distinct]
+        batch[shas[i]] = Prediction.from_mask(np.roll(source, i % 7, axis=1), score=float(i % 7))
+        if len(batch) == 500 or i == n_images - 1:
+            cache.put_many(FINGERPRINT, MODEL_ID, batch, pipeline=PIPELINE)
+            batch = {}
+    return SyntheticRun(shas, truth)
+
+
+def rescore(cache: PredictionCache, run: SyntheticRun, n_resamples: int = 1000, progress: bool = True) -> dict:
+    """Read every prediction back and score the run as the evaluation layer does from a warm cache."""
+    n = len(run.image_sha256s)
+    y_true = np.empty(n, dtype=bool)
+    y_pred = np.empty(n, dtype=bool)
+    ious = []
+    with tqdm(total=n, desc="re-scoring", unit="img", disable=not progress) as bar:
+        for start in range(0, n, 256):
+            chunk = run.image_sha256s[start : start + 256]
+            found = cache.get_many(FINGERPRINT, MODEL_ID, chunk)
+            for i, sha in enumerate(chunk, start):
+                prediction, target = found[sha], run.target(i)
+                y_true[i], y_pred[i] = target.any(), prediction.label == "NOK"
+                if y_true[i]:
+                    ious.append(metrics.iou(prediction.mask, target))
+            bar.update(len(chunk))
+    summary = metrics.classification_summary(y_true, y_pred, n_resamples=n_resamples)
+    summary.update(metrics.segmentation_summary(ious, n_resamples=n_resamples))
+    return summary
+
+
+def bench_rescore(n_images: int, size: int, n_distinct: int, n_resamples: int,
+                  progress: bool) -> list[tuple[str, str, str]]:
+    with tempfile.TemporaryDirectory(prefix="fmtest-bench-") as tmp, PredictionCache(tmp) as cache:
+        start = time.perf_counter()
+        run = fill_cache(cache, n_images, size, n_distinct, progress=progress)
+        fill_s = time.perf_counter() - start
+        stored = cache.info()
+        start = time.perf_counter()
+        summary = rescore(cache, run, n_resamples, progress=progress)
+        seconds = time.perf_counter() - start
+        if cache.stats.hits != n_images:
+            raise SystemExit(f"expected {n_images} cache hits, got {cache.stats}")
+    return [
+        (f"fill cache, {n_images} x {size}x{size}", f"{fill_s:.1f} s",
+         f"{stored['bytes'] / 2**20:.1f} MiB on disk (not timed)"),
+        (f"re-score {n_images} cached predictions", f"{seconds:.2f} s",
+         f"target < {RESCORE_TARGET_S:.0f} s: {'met' if seconds < RESCORE_TARGET_S else 'MISSED'}"),
+        ("  iou / f2 (sanity)", f"{summary['iou']:.3f} / {summary['f2']:.3f}",
+         f"{n_resamples} bootstrap resamples each"),
+    ]
+
+
+def print_table(rows: list[tuple[str, str, str]]) -> None:
+    width = max(len(r[0]) for r in rows)
+    for name, value, note in rows:
+        print(f"{name:<{width}}  {value:>10}  {note}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--suite-only", action="store_true", help="only the cold/warm suite run")
+    which.add_argument("--rescore-only", action="store_true", help="only the re-scoring benchmark")
+    parser.add_argument("--n-images", type=int, default=10_000, help="cached predictions to re-score")
+    parser.add_argument("--size", type=int, default=512, help="mask side in pixels")
+    parser.add_argument("--n-distinct", type=int, default=200,
+                        help="distinct ground-truth masks kept in memory, reused in turn")
+    parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("pytest_args", nargs="*", help="extra arguments for the suite runs (after --)")
+    args = parser.parse_args(argv)
+    rows: list[tuple[str, str, str]] = []
+    if not args.suite_only:
+        rows += bench_rescore(args.n_images, args.size, args.n_distinct, args.resamples, not args.no_progress)
+    if not args.rescore_only:
+        rows += bench_suite(args.pytest_args)
+    print_table(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
