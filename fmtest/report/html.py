@@ -1,0 +1,351 @@
+"""One self-contained HTML scoreboard: the pipeline x dataset matrix, then the details of every case.
+
+No network at view time: CSS, JS and thumbnails are inlined. To stay usable at 200 cases and
+10,000 images, only the matrix and one summary line per case are in the DOM up front; a case's
+details and its per-image table (paginated) are built from embedded JSON when the case is opened.
+Every string from the results (model reasoning included) is escaped here or set as text by the JS.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+from fmtest.report.results import CaseResult, ImageResult, RunResults
+from fmtest.report.terminal import OUTCOME_WORD, fmt_number, image_counts, main_metric, regressed_metrics
+
+OUTCOME_ORDER = ("failed", "error", "passed", "skipped")  # case details: what needs attention first
+IMAGE_COLUMNS = ("id", "label", "predicted", "outcome", "score", "iou", "reasoning", "error")
+ALWAYS_SHOWN_COLUMNS = ("id", "label", "predicted", "outcome")
+IMAGE_OUTCOMES = (("correct", "correct"), ("miss", "all misses"), ("slip", "slip (defect passed as OK)"),
+                  ("false alarm", "false alarm (good part flagged)"), ("error", "error"))
+EXTRA_TITLES = {"regression": "Regression against the baseline", "risk": "Risk at the operating point",
+                "robustness": "Robustness", "data_quality": "Data quality", "usage": "Usage and cost",
+                "invalid_answers": "Invalid answers"}
+RISK_NOTES = {  # matched as substrings of the key, first match wins: most specific first
+    "auroc": "threshold-free, not a factory figure",
+    "recall_at": "recall at the stated false-alarm rate",
+    "defectives_needed": "defective images needed to bound the slip rate at that level",
+    "slip": "share of defective parts passed as OK",
+    "false_alarm": "share of good parts flagged NOK",
+}
+MAX_EXTRA_ROWS = 500  # a data-quality list of thousands of findings is truncated with a note
+_BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
+_esc = html.escape
+
+
+def write_html(results: RunResults, path: str | os.PathLike, *, history_links: dict[str, str] | None = None) -> None:
+    """Write the scoreboard atomically; `history_links` maps case id -> URL of its history plot."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    document = render_html(results, history_links=history_links)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(document)
+    os.chmod(tmp, 0o644)  # mkstemp makes it private; a report is meant to be shared (CI artifact, web server)
+    os.replace(tmp, path)
+
+
+def render_html(results: RunResults, *, history_links: dict[str, str] | None = None) -> str:
+    links = history_links or {}
+    cases = sorted(results.cases, key=lambda c: _rank(c.outcome))
+    css = resources.files("fmtest.report").joinpath("scoreboard.css").read_text(encoding="utf-8")
+    js = resources.files("fmtest.report").joinpath("scoreboard.js").read_text(encoding="utf-8")
+    parts = [
+        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>",
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>",
+        f"<title>fmtest scoreboard {_esc(results.created)}</title><style>{css}</style></head><body>",
+        _header(results),
+        _counts(results.cases),
+        "<h2>Pipeline &times; dataset</h2>",
+        _matrix(results.cases),
+        "<h2>Cases</h2><div id='fm-cases'>",
+        *(_case_details(i, c, links.get(c.id)) for i, c in enumerate(cases)),
+        "</div>",
+        f"<footer>fmtest {_esc(results.fmtest_version)}: thresholds are never tuned on the test images; "
+        "intervals are 95 %.</footer>",
+        f"<script>{js}</script></body></html>\n",
+    ]
+    return "\n".join(parts)
+
+
+def _rank(outcome: str) -> int:
+    return OUTCOME_ORDER.index(outcome) if outcome in OUTCOME_ORDER else len(OUTCOME_ORDER)
+
+
+def _header(results: RunResults) -> str:
+    meta = [f"<span>run {_esc(results.created or 'time unknown')}</span>",
+            f"<span>commit <code>{_esc(results.git_commit or 'unknown')}</code></span>",
+            f"<span>fmtest {_esc(results.fmtest_version)}</span>"]
+    env = "".join(f"<li>{_esc(str(k))} <code>{_esc(str(v))}</code></li>" for k, v in results.environment.items())
+    config = ""
+    if results.config:
+        dumped = json.dumps(results.config, indent=1, sort_keys=True, default=str)
+        config = f"<details><summary>suite config</summary><pre class='config'>{_esc(dumped)}</pre></details>"
+    return (f"<header><h1>fmtest scoreboard</h1><p class='meta'>{''.join(meta)}</p>"
+            f"<ul class='env'>{env}</ul>{config}</header>")
+
+
+def _counts(cases: list[CaseResult]) -> str:
+    """Outcome totals, doubling as filters for the case list below."""
+    boxes = []
+    for outcome in OUTCOME_ORDER:
+        n = sum(c.outcome == outcome for c in cases)
+        boxes.append(f"<label class='o-{outcome}'><input type='checkbox' checked data-outcome='{outcome}'> "
+                     f"<span class='badge'>{OUTCOME_WORD[outcome]}</span> {n}</label>")
+    return f"<div class='counts' role='group' aria-label='show cases'>{len(cases)} cases: {''.join(boxes)}</div>"
+
+
+def _matrix(cases: list[CaseResult]) -> str:
+    pipelines = list(dict.fromkeys(c.pipeline for c in cases))
+    datasets = list(dict.fromkeys(c.dataset for c in cases))
+    by_pair = {(c.pipeline, c.dataset): c for c in cases}
+    head = "".join(f"<th scope='col'>{_esc(d)}</th>" for d in datasets)
+    rows = []
+    for pipeline in pipelines:
+        cells = "".join(_matrix_cell(by_pair.get((pipeline, d))) for d in datasets)
+        rows.append(f"<tr><th scope='row' class='row-head'>{_esc(pipeline)}</th>{cells}</tr>")
+    return (f"<div class='matrix-wrap'><table class='matrix' id='fm-matrix'><thead><tr><th class='row-head'>"
+            f"pipeline</th>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>")
+
+
+def _matrix_cell(case: CaseResult | None) -> str:
+    if case is None:
+        return "<td class='cell empty' title='not run'>&ndash;</td>"
+    lines = [f"<span class='badge'>{_esc(OUTCOME_WORD.get(case.outcome, case.outcome.upper()))}</span>"]
+    name = main_metric(case)
+    if case.outcome == "skipped" or (case.outcome == "error" and not case.metrics):
+        lines.append(f"<span class='reason'>{_esc(_first_line(case.message) or case.outcome)}</span>")
+    elif name is not None:
+        lines.append(f"<span class='metric'>{_esc(name)} {fmt_number(case.metrics.get(name))}</span>")
+        interval = _interval(case, name)
+        if interval:
+            lines.append(f"<span class='ci'>{interval}</span>")
+        if name in case.thresholds:
+            lines.append(f"<span class='thr'>threshold {fmt_number(case.thresholds[name], 2)}</span>")
+        n_images, n_defective = image_counts(case)
+        if n_images is not None:
+            lines.append(f"<span class='n'>n={n_images}" + (f" ({n_defective} NOK)" if n_defective is not None else "")
+                         + "</span>")
+    if regressed_metrics(case):
+        lines.append(f"<span class='regressed'>&#9660; regressed: {_esc(', '.join(regressed_metrics(case)))}</span>")
+    title = _esc(case.message or "", quote=True)
+    return (f"<td class='cell o-{_esc(case.outcome)}' data-case='{_esc(case.id, quote=True)}'>"
+            f"<a href='#{_esc(case.id, quote=True)}' title='{title}'>{''.join(lines)}</a></td>")
+
+
+def _interval(case: CaseResult, name: str) -> str:
+    lo, hi = case.metrics.get(f"{name}_ci_low"), case.metrics.get(f"{name}_ci_high")
+    return "" if lo is None or hi is None else f"[{fmt_number(lo)}, {fmt_number(hi)}]"
+
+
+def _first_line(text: str | None, limit: int = 160) -> str:
+    line = (text or "").strip().splitlines()[0] if (text or "").strip() else ""
+    return line if len(line) <= limit else line[: limit - 1] + "\u2026"
+
+
+def _case_details(index: int, case: CaseResult, history_link: str | None) -> str:
+    """A collapsed summary line; the body is filled from the JSON script next to it when opened."""
+    name = main_metric(case)
+    headline = ""
+    if name is not None and name in case.metrics:
+        headline = f"{_esc(name)} {fmt_number(case.metrics[name])} {_interval(case, name)}"
+        if name in case.thresholds:
+            headline += f" / threshold {fmt_number(case.thresholds[name], 2)}"
+    history = f" <a href='{_esc(history_link, quote=True)}'>history</a>" if history_link else ""
+    payload = {"detail_html": _detail_html(case, history_link), **_image_rows(case.images)}
+    outcome = _esc(case.outcome, quote=True)
+    return (f"<details class='case o-{outcome}' id='{_esc(case.id, quote=True)}' data-index='{index}' "
+            f"data-outcome='{outcome}'><summary><span class='badge'>"
+            f"{_esc(OUTCOME_WORD.get(case.outcome, case.outcome.upper()))}</span>"
+            f"<span class='case-id'>{_esc(case.id)}</span><span class='headline'>{headline}</span>"
+            f"<span class='summary-msg'>{_esc(_first_line(case.message))}</span>{history}</summary>"
+            f"<div class='case-body'></div></details>"
+            f"<script type='application/json' id='fm-case-data-{index}'>{_json_for_script(payload)}</script>")
+
+
+def _json_for_script(payload: object) -> str:
+    """JSON that cannot end its <script> element early, whatever the strings in it contain."""
+    text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), default=str)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _detail_html(case: CaseResult, history_link: str | None) -> str:
+    parts = [f"<p class='note'>{_esc(case.task)} &middot; pipeline <b>{_esc(case.pipeline)}</b> &middot; dataset "
+             f"<b>{_esc(case.dataset)}</b>"
+             + (f" &middot; <a href='{_esc(history_link, quote=True)}'>metric history</a>" if history_link else "")
+             + "</p>"]
+    if case.message:
+        parts.append(f"<pre class='message'>{_esc(case.message)}</pre>")
+    if case.metrics or case.thresholds:
+        parts.append("<h3>Metrics</h3>" + _metrics_table(case))
+    parts.append(_provenance(case))
+    for key in [*EXTRA_TITLES, *(k for k in case.extra if k not in EXTRA_TITLES)]:
+        if key in case.extra:
+            title = EXTRA_TITLES.get(key, key.replace("_", " ").capitalize())
+            parts.append(f"<h3>{_esc(title)}</h3>{_extra_section(key, case.extra[key])}")
+    if case.thumbnails:
+        parts.append("<h3>Worst images</h3>" + _thumbnails(case))
+    if case.images:
+        parts.append(f"<h3>Images ({len(case.images)})</h3>" + _image_table_shell(case.images))
+    return "".join(parts)
+
+
+def _metrics_table(case: CaseResult) -> str:
+    """One row per metric: value, its interval, its threshold and whether it meets it."""
+    names = [n for n in dict.fromkeys([*case.thresholds, *case.metrics])
+             if not n.endswith(("_ci_low", "_ci_high"))]
+    rows = []
+    for name in names:
+        value, threshold = case.metrics.get(name), case.thresholds.get(name)
+        gate = ""
+        if threshold is not None:
+            ok = isinstance(value, int | float) and value >= threshold
+            gate = (f"<span class='badge o-{'passed' if ok else 'failed'}'>{'meets' if ok else 'below'}</span>")
+        rows.append(f"<tr><th scope='row'>{_esc(name)}</th><td class='num'>{_esc(fmt_number(value))}</td>"
+                    f"<td class='num'>{_interval(case, name)}</td>"
+                    f"<td class='num'>{'' if threshold is None else fmt_number(threshold, 2)}</td><td>{gate}</td></tr>")
+    return ("<table class='metrics'><thead><tr><th>metric</th><th class='num'>value</th><th class='num'>95 % CI</th>"
+            f"<th class='num'>threshold</th><th></th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
+
+
+def _provenance(case: CaseResult) -> str:
+    items = [("model", case.model_sha256), ("config", case.config_fingerprint),
+             ("dataset", case.dataset_fingerprint),
+             ("duration", None if case.duration_s is None else f"{case.duration_s:.1f} s")]
+    shown = [f"{label} <code>{_esc(str(value))}</code>" for label, value in items if value is not None]
+    return f"<p class='note'>{' &middot; '.join(shown)}</p>" if shown else ""
+
+
+def _extra_section(key: str, value: object) -> str:
+    """Known sections get their own touch (regression badges, risk notes); anything else renders generically."""
+    if key == "regression" and isinstance(value, dict):
+        rows = [{"metric": metric, **row} for metric, row in value.items() if isinstance(row, dict)]
+        return _records_table(rows)
+    if key == "risk" and isinstance(value, dict):
+        return _mapping_table(value, notes=True)
+    if key == "invalid_answers" and isinstance(value, int | float):
+        css = "warn" if value else "note"
+        return (f"<p class='{css}'>{fmt_number(value)} model answer(s) could not be parsed; "
+                "each is counted as NOK.</p>")
+    return _generic(value)
+
+
+def _generic(value: object) -> str:
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        return _records_table(value)
+    if isinstance(value, dict):
+        return _mapping_table(value)
+    return f"<p>{_esc(_cell_text(value))}</p>"
+
+
+def _records_table(records: list[dict]) -> str:
+    columns = list(dict.fromkeys(k for r in records for k in r))
+    body = []
+    for record in records[:MAX_EXTRA_ROWS]:
+        cells = "".join(_record_cell(col, record.get(col)) for col in columns)
+        body.append(f"<tr>{cells}</tr>")
+    more = len(records) - MAX_EXTRA_ROWS
+    note = f"<p class='note'>&hellip; and {more} more not shown.</p>" if more > 0 else ""
+    head = "".join(f"<th>{_esc(str(c).replace('_', ' '))}</th>" for c in columns)
+    return f"<table class='extra'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>{note}"
+
+
+def _record_cell(column: str, value: object) -> str:
+    if column == "outcome" and isinstance(value, str):
+        css = value if value in OUTCOME_WORD else "skipped"
+        return f"<td><span class='badge o-{_esc(css)}'>{_esc(OUTCOME_WORD.get(value, value.upper()))}</span></td>"
+    if column == "regressed" and isinstance(value, bool):
+        return (f"<td><span class='badge o-{'failed' if value else 'passed'}'>"
+                f"{'REGRESSED' if value else 'ok'}</span></td>")
+    numeric = isinstance(value, int | float) and not isinstance(value, bool)
+    return f"<td{' class=num' if numeric else ''}>{_esc(_cell_text(value))}</td>"
+
+
+def _mapping_table(mapping: dict, *, notes: bool = False) -> str:
+    rows = []
+    for key, value in mapping.items():
+        note = next((text for fragment, text in RISK_NOTES.items() if fragment in str(key)), "") if notes else ""
+        if isinstance(value, dict) and isinstance(value.get("note") or value.get("label"), str):
+            note = value.get("note") or value.get("label")
+        rows.append(f"<tr><th scope='row'>{_esc(str(key).replace('_', ' '))}</th>"
+                    f"<td class='num'>{_esc(_cell_text(value))}</td>"
+                    + (f"<td class='note'>{_esc(note)}</td>" if notes else "") + "</tr>")
+    return f"<table class='extra'><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _cell_text(value: object) -> str:
+    """Numbers, intervals ({value, ci_low, ci_high} or [lo, hi]) and small nested dicts as short text."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if value is None or isinstance(value, int | float):
+        return fmt_number(value)
+    if isinstance(value, list | tuple):
+        if len(value) == 2 and all(isinstance(v, int | float) for v in value):
+            return f"[{fmt_number(value[0])}, {fmt_number(value[1])}]"
+        return ", ".join(_cell_text(v) for v in value)
+    if isinstance(value, dict):
+        point = next((value[k] for k in ("value", "estimate", "rate") if k in value), None)
+        lo = next((value[k] for k in ("ci_low", "low", "lower") if k in value), None)
+        hi = next((value[k] for k in ("ci_high", "high", "upper") if k in value), None)
+        if point is not None and lo is not None and hi is not None:
+            return f"{fmt_number(point)} [{fmt_number(lo)}, {fmt_number(hi)}]"
+        return "; ".join(f"{k}: {_cell_text(v)}" for k, v in value.items() if k not in ("note", "label"))
+    return str(value)
+
+
+def _thumbnails(case: CaseResult) -> str:
+    figures = []
+    for thumb in case.thumbnails:
+        data = "".join(thumb.png_base64.split())
+        if not _BASE64.fullmatch(data):
+            figures.append(f"<figure><figcaption>{_esc(thumb.id)}: thumbnail unreadable</figcaption></figure>")
+            continue
+        caption = thumb.caption or thumb.id
+        figures.append(f"<figure data-image-id='{_esc(thumb.id, quote=True)}' title='show in the table'>"
+                       f"<img src='data:image/png;base64,{data}' alt='{_esc(caption, quote=True)}'>"
+                       f"<figcaption>{_esc(caption)}</figcaption></figure>")
+    legend = ("<div class='legend'><span><i class='gt'></i>ground truth</span><span><i class='pred'></i>prediction"
+              "</span><span><i class='ign'></i>not scored</span></div>")
+    return f"{legend}<div class='thumbs'>{''.join(figures)}</div>"
+
+
+def _image_columns(images: list[ImageResult]) -> list[str]:
+    """Optional columns only when some image has a value: no empty IoU column for a classifier."""
+    return [c for c in IMAGE_COLUMNS
+            if c in ALWAYS_SHOWN_COLUMNS or any(getattr(img, c) is not None for img in images)]
+
+
+def _image_rows(images: list[ImageResult]) -> dict:
+    columns = _image_columns(images)
+    rows = [[image_outcome(img) if c == "outcome" else getattr(img, c) for c in columns] for img in images]
+    return {"columns": columns, "rows": rows}
+
+
+def image_outcome(image: ImageResult) -> str:
+    """What kind of right or wrong an image is: slip (defect passed as OK) is the costly one."""
+    if image.error is not None:
+        return "error"
+    if image.label == image.predicted:
+        return "correct"
+    return "slip" if image.label == "NOK" else "false alarm"
+
+
+def _image_table_shell(images: list[ImageResult]) -> str:
+    """Controls and an empty table; scoreboard.js fills one page of rows at a time."""
+    columns = _image_columns(images)
+    options = "".join(f"<option value='{_esc(v, quote=True)}'>{_esc(label)}</option>" for v, label in IMAGE_OUTCOMES)
+    head = "".join(f"<th data-key='{c}' class='{c}{' num' if c in ('score', 'iou') else ''}'>"
+                   f"<button type='button'>{c}</button></th>" for c in columns)
+    return ("<div class='images'><div class='image-controls'>"
+            "<label>show <select class='outcome-filter'><option value=''>all</option>"
+            f"{options}</select></label>"
+            "<input type='search' placeholder='filter: id, label, reasoning...' aria-label='filter images'>"
+            "</div><div class='pager'><button type='button' class='prev'>&larr; previous</button>"
+            "<span class='page-status'></span><button type='button' class='next'>next &rarr;</button></div>"
+            f"<table class='images'><thead><tr>{head}</tr></thead><tbody></tbody></table></div>")
