@@ -10,6 +10,8 @@ under open_clip's parameter names, so one strict state-dict load serves them all
   `torch.load(weights_only=True)`; a training checkpoint's `state_dict` entry and a DataParallel
   `module.` prefix are unwrapped.
 - `*.safetensors` (for example `open_clip_model.safetensors`).
+When `ViT-B-16.pt` is absent, the open_clip exports of the same weights are looked up under
+`<weights>/vit_base_patch16_clip_224.openai/` (the Hugging Face repository that publishes them).
 
 OpenAI trained with QuickGELU, so the model is always built with it: plain GELU would load the same
 tensors without complaint and silently compute something else.
@@ -20,7 +22,6 @@ so a whole mask crop or image is seen. The BPE vocabulary ships inside open_clip
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import zipfile
 from collections.abc import Sequence
@@ -32,7 +33,7 @@ import torch
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from PIL import Image
 
-from fmtest.errors import DataError
+from fmtest.errors import DataError, MissingWeights
 from fmtest.models import registry
 
 CLIP_KEY = "clip_vit_b16_openai"
@@ -40,7 +41,8 @@ ARCHITECTURE = "ViT-B-16"
 # CLIP's learned temperature; OpenAI's checkpoint saturates it at this clamp value, Text2Seg hard-codes it.
 LOGIT_SCALE = 100.0
 # OpenAI TorchScript archives keep these as attributes beside the weights; they are no parameters.
-_JIT_EXTRAS = ("input_resolution", "context_length", "vocab_size")
+# `attn_mask` (the text tower's causal mask) is derived, and appears in archives traced from open_clip.
+_JIT_EXTRAS = ("input_resolution", "context_length", "vocab_size", "attn_mask")
 
 
 def is_torchscript_archive(path: Path) -> bool:
@@ -73,9 +75,13 @@ def read_clip_state_dict(path: Path) -> dict[str, torch.Tensor]:
 def build_clip(checkpoint: Path | None = None) -> open_clip.CLIP:
     """CLIP ViT-B/16 (QuickGELU, fp32, CPU); OpenAI weights from `checkpoint`, random weights without one."""
     model = open_clip.create_model(ARCHITECTURE, pretrained=None, force_quick_gelu=True)
-    if checkpoint is not None:
-        state = {name: value.float() for name, value in read_clip_state_dict(checkpoint).items()}
-        registry.load_into(model, state, Path(checkpoint))
+    return load_clip_weights(model, checkpoint) if checkpoint is not None else model.eval()
+
+
+def load_clip_weights(model: open_clip.CLIP, checkpoint: Path) -> open_clip.CLIP:
+    """Load any accepted checkpoint into `model` strictly (fp16 archives become fp32); errors name the file."""
+    state = {name: value.float() for name, value in read_clip_state_dict(checkpoint).items()}
+    registry.load_into(model, state, Path(checkpoint))
     return model.eval()
 
 
@@ -94,15 +100,6 @@ def build_tiny_clip(image_size: int = 64, patch_size: int = 16, width: int = 64,
         quick_gelu=True,
     )
     return model.eval()
-
-
-def module_sha256(module: torch.nn.Module) -> str:
-    """Content hash of a module's tensors: the model id of a model that came from no file."""
-    h = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 class ClipEncoder:
@@ -158,21 +155,59 @@ class ClipEncoder:
         return torch.nn.functional.normalize(torch.stack(means), dim=-1)
 
 
+# open_clip exports of the same OpenAI weights, accepted when ViT-B-16.pt is absent. The folder is the
+# Hugging Face repository that publishes them, so the name says which weights the file holds.
+OPEN_CLIP_EXPORTS = ("vit_base_patch16_clip_224.openai/open_clip_model.safetensors",
+                     "vit_base_patch16_clip_224.openai/open_clip_pytorch_model.bin")
+
+
+def clip_checkpoint(weights_dir: Path | None) -> Path:
+    """The CLIP file to load: OpenAI's ViT-B-16.pt, else an open_clip export of the same weights.
+
+    Raises the registry's MissingWeights (file, folder searched, download command) when neither is there.
+    """
+    try:
+        return registry.resolve(CLIP_KEY, weights_dir)
+    except MissingWeights:
+        folder = registry.weights_dir(weights_dir)
+        for name in OPEN_CLIP_EXPORTS:
+            if (folder / name).is_file():
+                return folder / name
+        raise
+
+
+def require_clip(weights_dir: Path | None) -> None:
+    """Raise MissingWeights unless a CLIP checkpoint is present or a ClipEncoder is injected."""
+    if registry.injected(CLIP_KEY) is None:
+        clip_checkpoint(weights_dir)
+
+
+def checked_sha256(path: Path) -> str:
+    """sha256 of the checkpoint; OpenAI's archive must match the registry (a truncated or other file fails)."""
+    sha = registry.file_sha256(path)
+    expected = registry.spec(CLIP_KEY).sha256
+    if is_torchscript_archive(path) and expected is not None and sha != expected:
+        raise DataError(f"sha256 is {sha}, expected {expected} for OpenAI's CLIP ViT-B/16; "
+                        f"re-download with `fmtest weights download {CLIP_KEY}`", path)
+    return sha
+
+
 _LOADED: dict[tuple[str, str], ClipEncoder] = {}
 _LOAD_LOCK = threading.Lock()
 
 
 def clip_encoder(weights_dir: Path | None, device: str = "cpu") -> ClipEncoder:
-    """The session's CLIP ViT-B/16: an injected model (tests), else the checkpoint, loaded once per process.
+    """The session's CLIP ViT-B/16: an injected ClipEncoder (tests), else the checkpoint, loaded once per process.
 
-    Raises MissingWeights naming the file, the folder searched and the download command.
+    Tests inject without any file: `registry.inject(CLIP_KEY, ClipEncoder(build_tiny_clip(), "tiny"))`.
     """
     injected = registry.injected(CLIP_KEY)
     if injected is not None:
-        return ClipEncoder(injected, module_sha256(injected), device)
-    path = registry.resolve(CLIP_KEY, weights_dir)
-    key = (str(path.resolve()), device)
+        return injected  # type: ignore[return-value]
+    path = clip_checkpoint(weights_dir).resolve()
+    key = (str(path), device)
     with _LOAD_LOCK:
         if key not in _LOADED:
-            _LOADED[key] = ClipEncoder(build_clip(path), registry.file_sha256(path), device)
+            sha = checked_sha256(path)
+            _LOADED[key] = ClipEncoder(build_clip(path), sha, device)
         return _LOADED[key]
