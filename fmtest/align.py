@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from fmtest.data.io import to_gray
 from fmtest.errors import DataError
 
 _WORK_SIZE = 512  # longest side the estimate runs at; sub-pixel there is ~1 px at 1024-2048 px
@@ -58,22 +59,18 @@ class Alignment:
     ok: bool
 
 
-def _to_gray(image: np.ndarray) -> np.ndarray:
-    """float32 HxW luminance (ITU-R 601 weights): colour is converted explicitly, never guessed."""
-    image = np.asarray(image, dtype=np.float32)
-    if image.ndim == 2:
-        return image
-    if image.ndim == 3 and image.shape[2] == 3:
-        return image @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    if image.ndim == 3 and image.shape[2] == 1:
-        return image[..., 0]
-    raise DataError(f"cannot align an image of shape {image.shape}: expected HxW or HxWx3")
+def _gray(image: np.ndarray) -> np.ndarray:
+    """Colour is reduced to luminance explicitly (registration needs one channel), never guessed."""
+    try:
+        return to_gray(image)
+    except ValueError:
+        raise DataError(f"cannot align an image of shape {np.shape(image)}: expected HxW or HxWx3") from None
 
 
 def estimate_alignment(image: np.ndarray, reference: np.ndarray, *, allow_scale: bool = False,
                        min_quality: float = 0.5) -> Alignment:
     """Register `image` to `reference` (translation + rotation, and scale if `allow_scale`)."""
-    img, ref = _to_gray(image), _to_gray(reference)
+    img, ref = _gray(image), _gray(reference)
     factor = min(1.0, _WORK_SIZE / max(*img.shape, *ref.shape))
     img_w, ref_w = _standardise(_resize(img, factor)), _standardise(_resize(ref, factor))
     coarse = _coarse_alignment(img_w, ref_w, allow_scale)
