@@ -214,3 +214,13 @@ def seeded_subset(items: Sequence, n: int | None, rng: np.random.Generator, what
         raise DataError(f"asked for {n} {what} but only {len(items)} are available", path)
     chosen = np.sort(rng.choice(len(items), size=n, replace=False))
     return [items[i] for i in chosen]
+
+
+def dataset_folder(root: Path | None, folder_name: str, dataset: str) -> Path:
+    """`<root>/<folder_name>`, which must exist: on-disk datasets cannot run without a data root."""
+    if root is None:
+        raise ConfigError(f"dataset {dataset} needs a data root: pass --fm-data-root or set FMTEST_DATA")
+    folder = Path(root) / folder_name
+    if not folder.is_dir():
+        raise DataError(f"dataset folder for {dataset} not found", folder)
+    return folder

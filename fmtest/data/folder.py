@@ -1,0 +1,177 @@
+"""Datasets described by a labels.csv: the layout of the private IndustrialSAT data, open to any folder.
+
+```
+<folder>/labels.csv        image,label,mask,split
+<folder>/images/...        8- or 16-bit greyscale PNG or TIFF (any image read_image decodes)
+<folder>/masks/...         non-zero = defect, same size as the image
+```
+
+Paths in labels.csv are relative to the folder. `label` is OK or NOK, `split` is train, test or
+reference; exactly one row is the reference (defect-free), and training rows must be OK because
+pipelines fit on defect-free images only. With `masks = true` (the default) every NOK test row
+needs a mask; `masks = false` makes the dataset labels-only (classification).
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from fmtest.data.base import Dataset
+from fmtest.data.io import dataset_folder, parse_options, read_image, read_mask
+from fmtest.data.sample import LABELS, NOK, OK, Sample, SampleRef, SampleSet
+from fmtest.errors import DataError
+
+SPLITS = ("train", "test", "reference")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One checked line of labels.csv."""
+
+    line: int
+    image: Path
+    label: str
+    mask: Path | None
+    split: str
+    id: str
+
+
+def read_labels(folder: Path, masks: bool, dataset: str) -> list[Row]:
+    """Read and check labels.csv; every problem names the file and its line."""
+    path = folder / "labels.csv"
+    if not path.is_file():
+        raise DataError("labels.csv not found", path)
+    with path.open(newline="", encoding="utf-8-sig") as f:  # -sig: spreadsheets often write a BOM
+        reader = csv.DictReader(f, skipinitialspace=True)
+        columns = [c.strip() for c in reader.fieldnames or []]
+        required = ["image", "label", "split"] + (["mask"] if masks else [])
+        missing = [c for c in required if c not in columns]
+        if missing:
+            raise DataError(f"missing column(s) {', '.join(missing)} (expected image,label,mask,split)", f"{path}:1")
+        reader.fieldnames = columns
+        rows, seen = [], {}
+        for record in reader:
+            if None in record:
+                raise DataError("more values than the header has columns", f"{path}:{reader.line_num}")
+            if not any((v or "").strip() for v in record.values()):
+                continue
+            row = _check_row(record, reader.line_num, folder, masks, dataset, f"{path}:{reader.line_num}")
+            if row.id in seen:
+                raise DataError(f"image {row.id} is listed twice (first on line {seen[row.id]})",
+                                f"{path}:{row.line}")
+            seen[row.id] = row.line
+            rows.append(row)
+    references = [r for r in rows if r.split == "reference"]
+    if not references:
+        raise DataError("no row has split 'reference'; exactly one defect-free reference image is needed", path)
+    if len(references) > 1:
+        raise DataError(f"a second reference row (the first is on line {references[0].line}); exactly one is allowed",
+                        f"{path}:{references[1].line}")
+    return rows
+
+
+def _check_row(record: Mapping[str, str | None], line: int, folder: Path, masks: bool, dataset: str,
+               where: str) -> Row:
+    def value(column: str) -> str:
+        return (record.get(column) or "").strip()
+
+    image, label, split, mask = value("image"), value("label").upper(), value("split").lower(), value("mask")
+    if not image:
+        raise DataError("the image column is empty", where)
+    if label not in LABELS:
+        raise DataError(f"unknown label {value('label')!r} (expected OK or NOK)", where)
+    if split not in SPLITS:
+        raise DataError(f"unknown split {value('split')!r} (expected train, test or reference)", where)
+    if split != "test" and label != OK:
+        raise DataError(f"a {split} image must be OK (defect-free), got {label}", where)
+    image_path = folder / image
+    if not image_path.is_file():
+        raise DataError(f"image file {image_path} not found", where)
+    mask_path = None
+    if masks and mask:
+        mask_path = folder / mask
+        if not mask_path.is_file():
+            raise DataError(f"mask file {mask_path} not found", where)
+    if masks and label == NOK and mask_path is None:
+        raise DataError(f"NOK image {image} has no mask; add one or set masks = false in [datasets.{dataset}]",
+                        where)
+    return Row(line=line, image=image_path, label=label, mask=mask_path, split=split,
+               id=str(PurePosixPath(image.replace("\\", "/"))))
+
+
+@dataclass(frozen=True)
+class FolderOptions:
+    path: str | None = None  # the dataset folder; default <data root>/folder
+    masks: bool = True
+
+
+@dataclass(frozen=True)
+class IndustrialSATOptions:
+    masks: bool = True
+
+
+class FolderDataset(Dataset):
+    name = "folder"
+
+    def __init__(self, folder: Path, masks: bool = True):
+        self.folder = folder
+        self.has_masks = masks
+        rows = read_labels(folder, masks, self.name)
+        self._train = SampleSet([self._ref(r) for r in rows if r.split == "train"])
+        self._test = SampleSet([self._ref(r) for r in rows if r.split == "test"])
+        self._reference = next(self._ref(r) for r in rows if r.split == "reference")
+
+    @classmethod
+    def from_config(cls, root: Path | None, options: Mapping[str, object]) -> FolderDataset:
+        opts = parse_options(FolderOptions, options, cls.name)
+        if opts.path is not None:
+            folder = Path(opts.path).expanduser()
+            if not folder.is_dir():
+                raise DataError(f"dataset folder for {cls.name} not found", folder)
+        else:
+            folder = dataset_folder(root, cls.name, cls.name)
+        return cls(folder, opts.masks)
+
+    @property
+    def train(self) -> SampleSet:
+        return self._train
+
+    @property
+    def test(self) -> SampleSet:
+        return self._test
+
+    @property
+    def reference(self) -> Sample:
+        return self._reference.load()
+
+    def _ref(self, row: Row) -> SampleRef:
+        masks = self.has_masks
+
+        def load() -> Sample:
+            image = read_image(row.image)
+            mask = None
+            if masks:
+                mask = read_mask(row.mask, image.shape) if row.mask else np.zeros(image.shape[:2], bool)
+                if row.label == OK and mask.any():
+                    raise DataError(f"the mask of OK image {row.id} (labels.csv line {row.line}) is not empty",
+                                    row.mask)
+            return Sample(id=row.id, image=image, label=row.label, mask=mask, source=str(row.image),
+                          meta={"split": row.split, "line": row.line})
+
+        return SampleRef(id=row.id, label=row.label, load=load)
+
+
+class IndustrialSAT(FolderDataset):
+    """The study's private SAT images, expected at `<data root>/industrialsat`."""
+
+    name = "industrialsat"
+
+    @classmethod
+    def from_config(cls, root: Path | None, options: Mapping[str, object]) -> IndustrialSAT:
+        opts = parse_options(IndustrialSATOptions, options, cls.name)
+        return cls(dataset_folder(root, cls.name, cls.name), opts.masks)
