@@ -1,0 +1,183 @@
+"""Gemini classification, as in the study: `gemini_basic` and `gemini_refined` on the google-genai SDK.
+
+Each request carries the reference image (captioned as defect-free), the aligned test image and
+the prompt, and asks for JSON `{label: OK|NOK, reasoning}` through a response schema.
+
+Environment:
+- `GEMINI_API_KEY` (or `GOOGLE_API_KEY`): the API key. Missing: the case is skipped with that
+  reason (an error under `--fm-strict`).
+- `FMTEST_GEMINI_BASE_URL`: send requests to another server speaking the Gemini REST API (a
+  gateway, a local test server); the option `base_url` wins over it.
+
+Options (`[pipelines.gemini_basic]`, `[pipelines.gemini_refined]`): `model` ("gemini-2.5-pro"),
+`temperature` (0), `seed` (0), `api_version` ("v1beta"), `base_url`, `prompt_file`, and the
+shared ones of `fmtest.pipelines.vlm.VLMSettings` (retries, timeout, concurrency, prices,
+alignment). Prices default to Gemini 2.5 Pro's list price for prompts up to 200k tokens.
+`gemini_refined` reads `prompts/<dataset>_refined.txt` next to the suite config unless
+`prompt_file` says otherwise.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import ClassVar
+
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types
+
+from fmtest.errors import Unavailable
+from fmtest.pipelines.base import PipelineContext
+from fmtest.pipelines.vlm import (
+    ANSWER_SCHEMA,
+    REFERENCE_CAPTION,
+    TEST_CAPTION,
+    TransientError,
+    VLMPipeline,
+    VLMReply,
+    VLMRequest,
+    VLMSettings,
+    classify_status,
+    load_prompt_file,
+    parse_retry_delay,
+)
+
+KEY_VARIABLES = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
+BASE_URL_VARIABLE = "FMTEST_GEMINI_BASE_URL"
+DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
+ANSWERED = frozenset({None, "STOP", "FINISH_REASON_UNSPECIFIED"})
+
+
+def _transport_errors() -> tuple[type[Exception], ...]:
+    """Network-level failures (timeouts, dropped connections) of whichever httpx the SDK runs on."""
+    found: list[type[Exception]] = []
+    for name in ("httpx2", "httpx"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        found += [module.TimeoutException, module.NetworkError, module.RemoteProtocolError]
+    return tuple(found)
+
+
+TRANSPORT_ERRORS = _transport_errors()
+
+
+def _api_key() -> str | None:
+    return next((os.environ[v] for v in KEY_VARIABLES if os.environ.get(v)), None)
+
+
+def _gemini_schema(schema: dict) -> types.Schema:
+    """ANSWER_SCHEMA in the Gemini API's OpenAPI-subset form."""
+    return types.Schema(
+        type=types.Type.OBJECT,
+        properties={name: types.Schema(type=types.Type.STRING, enum=spec.get("enum"))
+                    for name, spec in schema["properties"].items()},
+        required=list(schema["required"]),
+    )
+
+
+class GeminiBasic(VLMPipeline):
+    """The study's basic prompt with the defect-free reference image."""
+
+    name = "gemini_basic"
+    extra_options: ClassVar[frozenset[str]] = frozenset({"api_version", "base_url", "prompt_file"})
+    default_options: ClassVar[dict[str, object]] = {
+        "model": "gemini-2.5-pro", "api_version": "v1beta",
+        "price_input_per_mtok": 1.25, "price_output_per_mtok": 10.0,
+    }
+
+    def __init__(self, context: PipelineContext):
+        super().__init__(context)
+        self.check_endpoint(context, self.settings)
+        self._base_url = self.settings.base_url or os.environ.get(BASE_URL_VARIABLE) or None
+        self._client = genai.Client(
+            api_key=_api_key(), vertexai=False,
+            http_options=types.HttpOptions(base_url=self._base_url, api_version=self.settings.api_version,
+                                           timeout=int(self.settings.timeout_s * 1000)),
+        )
+        self._config = types.GenerateContentConfig(
+            temperature=self.settings.temperature, seed=self.settings.seed,
+            response_mime_type="application/json", response_schema=_gemini_schema(ANSWER_SCHEMA),
+        )
+
+    @classmethod
+    def check_endpoint(cls, context: PipelineContext, settings: VLMSettings) -> None:
+        if _api_key() is None:
+            raise Unavailable(f"{cls.name} needs a Gemini API key: set GEMINI_API_KEY (or GOOGLE_API_KEY); "
+                              f"for a local Gemini-compatible server also set {BASE_URL_VARIABLE}")
+
+    @property
+    def endpoint(self) -> str:
+        return f"{(self._base_url or DEFAULT_BASE_URL).rstrip('/')}/{self.settings.api_version}"
+
+    def _request_settings(self) -> dict[str, object]:
+        return {**super()._request_settings(), "response_mime_type": "application/json"}
+
+    def _send(self, request: VLMRequest) -> VLMReply:
+        parts = [
+            types.Part.from_text(text=REFERENCE_CAPTION),
+            types.Part.from_bytes(data=request.reference.png, mime_type="image/png"),
+            types.Part.from_text(text=TEST_CAPTION),
+            types.Part.from_bytes(data=request.image.png, mime_type="image/png"),
+            types.Part.from_text(text=request.prompt),
+        ]
+        try:
+            response = self._client.models.generate_content(
+                model=self.settings.model, contents=[types.Content(role="user", parts=parts)], config=self._config)
+        except genai_errors.APIError as error:
+            raise classify_status(error.code, error.message or str(error), _retry_delay(error),
+                                  self.endpoint) from error
+        except TRANSPORT_ERRORS as error:
+            raise TransientError(f"{type(error).__name__} (request timeout {self.settings.timeout_s:g} s): "
+                                 f"{error}") from error
+        return _reply(response)
+
+
+class GeminiRefined(GeminiBasic):
+    """The refined prompt: the object's structure and how its defects look, from a per-dataset file."""
+
+    name = "gemini_refined"
+
+    @classmethod
+    def prompt_text(cls, context: PipelineContext, settings: VLMSettings) -> str:
+        return load_prompt_file(context.suite_dir / (settings.prompt_file or f"prompts/{context.dataset}_refined.txt"))
+
+
+def _retry_delay(error: genai_errors.APIError) -> float | None:
+    """The server's requested wait: a Retry-After header, or RetryInfo.retryDelay in the error details."""
+    headers = getattr(error.response, "headers", None)
+    if headers is not None and headers.get("retry-after"):
+        return parse_retry_delay(headers.get("retry-after"))
+    body = error.details if isinstance(error.details, dict) else {}
+    details = (body.get("error") or body).get("details") or []
+    for detail in details if isinstance(details, list) else []:
+        if isinstance(detail, dict) and ("retryDelay" in detail or "retry_delay" in detail):
+            return parse_retry_delay(detail.get("retryDelay", detail.get("retry_delay")))
+    return None
+
+
+def _reply(response: types.GenerateContentResponse) -> VLMReply:
+    """The answer text, the tokens billed (thinking counts as output), or why there is no answer."""
+    usage = response.usage_metadata
+    prompt_tokens = (usage.prompt_token_count or 0) if usage else 0
+    output_tokens = ((usage.candidates_token_count or 0) + (usage.thoughts_token_count or 0)) if usage else 0
+    tokens = {"prompt_tokens": prompt_tokens, "output_tokens": output_tokens}
+    feedback = response.prompt_feedback
+    if feedback is not None and feedback.block_reason is not None:
+        reason = _enum_name(feedback.block_reason)
+        message = f": {feedback.block_reason_message}" if feedback.block_reason_message else ""
+        return VLMReply(None, refusal=f"prompt blocked ({reason}){message}", **tokens)
+    if not response.candidates:
+        return VLMReply(None, refusal="the response has no candidates", **tokens)
+    candidate = response.candidates[0]
+    finish = _enum_name(candidate.finish_reason)
+    parts = candidate.content.parts if candidate.content and candidate.content.parts else []
+    text = "".join(p.text for p in parts if p.text and not p.thought) or None
+    refusal = None if finish in ANSWERED else f"finish reason {finish}"
+    return VLMReply(text, refusal=refusal, finish_reason=finish, **tokens)
+
+
+def _enum_name(value: object) -> str | None:
+    return None if value is None else str(getattr(value, "value", value))

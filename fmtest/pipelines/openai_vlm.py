@@ -1,0 +1,157 @@
+"""`openai_vlm`: the Gemini pipelines' contract over any OpenAI-compatible chat-completions endpoint.
+
+For factories that cannot send images to a cloud: point it at a vision-language model served
+on site by vLLM, Ollama, LM Studio or similar. The request is the same as Gemini's (captioned
+reference image, aligned test image, prompt); structured output is asked for with
+`response_format` (JSON schema), and since not every server enforces it, the prompt also says
+what JSON to write and the answer is searched for a JSON object.
+
+Environment:
+- `FMTEST_OPENAI_BASE_URL`: the endpoint, e.g. `http://localhost:11434/v1` (Ollama),
+  `http://localhost:8000/v1` (vLLM); the option `base_url` wins.
+- `FMTEST_OPENAI_MODEL`: the served model's name, e.g. `qwen2.5vl:7b`; the option `model` wins.
+- `OPENAI_API_KEY`: the key (servers without authentication accept any value); the option
+  `api_key` wins.
+Missing endpoint, model or key: the case is skipped with that reason (an error under `--fm-strict`).
+
+Options (`[pipelines.openai_vlm]`): `base_url`, `model`, `api_key`, `prompt_file` (default: the
+study's basic prompt), `response_format` ("json_schema", "json_object" or "none" for servers
+that reject it), and the shared ones of `fmtest.pipelines.vlm.VLMSettings`. Prices default to 0.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from typing import ClassVar
+
+import openai
+
+from fmtest.errors import ConfigError, Unavailable
+from fmtest.pipelines.base import PipelineContext
+from fmtest.pipelines.vlm import (
+    ANSWER_SCHEMA,
+    REFERENCE_CAPTION,
+    TEST_CAPTION,
+    EncodedImage,
+    TransientError,
+    VLMPipeline,
+    VLMReply,
+    VLMRequest,
+    VLMSettings,
+    classify_status,
+    parse_retry_delay,
+)
+
+BASE_URL_VARIABLE = "FMTEST_OPENAI_BASE_URL"
+MODEL_VARIABLE = "FMTEST_OPENAI_MODEL"
+KEY_VARIABLE = "OPENAI_API_KEY"
+RESPONSE_FORMATS = {
+    "json_schema": {"type": "json_schema",
+                    "json_schema": {"name": "inspection", "strict": True, "schema": ANSWER_SCHEMA}},
+    "json_object": {"type": "json_object"},
+    "none": None,
+}
+REFUSED_FINISH = frozenset({"content_filter", "length"})
+
+
+def _resolved(settings: VLMSettings) -> tuple[str | None, str | None, str | None]:
+    """(base_url, model, api_key): options first, then the environment."""
+    return (settings.base_url or os.environ.get(BASE_URL_VARIABLE) or None,
+            settings.model or os.environ.get(MODEL_VARIABLE) or None,
+            settings.api_key or os.environ.get(KEY_VARIABLE) or None)
+
+
+def _image_part(image: EncodedImage) -> dict:
+    data = base64.b64encode(image.png).decode("ascii")
+    return {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{data}"}}
+
+
+class OpenAIVLM(VLMPipeline):
+    """A locally served vision-language model, asked exactly what Gemini is asked."""
+
+    name = "openai_vlm"
+    extra_options: ClassVar[frozenset[str]] = frozenset({"base_url", "api_key", "prompt_file", "response_format"})
+    default_options: ClassVar[dict[str, object]] = {"response_format": "json_schema"}
+    format_instructions: ClassVar[str] = (
+        '\n\nAnswer with one JSON object and nothing else: {"label": "OK" or "NOK", "reasoning": "..."}, '
+        'where NOK means the image to inspect contains an anomaly or defect.'
+    )
+
+    def __init__(self, context: PipelineContext):
+        super().__init__(context)
+        self.check_endpoint(context, self.settings)
+        self._base_url, self._model, api_key = _resolved(self.settings)
+        self._client = openai.OpenAI(api_key=api_key, base_url=self._base_url, max_retries=0,
+                                     timeout=self.settings.timeout_s)
+
+    @classmethod
+    def check_endpoint(cls, context: PipelineContext, settings: VLMSettings) -> None:
+        if settings.response_format not in RESPONSE_FORMATS:
+            raise ConfigError(f"[pipelines.{cls.name}]: response_format must be one of "
+                              f"{', '.join(RESPONSE_FORMATS)}, got {settings.response_format!r}")
+        base_url, model, api_key = _resolved(settings)
+        missing = [what for what, value in (
+            (f"an endpoint ({BASE_URL_VARIABLE} or option base_url, e.g. http://localhost:11434/v1)", base_url),
+            (f"a model name ({MODEL_VARIABLE} or option model)", model),
+            (f"an API key ({KEY_VARIABLE} or option api_key; any value for servers without authentication)",
+             api_key),
+        ) if not value]
+        if missing:
+            raise Unavailable(f"{cls.name} needs " + ", ".join(missing))
+
+    @property
+    def model_id(self) -> str:
+        return f"{self._model}@{self._base_url}"
+
+    @property
+    def endpoint(self) -> str:
+        return str(self._base_url)
+
+    def _request_settings(self) -> dict[str, object]:
+        return {**super()._request_settings(), "response_format": self.settings.response_format}
+
+    def _send(self, request: VLMRequest) -> VLMReply:
+        content = [
+            {"type": "text", "text": REFERENCE_CAPTION}, _image_part(request.reference),
+            {"type": "text", "text": TEST_CAPTION}, _image_part(request.image),
+            {"type": "text", "text": request.prompt},
+        ]
+        extra = {}
+        if RESPONSE_FORMATS[self.settings.response_format] is not None:
+            extra["response_format"] = RESPONSE_FORMATS[self.settings.response_format]
+        try:
+            completion = self._client.chat.completions.create(
+                model=self._model, messages=[{"role": "user", "content": content}],
+                temperature=self.settings.temperature, seed=self.settings.seed, **extra)
+        except openai.APIStatusError as error:
+            raise classify_status(error.status_code, error.message, _retry_delay(error), self.endpoint) from error
+        except openai.APIConnectionError as error:  # includes APITimeoutError
+            raise TransientError(f"{type(error).__name__} (request timeout {self.settings.timeout_s:g} s): "
+                                 f"{error}") from error
+        return _reply(completion)
+
+
+def _retry_delay(error: openai.APIStatusError) -> float | None:
+    headers = error.response.headers
+    if headers.get("retry-after-ms"):
+        milliseconds = parse_retry_delay(headers.get("retry-after-ms"))
+        return None if milliseconds is None else milliseconds / 1000.0
+    return parse_retry_delay(headers.get("retry-after"))
+
+
+def _reply(completion) -> VLMReply:
+    """The answer text and tokens, or why there is none (no choices, refusal, content filter, cut off)."""
+    usage = getattr(completion, "usage", None)
+    tokens = {"prompt_tokens": (usage.prompt_tokens or 0) if usage else 0,
+              "output_tokens": (usage.completion_tokens or 0) if usage else 0}
+    if not completion.choices:
+        return VLMReply(None, refusal="the response has no choices", **tokens)
+    choice = completion.choices[0]
+    finish = choice.finish_reason
+    refusal = getattr(choice.message, "refusal", None)
+    if refusal:
+        return VLMReply(None, refusal=f"refused: {refusal}", finish_reason=finish, **tokens)
+    return VLMReply(choice.message.content,
+                    refusal=f"finish reason {finish}" if finish in REFUSED_FINISH else None,
+                    finish_reason=finish, **tokens)

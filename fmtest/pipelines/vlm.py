@@ -1,0 +1,583 @@
+"""What the vision-language classification pipelines share, whichever API they talk to.
+
+A request is always the same three things: the dataset's defect-free reference image (labelled as
+such), the test image aligned to it, and the prompt; the answer is JSON `{label: OK|NOK, reasoning}`.
+Around that sit the practicalities a factory run needs:
+
+- settings from `[pipelines.<name>]`, checked so a typo fails loudly (`VLMSettings`);
+- prompt files (`load_prompt_file`): `#` lines are comments; `<<...>>` marks a template gap;
+- retries with exponential backoff and jitter on 429/5xx/timeouts, never earlier than the server
+  asks (`call_with_retries`);
+- an on-disk record of every request and answer (`RequestStore`, SQLite in WAL mode so parallel
+  pytest-xdist workers can share it): a rerun, or a run resumed after an interruption, sends only
+  the images that have no answer yet;
+- answer parsing that turns anything unusable (no JSON, unknown label, refusal) into a failed
+  prediction, which is NOK, so a broken answer never passes a part.
+
+`Prediction.usage` keys are additive (the evaluation sums them over images): `prompt_tokens`,
+`output_tokens` (thinking included), `cost_usd` (spent by this run: 0 for a replayed answer),
+`requests_sent`, `request_attempts`, `retry_wait_s`, `replayed` (answers taken from the record),
+`not_aligned` (images sent unaligned because alignment failed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import email.utils
+import hashlib
+import json
+import random
+import re
+import sqlite3
+import time
+from abc import abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from io import BytesIO
+from pathlib import Path
+from typing import ClassVar, TypeVar
+
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from fmtest.align import estimate_alignment, warp_to_reference
+from fmtest.data.sample import LABELS, Label, Sample, SampleSet
+from fmtest.errors import ConfigError, DataError, Unavailable
+from fmtest.pipelines.base import Pipeline, PipelineContext, Prediction
+
+# The study's basic prompt, sent verbatim (suites/prompts/basic.txt holds the same text).
+BASIC_PROMPT = (
+    "Please determine whether the image contains anomalies or defects. If yes, give a specific reason"
+)
+REFERENCE_CAPTION = "Reference image: a defect-free part (label OK)."
+TEST_CAPTION = "Image to inspect:"
+ANSWER_FIELDS = ("label", "reasoning")
+# JSON Schema of the answer; each backend passes it in its API's structured-output form.
+ANSWER_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "label": {"type": "string", "enum": list(LABELS)},
+        "reasoning": {"type": "string"},
+    },
+    "required": list(ANSWER_FIELDS),
+    "additionalProperties": False,
+}
+RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+# Auth or model-name problems fail every image the same way: stop the case instead of scoring noise.
+CONFIG_STATUS = frozenset({401, 403, 404})
+
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True)
+class VLMSettings:
+    """`[pipelines.<name>]` options of a VLM pipeline; `None` defaults take a string."""
+
+    model: str | None = None
+    temperature: float = 0.0
+    seed: int = 0
+    max_attempts: int = 5  # including the first request
+    backoff_initial_s: float = 1.0
+    backoff_max_s: float = 60.0  # longest single wait; a server asking for more gives up the image
+    timeout_s: float = 120.0  # per request
+    concurrency: int = 4  # requests in flight at once
+    price_input_per_mtok: float = 0.0  # USD per million prompt tokens
+    price_output_per_mtok: float = 0.0  # USD per million output (and thinking) tokens
+    align: bool = True
+    min_alignment_quality: float = 0.5
+    allow_scale: bool = False
+    prompt_file: str | None = None
+    base_url: str | None = None
+    api_version: str | None = None
+    api_key: str | None = None
+    response_format: str | None = None
+
+    @classmethod
+    def from_options(cls, pipeline: str, options: Mapping[str, object], *, defaults: Mapping[str, object],
+                     accepted: frozenset[str]) -> VLMSettings:
+        """Validate `options` (names and types) over the pipeline's `defaults`."""
+        table = f"[pipelines.{pipeline}]"
+        unknown = set(options) - accepted
+        if unknown:
+            raise ConfigError(f"{table}: unknown option(s) {', '.join(sorted(unknown))}; "
+                              f"known: {', '.join(sorted(accepted))}")
+        fields = {f.name: f.default for f in dataclasses.fields(cls)}
+        values = {**defaults, **options}
+        for name, value in values.items():
+            default = fields[name]
+            if value is None:
+                continue
+            expected = str if default is None else type(default)
+            if not _has_type(value, expected):
+                raise ConfigError(f"{table}: {name} must be {expected.__name__}, got {value!r}")
+            if expected is float:
+                values[name] = float(value)
+        settings = cls(**values)
+        settings._check_ranges(table)
+        return settings
+
+    def _check_ranges(self, table: str) -> None:
+        if not 1 <= self.concurrency <= VLMPipeline.batch_size:
+            raise ConfigError(f"{table}: concurrency must be 1 to {VLMPipeline.batch_size}, got {self.concurrency}")
+        if self.max_attempts < 1:
+            raise ConfigError(f"{table}: max_attempts must be at least 1, got {self.max_attempts}")
+        for name in ("timeout_s", "backoff_initial_s", "backoff_max_s", "temperature",
+                     "price_input_per_mtok", "price_output_per_mtok"):
+            if getattr(self, name) < 0 or (name == "timeout_s" and self.timeout_s == 0):
+                raise ConfigError(f"{table}: {name} must be positive, got {getattr(self, name)}")
+
+    def cost_usd(self, prompt_tokens: int, output_tokens: int) -> float:
+        return (prompt_tokens * self.price_input_per_mtok + output_tokens * self.price_output_per_mtok) / 1e6
+
+
+def _has_type(value: object, expected: type) -> bool:
+    if isinstance(value, bool):
+        return expected is bool
+    if expected is float:
+        return isinstance(value, int | float)
+    return isinstance(value, expected)
+
+
+# --------------------------------------------------------------------------- prompts
+
+_TEMPLATE_GAP = re.compile(r"<<.*?>>", re.S)
+
+
+def load_prompt_file(path: Path) -> str:
+    """The prompt text of a prompt file: `#` comment lines dropped, surrounding blank space trimmed.
+
+    A missing file is Unavailable (the user supplies it); a file that is empty or still has a
+    `<<...>>` template gap is a ConfigError, so an unfinished template is never sent to a model.
+    """
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise Unavailable("prompt file not found; write the dataset's refined prompt there "
+                          "(see suites/prompts/README.md) or set prompt_file", path) from None
+    text = "\n".join(line for line in raw.splitlines() if not line.lstrip().startswith("#")).strip()
+    if not text:
+        raise ConfigError("prompt file has no prompt text (only comments or blank lines)", path)
+    gap = _TEMPLATE_GAP.search(text)
+    if gap:
+        raise ConfigError(f"prompt file is an unfinished template: fill in {gap.group(0)!r}", path)
+    return text
+
+
+# --------------------------------------------------------------------------- images
+
+
+@dataclass(frozen=True)
+class EncodedImage:
+    """An image as it goes on the wire (PNG) and the hash of its pixels (keys the request record)."""
+
+    png: bytes
+    sha256: str
+
+
+def encode_png(image: np.ndarray) -> EncodedImage:
+    """8-bit PNG of a float [0, 1] image; greyscale stays one channel (a third of the upload)."""
+    pixels = np.asarray(image)
+    if pixels.ndim == 3 and pixels.shape[2] == 1:
+        pixels = pixels[..., 0]
+    if pixels.dtype != np.uint8:
+        pixels = np.clip(np.rint(np.asarray(pixels, dtype=np.float64) * 255.0), 0, 255).astype(np.uint8)
+    buffer = BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    digest = hashlib.sha256(str(pixels.shape).encode() + np.ascontiguousarray(pixels).tobytes()).hexdigest()
+    return EncodedImage(buffer.getvalue(), digest)
+
+
+# --------------------------------------------------------------------------- requests and answers
+
+
+@dataclass(frozen=True)
+class VLMRequest:
+    """One question to the model; the backend sends, in this order: caption, reference, caption,
+    test image, prompt (the study's refined prompt speaks of 'the last image given')."""
+
+    prompt: str
+    reference: EncodedImage
+    image: EncodedImage
+
+
+@dataclass(frozen=True)
+class VLMReply:
+    """What came back: the answer text, or why there is none (`refusal`), and the tokens billed."""
+
+    text: str | None
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    refusal: str | None = None
+    finish_reason: str | None = None
+
+
+class TransientError(Exception):
+    """A failure worth retrying (429, 5xx, timeout); `retry_after_s` is the server's requested wait."""
+
+    def __init__(self, message: str, retry_after_s: float | None = None):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class RequestError(Exception):
+    """A request that failed for this image and will not succeed by retrying (400, given-up retries)."""
+
+
+class UnusableAnswer(ValueError):
+    """No usable answer: not the JSON asked for, an unknown label, a refusal or an empty reply."""
+
+
+def parse_answer(text: str) -> tuple[Label, str]:
+    """(label, reasoning) from the model's text: a JSON object, bare, fenced or inside prose."""
+    answer = _first_json_object(text)
+    if answer is None:
+        raise UnusableAnswer(f"no JSON object in the answer: {_excerpt(text)}")
+    label = answer.get("label")
+    if not isinstance(label, str) or label.strip().upper() not in LABELS:
+        raise UnusableAnswer(f"unknown label {label!r} (expected OK or NOK): {_excerpt(text)}")
+    reasoning = answer.get("reasoning", "")
+    if not isinstance(reasoning, str):
+        raise UnusableAnswer(f"reasoning is not a string: {_excerpt(text)}")
+    return label.strip().upper(), reasoning.strip()
+
+
+def _first_json_object(text: str) -> dict | None:
+    decoder = json.JSONDecoder()
+    for start in [m.start() for m in re.finditer(r"\{", text)]:
+        try:
+            value, _ = decoder.raw_decode(text, start)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(value, dict):
+            return value
+    return None
+
+
+def _excerpt(text: str | None, limit: int = 200) -> str:
+    text = (text or "").strip().replace("\n", " ")
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+# --------------------------------------------------------------------------- retries
+
+
+def parse_retry_delay(value: object) -> float | None:
+    """Seconds to wait from a Retry-After header ('2', '0.5', an HTTP date) or a Google retryDelay ('13s')."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    match = re.fullmatch(r"(\d+(?:\.\d*)?)\s*s?", text)
+    if match:
+        return float(match.group(1))
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+@dataclass
+class RetryLog:
+    """How a request went: attempts made and seconds spent waiting between them."""
+
+    attempts: int = 0
+    waited_s: float = 0.0
+
+
+def call_with_retries(send: Callable[[], T], settings: VLMSettings, log: RetryLog,
+                      sleep: Callable[[float], None] = time.sleep) -> T:
+    """Call `send` until it succeeds, retrying TransientError with backoff; RequestError when out of tries.
+
+    The wait is exponential (initial * 2^n, capped at backoff_max_s) with jitter in [w/2, w] so
+    parallel workers spread out, and never shorter than the server's requested delay. A server
+    asking for longer than backoff_max_s (a spent daily quota) is not waited for.
+    """
+    backoff = settings.backoff_initial_s
+    while True:
+        log.attempts += 1
+        try:
+            return send()
+        except TransientError as error:
+            if log.attempts >= settings.max_attempts:
+                raise RequestError(f"gave up after {log.attempts} attempt(s): {error}") from error
+            wait = min(settings.backoff_max_s, backoff) * (0.5 + 0.5 * random.random())
+            if error.retry_after_s is not None:
+                if error.retry_after_s > settings.backoff_max_s:
+                    raise RequestError(f"server asked to wait {error.retry_after_s:g} s, more than "
+                                       f"backoff_max_s={settings.backoff_max_s:g}: {error}") from error
+                wait = max(wait, error.retry_after_s)
+            sleep(wait)
+            log.waited_s += wait
+            backoff *= 2
+
+
+def classify_status(status: int, message: str, retry_after_s: float | None, where: str) -> Exception:
+    """The exception an HTTP error status stands for: retry it, fail the image, or stop the case."""
+    if status in RETRYABLE_STATUS or status >= 500:
+        return TransientError(f"HTTP {status}: {message}", retry_after_s)
+    if status in CONFIG_STATUS:
+        return ConfigError(f"HTTP {status} from {where} (check the API key and model name): {message}")
+    return RequestError(f"HTTP {status}: {message}")
+
+
+# --------------------------------------------------------------------------- request record
+
+
+@dataclass(frozen=True)
+class StoredRecord:
+    """A request's last outcome on disk: `answered` ones are replayed; failed ones are resent."""
+
+    key: str
+    answered: bool
+    label: str | None
+    reasoning: str | None
+    text: str | None
+    prompt_tokens: int
+    output_tokens: int
+    error: str | None
+    failures: int
+
+
+class RequestStore:
+    """Every request and its answer, keyed by hash, in `<dir>/requests.sqlite`.
+
+    SQLite in WAL mode with one short connection per call: safe from threads and from several
+    pytest-xdist processes at once. An answer is written the moment it arrives, so an interrupted
+    run loses nothing it has paid for. Failures are recorded (and counted) but never replace an
+    answer, and never count as one: the next run asks again.
+    """
+
+    _COLUMNS = ("key", "status", "label", "reasoning", "answer_text", "prompt_tokens", "output_tokens",
+                "error", "failures")
+
+    def __init__(self, directory: Path):
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / "requests.sqlite"
+        with self._connect() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS requests (key TEXT PRIMARY KEY, status TEXT NOT NULL, "
+                "pipeline TEXT, model TEXT, endpoint TEXT, prompt TEXT, settings TEXT, reference_sha256 TEXT, "
+                "image_sha256 TEXT, sample_id TEXT, label TEXT, reasoning TEXT, answer_text TEXT, "
+                "finish_reason TEXT, prompt_tokens INTEGER DEFAULT 0, output_tokens INTEGER DEFAULT 0, "
+                "attempts INTEGER DEFAULT 0, error TEXT, failures INTEGER DEFAULT 0, updated TEXT)"
+            )
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            return sqlite3.connect(self.path, timeout=60)
+        except sqlite3.Error as e:
+            raise DataError(f"cannot open the VLM request record: {e}", self.path) from None
+
+    def lookup(self, key: str) -> StoredRecord | None:
+        with self._connect() as db:
+            row = db.execute(f"SELECT {', '.join(self._COLUMNS)} FROM requests WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        key, status, label, reasoning, text, prompt_tokens, output_tokens, error, failures = row
+        return StoredRecord(key, status == "answered", label, reasoning, text, prompt_tokens or 0,
+                            output_tokens or 0, error, failures or 0)
+
+    def record(self, key: str, request: Mapping[str, object], *, reply: VLMReply | None, attempts: int,
+               answer: tuple[Label, str] | None = None, error: str | None = None) -> None:
+        """Write one outcome: an `answer`, or an `error` (which never overwrites an answer)."""
+        answered = answer is not None
+        row = {
+            "key": key, "status": "answered" if answered else "failed", **request,
+            "label": answer[0] if answered else None, "reasoning": answer[1] if answered else None,
+            "answer_text": reply.text if reply else None, "finish_reason": reply.finish_reason if reply else None,
+            "prompt_tokens": reply.prompt_tokens if reply else 0, "output_tokens": reply.output_tokens if reply else 0,
+            "attempts": attempts, "error": error, "failures": 0 if answered else 1,
+            "updated": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        names = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        if answered:
+            conflict = "DO UPDATE SET " + ", ".join(f"{k} = excluded.{k}" for k in row if k not in ("key", "failures"))
+        else:
+            keep = ("key", "failures")
+            conflict = ("DO UPDATE SET " + ", ".join(f"{k} = excluded.{k}" for k in row if k not in keep)
+                        + ", failures = requests.failures + 1 WHERE requests.status != 'answered'")
+        with self._connect() as db:
+            db.execute(f"INSERT INTO requests ({names}) VALUES ({marks}) ON CONFLICT(key) {conflict}",
+                       tuple(row.values()))
+
+
+# --------------------------------------------------------------------------- the pipeline
+
+
+class VLMPipeline(Pipeline):
+    """Classification by a vision-language model; subclasses add the API (`_send`) and its checks.
+
+    `fit` keeps the dataset's reference image (a dataset without one gives its first defect-free
+    training image, see `Dataset.reference`). `predict` aligns each test image to it; an image that
+    cannot be aligned is sent as it is and says so in its reasoning and in `usage["not_aligned"]`.
+    """
+
+    task = "classification"
+    batch_size: ClassVar[int] = 32  # the evaluation's batch; up to `concurrency` of it in flight
+    common_options: ClassVar[frozenset[str]] = frozenset({
+        "model", "temperature", "seed", "max_attempts", "backoff_initial_s", "backoff_max_s", "timeout_s",
+        "concurrency", "price_input_per_mtok", "price_output_per_mtok", "align", "min_alignment_quality",
+        "allow_scale",
+    })
+    extra_options: ClassVar[frozenset[str]] = frozenset()
+    default_options: ClassVar[Mapping[str, object]] = {}
+    format_instructions: ClassVar[str] = ""  # appended to the prompt where the API cannot force JSON
+
+    def __init__(self, context: PipelineContext):
+        super().__init__(context)
+        self.settings = self.read_settings(context)
+        self.prompt = self.prompt_text(context, self.settings)
+        self.store = RequestStore(context.work_dir / "vlm_requests")
+        self._reference: Sample | None = None
+        self._reference_png: EncodedImage | None = None
+
+    # ---- configuration, per subclass
+
+    @classmethod
+    def read_settings(cls, context: PipelineContext) -> VLMSettings:
+        return VLMSettings.from_options(cls.name, context.options, defaults=cls.default_options,
+                                        accepted=cls.common_options | cls.extra_options)
+
+    @classmethod
+    def prompt_text(cls, context: PipelineContext, settings: VLMSettings) -> str:
+        """The task prompt: a `prompt_file` (relative to the suite folder) if set, else the study's basic one."""
+        if settings.prompt_file:
+            return load_prompt_file(context.suite_dir / settings.prompt_file)
+        return BASIC_PROMPT
+
+    @classmethod
+    def check_available(cls, context: PipelineContext) -> None:
+        settings = cls.read_settings(context)
+        cls.prompt_text(context, settings)
+        cls.check_endpoint(context, settings)
+
+    @classmethod
+    @abstractmethod
+    def check_endpoint(cls, context: PipelineContext, settings: VLMSettings) -> None:
+        """Raise Unavailable naming the environment variable or option that is missing."""
+
+    @property
+    @abstractmethod
+    def endpoint(self) -> str:
+        """Where requests go, as recorded (and part of the record key: two servers are two models)."""
+
+    @abstractmethod
+    def _send(self, request: VLMRequest) -> VLMReply:
+        """One HTTP request. Raise TransientError (retry), RequestError (fail this image) or ConfigError."""
+
+    def _request_settings(self) -> dict[str, object]:
+        """Generation settings that can change the answer: part of the record key."""
+        return {"temperature": self.settings.temperature, "seed": self.settings.seed, "schema": ANSWER_SCHEMA}
+
+    # ---- pipeline interface
+
+    @property
+    def model_id(self) -> str:
+        return str(self.settings.model)
+
+    @property
+    def fingerprint(self) -> str:
+        """The base fingerprint plus the prompt text, so editing a prompt file invalidates cached predictions."""
+        return hashlib.sha256(f"{super().fingerprint}\n{self.prompt}".encode()).hexdigest()[:16]
+
+    def fit(self, train: SampleSet, reference: Sample | None) -> None:
+        if reference is None:
+            raise DataError(f"{self.name} needs a defect-free reference image and dataset "
+                            f"{self.context.dataset!r} has neither a reference nor a defect-free training image")
+        self._reference = reference
+        self._reference_png = encode_png(reference.image)
+
+    def predict(self, samples: Sequence[Sample]) -> list[Prediction]:
+        if self._reference is None:
+            raise RuntimeError(f"{self.name}: predict() called before fit()")
+        predictions: list[Prediction | None] = [None] * len(samples)
+        pool = ThreadPoolExecutor(max_workers=self.settings.concurrency)
+        try:
+            futures = {pool.submit(self._predict_one, s): i for i, s in enumerate(samples)}
+            done = tqdm(as_completed(futures), total=len(futures), desc=f"{self.name} requests", unit="img",
+                        disable=not self.context.progress, leave=False)
+            for future in done:
+                predictions[futures[future]] = future.result()
+        except BaseException:
+            # a configuration error or Ctrl-C: send nothing more; answers already in are on disk
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
+        return predictions
+
+    # ---- one image
+
+    def _predict_one(self, sample: Sample) -> Prediction:
+        image, alignment_note = self._aligned(sample)
+        request = VLMRequest(self.prompt + self.format_instructions, self._reference_png, encode_png(image))
+        key, described = self._record_key(request, sample)
+        usage = {"not_aligned": 1.0 if alignment_note else 0.0}
+        stored = self.store.lookup(key)
+        if stored is not None and stored.answered:
+            usage.update(prompt_tokens=stored.prompt_tokens, output_tokens=stored.output_tokens, cost_usd=0.0,
+                         replayed=1.0, requests_sent=0.0, request_attempts=0.0, retry_wait_s=0.0)
+            return Prediction(label=stored.label, reasoning=alignment_note + (stored.reasoning or ""), usage=usage)
+
+        log = RetryLog()
+        reply: VLMReply | None = None
+        try:
+            reply = call_with_retries(lambda: self._send(request), self.settings, log)
+            if reply.refusal is not None:
+                raise UnusableAnswer(f"no answer: {reply.refusal}")
+            if not reply.text:
+                raise UnusableAnswer(f"empty answer (finish reason {reply.finish_reason})")
+            answer = parse_answer(reply.text)
+        except (RequestError, UnusableAnswer) as failure:
+            self.store.record(key, described, reply=reply, attempts=log.attempts, error=str(failure))
+            usage.update(self._spent(reply, log))
+            return Prediction.failed(str(failure), reasoning=alignment_note or None, usage=usage)
+        self.store.record(key, described, reply=reply, attempts=log.attempts, answer=answer)
+        usage.update(self._spent(reply, log))
+        return Prediction(label=answer[0], reasoning=alignment_note + answer[1], usage=usage)
+
+    def _aligned(self, sample: Sample) -> tuple[np.ndarray, str]:
+        """The image registered to the reference, or the image as it is and a note saying why."""
+        if not self.settings.align:
+            return sample.image, ""
+        reference = self._reference.image
+        alignment = estimate_alignment(sample.image, reference, allow_scale=self.settings.allow_scale,
+                                       min_quality=self.settings.min_alignment_quality)
+        if not alignment.ok:
+            return sample.image, (f"[not aligned to the reference: quality {alignment.quality:.2f} < "
+                                  f"{self.settings.min_alignment_quality:.2f}; sent unaligned] ")
+        return warp_to_reference(sample.image, alignment, reference.shape[:2]), ""
+
+    def _record_key(self, request: VLMRequest, sample: Sample) -> tuple[str, dict[str, object]]:
+        settings = self._request_settings()
+        keyed = {"model": self.model_id, "endpoint": self.endpoint, "prompt": request.prompt,
+                 "captions": [REFERENCE_CAPTION, TEST_CAPTION], "settings": settings,
+                 "reference_sha256": request.reference.sha256, "image_sha256": request.image.sha256}
+        key = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()
+        described = {"pipeline": self.name, "model": self.model_id, "endpoint": self.endpoint,
+                     "prompt": request.prompt, "settings": json.dumps(settings, sort_keys=True),
+                     "reference_sha256": request.reference.sha256, "image_sha256": request.image.sha256,
+                     "sample_id": sample.id}
+        return key, described
+
+    def _spent(self, reply: VLMReply | None, log: RetryLog) -> dict[str, float]:
+        prompt_tokens = reply.prompt_tokens if reply else 0
+        output_tokens = reply.output_tokens if reply else 0
+        return {"prompt_tokens": float(prompt_tokens), "output_tokens": float(output_tokens),
+                "cost_usd": self.settings.cost_usd(prompt_tokens, output_tokens), "replayed": 0.0,
+                "requests_sent": 1.0, "request_attempts": float(log.attempts), "retry_wait_s": log.waited_s}
+
+
+__all__ = [
+    "ANSWER_SCHEMA", "BASIC_PROMPT", "REFERENCE_CAPTION", "TEST_CAPTION", "EncodedImage", "UnusableAnswer",
+    "RequestError", "RequestStore", "RetryLog", "StoredRecord", "TransientError", "VLMPipeline", "VLMReply",
+    "VLMRequest", "VLMSettings", "call_with_retries", "classify_status", "encode_png", "load_prompt_file",
+    "parse_answer", "parse_retry_delay",
+]
