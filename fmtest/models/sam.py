@@ -231,6 +231,11 @@ class _EngineMaskGenerator(SamAutomaticMaskGenerator):
 # --- the process-wide engine -----------------------------------------------------------------------
 
 
+def require(weights_dir: Path | None, variant: str = "vit_h") -> None:
+    """Raise MissingWeights unless the variant's checkpoint is present or an engine is injected."""
+    registry.require(f"sam_{variant}", weights_dir)
+
+
 def sam_engine(weights_dir: Path | None, device: str, variant: str = "vit_h") -> SamEngine:
     """The SAM engine for this process: an injected one (tests), else the checkpoint, loaded once."""
     key = f"sam_{variant}"

@@ -1,0 +1,207 @@
+"""GroundingDINO (Swin-T OGC) through transformers' `GroundingDinoForObjectDetection`, fully offline.
+
+Why transformers and not `groundingdino-py`: the latter is an unmaintained sdist that pins
+supervision 0.6.0 and calls `BertModel.get_extended_attention_mask`, removed in transformers 5.
+transformers ships the same architecture and loads the official swint_ogc weights converted to its
+layout (the `IDEA-Research/grounding-dino-tiny` folder: config.json, model.safetensors, the BERT
+WordPiece vocabulary and the image-processor settings). The original `groundingdino_swint_ogc.pth`
+does not load here (its keys follow the original code base); docs/WEIGHTS.md says how to convert it.
+
+Thresholds follow the original `get_grounding_output` of Grounded-SAM: a query is kept when its best
+token probability exceeds `box_threshold`; `text_threshold` only chooses which prompt tokens name the
+box (its phrase). Boxes come back in the original image's pixel coordinates.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fmtest.errors import DataError, MissingWeights
+from fmtest.models import registry
+
+WEIGHT_KEY = "groundingdino_swint_ogc"
+ORIGINAL_CHECKPOINT = "groundingdino_swint_ogc.pth"
+BERT_UNCASED_VOCAB_SIZE = 30_522
+
+
+@dataclass(frozen=True)
+class Detections:
+    """Boxes for one image: (N,4) xyxy pixels of the original image, (N,) scores, one phrase per box."""
+
+    boxes_xyxy: np.ndarray
+    scores: np.ndarray
+    phrases: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+def caption_for(prompts: str | Sequence[str]) -> str:
+    """The caption GroundingDINO was trained on: lower case, phrases separated and ended by ' .'."""
+    items = [prompts] if isinstance(prompts, str) else list(prompts)
+    phrases = [p.strip().lower().rstrip(".").strip() for p in items]
+    phrases = [p for p in phrases if p]
+    if not phrases:
+        raise DataError("GroundingDINO needs a non-empty text prompt")
+    return " . ".join(phrases) + " ."
+
+
+def load_bert_tokenizer(folder: Path, expected_vocab: int = BERT_UNCASED_VOCAB_SIZE):
+    """BERT WordPiece tokenizer from a folder holding vocab.txt (+ tokenizer_config.json).
+
+    transformers 5 can hand back a silently empty tokenizer (5 special tokens) instead of failing,
+    so the vocabulary size is checked and a mismatch raised naming the folder.
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import BertTokenizer
+
+    folder = Path(folder)
+    if not (folder / "vocab.txt").is_file():
+        raise MissingWeights("vocab.txt (BERT uncased WordPiece vocabulary) not found", folder)
+    tokenizer = BertTokenizer.from_pretrained(str(folder), local_files_only=True)
+    if len(tokenizer) != expected_vocab:
+        raise DataError(f"tokenizer has {len(tokenizer)} entries, expected {expected_vocab} "
+                        "(bert-base-uncased vocabulary); the folder's vocab.txt is wrong or was not read", folder)
+    return tokenizer
+
+
+class GroundingDino:
+    """A GroundingDINO model with its tokenizer and image processor: images + prompt -> boxes."""
+
+    def __init__(self, model, tokenizer, image_processor, model_id: str, device: str = "cpu"):
+        if len(tokenizer) != model.config.text_config.vocab_size:
+            raise DataError(f"tokenizer has {len(tokenizer)} entries but the text encoder expects "
+                            f"{model.config.text_config.vocab_size}")
+        self.model = model.to(device).eval()
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.model_id = model_id
+        self.device = device
+
+    @torch.no_grad()
+    def forward(self, images_rgb: Sequence[np.ndarray], caption: str):
+        """Raw model outputs and the token ids for a batch of RGB uint8 images and one caption."""
+        for image in images_rgb:
+            if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+                raise DataError(f"GroundingDINO needs HxWx3 uint8 RGB images, got {image.dtype} {image.shape}")
+        pixels = self.image_processor(images=list(images_rgb), return_tensors="pt")
+        text = self.tokenizer([caption] * len(images_rgb), padding="longest", return_tensors="pt")
+        inputs = {**pixels, **text}
+        outputs = self.model(**{k: v.to(self.device) for k, v in inputs.items()})
+        return outputs, text["input_ids"]
+
+    def detect(self, images_rgb: Sequence[np.ndarray], prompts: str | Sequence[str],
+               box_threshold: float, text_threshold: float) -> list[Detections]:
+        """Boxes whose best token probability exceeds `box_threshold`, one Detections per image."""
+        if not len(images_rgb):
+            return []
+        outputs, input_ids = self.forward(images_rgb, caption_for(prompts))
+        probs = outputs.logits.sigmoid().float().cpu()  # (B, Q, max_text_len); -inf padding -> 0
+        boxes = outputs.pred_boxes.float().cpu()  # (B, Q, 4) cx, cy, w, h relative to the image
+        # special tokens and the phrase separator never name a box
+        skip = set(self.tokenizer.all_special_ids) | {self.tokenizer.convert_tokens_to_ids(".")}
+        results = []
+        for prob, box, ids, image in zip(probs, boxes, input_ids, images_rgb, strict=True):
+            scores = prob.max(dim=-1).values
+            keep = scores > box_threshold
+            h, w = image.shape[:2]
+            cx, cy, bw, bh = box[keep].unbind(-1)
+            xyxy = torch.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], dim=-1)
+            xyxy = xyxy * torch.tensor([w, h, w, h], dtype=xyxy.dtype)
+            phrases = tuple(self._phrase(p, ids, skip, text_threshold) for p in prob[keep])
+            results.append(Detections(xyxy.numpy(), scores[keep].numpy(), phrases))
+        return results
+
+    def _phrase(self, token_probs: torch.Tensor, ids: torch.Tensor, skip: set[int], threshold: float) -> str:
+        chosen = [int(t) for t, p in zip(ids, token_probs[: len(ids)]) if p > threshold and int(t) not in skip]
+        return self.tokenizer.decode(chosen).strip()
+
+
+def load_grounding_dino(folder: Path, device: str = "cpu", model_id: str | None = None) -> GroundingDino:
+    """Load a transformers-layout GroundingDINO folder offline; every failure names the folder."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import GroundingDinoForObjectDetection, GroundingDinoImageProcessor
+
+    folder = Path(folder)
+    weights = folder / "model.safetensors"
+    if not (folder / "config.json").is_file():
+        raise MissingWeights("config.json not found (not a transformers GroundingDINO folder)", folder)
+    try:
+        model, info = GroundingDinoForObjectDetection.from_pretrained(
+            str(folder), local_files_only=True, output_loading_info=True)
+    except Exception as e:  # corrupt safetensors, bad config: many exception types, one meaning
+        raise DataError(f"cannot load GroundingDINO ({type(e).__name__}: {str(e).splitlines()[0][:200]})",
+                        folder) from None
+    if info["missing_keys"] or info.get("mismatched_keys"):
+        missing = sorted(info["missing_keys"]) + [str(k) for k in info.get("mismatched_keys", [])]
+        raise DataError(f"checkpoint does not match the GroundingDINO config: {len(missing)} missing or "
+                        f"mismatched weights (e.g. {', '.join(missing[:3])})", weights)
+    tokenizer = load_bert_tokenizer(folder, model.config.text_config.vocab_size)
+    processor_file = folder / "preprocessor_config.json"
+    # no preprocessor file: the class defaults are the original resize (shortest 800, longest 1333)
+    image_processor = (GroundingDinoImageProcessor.from_pretrained(str(folder), local_files_only=True)
+                       if processor_file.is_file() else GroundingDinoImageProcessor())
+    return GroundingDino(model, tokenizer, image_processor,
+                         model_id or registry.file_sha256(weights), device=device)
+
+
+def grounding_dino(weights_dir: Path | None, device: str) -> GroundingDino:
+    """The process-wide detector: an injected one (tests), else the registry's folder, loaded once."""
+    injected = registry.injected(WEIGHT_KEY)
+    if injected is not None:
+        return injected  # type: ignore[return-value]
+    return _load_cached(resolve_folder(weights_dir).resolve(), device)
+
+
+def resolve_folder(weights_dir: Path | None) -> Path:
+    """The model folder, or MissingWeights; an original .pth lying there gets a conversion hint."""
+    try:
+        return registry.resolve(WEIGHT_KEY, weights_dir)
+    except MissingWeights as e:
+        original = registry.weights_dir(weights_dir) / ORIGINAL_CHECKPOINT
+        if original.is_file():
+            raise MissingWeights(f"{e} ({ORIGINAL_CHECKPOINT} is there, but only the transformers layout "
+                                 "loads; see docs/WEIGHTS.md to convert it)") from None
+        raise
+
+
+def require(weights_dir: Path | None) -> None:
+    if registry.injected(WEIGHT_KEY) is None:
+        resolve_folder(weights_dir)
+
+
+@lru_cache(maxsize=2)
+def _load_cached(folder: Path, device: str) -> GroundingDino:
+    return load_grounding_dino(folder, device)
+
+
+def build_tiny_grounding_dino(tokenizer, seed: int = 0, image_size: int = 128, device: str = "cpu") -> GroundingDino:
+    """The real GroundingDINO architecture, small and with seeded random weights, for tests.
+
+    Swin, BERT, fusion encoder and decoder are all present; only widths and depths are reduced
+    (two decoder layers is the minimum transformers' tied box heads allow).
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import (BertConfig, GroundingDinoConfig, GroundingDinoForObjectDetection,
+                              GroundingDinoImageProcessor, SwinConfig)
+
+    config = GroundingDinoConfig(
+        backbone_config=SwinConfig(embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2], window_size=4,
+                                   out_indices=[2, 3, 4]),
+        text_config=BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1,
+                               num_attention_heads=2, intermediate_size=64),
+        d_model=32, encoder_layers=1, decoder_layers=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
+        encoder_attention_heads=2, decoder_attention_heads=2, num_queries=20,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = GroundingDinoForObjectDetection(config)
+    processor = GroundingDinoImageProcessor(size={"shortest_edge": image_size, "longest_edge": image_size})
+    return GroundingDino(model, tokenizer, processor, model_id=f"tiny-random-gdino-{seed}", device=device)

@@ -1,0 +1,165 @@
+"""Segment Any Anomaly+ (Cao et al.): GroundingDINO proposals regularised by hybrid prompts, refined by SAM.
+
+Steps per image, with the paper's defaults (all `[pipelines.saa_plus]` options):
+1. Object region: GroundingDINO on `object_prompt`; the largest kept box (normalised area) is the
+   object's area, 1.0 when none is found (single-object property prompt, as SAA+ on MVTec).
+2. Anomaly region generator: GroundingDINO once per anomaly language prompt (`anomaly_prompts`;
+   `{prompt}` is the dataset's text prompt, `{object}` the object prompt), box 0.10 / text 0.10.
+3. Property prompts: a box survives when its score passes `box_threshold`, its normalised area is
+   below `object area x max_area_ratio` (0.9), and its phrase does not name the object itself.
+4. Anomaly region refiner: SAM turns each surviving box into a mask.
+5. Saliency prompt: per-location self-dissimilarity of SAM's image embedding (the mean of the
+   `saliency_top_n` (400) largest values of (1 - cos) / 2 to every other location). SAA+ uses an
+   ImageNet CNN here; SAM's embedding is used instead because it is already computed for the
+   refiner (no extra weights, one encoder pass shared with the other SAM pipelines).
+6. Confidence: box score x exp(`saliency_gain` (3) x mean saliency inside the mask); the `top_k` (5)
+   most confident regions with confidence >= `confidence_threshold` form the predicted mask.
+The image score is the best confidence (0 without regions).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from fmtest.data.io import to_rgb_uint8
+from fmtest.data.sample import Sample
+from fmtest.errors import ConfigError
+from fmtest.models import grounding_dino, sam
+from fmtest.models.grounding_dino import Detections
+from fmtest.models.registry import combined_id
+from fmtest.pipelines.base import Pipeline, PipelineContext, Prediction
+from fmtest.pipelines.gdino_sam import read_options
+
+
+def self_dissimilarity(features: torch.Tensor, valid_hw: tuple[int, int], top_n: int) -> np.ndarray:
+    """Saliency map (h, w) of a (1, C, H, W) feature map restricted to its valid top-left h x w.
+
+    Each location scores the mean of its `top_n` largest dissimilarities (1 - cosine) / 2 to all
+    locations: a region unlike the rest of the image scores high.
+    """
+    h, w = valid_hw
+    feats = features[0, :, :h, :w].reshape(features.shape[1], h * w).float()
+    feats = torch.nn.functional.normalize(feats, dim=0)
+    dissimilarity = 0.5 * (1.0 - feats.T @ feats)
+    n = min(top_n, h * w)
+    top = dissimilarity.topk(n, dim=1).values
+    return top.mean(dim=1).reshape(h, w).cpu().numpy()
+
+
+def normalised_areas(found: Detections, image_hw: tuple[int, int]) -> np.ndarray:
+    h, w = image_hw
+    boxes = found.boxes_xyxy
+    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) / float(h * w)
+
+
+class SaaPlus(Pipeline):
+    name = "saa_plus"
+    task = "segmentation"
+    batch_size = 4
+    DEFAULTS: Mapping[str, object] = {
+        "box_threshold": 0.10, "text_threshold": 0.10, "sam_variant": "vit_h",
+        "anomaly_prompts": ("{prompt}",), "object_prompt": "object",
+        "max_area_ratio": 0.9, "top_k": 5, "saliency_top_n": 400, "saliency_gain": 3.0,
+        "confidence_threshold": 0.0,
+    }
+
+    def __init__(self, context: PipelineContext):
+        super().__init__(context)
+        self.options = self.parse_options(context)
+        self.prompts = [t.format(prompt=context.prompt, object=self.options["object_prompt"])
+                        for t in self.options["anomaly_prompts"]]
+
+    @classmethod
+    def parse_options(cls, context: PipelineContext) -> dict[str, object]:
+        options = read_options(context, cls.name, cls.DEFAULTS)
+        if not options["anomaly_prompts"]:
+            raise ConfigError(f"[pipelines.{cls.name}]: anomaly_prompts must name at least one prompt")
+        for template in options["anomaly_prompts"]:
+            try:
+                template.format(prompt="", object="")
+            except (KeyError, IndexError, ValueError):
+                raise ConfigError(f"[pipelines.{cls.name}]: anomaly prompt {template!r} may only use "
+                                  "{prompt} and {object}") from None
+        if options["top_k"] < 1 or options["saliency_top_n"] < 1:
+            raise ConfigError(f"[pipelines.{cls.name}]: top_k and saliency_top_n must be >= 1")
+        if not 0.0 < options["max_area_ratio"] <= 1.0:
+            raise ConfigError(f"[pipelines.{cls.name}]: max_area_ratio must be in (0, 1]")
+        return options
+
+    @classmethod
+    def check_available(cls, context: PipelineContext) -> None:
+        options = cls.parse_options(context)
+        grounding_dino.require(context.weights_dir)
+        sam.require(context.weights_dir, str(options["sam_variant"]))
+
+    @property
+    def detector(self) -> grounding_dino.GroundingDino:
+        return grounding_dino.grounding_dino(self.context.weights_dir, self.context.device)
+
+    @property
+    def engine(self) -> sam.SamEngine:
+        return sam.sam_engine(self.context.weights_dir, self.context.device, str(self.options["sam_variant"]))
+
+    @property
+    def model_id(self) -> str:
+        return combined_id(self.detector.model_id, self.engine.model_id)
+
+    def predict(self, samples: Sequence[Sample]) -> list[Prediction]:
+        images = [to_rgb_uint8(s.image) for s in samples]
+        keys = [s.sha256 for s in samples]
+        box_t, text_t = float(self.options["box_threshold"]), float(self.options["text_threshold"])
+        objects = self.detector.detect(images, str(self.options["object_prompt"]), box_t, text_t)
+        per_prompt = [self.detector.detect(images, p, box_t, text_t) for p in self.prompts]
+        self.engine.embed(images, keys)
+        return [self._predict_one(image, key, objects[i], [found[i] for found in per_prompt])
+                for i, (image, key) in enumerate(zip(images, keys, strict=True))]
+
+    def _predict_one(self, image: np.ndarray, key: str, objects: Detections,
+                     candidates: list[Detections]) -> Prediction:
+        hw = image.shape[:2]
+        boxes, scores = self.filter_regions(objects, candidates, hw)
+        if len(boxes) == 0:
+            return Prediction.from_mask(np.zeros(hw, dtype=bool), score=0.0)
+        masks, _ = self.engine.masks_from_boxes(image, key, boxes)
+        saliency = self.saliency(image, key)
+        confidence = self.confidence(masks, scores, saliency)
+        order = np.argsort(-confidence, kind="stable")[: int(self.options["top_k"])]
+        keep = [i for i in order if confidence[i] >= float(self.options["confidence_threshold"])]
+        mask = masks[keep].any(axis=0) if keep else np.zeros(hw, dtype=bool)
+        return Prediction.from_mask(mask, score=float(confidence.max()))
+
+    def filter_regions(self, objects: Detections, candidates: list[Detections],
+                       hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """Property prompts: boxes below the area limit whose phrase does not name the object."""
+        object_areas = normalised_areas(objects, hw)
+        object_areas = object_areas[object_areas < 1.0]  # single object: its box may not be the whole image
+        object_area = float(object_areas.max()) if len(object_areas) else 1.0
+        max_area = object_area * float(self.options["max_area_ratio"])
+        object_word = str(self.options["object_prompt"]).strip().lower()
+        boxes, scores = [], []
+        for found in candidates:
+            areas = normalised_areas(found, hw)
+            for box, score, area, phrase in zip(found.boxes_xyxy, found.scores, areas, found.phrases, strict=True):
+                if 0.0 < area < max_area and object_word not in phrase.lower():
+                    boxes.append(box)
+                    scores.append(score)
+        return np.asarray(boxes, dtype=np.float32).reshape(-1, 4), np.asarray(scores, dtype=np.float32)
+
+    def saliency(self, image: np.ndarray, key: str) -> np.ndarray:
+        """Self-dissimilarity of the image's SAM embedding, resized to the image."""
+        predictor = self.engine.predictor(image, key)
+        features = self.engine.image_embedding(image, key)
+        stride = predictor.model.image_encoder.img_size // features.shape[-1]
+        valid = tuple(-(-s // stride) for s in predictor.input_size)
+        small = self_dissimilarity(features, valid, int(self.options["saliency_top_n"]))
+        return cv2.resize(small, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
+
+    def confidence(self, masks: np.ndarray, scores: np.ndarray, saliency: np.ndarray) -> np.ndarray:
+        """Box score x exp(gain x mean saliency in the mask); an empty mask keeps its box score."""
+        gain = float(self.options["saliency_gain"])
+        factors = np.array([np.exp(gain * saliency[m].mean()) if m.any() else 1.0 for m in masks])
+        return scores * factors
