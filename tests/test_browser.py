@@ -1,0 +1,167 @@
+"""The HTML scoreboard in a real browser: colours, thumbnails, sorting, filtering, lazy details, scale."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fmtest.report.html import write_html
+from fmtest.report.overlay import overlay_thumbnail
+from fmtest.report.results import CaseResult, ImageResult, RunResults, Thumbnail
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
+TINTS = {"passed": "rgb(220, 241, 234)", "failed": "rgb(251, 228, 212)", "error": "rgb(244, 224, 238)",
+         "skipped": "rgb(236, 236, 236)"}
+XSS = "<img src=x onerror='window.__pwned = 1'> crack near pin 3"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium "
+                                                     "(apt-get install chromium)"),
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    yield page
+    page.close()
+    assert not errors, errors
+
+
+def thumbnails(n):
+    rng = np.random.default_rng(1)
+    out = []
+    for i, image_id in enumerate(["test/void/001", "test/void/002", "test/void/004"][:n]):
+        image = (0.3 + 0.2 * rng.random((90, 120))).astype(np.float32)
+        gt = np.zeros((90, 120), bool)
+        gt[20:50, 30:70] = True
+        pred = np.roll(gt, 10 * i, axis=1)
+        out.append(Thumbnail(image_id, overlay_thumbnail(image, pred, gt), image_id))
+    return out
+
+
+def images(n, seed=0):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        label = "NOK" if i % 3 else "OK"
+        predicted = "NOK" if i % 4 else "OK"
+        rows.append(ImageResult(f"test/{'void' if label == 'NOK' else 'good'}/{i:03d}", "sha", label, predicted,
+                                round(float(rng.random()), 3), round(float(rng.random()), 3) if label == "NOK" else None,
+                                reasoning=XSS if i == 5 else None))
+    return rows
+
+
+def small_run():
+    seg = CaseResult("padim-satsim", "padim", "satsim", "segmentation", "failed", "iou 0.410 < threshold 0.60",
+                     metrics={"iou": 0.41, "iou_ci_low": 0.35, "iou_ci_high": 0.47}, thresholds={"iou": 0.6},
+                     images=images(120), thumbnails=thumbnails(3))
+    ok = CaseResult("saa_plus-satsim", "saa_plus", "satsim", "segmentation", "passed",
+                    metrics={"iou": 0.71, "iou_ci_low": 0.65, "iou_ci_high": 0.77}, thresholds={"iou": 0.6},
+                    images=images(10, seed=1))
+    skip = CaseResult("gdino_sam-satsim", "gdino_sam", "satsim", "segmentation", "skipped",
+                      "weights missing: groundingdino_swint_ogc.pth")
+    err = CaseResult("padim-mvtec", "padim", "mvtec", "segmentation", "error", "DataError: mask size mismatch")
+    return RunResults(cases=[seg, ok, skip, err], git_commit="0123abcd")
+
+
+def table_ids(page, case_id):
+    return page.eval_on_selector_all(f"[id='{case_id}'] table.images tbody tr td.id",
+                                     "tds => tds.map(td => td.textContent)")
+
+
+def test_scoreboard_in_browser(page, tmp_path):
+    report = tmp_path / "scoreboard.html"
+    write_html(small_run(), report)
+    page.goto(report.as_uri())
+
+    cells = page.query_selector_all("table.matrix td.cell:not(.empty)")
+    assert len(cells) == 4
+    for cell in cells:
+        outcome = cell.get_attribute("class").split("o-")[1]
+        assert cell.evaluate("td => getComputedStyle(td).backgroundColor") == TINTS[outcome]
+        assert cell.query_selector(".badge").inner_text() == {"passed": "PASS", "failed": "FAIL", "skipped": "SKIP",
+                                                                 "error": "ERROR"}[outcome]
+    assert "iou 0.410" in page.inner_text("td.cell.o-failed")
+    assert page.query_selector_all("table.images tbody tr") == []  # nothing rendered until opened
+
+    page.click("td.cell.o-failed a")  # matrix cell -> its details open and render
+    case = page.locator("[id='padim-satsim']")
+    assert case.get_attribute("open") is not None
+    natural_widths = case.locator(".thumbs img").evaluate_all("imgs => imgs.map(i => i.complete && i.naturalWidth)")
+    assert len(natural_widths) == 3 and all(w and w > 0 for w in natural_widths)
+
+    rows = table_ids(page, "padim-satsim")
+    assert len(rows) == 50 and rows[0] == "test/good/000"
+    assert "1\u201350 of 120" in case.locator(".page-status").inner_text()
+    case.locator("button.next").click()
+    assert table_ids(page, "padim-satsim")[0] == "test/void/050"
+
+    case.locator("th[data-key=score] button").click()  # sort ascending, then descending
+    scores = [float(s) for s in case.locator("tbody td.score").all_inner_texts()]
+    assert scores == sorted(scores) and len(scores) == 50
+    case.locator("th[data-key=score] button").click()
+    scores = [float(s) for s in case.locator("tbody td.score").all_inner_texts()]
+    assert scores == sorted(scores, reverse=True)
+
+    case.locator("select.outcome-filter").select_option("slip")
+    outcomes = case.locator("tbody td.outcome").all_inner_texts()
+    assert outcomes and set(outcomes) == {"slip"} and len(outcomes) < 50
+    case.locator("select.outcome-filter").select_option("")
+    case.locator("input[type=search]").fill("void/00")
+    assert sorted(table_ids(page, "padim-satsim")) == [f"test/void/00{i}" for i in (1, 2, 4, 5, 7, 8)]
+    assert XSS in case.locator("td.reasoning").all_inner_texts()
+    assert page.evaluate("window.__pwned") is None  # model text shown as text, never run
+
+    case.locator(".thumbs figure").first.click()  # a thumbnail filters the table to its image
+    assert table_ids(page, "padim-satsim") == ["test/void/001"]
+
+    page.uncheck(".counts input[data-outcome=passed]")  # outcome filter on the case list
+    assert page.locator("[id='saa_plus-satsim']").is_hidden()
+    assert page.locator("[id='padim-satsim']").is_visible()
+    page.screenshot(path=str(tmp_path / "scoreboard.png"), full_page=True)
+    assert (tmp_path / "scoreboard.png").stat().st_size > 0
+
+
+def test_history_hash_opens_case(page, tmp_path):
+    report = tmp_path / "scoreboard.html"
+    write_html(small_run(), report)
+    page.goto(report.as_uri() + "#saa_plus-satsim")
+    assert page.locator("[id='saa_plus-satsim']").get_attribute("open") is not None
+    assert len(table_ids(page, "saa_plus-satsim")) == 10
+
+
+def test_200_cases_10000_images_keep_the_initial_dom_small(page, tmp_path):
+    thumbs = thumbnails(2)
+    cases = []
+    for p in range(10):
+        for d in range(20):
+            cases.append(CaseResult(f"pipe{p}-data{d}", f"pipe{p}", f"data{d}", "segmentation",
+                                    ("passed", "failed", "skipped", "error")[(p + d) % 4],
+                                    metrics={"iou": 0.5, "iou_ci_low": 0.4, "iou_ci_high": 0.6},
+                                    thresholds={"iou": 0.6}, images=images(50, seed=p * 20 + d), thumbnails=thumbs))
+    report = tmp_path / "big.html"
+    write_html(RunResults(cases=cases), report)
+    page.goto(report.as_uri())
+    n_nodes = page.evaluate("document.getElementsByTagName('*').length")
+    assert page.locator("td.cell:not(.empty)").count() == 200
+    assert n_nodes < 4000, n_nodes  # ~10 nodes per case; 10,000 rendered rows would be > 80,000
+    assert page.locator("table.images tbody tr").count() == 0
+    page.locator("[id='pipe9-data19'] .case-id").click()
+    assert len(table_ids(page, "pipe9-data19")) == 50
+    assert page.locator("table.images tbody tr").count() == 50
+    page.screenshot(path=str(tmp_path / "big.png"))
