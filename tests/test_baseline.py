@@ -187,6 +187,9 @@ def test_non_numeric_baseline_metric_is_incompatible_not_a_crash():
     base.metrics["iou"] = "0.6"
     comparison = compare_to_baseline(_run(_case("padim-satsim", LABELS, LABELS, BASE_IOU)), _run(base), 0.02)
     assert comparison["padim-satsim"].status == "incompatible" and "iou" in comparison["padim-satsim"].message
+    base.metrics = None  # a file whose case holds "metrics": null
+    comparison = compare_to_baseline(_run(_case("padim-satsim", LABELS, LABELS, BASE_IOU)), _run(base), 0.02)
+    assert comparison["padim-satsim"].status == "incompatible" and "no metrics" in comparison["padim-satsim"].message
 
 
 def test_skipped_case_has_nothing_to_compare():

@@ -136,6 +136,8 @@ def _compare_case(case: CaseResult, old: CaseResult, tolerance: float, n_resampl
     if changed:
         return CaseComparison(case.id, DATASET_CHANGED, f"dataset changed since the baseline ({changed}): not compared",
                               tolerance=tolerance)
+    if not isinstance(old.metrics, dict):
+        return CaseComparison(case.id, INCOMPATIBLE, "the baseline case has no metrics table", tolerance=tolerance)
     bad = [k for k, v in old.metrics.items() if k in GATED_METRICS and not _is_number(v)]
     if bad:
         return CaseComparison(case.id, INCOMPATIBLE, f"baseline metric(s) {', '.join(bad)} are not numbers",
