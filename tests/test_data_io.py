@@ -1,0 +1,204 @@
+"""Image and mask decoding, conversions, and the shared option/subset helpers of the data layer."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from fmtest.data.io import dataset_folder, list_images, parse_options, read_image, read_mask, read_pixels, \
+    seeded_subset, to_gray, to_rgb_uint8
+from fmtest.errors import ConfigError, DataError
+
+
+def ramp(dtype, top: int, shape=(6, 10)) -> np.ndarray:
+    return np.linspace(0, top, np.prod(shape)).round().astype(dtype).reshape(shape)
+
+
+def test_8bit_png_is_scaled_by_255(tmp_path):
+    pixels = ramp(np.uint8, 255)
+    Image.fromarray(pixels).save(tmp_path / "a.png")
+    image = read_image(tmp_path / "a.png")
+    assert image.dtype == np.float32 and image.shape == (6, 10)
+    np.testing.assert_allclose(image, pixels / 255, atol=1e-7)
+
+
+def test_16bit_png_keeps_its_precision(tmp_path):
+    pixels = ramp(np.uint16, 65535, (40, 50))
+    Image.fromarray(pixels).save(tmp_path / "a.png")
+    image = read_image(tmp_path / "a.png")
+    np.testing.assert_allclose(image, pixels / 65535, atol=1e-7)
+    assert len(np.unique(image)) > 256  # more grey levels than an 8-bit reader could return
+    assert image.max() == 1.0
+
+
+@pytest.mark.parametrize("dtype,top", [(np.uint8, 255), (np.uint16, 65535)])
+def test_tiff_integer(tmp_path, dtype, top):
+    pixels = ramp(dtype, top)
+    tifffile.imwrite(tmp_path / "a.tif", pixels)
+    np.testing.assert_allclose(read_image(tmp_path / "a.tif"), pixels / top, atol=1e-7)
+
+
+def test_float_tiff_in_unit_range_passes_and_out_of_range_is_named(tmp_path):
+    tifffile.imwrite(tmp_path / "ok.tiff", np.full((4, 4), 0.25, np.float32))
+    assert read_image(tmp_path / "ok.tiff").max() == pytest.approx(0.25)
+    tifffile.imwrite(tmp_path / "bad.tif", np.full((4, 4), 3.0, np.float32))
+    with pytest.raises(DataError, match=r"bad\.tif.*\[0, 1\]"):
+        read_image(tmp_path / "bad.tif")
+
+
+def test_rgb_jpeg(tmp_path):
+    pixels = np.zeros((16, 16, 3), np.uint8)
+    pixels[..., 0] = 200
+    pixels[..., 2] = 40
+    Image.fromarray(pixels).save(tmp_path / "a.jpg", quality=98)
+    image = read_image(tmp_path / "a.jpg")
+    assert image.shape == (16, 16, 3)
+    np.testing.assert_allclose(image.mean(axis=(0, 1)), [200 / 255, 0, 40 / 255], atol=0.03)
+
+
+def test_alpha_is_dropped(tmp_path):
+    rgba = np.dstack([np.full((5, 5), v, np.uint8) for v in (10, 20, 30, 0)])
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
+    np.testing.assert_allclose(read_image(tmp_path / "rgba.png")[0, 0], np.array([10, 20, 30]) / 255, atol=1e-7)
+    la = np.dstack([np.full((5, 5), 99, np.uint8), np.zeros((5, 5), np.uint8)])
+    Image.fromarray(la, "LA").save(tmp_path / "la.png")
+    image = read_image(tmp_path / "la.png")
+    assert image.shape == (5, 5)
+    assert image[0, 0] == pytest.approx(99 / 255)
+
+
+def test_palette_image_reads_as_rgb_and_its_pixels_as_indices(tmp_path):
+    im = Image.new("P", (4, 3))
+    im.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    im.putpixel((1, 1), 1)
+    im.save(tmp_path / "p.png")
+    image = read_image(tmp_path / "p.png")
+    assert image.shape == (3, 4, 3)
+    np.testing.assert_allclose(image[1, 1], [1, 0, 0])
+    assert read_pixels(tmp_path / "p.png")[1, 1] == 1
+
+
+def test_missing_file_names_the_file(tmp_path):
+    with pytest.raises(DataError, match=r"nope\.png: file not found"):
+        read_image(tmp_path / "nope.png")
+
+
+@pytest.mark.parametrize("name", ["bad.png", "bad.jpg", "bad.tif"])
+def test_corrupt_file_is_a_data_error_naming_it(tmp_path, name):
+    (tmp_path / name).write_bytes(b"this is not an image at all" * 10)
+    with pytest.raises(DataError, match=re.escape(name) + ": cannot decode image") as info:
+        read_image(tmp_path / name)
+    assert info.value.__suppress_context__  # no decoder traceback chained to the user's message
+
+
+def test_truncated_png_is_a_data_error(tmp_path):
+    Image.fromarray(ramp(np.uint8, 255, (64, 64))).save(tmp_path / "full.png")
+    data = (tmp_path / "full.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match=r"cut\.png: cannot decode"):
+        read_image(tmp_path / "cut.png")
+
+
+def test_mask_nonzero_is_defect(tmp_path):
+    pixels = np.zeros((4, 6), np.uint8)
+    pixels[1, 2], pixels[3, 5] = 1, 255
+    Image.fromarray(pixels).save(tmp_path / "m.png")
+    mask = read_mask(tmp_path / "m.png", (4, 6, 3))
+    assert mask.dtype == bool
+    assert mask.sum() == 2 and mask[1, 2] and mask[3, 5]
+
+
+def test_rgb_mask_counts_any_channel(tmp_path):
+    pixels = np.zeros((4, 4, 3), np.uint8)
+    pixels[0, 0, 2] = 9
+    Image.fromarray(pixels).save(tmp_path / "m.png")
+    mask = read_mask(tmp_path / "m.png", (4, 4))
+    assert mask.shape == (4, 4) and mask.sum() == 1
+
+
+def test_mask_size_mismatch_names_mask_and_both_sizes(tmp_path):
+    Image.fromarray(np.zeros((16, 32), np.uint8)).save(tmp_path / "m.png")
+    with pytest.raises(DataError, match=r"m\.png: mask is 32x16 but its image is 30x20"):
+        read_mask(tmp_path / "m.png", (20, 30))
+
+
+def test_to_rgb_uint8_replicates_grey_and_rounds():
+    grey = np.array([[0.0, 0.5], [1.0, 1.7]], np.float32)
+    rgb = to_rgb_uint8(grey)
+    assert rgb.shape == (2, 2, 3) and rgb.dtype == np.uint8
+    assert (rgb[..., 0] == rgb[..., 2]).all()
+    assert rgb[0, 1, 1] == 128 and rgb[1, 1, 0] == 255
+    colour = np.random.default_rng(0).random((3, 3, 3)).astype(np.float32)
+    np.testing.assert_array_equal(to_rgb_uint8(colour), np.round(colour * 255).astype(np.uint8))
+    with pytest.raises(ValueError):
+        to_rgb_uint8(np.zeros((2, 2, 4)))
+
+
+def test_to_gray_uses_luma_weights():
+    red = np.zeros((2, 2, 3), np.float32)
+    red[..., 0] = 1
+    assert to_gray(red)[0, 0] == pytest.approx(0.299)
+    grey = np.full((2, 2), 0.3, np.float32)
+    np.testing.assert_array_equal(to_gray(grey), grey)
+    assert to_gray(np.ones((2, 2, 3))).dtype == np.float32
+
+
+def test_list_images_is_sorted_and_skips_other_files(tmp_path):
+    for name in ("b.png", "a.TIF", "notes.txt", "c.jpg"):
+        (tmp_path / name).write_bytes(b"")
+    assert [p.name for p in list_images(tmp_path)] == ["a.TIF", "b.png", "c.jpg"]
+
+
+@dataclass(frozen=True)
+class Opts:
+    n: int = 3
+    rate: float = 0.5
+    names: tuple[str, ...] = ("a",)
+    flag: bool = True
+    limit: int | None = 7
+
+
+def test_parse_options_converts_and_checks():
+    opts = parse_options(Opts, {"n": 4, "rate": 1, "names": ["x", "y"], "limit": None}, "demo")
+    assert opts == Opts(n=4, rate=1.0, names=("x", "y"), flag=True, limit=None)
+    assert parse_options(Opts, {}, "demo") == Opts()
+
+
+@pytest.mark.parametrize("options,match", [
+    ({"nn": 1}, r"\[datasets\.demo\]: unknown option\(s\) nn"),
+    ({"n": "3"}, r"option n must be an integer"),
+    ({"n": True}, r"option n must be an integer"),
+    ({"rate": "fast"}, r"option rate must be a number"),
+    ({"names": "x"}, r"option names must be a list of names"),
+    ({"flag": 1}, r"option flag must be true or false"),
+    ({"n": None}, r"option n must be an integer"),
+])
+def test_parse_options_rejects(options, match):
+    with pytest.raises(ConfigError, match=match):
+        parse_options(Opts, options, "demo")
+
+
+def test_seeded_subset_is_stable_ordered_and_overridable():
+    items = list(range(100))
+    first = seeded_subset(items, 10, np.random.default_rng(0), "items", "x")
+    assert first == seeded_subset(items, 10, np.random.default_rng(0), "items", "x")
+    assert first == sorted(first) and len(set(first)) == 10
+    assert first != seeded_subset(items, 10, np.random.default_rng(1), "items", "x")
+    assert seeded_subset(items, 0, np.random.default_rng(0), "items", "x") == items
+    assert seeded_subset(items, None, np.random.default_rng(0), "items", "x") == items
+    with pytest.raises(DataError, match=r"list\.txt: asked for 101 items but only 100"):
+        seeded_subset(items, 101, np.random.default_rng(0), "items", "list.txt")
+
+
+def test_dataset_folder(tmp_path):
+    (tmp_path / "mvtec").mkdir()
+    assert dataset_folder(tmp_path, "mvtec", "mvtec") == tmp_path / "mvtec"
+    with pytest.raises(ConfigError, match="needs a data root"):
+        dataset_folder(None, "mvtec", "mvtec")
+    with pytest.raises(DataError, match=r"oxford-iiit-pet: dataset folder for oxford_pets not found"):
+        dataset_folder(tmp_path, "oxford-iiit-pet", "oxford_pets")
