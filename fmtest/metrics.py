@@ -318,7 +318,11 @@ def bootstrap_ci(
     n = _check_arrays(arrays)
     if n == 0:
         return math.nan, math.nan
-    idx = _resample_indices(n, n_resamples, seed, None if strata is None else np.asarray(strata))
+    if strata is not None:
+        strata = np.asarray(strata)
+        if strata.shape != (n,):
+            raise MetricInputError(f"strata has shape {strata.shape} but the arrays have {n} rows")
+    idx = _resample_indices(n, n_resamples, seed, strata)
     values = np.asarray(statistic(*(a[idx] for a in arrays)), dtype=np.float64)
     if values.shape != (n_resamples,):
         raise MetricInputError(f"bootstrap statistic must return shape ({n_resamples},), got {values.shape}")

@@ -271,6 +271,8 @@ def test_stratified_bootstrap_keeps_stratum_sizes():
 
     m.bootstrap_ci(count_true, strata, strata=strata, n_resamples=100)
     assert np.all(counts[0] == 3)
+    with pytest.raises(FmtestError, match="strata"):
+        m.bootstrap_ci(count_true, strata, strata=strata[:5])
 
 
 # --------------------------------------------------------------------------- summaries
