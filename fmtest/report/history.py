@@ -1,0 +1,314 @@
+"""`fmtest history DIR`: every metric of every case over a folder of results JSON files, as one HTML page.
+
+Runs are ordered by their `created` time, not by file name, so CI artifacts can be dropped in as
+downloaded. A regression is a drop from the case's previous run larger than the tolerance (a rise,
+for rates where lower is better). Each case has an anchor named by its id, so the scoreboard links
+`history.html#<case-id>`. Files that cannot be read are named and skipped, never fatal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime as dt
+import html
+import io
+import math
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from fmtest.errors import ConfigError, DataError
+from fmtest.report.results import CaseResult, RunResults, read_json
+from fmtest.report.terminal import OUTCOME_WORD, fmt_number, main_metric
+
+DEFAULT_TOLERANCE = 0.02
+LOWER_IS_BETTER = frozenset({"slip_rate_upper", "false_alarm_rate"})
+NOT_GATED = frozenset({"images_per_second"})  # plotted, but speed on shared runners is too noisy to flag
+NOT_PLOTTED = frozenset({"n_images", "n_defective"})
+_CI_SUFFIXES = ("_ci_low", "_ci_high")
+_FLOAT_SLACK = 1e-9  # 0.60 -> 0.58 is a drop of exactly the tolerance, not more
+LINE_COLOUR, BAND_COLOUR, REGRESSION_COLOUR, THRESHOLD_COLOUR = "#0072B2", "#56B4E9", "#D55E00", "#555555"
+PLOTS_PER_ROW = 4
+
+
+@dataclass
+class Run:
+    path: Path
+    created: dt.datetime
+    results: RunResults
+
+
+@dataclass
+class Regression:
+    case_id: str
+    metric: str
+    run_index: int  # into History.runs
+    previous: float
+    current: float
+
+    @property
+    def delta(self) -> float:
+        return self.current - self.previous
+
+
+@dataclass
+class History:
+    runs: list[Run] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # one line per skipped file, naming it
+    tolerance: float = DEFAULT_TOLERANCE
+    regressions: dict[str, list[Regression]] = field(default_factory=dict)  # case id -> its regressions
+
+    def case_ids(self) -> list[str]:
+        return list(dict.fromkeys(c.id for run in self.runs for c in run.results.cases))
+
+    def series(self, case_id: str) -> list[CaseResult | None]:
+        """The case in each run, None where that run did not have it."""
+        return [run.results.case(case_id) for run in self.runs]
+
+
+def load_history(directory: str | os.PathLike, *, tolerance: float = DEFAULT_TOLERANCE) -> History:
+    """Every results JSON under `directory`, oldest first, with regressions found at `tolerance`.
+
+    Unreadable or undated files go to `problems`.
+    """
+    if isinstance(tolerance, bool) or not isinstance(tolerance, int | float) or not tolerance >= 0:
+        raise ConfigError(f"history tolerance must be a number >= 0, got {tolerance!r}")
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise DataError("not a folder of results JSON files", directory)
+    history = History(tolerance=float(tolerance))
+    for path in sorted(directory.rglob("*.json")):
+        try:
+            results = read_json(path)
+        except DataError as e:
+            history.problems.append(str(e))
+            continue
+        except (TypeError, ValueError, AttributeError, KeyError) as e:  # a case shaped unlike CaseResult
+            history.problems.append(f"{path}: not a readable fmtest results file ({type(e).__name__}: {e})")
+            continue
+        created = _parse_created(results.created)
+        if created is None:
+            history.problems.append(f"{path}: no valid 'created' timestamp ({results.created!r}); "
+                                    "written by an older fmtest?")
+            continue
+        history.runs.append(Run(path, created, results))
+    history.runs.sort(key=lambda run: (run.created, str(run.path)))
+    history.regressions = {case_id: find_regressions(history, case_id) for case_id in history.case_ids()}
+    return history
+
+
+def _parse_created(value: object) -> dt.datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def plotted_metrics(cases: list[CaseResult | None]) -> list[str]:
+    """Numeric metrics seen in any run, main metric first; CI bounds are drawn as bands, not lines."""
+    names: dict[str, None] = {}
+    for case in cases:
+        if case is None:
+            continue
+        main = main_metric(case)
+        if main in case.metrics:
+            names.setdefault(main)
+        for name, value in case.metrics.items():
+            if (isinstance(value, int | float) and not isinstance(value, bool) and name not in NOT_PLOTTED
+                    and not name.endswith(_CI_SUFFIXES)):
+                names.setdefault(name)
+    return list(names)
+
+
+def find_regressions(history: History, case_id: str) -> list[Regression]:
+    """Runs where a metric got worse than the case's previous run by more than the history's tolerance."""
+    found = []
+    series = history.series(case_id)
+    for metric in plotted_metrics(series):
+        if metric in NOT_GATED:
+            continue
+        previous = None
+        for index, case in enumerate(series):
+            value = _value(case, metric)
+            if value is None:
+                continue
+            if previous is not None:
+                worse_by = (value - previous) if metric in LOWER_IS_BETTER else (previous - value)
+                if worse_by > history.tolerance + _FLOAT_SLACK:
+                    found.append(Regression(case_id, metric, index, previous, value))
+            previous = value
+    return found
+
+
+def _value(case: CaseResult | None, metric: str) -> float | None:
+    value = None if case is None else case.metrics.get(metric)
+    if not isinstance(value, int | float) or isinstance(value, bool) or math.isnan(value):
+        return None
+    return float(value)
+
+
+def plot_case(history: History, case_id: str) -> bytes:
+    """Small multiples, one per metric: value over runs, its CI band, threshold, regressions marked."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+    series = history.series(case_id)
+    metrics = plotted_metrics(series)
+    n_cols = min(PLOTS_PER_ROW, max(1, len(metrics)))
+    n_rows = max(1, math.ceil(len(metrics) / n_cols))
+    figure = Figure(figsize=(3.3 * n_cols, 2.3 * n_rows), dpi=80, layout="constrained")
+    FigureCanvasAgg(figure)
+    x = list(range(len(series)))
+    labels = [run.created.strftime("%m-%d") for run in history.runs]
+    for k, metric in enumerate(metrics or ["(no metrics)"]):
+        ax = figure.add_subplot(n_rows, n_cols, k + 1)
+        ax.set_title(metric, fontsize=10)
+        ax.tick_params(labelsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=6, integer=True))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: labels[int(v)] if 0 <= v < len(labels) else ""))
+        ax.grid(alpha=0.3)
+        values = [_nan_if_none(_value(c, metric)) for c in series]
+        low = [_nan_if_none(_value(c, metric + "_ci_low")) for c in series]
+        high = [_nan_if_none(_value(c, metric + "_ci_high")) for c in series]
+        ax.fill_between(x, low, high, color=BAND_COLOUR, alpha=0.3, linewidth=0, label="95 % CI")
+        ax.plot(x, values, color=LINE_COLOUR, marker="o", markersize=3, linewidth=1.2)
+        threshold = _latest_threshold(series, metric)
+        if threshold is not None:
+            ax.axhline(threshold, color=THRESHOLD_COLOUR, linestyle="--", linewidth=1)
+        marks = [r for r in history.regressions.get(case_id, []) if r.metric == metric]
+        if marks:
+            ax.plot([r.run_index for r in marks], [r.current for r in marks], linestyle="none", marker="v",
+                    markersize=8, color=REGRESSION_COLOUR)
+        ax.set_xlim(-0.5, max(0.5, len(x) - 0.5))
+    buf = io.BytesIO()
+    figure.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def _nan_if_none(value: float | None) -> float:
+    return math.nan if value is None else value
+
+
+def _latest_threshold(series: list[CaseResult | None], metric: str) -> float | None:
+    for case in reversed(series):
+        if case is not None and metric in case.thresholds:
+            return float(case.thresholds[metric])
+    return None
+
+
+def render_history_html(history: History, *, progress: bool = True) -> str:
+    esc = html.escape
+    case_ids = history.case_ids()
+    sections, toc = [], []
+    for case_id in tqdm(case_ids, desc="history plots", unit="case", disable=not progress):
+        regressions = history.regressions.get(case_id, [])
+        png = base64.b64encode(plot_case(history, case_id)).decode("ascii")
+        latest = next(c for c in reversed(history.series(case_id)) if c is not None)
+        flag = f" <span class='regressed'>{len(regressions)} regression(s)</span>" if regressions else ""
+        toc.append(f"<li><a href='#{esc(case_id, quote=True)}'>{esc(case_id)}</a>{flag}</li>")
+        sections.append(
+            f"<section id='{esc(case_id, quote=True)}'><h2>{esc(case_id)} "
+            f"<span class='badge o-{esc(latest.outcome, quote=True)}'>"
+            f"{esc(OUTCOME_WORD.get(latest.outcome, latest.outcome.upper()))}</span></h2>"
+            f"<p class='note'>{esc(latest.task)}; latest run shown in the badge</p>"
+            f"<img src='data:image/png;base64,{png}' alt='{esc(case_id, quote=True)} metrics over runs'>"
+            f"{_regression_list(history, regressions)}</section>")
+    problems = ""
+    if history.problems:
+        items = "".join(f"<li>{esc(p)}</li>" for p in history.problems)
+        problems = f"<h2>Skipped files</h2><ul class='problems'>{items}</ul>"
+    return (
+        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>fmtest history</title>"
+        f"<style>{_CSS}</style></head><body><h1>fmtest history</h1>"
+        f"<p class='note'>{len(history.runs)} runs, {len(case_ids)} cases. A regression (&#9660;) is a drop from "
+        f"the case's previous run larger than {esc(fmt_number(history.tolerance))} (a rise, for "
+        f"{esc(', '.join(sorted(LOWER_IS_BETTER)))}). Dashed line: threshold; band: 95 % interval.</p>"
+        f"{problems}{_runs_table(history)}<h2>Cases</h2><ul class='toc'>{''.join(toc)}</ul>{''.join(sections)}"
+        "</body></html>\n")
+
+
+def _runs_table(history: History) -> str:
+    esc = html.escape
+    rows = []
+    for i, run in enumerate(history.runs):
+        counts = {o: sum(c.outcome == o for c in run.results.cases) for o in OUTCOME_WORD}
+        summary = ", ".join(f"{n} {o}" for o, n in counts.items() if n)
+        rows.append(f"<tr><td>{i}</td><td>{esc(run.results.created)}</td>"
+                    f"<td><code>{esc((run.results.git_commit or '')[:10])}</code></td>"
+                    f"<td>{esc(summary)}</td><td><code>{esc(str(run.path))}</code></td></tr>")
+    return ("<details><summary>runs</summary><table><thead><tr><th>#</th><th>created</th><th>commit</th>"
+            f"<th>cases</th><th>file</th></tr></thead><tbody>{''.join(rows)}</tbody></table></details>")
+
+
+def _regression_list(history: History, regressions: list[Regression]) -> str:
+    if not regressions:
+        return ""
+    esc = html.escape
+    items = []
+    for r in regressions:
+        run = history.runs[r.run_index].results
+        commit = f", commit {run.git_commit[:10]}" if run.git_commit else ""
+        items.append(f"<li>{esc(r.metric)}: {fmt_number(r.previous)} &rarr; {fmt_number(r.current)} "
+                     f"({r.delta:+.3f}) in run {r.run_index} ({esc(run.created)}{esc(commit)})</li>")
+    return f"<ul class='regressions'>{''.join(items)}</ul>"
+
+
+_CSS = """
+body { font: 14px/1.4 system-ui, sans-serif; margin: 0 auto; padding: 1em 2em; max-width: 1500px; color: #1a1a1a; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.15em; margin-top: 1.6em; }
+.note { color: #5a5a5a; } code { font-size: .9em; }
+.badge { display: inline-block; padding: 0 .4em; border-radius: 3px; color: #fff; font-size: .75em; font-weight: 700; }
+.o-passed { background: #007a5a; } .o-failed { background: #b34f00; } .o-error { background: #8e3a7a; }
+.o-skipped { background: #5f5f5f; }
+.regressed, .regressions { color: #b34f00; font-weight: 600; }
+.toc { columns: 3 18em; } .problems { color: #8e3a7a; }
+table { border-collapse: collapse; } th, td { text-align: left; padding: .2em .6em; border-bottom: 1px solid #ddd; }
+section img { max-width: 100%; }
+"""
+
+
+def write_history(directory: str | os.PathLike, out: str | os.PathLike, *, tolerance: float = DEFAULT_TOLERANCE,
+                  progress: bool = True) -> History:
+    """Read the runs under `directory` and write the history page to `out`; returns what was read."""
+    history = load_history(directory, tolerance=tolerance)
+    if not history.runs:
+        raise DataError("no readable fmtest results JSON in this folder"
+                        + (f" ({len(history.problems)} file(s) skipped)" if history.problems else ""), directory)
+    document = render_history_html(history, progress=progress)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=out.name, suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(document)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, out)
+    return history
+
+
+def register_cli(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("history", help="plot every case's metrics over a folder of results JSON files",
+                                   description=__doc__.splitlines()[0])
+    parser.add_argument("directory", type=Path, help="folder with results JSON files (searched recursively)")
+    parser.add_argument("--out", type=Path, default=Path("history.html"), help="HTML file to write")
+    parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
+                        help=f"a drop larger than this is marked as a regression (default {DEFAULT_TOLERANCE})")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(func=_run_cli)
+
+
+def _run_cli(args: argparse.Namespace) -> int:
+    history = write_history(args.directory, args.out, tolerance=args.tolerance, progress=not args.no_progress)
+    for problem in history.problems:
+        print(f"fmtest history: skipped {problem}", file=sys.stderr)
+    n_regressions = sum(len(found) for found in history.regressions.values())
+    print(f"{args.out}: {len(history.runs)} runs, {len(history.case_ids())} cases, {n_regressions} regression(s)")
+    return 0

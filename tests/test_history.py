@@ -1,0 +1,105 @@
+import argparse
+import base64
+import io
+import json
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fmtest.errors import ConfigError, DataError
+from fmtest.report.history import load_history, plot_case, register_cli, write_history
+from fmtest.report.results import CaseResult, RunResults, write_json
+
+VERMILLION = np.array([213, 94, 0])
+
+
+def run(created, iou, far=0.05, speed=10.0, commit="c0ffee"):
+    seg = CaseResult("padim-satsim", "padim", "satsim", "segmentation", "passed" if iou >= 0.5 else "failed",
+                     metrics={"iou": iou, "iou_ci_low": iou - 0.05, "iou_ci_high": iou + 0.05, "n_images": 40,
+                              "images_per_second": speed},
+                     thresholds={"iou": 0.5})
+    cls = CaseResult("gemini_basic-mvtec", "gemini_basic", "mvtec", "classification",
+                     metrics={"f2": 0.9, "false_alarm_rate": far}, thresholds={"f2": 0.8})
+    return RunResults(cases=[seg, cls], created=created, git_commit=commit)
+
+
+@pytest.fixture
+def runs_dir(tmp_path):
+    d = tmp_path / "runs"
+    # file names deliberately out of time order: history must sort by `created`
+    write_json(run("2026-11-20T10:00:00Z", 0.60, speed=10.0), d / "c.json")
+    write_json(run("2026-11-21T10:00:00Z", 0.58, speed=2.0), d / "a.json")  # drop of exactly 0.02: not flagged
+    write_json(run("2026-11-22T10:00:00Z", 0.49, far=0.10, commit="badbad1234"), d / "nested" / "b.json")
+    write_json(run("2026-11-23T10:00:00Z", 0.52), d / "0.json")
+    (d / "broken.json").write_text("{not json")
+    (d / "old.json").write_text(json.dumps({"cases": [], "fmtest_version": "0.0.1"}))
+    (d / "list.json").write_text("[1, 2]")
+    (d / "alien.json").write_text(json.dumps({"created": "2026-11-24T00:00:00Z", "cases": [{"bogus": 1}]}))
+    return d
+
+
+def test_runs_ordered_by_created_and_bad_files_named(runs_dir):
+    history = load_history(runs_dir)
+    assert [r.results.created[:10] for r in history.runs] == ["2026-11-20", "2026-11-21", "2026-11-22", "2026-11-23"]
+    assert len(history.problems) == 4
+    for name in ("broken.json", "old.json", "list.json", "alien.json"):
+        assert sum(name in p for p in history.problems) == 1, name
+    assert any("created" in p for p in history.problems if "old.json" in p)
+
+
+def test_regressions_are_drops_beyond_tolerance(runs_dir):
+    history = load_history(runs_dir)
+    seg = history.regressions["padim-satsim"]
+    assert [(r.metric, r.run_index, round(r.delta, 3)) for r in seg] == [("iou", 2, -0.09)]  # not the 0.02 drop
+    cls = history.regressions["gemini_basic-mvtec"]  # a rising false-alarm rate is a regression
+    assert [(r.metric, r.run_index) for r in cls] == [("false_alarm_rate", 2)]
+    assert load_history(runs_dir, tolerance=0.1).regressions == {"padim-satsim": [], "gemini_basic-mvtec": []}
+
+
+def regression_pixels(png: bytes) -> int:
+    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+    return int((np.abs(pixels - VERMILLION).sum(axis=2) < 30).sum())
+
+
+def test_plot_marks_regressions_only_where_found(runs_dir):
+    flagged = plot_case(load_history(runs_dir), "padim-satsim")
+    assert flagged.startswith(b"\x89PNG")
+    assert regression_pixels(flagged) > 10
+    assert regression_pixels(plot_case(load_history(runs_dir, tolerance=0.5), "padim-satsim")) == 0
+
+
+def test_write_history_page(runs_dir, tmp_path):
+    out = tmp_path / "site" / "history.html"
+    write_history(runs_dir, out, progress=False)
+    page = out.read_text(encoding="utf-8")
+    assert "<section id='padim-satsim'>" in page and "<section id='gemini_basic-mvtec'>" in page
+    images = re.findall(r"<img src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
+    assert len(images) == 2
+    assert Image.open(io.BytesIO(base64.b64decode(images[0]))).size[0] > 100
+    assert "iou: 0.580 &rarr; 0.490 (-0.090)" in page and "badbad1234" in page
+    assert "broken.json" in page and "4 runs, 2 cases" in page
+    assert "http" not in page  # self-contained
+
+
+def test_cli(runs_dir, tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    register_cli(parser.add_subparsers(dest="command"))
+    out = tmp_path / "h.html"
+    args = parser.parse_args(["history", str(runs_dir), "--out", str(out), "--tolerance", "0.1", "--no-progress"])
+    assert args.func(args) == 0
+    captured = capsys.readouterr()
+    assert "4 runs, 2 cases, 0 regression(s)" in captured.out
+    assert "broken.json" in captured.err and "alien.json" in captured.err
+    assert out.exists()
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(DataError, match="not a folder"):
+        load_history(tmp_path / "missing")
+    (tmp_path / "junk.json").write_text("nope")
+    with pytest.raises(DataError, match=r"no readable fmtest results JSON.*1 file\(s\) skipped"):
+        write_history(tmp_path, tmp_path / "h.html", progress=False)
+    with pytest.raises(ConfigError, match="tolerance"):
+        load_history(tmp_path, tolerance=-0.1)
