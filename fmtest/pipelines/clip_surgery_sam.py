@@ -1,0 +1,122 @@
+"""CLIP Surgery + SAM (Text2Seg's "CLIPS" pipeline, after the CLIP Surgery paper's SAM demo).
+
+CS-ViT-B/16 turns the prompt into a patch similarity map with the redundant feature removed (the
+prompt-ensemble embedding of the empty string, as Text2Seg does; `redundant_texts` may name others,
+whose mean embedding is used). The map is smoothed by bilinear downsampling (factor 2) and min-max
+normalized; the patches at or above `point_threshold` (0.8) become positive SAM points, as many of
+the lowest patches become negative points (at most half the patches each), placed at patch centres
+in original image coordinates. SAM answers the point set with a single mask (`multimask_output=False`,
+as Text2Seg), which is the prediction. No point (a flat map) gives an empty mask.
+
+Note the threshold is relative to the image's own map: the top patch always passes, so a defect-free
+image still gets points and usually a mask; the study saw this segment sub-component geometry. The
+image score is the largest raw surgery similarity (a continuous anomaly score for risk figures).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from functools import cached_property
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fmtest.data.io import to_rgb_uint8
+from fmtest.data.sample import Sample
+from fmtest.errors import ConfigError
+from fmtest.models import clip, sam
+from fmtest.models.clip_surgery import SURGERY_DEPTH, ClipSurgery
+from fmtest.models.registry import combined_id
+from fmtest.pipelines.base import Pipeline, PipelineContext, Prediction
+from fmtest.pipelines.gdino_sam import read_options
+
+
+def similarity_points(grid_similarity: torch.Tensor, image_hw: tuple[int, int], threshold: float = 0.8,
+                      downsample: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """SAM point prompts from one (gh, gw) similarity grid: ((2n, 2) x/y points, (2n,) labels 1 then 0).
+
+    n = min(#patches >= threshold after min-max normalization, #patches // 2); empty for a flat map.
+    """
+    gh, gw = grid_similarity.shape
+    h, w = max(gh // downsample, 1), max(gw // downsample, 1)
+    smooth = F.interpolate(grid_similarity[None, None].float(), size=(h, w), mode="bilinear",
+                           align_corners=False).flatten()
+    span = smooth.max() - smooth.min()
+    if not torch.isfinite(span) or span <= 0:
+        return np.zeros((0, 2)), np.zeros(0, dtype=np.int64)
+    normalized = (smooth - smooth.min()) / span
+    n = min(int((normalized >= threshold).sum()), normalized.numel() // 2)
+    order = torch.argsort(normalized, stable=True).cpu().numpy()
+    chosen = np.concatenate([order[len(order) - n:], order[:n]])
+    height, width = image_hw
+    x = np.minimum((chosen % w + 0.5) * width / w, width - 1)
+    y = np.minimum((chosen // w + 0.5) * height / h, height - 1)
+    labels = np.concatenate([np.ones(n, dtype=np.int64), np.zeros(n, dtype=np.int64)])
+    return np.stack([x, y], axis=1), labels
+
+
+class ClipSurgerySam(Pipeline):
+    name = "clip_surgery_sam"
+    task = "segmentation"
+    batch_size = 4
+    DEFAULTS: Mapping[str, object] = {
+        "point_threshold": 0.8, "downsample": 2, "redundant_texts": ("",), "negative_points": True,
+        "surgery_depth": SURGERY_DEPTH, "sam_variant": "vit_h",
+    }
+
+    def __init__(self, context: PipelineContext):
+        super().__init__(context)
+        self.options = self.read_options(context)
+
+    @classmethod
+    def read_options(cls, context: PipelineContext) -> dict[str, object]:
+        options = read_options(context, cls.name, cls.DEFAULTS)
+        if not 0.0 <= options["point_threshold"] <= 1.0:
+            raise ConfigError(f"[pipelines.{cls.name}]: point_threshold must be in [0, 1], "
+                              f"got {options['point_threshold']}")
+        if options["downsample"] < 1 or options["surgery_depth"] < 1:
+            raise ConfigError(f"[pipelines.{cls.name}]: downsample and surgery_depth must be >= 1")
+        if not options["redundant_texts"]:
+            raise ConfigError(f"[pipelines.{cls.name}]: redundant_texts needs at least one text (\"\" is the paper's)")
+        return options
+
+    @classmethod
+    def check_available(cls, context: PipelineContext) -> None:
+        options = cls.read_options(context)
+        sam.require(context.weights_dir, str(options["sam_variant"]))
+        clip.require_clip(context.weights_dir)
+
+    @property
+    def engine(self) -> sam.SamEngine:
+        return sam.sam_engine(self.context.weights_dir, self.context.device, str(self.options["sam_variant"]))
+
+    @cached_property
+    def surgery(self) -> ClipSurgery:
+        encoder = clip.clip_encoder(self.context.weights_dir, self.context.device)
+        return ClipSurgery(encoder, depth=int(self.options["surgery_depth"]))
+
+    @property
+    def model_id(self) -> str:
+        return combined_id(self.engine.model_id, self.surgery.model_id)
+
+    def predict(self, samples: Sequence[Sample]) -> list[Prediction]:
+        images = [to_rgb_uint8(s.image) for s in samples]
+        keys = [s.sha256 for s in samples]
+        similarity = self.surgery.patch_similarity(images, [self.context.prompt],
+                                                   redundant_texts=list(self.options["redundant_texts"]),
+                                                   batch_size=self.batch_size)
+        engine = self.engine
+        engine.embed(images, keys)
+        predictions = []
+        for image, key, grid in zip(images, keys, similarity[:, 0], strict=True):
+            points, labels = similarity_points(grid, image.shape[:2], float(self.options["point_threshold"]),
+                                               int(self.options["downsample"]))
+            if not self.options["negative_points"]:
+                points, labels = points[labels == 1], labels[labels == 1]
+            mask = np.zeros(image.shape[:2], dtype=bool)
+            if len(points):
+                masks, _ = engine.masks_from_points(image, key, points, labels)
+                mask = masks[0]
+            predictions.append(Prediction.from_mask(mask, score=float(grid.max())))
+        return predictions
