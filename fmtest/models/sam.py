@@ -35,7 +35,6 @@ from fmtest.models import registry
 # Official configurations, built by the upstream package (random init; weights loaded by us).
 SAM_VARIANTS: dict[str, Callable[[], Sam]] = {"vit_h": build_sam_vit_h, "vit_l": build_sam_vit_l,
                                               "vit_b": build_sam_vit_b}
-BOX_CHUNK = 16  # boxes decoded per mask-decoder call: bounds memory (each mask is upsampled to image size)
 
 
 def load_sam_weights(sam: Sam, checkpoint: Path) -> Sam:
@@ -160,24 +159,24 @@ class SamEngine:
 
     # --- prompts -> masks -------------------------------------------------------------------------
 
-    @torch.no_grad()
     def masks_from_boxes(self, image_rgb: np.ndarray, key: str,
                          boxes_xyxy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """One mask per box (single-mask output, as SamPredictor.predict(box=...)): (N,H,W) bool, (N,) scores."""
-        predictor = self.predictor(image_rgb, key)
+        """One mask per box, exactly as SamPredictor.predict(box=..., multimask_output=False).
+
+        Boxes are decoded one at a time: a batched decoder call rounds differently and flips
+        pixels whose logit is near zero, and the decoder is cheap next to the shared encoder.
+        """
         boxes = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
         h, w = image_rgb.shape[:2]
         if len(boxes) == 0:
             return np.zeros((0, h, w), dtype=bool), np.zeros(0, dtype=np.float32)
-        masks, scores = [], []
-        for start in range(0, len(boxes), BOX_CHUNK):
-            # transform in numpy, as SamPredictor.predict does, so coordinates round identically
-            chunk = predictor.transform.apply_boxes(boxes[start : start + BOX_CHUNK], predictor.original_size)
-            chunk_t = torch.as_tensor(chunk, dtype=torch.float, device=self.device)
-            m, s, _ = predictor.predict_torch(None, None, boxes=chunk_t, multimask_output=False)
-            masks.append(m[:, 0].cpu().numpy())
-            scores.append(s[:, 0].float().cpu().numpy())
-        return np.concatenate(masks), np.concatenate(scores)
+        predictor = self.predictor(image_rgb, key)
+        masks = np.empty((len(boxes), h, w), dtype=bool)
+        scores = np.empty(len(boxes), dtype=np.float32)
+        for i, box in enumerate(boxes):
+            m, s, _ = predictor.predict(box=box, multimask_output=False)
+            masks[i], scores[i] = m[0], s[0]
+        return masks, scores
 
     def masks_from_points(self, image_rgb: np.ndarray, key: str, points_xy: np.ndarray,
                           point_labels: np.ndarray, multimask: bool = False) -> tuple[np.ndarray, np.ndarray]:
