@@ -363,3 +363,13 @@ def test_paired_bootstrap_delta():
     assert low > 0
     assert (delta, low, high) == m.paired_bootstrap_delta((y_true, perfect), (y_true, worse), m.f2_from_labels,
                                                           n_resamples=300)
+
+
+def test_classification_interval_keeps_the_number_of_defective_images_fixed():
+    rng = np.random.default_rng(2)
+    y_true = rng.random(60) < 0.15
+    y_pred = y_true ^ (rng.random(60) < 0.2)
+    s = m.classification_summary(y_true, y_pred, n_resamples=200, seed=4)
+    stratified = m.bootstrap_ci(m.f2_from_labels, y_true, y_pred, n_resamples=200, seed=4, strata=y_true)
+    plain = m.bootstrap_ci(m.f2_from_labels, y_true, y_pred, n_resamples=200, seed=4)
+    assert (s["f2_ci_low"], s["f2_ci_high"]) == stratified != plain
