@@ -1,0 +1,177 @@
+"""Reference-difference baseline: align to the defect-free reference, subtract, threshold.
+
+The study found this not enough on SAT images (recording variation and mechanical tolerances
+exceed the defects); fmtest keeps it as the floor every foundation model should beat.
+
+Per image: rigid alignment to the reference (`fmtest.align`), both reduced to greyscale, robust
+intensity normalisation (median and interquartile range on the shared area, so a brightness or
+contrast drift is no difference), absolute difference, Gaussian smoothing, threshold, removal of
+blobs smaller than `min_area`, and the mask warped back onto the image.
+
+`fit` sets the threshold from the GOOD TRAINING images only: the `threshold_quantile` quantile of
+their smoothed difference values; with `min_area = 0` the minimum blob area is learned as one more
+than the largest blob any training image leaves above that threshold. An image that cannot be
+aligned is still predicted, and its reasoning says so with the alignment quality.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+from tqdm.auto import tqdm
+
+from fmtest.align import Alignment, estimate_alignment, overlap_mask, warp_from_reference, warp_to_reference
+from fmtest.data.io import to_gray
+from fmtest.data.sample import OK, Sample, SampleSet
+from fmtest.errors import ConfigError, DataError, Unavailable
+from fmtest.pipelines.base import Pipeline, PipelineContext, Prediction
+
+_WHERE = "[pipelines.reference_diff]"
+
+
+@dataclass(frozen=True)
+class ReferenceDiffOptions:
+    """`[pipelines.reference_diff]`."""
+
+    threshold_quantile: float = 0.999  # of the good training images' smoothed difference values
+    min_area: int = 0  # pixels (reference frame); 0 = learn from the good training images
+    blur_sigma: float = 2.0  # Gaussian smoothing of the difference, pixels
+    min_quality: float = 0.5  # alignment NCC below this is flagged in the reasoning
+    allow_scale: bool = False  # also estimate a scale (different magnification than the reference)
+
+    def __post_init__(self) -> None:
+        checks = {"threshold_quantile": 0.0 < self.threshold_quantile <= 1.0, "min_area": self.min_area >= 0,
+                  "blur_sigma": self.blur_sigma >= 0.0, "min_quality": 0.0 <= self.min_quality <= 1.0}
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ConfigError(f"out of range: {', '.join(f'{n}={getattr(self, n)!r}' for n in bad)} "
+                              "(threshold_quantile in (0, 1], min_area >= 0, blur_sigma >= 0, "
+                              "min_quality in [0, 1])", _WHERE)
+
+    @classmethod
+    def from_context(cls, context: PipelineContext) -> ReferenceDiffOptions:
+        types = {f.name: f.type for f in dataclasses.fields(cls)}
+        unknown = sorted(set(context.options) - set(types))
+        if unknown:
+            raise ConfigError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(types)}", _WHERE)
+        values = {}
+        for key, value in context.options.items():
+            numeric = isinstance(value, int | float) and not isinstance(value, bool)
+            valid = {"bool": isinstance(value, bool), "int": numeric and float(value).is_integer(),
+                     "float": numeric}[types[key]]
+            if not valid:
+                raise ConfigError(f"option {key} must be {types[key]}, got {value!r}", _WHERE)
+            values[key] = {"bool": bool, "int": int, "float": float}[types[key]](value)
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class _Difference:
+    """One image compared with the reference, in the reference frame."""
+
+    smoothed: np.ndarray  # float32, 0 outside `valid`
+    valid: np.ndarray  # bool: pixels the aligned image covers
+    alignment: Alignment
+
+
+class ReferenceDiff(Pipeline):
+    name = "reference_diff"
+    task = "segmentation"
+    batch_size = 16
+
+    def __init__(self, context: PipelineContext):
+        super().__init__(context)
+        self.options = ReferenceDiffOptions.from_context(context)
+        self._reference: np.ndarray | None = None
+        self.threshold: float | None = None
+        self.min_area: int | None = None
+        self.n_train_misaligned = 0
+
+    def fit(self, train: SampleSet, reference: Sample | None) -> None:
+        """Keep the reference; set threshold and minimum blob area from the good training images."""
+        if reference is None:
+            raise Unavailable("reference_diff needs a defect-free reference image and this dataset has none",
+                              self.context.dataset)
+        self._reference = to_gray(reference.image)
+        good = train.filter(lambda ref: ref.label == OK)
+        differences = []
+        for batch in tqdm(good.batches(self.batch_size), total=-(-len(good) // self.batch_size),
+                          desc="reference_diff: fit", leave=False, disable=not self.context.progress):
+            for sample in batch:
+                if sample.sha256 == reference.sha256:
+                    continue  # the reference itself differs by nothing and would lower the threshold
+                difference = self._difference(sample)
+                if difference.alignment.ok:
+                    differences.append(difference)
+                else:
+                    self.n_train_misaligned += 1
+        if not differences:
+            raise DataError(f"reference_diff needs defect-free training images other than the reference that "
+                            f"align to it; {len(good)} found, {self.n_train_misaligned} failed to align",
+                            self.context.dataset)
+        values = np.concatenate([d.smoothed[d.valid] for d in differences])
+        self.threshold = max(float(np.quantile(values, self.options.threshold_quantile)), 1e-6)
+        self.min_area = self.options.min_area or 1 + max(_largest_blob(d.smoothed > self.threshold)
+                                                         for d in differences)
+
+    def predict(self, samples: Sequence[Sample]) -> list[Prediction]:
+        if self.threshold is None:
+            raise RuntimeError("ReferenceDiff.predict called before fit")
+        return [self._predict_one(sample) for sample in samples]
+
+    def _predict_one(self, sample: Sample) -> Prediction:
+        difference = self._difference(sample)
+        found = _drop_small_blobs((difference.smoothed > self.threshold) & difference.valid, self.min_area)
+        mask = warp_from_reference(found, difference.alignment, sample.image.shape)
+        a = difference.alignment
+        peak = float(difference.smoothed.max()) if difference.valid.any() else 0.0
+        if a.ok:
+            reasoning = (f"aligned (shift {a.dx:.1f}, {a.dy:.1f} px, rotation {a.angle_deg:.2f} deg, "
+                         f"quality {a.quality:.2f}); peak difference {peak / self.threshold:.2f} x threshold")
+        else:
+            reasoning = (f"alignment quality {a.quality:.2f} (overlap {a.overlap:.2f}) below "
+                         f"{self.options.min_quality:.2f}: the difference map is unreliable")
+        return Prediction.from_mask(mask, score=peak / self.threshold, reasoning=reasoning)
+
+    def _difference(self, sample: Sample) -> _Difference:
+        reference = self._reference
+        try:
+            gray = to_gray(sample.image)
+        except ValueError:
+            raise DataError(f"expected an HxW or HxWx3 image, got shape {sample.image.shape}",
+                            sample.source or sample.id) from None
+        alignment = estimate_alignment(gray, reference, allow_scale=self.options.allow_scale,
+                                       min_quality=self.options.min_quality)
+        warped = warp_to_reference(gray, alignment, reference.shape)
+        valid = overlap_mask(alignment, gray.shape, reference.shape)
+        if not valid.any():
+            return _Difference(np.zeros(reference.shape, np.float32), valid, alignment)
+        diff = np.abs(_robust_normalise(warped, valid) - _robust_normalise(reference, valid))
+        smoothed = ndimage.gaussian_filter(diff * valid, self.options.blur_sigma) if self.options.blur_sigma else diff
+        return _Difference((smoothed * valid).astype(np.float32), valid, alignment)
+
+
+def _robust_normalise(gray: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """(x - median) / IQR over the valid pixels: a brightness or contrast drift is not a defect."""
+    q25, q50, q75 = np.quantile(gray[valid], [0.25, 0.5, 0.75])
+    spread = q75 - q25
+    return (gray - q50) / (spread if spread > 1e-6 else 1.0)
+
+
+def _largest_blob(mask: np.ndarray) -> int:
+    labels, n = ndimage.label(mask)
+    return int(np.bincount(labels.ravel())[1:].max()) if n else 0
+
+
+def _drop_small_blobs(mask: np.ndarray, min_area: int) -> np.ndarray:
+    labels, n = ndimage.label(mask)
+    if not n:
+        return mask
+    areas = np.bincount(labels.ravel())
+    keep = areas >= min_area
+    keep[0] = False
+    return keep[labels]
