@@ -49,7 +49,7 @@ def read_labels(folder: Path, masks: bool, dataset: str) -> list[Row]:
     with path.open(newline="", encoding="utf-8-sig") as f:  # -sig: spreadsheets often write a BOM
         reader = csv.DictReader(f, skipinitialspace=True)
         columns = [c.strip() for c in reader.fieldnames or []]
-        required = ["image", "label", "split"] + (["mask"] if masks else [])
+        required = [c for c in ("image", "label", "mask", "split") if masks or c != "mask"]
         missing = [c for c in required if c not in columns]
         if missing:
             raise DataError(f"missing column(s) {', '.join(missing)} (expected image,label,mask,split)", f"{path}:1")
