@@ -54,7 +54,7 @@ def caption_for(prompts: str | Sequence[str]) -> str:
 
 
 def load_bert_tokenizer(folder: Path, expected_vocab: int = BERT_UNCASED_VOCAB_SIZE):
-    """BERT WordPiece tokenizer from a folder holding vocab.txt (+ tokenizer_config.json).
+    """BERT WordPiece tokenizer from a folder holding vocab.txt or tokenizer.json (+ tokenizer_config.json).
 
     transformers 5 can hand back a silently empty tokenizer (5 special tokens) instead of failing,
     so the vocabulary size is checked and a mismatch raised naming the folder.
@@ -63,8 +63,9 @@ def load_bert_tokenizer(folder: Path, expected_vocab: int = BERT_UNCASED_VOCAB_S
     from transformers import BertTokenizer
 
     folder = Path(folder)
-    if not (folder / "vocab.txt").is_file():
-        raise MissingWeights("vocab.txt (BERT uncased WordPiece vocabulary) not found", folder)
+    if not any((folder / name).is_file() for name in ("vocab.txt", "tokenizer.json")):
+        raise MissingWeights("neither vocab.txt nor tokenizer.json (BERT uncased WordPiece vocabulary) found",
+                             folder)
     tokenizer = BertTokenizer.from_pretrained(str(folder), local_files_only=True)
     if len(tokenizer) != expected_vocab:
         raise DataError(f"tokenizer has {len(tokenizer)} entries, expected {expected_vocab} "

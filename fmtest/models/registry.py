@@ -89,7 +89,7 @@ WEIGHTS: dict[str, WeightSpec] = {
                         "(IDEA-Research/grounding-dino-tiny; includes the BERT text encoder and vocabulary)",
             main_file="model.safetensors",
             files=("config.json", "model.safetensors", "preprocessor_config.json", "tokenizer_config.json",
-                   "special_tokens_map.json", "vocab.txt"),
+                   "special_tokens_map.json", "tokenizer.json", "vocab.txt"),
         ),
         WeightSpec(
             key="clip_vit_b16_openai", filename="ViT-B-16.pt", size=None,
