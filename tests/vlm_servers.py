@@ -91,7 +91,7 @@ class FakeServer(ABC):
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
 
     @property
     def base_url(self) -> str:
@@ -147,8 +147,9 @@ class FakeServer(ABC):
     def parse(self, handler: BaseHTTPRequestHandler, raw: dict) -> Received | None:
         """The request as received, or None when the path is not this API's."""
 
+    @staticmethod
     @abstractmethod
-    def answer(self, text: str | None, **kw) -> Reply:
+    def answer(text: str | None, **kw) -> Reply:
         """A successful reply carrying `text` as the model's answer."""
 
 
@@ -171,7 +172,8 @@ class GeminiServer(FakeServer):
                     parts.append(("image", decode_image(part["inline_data"]["data"])))
         return Received(path, key, body, parts)
 
-    def answer(self, text: str | None, *, finish: str = "STOP", prompt_tokens: int = 1000,
+    @staticmethod
+    def answer(text: str | None, *, finish: str = "STOP", prompt_tokens: int = 1000,
                output_tokens: int = 50, thoughts_tokens: int = 0) -> Reply:
         candidate = {"content": {"role": "model", "parts": [] if text is None else [{"text": text}]},
                      "finishReason": finish}
@@ -208,7 +210,8 @@ class OpenAIServer(FakeServer):
                     parts.append(("image", decode_image(url.split("base64,", 1)[1])))
         return Received(handler.path, key, raw, parts)
 
-    def answer(self, text: str | None, *, finish: str = "stop", refusal: str | None = None,
+    @staticmethod
+    def answer(text: str | None, *, finish: str = "stop", refusal: str | None = None,
                prompt_tokens: int = 800, output_tokens: int = 40) -> Reply:
         message = {"role": "assistant", "content": text, "refusal": refusal}
         return Reply(200, {"id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": "fake",

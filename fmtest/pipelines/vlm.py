@@ -158,8 +158,9 @@ def load_prompt_file(path: Path) -> str:
     try:
         raw = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise Unavailable("prompt file not found; write the dataset's refined prompt there "
-                          "(see suites/prompts/README.md) or set prompt_file", path) from None
+        raise Unavailable("prompt file not found; users supply their own refined prompt (the object's structure "
+                          "and how its defects look; the study's IndustrialSAT prompt is not public): write it "
+                          "there or set prompt_file, see suites/prompts/README.md", path) from None
     text = "\n".join(line for line in raw.splitlines() if not line.lstrip().startswith("#")).strip()
     if not text:
         raise ConfigError("prompt file has no prompt text (only comments or blank lines)", path)
@@ -234,29 +235,38 @@ class UnusableAnswer(ValueError):
 
 
 def parse_answer(text: str) -> tuple[Label, str]:
-    """(label, reasoning) from the model's text: a JSON object, bare, fenced or inside prose."""
-    answer = _first_json_object(text)
-    if answer is None:
+    """(label, reasoning) from the model's text: a JSON object, bare, fenced or inside prose.
+
+    Several objects with a label are fine when they agree; disagreeing ones are no answer.
+    """
+    objects = _json_objects(text)
+    if not objects:
         raise UnusableAnswer(f"no JSON object in the answer: {_excerpt(text)}")
-    label = answer.get("label")
-    if not isinstance(label, str) or label.strip().upper() not in LABELS:
-        raise UnusableAnswer(f"unknown label {label!r} (expected OK or NOK): {_excerpt(text)}")
-    reasoning = answer.get("reasoning", "")
+    answers = [o for o in objects if "label" in o] or objects[:1]
+    labels = [a.get("label") for a in answers]
+    for label in labels:
+        if not isinstance(label, str) or label.strip().upper() not in LABELS:
+            raise UnusableAnswer(f"unknown label {label!r} (expected OK or NOK): {_excerpt(text)}")
+    if len({label.strip().upper() for label in labels}) > 1:
+        raise UnusableAnswer(f"conflicting labels {labels}: {_excerpt(text)}")
+    reasoning = answers[0].get("reasoning", "")
     if not isinstance(reasoning, str):
         raise UnusableAnswer(f"reasoning is not a string: {_excerpt(text)}")
-    return label.strip().upper(), reasoning.strip()
+    return labels[0].strip().upper(), reasoning.strip()
 
 
-def _first_json_object(text: str) -> dict | None:
-    decoder = json.JSONDecoder()
-    for start in [m.start() for m in re.finditer(r"\{", text)]:
+def _json_objects(text: str) -> list[dict]:
+    """Every JSON object in `text` that is not inside another one, in order."""
+    decoder, found, position = json.JSONDecoder(), [], 0
+    while (start := text.find("{", position)) >= 0:
         try:
-            value, _ = decoder.raw_decode(text, start)
+            value, end = decoder.raw_decode(text, start)
         except json.JSONDecodeError:
+            position = start + 1
             continue
-        if isinstance(value, dict):
-            return value
-    return None
+        found.append(value)
+        position = end
+    return found
 
 
 def _excerpt(text: str | None, limit: int = 200) -> str:
