@@ -15,14 +15,16 @@ from fmtest.report.results import CaseResult, RunResults, write_json
 VERMILLION = np.array([213, 94, 0])
 
 
-def run(created, iou, far=0.05, speed=10.0, commit="c0ffee"):
+def run(created, iou, far=0.05, speed=10.0, commit="c0ffee", flips=0.05):
     seg = CaseResult("padim-satsim", "padim", "satsim", "segmentation", "passed" if iou >= 0.5 else "failed",
                      metrics={"iou": iou, "iou_ci_low": iou - 0.05, "iou_ci_high": iou + 0.05, "n_images": 40,
                               "images_per_second": speed},
                      thresholds={"iou": 0.5})
     cls = CaseResult("gemini_basic-mvtec", "gemini_basic", "mvtec", "classification",
                      metrics={"f2": 0.9, "false_alarm_rate": far}, thresholds={"f2": 0.8})
-    return RunResults(cases=[seg, cls], created=created, git_commit=commit)
+    robust = CaseResult("padim-satsim-blur", "padim", "satsim", "robustness",
+                        metrics={"flip_rate": flips, "custom_risk": flips}, thresholds={"max_custom_risk": 0.5})
+    return RunResults(cases=[seg, cls, robust], created=created, git_commit=commit)
 
 
 @pytest.fixture
@@ -32,7 +34,7 @@ def runs_dir(tmp_path):
     write_json(run("2026-11-20T10:00:00Z", 0.60, speed=10.0), d / "c.json")
     write_json(run("2026-11-21T10:00:00Z", 0.58, speed=2.0), d / "a.json")  # drop of exactly 0.02: not flagged
     write_json(run("2026-11-22T10:00:00Z", 0.49, far=0.10, commit="badbad1234"), d / "nested" / "b.json")
-    write_json(run("2026-11-23T10:00:00Z", 0.52), d / "0.json")
+    write_json(run("2026-11-23T10:00:00Z", 0.52, flips=0.15), d / "0.json")
     (d / "broken.json").write_text("{not json")
     (d / "old.json").write_text(json.dumps({"cases": [], "fmtest_version": "0.0.1"}))
     (d / "list.json").write_text("[1, 2]")
@@ -55,7 +57,9 @@ def test_regressions_are_drops_beyond_tolerance(runs_dir):
     assert [(r.metric, r.run_index, round(r.delta, 3)) for r in seg] == [("iou", 2, -0.09)]  # not the 0.02 drop
     cls = history.regressions["gemini_basic-mvtec"]  # a rising false-alarm rate is a regression
     assert [(r.metric, r.run_index) for r in cls] == [("false_alarm_rate", 2)]
-    assert load_history(runs_dir, tolerance=0.1).regressions == {"padim-satsim": [], "gemini_basic-mvtec": []}
+    robust = history.regressions["padim-satsim-blur"]  # rising flip rate, and a metric under a `max_` gate
+    assert [(r.metric, r.run_index) for r in robust] == [("flip_rate", 3), ("custom_risk", 3)]
+    assert not any(load_history(runs_dir, tolerance=0.1).regressions.values())
 
 
 def regression_pixels(png: bytes) -> int:
@@ -76,10 +80,10 @@ def test_write_history_page(runs_dir, tmp_path):
     page = out.read_text(encoding="utf-8")
     assert "<section id='padim-satsim'>" in page and "<section id='gemini_basic-mvtec'>" in page
     images = re.findall(r"<img src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
-    assert len(images) == 2
+    assert len(images) == 3
     assert Image.open(io.BytesIO(base64.b64decode(images[0]))).size[0] > 100
     assert "iou: 0.580 &rarr; 0.490 (-0.090)" in page and "badbad1234" in page
-    assert "broken.json" in page and "4 runs, 2 cases" in page
+    assert "broken.json" in page and "4 runs, 3 cases" in page
     assert "http" not in page  # self-contained
 
 
@@ -90,7 +94,7 @@ def test_cli(runs_dir, tmp_path, capsys):
     args = parser.parse_args(["history", str(runs_dir), "--out", str(out), "--tolerance", "0.1", "--no-progress"])
     assert args.func(args) == 0
     captured = capsys.readouterr()
-    assert "4 runs, 2 cases, 0 regression(s)" in captured.out
+    assert "4 runs, 3 cases, 0 regression(s)" in captured.out
     assert "broken.json" in captured.err and "alien.json" in captured.err
     assert out.exists()
 

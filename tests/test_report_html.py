@@ -43,13 +43,20 @@ def run():
                      thresholds={"f2": 0.8},
                      images=[ImageResult("m/1", "s", "NOK", "NOK", reasoning=EVIL),
                              ImageResult("m/2", "s", "OK", "NOK", error="unparseable answer")],
-                     extra={"risk": {"slip_rate": {"value": 0.03, "ci_low": 0.01, "ci_high": 0.08},
+                     extra={"risk": {"slip_rate": 0.03, "slip_rate_ci_low": 0.01, "slip_rate_ci_high": 0.08,
                                      "false_alarm_rate": [0.01, 0.05], "defectives_needed_for_1pct": 299,
-                                     "auroc": 0.97},
+                                     "target_slip_rate": 0.01, "recall_at_false_alarm": {"value": 0.7, "ci_low": 0.5,
+                                                                                         "ci_high": 0.85},
+                                     "auroc_threshold_free_not_a_factory_figure": 0.97},
                             "usage": {"input_tokens": 1200, "cost_usd": 0.5}, "invalid_answers": 1})
     skip = CaseResult("sam_clip-satsim", "sam_clip", "satsim", "segmentation", "skipped",
                       f"weights missing {EVIL}")
-    return RunResults(cases=[seg, cls, skip], created="2026-11-22T18:00:00Z", git_commit="deadbeef",
+    robust = CaseResult("padim-satsim-blur", "padim", "satsim", "robustness", "passed",
+                        metrics={"flip_rate": 0.05, "delta_iou": -0.01}, thresholds={"max_flip_rate": 0.1,
+                                                                                     "max_metric_drop": 0.05},
+                        extra={"robustness": [{"perturbation": "blur", "level": 2, "flip_rate": 0.05,
+                                               "outcome": "passed"}]})
+    return RunResults(cases=[seg, cls, skip, robust], created="2026-11-22T18:00:00Z", git_commit="deadbeef",
                       environment={"python": "3.11.7", "torch": "2.14.1"}, config={"thresholds": {"iou": 0.6}})
 
 
@@ -62,8 +69,10 @@ def case_payloads(document):
 
 def test_matrix_has_a_cell_per_case_coloured_by_outcome(run):
     document = render_html(run)
-    for case in run.cases:
+    for case in run.cases[:3]:
         assert f"<td class='cell o-{case.outcome}' data-case='{case.id}'>" in document
+    # the robustness case shares padim-satsim's cell as a linked badge; the cell shows the worse outcome
+    assert "<a class='sub o-passed' href='#padim-satsim-blur'" in document and "</span> blur</a>" in document
     assert "iou 0.410" in document and "[0.350, 0.470]" in document and "threshold 0.60" in document
     assert "n=3 (2 NOK)" in document
     assert document.count("class='cell empty'") == 3  # pairs that were not run (2 pipelines x 3 datasets - 3)
@@ -81,7 +90,7 @@ def test_model_text_is_escaped_everywhere(run):
     assert "<script>alert" not in document and "<img src=x" not in document
     assert document.count("<script") == len(run.cases) + 1  # the data blocks and the page's own script
     payloads = case_payloads(document)
-    assert len(payloads) == 3
+    assert len(payloads) == 4
     detail = payloads["padim-satsim"]["detail_html"]
     assert "<script>" not in detail and htmllib.escape(EVIL) in detail
     assert "bad: thumbnail unreadable" in detail  # an invalid base64 payload is not put in an attribute
@@ -99,9 +108,19 @@ def test_details_carry_metrics_extras_and_thumbnails(run):
     assert re.search(r"<img src='data:image/png;base64,[A-Za-z0-9+/=]+' alt='test/void/003 iou 0.40'>", seg)
     cls = payloads["gemini_basic-mvtec"]["detail_html"]
     assert "Risk at the operating point" in cls
-    assert "0.030 [0.010, 0.080]" in cls and "[0.010, 0.050]" in cls
+    assert "0.030 [0.010, 0.080]" in cls and "[0.010, 0.050]" in cls and "0.700 [0.500, 0.850]" in cls
+    assert "slip rate ci low" not in cls  # folded into the slip rate row
     assert "threshold-free, not a factory figure" in cls
+    target_row = re.search(r"<tr><th scope='row'>target slip rate</th>.*?</tr>", cls).group(0)
+    assert "share of defective" not in target_row  # a setting, not a measured rate
     assert "input tokens" in cls and "1 model answer(s) could not be parsed" in cls
+
+
+def test_max_thresholds_bound_their_metric(run):
+    robust = case_payloads(render_html(run))["padim-satsim-blur"]["detail_html"]
+    assert re.search(r"flip_rate</th><td class='num'>0.050</td><td class='num'></td><td class='num'>&le; 0.10</td>"
+                     r"<td><span class='badge o-passed'>meets", robust)
+    assert re.search(r"max_metric_drop</th>.*?0.050</td><td class='note'>setting", robust)
 
 
 def test_image_rows_are_data_not_dom(run):

@@ -88,6 +88,15 @@ def test_regression_flag_shown():
     assert "REGRESSED iou -0.080" in text and "REGRESSED f2" not in text
 
 
+def test_robustness_case_reads_max_thresholds_as_upper_bounds():
+    case = CaseResult("padim-satsim-blur", "padim", "satsim", "robustness", "failed",
+                      metrics={"flip_rate": 0.2, "delta_iou": -0.01, "slip_rate": 0.3},
+                      thresholds={"max_flip_rate": 0.1, "max_metric_drop": 0.05, "max_slip_rate": 0.5})
+    row = row_of(render_scoreboard(RunResults(cases=[case])), "padim-satsim-blur")
+    assert "rob" in row and "flip_rate 0.200" in row and "<=0.10" in row
+    assert "max_metric_drop 0.050" in row and "slip_rate 0.300<=0.50" in row
+
+
 def test_only_skipped_cases():
     text = render_scoreboard(RunResults(cases=[skipped("sam_clip-satsim", "")]))
     assert "sam_clip-satsim: no reason given" in text

@@ -24,10 +24,10 @@ from tqdm import tqdm
 
 from fmtest.errors import ConfigError, DataError
 from fmtest.report.results import CaseResult, RunResults, read_json
-from fmtest.report.terminal import OUTCOME_WORD, fmt_number, main_metric
+from fmtest.report.terminal import OUTCOME_WORD, fmt_number, gate_for, main_metric
 
 DEFAULT_TOLERANCE = 0.02
-LOWER_IS_BETTER = frozenset({"slip_rate_upper", "false_alarm_rate"})
+LOWER_IS_BETTER = frozenset({"slip_rate", "slip_rate_upper", "false_alarm_rate", "flip_rate"})  # and any `max_` gated
 NOT_GATED = frozenset({"images_per_second"})  # plotted, but speed on shared runners is too noisy to flag
 NOT_PLOTTED = frozenset({"n_images", "n_defective"})
 _CI_SUFFIXES = ("_ci_low", "_ci_high")
@@ -132,16 +132,19 @@ def find_regressions(history: History, case_id: str) -> list[Regression]:
     """Runs where a metric got worse than the case's previous run by more than the history's tolerance."""
     found = []
     series = history.series(case_id)
+    latest = next(c for c in reversed(series) if c is not None)
     for metric in plotted_metrics(series):
         if metric in NOT_GATED:
             continue
+        gate = gate_for(latest, metric)
+        lower_is_better = metric in LOWER_IS_BETTER or (gate is not None and gate.upper)
         previous = None
         for index, case in enumerate(series):
             value = _value(case, metric)
             if value is None:
                 continue
             if previous is not None:
-                worse_by = (value - previous) if metric in LOWER_IS_BETTER else (previous - value)
+                worse_by = (value - previous) if lower_is_better else (previous - value)
                 if worse_by > history.tolerance + _FLOAT_SLACK:
                     found.append(Regression(case_id, metric, index, previous, value))
             previous = value
@@ -181,7 +184,7 @@ def plot_case(history: History, case_id: str) -> bytes:
         high = [_nan_if_none(_value(c, metric + "_ci_high")) for c in series]
         ax.fill_between(x, low, high, color=BAND_COLOUR, alpha=0.3, linewidth=0, label="95 % CI")
         ax.plot(x, values, color=LINE_COLOUR, marker="o", markersize=3, linewidth=1.2)
-        threshold = _latest_threshold(series, metric)
+        threshold = _latest_limit(series, metric)
         if threshold is not None:
             ax.axhline(threshold, color=THRESHOLD_COLOUR, linestyle="--", linewidth=1)
         marks = [r for r in history.regressions.get(case_id, []) if r.metric == metric]
@@ -198,10 +201,11 @@ def _nan_if_none(value: float | None) -> float:
     return math.nan if value is None else value
 
 
-def _latest_threshold(series: list[CaseResult | None], metric: str) -> float | None:
+def _latest_limit(series: list[CaseResult | None], metric: str) -> float | None:
     for case in reversed(series):
-        if case is not None and metric in case.thresholds:
-            return float(case.thresholds[metric])
+        gate = None if case is None else gate_for(case, metric)
+        if gate is not None:
+            return gate.limit
     return None
 
 
@@ -231,7 +235,7 @@ def render_history_html(history: History, *, progress: bool = True) -> str:
         f"<style>{_CSS}</style></head><body><h1>fmtest history</h1>"
         f"<p class='note'>{len(history.runs)} runs, {len(case_ids)} cases. A regression (&#9660;) is a drop from "
         f"the case's previous run larger than {esc(fmt_number(history.tolerance))} (a rise, for "
-        f"{esc(', '.join(sorted(LOWER_IS_BETTER)))}). Dashed line: threshold; band: 95 % interval.</p>"
+        f"{esc(', '.join(sorted(LOWER_IS_BETTER)))} and metrics with a maximum). Dashed line: threshold; band: 95 % interval.</p>"
         f"{problems}{_runs_table(history)}<h2>Cases</h2><ul class='toc'>{''.join(toc)}</ul>{''.join(sections)}"
         "</body></html>\n")
 

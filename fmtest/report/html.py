@@ -17,9 +17,11 @@ from importlib import resources
 from pathlib import Path
 
 from fmtest.report.results import CaseResult, ImageResult, RunResults
-from fmtest.report.terminal import OUTCOME_WORD, fmt_number, image_counts, main_metric, regressed_metrics
+from fmtest.report.terminal import (OUTCOME_WORD, fmt_number, gate_for, gates, image_counts, main_metric,
+                                    regressed_metrics)
 
 OUTCOME_ORDER = ("failed", "error", "passed", "skipped")  # case details: what needs attention first
+CELL_COLOUR_ORDER = ("error", "failed", "passed", "skipped")  # a cell with several cases shows the worst
 IMAGE_COLUMNS = ("id", "label", "predicted", "outcome", "score", "iou", "reasoning", "error")
 ALWAYS_SHOWN_COLUMNS = ("id", "label", "predicted", "outcome")
 IMAGE_OUTCOMES = (("correct", "correct"), ("miss", "all misses"), ("slip", "slip (defect passed as OK)"),
@@ -27,12 +29,14 @@ IMAGE_OUTCOMES = (("correct", "correct"), ("miss", "all misses"), ("slip", "slip
 EXTRA_TITLES = {"regression": "Regression against the baseline", "risk": "Risk at the operating point",
                 "robustness": "Robustness", "data_quality": "Data quality", "usage": "Usage and cost",
                 "invalid_answers": "Invalid answers"}
-RISK_NOTES = {  # matched as substrings of the key, first match wins: most specific first
+RISK_NOTES = {  # matched as key prefixes, first match wins: most specific first
     "auroc": "threshold-free, not a factory figure",
-    "recall_at": "recall at the stated false-alarm rate",
-    "defectives_needed": "defective images needed to bound the slip rate at that level",
-    "slip": "share of defective parts passed as OK",
-    "false_alarm": "share of good parts flagged NOK",
+    "recall_at": "recall at the stated false-alarm budget",
+    "defectives_needed": "defective images (with zero slips) needed to show the target slip rate",
+    "slip_rate_upper": "95 % upper bound on the slip rate",
+    "slip_rate": "share of defective parts passed as OK",
+    "false_alarm_rate_at": "false-alarm rate of that operating point",
+    "false_alarm_rate": "share of good parts flagged NOK",
 }
 MAX_EXTRA_ROWS = 500  # a data-quality list of thousands of findings is truncated with a note
 _BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
@@ -104,19 +108,36 @@ def _counts(cases: list[CaseResult]) -> str:
 def _matrix(cases: list[CaseResult]) -> str:
     pipelines = list(dict.fromkeys(c.pipeline for c in cases))
     datasets = list(dict.fromkeys(c.dataset for c in cases))
-    by_pair = {(c.pipeline, c.dataset): c for c in cases}
+    by_pair: dict[tuple[str, str], list[CaseResult]] = {}
+    for case in cases:  # robustness cases share their base case's pipeline and dataset
+        by_pair.setdefault((case.pipeline, case.dataset), []).append(case)
     head = "".join(f"<th scope='col'>{_esc(d)}</th>" for d in datasets)
     rows = []
     for pipeline in pipelines:
-        cells = "".join(_matrix_cell(by_pair.get((pipeline, d))) for d in datasets)
+        cells = "".join(_matrix_cell(by_pair.get((pipeline, d), []), f"{pipeline}-{d}") for d in datasets)
         rows.append(f"<tr><th scope='row' class='row-head'>{_esc(pipeline)}</th>{cells}</tr>")
     return (f"<div class='matrix-wrap'><table class='matrix' id='fm-matrix'><thead><tr><th class='row-head'>"
             f"pipeline</th>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>")
 
 
-def _matrix_cell(case: CaseResult | None) -> str:
-    if case is None:
+def _matrix_cell(cases: list[CaseResult], base_id: str) -> str:
+    """The base case in full; other cases of the same pair (robustness) as one linked badge each."""
+    if not cases:
         return "<td class='cell empty' title='not run'>&ndash;</td>"
+    main = next((c for c in cases if c.id == base_id), cases[0])
+    worst = min((c.outcome for c in cases), key=lambda o: CELL_COLOUR_ORDER.index(o)
+                if o in CELL_COLOUR_ORDER else len(CELL_COLOUR_ORDER))
+    links = [_cell_link(main)]
+    for other in (c for c in cases if c is not main):
+        label = other.id.removeprefix(base_id + "-") or other.id
+        links.append(f"<a class='sub o-{_esc(other.outcome, quote=True)}' href='#{_esc(other.id, quote=True)}' "
+                     f"title='{_esc(other.message or other.id, quote=True)}'><span class='badge'>"
+                     f"{_esc(OUTCOME_WORD.get(other.outcome, other.outcome.upper()))}</span> {_esc(label)}</a>")
+    return (f"<td class='cell o-{_esc(worst, quote=True)}' data-case='{_esc(main.id, quote=True)}'>"
+            f"{''.join(links)}</td>")
+
+
+def _cell_link(case: CaseResult) -> str:
     lines = [f"<span class='badge'>{_esc(OUTCOME_WORD.get(case.outcome, case.outcome.upper()))}</span>"]
     name = main_metric(case)
     if case.outcome == "skipped" or (case.outcome == "error" and not case.metrics):
@@ -126,8 +147,9 @@ def _matrix_cell(case: CaseResult | None) -> str:
         interval = _interval(case, name)
         if interval:
             lines.append(f"<span class='ci'>{interval}</span>")
-        if name in case.thresholds:
-            lines.append(f"<span class='thr'>threshold {fmt_number(case.thresholds[name], 2)}</span>")
+        gate = gate_for(case, name)
+        if gate:
+            lines.append(f"<span class='thr'>{'max' if gate.upper else 'threshold'} {fmt_number(gate.limit, 2)}</span>")
         n_images, n_defective = image_counts(case)
         if n_images is not None:
             lines.append(f"<span class='n'>n={n_images}" + (f" ({n_defective} NOK)" if n_defective is not None else "")
@@ -135,8 +157,7 @@ def _matrix_cell(case: CaseResult | None) -> str:
     if regressed_metrics(case):
         lines.append(f"<span class='regressed'>&#9660; regressed: {_esc(', '.join(regressed_metrics(case)))}</span>")
     title = _esc(case.message or "", quote=True)
-    return (f"<td class='cell o-{_esc(case.outcome)}' data-case='{_esc(case.id, quote=True)}'>"
-            f"<a href='#{_esc(case.id, quote=True)}' title='{title}'>{''.join(lines)}</a></td>")
+    return f"<a href='#{_esc(case.id, quote=True)}' title='{title}'>{''.join(lines)}</a>"
 
 
 def _interval(case: CaseResult, name: str) -> str:
@@ -155,8 +176,9 @@ def _case_details(index: int, case: CaseResult, history_link: str | None) -> str
     headline = ""
     if name is not None and name in case.metrics:
         headline = f"{_esc(name)} {fmt_number(case.metrics[name])} {_interval(case, name)}"
-        if name in case.thresholds:
-            headline += f" / threshold {fmt_number(case.thresholds[name], 2)}"
+        gate = gate_for(case, name)
+        if gate:
+            headline += f" / {'max' if gate.upper else 'threshold'} {fmt_number(gate.limit, 2)}"
     history = f" <a href='{_esc(history_link, quote=True)}'>history</a>" if history_link else ""
     payload = {"detail_html": _detail_html(case, history_link), **_image_rows(case.images)}
     outcome = _esc(case.outcome, quote=True)
@@ -197,19 +219,24 @@ def _detail_html(case: CaseResult, history_link: str | None) -> str:
 
 
 def _metrics_table(case: CaseResult) -> str:
-    """One row per metric: value, its interval, its threshold and whether it meets it."""
-    names = [n for n in dict.fromkeys([*case.thresholds, *case.metrics])
+    """One row per metric: value, its interval, its threshold and whether it meets it; then bare settings."""
+    case_gates = gates(case)
+    names = [n for n in dict.fromkeys([*(g.metric for g in case_gates if g.metric), *case.metrics])
              if not n.endswith(("_ci_low", "_ci_high"))]
     rows = []
     for name in names:
-        value, threshold = case.metrics.get(name), case.thresholds.get(name)
-        gate = ""
-        if threshold is not None:
-            ok = isinstance(value, int | float) and value >= threshold
-            gate = (f"<span class='badge o-{'passed' if ok else 'failed'}'>{'meets' if ok else 'below'}</span>")
+        value, gate = case.metrics.get(name), gate_for(case, name)
+        limit = verdict = ""
+        if gate:
+            limit = f"{'&le;' if gate.upper else '&ge;'} {fmt_number(gate.limit, 2)}"
+            miss = "above" if gate.upper else "below"
+            verdict = (f"<span class='badge o-{'passed' if gate.met(value) else 'failed'}'>"
+                       f"{'meets' if gate.met(value) else miss}</span>")
         rows.append(f"<tr><th scope='row'>{_esc(name)}</th><td class='num'>{_esc(fmt_number(value))}</td>"
-                    f"<td class='num'>{_interval(case, name)}</td>"
-                    f"<td class='num'>{'' if threshold is None else fmt_number(threshold, 2)}</td><td>{gate}</td></tr>")
+                    f"<td class='num'>{_interval(case, name)}</td><td class='num'>{limit}</td><td>{verdict}</td></tr>")
+    for gate in (g for g in case_gates if g.metric is None):
+        rows.append(f"<tr><th scope='row'>{_esc(gate.name)}</th><td></td><td></td>"
+                    f"<td class='num'>{fmt_number(gate.limit)}</td><td class='note'>setting</td></tr>")
     return ("<table class='metrics'><thead><tr><th>metric</th><th class='num'>value</th><th class='num'>95 % CI</th>"
             f"<th class='num'>threshold</th><th></th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
 
@@ -268,9 +295,16 @@ def _record_cell(column: str, value: object) -> str:
 
 
 def _mapping_table(mapping: dict, *, notes: bool = False) -> str:
+    """Key/value rows; `x_ci_low`/`x_ci_high` keys are folded into x's row as its interval."""
     rows = []
     for key, value in mapping.items():
-        note = next((text for fragment, text in RISK_NOTES.items() if fragment in str(key)), "") if notes else ""
+        key = str(key)
+        bounds = (mapping.get(f"{key}_ci_low"), mapping.get(f"{key}_ci_high"))
+        if key.endswith(("_ci_low", "_ci_high")) and key.rsplit("_ci_", 1)[0] in mapping:
+            continue
+        if all(isinstance(b, int | float) for b in bounds):
+            value = {"value": value, "ci_low": bounds[0], "ci_high": bounds[1]}
+        note = next((text for prefix, text in RISK_NOTES.items() if key.startswith(prefix)), "") if notes else ""
         if isinstance(value, dict) and isinstance(value.get("note") or value.get("label"), str):
             note = value.get("note") or value.get("label")
         rows.append(f"<tr><th scope='row'>{_esc(str(key).replace('_', ' '))}</th>"

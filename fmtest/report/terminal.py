@@ -1,8 +1,8 @@
 """Plain-text scoreboard printed at the end of a pytest run: one row per case, 80-120 columns.
 
 Pure ASCII, so it survives any CI log viewer. The helpers that decide what a case's headline
-number is (`main_metric`, `image_counts`) are shared with the HTML report and history plots so
-that all three show the same figure.
+number is and how its thresholds read (`main_metric`, `gates`, `image_counts`) are shared with the
+HTML report and history plots so that all three show the same figures.
 """
 
 from __future__ import annotations
@@ -10,24 +10,62 @@ from __future__ import annotations
 import math
 import textwrap
 from collections import Counter
+from dataclasses import dataclass
 
 from fmtest.report.results import CaseResult, RunResults
 
-MAIN_METRIC = {"segmentation": "iou", "classification": "f2"}
+MAIN_METRIC = {"segmentation": "iou", "classification": "f2", "robustness": "flip_rate"}
 OUTCOME_WORD = {"passed": "PASS", "failed": "FAIL", "skipped": "SKIP", "error": "ERROR"}
-TASK_ABBREV = {"segmentation": "seg", "classification": "cls"}
+TASK_ABBREV = {"segmentation": "seg", "classification": "cls", "robustness": "rob"}
 COUNT_ORDER = ("failed", "passed", "error", "skipped")
 _SEP = "  "
 _MIN_OTHER_WIDTH = 20  # other gates get at least this much room when inline...
 _MIN_CASE_WIDTH = 24  # ...unless case ids would be cut shorter than this: then they go on a line of their own
 
 
+@dataclass(frozen=True)
+class Gate:
+    """One threshold of a case. `<name>` is a minimum for metric `<name>`; `max_<name>` a maximum for
+    metric `<name>` when that metric is recorded, else a setting shown without a verdict."""
+
+    name: str
+    metric: str | None
+    limit: float
+    upper: bool
+
+    @property
+    def relation(self) -> str:
+        return "<=" if self.upper else ">="
+
+    def met(self, value: object) -> bool:
+        """NaN or missing never meets a gate: an undefined metric cannot pass."""
+        if not isinstance(value, int | float) or isinstance(value, bool) or math.isnan(value):
+            return False
+        return value <= self.limit if self.upper else value >= self.limit
+
+
+def gates(case: CaseResult) -> list[Gate]:
+    out = []
+    for name, limit in case.thresholds.items():
+        if name.startswith("max_") and name not in case.metrics:
+            bounded = name.removeprefix("max_")
+            out.append(Gate(name, bounded if bounded in case.metrics else None, float(limit), upper=True))
+        else:
+            out.append(Gate(name, name, float(limit), upper=False))
+    return out
+
+
+def gate_for(case: CaseResult, metric: str | None) -> Gate | None:
+    return next((g for g in gates(case) if metric is not None and g.metric == metric), None)
+
+
 def main_metric(case: CaseResult) -> str | None:
-    """The headline metric: IoU for segmentation, F2 for classification, else the first thresholded one."""
+    """The headline metric: IoU for segmentation, F2 for classification, flip rate for robustness,
+    else the first gated one."""
     preferred = MAIN_METRIC.get(case.task)
-    if preferred and (preferred in case.metrics or preferred in case.thresholds):
+    if preferred and (preferred in case.metrics or gate_for(case, preferred)):
         return preferred
-    return next(iter(case.thresholds), preferred)
+    return next((g.metric for g in gates(case) if g.metric), preferred)
 
 
 def image_counts(case: CaseResult) -> tuple[int | None, int | None]:
@@ -121,7 +159,8 @@ def _row_cells(case: CaseResult) -> dict[str, str]:
         main = f"{name} {fmt_number(value)}"
         if lo is not None and hi is not None:
             main += f" [{fmt_number(lo)},{fmt_number(hi)}]"
-        thr = fmt_number(case.thresholds[name], 2) if name in case.thresholds else "-"
+        gate = gate_for(case, name)
+        thr = f"{gate.relation}{fmt_number(gate.limit, 2)}" if gate else "-"
     n_images, n_defective = image_counts(case)
     images = "-" if n_images is None else f"{n_images}/{'?' if n_defective is None else n_defective}"
     return {"case": case.id, "task": TASK_ABBREV.get(case.task, case.task[:3]), "main": main, "thr": thr,
@@ -130,17 +169,15 @@ def _row_cells(case: CaseResult) -> dict[str, str]:
 
 
 def _other_gates(case: CaseResult, main: str | None) -> str:
-    """Thresholded metrics besides the main one (`<` marks a miss), regressions, and an error's reason."""
+    """Gates besides the main metric's (`<`/`>` marks a miss), regressions, and an error's reason."""
     parts = []
-    for name, threshold in case.thresholds.items():
-        if name == main:
-            continue
-        value = case.metrics.get(name)
-        if value is None:
-            parts.append(f"{name} n/a (>={fmt_number(threshold, 2)})")
-        else:
-            relation = ">=" if value >= threshold else "<"
-            parts.append(f"{name} {fmt_number(value)}{relation}{fmt_number(threshold, 2)}")
+    for gate in gates(case):
+        if gate.metric is None:
+            parts.append(f"{gate.name} {fmt_number(gate.limit)}")
+        elif gate.metric != main:
+            value = case.metrics.get(gate.metric)
+            shown = gate.relation if gate.met(value) else ("<" if not gate.upper else ">")
+            parts.append(f"{gate.metric} {fmt_number(value)}{shown}{fmt_number(gate.limit, 2)}")
     for name, delta in regressed_metrics(case).items():
         parts.append(f"REGRESSED {name} {'' if delta is None else f'{delta:+.3f}'}".rstrip())
     if case.outcome == "error" and case.message:
