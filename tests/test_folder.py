@@ -71,7 +71,8 @@ def test_folder_dataset_by_path_or_root(tmp_path, folder):
 
 def test_labels_only(folder):
     rewrite(folder, "masks/void_000_mask.png", "")
-    with raises_at(folder / "labels.csv", 10, "NOK image images/void_000.png has no mask; add one or set masks = false"):
+    message = "NOK image images/void_000.png has no mask; add one or set masks = false"
+    with raises_at(folder / "labels.csv", 10, message):
         open_dataset("industrialsat", folder.parent, {})
     ds = open_dataset("industrialsat", folder.parent, {"masks": False})
     assert ds.has_masks is False

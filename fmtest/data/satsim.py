@@ -143,7 +143,8 @@ def _die_bond_point(die, side: int, along: float, inset: float) -> tuple[float, 
     """(y, x) of a bond pad on the die, `inset` in from the die edge facing `side`."""
     y0, x0, y1, x1 = die
     cy, cx = (y0 + y1) / 2, (x0 + x1) / 2
-    return [(y0 + inset, cx + along), (cy + along, x1 - inset), (y1 - inset, cx + along), (cy + along, x0 + inset)][side]
+    points = [(y0 + inset, cx + along), (cy + along, x1 - inset), (y1 - inset, cx + along), (cy + along, x0 + inset)]
+    return points[side]
 
 
 def _side_point(side: int, c: float, along: float, dist: float) -> tuple[float, float]:
