@@ -100,7 +100,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc):
     task = marker.args[0]
     cases = plan_cases(run.settings, task)
     extra = marker.kwargs.get("expand")
-    if extra:  # e.g. robustness: one test per (case, perturbation)
+    if extra and not (_named_on_command_line(metafunc) or run.settings.config.robustness.get("run_by_default")):
+        params, ids = [], []  # robustness multiplies the run's cost: it runs when its file is asked for
+    elif extra:  # one test per (case, perturbation)
         params = [(c, x) for c in cases for x in extra(run.settings)]
         ids = [f"{c.id}-{x}" for c, x in params]
     else:
@@ -114,6 +116,17 @@ def pytest_collection_modifyitems(config, items):
     if unplanned:
         config.hook.pytest_deselected(items=unplanned)
         items[:] = [i for i in items if i not in unplanned]
+
+
+def _named_on_command_line(metafunc) -> bool:
+    """True when the test file itself (not just its folder) was named on the command line."""
+    module = Path(str(metafunc.definition.path)).resolve()
+    root = Path(metafunc.config.invocation_params.dir)
+    for arg in metafunc.config.args:
+        target = (root / arg.split("::")[0]).resolve()
+        if target == module:
+            return True
+    return False
 
 
 @pytest.fixture
@@ -138,7 +151,10 @@ def fm_case(request, fm_run: FmRun):
             raise
         pytest.skip(str(e))
     with _progress_visible(request.config, fm_run):
-        result = fm_run.evaluator.evaluate(case)
+        if isinstance(param, tuple):  # (case, perturbation): the robustness suite
+            result = fm_run.evaluator.invariance(case, param[1])
+        else:
+            result = fm_run.evaluator.evaluate(case)
     node.stash[_RESULT_KEY] = result
     _record(node, result)
     return result
@@ -239,6 +255,14 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 
     terminalreporter.section("fmtest scoreboard")
     terminalreporter.write_line(render_scoreboard(results, width=terminalreporter._tw.fullwidth))
+    baseline = run.evaluator.baseline
+    if baseline is not None:
+        from fmtest.report.baseline import compare_to_baseline, format_summary
+
+        cfg = run.settings.config
+        comparisons = compare_to_baseline(results, baseline, cfg.baseline_tolerance,
+                                          n_resamples=cfg.bootstrap_resamples, seed=cfg.seed)
+        terminalreporter.write_line(format_summary(comparisons))
     for label, path in (("JSON results", run.settings.results), ("HTML scoreboard", run.settings.report)):
         if path:
             terminalreporter.write_line(f"{label}: {path}")

@@ -3,18 +3,23 @@ per-process objects that must exist once (datasets, fitted pipelines, cache, res
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
+from fmtest import metrics
 from fmtest.config import SuiteConfig, load_config
-from fmtest.data import DATASETS, Dataset, dataset_class, open_dataset
+from fmtest.data import DATASETS, Dataset, SampleRef, SampleSet, dataset_class, open_dataset
 from fmtest.errors import ConfigError, Unavailable
 from fmtest.evaluate import Case, evaluate_case, predict_all, risk_summary
 from fmtest.pipelines import PIPELINES, TASKS, Pipeline, PipelineContext, pipeline_class
-from fmtest.report.results import CaseResult
+from fmtest.report.baseline import compare_to_baseline, format_regression, load_baseline
+from fmtest.report.results import CaseResult, RunResults
 
 TASK_ORDER = {"segmentation": 0, "classification": 1, "robustness": 2}
 
@@ -131,7 +136,21 @@ def plan_cases(settings: Settings, task: str) -> list[Case]:
                 cases.append(Case(p, d, "segmentation"))
             elif task == "classification" and (pipeline_task == "classification" or not has_masks):
                 cases.append(Case(p, d, "classification"))
+            elif task == "any":  # the robustness suite: every pipeline on every dataset, scored as it can be
+                cases.append(Case(p, d, "segmentation" if pipeline_task == "segmentation" and has_masks
+                                  else "classification"))
     return cases
+
+
+def robustness_perturbations(settings: Settings) -> list[str]:
+    """Perturbations the robustness suite runs: `[robustness] perturbations`, default all."""
+    from fmtest.robustness import PERTURBATIONS
+
+    names = settings.config.robustness.get("perturbations") or list(PERTURBATIONS)
+    unknown = [n for n in names if n not in PERTURBATIONS]
+    if unknown:
+        raise ConfigError(f"unknown perturbation(s) {', '.join(unknown)}; known: {', '.join(PERTURBATIONS)}")
+    return list(names)
 
 
 def dataset_has_masks(config: SuiteConfig, name: str) -> bool:
@@ -148,6 +167,7 @@ class Evaluator:
         self._pipelines: dict[str, Pipeline] = {}
         self._cache = None
         self.results: dict[str, CaseResult] = {}
+        self.baseline = load_baseline(settings.baseline) if settings.baseline else None
 
     @property
     def cache(self):
@@ -190,7 +210,79 @@ class Evaluator:
             n_resamples=cfg.bootstrap_resamples, seed=cfg.seed,
         )
         result.extra["risk"] = self._risk(case, result)
+        if self.baseline is not None:
+            self._gate_regression(result)
         self.results[case.id] = result
+        return result
+
+    def _gate_regression(self, result: CaseResult) -> None:
+        """Fail a case whose metrics dropped against the baseline run by more than the tolerance."""
+        cfg = self.settings.config
+        comparison = compare_to_baseline(RunResults(cases=[result]), self.baseline, cfg.baseline_tolerance,
+                                         n_resamples=cfg.bootstrap_resamples, seed=cfg.seed)[result.id]
+        result.extra["baseline"] = {"status": comparison.status, "message": comparison.message}
+        result.extra["regression"] = comparison.as_extra()
+        if comparison.regressed:
+            result.outcome = "failed"
+            message = "regression against the baseline: " + format_regression(comparison)
+            result.message = f"{result.message}; {message}" if result.message else message
+
+    def invariance(self, case: Case, perturbation: str) -> CaseResult:
+        """How the case's verdicts and metrics move under one perturbation, level by level."""
+        from fmtest.robustness import PERTURBATIONS, invariance_summary, ladders
+
+        opts = self.settings.config.robustness
+        base = self.evaluate(case)
+        ladder = [float(x) for x in ladders(opts.get("ladders"))[perturbation]]
+        gate = int(opts.get("gate_level", len(ladder) // 2))
+        if not 0 <= gate < len(ladder):
+            raise ConfigError(f"robustness.gate_level {gate} is outside the {perturbation} ladder {ladder}")
+        test = self.dataset(case.dataset).test
+        limit = opts.get("n_images")
+        if limit:
+            test = test[: int(limit)]
+        base_by_id = {i.id: i for i in base.images}
+        base_rows = [base_by_id[i] for i in test.ids]
+        y_true = np.array([r.label == "NOK" for r in base_rows])
+        base_labels = np.array([r.predicted == "NOK" for r in base_rows])
+        base_ious = np.array([np.nan if r.iou is None else r.iou for r in base_rows])
+        perturb = PERTURBATIONS[perturbation]
+        rows = []
+        for level in ladder:
+            perturbed = SampleSet([_perturbed_ref(ref, perturb, level, self.settings.config.seed) for ref in test.refs])
+            labels, ious = [], []
+            for sample, prediction, _ in predict_all(self.pipeline(case), perturbed, cache=self.cache,
+                                                     progress=self.progress, desc=f"{case.id} {perturbation}={level:g}"):
+                labels.append(prediction.label == "NOK")
+                if case.task == "segmentation" and sample.mask is not None:
+                    ious.append(0.0 if prediction.mask is None else metrics.iou(prediction.mask, sample.mask, sample.ignore))
+                else:
+                    ious.append(np.nan)
+            summary = invariance_summary(base_labels, base_ious, np.array(labels), np.array(ious), y_true)
+            rows.append({"perturbation": perturbation, "level": level, **{k: float(v) for k, v in summary.items()}})
+        gated = rows[gate]
+        max_flip = float(opts.get("max_flip_rate", 0.10))
+        max_drop = float(opts.get("max_metric_drop", 0.05))
+        failures = []
+        if gated["flip_rate"] > max_flip:
+            failures.append(f"{gated['flip_rate']:.1%} of verdicts flip at {perturbation}={gated['level']:g} "
+                            f"(tolerance {max_flip:.1%})")
+        for metric in ("delta_iou", "delta_f2"):
+            if gated.get(metric, 0.0) < -max_drop:  # nan never fails: that metric does not apply
+                failures.append(f"{metric.removeprefix('delta_')} drops {-gated[metric]:.3f} at "
+                                f"{perturbation}={gated['level']:g} (tolerance {max_drop:.3f})")
+        for row in rows:
+            row["outcome"] = "failed" if row is gated and failures else "passed"
+        result = CaseResult(
+            id=f"{case.id}-{perturbation}", pipeline=case.pipeline, dataset=case.dataset, task="robustness",
+            outcome="failed" if failures else "passed", message="; ".join(failures) or None,
+            metrics={k: v for k, v in gated.items() if isinstance(v, float)},
+            thresholds={"max_flip_rate": max_flip, "max_metric_drop": max_drop},
+            model_sha256=base.model_sha256, config_fingerprint=base.config_fingerprint,
+            dataset_fingerprint=base.dataset_fingerprint,
+        )
+        result.extra["robustness"] = rows
+        result.extra["gate_level"] = gated["level"]
         return result
 
     def _risk(self, case: Case, result: CaseResult) -> dict:
@@ -205,6 +297,12 @@ class Evaluator:
         return risk_summary(result.images, train_scores,
                             target_slip_rate=float(opts.get("target_slip_rate", 0.01)),
                             false_alarm_budget=float(opts.get("false_alarm_budget", 0.01)))
+
+
+def _perturbed_ref(ref: SampleRef, perturb, level: float, seed: int) -> SampleRef:
+    """The same sample, perturbed on load with a per-image seed so reruns hit the cache."""
+    image_seed = seed + int(hashlib.sha256(ref.id.encode()).hexdigest()[:8], 16)
+    return SampleRef(ref.id, ref.label, lambda: perturb.apply(ref.load(), level, image_seed))
 
 
 class ResultStore:

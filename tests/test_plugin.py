@@ -89,7 +89,7 @@ def test_missing_weights_skip_with_reason_or_error_when_strict(suite):
 
 
 def test_corrupt_image_errors_one_case_and_keeps_the_others(suite):
-    (suite.path / "fmtest.toml").write_text(CONFIG.replace('default_datasets = ["toy"]', 'default_datasets = ["toy"]\n[datasets.toy]\ncorrupt_index = 3'))
+    (suite.path / "fmtest.toml").write_text(CONFIG + "[datasets.toy]\ncorrupt_index = 3\n")
     result = run(suite, "--fm-pipeline=toy_threshold,toy_noweights", "--fm-results=out.json",
                  "--fm-report=board.html")
     result.assert_outcomes(errors=1, skipped=1)
@@ -101,7 +101,8 @@ def test_corrupt_image_errors_one_case_and_keeps_the_others(suite):
     assert (suite.path / "board.html").exists()
 
 
-def test_xdist_workers_merge_into_one_results_file(suite):
+def test_xdist_workers_merge_into_one_results_file(suite, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(TOY.parent))  # the workers are fresh processes
     result = suite.runpytest_subprocess("-n", "2", "-p", "no:randomly", "--fm-config=fmtest.toml",
                                         "--fm-no-cache", "--fm-results=out.json", "--junitxml=junit.xml")
     result.assert_outcomes(passed=1, failed=1)
