@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 from contextlib import ExitStack
 
 import numpy as np
 import pytest
+from PIL import Image
 from vlm_servers import GeminiServer, Reply, small_satsim, vlm_context
 
 from fmtest.align import estimate_alignment, warp_to_reference
@@ -47,6 +49,15 @@ def predict(data, tmp_path, samples=None, cls=GeminiBasic, **options):
 
 def answering(text, **kw):
     return lambda n, request: GeminiServer.answer(text, **kw)
+
+
+def _png_pixels(image: np.ndarray) -> np.ndarray:
+    """The pixels a server decodes from the PNG this image is sent as."""
+    return np.asarray(Image.open(io.BytesIO(encode_png(image).png)))
+
+
+def _aligned(sample, reference) -> np.ndarray:
+    return warp_to_reference(sample.image, estimate_alignment(sample.image, reference.image), reference.image.shape)
 
 
 def _pixels_key(pixels: np.ndarray) -> bytes:
@@ -95,12 +106,8 @@ def test_the_aligned_image_reference_and_prompt_reach_the_server(serve, data, tm
     server = serve()
     dataset, reference, test = data
     predict(data, tmp_path)
-    expected = {}
-    for sample in test:
-        alignment = estimate_alignment(sample.image, reference.image)
-        assert alignment.ok
-        aligned = warp_to_reference(sample.image, alignment, reference.image.shape)
-        expected[_pixels_key(_png_pixels(aligned))] = sample
+    assert all(estimate_alignment(s.image, reference.image).ok for s in test)
+    expected = {_pixels_key(_png_pixels(_aligned(s, reference))) for s in test}
     reference_pixels = _png_pixels(reference.image)
     received = set()
     for request in server.received:
@@ -114,15 +121,7 @@ def test_the_aligned_image_reference_and_prompt_reach_the_server(serve, data, tm
     # and alignment did its job: the sent images sit closer to the reference than the recordings
     for sample in test:
         raw_error = np.abs(sample.image - reference.image).mean()
-        aligned = warp_to_reference(sample.image, estimate_alignment(sample.image, reference.image), reference.image.shape)
-        assert np.abs(aligned - reference.image)[8:-8, 8:-8].mean() < raw_error
-
-
-def _png_pixels(image: np.ndarray) -> np.ndarray:
-    from PIL import Image
-    import io
-
-    return np.asarray(Image.open(io.BytesIO(encode_png(image).png)))
+        assert np.abs(_aligned(sample, reference) - reference.image)[8:-8, 8:-8].mean() < raw_error
 
 
 def test_an_image_that_cannot_be_aligned_is_sent_as_is_and_reported(serve, data, tmp_path):
@@ -138,7 +137,9 @@ def test_an_image_that_cannot_be_aligned_is_sent_as_is_and_reported(serve, data,
 
 def test_429_then_success_waits_as_long_as_the_server_asks(serve, data, tmp_path):
     def script(n, request):
-        return GeminiServer.error(429, "RESOURCE_EXHAUSTED", retry_delay="0.3s") if n == 1 else GeminiServer.answer(NOK_ANSWER)
+        if n == 1:
+            return GeminiServer.error(429, "RESOURCE_EXHAUSTED", retry_delay="0.3s")
+        return GeminiServer.answer(NOK_ANSWER)
 
     server = serve(script)
     (prediction,) = predict(data, tmp_path, samples=data[2][:1])

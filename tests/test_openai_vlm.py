@@ -70,8 +70,8 @@ def test_normal_answer_images_and_prompt(serve, data, tmp_path):
         assert p.usage["cost_usd"] == pytest.approx((800 * 0.5 + 40 * 1.5) / 1e6)
     expected = set()
     for sample in test:
-        aligned = warp_to_reference(sample.image, estimate_alignment(sample.image, reference.image), reference.image.shape)
-        expected.add(_png_pixels(aligned).tobytes())
+        alignment = estimate_alignment(sample.image, reference.image)
+        expected.add(_png_pixels(warp_to_reference(sample.image, alignment, reference.image.shape)).tobytes())
     for request in server.received:
         assert request.body["model"] == MODEL and request.body["temperature"] == 0 and request.body["seed"] == 3
         assert request.body["response_format"]["json_schema"]["schema"] == ANSWER_SCHEMA

@@ -153,7 +153,7 @@ def test_settings_apply_defaults_then_options():
     ({"concurrency": 0}, "concurrency must be 1 to"),
     ({"max_attempts": 0}, "max_attempts must be at least 1"),
     ({"timeout_s": 0}, "timeout_s must be positive"),
-    ({"backoff_max_s": -1}, "backoff_max_s must be positive"),
+    ({"backoff_max_s": -1}, "backoff_max_s must not be negative"),
 ])
 def test_settings_reject_bad_options(options, complaint):
     with pytest.raises(ConfigError, match=complaint):
@@ -181,7 +181,8 @@ def test_prompt_file_with_only_comments_is_refused(tmp_path):
 
 
 def test_unfinished_template_is_refused():
-    with pytest.raises(ConfigError, match=r"industrialsat_refined.template.txt: .*unfinished template: fill in '<<the package"):
+    template = r"industrialsat_refined.template.txt: .*unfinished template: fill in '<<the package"
+    with pytest.raises(ConfigError, match=template):
         load_prompt_file(PROMPTS / "industrialsat_refined.template.txt")
 
 

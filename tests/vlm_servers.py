@@ -183,7 +183,8 @@ class GeminiServer(FakeServer):
 
     @staticmethod
     def error(code: int, status: str, retry_delay: str | None = None) -> Reply:
-        details = [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": retry_delay}] if retry_delay else []
+        retry_info = {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": retry_delay}
+        details = [retry_info] if retry_delay else []
         return Reply(code, {"error": {"code": code, "message": f"fake {status}", "status": status, "details": details}})
 
     @staticmethod

@@ -127,10 +127,12 @@ class VLMSettings:
             raise ConfigError(f"{table}: concurrency must be 1 to {VLMPipeline.batch_size}, got {self.concurrency}")
         if self.max_attempts < 1:
             raise ConfigError(f"{table}: max_attempts must be at least 1, got {self.max_attempts}")
-        for name in ("timeout_s", "backoff_initial_s", "backoff_max_s", "temperature",
-                     "price_input_per_mtok", "price_output_per_mtok"):
-            if getattr(self, name) < 0 or (name == "timeout_s" and self.timeout_s == 0):
-                raise ConfigError(f"{table}: {name} must be positive, got {getattr(self, name)}")
+        if self.timeout_s <= 0:
+            raise ConfigError(f"{table}: timeout_s must be positive, got {self.timeout_s}")
+        for name in ("backoff_initial_s", "backoff_max_s", "temperature", "price_input_per_mtok",
+                     "price_output_per_mtok"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{table}: {name} must not be negative, got {getattr(self, name)}")
 
     def cost_usd(self, prompt_tokens: int, output_tokens: int) -> float:
         return (prompt_tokens * self.price_input_per_mtok + output_tokens * self.price_output_per_mtok) / 1e6
