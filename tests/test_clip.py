@@ -161,6 +161,10 @@ def test_text_ensemble_is_renormalized_mean_of_templates(encoder):
     single = encoder.encode_texts([t.format("scratch") for t in templates])
     expected = torch.nn.functional.normalize(single.mean(dim=0), dim=0)
     torch.testing.assert_close(encoder.encode_text_ensembles(["scratch"], templates)[0], expected)
+    both = encoder.encode_text_ensembles(["dent", "scratch"], templates)  # second one comes from the memo
+    torch.testing.assert_close(both[1], expected)
+    torch.testing.assert_close(both[0], encoder.encode_text_ensembles(["dent"], templates[::-1])[0],
+                               atol=1e-6, rtol=1e-5)
 
 
 def test_official_architecture_uses_quick_gelu():

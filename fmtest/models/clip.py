@@ -117,6 +117,7 @@ class ClipEncoder:
                             open_clip.tokenizer.default_bpe())
         size = model.visual.image_size
         self.image_size: tuple[int, int] = (size, size) if isinstance(size, int) else tuple(size)
+        self._ensembles: dict[tuple[str, tuple[str, ...]], torch.Tensor] = {}
 
     def preprocess(self, images_rgb: Sequence[np.ndarray]) -> torch.Tensor:
         """(N, 3, S, S) normalized input from HxWx3 uint8 images of any size (bicubic squash resize)."""
@@ -150,9 +151,16 @@ class ClipEncoder:
 
     @torch.no_grad()
     def encode_text_ensembles(self, texts: Sequence[str], templates: Sequence[str]) -> torch.Tensor:
-        """(T, D): per text, the renormalized mean of its unit embeddings over `templates` ("... {} ...")."""
-        means = [self.encode_texts([t.format(text) for t in templates]).mean(dim=0) for text in texts]
-        return torch.nn.functional.normalize(torch.stack(means), dim=-1)
+        """(T, D): per text, the renormalized mean of its unit embeddings over `templates` ("... {} ...").
+
+        Remembered per (text, templates): an 85-template ensemble is worth encoding once per session.
+        """
+        templates = tuple(templates)
+        for text in dict.fromkeys(texts):
+            if (text, templates) not in self._ensembles:
+                mean = self.encode_texts([t.format(text) for t in templates]).mean(dim=0)
+                self._ensembles[text, templates] = torch.nn.functional.normalize(mean, dim=-1)
+        return torch.stack([self._ensembles[text, templates] for text in texts])
 
 
 # open_clip exports of the same OpenAI weights, accepted when ViT-B-16.pt is absent. The folder is the

@@ -130,7 +130,6 @@ class ClipSurgery:
         self.encoder = encoder
         self.vision = SurgeryVisionEncoder(encoder.model.visual, depth)
         self.templates = tuple(templates)
-        self._texts: dict[str, torch.Tensor] = {}
 
     @property
     def model_id(self) -> str:
@@ -141,11 +140,8 @@ class ClipSurgery:
         return self.vision.grid
 
     def text_features(self, texts: Sequence[str]) -> torch.Tensor:
-        """(T, D) prompt-ensemble embeddings, each text encoded once per instance."""
-        missing = [t for t in dict.fromkeys(texts) if t not in self._texts]
-        if missing:
-            self._texts.update(zip(missing, self.encoder.encode_text_ensembles(missing, self.templates)))
-        return torch.stack([self._texts[t] for t in texts])
+        """(T, D) prompt-ensemble embeddings (the encoder remembers them for the session)."""
+        return self.encoder.encode_text_ensembles(texts, self.templates)
 
     def image_tokens(self, images_rgb: Sequence[np.ndarray], batch_size: int = 8) -> torch.Tensor:
         """(B, 1 + L, D) unit tokens of the surgery encoder, `batch_size` images per forward pass."""
