@@ -109,3 +109,4 @@ def test_helpers():
     assert main_metric(odd) == "auroc"
     assert image_counts(seg_case()) == (329, 76)
     assert fmt_number(float("nan")) == "n/a" and fmt_number(None) == "n/a" and fmt_number(0.12345) == "0.123"
+    assert fmt_number(90.0) == "90" and fmt_number(1.0) == "1.000"  # counts stored as floats read as counts

@@ -28,12 +28,13 @@ from fmtest.report.terminal import OUTCOME_WORD, fmt_number, gate_for, main_metr
 
 DEFAULT_TOLERANCE = 0.02
 LOWER_IS_BETTER = frozenset({"slip_rate", "slip_rate_upper", "false_alarm_rate", "flip_rate"})  # and any `max_` gated
-NOT_GATED = frozenset({"images_per_second"})  # plotted, but speed on shared runners is too noisy to flag
+TIMING_SUFFIXES = ("_seconds", "_per_second")  # plotted, but speed on shared runners is too noisy to flag
 NOT_PLOTTED = frozenset({"n_images", "n_defective"})
 _CI_SUFFIXES = ("_ci_low", "_ci_high")
 _FLOAT_SLACK = 1e-9  # 0.60 -> 0.58 is a drop of exactly the tolerance, not more
 LINE_COLOUR, BAND_COLOUR, REGRESSION_COLOUR, THRESHOLD_COLOUR = "#0072B2", "#56B4E9", "#D55E00", "#555555"
 PLOTS_PER_ROW = 4
+MAX_X_TICKS = 6  # run dates on the x axis; more would overlap
 
 
 @dataclass
@@ -134,7 +135,7 @@ def find_regressions(history: History, case_id: str) -> list[Regression]:
     series = history.series(case_id)
     latest = next(c for c in reversed(series) if c is not None)
     for metric in plotted_metrics(series):
-        if metric in NOT_GATED:
+        if metric.endswith(TIMING_SUFFIXES):
             continue
         gate = gate_for(latest, metric)
         lower_is_better = metric in LOWER_IS_BETTER or (gate is not None and gate.upper)
@@ -162,22 +163,25 @@ def plot_case(history: History, case_id: str) -> bytes:
     """Small multiples, one per metric: value over runs, its CI band, threshold, regressions marked."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.ticker import FuncFormatter, MaxNLocator
 
     series = history.series(case_id)
     metrics = plotted_metrics(series)
     n_cols = min(PLOTS_PER_ROW, max(1, len(metrics)))
     n_rows = max(1, math.ceil(len(metrics) / n_cols))
-    figure = Figure(figsize=(3.3 * n_cols, 2.3 * n_rows), dpi=80, layout="constrained")
+    width, height = 3.3 * n_cols, 2.3 * n_rows
+    figure = Figure(figsize=(width, height), dpi=80)
     FigureCanvasAgg(figure)
+    # fixed margins (inches): a layout engine would cost more than drawing, with 200 cases to plot
+    figure.subplots_adjust(left=0.55 / width, right=1 - 0.15 / width, bottom=0.35 / height, top=1 - 0.3 / height,
+                           wspace=0.35, hspace=0.45)
     x = list(range(len(series)))
-    labels = [run.created.strftime("%m-%d") for run in history.runs]
+    ticks = x[:: max(1, math.ceil(len(x) / MAX_X_TICKS))]
+    labels = [history.runs[i].created.strftime("%m-%d") for i in ticks]
     for k, metric in enumerate(metrics or ["(no metrics)"]):
         ax = figure.add_subplot(n_rows, n_cols, k + 1)
         ax.set_title(metric, fontsize=10)
         ax.tick_params(labelsize=8)
-        ax.xaxis.set_major_locator(MaxNLocator(nbins=6, integer=True))
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: labels[int(v)] if 0 <= v < len(labels) else ""))
+        ax.set_xticks(ticks, labels)
         ax.grid(alpha=0.3)
         values = [_nan_if_none(_value(c, metric)) for c in series]
         low = [_nan_if_none(_value(c, metric + "_ci_low")) for c in series]

@@ -208,7 +208,7 @@ def _detail_html(case: CaseResult, history_link: str | None) -> str:
         parts.append("<h3>Metrics</h3>" + _metrics_table(case))
     parts.append(_provenance(case))
     for key in [*EXTRA_TITLES, *(k for k in case.extra if k not in EXTRA_TITLES)]:
-        if key in case.extra:
+        if key in case.extra and not (key == "invalid_answers" and case.extra[key] == 0):  # only LVLMs have any
             title = EXTRA_TITLES.get(key, key.replace("_", " ").capitalize())
             parts.append(f"<h3>{_esc(title)}</h3>{_extra_section(key, case.extra[key])}")
     if case.thumbnails:
@@ -257,8 +257,7 @@ def _extra_section(key: str, value: object) -> str:
     if key == "risk" and isinstance(value, dict):
         return _mapping_table(value, notes=True)
     if key == "invalid_answers" and isinstance(value, int | float):
-        css = "warn" if value else "note"
-        return (f"<p class='{css}'>{fmt_number(value)} model answer(s) could not be parsed; "
+        return (f"<p class='warn'>{fmt_number(value)} model answer(s) could not be parsed; "
                 "each is counted as NOK.</p>")
     return _generic(value)
 
@@ -307,8 +306,9 @@ def _mapping_table(mapping: dict, *, notes: bool = False) -> str:
         note = next((text for prefix, text in RISK_NOTES.items() if key.startswith(prefix)), "") if notes else ""
         if isinstance(value, dict) and isinstance(value.get("note") or value.get("label"), str):
             note = value.get("note") or value.get("label")
+        numeric = isinstance(value, int | float | dict | list) and not isinstance(value, bool)
         rows.append(f"<tr><th scope='row'>{_esc(str(key).replace('_', ' '))}</th>"
-                    f"<td class='num'>{_esc(_cell_text(value))}</td>"
+                    f"<td{' class=num' if numeric else ''}>{_esc(_cell_text(value))}</td>"
                     + (f"<td class='note'>{_esc(note)}</td>" if notes else "") + "</tr>")
     return f"<table class='extra'><tbody>{''.join(rows)}</tbody></table>"
 

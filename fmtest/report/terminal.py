@@ -83,7 +83,7 @@ def fmt_number(value: object, digits: int = 3) -> str:
         return "n/a" if value is None else str(value)
     if isinstance(value, float) and math.isnan(value):
         return "n/a"
-    if isinstance(value, int) or (abs(value) >= 1000 and float(value).is_integer()):
+    if isinstance(value, int) or (abs(value) >= 2 and float(value).is_integer()):  # counts stored as floats
         return str(int(value))
     return f"{value:.{digits}f}"
 
