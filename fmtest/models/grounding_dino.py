@@ -183,7 +183,8 @@ def _load_cached(folder: Path, device: str) -> GroundingDino:
     return load_grounding_dino(folder, device)
 
 
-def build_tiny_grounding_dino(tokenizer, seed: int = 0, image_size: int = 128, device: str = "cpu") -> GroundingDino:
+def build_tiny_grounding_dino(tokenizer, seed: int = 0, image_size: int = 128, num_queries: int = 20,
+                              device: str = "cpu") -> GroundingDino:
     """The real GroundingDINO architecture, small and with seeded random weights, for tests.
 
     Swin, BERT, fusion encoder and decoder are all present; only widths and depths are reduced
@@ -199,7 +200,7 @@ def build_tiny_grounding_dino(tokenizer, seed: int = 0, image_size: int = 128, d
         text_config=BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1,
                                num_attention_heads=2, intermediate_size=64),
         d_model=32, encoder_layers=1, decoder_layers=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
-        encoder_attention_heads=2, decoder_attention_heads=2, num_queries=20,
+        encoder_attention_heads=2, decoder_attention_heads=2, num_queries=num_queries,
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
