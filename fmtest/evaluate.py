@@ -37,24 +37,31 @@ class Case:
         return f"{self.pipeline}-{self.dataset}"
 
 
-def predict_all(pipeline: Pipeline, samples, *, cache=None, progress: bool = True, desc: str = ""):
-    """Yield (sample, prediction, from_cache) for every sample, predicting only cache misses, in batches."""
+def predict_all(pipeline: Pipeline, samples, *, cache=None, progress: bool = True, desc: str = "",
+                timing: dict | None = None):
+    """Yield (sample, prediction, from_cache) for every sample, predicting only cache misses, in batches.
+
+    `timing`, when given, accumulates the seconds spent inside `pipeline.predict` and the images it saw.
+    """
     bar = tqdm(total=len(samples), desc=desc, unit="img", disable=not progress, leave=False)
     try:
         for batch in samples.batches(pipeline.batch_size):
-            cached = [cache.get(pipeline.fingerprint, pipeline.model_id, s.sha256) if cache else None
-                      for s in batch]
-            todo = [s for s, c in zip(batch, cached) if c is None]
-            fresh = iter(pipeline.predict(todo) if todo else [])
-            for sample, hit in zip(batch, cached):
-                if hit is not None:
-                    yield sample, hit, True
-                    continue
-                prediction = next(fresh)
-                _check_prediction(pipeline, sample, prediction)
-                if cache is not None and prediction.error is None:
-                    cache.put(pipeline.fingerprint, pipeline.model_id, sample.sha256, prediction)
-                yield sample, prediction, False
+            cached = (cache.get_many(pipeline.fingerprint, pipeline.model_id, [s.sha256 for s in batch])
+                      if cache is not None else {})
+            todo = [s for s in batch if s.sha256 not in cached]
+            t0 = time.perf_counter()
+            fresh = dict(zip((s.sha256 for s in todo), pipeline.predict(todo) if todo else []))
+            if timing is not None and todo:
+                timing["seconds"] = timing.get("seconds", 0.0) + time.perf_counter() - t0
+                timing["images"] = timing.get("images", 0) + len(todo)
+            for sample in todo:
+                _check_prediction(pipeline, sample, fresh[sample.sha256])
+            if cache is not None:  # failed answers are retried on the next run, never cached
+                cache.put_many(pipeline.fingerprint, pipeline.model_id,
+                               {k: p for k, p in fresh.items() if p.error is None}, pipeline=pipeline.name)
+            for sample in batch:
+                hit = sample.sha256 in cached
+                yield sample, cached[sample.sha256] if hit else fresh[sample.sha256], hit
             bar.update(len(batch))
     finally:
         bar.close()
@@ -90,18 +97,13 @@ def evaluate_case(
     images: list[ImageResult] = []
     worst: list = []  # min-heap of (badness, tiebreak, sample, prediction): the strip of worst images
     tiebreak = itertools.count()
-    predict_seconds, n_predicted, n_cached = 0.0, 0, 0
+    timing: dict = {}
+    n_cached = 0
     usage: dict[str, float] = {}
     scored_segmentation = case.task == "segmentation" and dataset.has_masks
-    t = time.perf_counter()
     for sample, prediction, from_cache in predict_all(pipeline, dataset.test, cache=cache, progress=progress,
-                                                      desc=case.id):
-        now = time.perf_counter()
-        if from_cache:
-            n_cached += 1
-        else:
-            predict_seconds += now - t
-            n_predicted += 1
+                                                      desc=case.id, timing=timing):
+        n_cached += from_cache
         iou = None
         if scored_segmentation and sample.mask is not None:
             # an unusable prediction (error, no mask) overlaps nothing: it must not drop out of the mean
@@ -111,7 +113,7 @@ def evaluate_case(
             score=_finite_or_none(prediction.score), iou=iou, reasoning=prediction.reasoning,
             error=prediction.error,
         ))
-        for k, v in prediction.usage.items():
+        for k, v in ({} if from_cache else prediction.usage).items():  # a cache hit cost nothing this run
             if isinstance(v, int | float):
                 usage[k] = usage.get(k, 0.0) + float(v)
         entry = (_badness(sample, prediction, iou), next(tiebreak), sample, prediction)
@@ -119,14 +121,14 @@ def evaluate_case(
             heapq.heappush(worst, entry)
         elif entry[0] > worst[0][0]:
             heapq.heapreplace(worst, entry)
-        t = time.perf_counter()
 
     result = CaseResult(id=case.id, pipeline=case.pipeline, dataset=case.dataset, task=case.task,
                         images=images, model_sha256=pipeline.model_id,
                         config_fingerprint=pipeline.fingerprint, dataset_fingerprint=dataset.fingerprint)
     result.metrics = score_images(images, task=case.task if scored_segmentation else "classification",
                                   n_resamples=n_resamples, seed=seed)
-    result.metrics["images_per_second"] = n_predicted / predict_seconds if predict_seconds > 0 else math.nan
+    n_predicted = timing.get("images", 0)
+    result.metrics["images_per_second"] = n_predicted / timing["seconds"] if n_predicted else math.nan
     result.metrics["fit_seconds"] = fitted - started
     result.thumbnails = [_thumbnail(s, p, b) for b, _, s, p in sorted(worst, key=lambda e: -e[0])]
     result.extra["cache"] = {"hits": n_cached, "predicted": n_predicted}
@@ -174,7 +176,7 @@ def _thumbnail(sample: Sample, prediction: Prediction, badness: float) -> Thumbn
     caption = f"{sample.id}: {sample.label} -> {prediction.label}"
     if sample.label == NOK and sample.mask is not None and prediction.mask is not None:
         caption += f", IoU {metrics.iou(prediction.mask, sample.mask, sample.ignore):.2f}"
-    png = overlay_thumbnail(sample.image, prediction.mask, sample.mask, sample.ignore)
+    png = overlay_thumbnail(sample.image, prediction.mask, sample.mask, sample.ignore, image_id=sample.id)
     return Thumbnail(id=sample.id, png_base64=png, caption=caption)
 
 

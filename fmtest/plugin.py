@@ -103,7 +103,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc):
     if extra and not (_named_on_command_line(metafunc) or run.settings.config.robustness.get("run_by_default")):
         params, ids = [], []  # robustness multiplies the run's cost: it runs when its file is asked for
     elif extra:  # one test per (case, perturbation)
-        params = [(c, x) for c in cases for x in extra(run.settings)]
+        params = [(c, x) for c in cases if _robustness_applies(run, c) for x in extra(run.settings)]
         ids = [f"{c.id}-{x}" for c, x in params]
     else:
         params, ids = cases, [c.id for c in cases]
@@ -116,6 +116,13 @@ def pytest_collection_modifyitems(config, items):
     if unplanned:
         config.hook.pytest_deselected(items=unplanned)
         items[:] = [i for i in items if i not in unplanned]
+
+
+def _robustness_applies(run: FmRun, case: Case) -> bool:
+    """API pipelines would send every perturbed image to a service: only when the config says so."""
+    from fmtest.pipelines import pipeline_class
+
+    return run.settings.config.robustness.get("include_remote_api", False) or not pipeline_class(case.pipeline).remote_api
 
 
 def _named_on_command_line(metafunc) -> bool:
@@ -187,6 +194,9 @@ def _record(node, result: CaseResult) -> None:
         props[k] = _fmt(v)
     for k, v in result.thresholds.items():
         props[f"threshold_{k}"] = _fmt(v)
+    for k in ("prompt_tokens", "output_tokens", "cost_usd"):  # what an API pipeline spent on this run
+        if k in result.extra.get("usage", {}):
+            props[k] = _fmt(result.extra["usage"][k])
     if result.model_sha256:
         props["model_sha256"] = result.model_sha256
     if result.outcome == "skipped" and result.message:
@@ -281,9 +291,15 @@ def _config_summary(settings) -> dict:
         "datasets": settings.datasets, "pipelines": settings.pipelines,
         "thresholds": cfg.thresholds, "case_thresholds": cfg.case_thresholds,
         "baseline_tolerance": cfg.baseline_tolerance, "device": settings.device,
-        "pipeline_options": cfg.pipelines, "dataset_options": cfg.datasets, "prompts": cfg.prompts,
+        "pipeline_options": {p: _redact(o) for p, o in cfg.pipelines.items()}, "dataset_options": cfg.datasets, "prompts": cfg.prompts,
         "bootstrap_resamples": cfg.bootstrap_resamples, "seed": cfg.seed,
     }
+
+
+def _redact(options: dict) -> dict:
+    """Keys and tokens set in the config must not end up in a results file that CI uploads."""
+    secret = ("key", "token", "secret", "password")
+    return {k: ("<redacted>" if any(s in k.lower() for s in secret) else v) for k, v in options.items()}
 
 
 __all__ = ["ConfigError", "check_case"]

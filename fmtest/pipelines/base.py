@@ -69,6 +69,7 @@ class Pipeline(ABC):
     name: ClassVar[str]
     task: ClassVar[Task]
     batch_size: ClassVar[int] = 8
+    remote_api: ClassVar[bool] = False  # True: each image is a (possibly paid) request to a service
 
     def __init__(self, context: PipelineContext):
         self.context = context

@@ -434,6 +434,7 @@ class VLMPipeline(Pipeline):
 
     task = "classification"
     batch_size: ClassVar[int] = 32  # the evaluation's batch; up to `concurrency` of it in flight
+    remote_api: ClassVar[bool] = True
     common_options: ClassVar[frozenset[str]] = frozenset({
         "model", "temperature", "seed", "max_attempts", "backoff_initial_s", "backoff_max_s", "timeout_s",
         "concurrency", "price_input_per_mtok", "price_output_per_mtok", "align", "min_alignment_quality",

@@ -107,6 +107,7 @@ def write_json(results: RunResults, path: Path) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     with os.fdopen(fd, "w") as f:
         json.dump(_finite(results.to_dict()), f, indent=1, default=_json_default, allow_nan=False)
+    os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; results are meant to be shared
     os.replace(tmp, path)
 
 
