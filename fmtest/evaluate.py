@@ -135,7 +135,7 @@ def evaluate_case(
     result.extra["invalid_answers"] = sum(i.error is not None for i in images)
     if usage:
         result.extra["usage"] = usage
-    result.thresholds = {k: float(v) for k, v in thresholds.items() if k in result.metrics}
+    result.thresholds = {k: float(v) for k, v in thresholds.items() if k.removeprefix("max_") in result.metrics}
     result.duration_s = time.perf_counter() - started
     failures = threshold_failures(result)
     result.outcome = "failed" if failures else "passed"
@@ -155,14 +155,22 @@ def score_images(images: list[ImageResult], *, task: str, n_resamples: int = 100
 
 
 def threshold_failures(result: CaseResult) -> list[str]:
-    """One line per thresholded metric below its threshold: value, 95 % interval, threshold."""
+    """One line per metric on the wrong side of its threshold: value, 95 % interval, threshold.
+
+    A threshold named like the metric is a minimum (`iou = 0.6`); one named `max_<metric>` is a
+    maximum (`max_false_alarm_rate = 0.05`). A nan metric fails either way: undefined cannot pass.
+    """
     lines = []
     for name, threshold in result.thresholds.items():
-        value = result.metrics.get(name, math.nan)
-        if not value >= threshold:  # nan fails: an undefined metric cannot pass a gate
-            lo, hi = result.metrics.get(f"{name}_ci_low"), result.metrics.get(f"{name}_ci_high")
-            interval = f" (95% CI {lo:.3f}-{hi:.3f})" if lo is not None and hi is not None else ""
-            lines.append(f"{name} = {value:.3f}{interval} is below the threshold {threshold:.3f}")
+        metric = name.removeprefix("max_")
+        is_max = metric != name
+        value = result.metrics.get(metric, math.nan)
+        if (value <= threshold) if is_max else (value >= threshold):
+            continue
+        lo, hi = result.metrics.get(f"{metric}_ci_low"), result.metrics.get(f"{metric}_ci_high")
+        interval = f" (95% CI {lo:.3f}-{hi:.3f})" if lo is not None and hi is not None else ""
+        side = "above the maximum" if is_max else "below the threshold"
+        lines.append(f"{metric} = {value:.3f}{interval} is {side} {threshold:.3f}")
     return lines
 
 

@@ -1,0 +1,88 @@
+"""evaluate: per-image scoring, threshold verdicts (minimum and max_ thresholds), cache use, risk."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from fmtest.cache import PredictionCache
+from fmtest.evaluate import Case, evaluate_case, predict_all, risk_summary, threshold_failures
+from fmtest.report.results import CaseResult, ImageResult
+from toy_fmtest import Toy, ToyEmpty, ToyThreshold
+from fmtest.pipelines.base import PipelineContext
+
+
+def _case(pipeline_cls, thresholds, **kw):
+    case = Case(pipeline_cls.name, "toy", "segmentation")
+    return evaluate_case(case, pipeline_cls(PipelineContext(dataset="toy")), Toy(), thresholds,
+                         progress=False, n_resamples=200, **kw)
+
+
+def test_perfect_pipeline_passes_with_exact_metrics():
+    result = _case(ToyThreshold, {"iou": 0.6, "f2": 0.8})
+    assert result.outcome == "passed" and result.message is None
+    assert result.metrics["iou"] == pytest.approx(1.0) and result.metrics["f2"] == pytest.approx(1.0)
+    assert result.metrics["n_images"] == 10 and result.metrics["n_defective"] == 4
+    assert [i.iou for i in result.images if i.label == "NOK"] == [1.0] * 4
+    assert len(result.thumbnails) == 8
+
+
+def test_failure_message_gives_value_interval_and_threshold():
+    result = _case(ToyEmpty, {"iou": 0.6})
+    assert result.outcome == "failed"
+    assert result.message.startswith("iou = 0.000 (95% CI 0.000-0.000) is below the threshold 0.600")
+    # the worst images strip starts with the missed defects
+    assert result.thumbnails[0].caption.endswith("NOK -> OK, IoU 0.00")
+
+
+def test_max_thresholds_are_upper_limits():
+    r = CaseResult(id="x", pipeline="p", dataset="d", task="classification",
+                   metrics={"false_alarm_rate": 0.08, "f2": 0.9}, thresholds={"max_false_alarm_rate": 0.05, "f2": 0.8})
+    assert threshold_failures(r) == ["false_alarm_rate = 0.080 is above the maximum 0.050"]
+    r.metrics["false_alarm_rate"] = 0.05
+    assert threshold_failures(r) == []
+    r.metrics["f2"] = math.nan
+    assert threshold_failures(r) == ["f2 = nan is below the threshold 0.800"]
+
+
+def test_thresholds_for_metrics_a_case_lacks_are_not_applied():
+    result = _case(ToyThreshold, {"iou": 0.6, "max_false_alarm_rate": 0.1, "auprc": 0.9})
+    assert set(result.thresholds) == {"iou", "max_false_alarm_rate"}
+
+
+def test_predict_all_uses_the_cache_and_times_only_real_predictions(tmp_path):
+    calls = []
+
+    class Counting(ToyThreshold):
+        def predict(self, samples):
+            calls.append(len(samples))
+            return super().predict(samples)
+
+    pipeline, cache = Counting(PipelineContext(dataset="toy")), PredictionCache(tmp_path)
+    timing: dict = {}
+    first = list(predict_all(pipeline, Toy().test, cache=cache, progress=False, timing=timing))
+    assert sum(calls) == 10 and timing["images"] == 10 and not any(hit for *_, hit in first)
+    timing = {}
+    second = list(predict_all(pipeline, Toy().test, cache=cache, progress=False, timing=timing))
+    assert sum(calls) == 10 and timing == {} and all(hit for *_, hit in second)
+    assert all(np.array_equal(a[1].mask, b[1].mask) for a, b in zip(first, second))
+
+
+def test_pipeline_returning_a_wrong_size_mask_is_reported():
+    class Wrong(ToyThreshold):
+        def predict(self, samples):
+            return [type(p)(label=p.label, mask=p.mask[:-1]) for p in super().predict(samples)]
+
+    with pytest.raises(RuntimeError, match=r"returned a \(31, 32\) mask for test/000, whose image is \(32, 32\)"):
+        _case(Wrong, {})
+
+
+def test_risk_summary_says_when_the_test_set_is_too_small():
+    images = [ImageResult(str(i), "", "NOK" if i < 32 else "OK", "NOK" if i < 32 else "OK") for i in range(263)]
+    risk = risk_summary(images)
+    assert risk["slip_rate"] == 0.0 and risk["defectives_needed_for_target"] == 299
+    assert risk["slip_rate_upper_95"] == pytest.approx(1 - 0.05 ** (1 / 32))
+    assert "NOT enough" in risk["verdict"]
+    assert "auroc_threshold_free_not_a_factory_figure" not in risk  # no scores, no AUROC
