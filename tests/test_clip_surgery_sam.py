@@ -1,4 +1,8 @@
-"""clip_surgery_sam on random-weight tiny models: point prompts, SAM agreement with upstream, sizes, errors."""
+"""clip_surgery_sam on random-weight tiny models: point prompts, SAM agreement with upstream, sizes, errors.
+
+The run through `pytest suites` (tiny models injected, and the skip without weights) is parametrized
+over both SAM + CLIP pipelines in tests/test_sam_clip.py.
+"""
 
 from __future__ import annotations
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -163,3 +166,80 @@ def test_missing_weights_name_each_file(tmp_path, engine):
 def test_bad_options_raise_config_error(tmp_path, options, message):
     with pytest.raises(ConfigError, match=message):
         SamClip.check_available(PipelineContext(dataset="satsim", options=options, weights_dir=tmp_path))
+
+
+# --- end to end through the pytest plugin, for both SAM + CLIP pipelines (sam_clip, clip_surgery_sam) ---
+
+pytest_plugins = ["pytester"]
+SUITES = Path(__file__).parent.parent / "suites"
+SUITE_CONFIG = """
+default_datasets = ["satsim"]
+bootstrap_resamples = 50
+[datasets.satsim]
+n_train = 4
+n_test_good = 3
+n_test_defective = 3
+size = 128
+[pipelines.sam_clip]
+points_per_side = 2
+pred_iou_thresh = 0.0
+stability_score_thresh = 0.0
+[pipelines.clip_surgery_sam]
+surgery_depth = 2
+"""
+TINY_MODELS_CONFTEST = """
+import pytest
+from fmtest.models import registry
+from fmtest.models.clip import CLIP_KEY, ClipEncoder, build_tiny_clip
+from fmtest.models.sam import SamEngine, build_tiny_sam
+
+@pytest.fixture(scope="session", autouse=True)
+def tiny_models():
+    with registry.inject("sam_vit_h", SamEngine(build_tiny_sam(), "tiny-sam")), \\
+            registry.inject(CLIP_KEY, ClipEncoder(build_tiny_clip(), "tiny-clip")):
+        yield
+"""
+
+
+@pytest.fixture
+def suite(pytester):
+    shutil.copy(SUITES / "test_segmentation.py", pytester.path / "test_segmentation.py")
+    (pytester.path / "fmtest.toml").write_text(SUITE_CONFIG)
+    (pytester.path / "weights").mkdir()
+    return pytester
+
+
+PIPELINES = "sam_clip,clip_surgery_sam"
+
+
+def _run(suite, *args):
+    return suite.runpytest("-p", "no:randomly", "--fm-config=fmtest.toml", "--fm-no-cache", f"--fm-pipeline={PIPELINES}",
+                           "--fm-dataset=satsim", f"--fm-weights={suite.path / 'weights'}", "-rs", *args)
+
+
+def test_suite_runs_end_to_end_with_injected_tiny_models(suite):
+    suite.makeconftest(TINY_MODELS_CONFTEST)
+    result = _run(suite, "--fm-results=out.json")
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("passed", 0) + outcomes.get("failed", 0) == 2, result.stdout.str()
+    cases = json.loads((suite.path / "out.json").read_text())["cases"]
+    assert [c["id"] for c in cases] == ["sam_clip-satsim", "clip_surgery_sam-satsim"]
+    for case in cases:
+        assert case["outcome"] in ("passed", "failed")
+        assert len(case["images"]) == 6 and {i["predicted"] for i in case["images"]} <= {"OK", "NOK"}
+        assert case["model_sha256"] == registry.combined_id("tiny-sam", "tiny-clip")
+
+
+def test_suite_skips_with_the_missing_file_folder_and_command(suite):
+    weights = suite.path / "weights"
+    result = _run(suite)
+    result.assert_outcomes(skipped=2)
+    # both cases skip for the same reason, which pytest reports once with a count
+    result.stdout.re_match_lines([rf"SKIPPED \[2\] .*sam_vit_h_4b8939\.pth not found in {weights} .*"
+                                  r"`fmtest weights download sam_vit_h`"])
+    (weights / "sam_vit_h_4b8939.pth").write_bytes(b"")  # SAM present: now CLIP is what is missing
+    result = _run(suite)
+    result.assert_outcomes(skipped=2)
+    result.stdout.re_match_lines([rf"SKIPPED \[2\] .*ViT-B-16\.pt not found in {weights} .*"
+                                  rf"`fmtest weights download {CLIP_KEY}`"])
+    _run(suite, "--fm-strict").assert_outcomes(errors=2)
