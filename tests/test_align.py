@@ -149,3 +149,19 @@ def test_warp_keeps_channels_and_size():
     out = warp_to_reference(rgb, a, (120, 150))
     assert out.shape == (120, 150, 3) and out.dtype == np.float32
     assert warp_from_reference(rgb[..., :1], a, (160, 200)).shape == (160, 200, 1)
+
+
+@pytest.mark.parametrize("angle, shift", [(0.0, (5.5, -3.2)), (-40.0, (2.0, 1.0))])
+def test_recovers_motion_of_a_texture(angle, shift):
+    """Woven, noisy texture (MVTec-like): no layout to lock onto, only the texture itself."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:400, :400]
+    texture = (0.25 * np.sin(xx / 3.0) * np.sin(yy / 3.0)).astype(np.float32)
+    texture += cv2.GaussianBlur(rng.random((400, 400)).astype(np.float32), (0, 0), 2.0)
+    forward = cv2.getRotationMatrix2D((200, 200), angle, 1.0)
+    forward[:, 2] += shift
+    image = cv2.warpAffine(texture, forward, (400, 400))[100:300, 100:300]
+    truth = cv2.invertAffineTransform(forward)  # in crop coordinates: shift in by 100, out by 100
+    truth[:, 2] = truth[:, :2] @ [100.0, 100.0] + truth[:, 2] - 100.0
+    a = estimate_alignment(image, texture[100:300, 100:300])
+    assert a.ok and max_corner_error(a.matrix, truth, (200, 200)) < 1.0
