@@ -3,6 +3,7 @@ per-process objects that must exist once (datasets, fitted pipelines, cache, res
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -165,6 +166,7 @@ class Evaluator:
         self.progress = progress
         self._datasets: dict[str, Dataset] = {}
         self._pipelines: dict[str, Pipeline] = {}
+        self._fitted: set[str] = set()
         self._cache = None
         self.results: dict[str, CaseResult] = {}
         self.baseline = load_baseline(settings.baseline) if settings.baseline else None
@@ -197,8 +199,30 @@ class Evaluator:
 
     def pipeline(self, case: Case) -> Pipeline:
         if case.id not in self._pipelines:
-            self._pipelines[case.id] = pipeline_class(case.pipeline)(self.context(case))
+            context = dataclasses.replace(self.context(case), data_fingerprint=self._data_fingerprint(case.dataset))
+            self._pipelines[case.id] = pipeline_class(case.pipeline)(context)
         return self._pipelines[case.id]
+
+    def _data_fingerprint(self, name: str) -> str:
+        """What a pipeline may learn from: dataset options, train ids and labels, the reference image.
+
+        Training images are identified by id, not content (reading them all would cost a warm rerun
+        its speed): a folder whose training files change under the same names needs `fmtest cache clear`.
+        """
+        dataset = self.dataset(name)
+        h = hashlib.sha256(json.dumps(self.settings.config.datasets.get(name, {}), sort_keys=True, default=str).encode())
+        for ref in dataset.train.refs:
+            h.update(f"{ref.id}\t{ref.label}\n".encode())
+        reference = dataset.reference
+        h.update((reference.sha256 if reference is not None else "no reference").encode())
+        return h.hexdigest()[:16]
+
+    def fit(self, case: Case) -> None:
+        """Fit the case's pipeline once per process, and only when some prediction is not cached."""
+        if case.id not in self._fitted:
+            dataset = self.dataset(case.dataset)
+            self.pipeline(case).fit(dataset.train, dataset.reference)
+            self._fitted.add(case.id)
 
     def evaluate(self, case: Case) -> CaseResult:
         if case.id in self.results and self.results[case.id].outcome in ("passed", "failed"):
@@ -207,7 +231,7 @@ class Evaluator:
         result = evaluate_case(
             case, self.pipeline(case), self.dataset(case.dataset),
             cfg.thresholds_for(case.id), cache=self.cache, progress=self.progress,
-            n_resamples=cfg.bootstrap_resamples, seed=cfg.seed,
+            n_resamples=cfg.bootstrap_resamples, seed=cfg.seed, prepare=lambda: self.fit(case),
         )
         result.extra["risk"] = self._risk(case, result)
         if self.baseline is not None:
@@ -252,7 +276,8 @@ class Evaluator:
             perturbed = SampleSet([_perturbed_ref(ref, perturb, level, self.settings.config.seed) for ref in test.refs])
             labels, ious = [], []
             for sample, prediction, _ in predict_all(self.pipeline(case), perturbed, cache=self.cache,
-                                                     progress=self.progress, desc=f"{case.id} {perturbation}={level:g}"):
+                                                     progress=self.progress, desc=f"{case.id} {perturbation}={level:g}",
+                                                     prepare=lambda: self.fit(case)):
                 labels.append(prediction.label == "NOK")
                 if case.task == "segmentation" and sample.mask is not None:
                     ious.append(0.0 if prediction.mask is None else metrics.iou(prediction.mask, sample.mask, sample.ignore))
@@ -293,7 +318,7 @@ class Evaluator:
             train = self.dataset(case.dataset).train.filter(lambda r: r.label == "OK")
             train = train[: int(opts.get("n_train_scores", 40))]
             train_scores = [p.score for _, p, _ in predict_all(self.pipeline(case), train, cache=self.cache,
-                                                               progress=False)]
+                                                               progress=False, prepare=lambda: self.fit(case))]
         return risk_summary(result.images, train_scores,
                             target_slip_rate=float(opts.get("target_slip_rate", 0.01)),
                             false_alarm_budget=float(opts.get("false_alarm_budget", 0.01)))

@@ -56,6 +56,7 @@ class PipelineContext:
     work_dir: Path = Path(".fmtest_cache")  # where a pipeline may keep records (LVLM request log)
     suite_dir: Path = Path(".")  # folder of the suite config: prompt files are relative to it
     progress: bool = True
+    data_fingerprint: str = ""  # what `fit` learns from (dataset options, train ids, reference): keys the cache
 
 
 class Pipeline(ABC):
@@ -95,7 +96,7 @@ class Pipeline(ABC):
         """Changes whenever a setting that can change a prediction changes: keys the prediction cache."""
         blob = json.dumps(
             {"name": self.name, "options": dict(self.context.options), "prompt": self.context.prompt,
-             "model": self.model_id, "dataset": self.context.dataset},
+             "model": self.model_id, "dataset": self.context.dataset, "data": self.context.data_fingerprint},
             sort_keys=True, default=str,
         )
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
