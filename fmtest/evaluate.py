@@ -6,19 +6,20 @@ them into a CaseResult with per-image records, metrics, intervals and the thresh
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import itertools
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from fmtest import metrics
-from fmtest.data.base import Dataset
-from fmtest.data.sample import NOK, Sample
+from fmtest.data.base import Group
+from fmtest.data.sample import NOK, Sample, SampleSet
 from fmtest.pipelines.base import Pipeline, Prediction, Task
 from fmtest.report.overlay import overlay_thumbnail
 from fmtest.report.results import CaseResult, ImageResult, Thumbnail
@@ -82,29 +83,42 @@ def _check_prediction(pipeline: Pipeline, sample: Sample, prediction: Prediction
             )
 
 
+@dataclass(frozen=True)
+class Part:
+    """One group of a case: its fitted-on-demand pipeline and the test images it answers for."""
+
+    pipeline: Pipeline
+    test: SampleSet
+    fit: Callable[[], None]
+
+    @classmethod
+    def of(cls, pipeline: Pipeline, group: Group) -> Part:
+        return cls(pipeline, group.test, lambda: pipeline.fit(group.train, group.load_reference()))
+
+
 def evaluate_case(
     case: Case,
-    pipeline: Pipeline,
-    dataset: Dataset,
+    parts: Sequence[Part],
     thresholds: Mapping[str, float],
     *,
+    has_masks: bool = True,
+    dataset_fingerprint: str | None = None,
     cache=None,
     progress: bool = True,
     n_resamples: int = 1000,
     seed: int = 0,
-    prepare: Callable[[], None] | None = None,
 ) -> CaseResult:
-    """Predict every test image (fitting first via `prepare` if any prediction is missing) and score.
-
-    Thresholds judge, never tune. Without `prepare`, the pipeline is fitted on train/reference here.
-    """
+    """Predict every test image of every part, fitting a part's pipeline only if a prediction is
+    not cached, then pool all images and score. Thresholds judge, never tune."""
     started = time.perf_counter()
-    fit_seconds = {}
+    fit_seconds = {"fit": 0.0}
 
-    def fit():
-        t0 = time.perf_counter()
-        (prepare or (lambda: pipeline.fit(dataset.train, dataset.reference)))()
-        fit_seconds["fit"] = time.perf_counter() - t0
+    def timed(fit):
+        def run():
+            t0 = time.perf_counter()
+            fit()
+            fit_seconds["fit"] += time.perf_counter() - t0
+        return run
 
     images: list[ImageResult] = []
     worst: list = []  # min-heap of (badness, tiebreak, sample, prediction): the strip of worst images
@@ -112,9 +126,13 @@ def evaluate_case(
     timing: dict = {}
     n_cached = 0
     usage: dict[str, float] = {}
-    scored_segmentation = case.task == "segmentation" and dataset.has_masks
-    for sample, prediction, from_cache in predict_all(pipeline, dataset.test, cache=cache, progress=progress,
-                                                      desc=case.id, timing=timing, prepare=fit):
+    scored_segmentation = case.task == "segmentation" and has_masks
+    stream = itertools.chain.from_iterable(
+        predict_all(part.pipeline, part.test, cache=cache, progress=progress, timing=timing, prepare=timed(part.fit),
+                    desc=case.id if len(parts) == 1 else f"{case.id} [{i + 1}/{len(parts)}]")
+        for i, part in enumerate(parts)
+    )
+    for sample, prediction, from_cache in stream:
         n_cached += from_cache
         iou = None
         if scored_segmentation and sample.mask is not None:
@@ -134,14 +152,18 @@ def evaluate_case(
         elif entry[0] > worst[0][0]:
             heapq.heapreplace(worst, entry)
 
+    first = parts[0].pipeline
+    fingerprints = sorted({p.pipeline.fingerprint for p in parts})
     result = CaseResult(id=case.id, pipeline=case.pipeline, dataset=case.dataset, task=case.task,
-                        images=images, model_sha256=pipeline.model_id,
-                        config_fingerprint=pipeline.fingerprint, dataset_fingerprint=dataset.fingerprint)
+                        images=images, model_sha256=first.model_id,
+                        config_fingerprint=fingerprints[0] if len(fingerprints) == 1 else
+                        hashlib.sha256("".join(fingerprints).encode()).hexdigest()[:16],
+                        dataset_fingerprint=dataset_fingerprint)
     result.metrics = score_images(images, task=case.task if scored_segmentation else "classification",
                                   n_resamples=n_resamples, seed=seed)
     n_predicted = timing.get("images", 0)
     result.metrics["images_per_second"] = n_predicted / timing["seconds"] if n_predicted else math.nan
-    result.metrics["fit_seconds"] = fit_seconds.get("fit", 0.0)
+    result.metrics["fit_seconds"] = fit_seconds["fit"]
     result.thumbnails = [_thumbnail(s, p, b) for b, _, s, p in sorted(worst, key=lambda e: -e[0])]
     result.extra["cache"] = {"hits": n_cached, "predicted": n_predicted}
     result.extra["invalid_answers"] = sum(i.error is not None for i in images)

@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,9 +16,9 @@ import numpy as np
 
 from fmtest import metrics
 from fmtest.config import SuiteConfig, load_config
-from fmtest.data import DATASETS, Dataset, SampleRef, SampleSet, dataset_class, open_dataset
+from fmtest.data import DATASETS, Dataset, Group, SampleRef, SampleSet, dataset_class, open_dataset
 from fmtest.errors import ConfigError, Unavailable
-from fmtest.evaluate import Case, evaluate_case, predict_all, risk_summary
+from fmtest.evaluate import Case, Part, evaluate_case, predict_all, risk_summary
 from fmtest.pipelines import PIPELINES, TASKS, Pipeline, PipelineContext, pipeline_class
 from fmtest.report.baseline import compare_to_baseline, format_regression, load_baseline
 from fmtest.report.results import CaseResult, RunResults
@@ -165,8 +166,9 @@ class Evaluator:
         self.settings = settings
         self.progress = progress
         self._datasets: dict[str, Dataset] = {}
-        self._pipelines: dict[str, Pipeline] = {}
-        self._fitted: set[str] = set()
+        self._groups: dict[str, list[Group]] = {}
+        self._pipelines: dict[tuple[str, str], Pipeline] = {}
+        self._fitted: set[tuple[str, str]] = set()
         self._cache = None
         self.results: dict[str, CaseResult] = {}
         self.baseline = load_baseline(settings.baseline) if settings.baseline else None
@@ -197,41 +199,58 @@ class Evaluator:
         """Raise Unavailable when the pipeline cannot run here (weights, key, endpoint)."""
         pipeline_class(case.pipeline).check_available(self.context(case))
 
-    def pipeline(self, case: Case) -> Pipeline:
-        if case.id not in self._pipelines:
-            context = dataclasses.replace(self.context(case), data_fingerprint=self._data_fingerprint(case.dataset))
-            self._pipelines[case.id] = pipeline_class(case.pipeline)(context)
-        return self._pipelines[case.id]
+    def groups(self, name: str) -> list[Group]:
+        if name not in self._groups:
+            self._groups[name] = self.dataset(name).groups()
+        return self._groups[name]
 
-    def _data_fingerprint(self, name: str) -> str:
+    def pipeline(self, case: Case, group: Group) -> Pipeline:
+        key = (case.id, group.name)
+        if key not in self._pipelines:
+            context = dataclasses.replace(self.context(case), data_fingerprint=self._data_fingerprint(case.dataset, group))
+            self._pipelines[key] = pipeline_class(case.pipeline)(context)
+        return self._pipelines[key]
+
+    def _data_fingerprint(self, name: str, group: Group) -> str:
         """What a pipeline may learn from: dataset options, train ids and labels, the reference image.
 
         Training images are identified by id, not content (reading them all would cost a warm rerun
         its speed): a folder whose training files change under the same names needs `fmtest cache clear`.
         """
-        dataset = self.dataset(name)
         h = hashlib.sha256(json.dumps(self.settings.config.datasets.get(name, {}), sort_keys=True, default=str).encode())
-        for ref in dataset.train.refs:
+        h.update(group.name.encode())
+        for ref in group.train.refs:
             h.update(f"{ref.id}\t{ref.label}\n".encode())
-        reference = dataset.reference
+        reference = group.load_reference()
         h.update((reference.sha256 if reference is not None else "no reference").encode())
         return h.hexdigest()[:16]
 
-    def fit(self, case: Case) -> None:
-        """Fit the case's pipeline once per process, and only when some prediction is not cached."""
-        if case.id not in self._fitted:
-            dataset = self.dataset(case.dataset)
-            self.pipeline(case).fit(dataset.train, dataset.reference)
-            self._fitted.add(case.id)
+    def fit(self, case: Case, group: Group) -> None:
+        """Fit a group's pipeline once per process, and only when some prediction is not cached."""
+        key = (case.id, group.name)
+        if key not in self._fitted:
+            self.pipeline(case, group).fit(group.train, group.load_reference())
+            self._fitted.add(key)
+
+    def parts(self, case: Case, images: Callable[[Group], SampleSet] = lambda g: g.test) -> list[Part]:
+        """The case split by dataset group, each with its own pipeline that fits on first need."""
+        return [Part(self.pipeline(case, g), images(g), lambda g=g: self.fit(case, g)) for g in self.groups(case.dataset)]
+
+    def predict(self, case: Case, images: Callable[[Group], SampleSet], *, desc: str = "", progress=None):
+        """(sample, prediction, from_cache) over the chosen images of every group."""
+        for part in self.parts(case, images):
+            yield from predict_all(part.pipeline, part.test, cache=self.cache, prepare=part.fit, desc=desc,
+                                   progress=self.progress if progress is None else progress)
 
     def evaluate(self, case: Case) -> CaseResult:
         if case.id in self.results and self.results[case.id].outcome in ("passed", "failed"):
             return self.results[case.id]
         cfg = self.settings.config
+        dataset = self.dataset(case.dataset)
         result = evaluate_case(
-            case, self.pipeline(case), self.dataset(case.dataset),
-            cfg.thresholds_for(case.id), cache=self.cache, progress=self.progress,
-            n_resamples=cfg.bootstrap_resamples, seed=cfg.seed, prepare=lambda: self.fit(case),
+            case, self.parts(case), cfg.thresholds_for(case.id), has_masks=dataset.has_masks,
+            dataset_fingerprint=dataset.fingerprint, cache=self.cache, progress=self.progress,
+            n_resamples=cfg.bootstrap_resamples, seed=cfg.seed,
         )
         result.extra["risk"] = self._risk(case, result)
         if self.baseline is not None:
@@ -262,27 +281,28 @@ class Evaluator:
         if not 0 <= gate < len(ladder):
             raise ConfigError(f"robustness.gate_level {gate} is outside the {perturbation} ladder {ladder}")
         test = self.dataset(case.dataset).test
-        limit = opts.get("n_images")
-        if limit:
-            test = test[: int(limit)]
-        base_by_id = {i.id: i for i in base.images}
-        base_rows = [base_by_id[i] for i in test.ids]
+        chosen = set(test.ids[: int(opts["n_images"])] if opts.get("n_images") else test.ids)
+        base_rows = [i for i in base.images if i.id in chosen]
         y_true = np.array([r.label == "NOK" for r in base_rows])
         base_labels = np.array([r.predicted == "NOK" for r in base_rows])
         base_ious = np.array([np.nan if r.iou is None else r.iou for r in base_rows])
         perturb = PERTURBATIONS[perturbation]
         rows = []
+        seed = self.settings.config.seed
         for level in ladder:
-            perturbed = SampleSet([_perturbed_ref(ref, perturb, level, self.settings.config.seed) for ref in test.refs])
-            labels, ious = [], []
-            for sample, prediction, _ in predict_all(self.pipeline(case), perturbed, cache=self.cache,
-                                                     progress=self.progress, desc=f"{case.id} {perturbation}={level:g}",
-                                                     prepare=lambda: self.fit(case)):
+            def perturbed(group: Group, level=level) -> SampleSet:
+                return SampleSet([_perturbed_ref(r, perturb, level, seed) for r in group.test.refs if r.id in chosen])
+
+            labels, ious, order = [], [], []
+            for sample, prediction, _ in self.predict(case, perturbed, desc=f"{case.id} {perturbation}={level:g}"):
+                order.append(sample.id)
                 labels.append(prediction.label == "NOK")
                 if case.task == "segmentation" and sample.mask is not None:
                     ious.append(0.0 if prediction.mask is None else metrics.iou(prediction.mask, sample.mask, sample.ignore))
                 else:
                     ious.append(np.nan)
+            if order != [r.id for r in base_rows]:
+                raise RuntimeError(f"{case.id}: perturbed images came back in another order than the clean run")
             summary = invariance_summary(base_labels, base_ious, np.array(labels), np.array(ious), y_true)
             rows.append({"perturbation": perturbation, "level": level, **{k: float(v) for k, v in summary.items()}})
         gated = rows[gate]
@@ -315,10 +335,9 @@ class Evaluator:
         opts = self.settings.config.risk
         train_scores = None
         if result.images and all(i.score is not None for i in result.images):
-            train = self.dataset(case.dataset).train.filter(lambda r: r.label == "OK")
-            train = train[: int(opts.get("n_train_scores", 40))]
-            train_scores = [p.score for _, p, _ in predict_all(self.pipeline(case), train, cache=self.cache,
-                                                               progress=False, prepare=lambda: self.fit(case))]
+            n = int(opts.get("n_train_scores", 40))
+            train_scores = [p.score for _, p, _ in
+                            self.predict(case, lambda g: g.train.filter(lambda r: r.label == "OK")[:n], progress=False)]
         return risk_summary(result.images, train_scores,
                             target_slip_rate=float(opts.get("target_slip_rate", 0.01)),
                             false_alarm_budget=float(opts.get("false_alarm_budget", 0.01)))

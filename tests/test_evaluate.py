@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fmtest.cache import PredictionCache
-from fmtest.evaluate import Case, evaluate_case, predict_all, risk_summary, threshold_failures
+from fmtest.evaluate import Case, Part, evaluate_case, predict_all, risk_summary, threshold_failures
 from fmtest.report.results import CaseResult, ImageResult
 from toy_fmtest import Toy, ToyEmpty, ToyThreshold
 from fmtest.pipelines.base import PipelineContext
@@ -16,8 +16,8 @@ from fmtest.pipelines.base import PipelineContext
 
 def _case(pipeline_cls, thresholds, **kw):
     case = Case(pipeline_cls.name, "toy", "segmentation")
-    return evaluate_case(case, pipeline_cls(PipelineContext(dataset="toy")), Toy(), thresholds,
-                         progress=False, n_resamples=200, **kw)
+    parts = [Part.of(pipeline_cls(PipelineContext(dataset="toy")), group) for group in Toy().groups()]
+    return evaluate_case(case, parts, thresholds, progress=False, n_resamples=200, **kw)
 
 
 def test_perfect_pipeline_passes_with_exact_metrics():

@@ -6,7 +6,7 @@ import importlib
 from collections.abc import Mapping
 from pathlib import Path
 
-from fmtest.data.base import Dataset
+from fmtest.data.base import Dataset, Group
 from fmtest.data.sample import LABELS, NOK, OK, Label, Sample, SampleRef, SampleSet
 from fmtest.errors import ConfigError
 
@@ -34,6 +34,6 @@ def open_dataset(name: str, root: Path | None, options: Mapping[str, object] | N
 
 
 __all__ = [
-    "DATASETS", "Dataset", "LABELS", "Label", "NOK", "OK", "Sample", "SampleRef", "SampleSet",
+    "DATASETS", "Dataset", "Group", "LABELS", "Label", "NOK", "OK", "Sample", "SampleRef", "SampleSet",
     "dataset_class", "open_dataset",
 ]

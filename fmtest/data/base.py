@@ -4,10 +4,25 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from fmtest.data.sample import OK, Sample, SampleSet
+
+
+@dataclass(frozen=True)
+class Group:
+    """Images that share one reference and one fitted model, such as one MVTec AD category.
+
+    A carpet aligned to a wood reference, or a Gaussian fitted on carpet and grid at once, means
+    nothing: each group gets its own fitted pipeline, and the case's metrics pool all groups' images.
+    """
+
+    name: str
+    train: SampleSet
+    test: SampleSet
+    load_reference: Callable[[], Sample | None]
 
 
 class Dataset(ABC):
@@ -49,6 +64,10 @@ class Dataset(ABC):
         for ref in self.test.refs:
             h.update(f"{ref.id}\t{ref.label}\n".encode())
         return h.hexdigest()[:16]
+
+    def groups(self) -> list[Group]:
+        """One group by default; datasets of several products (MVTec categories) override this."""
+        return [Group(self.name, self.train, self.test, lambda: self.reference)]
 
     def describe(self) -> str:
         t = self.test

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fmtest.data.base import Dataset
+from fmtest.data.base import Dataset, Group
 from fmtest.data.io import dataset_folder, list_images, parse_options, read_image, read_mask, require_non_negative, \
     seeded_subset
 from fmtest.data.sample import NOK, OK, Sample, SampleRef, SampleSet
@@ -72,6 +72,15 @@ class MVTecAD(Dataset):
     @property
     def reference(self) -> Sample:
         return self.reference_for_category(self.options.categories[0])
+
+    def groups(self) -> list[Group]:
+        """One group per category: its own reference, its own training images, its own fitted model."""
+        return [
+            Group(category, SampleSet(self._train_by_category[category]),
+                  self._test.filter(lambda r, c=category: r.id.startswith(f"{c}/")),
+                  lambda c=category: self.reference_for_category(c))
+            for category in self.options.categories
+        ]
 
     def reference_for(self, sample: Sample) -> Sample:
         """The defect-free reference of the sample's own category."""

@@ -10,8 +10,13 @@ by every class, so its patch-text similarity makes a poor localisation map. The 
   original path is left as it was, so the class token (and the image embedding) is plain CLIP's;
   the patch tokens come from the new path. The wrapper shares the CLIP model's parameters (no copy).
 - Feature surgery: the part of the patch-text similarity that every class shares is redundant and is
-  subtracted. With a class set it is the (softmax-weighted) mean over the classes; for a single
-  prompt it is the similarity to the embedding of generic texts (the empty string in the paper).
+  subtracted. With a class set it is the mean over the classes, each weighted by how strongly the
+  whole image (class token) matches it; for a single prompt it is the similarity to the embedding of
+  generic texts (the empty string in the paper).
+
+Checked against the xmed-lab reference code (commit d4696d4) on the same random ViT-B/16 weights:
+surgery tokens, prompt ensembles, both feature-surgery forms and the SAM points agree. Tokens are
+unit-normalized per token (cosine similarity, as the paper defines it).
 
 Texts are encoded as prompt ensembles over the OpenAI ImageNet templates plus five scene templates,
 the set the paper uses. Images are squash-resized to the model's input size (224 for ViT-B/16).
@@ -95,21 +100,22 @@ class SurgeryVisionEncoder(nn.Module):
         return visual.ln_post(tokens) @ visual.proj
 
 
-def feature_surgery(image_tokens: torch.Tensor, text_features: torch.Tensor,
+def feature_surgery(tokens: torch.Tensor, text_features: torch.Tensor,
                     redundant_features: torch.Tensor | None = None) -> torch.Tensor:
-    """(B, L, T) similarity of unit tokens (B, L, D) to unit texts (T, D) with redundant features removed.
+    """(B, 1 + L, T) similarity of unit tokens (B, 1 + L, D; token 0 the class token) to unit texts
+    (T, D) with the redundant features removed.
 
-    With `redundant_features` (D,) or (1, D): tokens @ (texts - redundant). Without: the class-set
-    form of the paper, where each class's element-wise token*text product is weighted by
-    w = softmax(2 * similarity) / mean and the mean over classes is subtracted. Summed over the
-    feature axis that product is linear, so it is computed on the (B, L, T) similarities directly:
-    w_t * s_t - mean_t'(w_t' * s_t'), which never builds the (B, L, T, D) tensor.
+    With `redundant_features` (D,): tokens @ (texts - redundant). Without: the class-set form, where
+    each class's element-wise token*text product is weighted by w = softmax(2 * image-level score) /
+    mean (the class token's similarity, so classes evident in the image weigh more) and the mean over
+    classes is subtracted. Summed over the feature axis that product is linear, so it is computed on
+    the similarities directly, w_t * s_t - mean_t'(w_t' * s_t'), without the (B, L, T, D) tensor.
     """
     if redundant_features is not None:
-        return image_tokens @ (text_features - redundant_features.reshape(1, -1)).T
-    similarity = image_tokens @ text_features.T
-    probs = (similarity * SURGERY_TEMPERATURE).softmax(dim=-1)
-    weighted = similarity * probs / probs.mean(dim=-1, keepdim=True)
+        return tokens @ (text_features - redundant_features.reshape(1, -1)).T
+    similarity = tokens @ text_features.T
+    probs = (similarity[:, :1] * SURGERY_TEMPERATURE).softmax(dim=-1)
+    weighted = similarity * (probs / probs.mean(dim=-1, keepdim=True))
     return weighted - weighted.mean(dim=-1, keepdim=True)
 
 
@@ -156,10 +162,10 @@ class ClipSurgery:
         `redundant_texts` given: their mean ensemble embedding is the redundant feature subtracted
         (the paper's single-prompt form; [""] is its choice). None: class-set surgery over `texts`.
         """
-        tokens = self.image_tokens(images_rgb, batch_size)[:, 1:]
+        tokens = self.image_tokens(images_rgb, batch_size)
         redundant = None
         if redundant_texts is not None:
             redundant = F.normalize(self.text_features(redundant_texts).mean(dim=0), dim=-1)
-        similarity = feature_surgery(tokens, self.text_features(texts), redundant)
+        similarity = feature_surgery(tokens, self.text_features(texts), redundant)[:, 1:]
         gh, gw = self.grid
         return similarity.transpose(1, 2).reshape(len(images_rgb), len(texts), gh, gw)

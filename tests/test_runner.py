@@ -1,0 +1,126 @@
+"""runner: settings precedence, case planning, per-group fitting, robustness scoring."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fakes import make_mvtec
+from fmtest.config import parse_config
+from fmtest.errors import ConfigError
+from fmtest.evaluate import Case
+from fmtest.pipelines.base import Pipeline, Prediction
+from fmtest.runner import Evaluator, Settings, plan_cases, resolve_settings
+import toy_fmtest
+
+
+@pytest.fixture(autouse=True)
+def toy_registry(monkeypatch):
+    import fmtest.data
+    import fmtest.pipelines
+
+    monkeypatch.setattr(fmtest.data, "DATASETS", dict(fmtest.data.DATASETS))
+    monkeypatch.setattr(fmtest.pipelines, "PIPELINES", dict(fmtest.pipelines.PIPELINES))
+    monkeypatch.setattr(fmtest.pipelines, "TASKS", dict(fmtest.pipelines.TASKS))
+    toy_fmtest.register()
+
+
+def _settings(**kw) -> Settings:
+    config = parse_config(kw.pop("raw", {}))
+    base = dict(config=config, datasets=["toy"], pipelines=["toy_threshold"], cache_dir=None)
+    return Settings(**{**base, **kw})
+
+
+def test_command_line_beats_environment_beats_config(tmp_path, monkeypatch):
+    (tmp_path / "suites").mkdir()
+    (tmp_path / "suites" / "fmtest.toml").write_text('weights = "w_from_file"\ndevice = "cpu"\n')
+    options = {"weights": None}
+    settings = resolve_settings(lambda n: options.get(n), tmp_path)
+    assert settings.weights_dir == tmp_path / "suites" / "w_from_file"  # relative to the config file
+    monkeypatch.setenv("FMTEST_WEIGHTS", "/env/w")
+    assert resolve_settings(lambda n: options.get(n), tmp_path).weights_dir == Path("/env/w")
+    options["weights"] = "cli_w"
+    assert resolve_settings(lambda n: options.get(n), tmp_path).weights_dir == tmp_path / "cli_w"
+    options["device"] = "tpu"
+    with pytest.raises(ConfigError, match="--fm-device must be cpu, cuda or auto"):
+        resolve_settings(lambda n: options.get(n), tmp_path)
+
+
+def test_missing_data_root_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"data root .*nope is not a folder"):
+        resolve_settings(lambda n: {"data_root": "nope", "device": "cpu"}.get(n), tmp_path)
+
+
+def test_labels_only_datasets_put_segmentation_pipelines_under_classification():
+    settings = _settings(datasets=["satsim", "elpv"], pipelines=["padim", "gemini_basic"])
+    seg = [c.id for c in plan_cases(settings, "segmentation")]
+    cls = [c.id for c in plan_cases(settings, "classification")]
+    assert seg == ["padim-satsim"]
+    assert cls == ["gemini_basic-satsim", "padim-elpv", "gemini_basic-elpv"]
+    assert [c.task for c in plan_cases(settings, "any")] == ["segmentation", "classification",
+                                                            "classification", "classification"]
+
+
+class RecordingFit(Pipeline):
+    """Remembers what each instance was fitted on; predicts empty masks."""
+
+    name, task = "recording", "segmentation"
+    fits: list = []
+
+    def fit(self, train, reference):
+        RecordingFit.fits.append((sorted({i.split("/")[0] for i in train.ids}), reference.id))
+
+    def predict(self, samples):
+        import numpy as np
+
+        return [Prediction.from_mask(np.zeros(s.image.shape[:2], bool)) for s in samples]
+
+
+def test_each_mvtec_category_is_fitted_on_its_own_images_and_reference(tmp_path, monkeypatch):
+    import fmtest.pipelines
+
+    make_mvtec(tmp_path, categories=("carpet", "grid"), n_train=3, n_good=2, n_defective=2)
+    monkeypatch.setitem(fmtest.pipelines.PIPELINES, "recording", f"{__name__}:RecordingFit")
+    monkeypatch.setitem(fmtest.pipelines.TASKS, "recording", "segmentation")
+    RecordingFit.fits = []
+    settings = _settings(datasets=["mvtec"], pipelines=["recording"], data_root=tmp_path,
+                         raw={"datasets": {"mvtec": {"categories": ["carpet", "grid"]}}})
+    result = Evaluator(settings, progress=False).evaluate(Case("recording", "mvtec", "segmentation"))
+    assert RecordingFit.fits == [(["carpet"], "carpet/train/good/000"), (["grid"], "grid/train/good/000")]
+    assert result.metrics["n_images"] == 8  # pooled over both categories
+
+
+def test_fitting_is_skipped_when_every_prediction_is_cached(tmp_path, monkeypatch):
+    import fmtest.pipelines
+
+    monkeypatch.setitem(fmtest.pipelines.PIPELINES, "recording", f"{__name__}:RecordingFit")
+    monkeypatch.setitem(fmtest.pipelines.TASKS, "recording", "segmentation")
+    RecordingFit.fits = []
+    settings = _settings(pipelines=["recording"], cache_dir=tmp_path / "cache")
+    Evaluator(settings, progress=False).evaluate(Case("recording", "toy", "segmentation"))
+    assert len(RecordingFit.fits) == 1
+    again = Evaluator(settings, progress=False).evaluate(Case("recording", "toy", "segmentation"))
+    assert len(RecordingFit.fits) == 1 and again.extra["cache"] == {"hits": 10, "predicted": 0}
+
+
+ROBUST = {"robustness": {"perturbations": ["brightness"], "ladders": {"brightness": [0.05, 0.1, 0.35]},
+                         "gate_level": 2, "max_flip_rate": 0.1}}
+
+
+def test_a_pipeline_invariant_by_construction_shows_no_flips():
+    evaluator = Evaluator(_settings(pipelines=["toy_empty"], raw=ROBUST), progress=False)
+    result = evaluator.invariance(Case("toy_empty", "toy", "segmentation"), "brightness")
+    assert result.outcome == "passed"
+    assert [row["flip_rate"] for row in result.extra["robustness"]] == [0.0, 0.0, 0.0]
+    assert result.id == "toy_empty-toy-brightness" and result.task == "robustness"
+
+
+def test_a_brittle_pipeline_is_caught_at_the_gated_severity():
+    evaluator = Evaluator(_settings(raw=ROBUST), progress=False)
+    result = evaluator.invariance(Case("toy_threshold", "toy", "segmentation"), "brightness")
+    rows = result.extra["robustness"]
+    assert rows[0]["flip_rate"] == 0.0  # a small drift leaves the fixed threshold alone
+    assert rows[2]["flip_rate"] >= 0.5 and rows[2]["false_alarm_rate"] > 0.5  # background crosses it
+    assert result.outcome == "failed"
+    assert "of verdicts flip at brightness=0.35 (tolerance 10.0%)" in result.message
