@@ -108,15 +108,17 @@ def test_feature_surgery_removes_a_component_shared_by_all_classes():
 
 def test_feature_surgery_matches_the_elementwise_definition():
     torch.manual_seed(1)
-    tokens = F.normalize(torch.randn(2, 7, 12), dim=-1)
+    tokens = F.normalize(torch.randn(2, 7, 12), dim=-1)  # token 0 is the class token
     texts = F.normalize(torch.randn(5, 12), dim=-1)
-    weights = (tokens @ texts.T * 2).softmax(-1)
+    weights = (tokens[:, :1] @ texts.T * 2).softmax(-1)  # image-level class weights
     weights = weights / weights.mean(-1, keepdim=True)
-    products = tokens[:, :, None, :] * texts[None, None] * weights[..., None]  # (B, L, T, D)
+    products = tokens[:, :, None, :] * texts[None, None] * weights[:, :, :, None]  # (B, L, T, D)
     expected = (products - products.mean(dim=2, keepdim=True)).sum(-1)
     result = feature_surgery(tokens, texts)
     torch.testing.assert_close(result, expected, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(result.sum(-1), torch.zeros(2, 7), atol=1e-6, rtol=0)
+    # each image is weighted by its own class token
+    torch.testing.assert_close(feature_surgery(tokens[1:], texts), result[1:])
 
 
 def test_redundant_feature_form_subtracts_it_from_every_text():
