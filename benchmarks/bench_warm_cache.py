@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import subprocess
 import sys
 import tempfile
@@ -34,6 +35,7 @@ REPO = Path(__file__).resolve().parent.parent
 WARM_SPEEDUP_TARGET = 20.0
 RESCORE_TARGET_S = 5.0
 FINGERPRINT, MODEL_ID, PIPELINE = "bench-fingerprint", "bench-model", "bench"
+TIMING_SUFFIXES = ("_seconds", "_per_second")  # durations and throughput: expected to differ between runs
 
 
 # -- 1. cold vs warm suite run ------------------------------------------------------------------------
@@ -63,10 +65,8 @@ def bench_suite(extra_args: list[str]) -> list[tuple[str, str, str]]:
         warm = run_suite(tmp / "cache", tmp / "warm.json", extra_args)
         predicted_cold, hits_cold = cache_counts(tmp / "cold.json")
         predicted_warm, hits_warm = cache_counts(tmp / "warm.json")
-        metrics_cold = {c["id"]: c["metrics"] for c in json.loads((tmp / "cold.json").read_text())["cases"]}
-        metrics_warm = {c["id"]: c["metrics"] for c in json.loads((tmp / "warm.json").read_text())["cases"]}
+        differences = differing_results(tmp / "cold.json", tmp / "warm.json")
     speedup = cold / warm
-    same = "yes" if json.dumps(metrics_cold, sort_keys=True) == json.dumps(metrics_warm, sort_keys=True) else "NO"
     if predicted_cold == 0:
         verdict = "not measured: the cold run predicted nothing (every case skipped?)"
     else:
@@ -75,8 +75,29 @@ def bench_suite(extra_args: list[str]) -> list[tuple[str, str, str]]:
         ("suite, cold cache", f"{cold:.1f} s", f"{hits_cold} cached, {predicted_cold} predicted"),
         ("suite, warm cache", f"{warm:.1f} s", f"{hits_warm} cached, {predicted_warm} predicted"),
         ("warm speed-up", f"{speedup:.1f}x", verdict),
-        ("warm metrics = cold metrics", same, ""),
+        ("warm results = cold results", "NO" if differences else "yes", ", ".join(differences[:8])),
     ]
+
+
+def differing_results(cold: Path, warm: Path) -> list[str]:
+    """Where two runs disagree, per-image records and metrics alike; throughput is expected to differ."""
+    def load(path: Path) -> dict:
+        return {c["id"]: c for c in json.loads(path.read_text())["cases"]}
+
+    before, after = load(cold), load(warm)
+    out = [f"{case_id}: missing" for case_id in before.keys() ^ after.keys()]
+    for case_id in sorted(before.keys() & after.keys()):
+        a, b = before[case_id], after[case_id]
+        out += [f"{case_id}.{k}" for k in sorted(a["metrics"].keys() | b["metrics"].keys())
+                if not k.endswith(TIMING_SUFFIXES) and not _same(a["metrics"].get(k), b["metrics"].get(k))]
+        if a["images"] != b["images"]:
+            out.append(f"{case_id}.images")
+    return out
+
+
+def _same(a: object, b: object) -> bool:
+    """Equal, counting nan (an undefined metric) as equal to nan."""
+    return a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))
 
 
 # -- 2. re-scoring cached predictions -----------------------------------------------------------------
