@@ -346,7 +346,7 @@ class Evaluator:
 def _perturbed_ref(ref: SampleRef, perturb, level: float, seed: int) -> SampleRef:
     """The same sample, perturbed on load with a per-image seed so reruns hit the cache."""
     image_seed = seed + int(hashlib.sha256(ref.id.encode()).hexdigest()[:8], 16)
-    return SampleRef(ref.id, ref.label, lambda: perturb.apply(ref.load(), level, image_seed))
+    return SampleRef(ref.id, ref.label, lambda: perturb.apply(ref.get(), level, image_seed), memo=False)
 
 
 class ResultStore:

@@ -3,7 +3,8 @@
 2,624 greyscale 300x300 cells, each with an expert's defect probability in {0, 1/3, 2/3, 1} and a
 cell type (mono/poly). A probability of 0 is OK and one of at least 0.5 is NOK by default; the
 uncertain cells in between are left out (counted in `describe()`), so the labels are not noisy.
-The labels are read on construction; the images (~236 MB) are decoded once per process, on first access.
+The labels are read on construction; each image is decoded from the package's PNG when it is used,
+so a run that scores 200 cells reads 200 files, not all 2,624.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from fmtest.data.base import Dataset
-from fmtest.data.io import parse_options, require_non_negative, seeded_subset
+from fmtest.data.io import parse_options, read_image, require_non_negative, seeded_subset
 from fmtest.data.sample import NOK, OK, Sample, SampleRef, SampleSet
 from fmtest.errors import ConfigError, DataError
 
@@ -51,18 +52,6 @@ def elpv_labels() -> ElpvLabels:
         names.append(Path(name).name)
         cell_types.append(cell_type)
     return ElpvLabels(path, names, np.array(probabilities), cell_types)
-
-
-@functools.cache
-def elpv_images() -> np.ndarray:
-    """All cells as one uint8 array (N, 300, 300), decoded by the package once per process."""
-    from elpv_dataset.utils import load_dataset
-
-    images, probabilities, _ = load_dataset()
-    labels = elpv_labels()
-    if len(images) != len(labels.names) or not np.array_equal(probabilities, labels.probabilities):
-        raise DataError("the package's images do not match its labels file", labels.path)
-    return images
 
 
 @dataclass(frozen=True)
@@ -126,8 +115,7 @@ class Elpv(Dataset):
         source = str(labels.path.parent / "images" / labels.names[index])
 
         def load() -> Sample:
-            image = elpv_images()[index].astype(np.float32) / np.float32(255)
-            return Sample(id=sample_id, image=image, label=label, meta=meta, source=source)
+            return Sample(id=sample_id, image=read_image(source), label=label, meta=meta, source=source)
 
         return SampleRef(id=sample_id, label=label, load=load)
 

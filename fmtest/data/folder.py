@@ -147,7 +147,7 @@ class FolderDataset(Dataset):
 
     @property
     def reference(self) -> Sample:
-        return self._reference.load()
+        return self._reference.get()
 
     def _ref(self, row: Row) -> SampleRef:
         masks = self.has_masks

@@ -87,7 +87,7 @@ class MVTecAD(Dataset):
         return self.reference_for_category(str(sample.meta["category"]))
 
     def reference_for_category(self, category: str) -> Sample:
-        return self._train_by_category[category][0].load()
+        return self._train_by_category[category][0].get()
 
     def _category_dir(self, category: str, *parts: str) -> Path:
         """A folder of the category; a missing category is named as such, before its subfolders."""

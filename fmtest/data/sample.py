@@ -7,6 +7,8 @@ greyscale or HxWx3 for RGB. Masks are bool HxW at the image's size.
 from __future__ import annotations
 
 import hashlib
+import os
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -64,11 +66,53 @@ class Sample:
 
 @dataclass(frozen=True)
 class SampleRef:
-    """What is known about a sample without decoding it: enough to count, split and subset."""
+    """What is known about a sample without decoding it: enough to count, split and subset.
+
+    `memo=False` for one-off variants (perturbed copies) that should not evict dataset images.
+    """
 
     id: str
     label: Label
     load: Callable[[], Sample]
+    memo: bool = True
+
+    def get(self) -> Sample:
+        """The decoded sample, from the process-wide memo when it was decoded recently."""
+        return _MEMO.get(self) if self.memo else self.load()
+
+
+class _SampleMemo:
+    """Recently decoded samples, bounded in bytes: several pipelines score the same images in a run,
+    and decoding or rendering them again would dominate a warm-cache rerun."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[SampleRef, Sample] = OrderedDict()
+        self._bytes = 0
+
+    def get(self, ref: SampleRef) -> Sample:
+        if ref in self._items:
+            self._items.move_to_end(ref)
+            return self._items[ref]
+        sample = ref.load()
+        for array in (sample.image, sample.mask, sample.ignore):
+            if array is not None:
+                array.setflags(write=False)  # shared by every pipeline: an in-place edit would leak
+        size = _nbytes(sample)
+        if size <= self.max_bytes:
+            self._items[ref] = sample
+            self._bytes += size
+            while self._bytes > self.max_bytes:
+                _, old = self._items.popitem(last=False)
+                self._bytes -= _nbytes(old)
+        return sample
+
+
+def _nbytes(sample: Sample) -> int:
+    return sum(a.nbytes for a in (sample.image, sample.mask, sample.ignore) if a is not None)
+
+
+_MEMO = _SampleMemo(int(os.environ.get("FMTEST_SAMPLE_MEMORY_MB", "1024")) * 2**20)
 
 
 class SampleSet(Sequence[Sample]):
@@ -87,7 +131,7 @@ class SampleSet(Sequence[Sample]):
     def __getitem__(self, index):
         if isinstance(index, slice):
             return SampleSet(self._refs[index])
-        return self._refs[index].load()
+        return self._refs[index].get()
 
     @property
     def refs(self) -> list[SampleRef]:
@@ -111,4 +155,4 @@ class SampleSet(Sequence[Sample]):
     def batches(self, size: int):
         """Yield lists of decoded samples, `size` at a time."""
         for start in range(0, len(self._refs), size):
-            yield [ref.load() for ref in self._refs[start : start + size]]
+            yield [ref.get() for ref in self._refs[start : start + size]]

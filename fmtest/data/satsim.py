@@ -385,7 +385,7 @@ class SatSim(Dataset):
 
     @property
     def reference(self) -> Sample:
-        return self._ref("reference", "good", 0, replace(NOMINAL, noise=self.options.noise)).load()
+        return self._ref("reference", "good", 0, replace(NOMINAL, noise=self.options.noise)).get()
 
     def _ref(self, split: str, kind: str, index: int, nuisance: Nuisance | None = None) -> SampleRef:
         sample_id = f"{split}/{kind}/{index:03d}"

@@ -179,7 +179,7 @@ class Padim(Pipeline):
         if image.ndim != 3 or image.shape[2] != 3:
             raise DataError(f"padim needs an HxW or HxWx3 image, got shape {sample.image.shape}",
                             sample.source or sample.id)
-        x = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1)[None]
+        x = torch.tensor(image, device=self.device).permute(2, 0, 1)[None]  # a copy: samples are read-only
         size = (self.options.image_size, self.options.image_size)
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)[0]
         mean = torch.tensor(efficientnet.INPUT_MEAN, device=self.device)[:, None, None]
