@@ -176,6 +176,27 @@ def test_killed_writer_leaves_no_entry(tmp_path):
         assert cache.stats.corrupt == 0
 
 
+def _write_and_exit_without_close(folder) -> None:
+    cache = PredictionCache(folder)
+    cache.put_many("fp", "m", {f"img{i}": Prediction.from_mask(_blob_mask((64, 64), i)) for i in range(20)},
+                   pipeline="padim")
+    cache.keep_alive = cache  # held till exit, as a session object is: the interpreter may never free it
+
+
+def test_database_file_alone_holds_every_entry_after_the_writer_exits(tmp_path):
+    """A CI cache step may save only the main file: the WAL must be folded into it at exit."""
+    folder = tmp_path / "cache"
+    child = multiprocessing.get_context("spawn").Process(target=_write_and_exit_without_close, args=(folder,))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+    copy = tmp_path / "restored"
+    copy.mkdir()
+    (copy / DB_NAME).write_bytes((folder / DB_NAME).read_bytes())
+    with PredictionCache(copy) as restored:
+        assert len(restored.get_many("fp", "m", [f"img{i}" for i in range(20)])) == 20
+
+
 def _hammer(cache: PredictionCache, worker: int, n_keys: int) -> dict[str, int]:
     """Child process: every worker writes and reads the same keys, one at a time and in batches."""
     for i in range(n_keys):
