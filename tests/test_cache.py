@@ -180,7 +180,7 @@ def _write_and_exit_without_close(folder) -> None:
     cache = PredictionCache(folder)
     cache.put_many("fp", "m", {f"img{i}": Prediction.from_mask(_blob_mask((64, 64), i)) for i in range(20)},
                    pipeline="padim")
-    cache.keep_alive = cache  # held till exit, as a session object is: the interpreter may never free it
+    cache.keep_alive = cache  # held till interpreter exit, as the session's cache is
 
 
 def test_database_file_alone_holds_every_entry_after_the_writer_exits(tmp_path):
