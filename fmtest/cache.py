@@ -308,8 +308,8 @@ class PredictionCache:
                 removed = conn.execute("DELETE FROM predictions WHERE pipeline=?", (pipeline,)).rowcount
             # give the space back; another process holding the database open just postpones it
             try:
-                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-                conn.execute("VACUUM")
+                conn.execute("VACUUM")  # in WAL mode this writes the compacted pages to the WAL...
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # ...and this moves them into the file
             except sqlite3.OperationalError:
                 pass
         return removed

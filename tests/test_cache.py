@@ -252,6 +252,15 @@ def test_clear_one_pipeline_then_all(cache):
     assert cache.info()["entries"] == 0
 
 
+def test_clear_gives_the_disk_space_back(cache):
+    cache.put_many("fp", "m", {f"i{k}": Prediction.from_mask(_blob_mask((256, 256), k)) for k in range(40)},
+                   pipeline="padim")
+    full = cache.info()["bytes"]
+    assert full > 40 * 8192  # 40 random 256x256 masks: about 8 KiB each
+    cache.clear()
+    assert cache.info()["bytes"] < full / 4
+
+
 def _cli(argv):
     parser = argparse.ArgumentParser(prog="fmtest")
     register_cli(parser.add_subparsers(dest="command", required=True))
