@@ -152,8 +152,9 @@ class PredictionCache:
             raise ConfigError(f"cannot create the prediction cache folder ({e.strerror})", self.directory) from None
         try:
             conn = self._open()
-        except sqlite3.OperationalError:
-            raise  # locked, read-only, disk full: a real problem, not a damaged file
+        except sqlite3.OperationalError as e:  # unopenable, read-only, locked too long: not a damaged file
+            raise ConfigError(f"cannot open the prediction cache ({e}); choose another --fm-cache folder "
+                              "or run with --fm-no-cache", self.path) from None
         except sqlite3.DatabaseError as e:
             conn = self._replace_damaged_file(e)
         self._conn, self._pid = conn, os.getpid()

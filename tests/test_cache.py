@@ -19,6 +19,7 @@ from fmtest.cache import (
     encode_prediction,
     register_cli,
 )
+from fmtest.errors import ConfigError
 from fmtest.pipelines.base import Prediction
 
 
@@ -140,6 +141,12 @@ def test_unreadable_database_file_is_moved_aside_and_rebuilt(tmp_path):
     assert cache.get("fp", "m", "img") is not None
     assert any(p.name.startswith(f"{DB_NAME}.corrupt-") for p in folder.iterdir())
     cache.close()
+
+
+def test_unopenable_cache_is_a_config_error_naming_the_file(tmp_path):
+    (tmp_path / DB_NAME).mkdir()  # a folder where the database file should be
+    with pytest.raises(ConfigError, match=f"{DB_NAME}: cannot open the prediction cache"):
+        PredictionCache(tmp_path).get("fp", "m", "img")
 
 
 def _killed_mid_commit(folder) -> None:
