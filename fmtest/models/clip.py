@@ -4,7 +4,8 @@ Checkpoint formats accepted for the registry key `clip_vit_b16_openai` (all carr
 under open_clip's parameter names, so one strict state-dict load serves them all):
 
 - OpenAI's TorchScript archive `ViT-B-16.pt` (the registry's file, sha256 in its URL). It is opened
-  with `torch.jit.load` on the CPU, which unpickles no Python objects; only its tensors are kept.
+  with `torch.jit.load` on the CPU, whose TorchScript unpickler rebuilds no arbitrary Python objects
+  (unlike `pickle`); only its tensors are kept.
   `torch.load(weights_only=True)` refuses TorchScript archives, so they are recognised first.
 - an open_clip state dict (`open_clip_pytorch_model.bin` / `.pt` / `.pth`), read with
   `torch.load(weights_only=True)`; a training checkpoint's `state_dict` entry and a DataParallel
