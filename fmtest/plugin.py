@@ -280,7 +280,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 
 def pytest_unconfigure(config):
     run = config.stash.get(RUN_KEY, None)
-    if run is not None and not run.is_worker:
+    if run is None:
+        return
+    if run.evaluator._cache is not None:
+        run.evaluator._cache.close()  # folds the SQLite journal back: CI caches one compact file
+    if not run.is_worker:
         shutil.rmtree(run.store.directory, ignore_errors=True)
 
 

@@ -64,10 +64,9 @@ class CaseResult:
     @classmethod
     def from_dict(cls, d: dict) -> CaseResult:
         d = dict(d)
-        d["images"] = [ImageResult(**i) for i in d.get("images", [])]
-        d["thumbnails"] = [Thumbnail(**t) for t in d.get("thumbnails", [])]
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in d.items() if k in known})
+        d["images"] = [_known_fields(ImageResult, i) for i in d.get("images", [])]
+        d["thumbnails"] = [_known_fields(Thumbnail, t) for t in d.get("thumbnails", [])]
+        return _known_fields(cls, d)
 
 
 @dataclass
@@ -98,6 +97,11 @@ class RunResults:
 
     def case(self, case_id: str) -> CaseResult | None:
         return next((c for c in self.cases if c.id == case_id), None)
+
+
+def _known_fields(cls, d: dict):
+    """Fields a newer fmtest added are ignored, so older code can still read its results."""
+    return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
 def write_json(results: RunResults, path: Path) -> None:
