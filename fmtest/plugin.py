@@ -282,8 +282,7 @@ def pytest_unconfigure(config):
     run = config.stash.get(RUN_KEY, None)
     if run is None:
         return
-    if run.evaluator._cache is not None:
-        run.evaluator._cache.close()  # folds the SQLite journal back: CI caches one compact file
+    run.evaluator.close()
     if not run.is_worker:
         shutil.rmtree(run.store.directory, ignore_errors=True)
 

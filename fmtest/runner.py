@@ -181,6 +181,11 @@ class Evaluator:
             self._cache = PredictionCache(self.settings.cache_dir)
         return self._cache
 
+    def close(self) -> None:
+        """Close the prediction cache: folds the SQLite journal back, so CI caches one compact file."""
+        if self._cache is not None:
+            self._cache.close()
+
     def dataset(self, name: str) -> Dataset:
         if name not in self._datasets:
             self._datasets[name] = open_dataset(name, self.settings.data_root, self.settings.config.datasets.get(name))
