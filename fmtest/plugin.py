@@ -265,6 +265,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 
     terminalreporter.section("fmtest scoreboard")
     terminalreporter.write_line(render_scoreboard(results, width=terminalreporter._tw.fullwidth))
+    quality = _data_quality_summary(results)
+    if quality:
+        terminalreporter.write_line(quality)
     baseline = run.evaluator.baseline
     if baseline is not None:
         from fmtest.report.baseline import compare_to_baseline, format_summary
@@ -276,6 +279,20 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     for label, path in (("JSON results", run.settings.results), ("HTML scoreboard", run.settings.report)):
         if path:
             terminalreporter.write_line(f"{label}: {path}")
+
+
+def _data_quality_summary(results: RunResults) -> str:
+    """One line per dataset with guardrail findings, counted by kind; the HTML lists each image."""
+    by_dataset: dict[str, dict[str, int]] = {}
+    for case in results.cases:
+        if case.dataset in by_dataset or not case.extra.get("data_quality"):
+            continue
+        counts: dict[str, int] = {}
+        for finding in case.extra["data_quality"]:
+            counts[finding["kind"]] = counts.get(finding["kind"], 0) + 1
+        by_dataset[case.dataset] = counts
+    return "\n".join(f"data quality, {d}: " + ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in c.items())
+                     for d, c in by_dataset.items())
 
 
 def pytest_unconfigure(config):

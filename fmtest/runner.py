@@ -169,6 +169,7 @@ class Evaluator:
         self._groups: dict[str, list[Group]] = {}
         self._pipelines: dict[tuple[str, str], Pipeline] = {}
         self._fitted: set[tuple[str, str]] = set()
+        self._findings: dict[str, list[dict]] = {}
         self._cache = None
         self.results: dict[str, CaseResult] = {}
         self.baseline = load_baseline(settings.baseline) if settings.baseline else None
@@ -258,10 +259,53 @@ class Evaluator:
             n_resamples=cfg.bootstrap_resamples, seed=cfg.seed,
         )
         result.extra["risk"] = self._risk(case, result)
+        findings = self.data_quality(case.dataset)
+        if findings:
+            result.extra["data_quality"] = findings
         if self.baseline is not None:
             self._gate_regression(result)
         self.results[case.id] = result
         return result
+
+    def data_quality(self, name: str) -> list[dict]:
+        """Guardrail findings for a dataset (fmtest.guardrails), computed once and kept beside the cache.
+
+        `[guardrails] enabled = false` turns them off; `alignment = false` skips the registration check;
+        a table `[guardrails.<dataset>]` overrides settings for one dataset.
+        """
+        table = self.settings.config.raw.get("guardrails", {})
+        opts = {k: v for k, v in table.items() if not isinstance(v, dict)}
+        opts.update(table.get(name, {}))
+        if not opts.pop("enabled", True):
+            return []
+        if name in self._findings:
+            return self._findings[name]
+        store = None
+        if self.settings.cache_dir is not None:
+            key = hashlib.sha256(json.dumps([self.dataset(name).fingerprint, opts,
+                                             [self._data_fingerprint(name, g) for g in self.groups(name)]],
+                                            sort_keys=True, default=str).encode()).hexdigest()[:16]
+            store = Path(self.settings.cache_dir) / "guardrails" / f"{name}-{key}.json"
+            if store.exists():
+                self._findings[name] = json.loads(store.read_text())
+                return self._findings[name]
+        from fmtest.align import estimate_alignment
+        from fmtest.guardrails import check_data_quality
+
+        check_alignment = opts.pop("alignment", True)
+        findings = []
+        for group in self.groups(name):
+            findings += check_data_quality(
+                group.train, group.test, group.load_reference(), progress=self.progress,
+                alignment=(lambda image, ref: estimate_alignment(image, ref).quality) if check_alignment else None,
+                **opts)
+        self._findings[name] = [dataclasses.asdict(f) for f in findings]
+        if store is not None:
+            store.parent.mkdir(parents=True, exist_ok=True)
+            tmp = store.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(self._findings[name]))
+            os.replace(tmp, store)
+        return self._findings[name]
 
     def _gate_regression(self, result: CaseResult) -> None:
         """Fail a case whose metrics dropped against the baseline run by more than the tolerance."""

@@ -124,3 +124,23 @@ def test_a_brittle_pipeline_is_caught_at_the_gated_severity():
     assert rows[2]["flip_rate"] >= 0.5 and rows[2]["false_alarm_rate"] > 0.5  # background crosses it
     assert result.outcome == "failed"
     assert "of verdicts flip at brightness=0.35 (tolerance 10.0%)" in result.message
+
+
+def test_guardrail_findings_are_attached_and_kept_beside_the_cache(tmp_path, monkeypatch):
+    raw = {"datasets": {"toy": {"leak_train_image": True}}, "guardrails": {"alignment": False}}
+    settings = _settings(raw=raw, cache_dir=tmp_path)
+    result = Evaluator(settings, progress=False).evaluate(Case("toy_threshold", "toy", "segmentation"))
+    leaks = [f for f in result.extra["data_quality"] if f["kind"] == "near_duplicate"]
+    assert [f["image_id"] for f in leaks] == ["test/000"]
+
+    import fmtest.guardrails
+
+    monkeypatch.setattr(fmtest.guardrails, "check_data_quality", lambda *a, **k: pytest.fail("recomputed"))
+    again = Evaluator(settings, progress=False).evaluate(Case("toy_threshold", "toy", "segmentation"))
+    assert again.extra["data_quality"] == result.extra["data_quality"]
+
+
+def test_guardrails_can_be_switched_off_per_dataset():
+    raw = {"datasets": {"toy": {"leak_train_image": True}}, "guardrails": {"toy": {"enabled": False}}}
+    result = Evaluator(_settings(raw=raw), progress=False).evaluate(Case("toy_threshold", "toy", "segmentation"))
+    assert "data_quality" not in result.extra

@@ -27,8 +27,9 @@ def _sample(split: str, index: int, defective: bool, size: int = 32) -> Sample:
 class Toy(Dataset):
     name = "toy"
 
-    def __init__(self, n_good=6, n_defective=4, corrupt_index=None):
+    def __init__(self, n_good=6, n_defective=4, corrupt_index=None, leak_train_image=False):
         self.n_good, self.n_defective, self.corrupt_index = n_good, n_defective, corrupt_index
+        self.leak_train_image = leak_train_image  # test/000 is a copy of train/000: a leakage to catch
 
     @classmethod
     def from_config(cls, root, options):
@@ -38,6 +39,9 @@ class Toy(Dataset):
         def load():
             if i == self.corrupt_index:
                 raise DataError("cannot identify image file (truncated?)", f"/data/toy/{split}/{i:03d}.png")
+            if self.leak_train_image and (split, i) == ("test", 0):
+                return Sample(id="test/000", image=_sample("train", 0, False).image, label="OK",
+                              mask=np.zeros((32, 32), bool))
             return _sample(split, i, defective)
 
         return SampleRef(f"{split}/{i:03d}", "NOK" if defective else "OK", load)
