@@ -144,6 +144,17 @@
     });
   }
 
+  function renderPlots(details) {  // robustness plots wait in a <template> until their row is opened
+    var template = details.querySelector("template");
+    if (!template || details.dataset.rendered) return;
+    details.appendChild(template.content.cloneNode(true));
+    details.dataset.rendered = "1";
+  }
+
+  document.querySelectorAll("details.rob-plots").forEach(function (d) {
+    d.addEventListener("toggle", function () { if (d.open) renderPlots(d); });
+    if (d.open) renderPlots(d);
+  });
   document.querySelectorAll("details.case").forEach(function (d) {
     d.addEventListener("toggle", function () { if (d.open) renderCase(d); });
   });

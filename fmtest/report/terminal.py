@@ -97,13 +97,17 @@ def regressed_metrics(case: CaseResult) -> dict[str, float | None]:
 
 
 def render_scoreboard(results: RunResults, width: int = 120) -> str:
-    """The run as a table: case, task, main metric [CI], threshold, other gates, images, outcome."""
+    """The run as a table: case, task, main metric [CI], threshold, other gates, images, outcome; then
+    robustness cases as a pipeline-dataset x perturbation grid, and skipped cases by reason."""
     width = max(width, 60)
-    ran = [c for c in results.cases if c.outcome != "skipped"]
+    ran = [c for c in results.cases if c.outcome != "skipped" and c.task != "robustness"]
+    robust = [c for c in results.cases if c.task == "robustness"]
     skipped = [c for c in results.cases if c.outcome == "skipped"]
     lines = [_title(results, width)]
     if ran:
         lines += _table(ran, width)
+    if robust:
+        lines += _robustness_table(robust, width)
     if skipped:
         lines += _skipped_block(skipped, width)
     lines.append(_count_line(results.cases))
@@ -183,6 +187,77 @@ def _other_gates(case: CaseResult, main: str | None) -> str:
     if case.outcome == "error" and case.message:
         parts.append(case.message.strip().splitlines()[0])
     return ", ".join(parts)
+
+
+def _robustness_table(cases: list[CaseResult], width: int) -> list[str]:
+    """Flip rate at the gated level and the verdict, pipeline-dataset x perturbation, so one glance shows
+    which perturbations break which pipeline. Columns that do not fit the width continue in a second block."""
+    names = list(dict.fromkeys(perturbation_of(c) for c in cases))
+    grid: dict[str, dict[str, CaseResult]] = {}
+    for case in cases:
+        grid.setdefault(f"{case.pipeline}-{case.dataset}", {})[perturbation_of(case)] = case
+    cells = {row: {n: _robustness_cell(by_name.get(n)) for n in names} for row, by_name in grid.items()}
+    gate_line = {n: _gate_text(n, cases) for n in names}
+    col_w = {n: max(len(n), len(gate_line[n]), *(len(cells[r][n]) for r in grid)) for n in names}
+    label_w = min(max(len("pipeline-dataset"), *map(len, grid)), width - len(_SEP) - max(col_w.values()))
+    label_w = max(label_w, _MIN_CASE_WIDTH // 2)
+    out = textwrap.wrap(f"robustness: flip rate at the gated level (@level){_tolerance_text(cases)}", width,
+                        subsequent_indent="  ")
+    for chunk in _chunks(names, col_w, width - label_w):
+        head = "pipeline-dataset".ljust(label_w) + "".join(_SEP + n.ljust(col_w[n]) for n in chunk)
+        gates_row = " " * label_w + "".join(_SEP + gate_line[n].ljust(col_w[n]) for n in chunk)
+        out += [head.rstrip(), gates_row.rstrip(), "-" * len(head.rstrip())]
+        for row in grid:
+            out.append((_fit(row, label_w).ljust(label_w)
+                        + "".join(_SEP + cells[row][n].ljust(col_w[n]) for n in chunk)).rstrip())
+    for case in cases:
+        if case.outcome in ("failed", "error") and case.message:
+            out += textwrap.wrap(f"{case.id}: {case.message.strip().splitlines()[0]}", width,
+                                 initial_indent="  ", subsequent_indent="      ", break_on_hyphens=False)
+    return out
+
+
+def perturbation_of(case: CaseResult) -> str:
+    """The perturbation a robustness case ran: from its level rows, else the end of its id."""
+    rows = case.extra.get("robustness")
+    if isinstance(rows, list) and rows and isinstance(rows[0], dict) and isinstance(rows[0].get("perturbation"), str):
+        return rows[0]["perturbation"]
+    return case.id.removeprefix(f"{case.pipeline}-{case.dataset}-")
+
+
+def _robustness_cell(case: CaseResult | None) -> str:
+    if case is None:
+        return "-"
+    word = OUTCOME_WORD.get(case.outcome, case.outcome.upper())
+    return f"{fmt_number(case.metrics['flip_rate'])} {word}" if "flip_rate" in case.metrics else word
+
+
+def _gate_text(name: str, cases: list[CaseResult]) -> str:
+    levels = {c.extra.get("gate_level") for c in cases if perturbation_of(c) == name}
+    levels = {float(v) for v in levels if isinstance(v, int | float) and not isinstance(v, bool)}
+    return f"@{levels.pop():g}" if len(levels) == 1 else ""
+
+
+def _tolerance_text(cases: list[CaseResult]) -> str:
+    flips = {c.thresholds.get("max_flip_rate") for c in cases} - {None}
+    drops = {c.thresholds.get("max_metric_drop") for c in cases} - {None}
+    if len(flips) == 1 and len(drops) == 1:
+        return f" (tolerance: flip rate <= {fmt_number(flips.pop(), 2)}, metric drop <= {fmt_number(drops.pop())})"
+    return ""
+
+
+def _chunks(names: list[str], col_w: dict[str, int], room: int) -> list[list[str]]:
+    """Consecutive columns grouped so that each group fits in `room` characters (at least one column each)."""
+    chunks: list[list[str]] = [[]]
+    used = 0
+    for name in names:
+        need = len(_SEP) + col_w[name]
+        if chunks[-1] and used + need > room:
+            chunks.append([])
+            used = 0
+        chunks[-1].append(name)
+        used += need
+    return chunks
 
 
 def _skipped_block(cases: list[CaseResult], width: int) -> list[str]:
