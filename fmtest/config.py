@@ -76,7 +76,7 @@ def load_config(path: Path | None) -> SuiteConfig:
 def parse_config(raw: dict, path: Path | None = None) -> SuiteConfig:
     cfg = SuiteConfig(path=path.resolve() if path else None, raw=raw)
     known = {"default_datasets", "default_pipelines", "thresholds", "baseline", "pipelines", "datasets",
-             "prompts", "robustness", "risk", "guardrails", "bootstrap_resamples", "seed", *RUN_OPTIONS}
+             "prompts", "robustness", "risk", "guardrails", "history_url", "bootstrap_resamples", "seed", *RUN_OPTIONS}
     unknown = set(raw) - known
     if unknown:
         raise ConfigError(f"unknown setting(s) {', '.join(sorted(unknown))}", path)

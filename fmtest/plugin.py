@@ -253,7 +253,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus):
     if s.report:
         from fmtest.report.html import write_html
 
-        write_html(results, s.report)
+        history = s.config.raw.get("history_url")  # where `fmtest history` publishes its page
+        write_html(results, s.report, history_links={c.id: f"{history}#{c.id}" for c in results.cases} if history else None)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):

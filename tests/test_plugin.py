@@ -101,6 +101,23 @@ def test_corrupt_image_errors_one_case_and_keeps_the_others(suite):
     assert (suite.path / "board.html").exists()
 
 
+def test_ctrl_c_keeps_the_cases_already_finished(suite, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(TOY.parent))  # a subprocess: the interrupt must not reach this run
+    result = suite.runpytest_subprocess("-p", "no:randomly", "--fm-config=fmtest.toml", "--fm-no-cache",
+                                        "--fm-pipeline=toy_threshold,toy_interrupt", "--fm-results=out.json",
+                                        "--fm-report=board.html")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    cases = json.loads((suite.path / "out.json").read_text())["cases"]
+    assert [(c["id"], c["outcome"]) for c in cases] == [("toy_threshold-toy", "passed")]
+    assert "toy_threshold-toy" in (suite.path / "board.html").read_text()
+
+
+def test_scoreboard_links_each_case_to_its_history(suite):
+    (suite.path / "fmtest.toml").write_text('history_url = "../history/history.html"\n' + CONFIG)
+    run(suite, "--fm-pipeline=toy_threshold", "--fm-report=board.html")
+    assert "href='../history/history.html#toy_threshold-toy'" in (suite.path / "board.html").read_text()
+
+
 def test_xdist_workers_merge_into_one_results_file(suite, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(TOY.parent))  # the workers are fresh processes
     result = suite.runpytest_subprocess("-n", "2", "-p", "no:randomly", "--fm-config=fmtest.toml",

@@ -74,6 +74,15 @@ class ToyEmpty(Pipeline):
         return [Prediction.from_mask(np.zeros(s.image.shape[:2], bool), score=0.0) for s in samples]
 
 
+class ToyInterrupt(Pipeline):
+    """Stands for a user pressing Ctrl-C in the middle of a case."""
+
+    name, task = "toy_interrupt", "segmentation"
+
+    def predict(self, samples):
+        raise KeyboardInterrupt
+
+
 class ToyNoWeights(Pipeline):
     name, task = "toy_noweights", "segmentation"
 
@@ -91,6 +100,6 @@ def register():
 
     fmtest.data.DATASETS["toy"] = "toy_fmtest:Toy"
     for name, cls in (("toy_threshold", "ToyThreshold"), ("toy_empty", "ToyEmpty"),
-                      ("toy_noweights", "ToyNoWeights")):
+                      ("toy_noweights", "ToyNoWeights"), ("toy_interrupt", "ToyInterrupt")):
         fmtest.pipelines.PIPELINES[name] = f"toy_fmtest:{cls}"
         fmtest.pipelines.TASKS[name] = "segmentation"
