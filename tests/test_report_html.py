@@ -71,8 +71,10 @@ def test_matrix_has_a_cell_per_case_coloured_by_outcome(run):
     document = render_html(run)
     for case in run.cases[:3]:
         assert f"<td class='cell o-{case.outcome}' data-case='{case.id}'>" in document
-    # the robustness case shares padim-satsim's cell as a linked badge; the cell shows the worse outcome
-    assert "<a class='sub o-passed' href='#padim-satsim-blur'" in document and "</span> blur</a>" in document
+    # robustness cases are summed up in their pair's cell, linking to their row of the robustness matrix
+    assert ("<a class='sub o-passed' href='#fm-rob-padim-satsim'><span class='badge'>PASS</span> robustness 0/1 "
+            "failed</a>") in document
+    assert "id='fm-rob-padim-satsim'" in document
     assert "iou 0.410" in document and "[0.350, 0.470]" in document and "threshold 0.60" in document
     assert "n=3 (2 NOK)" in document
     assert document.count("class='cell empty'") == 3  # pairs that were not run (2 pipelines x 3 datasets - 3)
@@ -154,3 +156,162 @@ def test_failed_cases_listed_first():
              for i, o in enumerate(["passed", "skipped", "failed", "error"])]
     order = re.findall(r"<details class='case o-(\w+)'", render_html(RunResults(cases=cases)))
     assert order == ["failed", "error", "passed", "skipped"]
+
+
+# --------------------------------------------------------------------------- robustness, risk, data quality
+
+LADDER = (0.5, 1.0, 2.0)
+
+
+def robustness_case(pipeline, dataset, perturbation, flips, delta_iou=(None,) * 3, delta_f2=(0.0,) * 3,
+                    outcome="passed", message=None):
+    """Shaped like Evaluator.invariance's result: gated (middle) level in metrics, every level in extra."""
+    rows = [{"perturbation": perturbation, "level": level, "flip_rate": f, "delta_iou": d_iou, "delta_f2": d_f2,
+             "false_alarm_rate": 0.0, "slip_rate": 0.0, "outcome": "passed"}
+            for level, f, d_iou, d_f2 in zip(LADDER, flips, delta_iou, delta_f2, strict=True)]
+    rows[1]["outcome"] = outcome
+    metrics = {k: (float("nan") if v is None else v) for k, v in rows[1].items() if k not in ("perturbation", "level",
+                                                                                            "outcome")}
+    return CaseResult(f"{pipeline}-{dataset}-{perturbation}", pipeline, dataset, "robustness", outcome, message,
+                      metrics=metrics, thresholds={"max_flip_rate": 0.1, "max_metric_drop": 0.05},
+                      extra={"robustness": rows, "gate_level": LADDER[1]})
+
+
+@pytest.fixture
+def robust_run(tmp_path):
+    """Two pipelines x two perturbations, one pair missing; written and read back so NaN arrives as null."""
+    from fmtest.report.results import read_json, write_json
+
+    cases = [robustness_case("padim", "satsim", "blur", (0.02, 0.1, 0.3), (-0.01, -0.05, -0.2), (0.0, -0.02, -0.1),
+                             "failed", "flip rate 0.100 ... iou drops 0.050"),
+             robustness_case("padim", "satsim", "jpeg", (0.0, 0.0, 0.01), (0.0, 0.01, -0.01)),
+             robustness_case("gemini_basic", "mvtec", "blur", (0.0, 0.04, 0.05), delta_f2=(0.0, -0.03, -0.04)),
+             CaseResult("padim-satsim", "padim", "satsim", "segmentation", "passed", metrics={"iou": 0.7})]
+    write_json(RunResults(cases=cases), tmp_path / "r.json")
+    return read_json(tmp_path / "r.json")
+
+
+def rob_cell(document, case_id):
+    return re.search(rf"<td class='cell o-(\w+)' data-case='{re.escape(case_id)}'><a href='#{re.escape(case_id)}'"
+                     r"[^>]*>(.*?)</a></td>", document)
+
+
+def plot_svg(document, case_id):
+    figure = re.search(rf"<figure class='rob-figure o-\w+' data-case='{re.escape(case_id)}'>(.*?)</figure>", document)
+    return figure.group(1)
+
+
+def series_points(svg, key):
+    found = re.search(rf"<g class='series s-[\w]+' data-key='{key}'><polyline points='([^']*)'/>", svg)
+    return None if found is None else [tuple(map(float, p.split(","))) for p in found.group(1).split()]
+
+
+def test_robustness_matrix_shows_which_perturbation_breaks_which_pipeline(robust_run):
+    document = render_html(robust_run)
+    section = document[document.index("<h2 id='fm-robustness'>"):document.index("<h3>Metric vs severity")]
+    assert re.findall(r"<th scope='col'>(\w+)<span class='gate-level'>gate level 1</span>", section) == ["blur", "jpeg"]
+    assert re.findall(r"<tr id='fm-rob-([\w-]+)'>", section) == ["padim-satsim", "gemini_basic-mvtec"]
+    outcome, body = rob_cell(section, "padim-satsim-blur").groups()
+    assert outcome == "failed" and "FAIL" in body and "flip 0.100" in body
+    assert "\u0394 IoU -0.050" in body  # the worse of the two metric changes at the gate
+    outcome, body = rob_cell(section, "gemini_basic-mvtec-blur").groups()
+    assert outcome == "passed" and "flip 0.040" in body and "\u0394 F2 -0.030" in body and "IoU" not in body
+    assert "\u0394 F2 +0.000" in rob_cell(section, "padim-satsim-jpeg").group(2)  # IoU rose +0.010, F2 stayed
+    assert section.count("class='cell empty'") == 1  # gemini_basic-mvtec was not run under jpeg
+    assert "flip rate &le; 0.10, metric drop &le; 0.050" in section
+
+
+def test_severity_plot_marks_gate_and_tolerances_where_the_data_lie(robust_run):
+    svg = plot_svg(render_html(robust_run), "padim-satsim-blur")
+    flips, ious, f2s = (series_points(svg, k) for k in ("flip_rate", "delta_iou", "delta_f2"))
+    assert len(flips) == len(ious) == len(f2s) == 3
+    gate_x = float(re.search(r"<line class='gate' data-level='1' x1='([\d.]+)'", svg).group(1))
+    assert flips[1][0] == gate_x  # the gated (middle) level sits on the gate line
+    assert flips[0][0] < flips[1][0] < flips[2][0]
+    tol_flip = float(re.search(r"<line class='tol tol-flip' [^>]*y1='([\d.]+)'", svg).group(1))
+    tol_drop = float(re.search(r"<line class='tol tol-drop' [^>]*y1='([\d.]+)'", svg).group(1))
+    assert flips[1][1] == tol_flip and ious[1][1] == tol_drop  # both sit exactly on their tolerance
+    assert flips[2][1] < tol_flip and ious[2][1] > tol_drop  # beyond tolerance: above / below the line
+    assert re.search(r"aria-label='blur, levels 0.5, 1, 2: flip rate 0.020, 0.100, 0.300; \u0394 IoU -0.010", svg)
+
+
+def test_severity_plot_leaves_out_metrics_that_do_not_apply(robust_run):
+    svg = plot_svg(render_html(robust_run), "gemini_basic-mvtec-blur")  # classification: delta_iou is null
+    assert series_points(svg, "delta_iou") is None
+    assert len(series_points(svg, "flip_rate")) == 3 and len(series_points(svg, "delta_f2")) == 3
+
+
+def test_plot_rows_wait_in_templates_and_collapse_when_many(robust_run, monkeypatch):
+    import fmtest.report.html as report_html
+
+    document = render_html(robust_run)
+    rows = re.findall(r"<details class='rob-plots'( open)? data-pipeline='(\w+)'[^>]*><summary>(.*?)</summary>"
+                      r"<template>(.*?)</template></details>", document)
+    assert [(r[0], r[1]) for r in rows] == [(" open", "padim"), (" open", "gemini_basic")]
+    assert "1 of 2 perturbations fail" in rows[0][2] and rows[0][3].count("<svg class='rob-plot'") == 2
+    monkeypatch.setattr(report_html, "PLOTS_OPEN_LIMIT", 2)
+    assert "<details class='rob-plots' open" not in render_html(robust_run)
+
+
+def test_no_robustness_section_without_robustness_cases(run):
+    run.cases = [c for c in run.cases if c.task != "robustness"]
+    document = render_html(run)
+    assert "<h2 id='fm-robustness'>" not in document and "<details class='rob-plots'" not in document
+    assert "<h2 id='fm-data-quality'>" in document and "<h2 id='fm-risk'>" in document
+
+
+def test_robustness_names_are_escaped():
+    case = robustness_case(EVIL, "satsim", "blur", (0.0, 0.0, 0.0), outcome="error", message=EVIL)
+    case.extra["robustness"][0]["perturbation"] = EVIL
+    document = render_html(RunResults(cases=[case]))
+    assert "<script>alert" not in document and "<img src=x" not in document
+
+
+def test_risk_overview_lists_factory_figures_per_case():
+    risk = {"slip_rate": 0.03, "slip_rate_ci_low": 0.01, "slip_rate_ci_high": 0.08, "slip_rate_upper_95": 0.07,
+            "false_alarm_rate": 0.02, "false_alarm_rate_ci_low": 0.005, "false_alarm_rate_ci_high": 0.06,
+            "target_slip_rate": 0.01, "defectives_needed_for_target": 299.0, "n_defective": 76.0,
+            "verdict": "this test set has 76: NOT enough", "auroc_threshold_free_not_a_factory_figure": 0.97,
+            "false_alarm_budget": 0.01, "recall_at_false_alarm_budget": 0.8,
+            "false_alarm_rate_at_budget_threshold": 0.012}
+    enough = {**risk, "n_defective": 400.0, "slip_rate": None}
+    for key in ("auroc_threshold_free_not_a_factory_figure", "recall_at_false_alarm_budget", "false_alarm_budget"):
+        del enough[key]
+    cases = [CaseResult("padim-satsim", "padim", "satsim", "segmentation", extra={"risk": risk}),
+             CaseResult("gemini_basic-mvtec", "gemini_basic", "mvtec", "classification", extra={"risk": enough}),
+             CaseResult("padim-satsim-blur", "padim", "satsim", "robustness")]
+    document = render_html(RunResults(cases=cases))
+    table = re.search(r"<table class='risk' id='fm-risk-table'>(.*?)</table>", document).group(1)
+    assert "AUROC <span class='note'>(threshold-free)</span>" in table
+    rows = dict(re.findall(r"<tr data-case='([\w-]+)'>(.*?)</tr>", table))
+    assert list(rows) == ["padim-satsim", "gemini_basic-mvtec"]  # cases without a risk table are left out
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", rows["padim-satsim"])
+    assert cells[:3] == ["0.030 [0.010, 0.080]", "0.070", "0.020 [0.005, 0.060]"]
+    assert cells[3].startswith("76 / 299") and "slip &lt; 1.0%" in cells[3]
+    assert "NOT enough defectives" in cells[4] and "o-failed" in cells[4] and "title='this test set has 76" in cells[4]
+    assert cells[5].startswith("0.800") and "budget 1.0%" in cells[5] and "1.2%" in cells[5]
+    assert cells[6] == "0.970"
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", rows["gemini_basic-mvtec"])
+    assert cells[0].startswith("n/a") and "o-passed'" in cells[4] and ">enough defectives<" in cells[4]
+    assert "n/a" in cells[5] and cells[6] == "n/a"
+
+
+def test_data_quality_listed_once_per_dataset():
+    duplicate = {"kind": "duplicate", "image_id": "test/void/003", "detail": EVIL}
+    cases = [CaseResult("padim-satsim", "padim", "satsim", "segmentation",
+                        extra={"data_quality": [duplicate, {"kind": "check_skipped", "image_id": None,
+                                                            "detail": "no reference image"}]}),
+             CaseResult("sam-satsim", "sam", "satsim", "segmentation", extra={"data_quality": [dict(duplicate)]}),
+             CaseResult("padim-mvtec", "padim", "mvtec", "segmentation",
+                        extra={"data_quality": [{"kind": "empty_mask", "image_id": "x/1", "detail": "NOK, empty"}]}),
+             CaseResult("padim-elpv", "padim", "elpv", "classification", extra={"data_quality": []})]
+    document = render_html(RunResults(cases=cases))
+    section = document[document.index("<h2 id='fm-data-quality'>"):document.index("<h2>Cases</h2>")]
+    blocks = dict(re.findall(r"<details class='dq' data-dataset='(\w+)' open>(.*?)</details>", section))
+    assert list(blocks) == ["satsim", "mvtec"]  # elpv had no findings
+    satsim_rows = re.findall(r"<tr><td>(.*?)</td><td><code>(.*?)</code></td><td>(.*?)</td></tr>", blocks["satsim"])
+    assert satsim_rows == [("duplicate", "test/void/003", htmllib.escape(EVIL)),
+                           ("check_skipped", "(dataset)", "no reference image")]
+    assert "2 findings (1 duplicate, 1 check_skipped)" in blocks["satsim"]
+    assert "1 finding (1 empty_mask)" in blocks["mvtec"]
+    assert "<script>alert" not in section

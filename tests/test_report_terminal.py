@@ -1,7 +1,7 @@
 import pytest
 
 from fmtest.report.results import CaseResult, ImageResult, RunResults
-from fmtest.report.terminal import fmt_number, image_counts, main_metric, render_scoreboard
+from fmtest.report.terminal import fmt_number, gates, image_counts, main_metric, render_scoreboard
 
 
 def seg_case(case_id="saa_plus-mvtec", outcome="failed", iou=0.52, **kw):
@@ -92,9 +92,66 @@ def test_robustness_case_reads_max_thresholds_as_upper_bounds():
     case = CaseResult("padim-satsim-blur", "padim", "satsim", "robustness", "failed",
                       metrics={"flip_rate": 0.2, "delta_iou": -0.01, "slip_rate": 0.3},
                       thresholds={"max_flip_rate": 0.1, "max_metric_drop": 0.05, "max_slip_rate": 0.5})
-    row = row_of(render_scoreboard(RunResults(cases=[case])), "padim-satsim-blur")
-    assert "rob" in row and "flip_rate 0.200" in row and "<=0.10" in row
-    assert "max_metric_drop 0.050" in row and "slip_rate 0.300<=0.50" in row
+    by_name = {g.name: g for g in gates(case)}
+    assert by_name["max_flip_rate"].metric == "flip_rate" and by_name["max_flip_rate"].upper
+    assert not by_name["max_flip_rate"].met(0.2) and by_name["max_slip_rate"].met(0.3)
+    assert by_name["max_metric_drop"].metric is None  # a setting: no metric of that name is recorded
+    assert main_metric(case) == "flip_rate"
+
+
+def rob_case(pipeline, dataset, perturbation, flip, outcome="passed", message=None, gate_level=1.0):
+    return CaseResult(f"{pipeline}-{dataset}-{perturbation}", pipeline, dataset, "robustness", outcome, message,
+                      metrics={"flip_rate": flip, "delta_iou": -0.01, "delta_f2": float("nan")},
+                      thresholds={"max_flip_rate": 0.1, "max_metric_drop": 0.05},
+                      extra={"robustness": [{"perturbation": perturbation, "level": gate_level, "flip_rate": flip,
+                                             "outcome": outcome}], "gate_level": gate_level})
+
+
+PERTURBATIONS = ("brightness", "contrast", "gamma", "gaussian_noise", "blur", "jpeg", "gain_offset", "translate",
+                 "rotate")
+
+
+@pytest.fixture
+def robust_run(run):
+    run.cases += [rob_case("saa_plus", "mvtec", p, 0.01 * i, gate_level=i + 1) for i, p in enumerate(PERTURBATIONS)]
+    run.cases[-5] = rob_case("saa_plus", "mvtec", "blur", 0.25, "failed", "25.0% of verdicts flip at blur=1 "
+                                                                            "(tolerance 10.0%)")
+    run.cases += [rob_case("gemini_basic", "mvtec", "blur", 0.0, gate_level=2.0),
+                  CaseResult("gemini_basic-mvtec-jpeg", "gemini_basic", "mvtec", "robustness", "error",
+                             "RuntimeError: perturbed images came back in another order\ntraceback")]
+    return run
+
+
+def test_robustness_cases_as_a_pipeline_by_perturbation_grid(robust_run):
+    text = render_scoreboard(robust_run, width=200)
+    lines = text.splitlines()
+    assert not any(line.startswith("saa_plus-mvtec-") for line in lines)  # not one row per robustness case
+    start = next(i for i, line in enumerate(lines) if line.startswith("robustness: flip rate at the gated level"))
+    assert "flip rate <= 0.10, metric drop <= 0.050" in lines[start]
+    assert lines[start + 1].split() == ["pipeline-dataset", *PERTURBATIONS]
+    # the gated level per column; blur's two cases were gated at different levels, so none is claimed
+    assert lines[start + 2].split() == ["@1", "@2", "@3", "@4", "@6", "@7", "@8", "@9"]
+    grid = "\n".join(lines[start:])
+    saa = row_of(grid, "saa_plus-mvtec ")
+    assert saa.split()[1:] == ["0.000", "PASS", "0.010", "PASS", "0.020", "PASS", "0.030", "PASS", "0.250", "FAIL",
+                               "0.050", "PASS", "0.060", "PASS", "0.070", "PASS", "0.080", "PASS"]
+    gemini = row_of(grid, "gemini_basic-mvtec ")
+    assert gemini.split()[1:] == ["-", "-", "-", "-", "0.000", "PASS", "ERROR", "-", "-", "-"]
+    assert "  saa_plus-mvtec-blur: 25.0% of verdicts flip at blur=1 (tolerance 10.0%)" in lines
+    assert "  gemini_basic-mvtec-jpeg: RuntimeError: perturbed images came back in another order" in lines
+    assert lines[-1] == "17 cases: 2 failed, 10 passed, 2 error, 3 skipped"
+
+
+@pytest.mark.parametrize("width", [60, 80, 120])
+def test_robustness_grid_wraps_its_columns_to_the_width(robust_run, width):
+    lines = render_scoreboard(robust_run, width=width).splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("robustness:"))
+    grid = lines[start:-1]
+    assert max(len(line) for line in grid) <= width
+    headers = [line.split()[1:] for line in grid if line.startswith("pipeline-dataset")]
+    assert [name for block in headers for name in block] == list(PERTURBATIONS)  # every column, once, in order
+    assert len(headers) > 1 if width < 120 else True
+    assert sum(line.startswith("saa_plus-mvtec ") for line in grid) == len(headers)  # row label in every block
 
 
 def test_only_skipped_cases():
