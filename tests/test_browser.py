@@ -165,3 +165,74 @@ def test_200_cases_10000_images_keep_the_initial_dom_small(page, tmp_path):
     assert len(table_ids(page, "pipe9-data19")) == 50
     assert page.locator("table.images tbody tr").count() == 50
     page.screenshot(path=str(tmp_path / "big.png"))
+
+
+LADDER = (0.5, 1.0, 2.0)
+
+
+def robustness_case(pipeline, dataset, perturbation, flips, deltas, outcome="passed"):
+    rows = [{"perturbation": perturbation, "level": level, "flip_rate": f, "delta_iou": d, "delta_f2": d / 2,
+             "false_alarm_rate": 0.0, "slip_rate": 0.0, "outcome": "passed"}
+            for level, f, d in zip(LADDER, flips, deltas, strict=True)]
+    rows[1]["outcome"] = outcome
+    return CaseResult(f"{pipeline}-{dataset}-{perturbation}", pipeline, dataset, "robustness", outcome,
+                      "flip rate 0.150 at blur=1 (tolerance 0.100)" if outcome == "failed" else None,
+                      metrics={k: v for k, v in rows[1].items() if isinstance(v, float) and k != "level"},
+                      thresholds={"max_flip_rate": 0.1, "max_metric_drop": 0.05},
+                      extra={"robustness": rows, "gate_level": LADDER[1]})
+
+
+def robustness_run():
+    cases = small_run().cases
+    cases += [robustness_case("padim", "satsim", "blur", (0.05, 0.15, 0.4), (-0.02, -0.04, -0.1), "failed"),
+              robustness_case("padim", "satsim", "jpeg", (0.0, 0.01, 0.02), (0.0, -0.01, -0.01)),
+              robustness_case("saa_plus", "satsim", "blur", (0.0, 0.02, 0.05), (0.0, -0.01, -0.03))]
+    return RunResults(cases=cases, git_commit="0123abcd")
+
+
+def test_robustness_matrix_and_plots_render(page, tmp_path):
+    report = tmp_path / "scoreboard.html"
+    write_html(robustness_run(), report)
+    page.goto(report.as_uri())
+
+    matrix = page.locator("#fm-rob-matrix")
+    assert matrix.locator("thead th[scope=col]").all_inner_texts()[0].startswith("blur")
+    cells = matrix.locator("td.cell:not(.empty)")
+    assert cells.count() == 3 and matrix.locator("td.cell.empty").count() == 1  # saa_plus was not run under jpeg
+    failed = matrix.locator("td.cell[data-case='padim-satsim-blur']")
+    assert failed.evaluate("td => getComputedStyle(td).backgroundColor") == TINTS["failed"]
+    assert "FAIL" in failed.inner_text() and "flip 0.150" in failed.inner_text()
+    passed = matrix.locator("td.cell[data-case='padim-satsim-jpeg']")
+    assert passed.evaluate("td => getComputedStyle(td).backgroundColor") == TINTS["passed"]
+
+    plots = page.locator("#fm-rob-plots svg.rob-plot")
+    assert plots.count() == 3  # one per perturbation per pipeline, put in the page by the script
+    for i in range(3):
+        box = plots.nth(i).bounding_box()
+        assert box["width"] > 150 and box["height"] > 100
+        series = plots.nth(i).locator("g.series.s-flip polyline")
+        assert series.evaluate("p => p.getBBox().width") > 50  # a real line, drawn across the levels
+        assert plots.nth(i).locator("line.gate").evaluate("l => getComputedStyle(l).stroke") != "none"
+        assert plots.nth(i).locator("line.tol-flip").count() == 1
+    colours = {plots.first.locator(f"g.{css}").evaluate("g => getComputedStyle(g).stroke")
+               for css in ("s-flip", "s-iou", "s-f2")}
+    assert len(colours) == 3  # the three series are told apart (also by marker shape)
+
+    page.locator("#fm-rob-plots figcaption a").first.click()  # a plot links to its case's details
+    assert page.locator("[id='padim-satsim-blur']").get_attribute("open") is not None
+    page.locator("#fm-rob-matrix").scroll_into_view_if_needed()
+    page.screenshot(path=str(tmp_path / "robustness.png"), full_page=True)
+
+
+def test_many_robustness_cases_keep_plots_out_of_the_dom_until_opened(page, tmp_path):
+    cases = [robustness_case(f"pipe{p}", "satsim", name, (0.0, 0.02, 0.05), (0.0, -0.01, -0.02))
+             for p in range(8) for name in ("blur", "jpeg", "brightness", "contrast", "gamma", "rotate", "translate",
+                                            "gain_offset", "gaussian_noise")]
+    report = tmp_path / "many.html"
+    write_html(RunResults(cases=cases), report)
+    page.goto(report.as_uri())
+    assert page.locator("#fm-rob-matrix td.cell").count() == 72
+    assert page.locator("svg.rob-plot").count() == 0  # 72 plots: rows start collapsed
+    page.locator("details.rob-plots[data-pipeline=pipe3] > summary").click()
+    assert page.locator("svg.rob-plot").count() == 9
+    assert page.locator("details.rob-plots[data-pipeline=pipe3] svg.rob-plot").count() == 9
