@@ -16,7 +16,7 @@ from fmtest.report.results import CaseResult, RunResults
 
 MAIN_METRIC = {"segmentation": "iou", "classification": "f2", "robustness": "flip_rate"}
 OUTCOME_WORD = {"passed": "PASS", "failed": "FAIL", "skipped": "SKIP", "error": "ERROR"}
-TASK_ABBREV = {"segmentation": "seg", "classification": "cls", "robustness": "rob"}
+TASK_ABBREV = {"segmentation": "seg", "classification": "cls"}  # robustness cases have their own grid
 COUNT_ORDER = ("failed", "passed", "error", "skipped")
 _SEP = "  "
 _MIN_OTHER_WIDTH = 20  # other gates get at least this much room when inline...
