@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from fmtest.models.clip import ClipEncoder, build_tiny_clip
 from fmtest.models.clip_surgery import (
-    PROMPT_TEMPLATES, ClipSurgery, SurgeryVisionEncoder, dual_attention, feature_surgery, similarity_map,
+    ClipSurgery, SurgeryVisionEncoder, dual_attention, feature_surgery, prompt_templates, similarity_map,
 )
 
 
@@ -144,16 +144,17 @@ def test_similarity_map_shape_range_and_orientation():
 
 
 def test_patch_similarity_shapes_and_text_cache(encoder, images):
-    surgery = ClipSurgery(encoder, depth=2, templates=PROMPT_TEMPLATES[:3])
+    surgery = ClipSurgery(encoder, depth=2, templates=prompt_templates()[:3])
     sims = surgery.patch_similarity(images, ["defect", "scratch"], redundant_texts=[""])
     assert sims.shape == (3, 2, 4, 4)
-    templates = PROMPT_TEMPLATES[:3]
+    templates = prompt_templates()[:3]
     assert {("defect", templates), ("scratch", templates), ("", templates)} <= set(encoder._ensembles)
     class_set = surgery.patch_similarity(images[:1], ["defect", "scratch", "hole"])
     torch.testing.assert_close(class_set.sum(1), torch.zeros(1, 4, 4), atol=1e-6, rtol=0)
 
 
 def test_prompt_templates_are_the_paper_set():
-    assert len(PROMPT_TEMPLATES) == 85 and len(set(PROMPT_TEMPLATES)) == 85
-    assert all(t.count("{}") == 1 for t in PROMPT_TEMPLATES)
-    assert "there is a {} in the scene." in PROMPT_TEMPLATES and "a bad photo of a {}." in PROMPT_TEMPLATES
+    templates = prompt_templates()
+    assert len(templates) == 85 and len(set(templates)) == 85
+    assert all(t.count("{}") == 1 for t in templates)
+    assert "there is a {} in the scene." in templates and "a bad photo of a {}." in templates

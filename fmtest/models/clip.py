@@ -19,6 +19,9 @@ tensors without complaint and silently compute something else.
 
 Images are squash-resized to the model's input size (no centre crop, as CLIP Surgery and Text2Seg do)
 so a whole mask crop or image is seen. The BPE vocabulary ships inside open_clip: nothing downloads.
+
+open_clip is imported where a model is built, not at import (as grounding_dino.py does with
+transformers): a pipeline checking for the checkpoint, or a suite skipping it, never pays for it.
 """
 
 from __future__ import annotations
@@ -27,15 +30,17 @@ import threading
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import open_clip
 import torch
-from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from PIL import Image
 
 from fmtest.errors import DataError, MissingWeights
 from fmtest.models import registry
+
+if TYPE_CHECKING:
+    import open_clip
 
 CLIP_KEY = "clip_vit_b16_openai"
 ARCHITECTURE = "ViT-B-16"
@@ -75,6 +80,8 @@ def read_clip_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 def build_clip(checkpoint: Path | None = None) -> open_clip.CLIP:
     """CLIP ViT-B/16 (QuickGELU, fp32, CPU); OpenAI weights from `checkpoint`, random weights without one."""
+    import open_clip
+
     model = open_clip.create_model(ARCHITECTURE, pretrained=None, force_quick_gelu=True)
     return load_clip_weights(model, checkpoint) if checkpoint is not None else model.eval()
 
@@ -92,6 +99,8 @@ def build_tiny_clip(image_size: int = 64, patch_size: int = 16, width: int = 64,
 
     The text tower keeps CLIP's vocabulary and context length so the packaged tokenizer fits it.
     """
+    import open_clip
+
     torch.manual_seed(seed)
     model = open_clip.CLIP(
         embed_dim=embed_dim,
@@ -107,15 +116,20 @@ class ClipEncoder:
     """One CLIP model with its tokenizer: turns RGB images and texts into unit-length embeddings."""
 
     def __init__(self, model: open_clip.CLIP, model_id: str, device: str = "cpu"):
+        from open_clip import get_tokenizer
+        from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+        from open_clip.tokenizer import default_bpe
+
         self.model = model.eval().to(device)
         self.model_id = model_id
         self.device = device
-        self.tokenizer = open_clip.get_tokenizer(ARCHITECTURE)
+        self.tokenizer = get_tokenizer(ARCHITECTURE)
         expected = model.vocab_size
         found = len(self.tokenizer.encoder)
         if found != expected:  # an empty or foreign vocabulary would tokenize every prompt to nonsense
-            raise DataError(f"CLIP tokenizer has {found} tokens but the model expects {expected}",
-                            open_clip.tokenizer.default_bpe())
+            raise DataError(f"CLIP tokenizer has {found} tokens but the model expects {expected}", default_bpe())
+        self._mean = torch.tensor(OPENAI_DATASET_MEAN).view(3, 1, 1)
+        self._std = torch.tensor(OPENAI_DATASET_STD).view(3, 1, 1)
         size = model.visual.image_size
         self.image_size: tuple[int, int] = (size, size) if isinstance(size, int) else tuple(size)
         self._ensembles: dict[tuple[str, tuple[str, ...]], torch.Tensor] = {}
@@ -123,14 +137,12 @@ class ClipEncoder:
     def preprocess(self, images_rgb: Sequence[np.ndarray]) -> torch.Tensor:
         """(N, 3, S, S) normalized input from HxWx3 uint8 images of any size (bicubic squash resize)."""
         h, w = self.image_size
-        mean = torch.tensor(OPENAI_DATASET_MEAN).view(3, 1, 1)
-        std = torch.tensor(OPENAI_DATASET_STD).view(3, 1, 1)
         batch = []
         for image in images_rgb:
             if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
                 raise ValueError(f"CLIP wants HxWx3 uint8 images, got {image.dtype} {image.shape}")
             resized = np.asarray(Image.fromarray(image).resize((w, h), Image.BICUBIC), dtype=np.float32)
-            batch.append((torch.from_numpy(resized).permute(2, 0, 1) / 255.0 - mean) / std)
+            batch.append((torch.from_numpy(resized).permute(2, 0, 1) / 255.0 - self._mean) / self._std)
         return torch.stack(batch).to(self.device)
 
     @torch.no_grad()

@@ -19,27 +19,36 @@ surgery tokens, prompt ensembles, both feature-surgery forms and the SAM points 
 unit-normalized per token (cosine similarity, as the paper defines it).
 
 Texts are encoded as prompt ensembles over the OpenAI ImageNet templates plus five scene templates,
-the set the paper uses. Images are squash-resized to the model's input size (224 for ViT-B/16).
+the set the paper uses (`prompt_templates`; read from open_clip on first use, so importing this module
+stays cheap). Images are squash-resized to the model's input size (224 for ViT-B/16).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 from torch import nn
 
-from fmtest.models.clip import ClipEncoder
+if TYPE_CHECKING:
+    from fmtest.models.clip import ClipEncoder
 
 SURGERY_DEPTH = 6  # blocks with the dual path: the last 6 of ViT-B/16 in the paper
 SURGERY_TEMPERATURE = 2.0  # sharpens the class weights of feature surgery (paper's value)
-PROMPT_TEMPLATES: tuple[str, ...] = tuple(t("{}") for t in OPENAI_IMAGENET_TEMPLATES) + (
-    "there is a {} in the scene.", "there is the {} in the scene.", "this is a {} in the scene.",
-    "this is the {} in the scene.", "this is one {} in the scene.",
-)
+SCENE_TEMPLATES = ("there is a {} in the scene.", "there is the {} in the scene.", "this is a {} in the scene.",
+                   "this is the {} in the scene.", "this is one {} in the scene.")
+
+
+@cache
+def prompt_templates() -> tuple[str, ...]:
+    """The paper's ensemble: OpenAI's 80 ImageNet templates, then the five scene templates."""
+    from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
+
+    return tuple(t("{}") for t in OPENAI_IMAGENET_TEMPLATES) + SCENE_TEMPLATES
 
 
 def dual_attention(attn: nn.MultiheadAttention, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -132,10 +141,10 @@ class ClipSurgery:
     """CS-ViT-B/16 on a loaded ClipEncoder: prompt -> similarity of each patch, redundancy removed."""
 
     def __init__(self, encoder: ClipEncoder, depth: int = SURGERY_DEPTH,
-                 templates: Sequence[str] = PROMPT_TEMPLATES):
+                 templates: Sequence[str] | None = None):
         self.encoder = encoder
         self.vision = SurgeryVisionEncoder(encoder.model.visual, depth)
-        self.templates = tuple(templates)
+        self.templates = prompt_templates() if templates is None else tuple(templates)
 
     @property
     def model_id(self) -> str:

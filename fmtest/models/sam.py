@@ -11,7 +11,9 @@ Tests inject a random-weight model without touching any file:
         ...  # sam_engine(...) returns this engine; check_available passes
 
 A Sam model built from a config not listed in `SAM_VARIANTS` can be registered there together with
-a `registry.WEIGHTS` entry named `sam_<variant>`; `sam_engine` then loads it through the same path.
+a `registry.WEIGHTS` entry named `sam_<variant>`; that entry makes the pipelines accept the variant
+(`fmtest.models.sam_variants`, which checks for checkpoints without importing segment_anything),
+and `sam_engine` then loads it through the same path.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncode
 
 from fmtest.errors import DataError
 from fmtest.models import registry
+from fmtest.models.sam_variants import weight_key
 
 # Official configurations, built by the upstream package (random init; weights loaded by us).
 SAM_VARIANTS: dict[str, Callable[[], Sam]] = {"vit_h": build_sam_vit_h, "vit_l": build_sam_vit_l,
@@ -230,14 +233,9 @@ class _EngineMaskGenerator(SamAutomaticMaskGenerator):
 # --- the process-wide engine -----------------------------------------------------------------------
 
 
-def require(weights_dir: Path | None, variant: str = "vit_h") -> None:
-    """Raise MissingWeights unless the variant's checkpoint is present or an engine is injected."""
-    registry.require(f"sam_{variant}", weights_dir)
-
-
 def sam_engine(weights_dir: Path | None, device: str, variant: str = "vit_h") -> SamEngine:
     """The SAM engine for this process: an injected one (tests), else the checkpoint, loaded once."""
-    key = f"sam_{variant}"
+    key = weight_key(variant)
     injected = registry.injected(key)
     if injected is not None:
         return injected  # type: ignore[return-value]
@@ -247,11 +245,12 @@ def sam_engine(weights_dir: Path | None, device: str, variant: str = "vit_h") ->
 
 @lru_cache(maxsize=4)
 def _load_engine(path: Path, device: str, variant: str) -> SamEngine:
+    key = weight_key(variant)
     sha = registry.file_sha256(path)
-    expected = registry.spec(f"sam_{variant}").sha256
+    expected = registry.spec(key).sha256
     if expected is not None and sha != expected:
-        raise DataError(f"sha256 is {sha}, expected {expected} for the official sam_{variant} checkpoint; "
-                        f"re-download with `fmtest weights download sam_{variant}`", path)
+        raise DataError(f"sha256 is {sha}, expected {expected} for the official {key} checkpoint; "
+                        f"re-download with `fmtest weights download {key}`", path)
     builder = SAM_VARIANTS.get(variant)
     if builder is None:
         raise DataError(f"unknown SAM variant {variant!r}; known: {', '.join(SAM_VARIANTS)}", path)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -25,11 +26,14 @@ import torch.nn.functional as F
 from fmtest.data.io import to_rgb_uint8
 from fmtest.data.sample import Sample
 from fmtest.errors import ConfigError
-from fmtest.models import clip, sam
+from fmtest.models import clip, sam_variants
 from fmtest.models.clip_surgery import SURGERY_DEPTH, ClipSurgery
 from fmtest.models.registry import combined_id
 from fmtest.pipelines.base import Pipeline, PipelineContext, Prediction
 from fmtest.pipelines.gdino_sam import read_options
+
+if TYPE_CHECKING:
+    from fmtest.models.sam import SamEngine
 
 
 def similarity_points(grid_similarity: torch.Tensor, image_hw: tuple[int, int], threshold: float = 0.8,
@@ -84,12 +88,14 @@ class ClipSurgerySam(Pipeline):
     @classmethod
     def check_available(cls, context: PipelineContext) -> None:
         options = cls.read_options(context)
-        sam.require(context.weights_dir, str(options["sam_variant"]))
+        sam_variants.require(context.weights_dir, str(options["sam_variant"]))
         clip.require_clip(context.weights_dir)
 
     @property
-    def engine(self) -> sam.SamEngine:
-        return sam.sam_engine(self.context.weights_dir, self.context.device, str(self.options["sam_variant"]))
+    def engine(self) -> SamEngine:
+        from fmtest.models.sam import sam_engine  # segment_anything loads when a model is built, not at a check
+
+        return sam_engine(self.context.weights_dir, self.context.device, str(self.options["sam_variant"]))
 
     @cached_property
     def surgery(self) -> ClipSurgery:

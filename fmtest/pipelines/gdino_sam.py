@@ -9,15 +9,19 @@ boxes), so the case also has a continuous anomaly score for the risk figures.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fmtest.data.io import to_rgb_uint8
 from fmtest.data.sample import Sample
 from fmtest.errors import ConfigError
-from fmtest.models import grounding_dino, sam
+from fmtest.models import grounding_dino, sam_variants
 from fmtest.models.registry import combined_id
 from fmtest.pipelines.base import Pipeline, PipelineContext, Prediction
+
+if TYPE_CHECKING:
+    from fmtest.models.sam import SamEngine
 
 
 def read_options(context: PipelineContext, name: str, defaults: Mapping[str, object]) -> dict[str, object]:
@@ -43,8 +47,9 @@ def read_options(context: PipelineContext, name: str, defaults: Mapping[str, obj
     for key in ("box_threshold", "text_threshold"):
         if key in merged and not 0.0 <= merged[key] <= 1.0:
             raise ConfigError(f"[pipelines.{name}]: {key} must be in [0, 1], got {merged[key]}")
-    if merged.get("sam_variant", "vit_h") not in sam.SAM_VARIANTS:
-        raise ConfigError(f"[pipelines.{name}]: sam_variant must be one of {', '.join(sam.SAM_VARIANTS)}")
+    known = sam_variants.known_variants()
+    if merged.get("sam_variant", "vit_h") not in known:
+        raise ConfigError(f"[pipelines.{name}]: sam_variant must be one of {', '.join(known)}")
     return merged
 
 
@@ -62,15 +67,17 @@ class GroundingDinoSam(Pipeline):
     def check_available(cls, context: PipelineContext) -> None:
         options = read_options(context, cls.name, cls.DEFAULTS)
         grounding_dino.require(context.weights_dir)
-        sam.require(context.weights_dir, str(options["sam_variant"]))
+        sam_variants.require(context.weights_dir, str(options["sam_variant"]))
 
     @property
     def detector(self) -> grounding_dino.GroundingDino:
         return grounding_dino.grounding_dino(self.context.weights_dir, self.context.device)
 
     @property
-    def engine(self) -> sam.SamEngine:
-        return sam.sam_engine(self.context.weights_dir, self.context.device, str(self.options["sam_variant"]))
+    def engine(self) -> SamEngine:
+        from fmtest.models.sam import sam_engine  # segment_anything loads when a model is built, not at a check
+
+        return sam_engine(self.context.weights_dir, self.context.device, str(self.options["sam_variant"]))
 
     @property
     def model_id(self) -> str:

@@ -15,17 +15,17 @@ shared ones of `fmtest.pipelines.vlm.VLMSettings` (retries, timeout, concurrency
 alignment). Prices default to Gemini 2.5 Pro's list price for prompts up to 200k tokens.
 `gemini_refined` reads `prompts/<dataset>_refined.txt` next to the suite config unless
 `prompt_file` says otherwise.
+
+The google-genai SDK is imported when a pipeline is built, not at import: checking for the API
+key (and skipping without one) costs no SDK import.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
-from typing import ClassVar
-
-from google import genai
-from google.genai import errors as genai_errors
-from google.genai import types
+from functools import cache
+from typing import TYPE_CHECKING, ClassVar
 
 from fmtest.errors import Unavailable
 from fmtest.pipelines.base import PipelineContext
@@ -43,12 +43,17 @@ from fmtest.pipelines.vlm import (
     parse_retry_delay,
 )
 
+if TYPE_CHECKING:
+    from google.genai import errors as genai_errors
+    from google.genai import types
+
 KEY_VARIABLES = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
 BASE_URL_VARIABLE = "FMTEST_GEMINI_BASE_URL"
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 ANSWERED = frozenset({None, "STOP", "FINISH_REASON_UNSPECIFIED"})
 
 
+@cache
 def _transport_errors() -> tuple[type[Exception], ...]:
     """Network-level failures (timeouts, dropped connections) of whichever httpx the SDK runs on."""
     found: list[type[Exception]] = []
@@ -61,15 +66,14 @@ def _transport_errors() -> tuple[type[Exception], ...]:
     return tuple(found)
 
 
-TRANSPORT_ERRORS = _transport_errors()
-
-
 def _api_key() -> str | None:
     return next((os.environ[v] for v in KEY_VARIABLES if os.environ.get(v)), None)
 
 
 def _gemini_schema(schema: dict) -> types.Schema:
     """ANSWER_SCHEMA in the Gemini API's OpenAPI-subset form."""
+    from google.genai import types
+
     return types.Schema(
         type=types.Type.OBJECT,
         properties={name: types.Schema(type=types.Type.STRING, enum=spec.get("enum"))
@@ -89,6 +93,9 @@ class GeminiBasic(VLMPipeline):
     }
 
     def __init__(self, context: PipelineContext):
+        from google import genai
+        from google.genai import types
+
         super().__init__(context)
         self.check_endpoint(context, self.settings)
         self._base_url = self.settings.base_url or os.environ.get(BASE_URL_VARIABLE) or None
@@ -116,6 +123,9 @@ class GeminiBasic(VLMPipeline):
         return {**super()._request_settings(), "response_mime_type": "application/json"}
 
     def _send(self, request: VLMRequest) -> VLMReply:
+        from google.genai import errors as genai_errors
+        from google.genai import types
+
         parts = [
             types.Part.from_text(text=REFERENCE_CAPTION),
             types.Part.from_bytes(data=request.reference.png, mime_type="image/png"),
@@ -129,7 +139,7 @@ class GeminiBasic(VLMPipeline):
         except genai_errors.APIError as error:
             raise classify_status(error.code, error.message or str(error), _retry_delay(error),
                                   self.endpoint) from error
-        except TRANSPORT_ERRORS as error:
+        except _transport_errors() as error:
             raise TransientError(f"{type(error).__name__} (request timeout {self.settings.timeout_s:g} s): "
                                  f"{error}") from error
         return _reply(response)

@@ -17,15 +17,16 @@ Missing endpoint, model or key: the case is skipped with that reason (an error u
 Options (`[pipelines.openai_vlm]`): `base_url`, `model`, `api_key`, `prompt_file` (default: the
 study's basic prompt), `response_format` ("json_schema", "json_object" or "none" for servers
 that reject it), and the shared ones of `fmtest.pipelines.vlm.VLMSettings`. Prices default to 0.
+
+The openai SDK is imported when a pipeline is built, not at import: checking for the endpoint
+(and skipping without one) costs no SDK import.
 """
 
 from __future__ import annotations
 
 import base64
 import os
-from typing import ClassVar
-
-import openai
+from typing import TYPE_CHECKING, ClassVar
 
 from fmtest.errors import ConfigError, Unavailable
 from fmtest.pipelines.base import PipelineContext
@@ -42,6 +43,9 @@ from fmtest.pipelines.vlm import (
     classify_status,
     parse_retry_delay,
 )
+
+if TYPE_CHECKING:
+    import openai
 
 BASE_URL_VARIABLE = "FMTEST_OPENAI_BASE_URL"
 MODEL_VARIABLE = "FMTEST_OPENAI_MODEL"
@@ -79,6 +83,8 @@ class OpenAIVLM(VLMPipeline):
     )
 
     def __init__(self, context: PipelineContext):
+        import openai
+
         super().__init__(context)
         self.check_endpoint(context, self.settings)
         self._base_url, self._model, api_key = _resolved(self.settings)
@@ -112,6 +118,8 @@ class OpenAIVLM(VLMPipeline):
         return {**super()._request_settings(), "response_format": self.settings.response_format}
 
     def _send(self, request: VLMRequest) -> VLMReply:
+        import openai
+
         content = [
             {"type": "text", "text": REFERENCE_CAPTION}, _image_part(request.reference),
             {"type": "text", "text": TEST_CAPTION}, _image_part(request.image),

@@ -20,6 +20,7 @@ The image score is the best confidence (0 without regions).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -28,11 +29,14 @@ import torch
 from fmtest.data.io import to_rgb_uint8
 from fmtest.data.sample import Sample
 from fmtest.errors import ConfigError
-from fmtest.models import grounding_dino, sam
+from fmtest.models import grounding_dino, sam_variants
 from fmtest.models.grounding_dino import Detections
 from fmtest.models.registry import combined_id
 from fmtest.pipelines.base import Pipeline, PipelineContext, Prediction
 from fmtest.pipelines.gdino_sam import read_options
+
+if TYPE_CHECKING:
+    from fmtest.models.sam import SamEngine
 
 
 def self_dissimilarity(features: torch.Tensor, valid_hw: tuple[int, int], top_n: int) -> np.ndarray:
@@ -94,15 +98,17 @@ class SaaPlus(Pipeline):
     def check_available(cls, context: PipelineContext) -> None:
         options = cls.parse_options(context)
         grounding_dino.require(context.weights_dir)
-        sam.require(context.weights_dir, str(options["sam_variant"]))
+        sam_variants.require(context.weights_dir, str(options["sam_variant"]))
 
     @property
     def detector(self) -> grounding_dino.GroundingDino:
         return grounding_dino.grounding_dino(self.context.weights_dir, self.context.device)
 
     @property
-    def engine(self) -> sam.SamEngine:
-        return sam.sam_engine(self.context.weights_dir, self.context.device, str(self.options["sam_variant"]))
+    def engine(self) -> SamEngine:
+        from fmtest.models.sam import sam_engine  # segment_anything loads when a model is built, not at a check
+
+        return sam_engine(self.context.weights_dir, self.context.device, str(self.options["sam_variant"]))
 
     @property
     def model_id(self) -> str:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -27,10 +28,13 @@ import torch
 from fmtest.data.io import to_rgb_uint8
 from fmtest.data.sample import Sample
 from fmtest.errors import ConfigError
-from fmtest.models import clip, sam
+from fmtest.models import clip, sam_variants
 from fmtest.models.registry import combined_id
 from fmtest.pipelines.base import Pipeline, PipelineContext, Prediction
 from fmtest.pipelines.gdino_sam import read_options
+
+if TYPE_CHECKING:
+    from fmtest.models.sam import SamEngine
 
 SOFTMAX_AXES = ("texts", "masks")
 # SamAutomaticMaskGenerator settings a suite may change; Text2Seg sets only points_per_side.
@@ -88,12 +92,14 @@ class SamClip(Pipeline):
     @classmethod
     def check_available(cls, context: PipelineContext) -> None:
         options = cls.read_options(context)
-        sam.require(context.weights_dir, str(options["sam_variant"]))
+        sam_variants.require(context.weights_dir, str(options["sam_variant"]))
         clip.require_clip(context.weights_dir)
 
     @property
-    def engine(self) -> sam.SamEngine:
-        return sam.sam_engine(self.context.weights_dir, self.context.device, str(self.options["sam_variant"]))
+    def engine(self) -> SamEngine:
+        from fmtest.models.sam import sam_engine  # segment_anything loads when a model is built, not at a check
+
+        return sam_engine(self.context.weights_dir, self.context.device, str(self.options["sam_variant"]))
 
     @property
     def encoder(self) -> clip.ClipEncoder:
