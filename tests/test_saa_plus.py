@@ -30,9 +30,9 @@ def detections(boxes, scores, phrases) -> Detections:
 
 def test_defaults_are_the_papers():
     options = saa().options
-    assert options["box_threshold"] == 0.10 and options["text_threshold"] == 0.10
-    assert options["max_area_ratio"] == 0.9 and options["top_k"] == 5
-    assert options["saliency_top_n"] == 400 and options["saliency_gain"] == 3.0
+    assert options.box_threshold == 0.10 and options.text_threshold == 0.10
+    assert options.max_area_ratio == 0.9 and options.top_k == 5
+    assert options.saliency_top_n == 400 and options.saliency_gain == 3.0
 
 
 def test_prompt_templates_use_dataset_prompt_and_object():

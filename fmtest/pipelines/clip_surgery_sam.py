@@ -15,7 +15,8 @@ image score is the largest raw surgery similarity (a continuous anomaly score fo
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING
 
@@ -30,7 +31,13 @@ from fmtest.models import clip, sam_variants
 from fmtest.models.clip_surgery import SURGERY_DEPTH, ClipSurgery
 from fmtest.models.registry import combined_id
 from fmtest.pipelines.base import Pipeline, PipelineContext, Prediction
-from fmtest.pipelines.gdino_sam import read_options
+from fmtest.pipelines.options import (
+    parse_options,
+    require_at_least_one,
+    require_choice,
+    require_unit_interval,
+    table,
+)
 
 if TYPE_CHECKING:
     from fmtest.models.sam import SamEngine
@@ -60,47 +67,53 @@ def similarity_points(grid_similarity: torch.Tensor, image_hw: tuple[int, int], 
     return np.stack([x, y], axis=1), labels
 
 
+@dataclass(frozen=True)
+class ClipSurgerySamOptions:
+    """`[pipelines.clip_surgery_sam]`, with the paper's defaults."""
+
+    point_threshold: float = 0.8
+    downsample: int = 2
+    redundant_texts: tuple[str, ...] = ("",)
+    negative_points: bool = True
+    surgery_depth: int = SURGERY_DEPTH
+    sam_variant: str = "vit_h"
+
+
 class ClipSurgerySam(Pipeline):
     name = "clip_surgery_sam"
     task = "segmentation"
     batch_size = 4
-    DEFAULTS: Mapping[str, object] = {
-        "point_threshold": 0.8, "downsample": 2, "redundant_texts": ("",), "negative_points": True,
-        "surgery_depth": SURGERY_DEPTH, "sam_variant": "vit_h",
-    }
 
     def __init__(self, context: PipelineContext):
         super().__init__(context)
         self.options = self.read_options(context)
 
     @classmethod
-    def read_options(cls, context: PipelineContext) -> dict[str, object]:
-        options = read_options(context, cls.name, cls.DEFAULTS)
-        if not 0.0 <= options["point_threshold"] <= 1.0:
-            raise ConfigError(f"[pipelines.{cls.name}]: point_threshold must be in [0, 1], "
-                              f"got {options['point_threshold']}")
-        if options["downsample"] < 1 or options["surgery_depth"] < 1:
-            raise ConfigError(f"[pipelines.{cls.name}]: downsample and surgery_depth must be >= 1")
-        if not options["redundant_texts"]:
-            raise ConfigError(f"[pipelines.{cls.name}]: redundant_texts needs at least one text (\"\" is the paper's)")
+    def read_options(cls, context: PipelineContext) -> ClipSurgerySamOptions:
+        options = parse_options(ClipSurgerySamOptions, cls.name, context.options)
+        require_choice(cls.name, "sam_variant", options.sam_variant, sam_variants.known_variants())
+        require_unit_interval(cls.name, point_threshold=options.point_threshold)
+        require_at_least_one(cls.name, downsample=options.downsample, surgery_depth=options.surgery_depth)
+        if not options.redundant_texts:
+            raise ConfigError('redundant_texts needs at least one text ("" is the paper\'s)', table(cls.name))
         return options
 
     @classmethod
     def check_available(cls, context: PipelineContext) -> None:
         options = cls.read_options(context)
-        sam_variants.require(context.weights_dir, str(options["sam_variant"]))
+        sam_variants.require(context.weights_dir, options.sam_variant)
         clip.require_clip(context.weights_dir)
 
     @property
     def engine(self) -> SamEngine:
         from fmtest.models.sam import sam_engine  # segment_anything loads when a model is built, not at a check
 
-        return sam_engine(self.context.weights_dir, self.context.device, str(self.options["sam_variant"]))
+        return sam_engine(self.context.weights_dir, self.context.device, self.options.sam_variant)
 
     @cached_property
     def surgery(self) -> ClipSurgery:
         encoder = clip.clip_encoder(self.context.weights_dir, self.context.device)
-        return ClipSurgery(encoder, depth=int(self.options["surgery_depth"]))
+        return ClipSurgery(encoder, depth=self.options.surgery_depth)
 
     @property
     def model_id(self) -> str:
@@ -110,15 +123,15 @@ class ClipSurgerySam(Pipeline):
         images = [to_rgb_uint8(s.image) for s in samples]
         keys = [s.sha256 for s in samples]
         similarity = self.surgery.patch_similarity(images, [self.context.prompt],
-                                                   redundant_texts=list(self.options["redundant_texts"]),
+                                                   redundant_texts=list(self.options.redundant_texts),
                                                    batch_size=self.batch_size)
         engine = self.engine
         engine.embed(images, keys)
         predictions = []
         for image, key, grid in zip(images, keys, similarity[:, 0], strict=True):
-            points, labels = similarity_points(grid, image.shape[:2], float(self.options["point_threshold"]),
-                                               int(self.options["downsample"]))
-            if not self.options["negative_points"]:
+            points, labels = similarity_points(grid, image.shape[:2], self.options.point_threshold,
+                                               self.options.downsample)
+            if not self.options.negative_points:
                 points, labels = points[labels == 1], labels[labels == 1]
             mask = np.zeros(image.shape[:2], dtype=bool)
             if len(points):

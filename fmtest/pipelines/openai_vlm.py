@@ -28,8 +28,9 @@ import base64
 import os
 from typing import TYPE_CHECKING, ClassVar
 
-from fmtest.errors import ConfigError, Unavailable
+from fmtest.errors import Unavailable
 from fmtest.pipelines.base import PipelineContext
+from fmtest.pipelines.options import require_choice
 from fmtest.pipelines.vlm import (
     ANSWER_SCHEMA,
     REFERENCE_CAPTION,
@@ -93,9 +94,7 @@ class OpenAIVLM(VLMPipeline):
 
     @classmethod
     def check_endpoint(cls, context: PipelineContext, settings: VLMSettings) -> None:
-        if settings.response_format not in RESPONSE_FORMATS:
-            raise ConfigError(f"[pipelines.{cls.name}]: response_format must be one of "
-                              f"{', '.join(RESPONSE_FORMATS)}, got {settings.response_format!r}")
+        require_choice(cls.name, "response_format", settings.response_format, RESPONSE_FORMATS)
         base_url, model, api_key = _resolved(settings)
         missing = [what for what, value in (
             (f"an endpoint ({BASE_URL_VARIABLE} or option base_url, e.g. http://localhost:11434/v1)", base_url),

@@ -21,7 +21,6 @@ The mask is `map > pixel_threshold` when `max(map) > image_threshold`, else empt
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from fmtest.data.sample import OK, Sample, SampleSet
 from fmtest.errors import ConfigError, DataError
 from fmtest.models import efficientnet
 from fmtest.pipelines.base import Pipeline, PipelineContext, Prediction
+from fmtest.pipelines.options import parse_options, table
 
 _FEATURE_STRIDE = efficientnet.FEATURE_STRIDES[0]
 
@@ -66,24 +66,7 @@ class PadimOptions:
         if bad:
             raise ConfigError(f"out of range: {', '.join(f'{n}={getattr(self, n)!r}' for n in bad)} "
                               f"(image_size a multiple of 16 >= 32, n_features 0..152, fractions in (0, 1), "
-                              f"quantiles in [0, 1], blur_sigma >= 0, covariance_eps > 0)", "[pipelines.padim]")
-
-    @classmethod
-    def from_context(cls, context: PipelineContext) -> PadimOptions:
-        fields = {f.name: f.type for f in dataclasses.fields(cls)}
-        unknown = sorted(set(context.options) - set(fields))
-        if unknown:
-            raise ConfigError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(fields)}",
-                              "[pipelines.padim]")
-        values = {}
-        for key, value in context.options.items():
-            numeric = isinstance(value, int | float) and not isinstance(value, bool)
-            if fields[key] == "int" and not (numeric and float(value).is_integer()):
-                raise ConfigError(f"option {key} must be an integer, got {value!r}", "[pipelines.padim]")
-            if not numeric:
-                raise ConfigError(f"option {key} must be a number, got {value!r}", "[pipelines.padim]")
-            values[key] = int(value) if fields[key] == "int" else float(value)
-        return cls(**values)
+                              f"quantiles in [0, 1], blur_sigma >= 0, covariance_eps > 0)", table("padim"))
 
 
 @dataclass
@@ -101,7 +84,7 @@ class Padim(Pipeline):
 
     def __init__(self, context: PipelineContext):
         super().__init__(context)
-        self.options = PadimOptions.from_context(context)
+        self.options = parse_options(PadimOptions, self.name, context.options)
         self.device = torch.device(context.device)
         n_all = sum(efficientnet.FEATURE_CHANNELS)
         n_keep = self.options.n_features or n_all

@@ -16,7 +16,6 @@ aligned is still predicted, and its reasoning says so with the alignment quality
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -29,8 +28,9 @@ from fmtest.data.io import to_gray
 from fmtest.data.sample import OK, Sample, SampleSet
 from fmtest.errors import ConfigError, DataError, Unavailable
 from fmtest.pipelines.base import Pipeline, PipelineContext, Prediction
+from fmtest.pipelines.options import parse_options, table
 
-_WHERE = "[pipelines.reference_diff]"
+_WHERE = table("reference_diff")
 
 
 @dataclass(frozen=True)
@@ -52,22 +52,6 @@ class ReferenceDiffOptions:
                               "(threshold_quantile in (0, 1], min_area >= 0, blur_sigma >= 0, "
                               "min_quality in [0, 1])", _WHERE)
 
-    @classmethod
-    def from_context(cls, context: PipelineContext) -> ReferenceDiffOptions:
-        types = {f.name: f.type for f in dataclasses.fields(cls)}
-        unknown = sorted(set(context.options) - set(types))
-        if unknown:
-            raise ConfigError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(types)}", _WHERE)
-        values = {}
-        for key, value in context.options.items():
-            numeric = isinstance(value, int | float) and not isinstance(value, bool)
-            valid = {"bool": isinstance(value, bool), "int": numeric and float(value).is_integer(),
-                     "float": numeric}[types[key]]
-            if not valid:
-                raise ConfigError(f"option {key} must be {types[key]}, got {value!r}", _WHERE)
-            values[key] = {"bool": bool, "int": int, "float": float}[types[key]](value)
-        return cls(**values)
-
 
 @dataclass(frozen=True)
 class _Difference:
@@ -85,7 +69,7 @@ class ReferenceDiff(Pipeline):
 
     def __init__(self, context: PipelineContext):
         super().__init__(context)
-        self.options = ReferenceDiffOptions.from_context(context)
+        self.options = parse_options(ReferenceDiffOptions, self.name, context.options)
         self._reference: np.ndarray | None = None
         self.threshold: float | None = None
         self.min_area: int | None = None

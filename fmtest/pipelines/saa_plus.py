@@ -19,7 +19,8 @@ The image score is the best confidence (0 without regions).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import cv2
@@ -33,7 +34,13 @@ from fmtest.models import grounding_dino, sam_variants
 from fmtest.models.grounding_dino import Detections
 from fmtest.models.registry import combined_id
 from fmtest.pipelines.base import Pipeline, PipelineContext, Prediction
-from fmtest.pipelines.gdino_sam import read_options
+from fmtest.pipelines.options import (
+    parse_options,
+    require_at_least_one,
+    require_choice,
+    require_unit_interval,
+    table,
+)
 
 if TYPE_CHECKING:
     from fmtest.models.sam import SamEngine
@@ -60,45 +67,56 @@ def normalised_areas(found: Detections, image_hw: tuple[int, int]) -> np.ndarray
     return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) / float(h * w)
 
 
+@dataclass(frozen=True)
+class SaaPlusOptions:
+    """`[pipelines.saa_plus]`, with the paper's defaults."""
+
+    box_threshold: float = 0.10
+    text_threshold: float = 0.10
+    sam_variant: str = "vit_h"
+    anomaly_prompts: tuple[str, ...] = ("{prompt}",)
+    object_prompt: str = "object"
+    max_area_ratio: float = 0.9
+    top_k: int = 5
+    saliency_top_n: int = 400
+    saliency_gain: float = 3.0
+    confidence_threshold: float = 0.0
+
+
 class SaaPlus(Pipeline):
     name = "saa_plus"
     task = "segmentation"
     batch_size = 4
-    DEFAULTS: Mapping[str, object] = {
-        "box_threshold": 0.10, "text_threshold": 0.10, "sam_variant": "vit_h",
-        "anomaly_prompts": ("{prompt}",), "object_prompt": "object",
-        "max_area_ratio": 0.9, "top_k": 5, "saliency_top_n": 400, "saliency_gain": 3.0,
-        "confidence_threshold": 0.0,
-    }
 
     def __init__(self, context: PipelineContext):
         super().__init__(context)
-        self.options = self.parse_options(context)
-        self.prompts = [t.format(prompt=context.prompt, object=self.options["object_prompt"])
-                        for t in self.options["anomaly_prompts"]]
+        self.options = self.read_options(context)
+        self.prompts = [t.format(prompt=context.prompt, object=self.options.object_prompt)
+                        for t in self.options.anomaly_prompts]
 
     @classmethod
-    def parse_options(cls, context: PipelineContext) -> dict[str, object]:
-        options = read_options(context, cls.name, cls.DEFAULTS)
-        if not options["anomaly_prompts"]:
-            raise ConfigError(f"[pipelines.{cls.name}]: anomaly_prompts must name at least one prompt")
-        for template in options["anomaly_prompts"]:
+    def read_options(cls, context: PipelineContext) -> SaaPlusOptions:
+        options = parse_options(SaaPlusOptions, cls.name, context.options)
+        require_unit_interval(cls.name, box_threshold=options.box_threshold, text_threshold=options.text_threshold)
+        require_choice(cls.name, "sam_variant", options.sam_variant, sam_variants.known_variants())
+        if not options.anomaly_prompts:
+            raise ConfigError("anomaly_prompts must name at least one prompt", table(cls.name))
+        for template in options.anomaly_prompts:
             try:
                 template.format(prompt="", object="")
             except (KeyError, IndexError, ValueError):
-                raise ConfigError(f"[pipelines.{cls.name}]: anomaly prompt {template!r} may only use "
-                                  "{prompt} and {object}") from None
-        if options["top_k"] < 1 or options["saliency_top_n"] < 1:
-            raise ConfigError(f"[pipelines.{cls.name}]: top_k and saliency_top_n must be >= 1")
-        if not 0.0 < options["max_area_ratio"] <= 1.0:
-            raise ConfigError(f"[pipelines.{cls.name}]: max_area_ratio must be in (0, 1]")
+                raise ConfigError(f"anomaly prompt {template!r} may only use {{prompt}} and {{object}}",
+                                  table(cls.name)) from None
+        require_at_least_one(cls.name, top_k=options.top_k, saliency_top_n=options.saliency_top_n)
+        if not 0.0 < options.max_area_ratio <= 1.0:
+            raise ConfigError("max_area_ratio must be in (0, 1]", table(cls.name))
         return options
 
     @classmethod
     def check_available(cls, context: PipelineContext) -> None:
-        options = cls.parse_options(context)
+        options = cls.read_options(context)
         grounding_dino.require(context.weights_dir)
-        sam_variants.require(context.weights_dir, str(options["sam_variant"]))
+        sam_variants.require(context.weights_dir, options.sam_variant)
 
     @property
     def detector(self) -> grounding_dino.GroundingDino:
@@ -108,7 +126,7 @@ class SaaPlus(Pipeline):
     def engine(self) -> SamEngine:
         from fmtest.models.sam import sam_engine  # segment_anything loads when a model is built, not at a check
 
-        return sam_engine(self.context.weights_dir, self.context.device, str(self.options["sam_variant"]))
+        return sam_engine(self.context.weights_dir, self.context.device, self.options.sam_variant)
 
     @property
     def model_id(self) -> str:
@@ -117,8 +135,8 @@ class SaaPlus(Pipeline):
     def predict(self, samples: Sequence[Sample]) -> list[Prediction]:
         images = [to_rgb_uint8(s.image) for s in samples]
         keys = [s.sha256 for s in samples]
-        box_t, text_t = float(self.options["box_threshold"]), float(self.options["text_threshold"])
-        objects = self.detector.detect(images, str(self.options["object_prompt"]), box_t, text_t)
+        box_t, text_t = self.options.box_threshold, self.options.text_threshold
+        objects = self.detector.detect(images, self.options.object_prompt, box_t, text_t)
         per_prompt = [self.detector.detect(images, p, box_t, text_t) for p in self.prompts]
         self.engine.embed(images, keys)
         return [self._predict_one(image, key, objects[i], [found[i] for found in per_prompt])
@@ -133,8 +151,8 @@ class SaaPlus(Pipeline):
         masks, _ = self.engine.masks_from_boxes(image, key, boxes)
         saliency = self.saliency(image, key)
         confidence = self.confidence(masks, scores, saliency)
-        order = np.argsort(-confidence, kind="stable")[: int(self.options["top_k"])]
-        keep = [i for i in order if confidence[i] >= float(self.options["confidence_threshold"])]
+        order = np.argsort(-confidence, kind="stable")[: self.options.top_k]
+        keep = [i for i in order if confidence[i] >= self.options.confidence_threshold]
         mask = masks[keep].any(axis=0) if keep else np.zeros(hw, dtype=bool)
         return Prediction.from_mask(mask, score=float(confidence.max()))
 
@@ -144,8 +162,8 @@ class SaaPlus(Pipeline):
         object_areas = normalised_areas(objects, hw)
         object_areas = object_areas[object_areas < 1.0]  # single object: its box may not be the whole image
         object_area = float(object_areas.max()) if len(object_areas) else 1.0
-        max_area = object_area * float(self.options["max_area_ratio"])
-        object_word = str(self.options["object_prompt"]).strip().lower()
+        max_area = object_area * self.options.max_area_ratio
+        object_word = self.options.object_prompt.strip().lower()
         boxes, scores = [], []
         for found in candidates:
             areas = normalised_areas(found, hw)
@@ -161,11 +179,11 @@ class SaaPlus(Pipeline):
         features = self.engine.image_embedding(image, key)
         stride = predictor.model.image_encoder.img_size // features.shape[-1]
         valid = tuple(-(-s // stride) for s in predictor.input_size)
-        small = self_dissimilarity(features, valid, int(self.options["saliency_top_n"]))
+        small = self_dissimilarity(features, valid, self.options.saliency_top_n)
         return cv2.resize(small, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
 
     def confidence(self, masks: np.ndarray, scores: np.ndarray, saliency: np.ndarray) -> np.ndarray:
         """Box score x exp(gain x mean saliency in the mask); an empty mask keeps its box score."""
-        gain = float(self.options["saliency_gain"])
+        gain = self.options.saliency_gain
         factors = np.array([np.exp(gain * saliency[m].mean()) if m.any() else 1.0 for m in masks])
         return scores * factors

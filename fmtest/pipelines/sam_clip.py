@@ -18,7 +18,8 @@ The image score is the best crop's probability. Greyscale images are replicated 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from functools import cached_property
 from typing import TYPE_CHECKING
 
@@ -31,14 +32,18 @@ from fmtest.errors import ConfigError
 from fmtest.models import clip, sam_variants
 from fmtest.models.registry import combined_id
 from fmtest.pipelines.base import Pipeline, PipelineContext, Prediction
-from fmtest.pipelines.gdino_sam import read_options
+from fmtest.pipelines.options import (
+    parse_options,
+    require_at_least_one,
+    require_choice,
+    require_unit_interval,
+    table,
+)
 
 if TYPE_CHECKING:
     from fmtest.models.sam import SamEngine
 
 SOFTMAX_AXES = ("texts", "masks")
-# SamAutomaticMaskGenerator settings a suite may change; Text2Seg sets only points_per_side.
-GENERATOR_OPTIONS = ("points_per_side", "pred_iou_thresh", "stability_score_thresh", "box_nms_thresh")
 
 
 def mask_crop(image_rgb: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
@@ -60,46 +65,59 @@ def prompt_probabilities(crop_features: torch.Tensor, text_features: torch.Tenso
     return probs.float().cpu().numpy()
 
 
+@dataclass(frozen=True)
+class GeneratorOptions:
+    """SamAutomaticMaskGenerator settings a suite may change; Text2Seg sets only points_per_side."""
+
+    points_per_side: int = 32
+    pred_iou_thresh: float = 0.88
+    stability_score_thresh: float = 0.95
+    box_nms_thresh: float = 0.7
+
+
+@dataclass(frozen=True)
+class SamClipOptions(GeneratorOptions):
+    """`[pipelines.sam_clip]`."""
+
+    score_threshold: float = 0.5
+    softmax_over: str = "texts"
+    negative_texts: tuple[str, ...] = ("background",)
+    clip_batch_size: int = 32
+    sam_variant: str = "vit_h"
+
+
 class SamClip(Pipeline):
     name = "sam_clip"
     task = "segmentation"
     batch_size = 4
-    DEFAULTS: Mapping[str, object] = {
-        "score_threshold": 0.5, "softmax_over": "texts", "negative_texts": ("background",),
-        "points_per_side": 32, "pred_iou_thresh": 0.88, "stability_score_thresh": 0.95, "box_nms_thresh": 0.7,
-        "clip_batch_size": 32, "sam_variant": "vit_h",
-    }
 
     def __init__(self, context: PipelineContext):
         super().__init__(context)
         self.options = self.read_options(context)
 
     @classmethod
-    def read_options(cls, context: PipelineContext) -> dict[str, object]:
-        options = read_options(context, cls.name, cls.DEFAULTS)
-        if options["softmax_over"] not in SOFTMAX_AXES:
-            raise ConfigError(f"[pipelines.{cls.name}]: softmax_over must be one of {', '.join(SOFTMAX_AXES)}, "
-                              f"got {options['softmax_over']!r}")
-        if not 0.0 <= options["score_threshold"] <= 1.0:
-            raise ConfigError(f"[pipelines.{cls.name}]: score_threshold must be in [0, 1], "
-                              f"got {options['score_threshold']}")
-        if options["softmax_over"] == "texts" and not options["negative_texts"]:
-            raise ConfigError(f"[pipelines.{cls.name}]: softmax_over = \"texts\" needs at least one negative_texts")
-        if options["points_per_side"] < 1 or options["clip_batch_size"] < 1:
-            raise ConfigError(f"[pipelines.{cls.name}]: points_per_side and clip_batch_size must be >= 1")
+    def read_options(cls, context: PipelineContext) -> SamClipOptions:
+        options = parse_options(SamClipOptions, cls.name, context.options)
+        require_choice(cls.name, "sam_variant", options.sam_variant, sam_variants.known_variants())
+        require_choice(cls.name, "softmax_over", options.softmax_over, SOFTMAX_AXES)
+        require_unit_interval(cls.name, score_threshold=options.score_threshold)
+        if options.softmax_over == "texts" and not options.negative_texts:
+            raise ConfigError('softmax_over = "texts" needs at least one negative_texts', table(cls.name))
+        require_at_least_one(cls.name, points_per_side=options.points_per_side,
+                             clip_batch_size=options.clip_batch_size)
         return options
 
     @classmethod
     def check_available(cls, context: PipelineContext) -> None:
         options = cls.read_options(context)
-        sam_variants.require(context.weights_dir, str(options["sam_variant"]))
+        sam_variants.require(context.weights_dir, options.sam_variant)
         clip.require_clip(context.weights_dir)
 
     @property
     def engine(self) -> SamEngine:
         from fmtest.models.sam import sam_engine  # segment_anything loads when a model is built, not at a check
 
-        return sam_engine(self.context.weights_dir, self.context.device, str(self.options["sam_variant"]))
+        return sam_engine(self.context.weights_dir, self.context.device, self.options.sam_variant)
 
     @property
     def encoder(self) -> clip.ClipEncoder:
@@ -112,14 +130,14 @@ class SamClip(Pipeline):
     @cached_property
     def text_features(self) -> torch.Tensor:
         """Prompt first, then the negatives, as plain texts (Text2Seg uses no prompt ensemble here)."""
-        return self.encoder.encode_texts([self.context.prompt, *self.options["negative_texts"]])
+        return self.encoder.encode_texts([self.context.prompt, *self.options.negative_texts])
 
     def predict(self, samples: Sequence[Sample]) -> list[Prediction]:
         images = [to_rgb_uint8(s.image) for s in samples]
         keys = [s.sha256 for s in samples]
         engine = self.engine
         engine.embed(images, keys)
-        generator = {k: self.options[k] for k in GENERATOR_OPTIONS}
+        generator = {f.name: getattr(self.options, f.name) for f in fields(GeneratorOptions)}
         proposals = []  # per image: the non-empty masks and their crops
         for image, key in zip(images, keys, strict=True):
             masks, crops = [], []
@@ -130,17 +148,17 @@ class SamClip(Pipeline):
                     crops.append(crop)
             proposals.append((masks, crops))
         all_crops = [crop for _, crops in proposals for crop in crops]
-        features = self.encoder.encode_images(all_crops, batch_size=int(self.options["clip_batch_size"]))
+        features = self.encoder.encode_images(all_crops, batch_size=self.options.clip_batch_size)
         predictions, start = [], 0
         for image, (masks, crops) in zip(images, proposals, strict=True):
             union = np.zeros(image.shape[:2], dtype=bool)
             score = 0.0
             if masks:
                 probs = prompt_probabilities(features[start:start + len(crops)], self.text_features,
-                                             str(self.options["softmax_over"]))
+                                             self.options.softmax_over)
                 start += len(crops)
                 for mask, prob in zip(masks, probs, strict=True):
-                    if prob > self.options["score_threshold"]:
+                    if prob > self.options.score_threshold:
                         union |= mask
                 score = float(probs.max())
             predictions.append(Prediction.from_mask(union, score=score))

@@ -22,7 +22,6 @@ Around that sit the practicalities a factory run needs:
 
 from __future__ import annotations
 
-import dataclasses
 import email.utils
 import hashlib
 import json
@@ -47,6 +46,7 @@ from fmtest.align import estimate_alignment, warp_to_reference
 from fmtest.data.sample import LABELS, Label, Sample, SampleSet
 from fmtest.errors import ConfigError, DataError, Unavailable
 from fmtest.pipelines.base import Pipeline, PipelineContext, Prediction
+from fmtest.pipelines.options import parse_options, table
 
 # The study's basic prompt, sent verbatim (suites/prompts/basic.txt holds the same text).
 BASIC_PROMPT = (
@@ -101,49 +101,25 @@ class VLMSettings:
     @classmethod
     def from_options(cls, pipeline: str, options: Mapping[str, object], *, defaults: Mapping[str, object],
                      accepted: frozenset[str]) -> VLMSettings:
-        """Validate `options` (names and types) over the pipeline's `defaults`."""
-        table = f"[pipelines.{pipeline}]"
-        unknown = set(options) - accepted
-        if unknown:
-            raise ConfigError(f"{table}: unknown option(s) {', '.join(sorted(unknown))}; "
-                              f"known: {', '.join(sorted(accepted))}")
-        fields = {f.name: f.default for f in dataclasses.fields(cls)}
-        values = {**defaults, **options}
-        for name, value in values.items():
-            default = fields[name]
-            if value is None:
-                continue
-            expected = str if default is None else type(default)
-            if not _has_type(value, expected):
-                raise ConfigError(f"{table}: {name} must be {expected.__name__}, got {value!r}")
-            if expected is float:
-                values[name] = float(value)
-        settings = cls(**values)
-        settings._check_ranges(table)
+        """Validate `options` (names, types, ranges) over the pipeline's `defaults`."""
+        settings = parse_options(cls, pipeline, options, defaults=defaults, accepted=accepted)
+        settings._check_ranges(table(pipeline))
         return settings
 
-    def _check_ranges(self, table: str) -> None:
+    def _check_ranges(self, where: str) -> None:
         if not 1 <= self.concurrency <= VLMPipeline.batch_size:
-            raise ConfigError(f"{table}: concurrency must be 1 to {VLMPipeline.batch_size}, got {self.concurrency}")
+            raise ConfigError(f"concurrency must be 1 to {VLMPipeline.batch_size}, got {self.concurrency}", where)
         if self.max_attempts < 1:
-            raise ConfigError(f"{table}: max_attempts must be at least 1, got {self.max_attempts}")
+            raise ConfigError(f"max_attempts must be at least 1, got {self.max_attempts}", where)
         if self.timeout_s <= 0:
-            raise ConfigError(f"{table}: timeout_s must be positive, got {self.timeout_s}")
+            raise ConfigError(f"timeout_s must be positive, got {self.timeout_s}", where)
         for name in ("backoff_initial_s", "backoff_max_s", "temperature", "price_input_per_mtok",
                      "price_output_per_mtok"):
             if getattr(self, name) < 0:
-                raise ConfigError(f"{table}: {name} must not be negative, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}", where)
 
     def cost_usd(self, prompt_tokens: int, output_tokens: int) -> float:
         return (prompt_tokens * self.price_input_per_mtok + output_tokens * self.price_output_per_mtok) / 1e6
-
-
-def _has_type(value: object, expected: type) -> bool:
-    if isinstance(value, bool):
-        return expected is bool
-    if expected is float:
-        return isinstance(value, int | float)
-    return isinstance(value, expected)
 
 
 # --------------------------------------------------------------------------- prompts
