@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from fmtest.data.base import Dataset
-from fmtest.data.io import parse_options, read_image, require_non_negative, seeded_subset
+from fmtest.data.io import read_image
+from fmtest.data.options import parse_options, require_non_negative, seeded_subset
 from fmtest.data.sample import NOK, OK, Sample, SampleRef, SampleSet
 from fmtest.errors import ConfigError, DataError
 

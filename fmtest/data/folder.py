@@ -22,7 +22,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from fmtest.data.base import Dataset
-from fmtest.data.io import dataset_folder, parse_options, read_image, read_mask
+from fmtest.data.io import read_image, read_mask
+from fmtest.data.options import dataset_folder, parse_options
 from fmtest.data.sample import LABELS, NOK, OK, Sample, SampleRef, SampleSet
 from fmtest.errors import DataError
 

@@ -1,4 +1,4 @@
-"""Reading images and masks from disk, and reading a dataset's `[datasets.<name>]` options.
+"""Reading images and masks from disk.
 
 Every dataset decodes through here, so all of them agree on the conventions: float32 images in
 [0, 1] (8-bit divided by 255, 16-bit by 65535 so SAT scans keep their precision), HxW greyscale or
@@ -8,18 +8,15 @@ the file instead of a decoder traceback.
 
 from __future__ import annotations
 
-import dataclasses
 import struct
-import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 import tifffile
 from PIL import Image
 
-from fmtest.errors import ConfigError, DataError
+from fmtest.errors import DataError
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", *TIFF_SUFFIXES)
@@ -146,81 +143,3 @@ def to_gray(image: np.ndarray) -> np.ndarray:
 def list_images(folder: Path) -> list[Path]:
     """Image files of one folder, sorted by name so ids and subsets are stable across machines."""
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
-
-# --- dataset options -------------------------------------------------------------------------
-
-OptionsT = TypeVar("OptionsT")
-
-
-def parse_options(cls: type[OptionsT], options: Mapping[str, object], dataset: str) -> OptionsT:
-    """Build a dataset's options dataclass from its `[datasets.<name>]` table.
-
-    Unknown keys and values of the wrong type raise ConfigError naming the key, so a typo in the
-    suite config never silently falls back to a default. Fields annotated `... | None` accept None.
-    """
-    where = f"[datasets.{dataset}]"
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(options) - set(names))
-    if unknown:
-        raise ConfigError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}", where)
-    values = {key: _coerce(value, hints[key], key, where) for key, value in options.items()}
-    return cls(**values)
-
-
-def _coerce(value: object, hint: object, key: str, where: str) -> object:
-    args = typing.get_args(hint)
-    if type(None) in args:
-        if value is None:
-            return None
-        hint = next(a for a in args if a is not type(None))
-    if typing.get_origin(hint) is tuple:
-        if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
-            return tuple(value)
-        expected = "a list of names"
-    elif hint is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        expected = "a number"
-    elif hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        expected = "an integer"
-    elif hint is bool or hint is str:
-        if isinstance(value, hint):
-            return value
-        expected = "true or false" if hint is bool else "a string"
-    else:
-        raise TypeError(f"option {key}: unsupported option type {hint!r}")
-    raise ConfigError(f"option {key} must be {expected}, got {value!r}", where)
-
-
-def require_non_negative(where: str, **values: int | float | None) -> None:
-    """Counts and strengths below zero are configuration mistakes."""
-    for key, value in values.items():
-        if value is not None and value < 0:
-            raise ConfigError(f"option {key} must be >= 0, got {value!r}", f"[datasets.{where}]")
-
-
-def seeded_subset(items: Sequence, n: int | None, rng: np.random.Generator, what: str, path: object) -> list:
-    """`n` items drawn without replacement, in their original order; None or 0 means all of them.
-
-    Raises DataError when the data holds fewer than `n`: silently using fewer would change the protocol.
-    """
-    if not n:
-        return list(items)
-    if n > len(items):
-        raise DataError(f"asked for {n} {what} but only {len(items)} are available", path)
-    chosen = np.sort(rng.choice(len(items), size=n, replace=False))
-    return [items[i] for i in chosen]
-
-
-def dataset_folder(root: Path | None, folder_name: str, dataset: str) -> Path:
-    """`<root>/<folder_name>`, which must exist: on-disk datasets cannot run without a data root."""
-    if root is None:
-        raise ConfigError(f"dataset {dataset} needs a data root: pass --fm-data-root or set FMTEST_DATA")
-    folder = Path(root) / folder_name
-    if not folder.is_dir():
-        raise DataError(f"dataset folder for {dataset} not found", folder)
-    return folder

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from fmtest.data.base import Dataset, Group
-from fmtest.data.io import dataset_folder, list_images, parse_options, read_image, read_mask, require_non_negative, \
-    seeded_subset
+from fmtest.data.io import list_images, read_image, read_mask
+from fmtest.data.options import dataset_folder, parse_options, require_non_negative, seeded_subset
 from fmtest.data.sample import NOK, OK, Sample, SampleRef, SampleSet
 from fmtest.errors import ConfigError, DataError
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from fmtest.data.base import Dataset
-from fmtest.data.io import check_size, dataset_folder, parse_options, read_image, read_pixels, require_non_negative, \
-    seeded_subset
+from fmtest.data.io import check_size, read_image, read_pixels
+from fmtest.data.options import dataset_folder, parse_options, require_non_negative, seeded_subset
 from fmtest.data.sample import NOK, OK, Sample, SampleRef, SampleSet
 from fmtest.errors import DataError
 

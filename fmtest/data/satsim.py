@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from fmtest.data.base import Dataset
-from fmtest.data.io import parse_options, require_non_negative
+from fmtest.data.options import parse_options, require_non_negative
 from fmtest.data.sample import NOK, OK, Sample, SampleRef, SampleSet
 from fmtest.errors import ConfigError
 

@@ -1,0 +1,93 @@
+"""Reading a dataset's `[datasets.<name>]` options, and the helpers datasets build their splits with.
+
+Every dataset reads its table through `parse_options`, so a typo in a suite config fails the same
+way everywhere; `seeded_subset` draws the study's seeded test subsets; `dataset_folder` finds an
+on-disk dataset under the data root.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+
+from fmtest.errors import ConfigError, DataError
+
+OptionsT = TypeVar("OptionsT")
+
+
+def parse_options(cls: type[OptionsT], options: Mapping[str, object], dataset: str) -> OptionsT:
+    """Build a dataset's options dataclass from its `[datasets.<name>]` table.
+
+    Unknown keys and values of the wrong type raise ConfigError naming the key, so a typo in the
+    suite config never silently falls back to a default. Fields annotated `... | None` accept None.
+    """
+    where = f"[datasets.{dataset}]"
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(options) - set(names))
+    if unknown:
+        raise ConfigError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}", where)
+    values = {key: _coerce(value, hints[key], key, where) for key, value in options.items()}
+    return cls(**values)
+
+
+def _coerce(value: object, hint: object, key: str, where: str) -> object:
+    args = typing.get_args(hint)
+    if type(None) in args:
+        if value is None:
+            return None
+        hint = next(a for a in args if a is not type(None))
+    if typing.get_origin(hint) is tuple:
+        if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        expected = "a list of names"
+    elif hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        expected = "a number"
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        expected = "an integer"
+    elif hint is bool or hint is str:
+        if isinstance(value, hint):
+            return value
+        expected = "true or false" if hint is bool else "a string"
+    else:
+        raise TypeError(f"option {key}: unsupported option type {hint!r}")
+    raise ConfigError(f"option {key} must be {expected}, got {value!r}", where)
+
+
+def require_non_negative(where: str, **values: int | float | None) -> None:
+    """Counts and strengths below zero are configuration mistakes."""
+    for key, value in values.items():
+        if value is not None and value < 0:
+            raise ConfigError(f"option {key} must be >= 0, got {value!r}", f"[datasets.{where}]")
+
+
+def seeded_subset(items: Sequence, n: int | None, rng: np.random.Generator, what: str, path: object) -> list:
+    """`n` items drawn without replacement, in their original order; None or 0 means all of them.
+
+    Raises DataError when the data holds fewer than `n`: silently using fewer would change the protocol.
+    """
+    if not n:
+        return list(items)
+    if n > len(items):
+        raise DataError(f"asked for {n} {what} but only {len(items)} are available", path)
+    chosen = np.sort(rng.choice(len(items), size=n, replace=False))
+    return [items[i] for i in chosen]
+
+
+def dataset_folder(root: Path | None, folder_name: str, dataset: str) -> Path:
+    """`<root>/<folder_name>`, which must exist: on-disk datasets cannot run without a data root."""
+    if root is None:
+        raise ConfigError(f"dataset {dataset} needs a data root: pass --fm-data-root or set FMTEST_DATA")
+    folder = Path(root) / folder_name
+    if not folder.is_dir():
+        raise DataError(f"dataset folder for {dataset} not found", folder)
+    return folder
