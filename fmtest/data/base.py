@@ -33,10 +33,15 @@ class Dataset(ABC):
     - `reference`: the one defect-free image every test image is aligned to, or None.
 
     Pipelines see only `train` and `reference` when fitting: thresholds are never tuned on test images.
+    Subclasses hand both splits to `__init__`; one that builds them on access overrides the properties.
     """
 
     name: str = ""
     has_masks: bool = True  # False: labels only, so only classification is scored
+
+    def __init__(self, train: SampleSet, test: SampleSet):
+        self._train = train
+        self._test = test
 
     @classmethod
     @abstractmethod
@@ -44,12 +49,12 @@ class Dataset(ABC):
         """Build from the data root (may be None for generated or packaged data) and `[datasets.<name>]`."""
 
     @property
-    @abstractmethod
-    def test(self) -> SampleSet: ...
+    def test(self) -> SampleSet:
+        return self._test
 
     @property
-    @abstractmethod
-    def train(self) -> SampleSet: ...
+    def train(self) -> SampleSet:
+        return self._train
 
     @property
     def reference(self) -> Sample | None:

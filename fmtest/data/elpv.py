@@ -94,20 +94,12 @@ class Elpv(Dataset):
         remaining = sorted(set(good) - set(train))
         test_good = seeded_subset(remaining, options.n_test_good, rng, "remaining good cells", labels.path)
         test_defective = seeded_subset(defective, options.n_test_defective, rng, "defective cells", labels.path)
-        self._train = SampleSet([self._ref(i, OK) for i in train])
-        self._test = SampleSet([self._ref(i, OK) for i in test_good] + [self._ref(i, NOK) for i in test_defective])
+        test = [self._ref(i, OK) for i in test_good] + [self._ref(i, NOK) for i in test_defective]
+        super().__init__(train=SampleSet([self._ref(i, OK) for i in train]), test=SampleSet(test))
 
     @classmethod
     def from_config(cls, root: Path | None, options: Mapping[str, object]) -> Elpv:
         return cls(parse_options(ElpvOptions, options, cls.name))
-
-    @property
-    def train(self) -> SampleSet:
-        return self._train
-
-    @property
-    def test(self) -> SampleSet:
-        return self._test
 
     def _ref(self, index: int, label: str) -> SampleRef:
         labels = elpv_labels()

@@ -123,8 +123,8 @@ class FolderDataset(Dataset):
         self.folder = folder
         self.has_masks = masks
         rows = read_labels(folder, masks, self.name)
-        self._train = SampleSet([self._ref(r) for r in rows if r.split == "train"])
-        self._test = SampleSet([self._ref(r) for r in rows if r.split == "test"])
+        super().__init__(train=SampleSet([self._ref(r) for r in rows if r.split == "train"]),
+                         test=SampleSet([self._ref(r) for r in rows if r.split == "test"]))
         self._reference = next(self._ref(r) for r in rows if r.split == "reference")
 
     @classmethod
@@ -137,14 +137,6 @@ class FolderDataset(Dataset):
         else:
             folder = dataset_folder(root, cls.name, cls.name)
         return cls(folder, opts.masks)
-
-    @property
-    def train(self) -> SampleSet:
-        return self._train
-
-    @property
-    def test(self) -> SampleSet:
-        return self._test
 
     @property
     def reference(self) -> Sample:

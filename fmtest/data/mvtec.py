@@ -54,20 +54,11 @@ class MVTecAD(Dataset):
         rng = np.random.default_rng(options.seed)
         good = seeded_subset(good, options.n_good, rng, "defect-free test images", folder)
         defective = seeded_subset(defective, options.n_defective, rng, "defective test images", folder)
-        self._train = SampleSet(train)
-        self._test = SampleSet(good + defective)
+        super().__init__(train=SampleSet(train), test=SampleSet(good + defective))
 
     @classmethod
     def from_config(cls, root: Path | None, options: Mapping[str, object]) -> MVTecAD:
         return cls(dataset_folder(root, "mvtec", cls.name), parse_options(MVTecOptions, options, cls.name))
-
-    @property
-    def train(self) -> SampleSet:
-        return self._train
-
-    @property
-    def test(self) -> SampleSet:
-        return self._test
 
     @property
     def reference(self) -> Sample:
@@ -77,7 +68,7 @@ class MVTecAD(Dataset):
         """One group per category: its own reference, its own training images, its own fitted model."""
         return [
             Group(category, SampleSet(self._train_by_category[category]),
-                  self._test.filter(lambda r, c=category: r.id.startswith(f"{c}/")),
+                  self.test.filter(lambda r, c=category: r.id.startswith(f"{c}/")),
                   lambda c=category: self.reference_for_category(c))
             for category in self.options.categories
         ]

@@ -81,21 +81,12 @@ class OxfordPets(Dataset):
             for path in self._files(entry):
                 if not path.is_file():
                     raise DataError(f"file for {entry.name} (list.txt line {entry.line}) not found", path)
-        self._test = SampleSet(test)
-        self._train = SampleSet([self._ref(e) for e in dogs if e.name not in chosen])
+        super().__init__(train=SampleSet([self._ref(e) for e in dogs if e.name not in chosen]), test=SampleSet(test))
 
     @classmethod
     def from_config(cls, root: Path | None, options: Mapping[str, object]) -> OxfordPets:
         folder = dataset_folder(root, "oxford-iiit-pet", cls.name)
         return cls(folder, parse_options(OxfordPetsOptions, options, cls.name))
-
-    @property
-    def train(self) -> SampleSet:
-        return self._train
-
-    @property
-    def test(self) -> SampleSet:
-        return self._test
 
     def _files(self, entry: PetEntry) -> tuple[Path, Path]:
         return (self.folder / "images" / f"{entry.name}.jpg",

@@ -366,22 +366,14 @@ class SatSim(Dataset):
     def __init__(self, options: SatSimOptions = SatSimOptions()):
         self.options = options
         o = options
-        self._train = SampleSet([self._ref("train", "good", i) for i in range(o.n_train)])
         defective = [self._ref("test", o.defect_types[i % len(o.defect_types)], i // len(o.defect_types))
                      for i in range(o.n_test_defective)]
-        self._test = SampleSet([self._ref("test", "good", i) for i in range(o.n_test_good)] + defective)
+        super().__init__(train=SampleSet([self._ref("train", "good", i) for i in range(o.n_train)]),
+                         test=SampleSet([self._ref("test", "good", i) for i in range(o.n_test_good)] + defective))
 
     @classmethod
     def from_config(cls, root: Path | None, options: Mapping[str, object]) -> SatSim:
         return cls(parse_options(SatSimOptions, options, cls.name))
-
-    @property
-    def train(self) -> SampleSet:
-        return self._train
-
-    @property
-    def test(self) -> SampleSet:
-        return self._test
 
     @property
     def reference(self) -> Sample:
