@@ -18,29 +18,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fmtest.data.io import to_rgb_uint8
 from fmtest.data.sample import Sample
 from fmtest.errors import ConfigError
-from fmtest.models import clip, sam_variants
 from fmtest.models.clip_surgery import SURGERY_DEPTH, ClipSurgery
-from fmtest.models.registry import combined_id
-from fmtest.pipelines.base import Pipeline, PipelineContext, Prediction
-from fmtest.pipelines.options import (
-    parse_options,
-    require_at_least_one,
-    require_choice,
-    require_unit_interval,
-    table,
-)
-
-if TYPE_CHECKING:
-    from fmtest.models.sam import SamEngine
+from fmtest.pipelines.base import Prediction
+from fmtest.pipelines.options import require_at_least_one, require_unit_interval, table
+from fmtest.pipelines.sam_base import ClipSamPipeline
 
 
 def similarity_points(grid_similarity: torch.Tensor, image_hw: tuple[int, int], threshold: float = 0.8,
@@ -79,54 +67,27 @@ class ClipSurgerySamOptions:
     sam_variant: str = "vit_h"
 
 
-class ClipSurgerySam(Pipeline):
+class ClipSurgerySam(ClipSamPipeline):
     name = "clip_surgery_sam"
-    task = "segmentation"
-    batch_size = 4
-
-    def __init__(self, context: PipelineContext):
-        super().__init__(context)
-        self.options = self.read_options(context)
+    options_type = ClipSurgerySamOptions
 
     @classmethod
-    def read_options(cls, context: PipelineContext) -> ClipSurgerySamOptions:
-        options = parse_options(ClipSurgerySamOptions, cls.name, context.options)
-        require_choice(cls.name, "sam_variant", options.sam_variant, sam_variants.known_variants())
+    def check_options(cls, options: ClipSurgerySamOptions) -> None:
         require_unit_interval(cls.name, point_threshold=options.point_threshold)
         require_at_least_one(cls.name, downsample=options.downsample, surgery_depth=options.surgery_depth)
         if not options.redundant_texts:
             raise ConfigError('redundant_texts needs at least one text ("" is the paper\'s)', table(cls.name))
-        return options
-
-    @classmethod
-    def check_available(cls, context: PipelineContext) -> None:
-        options = cls.read_options(context)
-        sam_variants.require(context.weights_dir, options.sam_variant)
-        clip.require_clip(context.weights_dir)
-
-    @property
-    def engine(self) -> SamEngine:
-        from fmtest.models.sam import sam_engine  # segment_anything loads when a model is built, not at a check
-
-        return sam_engine(self.context.weights_dir, self.context.device, self.options.sam_variant)
 
     @cached_property
     def surgery(self) -> ClipSurgery:
-        encoder = clip.clip_encoder(self.context.weights_dir, self.context.device)
-        return ClipSurgery(encoder, depth=self.options.surgery_depth)
-
-    @property
-    def model_id(self) -> str:
-        return combined_id(self.engine.model_id, self.surgery.model_id)
+        return ClipSurgery(self.encoder, depth=self.options.surgery_depth)
 
     def predict(self, samples: Sequence[Sample]) -> list[Prediction]:
-        images = [to_rgb_uint8(s.image) for s in samples]
-        keys = [s.sha256 for s in samples]
+        images, keys = self.embedded_images(samples)
         similarity = self.surgery.patch_similarity(images, [self.context.prompt],
                                                    redundant_texts=list(self.options.redundant_texts),
                                                    batch_size=self.batch_size)
         engine = self.engine
-        engine.embed(images, keys)
         predictions = []
         for image, key, grid in zip(images, keys, similarity[:, 0], strict=True):
             points, labels = similarity_points(grid, image.shape[:2], self.options.point_threshold,

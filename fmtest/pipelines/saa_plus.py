@@ -21,29 +21,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 import torch
 
-from fmtest.data.io import to_rgb_uint8
 from fmtest.data.sample import Sample
 from fmtest.errors import ConfigError
-from fmtest.models import grounding_dino, sam_variants
 from fmtest.models.grounding_dino import Detections
-from fmtest.models.registry import combined_id
-from fmtest.pipelines.base import Pipeline, PipelineContext, Prediction
-from fmtest.pipelines.options import (
-    parse_options,
-    require_at_least_one,
-    require_choice,
-    require_unit_interval,
-    table,
-)
-
-if TYPE_CHECKING:
-    from fmtest.models.sam import SamEngine
+from fmtest.pipelines.base import PipelineContext, Prediction
+from fmtest.pipelines.options import require_at_least_one, require_unit_interval, table
+from fmtest.pipelines.sam_base import DetectorSamPipeline
 
 
 def self_dissimilarity(features: torch.Tensor, valid_hw: tuple[int, int], top_n: int) -> np.ndarray:
@@ -83,22 +71,18 @@ class SaaPlusOptions:
     confidence_threshold: float = 0.0
 
 
-class SaaPlus(Pipeline):
+class SaaPlus(DetectorSamPipeline):
     name = "saa_plus"
-    task = "segmentation"
-    batch_size = 4
+    options_type = SaaPlusOptions
 
     def __init__(self, context: PipelineContext):
         super().__init__(context)
-        self.options = self.read_options(context)
         self.prompts = [t.format(prompt=context.prompt, object=self.options.object_prompt)
                         for t in self.options.anomaly_prompts]
 
     @classmethod
-    def read_options(cls, context: PipelineContext) -> SaaPlusOptions:
-        options = parse_options(SaaPlusOptions, cls.name, context.options)
+    def check_options(cls, options: SaaPlusOptions) -> None:
         require_unit_interval(cls.name, box_threshold=options.box_threshold, text_threshold=options.text_threshold)
-        require_choice(cls.name, "sam_variant", options.sam_variant, sam_variants.known_variants())
         if not options.anomaly_prompts:
             raise ConfigError("anomaly_prompts must name at least one prompt", table(cls.name))
         for template in options.anomaly_prompts:
@@ -110,35 +94,12 @@ class SaaPlus(Pipeline):
         require_at_least_one(cls.name, top_k=options.top_k, saliency_top_n=options.saliency_top_n)
         if not 0.0 < options.max_area_ratio <= 1.0:
             raise ConfigError("max_area_ratio must be in (0, 1]", table(cls.name))
-        return options
-
-    @classmethod
-    def check_available(cls, context: PipelineContext) -> None:
-        options = cls.read_options(context)
-        grounding_dino.require(context.weights_dir)
-        sam_variants.require(context.weights_dir, options.sam_variant)
-
-    @property
-    def detector(self) -> grounding_dino.GroundingDino:
-        return grounding_dino.grounding_dino(self.context.weights_dir, self.context.device)
-
-    @property
-    def engine(self) -> SamEngine:
-        from fmtest.models.sam import sam_engine  # segment_anything loads when a model is built, not at a check
-
-        return sam_engine(self.context.weights_dir, self.context.device, self.options.sam_variant)
-
-    @property
-    def model_id(self) -> str:
-        return combined_id(self.detector.model_id, self.engine.model_id)
 
     def predict(self, samples: Sequence[Sample]) -> list[Prediction]:
-        images = [to_rgb_uint8(s.image) for s in samples]
-        keys = [s.sha256 for s in samples]
+        images, keys = self.embedded_images(samples)
         box_t, text_t = self.options.box_threshold, self.options.text_threshold
         objects = self.detector.detect(images, self.options.object_prompt, box_t, text_t)
         per_prompt = [self.detector.detect(images, p, box_t, text_t) for p in self.prompts]
-        self.engine.embed(images, keys)
         return [self._predict_one(image, key, objects[i], [found[i] for found in per_prompt])
                 for i, (image, key) in enumerate(zip(images, keys, strict=True))]
 

@@ -21,27 +21,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from functools import cached_property
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from fmtest.data.io import to_rgb_uint8
 from fmtest.data.sample import Sample
 from fmtest.errors import ConfigError
-from fmtest.models import clip, sam_variants
-from fmtest.models.registry import combined_id
-from fmtest.pipelines.base import Pipeline, PipelineContext, Prediction
-from fmtest.pipelines.options import (
-    parse_options,
-    require_at_least_one,
-    require_choice,
-    require_unit_interval,
-    table,
-)
-
-if TYPE_CHECKING:
-    from fmtest.models.sam import SamEngine
+from fmtest.models import clip
+from fmtest.pipelines.base import Prediction
+from fmtest.pipelines.options import require_at_least_one, require_choice, require_unit_interval, table
+from fmtest.pipelines.sam_base import ClipSamPipeline
 
 SOFTMAX_AXES = ("texts", "masks")
 
@@ -86,46 +75,18 @@ class SamClipOptions(GeneratorOptions):
     sam_variant: str = "vit_h"
 
 
-class SamClip(Pipeline):
+class SamClip(ClipSamPipeline):
     name = "sam_clip"
-    task = "segmentation"
-    batch_size = 4
-
-    def __init__(self, context: PipelineContext):
-        super().__init__(context)
-        self.options = self.read_options(context)
+    options_type = SamClipOptions
 
     @classmethod
-    def read_options(cls, context: PipelineContext) -> SamClipOptions:
-        options = parse_options(SamClipOptions, cls.name, context.options)
-        require_choice(cls.name, "sam_variant", options.sam_variant, sam_variants.known_variants())
+    def check_options(cls, options: SamClipOptions) -> None:
         require_choice(cls.name, "softmax_over", options.softmax_over, SOFTMAX_AXES)
         require_unit_interval(cls.name, score_threshold=options.score_threshold)
         if options.softmax_over == "texts" and not options.negative_texts:
             raise ConfigError('softmax_over = "texts" needs at least one negative_texts', table(cls.name))
         require_at_least_one(cls.name, points_per_side=options.points_per_side,
                              clip_batch_size=options.clip_batch_size)
-        return options
-
-    @classmethod
-    def check_available(cls, context: PipelineContext) -> None:
-        options = cls.read_options(context)
-        sam_variants.require(context.weights_dir, options.sam_variant)
-        clip.require_clip(context.weights_dir)
-
-    @property
-    def engine(self) -> SamEngine:
-        from fmtest.models.sam import sam_engine  # segment_anything loads when a model is built, not at a check
-
-        return sam_engine(self.context.weights_dir, self.context.device, self.options.sam_variant)
-
-    @property
-    def encoder(self) -> clip.ClipEncoder:
-        return clip.clip_encoder(self.context.weights_dir, self.context.device)
-
-    @property
-    def model_id(self) -> str:
-        return combined_id(self.engine.model_id, self.encoder.model_id)
 
     @cached_property
     def text_features(self) -> torch.Tensor:
@@ -133,10 +94,8 @@ class SamClip(Pipeline):
         return self.encoder.encode_texts([self.context.prompt, *self.options.negative_texts])
 
     def predict(self, samples: Sequence[Sample]) -> list[Prediction]:
-        images = [to_rgb_uint8(s.image) for s in samples]
-        keys = [s.sha256 for s in samples]
+        images, keys = self.embedded_images(samples)
         engine = self.engine
-        engine.embed(images, keys)
         generator = {f.name: getattr(self.options, f.name) for f in fields(GeneratorOptions)}
         proposals = []  # per image: the non-empty masks and their crops
         for image, key in zip(images, keys, strict=True):
