@@ -1,7 +1,7 @@
 """clip_surgery_sam on random-weight tiny models: point prompts, SAM agreement with upstream, sizes, errors.
 
-The run through `pytest suites` (tiny models injected, and the skip without weights) is parametrized
-over both SAM + CLIP pipelines in tests/test_sam_clip.py.
+The run through `pytest suites` (tiny models injected, and the skip without weights) and the
+missing-weights messages are parametrized over both SAM + CLIP pipelines in tests/test_sam_clip.py.
 """
 
 from __future__ import annotations
@@ -13,41 +13,31 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 import pytest
 import torch
+from fm_fixtures import grey_and_rgb, models, tiny_encoder, tiny_engine  # noqa: F401 (models is a fixture)
 from segment_anything import SamPredictor
 
 from fmtest.data.io import to_rgb_uint8
 from fmtest.data.sample import Sample
-from fmtest.errors import ConfigError, MissingWeights
+from fmtest.errors import ConfigError
 from fmtest.models import registry
-from fmtest.models.clip import CLIP_KEY, ClipEncoder, build_tiny_clip
-from fmtest.models.sam import SamEngine, build_tiny_sam
 from fmtest.pipelines.base import PipelineContext
 from fmtest.pipelines.clip_surgery_sam import ClipSurgerySam, similarity_points
 
 
 @pytest.fixture(scope="module")
 def engine():
-    return SamEngine(build_tiny_sam(seed=1), model_id="tiny-sam")
+    return tiny_engine(seed=1)
 
 
 @pytest.fixture(scope="module")
 def encoder():
     # 128-pixel input: an 8x8 patch grid, so the default downsampling leaves a 4x4 map
-    return ClipEncoder(build_tiny_clip(image_size=128, layers=3, seed=1), model_id="tiny-clip")
-
-
-@pytest.fixture
-def models(engine, encoder):
-    with registry.inject("sam_vit_h", engine), registry.inject(CLIP_KEY, encoder):
-        yield engine, encoder
+    return tiny_encoder(image_size=128, layers=3, seed=1)
 
 
 @pytest.fixture(scope="module")
 def samples():
-    rng = np.random.default_rng(7)
-    grey = rng.random((50, 90)).astype(np.float32)
-    rgb = rng.random((64, 48, 3)).astype(np.float32)
-    return [Sample(id="grey", image=grey, label="NOK"), Sample(id="rgb", image=rgb, label="OK")]
+    return grey_and_rgb(seed=7, grey_hw=(50, 90), rgb_hw=(64, 48))
 
 
 @pytest.fixture(scope="module")
@@ -139,15 +129,6 @@ def test_greyscale_matches_its_rgb_replica(models, samples, pipeline_factory):
 def test_model_id_combines_sam_and_clip(models, pipeline_factory):
     model_id = pipeline_factory().model_id
     assert len(model_id) == 64 and model_id == registry.combined_id("tiny-sam", "tiny-clip")
-
-
-def test_missing_clip_weights_named_with_folder_and_command(tmp_path, engine):
-    context = PipelineContext(dataset="satsim", weights_dir=tmp_path)
-    with pytest.raises(MissingWeights, match=r"sam_vit_h_4b8939\.pth"):
-        ClipSurgerySam.check_available(context)
-    with registry.inject("sam_vit_h", engine):
-        with pytest.raises(MissingWeights, match=rf"ViT-B-16\.pt not found in {tmp_path}.*download {CLIP_KEY}"):
-            ClipSurgerySam.check_available(context)
 
 
 @pytest.mark.parametrize("options, message", [

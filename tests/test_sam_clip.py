@@ -12,14 +12,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 import pytest
 import torch
+from fm_fixtures import grey_and_rgb, models, tiny_encoder, tiny_engine  # noqa: F401 (models is a fixture)
 
 from fmtest.data.io import to_rgb_uint8
 from fmtest.data.sample import Sample
 from fmtest.errors import ConfigError, MissingWeights
 from fmtest.models import registry
 from fmtest.models.clip import CLIP_KEY, ClipEncoder, build_tiny_clip
-from fmtest.models.sam import SamEngine, build_tiny_sam
 from fmtest.pipelines.base import PipelineContext
+from fmtest.pipelines.clip_surgery_sam import ClipSurgerySam
 from fmtest.pipelines.sam_clip import SamClip, mask_crop, prompt_probabilities
 
 # A sparse point grid and no quality filters, so the random SAM proposes a few masks quickly.
@@ -28,26 +29,17 @@ FAST = {"points_per_side": 2, "pred_iou_thresh": 0.0, "stability_score_thresh": 
 
 @pytest.fixture(scope="module")
 def engine():
-    return SamEngine(build_tiny_sam(seed=0), model_id="tiny-sam")
+    return tiny_engine(seed=0)
 
 
 @pytest.fixture(scope="module")
 def encoder():
-    return ClipEncoder(build_tiny_clip(seed=0), model_id="tiny-clip")
-
-
-@pytest.fixture
-def models(engine, encoder):
-    with registry.inject("sam_vit_h", engine), registry.inject(CLIP_KEY, encoder):
-        yield engine, encoder
+    return tiny_encoder(seed=0)
 
 
 @pytest.fixture(scope="module")
 def samples():
-    rng = np.random.default_rng(3)
-    grey = rng.random((45, 70)).astype(np.float32)
-    rgb = rng.random((60, 40, 3)).astype(np.float32)
-    return [Sample(id="grey", image=grey, label="NOK"), Sample(id="rgb", image=rgb, label="OK")]
+    return grey_and_rgb(seed=3, grey_hw=(45, 70), rgb_hw=(60, 40))
 
 
 def _pipeline(tmp_path, prompt="defect", **options):
@@ -147,13 +139,14 @@ def test_model_id_combines_sam_and_clip(tmp_path, models, engine):
     assert first not in ("tiny-sam", "tiny-clip") and len(first) == 64
 
 
-def test_missing_weights_name_each_file(tmp_path, engine):
+@pytest.mark.parametrize("pipeline", [SamClip, ClipSurgerySam])
+def test_missing_weights_name_each_file(tmp_path, engine, pipeline):
     context = PipelineContext(dataset="satsim", weights_dir=tmp_path)
     with pytest.raises(MissingWeights, match=r"sam_vit_h_4b8939\.pth.*fmtest weights download sam_vit_h"):
-        SamClip.check_available(context)
+        pipeline.check_available(context)
     with registry.inject("sam_vit_h", engine):
         with pytest.raises(MissingWeights, match=rf"ViT-B-16\.pt not found in {tmp_path}.*download {CLIP_KEY}"):
-            SamClip.check_available(context)
+            pipeline.check_available(context)
 
 
 @pytest.mark.parametrize("options, message", [
