@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import io
 from contextlib import ExitStack
+from functools import partial
 
 import numpy as np
 import pytest
-from PIL import Image
-from vlm_servers import GeminiServer, Reply, small_satsim, vlm_context
+from vlm_servers import GeminiServer, Reply, png_pixels, run_pipeline, small_satsim, vlm_context
 
 from fmtest.align import estimate_alignment, warp_to_reference
 from fmtest.data.sample import Sample
 from fmtest.errors import ConfigError, Unavailable
 from fmtest.pipelines import pipeline_class
 from fmtest.pipelines.gemini import GeminiBasic, GeminiRefined
-from fmtest.pipelines.vlm import BASIC_PROMPT, REFERENCE_CAPTION, TEST_CAPTION, encode_png
+from fmtest.pipelines.vlm import BASIC_PROMPT, REFERENCE_CAPTION, TEST_CAPTION
 
 NOK_ANSWER = '{"label": "NOK", "reasoning": "a bright round void on the die"}'
 
@@ -40,20 +39,11 @@ def serve(monkeypatch):
         yield start
 
 
-def predict(data, tmp_path, samples=None, cls=GeminiBasic, **options):
-    dataset, reference, test = data
-    pipeline = cls(vlm_context(tmp_path, **options))
-    pipeline.fit(dataset.train, reference)
-    return pipeline.predict(test if samples is None else samples)
+predict = partial(run_pipeline, cls=GeminiBasic)
 
 
 def answering(text, **kw):
     return lambda n, request: GeminiServer.answer(text, **kw)
-
-
-def _png_pixels(image: np.ndarray) -> np.ndarray:
-    """The pixels a server decodes from the PNG this image is sent as."""
-    return np.asarray(Image.open(io.BytesIO(encode_png(image).png)))
 
 
 def _aligned(sample, reference) -> np.ndarray:
@@ -107,8 +97,8 @@ def test_the_aligned_image_reference_and_prompt_reach_the_server(serve, data, tm
     dataset, reference, test = data
     predict(data, tmp_path)
     assert all(estimate_alignment(s.image, reference.image).ok for s in test)
-    expected = {_pixels_key(_png_pixels(_aligned(s, reference))) for s in test}
-    reference_pixels = _png_pixels(reference.image)
+    expected = {_pixels_key(png_pixels(_aligned(s, reference))) for s in test}
+    reference_pixels = png_pixels(reference.image)
     received = set()
     for request in server.received:
         kinds = [kind for kind, _ in request.parts]
@@ -132,7 +122,7 @@ def test_an_image_that_cannot_be_aligned_is_sent_as_is_and_reported(serve, data,
     assert prediction.reasoning.startswith("[not aligned to the reference: quality")
     assert prediction.reasoning.endswith("a bright round void on the die")
     assert prediction.usage["not_aligned"] == 1
-    np.testing.assert_array_equal(server.received[0].images[1], _png_pixels(noise))
+    np.testing.assert_array_equal(server.received[0].images[1], png_pixels(noise))
 
 
 def test_429_then_success_waits_as_long_as_the_server_asks(serve, data, tmp_path):

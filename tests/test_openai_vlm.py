@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import io
 from contextlib import ExitStack
+from functools import partial
 
 import numpy as np
 import pytest
-from PIL import Image
-from vlm_servers import OpenAIServer, Reply, small_satsim, vlm_context
+from vlm_servers import OpenAIServer, Reply, png_pixels, run_pipeline, small_satsim, vlm_context
 
 from fmtest.align import estimate_alignment, warp_to_reference
 from fmtest.errors import ConfigError, Unavailable
 from fmtest.pipelines import pipeline_class
 from fmtest.pipelines.openai_vlm import OpenAIVLM
-from fmtest.pipelines.vlm import ANSWER_SCHEMA, BASIC_PROMPT, REFERENCE_CAPTION, TEST_CAPTION, encode_png
+from fmtest.pipelines.vlm import ANSWER_SCHEMA, BASIC_PROMPT, REFERENCE_CAPTION, TEST_CAPTION
 
 NOK_ANSWER = '{"label": "NOK", "reasoning": "a dark line across the die"}'
 MODEL = "qwen2.5vl:7b"
@@ -40,19 +39,11 @@ def serve(monkeypatch):
         yield start
 
 
-def predict(data, tmp_path, samples=None, **options):
-    dataset, reference, test = data
-    pipeline = OpenAIVLM(vlm_context(tmp_path, **options))
-    pipeline.fit(dataset.train, reference)
-    return pipeline.predict(test if samples is None else samples)
+predict = partial(run_pipeline, cls=OpenAIVLM)
 
 
 def answering(text, **kw):
     return lambda n, request: OpenAIServer.answer(text, **kw)
-
-
-def _png_pixels(image: np.ndarray) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(encode_png(image).png)))
 
 
 def test_registered_under_its_name():
@@ -71,14 +62,14 @@ def test_normal_answer_images_and_prompt(serve, data, tmp_path):
     expected = set()
     for sample in test:
         alignment = estimate_alignment(sample.image, reference.image)
-        expected.add(_png_pixels(warp_to_reference(sample.image, alignment, reference.image.shape)).tobytes())
+        expected.add(png_pixels(warp_to_reference(sample.image, alignment, reference.image.shape)).tobytes())
     for request in server.received:
         assert request.body["model"] == MODEL and request.body["temperature"] == 0 and request.body["seed"] == 3
         assert request.body["response_format"]["json_schema"]["schema"] == ANSWER_SCHEMA
         assert [kind for kind, _ in request.parts] == ["text", "image", "text", "image", "text"]
         assert request.texts[:2] == [REFERENCE_CAPTION, TEST_CAPTION]
         assert request.texts[2].startswith(BASIC_PROMPT) and '"label": "OK" or "NOK"' in request.texts[2]
-        np.testing.assert_array_equal(request.images[0], _png_pixels(reference.image))
+        np.testing.assert_array_equal(request.images[0], png_pixels(reference.image))
     assert {r.images[1].tobytes() for r in server.received} == expected
 
 

@@ -244,3 +244,18 @@ def vlm_context(tmp_path, dataset: str = "satsim", **options):
     options = {"backoff_initial_s": 0.01, "backoff_max_s": 2.0, "timeout_s": 10.0, **options}
     return PipelineContext(dataset=dataset, options=options, work_dir=tmp_path / "work", suite_dir=tmp_path,
                            progress=False)
+
+
+def run_pipeline(data, tmp_path, samples=None, *, cls, **options):
+    """Fit `cls` on `data` (dataset, reference, test samples) and predict `samples` (default: the test samples)."""
+    dataset, reference, test = data
+    pipeline = cls(vlm_context(tmp_path, **options))
+    pipeline.fit(dataset.train, reference)
+    return pipeline.predict(test if samples is None else samples)
+
+
+def png_pixels(image: np.ndarray) -> np.ndarray:
+    """The pixels a server decodes from the PNG this image is sent as."""
+    from fmtest.pipelines.vlm import encode_png
+
+    return np.asarray(Image.open(io.BytesIO(encode_png(image).png)))

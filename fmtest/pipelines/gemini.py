@@ -31,9 +31,7 @@ from fmtest.errors import Unavailable
 from fmtest.pipelines.base import PipelineContext
 from fmtest.pipelines.vlm import (
     ANSWER_SCHEMA,
-    REFERENCE_CAPTION,
-    TEST_CAPTION,
-    TransientError,
+    EncodedImage,
     VLMPipeline,
     VLMReply,
     VLMRequest,
@@ -41,6 +39,7 @@ from fmtest.pipelines.vlm import (
     classify_status,
     load_prompt_file,
     parse_retry_delay,
+    transport_failure,
 )
 
 if TYPE_CHECKING:
@@ -126,13 +125,8 @@ class GeminiBasic(VLMPipeline):
         from google.genai import errors as genai_errors
         from google.genai import types
 
-        parts = [
-            types.Part.from_text(text=REFERENCE_CAPTION),
-            types.Part.from_bytes(data=request.reference.png, mime_type="image/png"),
-            types.Part.from_text(text=TEST_CAPTION),
-            types.Part.from_bytes(data=request.image.png, mime_type="image/png"),
-            types.Part.from_text(text=request.prompt),
-        ]
+        parts = [types.Part.from_bytes(data=part.png, mime_type="image/png") if isinstance(part, EncodedImage)
+                 else types.Part.from_text(text=part) for part in request.parts()]
         try:
             response = self._client.models.generate_content(
                 model=self.settings.model, contents=[types.Content(role="user", parts=parts)], config=self._config)
@@ -140,8 +134,7 @@ class GeminiBasic(VLMPipeline):
             raise classify_status(error.code, error.message or str(error), _retry_delay(error),
                                   self.endpoint) from error
         except _transport_errors() as error:
-            raise TransientError(f"{type(error).__name__} (request timeout {self.settings.timeout_s:g} s): "
-                                 f"{error}") from error
+            raise transport_failure(error, self.settings.timeout_s) from error
         return _reply(response)
 
 

@@ -33,16 +33,14 @@ from fmtest.pipelines.base import PipelineContext
 from fmtest.pipelines.options import require_choice
 from fmtest.pipelines.vlm import (
     ANSWER_SCHEMA,
-    REFERENCE_CAPTION,
-    TEST_CAPTION,
     EncodedImage,
-    TransientError,
     VLMPipeline,
     VLMReply,
     VLMRequest,
     VLMSettings,
     classify_status,
     parse_retry_delay,
+    transport_failure,
 )
 
 if TYPE_CHECKING:
@@ -119,11 +117,8 @@ class OpenAIVLM(VLMPipeline):
     def _send(self, request: VLMRequest) -> VLMReply:
         import openai
 
-        content = [
-            {"type": "text", "text": REFERENCE_CAPTION}, _image_part(request.reference),
-            {"type": "text", "text": TEST_CAPTION}, _image_part(request.image),
-            {"type": "text", "text": request.prompt},
-        ]
+        content = [_image_part(part) if isinstance(part, EncodedImage) else {"type": "text", "text": part}
+                   for part in request.parts()]
         extra = {}
         if RESPONSE_FORMATS[self.settings.response_format] is not None:
             extra["response_format"] = RESPONSE_FORMATS[self.settings.response_format]
@@ -134,8 +129,7 @@ class OpenAIVLM(VLMPipeline):
         except openai.APIStatusError as error:
             raise classify_status(error.status_code, error.message, _retry_delay(error), self.endpoint) from error
         except openai.APIConnectionError as error:  # includes APITimeoutError
-            raise TransientError(f"{type(error).__name__} (request timeout {self.settings.timeout_s:g} s): "
-                                 f"{error}") from error
+            raise transport_failure(error, self.settings.timeout_s) from error
         return _reply(completion)
 
 

@@ -177,12 +177,16 @@ def encode_png(image: np.ndarray) -> EncodedImage:
 
 @dataclass(frozen=True)
 class VLMRequest:
-    """One question to the model; the backend sends, in this order: caption, reference, caption,
-    test image, prompt (the study's refined prompt speaks of 'the last image given')."""
+    """One question to the model; every backend sends `parts()` in their order."""
 
     prompt: str
     reference: EncodedImage
     image: EncodedImage
+
+    def parts(self) -> list[str | EncodedImage]:
+        """Caption, reference, caption, test image, prompt: the study's refined prompt speaks of
+        'the last image given', so the test image must come after the reference."""
+        return [REFERENCE_CAPTION, self.reference, TEST_CAPTION, self.image, self.prompt]
 
 
 @dataclass(frozen=True)
@@ -202,6 +206,11 @@ class TransientError(Exception):
     def __init__(self, message: str, retry_after_s: float | None = None):
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+def transport_failure(error: Exception, timeout_s: float) -> TransientError:
+    """A timeout or dropped connection, said with the request timeout that applied (worth retrying)."""
+    return TransientError(f"{type(error).__name__} (request timeout {timeout_s:g} s): {error}")
 
 
 class RequestError(Exception):
@@ -568,5 +577,5 @@ __all__ = [
     "ANSWER_SCHEMA", "BASIC_PROMPT", "REFERENCE_CAPTION", "TEST_CAPTION", "EncodedImage", "UnusableAnswer",
     "RequestError", "RequestStore", "RetryLog", "StoredRecord", "TransientError", "VLMPipeline", "VLMReply",
     "VLMRequest", "VLMSettings", "call_with_retries", "classify_status", "encode_png", "load_prompt_file",
-    "parse_answer", "parse_retry_delay",
+    "parse_answer", "parse_retry_delay", "transport_failure",
 ]
