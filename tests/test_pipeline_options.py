@@ -12,6 +12,7 @@ from fmtest.pipelines.base import PipelineContext
 from fmtest.pipelines.options import (
     parse_options,
     require_at_least_one,
+    require_in_range,
     require_choice,
     require_unit_interval,
 )
@@ -77,3 +78,12 @@ def test_every_pipeline_rejects_an_unknown_option_by_name(name, tmp_path):
                               suite_dir=tmp_path, work_dir=tmp_path)
     with pytest.raises(ConfigError, match=rf"^\[pipelines\.{name}\]: unknown option\(s\) no_such_option;"):
         pipeline_class(name)(context)
+
+
+def test_out_of_range_names_every_failed_option_with_its_value_and_the_rules():
+    options = DemoOptions(threshold=2.0, size=0)
+    require_in_range("demo", options, {"threshold": True, "size": True}, "rules")
+    with pytest.raises(ConfigError, match=r"^\[pipelines\.demo\]: out of range: threshold=2\.0, size=0 "
+                                          r"\(threshold <= 1, size >= 1\)$"):
+        require_in_range("demo", options, {"threshold": False, "mode": True, "size": False},
+                         "threshold <= 1, size >= 1")

@@ -66,6 +66,17 @@ def _convert(value: object, hint: object, key: str, pipeline: str) -> object:
     raise ConfigError(f"{key} must be {hint.__name__}, got {value!r}", table(pipeline))
 
 
+def require_in_range(pipeline: str, options: object, checks: Mapping[str, bool], rules: str) -> None:
+    """Name every option whose check (field name -> passed) failed, with its value, in one message.
+
+    For options dataclasses that check all their ranges at once in `__post_init__`; `rules` says them.
+    """
+    bad = [name for name, ok in checks.items() if not ok]
+    if bad:
+        values = ", ".join(f"{name}={getattr(options, name)!r}" for name in bad)
+        raise ConfigError(f"out of range: {values} ({rules})", table(pipeline))
+
+
 def require_unit_interval(pipeline: str, **values: float) -> None:
     """Thresholds and probabilities live in [0, 1]."""
     for key, value in values.items():

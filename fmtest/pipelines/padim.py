@@ -31,10 +31,10 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from fmtest.data.sample import OK, Sample, SampleSet
-from fmtest.errors import ConfigError, DataError
+from fmtest.errors import DataError
 from fmtest.models import efficientnet
 from fmtest.pipelines.base import Pipeline, PipelineContext, Prediction
-from fmtest.pipelines.options import parse_options, table
+from fmtest.pipelines.options import parse_options, require_in_range
 
 _FEATURE_STRIDE = efficientnet.FEATURE_STRIDES[0]
 
@@ -62,11 +62,8 @@ class PadimOptions:
             "blur_sigma": self.blur_sigma >= 0.0,
             "covariance_eps": self.covariance_eps > 0.0,
         }
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            raise ConfigError(f"out of range: {', '.join(f'{n}={getattr(self, n)!r}' for n in bad)} "
-                              f"(image_size a multiple of 16 >= 32, n_features 0..152, fractions in (0, 1), "
-                              f"quantiles in [0, 1], blur_sigma >= 0, covariance_eps > 0)", table("padim"))
+        require_in_range("padim", self, checks, "image_size a multiple of 16 >= 32, n_features 0..152, fractions "
+                                                "in (0, 1), quantiles in [0, 1], blur_sigma >= 0, covariance_eps > 0")
 
 
 @dataclass

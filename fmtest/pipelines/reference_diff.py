@@ -26,11 +26,9 @@ from tqdm.auto import tqdm
 from fmtest.align import Alignment, estimate_alignment, overlap_mask, warp_from_reference, warp_to_reference
 from fmtest.data.io import to_gray
 from fmtest.data.sample import OK, Sample, SampleSet
-from fmtest.errors import ConfigError, DataError, Unavailable
+from fmtest.errors import DataError, Unavailable
 from fmtest.pipelines.base import Pipeline, PipelineContext, Prediction
-from fmtest.pipelines.options import parse_options, table
-
-_WHERE = table("reference_diff")
+from fmtest.pipelines.options import parse_options, require_in_range
 
 
 @dataclass(frozen=True)
@@ -46,11 +44,8 @@ class ReferenceDiffOptions:
     def __post_init__(self) -> None:
         checks = {"threshold_quantile": 0.0 < self.threshold_quantile <= 1.0, "min_area": self.min_area >= 0,
                   "blur_sigma": self.blur_sigma >= 0.0, "min_quality": 0.0 <= self.min_quality <= 1.0}
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            raise ConfigError(f"out of range: {', '.join(f'{n}={getattr(self, n)!r}' for n in bad)} "
-                              "(threshold_quantile in (0, 1], min_area >= 0, blur_sigma >= 0, "
-                              "min_quality in [0, 1])", _WHERE)
+        require_in_range("reference_diff", self, checks, "threshold_quantile in (0, 1], min_area >= 0, "
+                                                         "blur_sigma >= 0, min_quality in [0, 1]")
 
 
 @dataclass(frozen=True)
