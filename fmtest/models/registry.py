@@ -129,10 +129,9 @@ def resolve(key: str, weights_dir: Path | None = None) -> Path:
     main = entry.main_path_in(folder)
     if not main.is_file():
         what = f"{entry.filename}/{entry.main_file}" if entry.is_folder else entry.filename
-        raise MissingWeights(
+        raise MissingWeights(  # the message names file and folder: no path prefix repeating them
             f"{what} not found in {folder} (set --fm-weights or ${WEIGHTS_ENV}); "
-            f"get it with `fmtest weights download {key}`",
-            path,
+            f"get it with `fmtest weights download {key}`"
         )
     return path
 
