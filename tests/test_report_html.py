@@ -5,7 +5,8 @@ import re
 import numpy as np
 import pytest
 
-from fmtest.report.html import image_outcome, render_html, write_html
+from fmtest.report.html import render_html, write_html
+from fmtest.report.html_case_details import image_outcome
 from fmtest.report.overlay import overlay_thumbnail
 from fmtest.report.results import CaseResult, ImageResult, RunResults, Thumbnail
 
@@ -242,14 +243,14 @@ def test_severity_plot_leaves_out_metrics_that_do_not_apply(robust_run):
 
 
 def test_plot_rows_wait_in_templates_and_collapse_when_many(robust_run, monkeypatch):
-    import fmtest.report.html as report_html
+    import fmtest.report.html_robustness as report_robustness
 
     document = render_html(robust_run)
     rows = re.findall(r"<details class='rob-plots'( open)? data-pipeline='(\w+)'[^>]*><summary>(.*?)</summary>"
                       r"<template>(.*?)</template></details>", document)
     assert [(r[0], r[1]) for r in rows] == [(" open", "padim"), (" open", "gemini_basic")]
     assert "1 of 2 perturbations fail" in rows[0][2] and rows[0][3].count("<svg class='rob-plot'") == 2
-    monkeypatch.setattr(report_html, "PLOTS_OPEN_LIMIT", 2)
+    monkeypatch.setattr(report_robustness, "PLOTS_OPEN_LIMIT", 2)
     assert "<details class='rob-plots' open" not in render_html(robust_run)
 
 

@@ -1,0 +1,225 @@
+"""The scoreboard's per-case details: a collapsed summary line per case, its body (metrics against
+thresholds, provenance, extra sections, worst-image thumbnails) and its per-image rows as embedded JSON,
+which scoreboard.js turns into DOM only when the case is opened."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from fmtest.report.html_format import MAX_EXTRA_ROWS, cell_text, esc, first_line, metric_interval, outcome_word
+from fmtest.report.results import CaseResult, ImageResult
+from fmtest.report.terminal import OUTCOME_WORD, fmt_number, gate_for, gates, main_metric
+
+IMAGE_COLUMNS = ("id", "label", "predicted", "outcome", "score", "iou", "reasoning", "error")
+ALWAYS_SHOWN_COLUMNS = ("id", "label", "predicted", "outcome")
+IMAGE_OUTCOMES = (("correct", "correct"), ("miss", "all misses"), ("slip", "slip (defect passed as OK)"),
+                  ("false alarm", "false alarm (good part flagged)"), ("error", "error"))
+EXTRA_TITLES = {"regression": "Regression against the baseline", "risk": "Risk at the operating point",
+                "robustness": "Robustness", "data_quality": "Data quality", "usage": "Usage and cost",
+                "invalid_answers": "Invalid answers"}
+RISK_NOTES = {  # matched as key prefixes, first match wins: most specific first
+    "auroc": "threshold-free, not a factory figure",
+    "recall_at": "recall at the stated false-alarm budget",
+    "defectives_needed": "defective images (with zero slips) needed to show the target slip rate",
+    "slip_rate_upper": "95 % upper bound on the slip rate",
+    "slip_rate": "share of defective parts passed as OK",
+    "false_alarm_rate_at": "false-alarm rate of that operating point",
+    "false_alarm_rate": "share of good parts flagged NOK",
+}
+_BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
+
+
+def case_details(index: int, case: CaseResult, history_link: str | None) -> str:
+    """A collapsed summary line; the body is filled from the JSON script next to it when opened."""
+    name = main_metric(case)
+    headline = ""
+    if name is not None and name in case.metrics:
+        headline = f"{esc(name)} {fmt_number(case.metrics[name])} {metric_interval(case, name)}"
+        gate = gate_for(case, name)
+        if gate:
+            headline += f" / {'max' if gate.upper else 'threshold'} {fmt_number(gate.limit, 2)}"
+    history = f" <a href='{esc(history_link, quote=True)}'>history</a>" if history_link else ""
+    payload = {"detail_html": _detail_html(case, history_link), **_image_rows(case.images)}
+    outcome = esc(case.outcome, quote=True)
+    return (f"<details class='case o-{outcome}' id='{esc(case.id, quote=True)}' data-index='{index}' "
+            f"data-outcome='{outcome}'><summary><span class='badge'>"
+            f"{outcome_word(case.outcome)}</span>"
+            f"<span class='case-id'>{esc(case.id)}</span><span class='headline'>{headline}</span>"
+            f"<span class='summary-msg'>{esc(first_line(case.message))}</span>{history}</summary>"
+            f"<div class='case-body'></div></details>"
+            f"<script type='application/json' id='fm-case-data-{index}'>{_json_for_script(payload)}</script>")
+
+
+def _json_for_script(payload: object) -> str:
+    """JSON that cannot end its <script> element early, whatever the strings in it contain."""
+    text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), default=str)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _detail_html(case: CaseResult, history_link: str | None) -> str:
+    parts = [f"<p class='note'>{esc(case.task)} &middot; pipeline <b>{esc(case.pipeline)}</b> &middot; dataset "
+             f"<b>{esc(case.dataset)}</b>"
+             + (f" &middot; <a href='{esc(history_link, quote=True)}'>metric history</a>" if history_link else "")
+             + "</p>"]
+    if case.message:
+        parts.append(f"<pre class='message'>{esc(case.message)}</pre>")
+    if case.metrics or case.thresholds:
+        parts.append("<h3>Metrics</h3>" + _metrics_table(case))
+    parts.append(_provenance(case))
+    for key in [*EXTRA_TITLES, *(k for k in case.extra if k not in EXTRA_TITLES)]:
+        if key in case.extra and not (key == "invalid_answers" and case.extra[key] == 0):  # only LVLMs have any
+            title = EXTRA_TITLES.get(key, key.replace("_", " ").capitalize())
+            parts.append(f"<h3>{esc(title)}</h3>{_extra_section(key, case.extra[key])}")
+    if case.thumbnails:
+        parts.append("<h3>Worst images</h3>" + _thumbnails(case))
+    if case.images:
+        parts.append(f"<h3>Images ({len(case.images)})</h3>" + _image_table_shell(case.images))
+    return "".join(parts)
+
+
+def _metrics_table(case: CaseResult) -> str:
+    """One row per metric: value, its interval, its threshold and whether it meets it; then bare settings."""
+    case_gates = gates(case)
+    names = [n for n in dict.fromkeys([*(g.metric for g in case_gates if g.metric), *case.metrics])
+             if not n.endswith(("_ci_low", "_ci_high"))]
+    rows = []
+    for name in names:
+        value, gate = case.metrics.get(name), gate_for(case, name)
+        limit = verdict = ""
+        if gate:
+            limit = f"{'&le;' if gate.upper else '&ge;'} {fmt_number(gate.limit, 2)}"
+            miss = "above" if gate.upper else "below"
+            verdict = (f"<span class='badge o-{'passed' if gate.met(value) else 'failed'}'>"
+                       f"{'meets' if gate.met(value) else miss}</span>")
+        rows.append(f"<tr><th scope='row'>{esc(name)}</th><td class='num'>{esc(fmt_number(value))}</td>"
+                    f"<td class='num'>{metric_interval(case, name)}</td><td class='num'>{limit}</td><td>{verdict}</td></tr>")
+    for gate in (g for g in case_gates if g.metric is None):
+        rows.append(f"<tr><th scope='row'>{esc(gate.name)}</th><td></td><td></td>"
+                    f"<td class='num'>{fmt_number(gate.limit)}</td><td class='note'>setting</td></tr>")
+    return ("<table class='metrics'><thead><tr><th>metric</th><th class='num'>value</th><th class='num'>95 % CI</th>"
+            f"<th class='num'>threshold</th><th></th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
+
+
+def _provenance(case: CaseResult) -> str:
+    items = [("model", case.model_sha256), ("config", case.config_fingerprint),
+             ("dataset", case.dataset_fingerprint),
+             ("duration", None if case.duration_s is None else f"{case.duration_s:.1f} s")]
+    shown = [f"{label} <code>{esc(str(value))}</code>" for label, value in items if value is not None]
+    return f"<p class='note'>{' &middot; '.join(shown)}</p>" if shown else ""
+
+
+def _extra_section(key: str, value: object) -> str:
+    """Known sections get their own touch (regression badges, risk notes); anything else renders generically."""
+    if key == "regression" and isinstance(value, dict):
+        rows = [{"metric": metric, **row} for metric, row in value.items() if isinstance(row, dict)]
+        return _records_table(rows)
+    if key == "risk" and isinstance(value, dict):
+        return _mapping_table(value, notes=True)
+    if key == "invalid_answers" and isinstance(value, int | float):
+        return (f"<p class='warn'>{fmt_number(value)} model answer(s) could not be parsed; "
+                "each is counted as NOK.</p>")
+    return _generic(value)
+
+
+def _generic(value: object) -> str:
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        return _records_table(value)
+    if isinstance(value, dict):
+        return _mapping_table(value)
+    return f"<p>{esc(cell_text(value))}</p>"
+
+
+def _records_table(records: list[dict]) -> str:
+    columns = list(dict.fromkeys(k for r in records for k in r))
+    body = []
+    for record in records[:MAX_EXTRA_ROWS]:
+        cells = "".join(_record_cell(col, record.get(col)) for col in columns)
+        body.append(f"<tr>{cells}</tr>")
+    more = len(records) - MAX_EXTRA_ROWS
+    note = f"<p class='note'>&hellip; and {more} more not shown.</p>" if more > 0 else ""
+    head = "".join(f"<th>{esc(str(c).replace('_', ' '))}</th>" for c in columns)
+    return f"<table class='extra'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>{note}"
+
+
+def _record_cell(column: str, value: object) -> str:
+    if column == "outcome" and isinstance(value, str):
+        css = value if value in OUTCOME_WORD else "skipped"
+        return f"<td><span class='badge o-{esc(css)}'>{outcome_word(value)}</span></td>"
+    if column == "regressed" and isinstance(value, bool):
+        return (f"<td><span class='badge o-{'failed' if value else 'passed'}'>"
+                f"{'REGRESSED' if value else 'ok'}</span></td>")
+    numeric = isinstance(value, int | float) and not isinstance(value, bool)
+    return f"<td{' class=num' if numeric else ''}>{esc(cell_text(value))}</td>"
+
+
+def _mapping_table(mapping: dict, *, notes: bool = False) -> str:
+    """Key/value rows; `x_ci_low`/`x_ci_high` keys are folded into x's row as its interval."""
+    rows = []
+    for key, value in mapping.items():
+        key = str(key)
+        bounds = (mapping.get(f"{key}_ci_low"), mapping.get(f"{key}_ci_high"))
+        if key.endswith(("_ci_low", "_ci_high")) and key.rsplit("_ci_", 1)[0] in mapping:
+            continue
+        if all(isinstance(b, int | float) for b in bounds):
+            value = {"value": value, "ci_low": bounds[0], "ci_high": bounds[1]}
+        note = next((text for prefix, text in RISK_NOTES.items() if key.startswith(prefix)), "") if notes else ""
+        if isinstance(value, dict) and isinstance(value.get("note") or value.get("label"), str):
+            note = value.get("note") or value.get("label")
+        numeric = isinstance(value, int | float | dict | list) and not isinstance(value, bool)
+        rows.append(f"<tr><th scope='row'>{esc(str(key).replace('_', ' '))}</th>"
+                    f"<td{' class=num' if numeric else ''}>{esc(cell_text(value))}</td>"
+                    + (f"<td class='note'>{esc(note)}</td>" if notes else "") + "</tr>")
+    return f"<table class='extra'><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _thumbnails(case: CaseResult) -> str:
+    figures = []
+    for thumb in case.thumbnails:
+        data = "".join(thumb.png_base64.split())
+        if not _BASE64.fullmatch(data):
+            figures.append(f"<figure><figcaption>{esc(thumb.id)}: thumbnail unreadable</figcaption></figure>")
+            continue
+        caption = thumb.caption or thumb.id
+        figures.append(f"<figure data-image-id='{esc(thumb.id, quote=True)}' title='show in the table'>"
+                       f"<img src='data:image/png;base64,{data}' alt='{esc(caption, quote=True)}'>"
+                       f"<figcaption>{esc(caption)}</figcaption></figure>")
+    legend = ("<div class='legend'><span><i class='gt'></i>ground truth</span><span><i class='pred'></i>prediction"
+              "</span><span><i class='ign'></i>not scored</span></div>")
+    return f"{legend}<div class='thumbs'>{''.join(figures)}</div>"
+
+
+def _image_columns(images: list[ImageResult]) -> list[str]:
+    """Optional columns only when some image has a value: no empty IoU column for a classifier."""
+    return [c for c in IMAGE_COLUMNS
+            if c in ALWAYS_SHOWN_COLUMNS or any(getattr(img, c) is not None for img in images)]
+
+
+def _image_rows(images: list[ImageResult]) -> dict:
+    columns = _image_columns(images)
+    rows = [[image_outcome(img) if c == "outcome" else getattr(img, c) for c in columns] for img in images]
+    return {"columns": columns, "rows": rows}
+
+
+def image_outcome(image: ImageResult) -> str:
+    """What kind of right or wrong an image is: slip (defect passed as OK) is the costly one."""
+    if image.error is not None:
+        return "error"
+    if image.label == image.predicted:
+        return "correct"
+    return "slip" if image.label == "NOK" else "false alarm"
+
+
+def _image_table_shell(images: list[ImageResult]) -> str:
+    """Controls and an empty table; scoreboard.js fills one page of rows at a time."""
+    columns = _image_columns(images)
+    options = "".join(f"<option value='{esc(v, quote=True)}'>{esc(label)}</option>" for v, label in IMAGE_OUTCOMES)
+    head = "".join(f"<th data-key='{c}' class='{c}{' num' if c in ('score', 'iou') else ''}'>"
+                   f"<button type='button'>{c}</button></th>" for c in columns)
+    return ("<div class='images'><div class='image-controls'>"
+            "<label>show <select class='outcome-filter'><option value=''>all</option>"
+            f"{options}</select></label>"
+            "<input type='search' placeholder='filter: id, label, reasoning...' aria-label='filter images'>"
+            "</div><div class='pager'><button type='button' class='prev'>&larr; previous</button>"
+            "<span class='page-status'></span><button type='button' class='next'>next &rarr;</button></div>"
+            f"<table class='images'><thead><tr>{head}</tr></thead><tbody></tbody></table></div>")
