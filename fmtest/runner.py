@@ -9,7 +9,7 @@ import json
 import os
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +17,7 @@ import numpy as np
 from fmtest import metrics
 from fmtest.config import SuiteConfig, load_config
 from fmtest.data import DATASETS, Dataset, Group, SampleRef, SampleSet, dataset_class, open_dataset
-from fmtest.errors import ConfigError, Unavailable
+from fmtest.errors import ConfigError
 from fmtest.evaluate import Case, Part, evaluate_case, predict_all, risk_summary
 from fmtest.pipelines import PIPELINES, TASKS, Pipeline, PipelineContext, pipeline_class
 from fmtest.report.baseline import compare_to_baseline, format_regression, load_baseline
@@ -41,8 +41,6 @@ class Settings:
     baseline: Path | None = None
     cache_dir: Path | None = Path(".fmtest_cache")
     strict: bool = False
-    progress: bool = True
-    extras: dict = field(default_factory=dict)
 
 
 def _split(value) -> list[str]:
@@ -442,5 +440,4 @@ def order_key(settings: Settings):
     return key
 
 
-__all__ = ["Case", "Evaluator", "ResultStore", "Settings", "Unavailable", "order_key", "plan_cases",
-           "resolve_settings"]
+__all__ = ["Case", "Evaluator", "ResultStore", "Settings", "order_key", "plan_cases", "resolve_settings"]
