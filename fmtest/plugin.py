@@ -21,6 +21,7 @@ from fmtest.report.results import CaseResult, RunResults, environment, git_commi
 from fmtest.runner import Evaluator, ResultStore, order_key, plan_cases, resolve_settings
 
 RUN_KEY = pytest.StashKey["FmRun"]()
+_RESULT_KEY = pytest.StashKey[CaseResult]()  # the case a test item evaluated, for its final outcome
 OPTIONS = [
     ("dataset", "datasets to run, comma separated (default: the config's default_datasets)"),
     ("pipeline", "pipelines to run, comma separated (default: all that apply)"),
@@ -64,7 +65,7 @@ class FmRun:
             self.store = ResultStore(Path(self._tmp))
         progress = config.get_verbosity() >= 0 and not self.is_worker
         self.evaluator = Evaluator(self.settings, progress=progress)
-        self.used = False  # True once a case was collected: only then are reports written
+        self.results: RunResults | None = None  # all workers' cases, collected at session end
 
     def collect(self) -> RunResults:
         cases = sorted(self.store.load_all(), key=order_key(self.settings))
@@ -96,7 +97,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc):
     if marker is None or "fm_case" not in metafunc.fixturenames:
         return
     run = metafunc.config.stash[RUN_KEY]
-    run.used = True
     task = marker.args[0]
     cases = plan_cases(run.settings, task)
     extra = marker.kwargs.get("expand")
@@ -166,8 +166,6 @@ def fm_case(request, fm_run: FmRun):
     _record(node, result)
     return result
 
-
-_RESULT_KEY = pytest.StashKey[CaseResult]()
 
 
 def check_case(result: CaseResult) -> None:
@@ -259,7 +257,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus):
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     run = config.stash.get(RUN_KEY, None)
-    results = getattr(run, "results", None)
+    results = run.results if run is not None else None
     if run is None or run.is_worker or results is None or not results.cases:
         return
     from fmtest.report.terminal import render_scoreboard
