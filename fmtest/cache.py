@@ -34,6 +34,7 @@ import numpy as np
 
 from fmtest.errors import ConfigError
 from fmtest.pipelines.base import Prediction
+from fmtest.sqlite_wal import open_wal
 
 DEFAULT_CACHE_DIR = Path(".fmtest_cache")
 DB_NAME = "predictions.sqlite"
@@ -161,9 +162,7 @@ class PredictionCache:
         return conn
 
     def _open(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, check_same_thread=False, isolation_level=None)
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
+        def setup(conn: sqlite3.Connection) -> None:
             conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a crash may lose the last entries, never corrupt
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version != SCHEMA_VERSION:
@@ -171,10 +170,8 @@ class PredictionCache:
                     conn.execute("DROP TABLE IF EXISTS predictions")
                 conn.executescript(_SCHEMA)
                 conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        except BaseException:
-            conn.close()
-            raise
-        return conn
+
+        return open_wal(self.path, setup, timeout_s=BUSY_TIMEOUT_S, check_same_thread=False, isolation_level=None)
 
     def _replace_damaged_file(self, error: sqlite3.DatabaseError) -> sqlite3.Connection:
         """A database SQLite cannot open (truncated, not a database) is moved aside and started afresh."""

@@ -80,6 +80,9 @@ def small_run():
 
 
 def table_ids(page, case_id):
+    """Ids in a case's image table, once its rows exist: <details> fires `toggle` as a separate task,
+    so a table built on opening can lag the click that opened it."""
+    page.locator(f"[id='{case_id}'] table.images tbody tr td.id").first.wait_for(timeout=10_000)
     return page.eval_on_selector_all(f"[id='{case_id}'] table.images tbody tr td.id",
                                      "tds => tds.map(td => td.textContent)")
 
@@ -234,5 +237,7 @@ def test_many_robustness_cases_keep_plots_out_of_the_dom_until_opened(page, tmp_
     assert page.locator("#fm-rob-matrix td.cell").count() == 72
     assert page.locator("svg.rob-plot").count() == 0  # 72 plots: rows start collapsed
     page.locator("details.rob-plots[data-pipeline=pipe3] > summary").click()
+    # the plots are added by the toggle handler: wait for them rather than racing it on a loaded machine
+    page.locator("details.rob-plots[data-pipeline=pipe3] svg.rob-plot").nth(8).wait_for(timeout=10_000)
     assert page.locator("svg.rob-plot").count() == 9
     assert page.locator("details.rob-plots[data-pipeline=pipe3] svg.rob-plot").count() == 9

@@ -47,6 +47,7 @@ from fmtest.data.sample import LABELS, Label, Sample, SampleSet
 from fmtest.errors import ConfigError, DataError, Unavailable
 from fmtest.pipelines.base import Pipeline, PipelineContext, Prediction
 from fmtest.pipelines.options import parse_options, table
+from fmtest.sqlite_wal import open_wal
 
 # The study's basic prompt, sent verbatim (suites/prompts/basic.txt holds the same text).
 BASIC_PROMPT = (
@@ -356,19 +357,21 @@ class RequestStore:
     def __init__(self, directory: Path):
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / "requests.sqlite"
-        with self._connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS requests (key TEXT PRIMARY KEY, status TEXT NOT NULL, "
-                "pipeline TEXT, model TEXT, endpoint TEXT, prompt TEXT, settings TEXT, reference_sha256 TEXT, "
-                "image_sha256 TEXT, sample_id TEXT, label TEXT, reasoning TEXT, answer_text TEXT, "
-                "finish_reason TEXT, prompt_tokens INTEGER DEFAULT 0, output_tokens INTEGER DEFAULT 0, "
-                "attempts INTEGER DEFAULT 0, error TEXT, failures INTEGER DEFAULT 0, updated TEXT)"
-            )
+        self._connect().close()  # creates the file and table once, before any request is sent
 
     def _connect(self) -> sqlite3.Connection:
+        def setup(db: sqlite3.Connection) -> None:
+            with db:
+                db.execute(
+                    "CREATE TABLE IF NOT EXISTS requests (key TEXT PRIMARY KEY, status TEXT NOT NULL, "
+                    "pipeline TEXT, model TEXT, endpoint TEXT, prompt TEXT, settings TEXT, reference_sha256 TEXT, "
+                    "image_sha256 TEXT, sample_id TEXT, label TEXT, reasoning TEXT, answer_text TEXT, "
+                    "finish_reason TEXT, prompt_tokens INTEGER DEFAULT 0, output_tokens INTEGER DEFAULT 0, "
+                    "attempts INTEGER DEFAULT 0, error TEXT, failures INTEGER DEFAULT 0, updated TEXT)"
+                )
+
         try:
-            return sqlite3.connect(self.path, timeout=60)
+            return open_wal(self.path, setup, timeout_s=60)
         except sqlite3.Error as e:
             raise DataError(f"cannot open the VLM request record: {e}", self.path) from None
 
