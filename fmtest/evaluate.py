@@ -136,8 +136,7 @@ def evaluate_case(
         n_cached += from_cache
         iou = None
         if scored_segmentation and sample.mask is not None:
-            # an unusable prediction (error, no mask) overlaps nothing: it must not drop out of the mean
-            iou = 0.0 if prediction.mask is None else metrics.iou(prediction.mask, sample.mask, sample.ignore)
+            iou = image_iou(sample, prediction)
         images.append(ImageResult(
             id=sample.id, sha256=sample.sha256, label=sample.label, predicted=prediction.label,
             score=_finite_or_none(prediction.score), iou=iou, reasoning=prediction.reasoning,
@@ -146,7 +145,7 @@ def evaluate_case(
         for k, v in ({} if from_cache else prediction.usage).items():  # a cache hit cost nothing this run
             if isinstance(v, int | float):
                 usage[k] = usage.get(k, 0.0) + float(v)
-        entry = (_badness(sample, prediction, iou), next(tiebreak), sample, prediction)
+        entry = (_badness(sample, prediction, iou), next(tiebreak), sample, prediction, iou)
         if len(worst) < N_THUMBNAILS:
             heapq.heappush(worst, entry)
         elif entry[0] > worst[0][0]:
@@ -164,7 +163,7 @@ def evaluate_case(
     n_predicted = timing.get("images", 0)
     result.metrics["images_per_second"] = n_predicted / timing["seconds"] if n_predicted else math.nan
     result.metrics["fit_seconds"] = fit_seconds["fit"]
-    result.thumbnails = [_thumbnail(s, p, b) for b, _, s, p in sorted(worst, key=lambda e: -e[0])]
+    result.thumbnails = [_thumbnail(s, p, iou) for _, _, s, p, iou in sorted(worst, key=lambda e: -e[0])]
     result.extra["cache"] = {"hits": n_cached, "predicted": n_predicted}
     result.extra["invalid_answers"] = sum(i.error is not None for i in images)
     if usage:
@@ -214,10 +213,17 @@ def _badness(sample: Sample, prediction: Prediction, iou: float | None) -> float
     return wrong + (1.0 - iou if iou is not None and sample.label == NOK else 0.0)
 
 
-def _thumbnail(sample: Sample, prediction: Prediction, badness: float) -> Thumbnail:
+def image_iou(sample: Sample, prediction: Prediction) -> float:
+    """IoU of one image; an unusable prediction (error, no mask) overlaps nothing, so it cannot
+    drop out of the mean."""
+    return 0.0 if prediction.mask is None else metrics.iou(prediction.mask, sample.mask, sample.ignore)
+
+
+def _thumbnail(sample: Sample, prediction: Prediction, iou: float | None) -> Thumbnail:
+    """`iou` is the one computed while scoring (None when the image was not scored for IoU)."""
     caption = f"{sample.id}: {sample.label} -> {prediction.label}"
-    if sample.label == NOK and sample.mask is not None and prediction.mask is not None:
-        caption += f", IoU {metrics.iou(prediction.mask, sample.mask, sample.ignore):.2f}"
+    if sample.label == NOK and iou is not None and prediction.mask is not None:
+        caption += f", IoU {iou:.2f}"
     png = overlay_thumbnail(sample.image, prediction.mask, sample.mask, sample.ignore, image_id=sample.id)
     return Thumbnail(id=sample.id, png_base64=png, caption=caption)
 

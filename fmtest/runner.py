@@ -14,11 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from fmtest import metrics
 from fmtest.config import SuiteConfig, load_config
 from fmtest.data import DATASETS, Dataset, Group, SampleRef, SampleSet, dataset_class, open_dataset
 from fmtest.errors import ConfigError
-from fmtest.evaluate import Case, Part, evaluate_case, predict_all, risk_summary
+from fmtest.evaluate import Case, Part, evaluate_case, image_iou, predict_all, risk_summary
 from fmtest.pipelines import PIPELINES, TASKS, Pipeline, PipelineContext, pipeline_class
 from fmtest.report.baseline import compare_to_baseline, format_regression, load_baseline
 from fmtest.report.results import CaseResult, RunResults
@@ -345,7 +344,7 @@ class Evaluator:
                 order.append(sample.id)
                 labels.append(prediction.label == "NOK")
                 if case.task == "segmentation" and sample.mask is not None:
-                    ious.append(0.0 if prediction.mask is None else metrics.iou(prediction.mask, sample.mask, sample.ignore))
+                    ious.append(image_iou(sample, prediction))
                 else:
                     ious.append(np.nan)
             if order != [r.id for r in base_rows]:
