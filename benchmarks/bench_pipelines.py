@@ -90,8 +90,13 @@ MIB = 2**20
 
 def build_grounding_dino_swint(vocab_folder: Path, seed: int) -> GroundingDino:
     """GroundingDINO Swin-T OGC's architecture (the grounding-dino-tiny config) with random weights."""
-    from transformers import (BertConfig, GroundingDinoConfig, GroundingDinoForObjectDetection,
-                              GroundingDinoImageProcessor, SwinConfig)
+    from transformers import (
+        BertConfig,
+        GroundingDinoConfig,
+        GroundingDinoForObjectDetection,
+        GroundingDinoImageProcessor,
+        SwinConfig,
+    )
 
     tokenizer = gd.load_bert_tokenizer(vocab_folder)
     config = GroundingDinoConfig(

@@ -20,9 +20,10 @@ from tqdm.auto import tqdm
 from fmtest import metrics
 from fmtest.data.base import Group
 from fmtest.data.sample import NOK, Sample, SampleSet
+from fmtest.overlay import overlay_thumbnail
 from fmtest.pipelines.base import Pipeline, Prediction, Task
-from fmtest.report.overlay import overlay_thumbnail
-from fmtest.report.results import CaseResult, ImageResult, Thumbnail
+from fmtest.verdict.gates import judge, metric_of_threshold
+from fmtest.verdict.results import CaseResult, ImageResult, Thumbnail
 
 N_THUMBNAILS = 8
 
@@ -168,12 +169,9 @@ def evaluate_case(
     result.extra["invalid_answers"] = sum(i.error is not None for i in images)
     if usage:
         result.extra["usage"] = usage
-    result.thresholds = {k: float(v) for k, v in thresholds.items() if k.removeprefix("max_") in result.metrics}
+    result.thresholds = {k: float(v) for k, v in thresholds.items() if metric_of_threshold(k) in result.metrics}
     result.duration_s = time.perf_counter() - started
-    failures = threshold_failures(result)
-    result.outcome = "failed" if failures else "passed"
-    result.message = "; ".join(failures) or None
-    return result
+    return judge(result)
 
 
 def score_images(images: list[ImageResult], *, task: str, n_resamples: int = 1000, seed: int = 0) -> dict:
@@ -185,26 +183,6 @@ def score_images(images: list[ImageResult], *, task: str, n_resamples: int = 100
         ious = np.array([i.iou for i in images if i.label == NOK and i.iou is not None], dtype=float)
         out.update(metrics.segmentation_summary(ious, n_resamples=n_resamples, seed=seed))
     return {k: float(v) for k, v in out.items()}
-
-
-def threshold_failures(result: CaseResult) -> list[str]:
-    """One line per metric on the wrong side of its threshold: value, 95 % interval, threshold.
-
-    A threshold named like the metric is a minimum (`iou = 0.6`); one named `max_<metric>` is a
-    maximum (`max_false_alarm_rate = 0.05`). A nan metric fails either way: undefined cannot pass.
-    """
-    lines = []
-    for name, threshold in result.thresholds.items():
-        metric = name.removeprefix("max_")
-        is_max = metric != name
-        value = result.metrics.get(metric, math.nan)
-        if (value <= threshold) if is_max else (value >= threshold):
-            continue
-        lo, hi = result.metrics.get(f"{metric}_ci_low"), result.metrics.get(f"{metric}_ci_high")
-        interval = f" (95% CI {lo:.3f}-{hi:.3f})" if lo is not None and hi is not None else ""
-        side = "above the maximum" if is_max else "below the threshold"
-        lines.append(f"{metric} = {value:.3f}{interval} is {side} {threshold:.3f}")
-    return lines
 
 
 def _badness(sample: Sample, prediction: Prediction, iou: float | None) -> float:

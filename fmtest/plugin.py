@@ -17,8 +17,8 @@ import pytest
 
 from fmtest.errors import ConfigError, FmtestError, Unavailable
 from fmtest.evaluate import Case
-from fmtest.report.results import CaseResult, RunResults, environment, git_commit, write_json
 from fmtest.runner import Evaluator, ResultStore, order_key, plan_cases, resolve_settings
+from fmtest.verdict.results import CaseResult, RunResults, environment, git_commit, write_json
 
 RUN_KEY = pytest.StashKey["FmRun"]()
 _RESULT_KEY = pytest.StashKey[CaseResult]()  # the case a test item evaluated, for its final outcome
@@ -269,7 +269,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.write_line(quality)
     baseline = run.evaluator.baseline
     if baseline is not None:
-        from fmtest.report.baseline import compare_to_baseline, format_summary
+        from fmtest.verdict.regression import compare_to_baseline, format_summary
 
         cfg = run.settings.config
         comparisons = compare_to_baseline(results, baseline, cfg.baseline_tolerance,

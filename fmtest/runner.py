@@ -18,9 +18,10 @@ from fmtest.config import SuiteConfig, load_config
 from fmtest.data import DATASETS, Dataset, Group, SampleRef, SampleSet, dataset_class, open_dataset
 from fmtest.errors import ConfigError
 from fmtest.evaluate import Case, Part, evaluate_case, image_iou, predict_all, risk_summary
+from fmtest.fsutil import atomic_write
 from fmtest.pipelines import PIPELINES, TASKS, Pipeline, PipelineContext, pipeline_class
-from fmtest.report.baseline import compare_to_baseline, format_regression, load_baseline
-from fmtest.report.results import CaseResult, RunResults
+from fmtest.verdict.regression import compare_to_baseline, format_regression, load_baseline
+from fmtest.verdict.results import CaseResult, RunResults, results_json
 
 TASK_ORDER = {"segmentation": 0, "classification": 1, "robustness": 2}
 
@@ -407,25 +408,13 @@ class ResultStore:
         self.directory.mkdir(parents=True, exist_ok=True)
 
     def save(self, result: CaseResult) -> None:
-        from fmtest.report.results import RunResults
-
-        payload = RunResults(cases=[result]).to_dict()["cases"][0]
-        fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, default=_default)
-        os.replace(tmp, self.directory / f"{result.id}.json")
+        atomic_write(self.directory / f"{result.id}.json", results_json(result, indent=None))
 
     def load_all(self) -> list[CaseResult]:
         cases = []
         for path in self.directory.glob("*.json"):
             cases.append(CaseResult.from_dict(json.loads(path.read_text())))
         return cases
-
-
-def _default(o):
-    if hasattr(o, "item"):
-        return o.item()
-    return str(o)
 
 
 def order_key(settings: Settings):

@@ -10,14 +10,14 @@ import pytest
 from fmtest import __version__
 from fmtest.errors import ConfigError, DataError
 from fmtest.metrics import classification_summary, segmentation_summary
-from fmtest.report.baseline import (
+from fmtest.verdict.regression import (
     compare_to_baseline,
     format_regression,
     format_summary,
     incompatibility,
     load_baseline,
 )
-from fmtest.report.results import CaseResult, ImageResult, RunResults, write_json
+from fmtest.verdict.results import CaseResult, ImageResult, RunResults, write_json
 
 
 def _case(case_id: str, labels, predicted, ious=None, *, shas=None, with_images: bool = True) -> CaseResult:

@@ -5,9 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fmtest.overlay import overlay_thumbnail
 from fmtest.report.html import write_html
-from fmtest.report.overlay import overlay_thumbnail
-from fmtest.report.results import CaseResult, ImageResult, RunResults, Thumbnail
+from fmtest.verdict.results import CaseResult, ImageResult, RunResults, Thumbnail
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -6,12 +6,13 @@ import math
 
 import numpy as np
 import pytest
+from toy_fmtest import Toy, ToyEmpty, ToyThreshold
 
 from fmtest.cache import PredictionCache
-from fmtest.evaluate import Case, Part, evaluate_case, predict_all, risk_summary, threshold_failures
-from fmtest.report.results import CaseResult, ImageResult
-from toy_fmtest import Toy, ToyEmpty, ToyThreshold
+from fmtest.evaluate import Case, Part, evaluate_case, predict_all, risk_summary
 from fmtest.pipelines.base import PipelineContext
+from fmtest.verdict.gates import threshold_failures
+from fmtest.verdict.results import CaseResult, ImageResult
 
 
 def _case(pipeline_cls, thresholds, **kw):

@@ -10,7 +10,7 @@ from PIL import Image
 
 from fmtest.errors import ConfigError, DataError
 from fmtest.report.history import load_history, plot_case, register_cli, write_history
-from fmtest.report.results import CaseResult, RunResults, write_json
+from fmtest.verdict.results import CaseResult, RunResults, write_json
 
 VERMILLION = np.array([213, 94, 0])
 

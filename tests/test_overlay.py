@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from fmtest.errors import DataError
-from fmtest.report.overlay import GT_COLOUR, IGNORE_COLOUR, MAX_PNG_BYTES, PRED_ALPHA, PRED_COLOUR, overlay_thumbnail
+from fmtest.overlay import GT_COLOUR, IGNORE_COLOUR, MAX_PNG_BYTES, PRED_ALPHA, PRED_COLOUR, overlay_thumbnail
 
 
 def decode(b64: str) -> np.ndarray:

@@ -5,10 +5,10 @@ import re
 import numpy as np
 import pytest
 
+from fmtest.overlay import overlay_thumbnail
 from fmtest.report.html import render_html, write_html
 from fmtest.report.html_case_details import image_outcome
-from fmtest.report.overlay import overlay_thumbnail
-from fmtest.report.results import CaseResult, ImageResult, RunResults, Thumbnail
+from fmtest.verdict.results import CaseResult, ImageResult, RunResults, Thumbnail
 
 EVIL = "<script>alert('x')</script><img src=x onerror=alert(1)>"
 
@@ -181,7 +181,7 @@ def robustness_case(pipeline, dataset, perturbation, flips, delta_iou=(None,) * 
 @pytest.fixture
 def robust_run(tmp_path):
     """Two pipelines x two perturbations, one pair missing; written and read back so NaN arrives as null."""
-    from fmtest.report.results import read_json, write_json
+    from fmtest.verdict.results import read_json, write_json
 
     cases = [robustness_case("padim", "satsim", "blur", (0.02, 0.1, 0.3), (-0.01, -0.05, -0.2), (0.0, -0.02, -0.1),
                              "failed", "flip rate 0.100 ... iou drops 0.050"),

@@ -1,7 +1,9 @@
 import pytest
 
-from fmtest.report.results import CaseResult, ImageResult, RunResults
-from fmtest.report.terminal import fmt_number, gates, image_counts, main_metric, render_scoreboard
+from fmtest.report.terminal import render_scoreboard
+from fmtest.verdict.gates import gates, image_counts, main_metric
+from fmtest.verdict.results import CaseResult, ImageResult, RunResults
+from fmtest.verdict.specs import format_value
 
 
 def seg_case(case_id="saa_plus-mvtec", outcome="failed", iou=0.52, **kw):
@@ -165,5 +167,5 @@ def test_helpers():
     odd = CaseResult("x-y", "x", "y", "anomaly", thresholds={"auroc": 0.9})
     assert main_metric(odd) == "auroc"
     assert image_counts(seg_case()) == (329, 76)
-    assert fmt_number(float("nan")) == "n/a" and fmt_number(None) == "n/a" and fmt_number(0.12345) == "0.123"
-    assert fmt_number(90.0) == "90" and fmt_number(1.0) == "1.000"  # counts stored as floats read as counts
+    assert format_value(float("nan")) == "n/a" and format_value(None) == "n/a" and format_value(0.12345) == "0.123"
+    assert format_value(90.0) == "90" and format_value(1.0) == "1.000"  # counts stored as floats read as counts

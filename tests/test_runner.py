@@ -5,14 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
+import toy_fmtest
 from fakes import make_mvtec
+
 from fmtest.config import parse_config
 from fmtest.errors import ConfigError
 from fmtest.evaluate import Case
 from fmtest.pipelines.base import Pipeline, Prediction
 from fmtest.runner import Evaluator, Settings, plan_cases, resolve_settings
-import toy_fmtest
 
 
 @pytest.fixture(autouse=True)

@@ -191,8 +191,13 @@ def build_tiny_grounding_dino(tokenizer, seed: int = 0, image_size: int = 128, n
     (two decoder layers is the minimum transformers' tied box heads allow).
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from transformers import (BertConfig, GroundingDinoConfig, GroundingDinoForObjectDetection,
-                              GroundingDinoImageProcessor, SwinConfig)
+    from transformers import (
+        BertConfig,
+        GroundingDinoConfig,
+        GroundingDinoForObjectDetection,
+        GroundingDinoImageProcessor,
+        SwinConfig,
+    )
 
     config = GroundingDinoConfig(
         backbone_config=SwinConfig(embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2], window_size=4,

@@ -16,18 +16,19 @@ import io
 import math
 import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
 
 from fmtest.errors import ConfigError, DataError
-from fmtest.report.results import CaseResult, RunResults, read_json
-from fmtest.report.terminal import OUTCOME_WORD, fmt_number, gate_for, main_metric
+from fmtest.fsutil import atomic_write
+from fmtest.verdict import specs
+from fmtest.verdict.gates import gate_for, main_metric
+from fmtest.verdict.results import OUTCOME_WORD, CaseResult, RunResults, read_json
+from fmtest.verdict.specs import format_value
 
 DEFAULT_TOLERANCE = 0.02
-LOWER_IS_BETTER = frozenset({"slip_rate", "slip_rate_upper", "false_alarm_rate", "flip_rate"})  # and any `max_` gated
 TIMING_SUFFIXES = ("_seconds", "_per_second")  # plotted, but speed on shared runners is too noisy to flag
 NOT_PLOTTED = frozenset({"n_images", "n_defective"})
 _CI_SUFFIXES = ("_ci_low", "_ci_high")
@@ -138,7 +139,7 @@ def find_regressions(history: History, case_id: str) -> list[Regression]:
         if metric.endswith(TIMING_SUFFIXES):
             continue
         gate = gate_for(latest, metric)
-        lower_is_better = metric in LOWER_IS_BETTER or (gate is not None and gate.upper)
+        lower_is_better = specs.lower_is_better(metric) or (gate is not None and gate.upper)
         previous = None
         for index, case in enumerate(series):
             value = _value(case, metric)
@@ -238,8 +239,8 @@ def render_history_html(history: History, *, progress: bool = True) -> str:
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>fmtest history</title>"
         f"<style>{_CSS}</style></head><body><h1>fmtest history</h1>"
         f"<p class='note'>{len(history.runs)} runs, {len(case_ids)} cases. A regression (&#9660;) is a drop from "
-        f"the case's previous run larger than {esc(fmt_number(history.tolerance))} (a rise, for "
-        f"{esc(', '.join(sorted(LOWER_IS_BETTER)))} and metrics with a maximum). Dashed line: threshold; band: 95 % interval.</p>"
+        f"the case's previous run larger than {esc(format_value(history.tolerance))} (a rise, for "
+        f"{esc(', '.join(sorted(n for n, m in specs.METRICS.items() if m.higher_is_better is False)))} and metrics with a maximum). Dashed line: threshold; band: 95 % interval.</p>"
         f"{problems}{_runs_table(history)}<h2>Cases</h2><ul class='toc'>{''.join(toc)}</ul>{''.join(sections)}"
         "</body></html>\n")
 
@@ -265,7 +266,7 @@ def _regression_list(history: History, regressions: list[Regression]) -> str:
     for r in regressions:
         run = history.runs[r.run_index].results
         commit = f", commit {run.git_commit[:10]}" if run.git_commit else ""
-        items.append(f"<li>{esc(r.metric)}: {fmt_number(r.previous)} &rarr; {fmt_number(r.current)} "
+        items.append(f"<li>{esc(r.metric)}: {format_value(r.previous)} &rarr; {format_value(r.current)} "
                      f"({r.delta:+.3f}) in run {r.run_index} ({esc(run.created)}{esc(commit)})</li>")
     return f"<ul class='regressions'>{''.join(items)}</ul>"
 
@@ -292,13 +293,7 @@ def write_history(directory: str | os.PathLike, out: str | os.PathLike, *, toler
         raise DataError("no readable fmtest results JSON in this folder"
                         + (f" ({len(history.problems)} file(s) skipped)" if history.problems else ""), directory)
     document = render_history_html(history, progress=progress)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=out.name, suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(document)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, out)
+    atomic_write(out, document)
     return history
 
 

@@ -16,17 +16,17 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from importlib import resources
-from pathlib import Path
 
+from fmtest.fsutil import atomic_write
 from fmtest.report.html_case_details import case_details
 from fmtest.report.html_data_quality import data_quality_section
 from fmtest.report.html_format import esc, first_line, metric_interval, outcome_word
 from fmtest.report.html_risk import risk_overview
 from fmtest.report.html_robustness import robustness_row_id, robustness_section
-from fmtest.report.results import CaseResult, RunResults
-from fmtest.report.terminal import OUTCOME_WORD, fmt_number, gate_for, image_counts, main_metric, regressed_metrics
+from fmtest.verdict.gates import gate_for, image_counts, main_metric, regressed_metrics
+from fmtest.verdict.results import OUTCOME_WORD, CaseResult, RunResults
+from fmtest.verdict.specs import format_value
 
 OUTCOME_ORDER = ("failed", "error", "passed", "skipped")  # case details: what needs attention first
 CELL_COLOUR_ORDER = ("error", "failed", "passed", "skipped")  # a cell with several cases shows the worst
@@ -34,14 +34,7 @@ CELL_COLOUR_ORDER = ("error", "failed", "passed", "skipped")  # a cell with seve
 
 def write_html(results: RunResults, path: str | os.PathLike, *, history_links: dict[str, str] | None = None) -> None:
     """Write the scoreboard atomically; `history_links` maps case id -> URL of its history plot."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    document = render_html(results, history_links=history_links)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(document)
-    os.chmod(tmp, 0o644)  # mkstemp makes it private; a report is meant to be shared (CI artifact, web server)
-    os.replace(tmp, path)
+    atomic_write(path, render_html(results, history_links=history_links))
 
 
 def render_html(results: RunResults, *, history_links: dict[str, str] | None = None) -> str:
@@ -148,13 +141,13 @@ def _cell_link(case: CaseResult) -> str:
     if case.outcome == "skipped" or (case.outcome == "error" and not case.metrics):
         lines.append(f"<span class='reason'>{esc(first_line(case.message) or case.outcome)}</span>")
     elif name is not None:
-        lines.append(f"<span class='metric'>{esc(name)} {fmt_number(case.metrics.get(name))}</span>")
+        lines.append(f"<span class='metric'>{esc(name)} {format_value(case.metrics.get(name))}</span>")
         interval = metric_interval(case, name)
         if interval:
             lines.append(f"<span class='ci'>{interval}</span>")
         gate = gate_for(case, name)
         if gate:
-            lines.append(f"<span class='thr'>{'max' if gate.upper else 'threshold'} {fmt_number(gate.limit, 2)}</span>")
+            lines.append(f"<span class='thr'>{'max' if gate.upper else 'threshold'} {format_value(gate.limit, 2)}</span>")
         n_images, n_defective = image_counts(case)
         if n_images is not None:
             lines.append(f"<span class='n'>n={n_images}" + (f" ({n_defective} NOK)" if n_defective is not None else "")

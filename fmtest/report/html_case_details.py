@@ -8,8 +8,9 @@ import json
 import re
 
 from fmtest.report.html_format import MAX_EXTRA_ROWS, cell_text, esc, first_line, metric_interval, outcome_word
-from fmtest.report.results import CaseResult, ImageResult
-from fmtest.report.terminal import OUTCOME_WORD, fmt_number, gate_for, gates, main_metric
+from fmtest.verdict.gates import gate_for, gates, main_metric
+from fmtest.verdict.results import OUTCOME_WORD, CaseResult, ImageResult
+from fmtest.verdict.specs import format_value
 
 IMAGE_COLUMNS = ("id", "label", "predicted", "outcome", "score", "iou", "reasoning", "error")
 ALWAYS_SHOWN_COLUMNS = ("id", "label", "predicted", "outcome")
@@ -35,10 +36,10 @@ def case_details(index: int, case: CaseResult, history_link: str | None) -> str:
     name = main_metric(case)
     headline = ""
     if name is not None and name in case.metrics:
-        headline = f"{esc(name)} {fmt_number(case.metrics[name])} {metric_interval(case, name)}"
+        headline = f"{esc(name)} {format_value(case.metrics[name])} {metric_interval(case, name)}"
         gate = gate_for(case, name)
         if gate:
-            headline += f" / {'max' if gate.upper else 'threshold'} {fmt_number(gate.limit, 2)}"
+            headline += f" / {'max' if gate.upper else 'threshold'} {format_value(gate.limit, 2)}"
     history = f" <a href='{esc(history_link, quote=True)}'>history</a>" if history_link else ""
     payload = {"detail_html": _detail_html(case, history_link), **_image_rows(case.images)}
     outcome = esc(case.outcome, quote=True)
@@ -88,15 +89,15 @@ def _metrics_table(case: CaseResult) -> str:
         value, gate = case.metrics.get(name), gate_for(case, name)
         limit = verdict = ""
         if gate:
-            limit = f"{'&le;' if gate.upper else '&ge;'} {fmt_number(gate.limit, 2)}"
+            limit = f"{'&le;' if gate.upper else '&ge;'} {format_value(gate.limit, 2)}"
             miss = "above" if gate.upper else "below"
             verdict = (f"<span class='badge o-{'passed' if gate.met(value) else 'failed'}'>"
                        f"{'meets' if gate.met(value) else miss}</span>")
-        rows.append(f"<tr><th scope='row'>{esc(name)}</th><td class='num'>{esc(fmt_number(value))}</td>"
+        rows.append(f"<tr><th scope='row'>{esc(name)}</th><td class='num'>{esc(format_value(value))}</td>"
                     f"<td class='num'>{metric_interval(case, name)}</td><td class='num'>{limit}</td><td>{verdict}</td></tr>")
     for gate in (g for g in case_gates if g.metric is None):
         rows.append(f"<tr><th scope='row'>{esc(gate.name)}</th><td></td><td></td>"
-                    f"<td class='num'>{fmt_number(gate.limit)}</td><td class='note'>setting</td></tr>")
+                    f"<td class='num'>{format_value(gate.limit)}</td><td class='note'>setting</td></tr>")
     return ("<table class='metrics'><thead><tr><th>metric</th><th class='num'>value</th><th class='num'>95 % CI</th>"
             f"<th class='num'>threshold</th><th></th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
 
@@ -117,7 +118,7 @@ def _extra_section(key: str, value: object) -> str:
     if key == "risk" and isinstance(value, dict):
         return _mapping_table(value, notes=True)
     if key == "invalid_answers" and isinstance(value, int | float):
-        return (f"<p class='warn'>{fmt_number(value)} model answer(s) could not be parsed; "
+        return (f"<p class='warn'>{format_value(value)} model answer(s) could not be parsed; "
                 "each is counted as NOK.</p>")
     return _generic(value)
 

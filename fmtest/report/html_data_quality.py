@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 from fmtest.report.html_format import MAX_EXTRA_ROWS, esc
-from fmtest.report.results import CaseResult
+from fmtest.verdict.results import CaseResult
 
 
 def data_quality_section(cases: list[CaseResult]) -> str:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import html
 import math
 
-from fmtest.report.results import CaseResult
-from fmtest.report.terminal import OUTCOME_WORD, fmt_number
+from fmtest.verdict.results import OUTCOME_WORD, CaseResult
+from fmtest.verdict.specs import format_value
 
 MAX_EXTRA_ROWS = 500  # a data-quality list of thousands of findings is truncated with a note
 esc = html.escape
@@ -28,7 +28,7 @@ def number(value: object) -> float:
 def metric_interval(case: CaseResult, name: str) -> str:
     """The 95 % interval stored next to a metric as `name_ci_low`/`name_ci_high`; empty when absent."""
     lo, hi = case.metrics.get(f"{name}_ci_low"), case.metrics.get(f"{name}_ci_high")
-    return "" if lo is None or hi is None else f"[{fmt_number(lo)}, {fmt_number(hi)}]"
+    return "" if lo is None or hi is None else f"[{format_value(lo)}, {format_value(hi)}]"
 
 
 def first_line(text: str | None, limit: int = 160) -> str:
@@ -42,16 +42,16 @@ def cell_text(value: object) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if value is None or isinstance(value, int | float):
-        return fmt_number(value)
+        return format_value(value)
     if isinstance(value, list | tuple):
         if len(value) == 2 and all(isinstance(v, int | float) for v in value):
-            return f"[{fmt_number(value[0])}, {fmt_number(value[1])}]"
+            return f"[{format_value(value[0])}, {format_value(value[1])}]"
         return ", ".join(cell_text(v) for v in value)
     if isinstance(value, dict):
         point = next((value[k] for k in ("value", "estimate", "rate") if k in value), None)
         lo = next((value[k] for k in ("ci_low", "low", "lower") if k in value), None)
         hi = next((value[k] for k in ("ci_high", "high", "upper") if k in value), None)
         if point is not None and lo is not None and hi is not None:
-            return f"{fmt_number(point)} [{fmt_number(lo)}, {fmt_number(hi)}]"
+            return f"{format_value(point)} [{format_value(lo)}, {format_value(hi)}]"
         return "; ".join(f"{k}: {cell_text(v)}" for k, v in value.items() if k not in ("note", "label"))
     return str(value)

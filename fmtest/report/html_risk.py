@@ -6,8 +6,8 @@ from __future__ import annotations
 import math
 
 from fmtest.report.html_format import cell_text, esc
-from fmtest.report.results import CaseResult
-from fmtest.report.terminal import fmt_number
+from fmtest.verdict.results import CaseResult
+from fmtest.verdict.specs import format_value
 
 
 def risk_overview(cases: list[CaseResult]) -> str:
@@ -36,7 +36,7 @@ def _risk_cells(risk: dict) -> str:
     needed = _risk_value(risk, "defectives_needed")
     have = risk.get("n_defective")
     target = risk.get("target_slip_rate")
-    needed_text = f"{fmt_number(have)} / {cell_text(needed)}"
+    needed_text = f"{format_value(have)} / {cell_text(needed)}"
     if isinstance(target, int | float):
         needed_text += f" <span class='note'>for slip &lt; {target:.1%}</span>"
     cells = [f"<td class='num'>{esc(_with_interval(risk, 'slip_rate'))}</td>",
@@ -61,7 +61,7 @@ def _with_interval(risk: dict, key: str) -> str:
     value, lo, hi = risk.get(key), risk.get(f"{key}_ci_low"), risk.get(f"{key}_ci_high")
     if lo is None or hi is None or isinstance(value, dict | list):
         return cell_text(value)
-    return f"{fmt_number(value)} [{fmt_number(lo)}, {fmt_number(hi)}]"
+    return f"{format_value(value)} [{format_value(lo)}, {format_value(hi)}]"
 
 
 def _risk_verdict(risk: dict, have: object, needed: object) -> str:

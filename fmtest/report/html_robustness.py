@@ -6,8 +6,8 @@ from __future__ import annotations
 import math
 
 from fmtest.report.html_format import cell_text, esc, first_line, number, outcome_word
-from fmtest.report.results import CaseResult
-from fmtest.report.terminal import fmt_number, perturbation_of
+from fmtest.verdict.results import CaseResult, perturbation_of
+from fmtest.verdict.specs import format_value
 
 ROBUSTNESS_SERIES = (("flip_rate", "flip rate", "s-flip"), ("delta_iou", "\u0394 IoU", "s-iou"),
                      ("delta_f2", "\u0394 F2", "s-f2"))
@@ -59,7 +59,7 @@ def _tolerance_note(cases: list[CaseResult]) -> str:
     text = "Each cell: outcome at the gated severity level, the share of verdicts that flip there, and the worst " \
            "metric change."
     if len(flips) == 1 and len(drops) == 1:
-        text += f" Tolerances: flip rate &le; {fmt_number(flips.pop(), 2)}, metric drop &le; {fmt_number(drops.pop())}."
+        text += f" Tolerances: flip rate &le; {format_value(flips.pop(), 2)}, metric drop &le; {format_value(drops.pop())}."
     return text
 
 
@@ -69,7 +69,7 @@ def _robustness_cell(case: CaseResult | None) -> str:
     outcome = esc(case.outcome, quote=True)
     lines = [f"<span class='badge'>{outcome_word(case.outcome)}</span>"]
     if case.metrics:
-        lines.append(f"<span class='metric'>flip {fmt_number(case.metrics.get('flip_rate'))}</span>")
+        lines.append(f"<span class='metric'>flip {format_value(case.metrics.get('flip_rate'))}</span>")
         drop = _worst_drop(case.metrics)
         if drop:
             lines.append(f"<span class='drop'>{esc(drop[0])} {drop[1]:+.3f}</span>")

@@ -7,93 +7,18 @@ HTML report and history plots so that all three show the same figures.
 
 from __future__ import annotations
 
-import math
 import textwrap
 from collections import Counter
-from dataclasses import dataclass
 
-from fmtest.report.results import CaseResult, RunResults
+from fmtest.verdict.gates import gate_for, gates, image_counts, main_metric, regressed_metrics
+from fmtest.verdict.results import OUTCOME_WORD, CaseResult, RunResults, perturbation_of
+from fmtest.verdict.specs import format_value
 
-MAIN_METRIC = {"segmentation": "iou", "classification": "f2", "robustness": "flip_rate"}
-OUTCOME_WORD = {"passed": "PASS", "failed": "FAIL", "skipped": "SKIP", "error": "ERROR"}
 TASK_ABBREV = {"segmentation": "seg", "classification": "cls"}  # robustness cases have their own grid
 COUNT_ORDER = ("failed", "passed", "error", "skipped")
 _SEP = "  "
 _MIN_OTHER_WIDTH = 20  # other gates get at least this much room when inline...
 _MIN_CASE_WIDTH = 24  # ...unless case ids would be cut shorter than this: then they go on a line of their own
-
-
-@dataclass(frozen=True)
-class Gate:
-    """One threshold of a case. `<name>` is a minimum for metric `<name>`; `max_<name>` a maximum for
-    metric `<name>` when that metric is recorded, else a setting shown without a verdict."""
-
-    name: str
-    metric: str | None
-    limit: float
-    upper: bool
-
-    @property
-    def relation(self) -> str:
-        return "<=" if self.upper else ">="
-
-    def met(self, value: object) -> bool:
-        """NaN or missing never meets a gate: an undefined metric cannot pass."""
-        if not isinstance(value, int | float) or isinstance(value, bool) or math.isnan(value):
-            return False
-        return value <= self.limit if self.upper else value >= self.limit
-
-
-def gates(case: CaseResult) -> list[Gate]:
-    out = []
-    for name, limit in case.thresholds.items():
-        if name.startswith("max_") and name not in case.metrics:
-            bounded = name.removeprefix("max_")
-            out.append(Gate(name, bounded if bounded in case.metrics else None, float(limit), upper=True))
-        else:
-            out.append(Gate(name, name, float(limit), upper=False))
-    return out
-
-
-def gate_for(case: CaseResult, metric: str | None) -> Gate | None:
-    return next((g for g in gates(case) if metric is not None and g.metric == metric), None)
-
-
-def main_metric(case: CaseResult) -> str | None:
-    """The headline metric: IoU for segmentation, F2 for classification, flip rate for robustness,
-    else the first gated one."""
-    preferred = MAIN_METRIC.get(case.task)
-    if preferred and (preferred in case.metrics or gate_for(case, preferred)):
-        return preferred
-    return next((g.metric for g in gates(case) if g.metric), preferred)
-
-
-def image_counts(case: CaseResult) -> tuple[int | None, int | None]:
-    """(n_images, n_defective): the recorded metrics when present, else counted from the per-image rows."""
-    n_images, n_defective = case.metrics.get("n_images"), case.metrics.get("n_defective")
-    if n_images is None and case.images:
-        n_images = len(case.images)
-        n_defective = sum(img.label == "NOK" for img in case.images)
-    return (None if n_images is None else int(n_images), None if n_defective is None else int(n_defective))
-
-
-def fmt_number(value: object, digits: int = 3) -> str:
-    """A metric as text; missing or NaN shows as n/a instead of a misleading number."""
-    if value is None or isinstance(value, bool) or not isinstance(value, int | float):
-        return "n/a" if value is None else str(value)
-    if isinstance(value, float) and math.isnan(value):
-        return "n/a"
-    if isinstance(value, int) or (abs(value) >= 2 and float(value).is_integer()):  # counts stored as floats
-        return str(int(value))
-    return f"{value:.{digits}f}"
-
-
-def regressed_metrics(case: CaseResult) -> dict[str, float | None]:
-    """Metric -> delta for metrics the baseline comparison flagged as regressed."""
-    section = case.extra.get("regression")
-    if not isinstance(section, dict):
-        return {}
-    return {name: row.get("delta") for name, row in section.items() if isinstance(row, dict) and row.get("regressed")}
 
 
 def render_scoreboard(results: RunResults, width: int = 120) -> str:
@@ -160,11 +85,11 @@ def _row_cells(case: CaseResult) -> dict[str, str]:
     if name is not None:
         value = case.metrics.get(name)
         lo, hi = case.metrics.get(f"{name}_ci_low"), case.metrics.get(f"{name}_ci_high")
-        main = f"{name} {fmt_number(value)}"
+        main = f"{name} {format_value(value)}"
         if lo is not None and hi is not None:
-            main += f" [{fmt_number(lo)},{fmt_number(hi)}]"
+            main += f" [{format_value(lo)},{format_value(hi)}]"
         gate = gate_for(case, name)
-        thr = f"{gate.relation}{fmt_number(gate.limit, 2)}" if gate else "-"
+        thr = f"{gate.relation}{format_value(gate.limit, 2)}" if gate else "-"
     n_images, n_defective = image_counts(case)
     images = "-" if n_images is None else f"{n_images}/{'?' if n_defective is None else n_defective}"
     return {"case": case.id, "task": TASK_ABBREV.get(case.task, case.task[:3]), "main": main, "thr": thr,
@@ -177,11 +102,11 @@ def _other_gates(case: CaseResult, main: str | None) -> str:
     parts = []
     for gate in gates(case):
         if gate.metric is None:
-            parts.append(f"{gate.name} {fmt_number(gate.limit)}")
+            parts.append(f"{gate.name} {format_value(gate.limit)}")
         elif gate.metric != main:
             value = case.metrics.get(gate.metric)
             shown = gate.relation if gate.met(value) else ("<" if not gate.upper else ">")
-            parts.append(f"{gate.metric} {fmt_number(value)}{shown}{fmt_number(gate.limit, 2)}")
+            parts.append(f"{gate.metric} {format_value(value)}{shown}{format_value(gate.limit, 2)}")
     for name, delta in regressed_metrics(case).items():
         parts.append(f"REGRESSED {name} {'' if delta is None else f'{delta:+.3f}'}".rstrip())
     if case.outcome == "error" and case.message:
@@ -217,19 +142,11 @@ def _robustness_table(cases: list[CaseResult], width: int) -> list[str]:
     return out
 
 
-def perturbation_of(case: CaseResult) -> str:
-    """The perturbation a robustness case ran: from its level rows, else the end of its id."""
-    rows = case.extra.get("robustness")
-    if isinstance(rows, list) and rows and isinstance(rows[0], dict) and isinstance(rows[0].get("perturbation"), str):
-        return rows[0]["perturbation"]
-    return case.id.removeprefix(f"{case.pipeline}-{case.dataset}-")
-
-
 def _robustness_cell(case: CaseResult | None) -> str:
     if case is None:
         return "-"
     word = OUTCOME_WORD.get(case.outcome, case.outcome.upper())
-    return f"{fmt_number(case.metrics['flip_rate'])} {word}" if "flip_rate" in case.metrics else word
+    return f"{format_value(case.metrics['flip_rate'])} {word}" if "flip_rate" in case.metrics else word
 
 
 def _gate_text(name: str, cases: list[CaseResult]) -> str:
@@ -242,7 +159,7 @@ def _tolerance_text(cases: list[CaseResult]) -> str:
     flips = {c.thresholds.get("max_flip_rate") for c in cases} - {None}
     drops = {c.thresholds.get("max_metric_drop") for c in cases} - {None}
     if len(flips) == 1 and len(drops) == 1:
-        return f" (tolerance: flip rate <= {fmt_number(flips.pop(), 2)}, metric drop <= {fmt_number(drops.pop())})"
+        return f" (tolerance: flip rate <= {format_value(flips.pop(), 2)}, metric drop <= {format_value(drops.pop())})"
     return ""
 
 

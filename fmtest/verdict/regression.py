@@ -20,16 +20,12 @@ import numpy as np
 from fmtest import __version__
 from fmtest.errors import ConfigError, DataError
 from fmtest.metrics import f2_from_labels, mean_along_last_axis, paired_bootstrap_delta
-from fmtest.report.results import CaseResult, ImageResult, RunResults, read_json
+from fmtest.verdict.results import CaseResult, ImageResult, RunResults, read_json
+from fmtest.verdict.specs import regression_gated
 
 COMPARED, NEW, VANISHED, DATASET_CHANGED, INCOMPATIBLE = "compared", "new", "vanished", "dataset_changed", "incompatible"
 STATUSES = (COMPARED, NEW, VANISHED, DATASET_CHANGED, INCOMPATIBLE)
 
-# metric -> True when higher is better; only these quality figures are gated (throughput, counts
-# and bounds with their own gates are not)
-GATED_METRICS: dict[str, bool] = {
-    "iou": True, "f2": True, "precision": True, "recall": True, "false_alarm_rate": False,
-}
 
 
 @dataclass
@@ -138,20 +134,21 @@ def _compare_case(case: CaseResult, old: CaseResult, tolerance: float, n_resampl
                               tolerance=tolerance)
     if not isinstance(old.metrics, dict):
         return CaseComparison(case.id, INCOMPATIBLE, "the baseline case has no metrics table", tolerance=tolerance)
-    bad = [k for k, v in old.metrics.items() if k in GATED_METRICS and not _is_number(v)]
+    gated = regression_gated()
+    bad = [s.name for s in gated if s.name in old.metrics and not _is_number(old.metrics[s.name])]
     if bad:
         return CaseComparison(case.id, INCOMPATIBLE, f"baseline metric(s) {', '.join(bad)} are not numbers",
                               tolerance=tolerance)
     paired_images, unpaired_reason = _pairable(case, old)
     changes: dict[str, MetricChange] = {}
-    for name, higher_is_better in GATED_METRICS.items():
+    for metric in gated:
+        name = metric.name
         now, before = case.metrics.get(name), old.metrics.get(name)
         if not (_is_number(now) and _is_number(before) and math.isfinite(now) and math.isfinite(before)):
             continue
         delta = float(now) - float(before)
         change = MetricChange(baseline=float(before), current=float(now), delta=delta,
-                              higher_is_better=higher_is_better,
-                              regressed=(-delta if higher_is_better else delta) > tolerance + 1e-12)
+                              higher_is_better=bool(metric.higher_is_better), regressed=metric.worse(delta, tolerance))
         if paired_images is None:
             change.note = f"unpaired comparison ({unpaired_reason})"
         else:

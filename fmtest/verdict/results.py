@@ -8,16 +8,16 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
-import os
 import platform
 import subprocess
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from fmtest import __version__
+from fmtest.fsutil import atomic_write
 
 Outcome = str  # "passed" | "failed" | "skipped" | "error"
+OUTCOME_WORD = {"passed": "PASS", "failed": "FAIL", "skipped": "SKIP", "error": "ERROR"}
 
 
 @dataclass
@@ -106,13 +106,13 @@ def _known_fields(cls, d: dict):
 
 def write_json(results: RunResults, path: Path) -> None:
     """Write atomically: a run killed mid-write leaves the previous file, never half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(_finite(results.to_dict()), f, indent=1, default=_json_default, allow_nan=False)
-    os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; results are meant to be shared
-    os.replace(tmp, path)
+    atomic_write(path, results_json(results))
+
+
+def results_json(results: RunResults | CaseResult, indent: int | None = 1) -> str:
+    """The one JSON form of results (strict JSON: NaN becomes null), for files and stores alike."""
+    payload = results.to_dict() if isinstance(results, RunResults) else asdict(results)
+    return json.dumps(_finite(payload), indent=indent, default=_json_default, allow_nan=False)
 
 
 def read_json(path: Path) -> RunResults:
@@ -176,3 +176,11 @@ def git_commit(cwd: Path | None = None) -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() or None
+
+
+def perturbation_of(case: CaseResult) -> str:
+    """The perturbation a robustness case ran: from its level rows, else the end of its id."""
+    rows = case.extra.get("robustness")
+    if isinstance(rows, list) and rows and isinstance(rows[0], dict) and isinstance(rows[0].get("perturbation"), str):
+        return rows[0]["perturbation"]
+    return case.id.removeprefix(f"{case.pipeline}-{case.dataset}-")

@@ -1,0 +1,110 @@
+"""The threshold gate, defined once: which thresholds a case has, and which it misses.
+
+A threshold named like a metric is a minimum (`iou = 0.6`); one named `max_<metric>` is a maximum
+(`max_false_alarm_rate = 0.05`). A `max_` threshold whose metric is not recorded is a setting of
+the case (the robustness suite's `max_metric_drop`), shown but never judged here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from fmtest.verdict.results import CaseResult
+from fmtest.verdict.specs import headline_metric
+
+MAX_PREFIX = "max_"
+
+
+@dataclass(frozen=True)
+class Gate:
+    """One threshold of a case."""
+
+    name: str
+    metric: str | None
+    limit: float
+    upper: bool
+
+    @property
+    def relation(self) -> str:
+        return "<=" if self.upper else ">="
+
+    def met(self, value: object) -> bool:
+        """NaN or missing never meets a gate: an undefined metric cannot pass."""
+        if not isinstance(value, int | float) or isinstance(value, bool) or math.isnan(value):
+            return False
+        return value <= self.limit if self.upper else value >= self.limit
+
+
+def gate_of(name: str, limit: float, recorded: object = ()) -> Gate:
+    """The gate a threshold `name` sets; `recorded` holds the metric names the case has."""
+    if name.startswith(MAX_PREFIX) and name not in recorded:
+        bounded = name.removeprefix(MAX_PREFIX)
+        return Gate(name, bounded if bounded in recorded else None, float(limit), upper=True)
+    return Gate(name, name, float(limit), upper=False)
+
+
+def metric_of_threshold(name: str) -> str:
+    """The metric a threshold name judges (`max_false_alarm_rate` -> false_alarm_rate)."""
+    return name.removeprefix(MAX_PREFIX)
+
+
+def gates(case: CaseResult) -> list[Gate]:
+    return [gate_of(name, limit, case.metrics) for name, limit in case.thresholds.items()]
+
+
+def gate_for(case: CaseResult, metric: str | None) -> Gate | None:
+    return next((g for g in gates(case) if metric is not None and g.metric == metric), None)
+
+
+def main_metric(case: CaseResult) -> str | None:
+    """The headline metric of the case's task (specs), else the first gated one."""
+    preferred = headline_metric(case.task)
+    if preferred and (preferred in case.metrics or gate_for(case, preferred)):
+        return preferred
+    return next((g.metric for g in gates(case) if g.metric), preferred)
+
+
+def threshold_failures(case: CaseResult) -> list[str]:
+    """One line per metric on the wrong side of its threshold: value, 95 % interval, threshold."""
+    lines = []
+    for gate in gates(case):
+        if gate.metric is None:
+            continue
+        value = case.metrics.get(gate.metric, math.nan)
+        if gate.met(value):
+            continue
+        lo, hi = case.metrics.get(f"{gate.metric}_ci_low"), case.metrics.get(f"{gate.metric}_ci_high")
+        interval = f" (95% CI {lo:.3f}-{hi:.3f})" if lo is not None and hi is not None else ""
+        side = "above the maximum" if gate.upper else "below the threshold"
+        lines.append(f"{gate.metric} = {value:.3f}{interval} is {side} {gate.limit:.3f}")
+    return lines
+
+
+def judge(case: CaseResult, extra_failures: list[str] = ()) -> CaseResult:
+    """Set the case's outcome and message from its thresholds (plus failures found by other gates)."""
+    failures = threshold_failures(case) + list(extra_failures)
+    case.outcome = "failed" if failures else "passed"
+    case.message = "; ".join(failures) or None
+    return case
+
+
+def image_counts(case: CaseResult) -> tuple[int | None, int | None]:
+    """(n_images, n_defective): the recorded metrics when present, else counted from the per-image rows."""
+    n_images, n_defective = case.metrics.get("n_images"), case.metrics.get("n_defective")
+    if n_images is None and case.images:
+        n_images = len(case.images)
+        n_defective = sum(img.label == "NOK" for img in case.images)
+    return (None if n_images is None else int(n_images), None if n_defective is None else int(n_defective))
+
+
+def regressed_metrics(case: CaseResult) -> dict[str, float | None]:
+    """Metric -> delta for metrics the baseline comparison flagged as regressed."""
+    section = case.extra.get("regression")
+    if not isinstance(section, dict):
+        return {}
+    return {name: row.get("delta") for name, row in section.items() if isinstance(row, dict) and row.get("regressed")}
+
+
+__all__ = ["Gate", "gate_for", "gate_of", "gates", "image_counts", "judge", "main_metric",
+           "metric_of_threshold", "regressed_metrics", "threshold_failures"]
