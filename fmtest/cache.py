@@ -251,14 +251,11 @@ class PredictionCache:
             self.stats.misses += len(wanted) - len(found)
         return found
 
-    def put(self, fingerprint: str, model_id: str, image_sha256: str, prediction: Prediction, *,
-            pipeline: str) -> None:
-        """Store one prediction; `pipeline` is the pipeline's name, for `info` and `clear`."""
-        self.put_many(fingerprint, model_id, {image_sha256: prediction}, pipeline=pipeline)
-
     def put_many(self, fingerprint: str, model_id: str, predictions: Mapping[str, Prediction], *,
                  pipeline: str) -> None:
-        """Store a batch in one transaction: all of it lands, or (if the writer dies) none of it."""
+        """Store a batch in one transaction: all of it lands, or (if the writer dies) none of it.
+
+        `pipeline` is the pipeline's name, for `info` and `clear`."""
         now = time.time()
         rows = []
         for sha, prediction in predictions.items():

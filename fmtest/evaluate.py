@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 from tqdm.auto import tqdm
 
 from fmtest import metrics
@@ -24,6 +23,7 @@ from fmtest.overlay import overlay_thumbnail
 from fmtest.pipelines.base import Pipeline, Prediction, Task
 from fmtest.verdict.gates import judge, metric_of_threshold
 from fmtest.verdict.results import CaseResult, ImageResult, Thumbnail
+from fmtest.verdict.scoring import score_images
 
 N_THUMBNAILS = 8
 
@@ -108,9 +108,14 @@ def evaluate_case(
     progress: bool = True,
     n_resamples: int = 1000,
     seed: int = 0,
+    n_thumbnails: int = N_THUMBNAILS,
+    desc: str | None = None,
 ) -> CaseResult:
     """Predict every test image of every part, fitting a part's pipeline only if a prediction is
-    not cached, then pool all images and score. Thresholds judge, never tune."""
+    not cached, then pool all images and score. Thresholds judge, never tune.
+
+    The parts are the source of images: a case's test images, or (robustness) perturbed copies of them.
+    """
     started = time.perf_counter()
     fit_seconds = {"fit": 0.0}
 
@@ -130,7 +135,7 @@ def evaluate_case(
     scored_segmentation = case.task == "segmentation" and has_masks
     stream = itertools.chain.from_iterable(
         predict_all(part.pipeline, part.test, cache=cache, progress=progress, timing=timing, prepare=timed(part.fit),
-                    desc=case.id if len(parts) == 1 else f"{case.id} [{i + 1}/{len(parts)}]")
+                    desc=(desc or case.id) if len(parts) == 1 else f"{desc or case.id} [{i + 1}/{len(parts)}]")
         for i, part in enumerate(parts)
     )
     for sample, prediction, from_cache in stream:
@@ -147,9 +152,9 @@ def evaluate_case(
             if isinstance(v, int | float):
                 usage[k] = usage.get(k, 0.0) + float(v)
         entry = (_badness(sample, prediction, iou), next(tiebreak), sample, prediction, iou)
-        if len(worst) < N_THUMBNAILS:
+        if len(worst) < n_thumbnails:
             heapq.heappush(worst, entry)
-        elif entry[0] > worst[0][0]:
+        elif worst and entry[0] > worst[0][0]:
             heapq.heapreplace(worst, entry)
 
     first = parts[0].pipeline
@@ -172,17 +177,6 @@ def evaluate_case(
     result.thresholds = {k: float(v) for k, v in thresholds.items() if metric_of_threshold(k) in result.metrics}
     result.duration_s = time.perf_counter() - started
     return judge(result)
-
-
-def score_images(images: list[ImageResult], *, task: str, n_resamples: int = 1000, seed: int = 0) -> dict:
-    """Case metrics from per-image records alone, so a cached or stored run re-scores without images."""
-    y_true = np.array([i.label == NOK for i in images], dtype=bool)
-    y_pred = np.array([i.predicted == NOK for i in images], dtype=bool)
-    out = dict(metrics.classification_summary(y_true, y_pred, n_resamples=n_resamples, seed=seed))
-    if task == "segmentation":
-        ious = np.array([i.iou for i in images if i.label == NOK and i.iou is not None], dtype=float)
-        out.update(metrics.segmentation_summary(ious, n_resamples=n_resamples, seed=seed))
-    return {k: float(v) for k, v in out.items()}
 
 
 def _badness(sample: Sample, prediction: Prediction, iou: float | None) -> float:
@@ -208,39 +202,3 @@ def _thumbnail(sample: Sample, prediction: Prediction, iou: float | None) -> Thu
 
 def _finite_or_none(x) -> float | None:
     return None if x is None or not math.isfinite(float(x)) else float(x)
-
-
-def risk_summary(images: list[ImageResult], good_train_scores=None, *, target_slip_rate: float = 0.01,
-                 false_alarm_budget: float = 0.01) -> dict[str, float | str]:
-    """The factory figures at the operating point: exact intervals, and what the sample size can prove.
-
-    AUROC is added only beside these, labelled, because it is threshold-free and not a factory figure.
-    """
-    y_true = np.array([i.label == NOK for i in images], dtype=bool)
-    y_pred = np.array([i.predicted == NOK for i in images], dtype=bool)
-    c = metrics.confusion_counts(y_true, y_pred)
-    n_def, n_good = c.tp + c.fn, c.fp + c.tn
-    slip_lo, slip_hi = metrics.clopper_pearson(c.fn, n_def) if n_def else (math.nan, math.nan)
-    fa_lo, fa_hi = metrics.clopper_pearson(c.fp, n_good) if n_good else (math.nan, math.nan)
-    needed = metrics.defectives_needed(target_slip_rate)
-    risk: dict[str, float | str] = {
-        "slip_rate": metrics.slip_rate(c), "slip_rate_ci_low": slip_lo, "slip_rate_ci_high": slip_hi,
-        "slip_rate_upper_95": metrics.slip_rate_upper(c.fn, n_def) if n_def else math.nan,
-        "false_alarm_rate": metrics.false_alarm_rate(c), "false_alarm_rate_ci_low": fa_lo,
-        "false_alarm_rate_ci_high": fa_hi,
-        "target_slip_rate": target_slip_rate,
-        "defectives_needed_for_target": float(needed),
-        "n_defective": float(n_def),
-        "verdict": (f"showing a slip rate below {target_slip_rate:.1%} with 95% confidence needs >= {needed} "
-                    f"defective images and zero slips; this test set has {n_def}: "
-                    + ("enough" if n_def >= needed else "NOT enough")),
-    }
-    scores = [i.score for i in images]
-    if all(s is not None for s in scores) and images:
-        risk["auroc_threshold_free_not_a_factory_figure"] = metrics.auroc(np.array(scores, float), y_true)
-        if good_train_scores is not None and len(good_train_scores):
-            at = metrics.recall_at_false_alarm(good_train_scores, np.array(scores, float), y_true, false_alarm_budget)
-            risk["false_alarm_budget"] = false_alarm_budget
-            risk["recall_at_false_alarm_budget"] = at["recall"]
-            risk["false_alarm_rate_at_budget_threshold"] = at["false_alarm_rate"]
-    return risk

@@ -269,12 +269,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.write_line(quality)
     baseline = run.evaluator.baseline
     if baseline is not None:
-        from fmtest.verdict.regression import compare_to_baseline, format_summary
+        from fmtest.verdict.regression import format_summary, recorded_comparisons
 
-        cfg = run.settings.config
-        comparisons = compare_to_baseline(results, baseline, cfg.baseline_tolerance,
-                                          n_resamples=cfg.bootstrap_resamples, seed=cfg.seed)
-        terminalreporter.write_line(format_summary(comparisons))
+        terminalreporter.write_line(format_summary(recorded_comparisons(results, baseline)))
     for label, path in (("JSON results", run.settings.results), ("HTML scoreboard", run.settings.report)):
         if path:
             terminalreporter.write_line(f"{label}: {path}")

@@ -12,16 +12,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from fmtest.config import SuiteConfig, load_config
 from fmtest.data import DATASETS, Dataset, Group, SampleRef, SampleSet, dataset_class, open_dataset
 from fmtest.errors import ConfigError
-from fmtest.evaluate import Case, Part, evaluate_case, image_iou, predict_all, risk_summary
+from fmtest.evaluate import N_THUMBNAILS, Case, Part, evaluate_case, predict_all
 from fmtest.fsutil import atomic_write
 from fmtest.pipelines import PIPELINES, TASKS, Pipeline, PipelineContext, pipeline_class
-from fmtest.verdict.regression import compare_to_baseline, format_regression, load_baseline
-from fmtest.verdict.results import CaseResult, RunResults, results_json
+from fmtest.verdict.gates import judge
+from fmtest.verdict.regression import compare_case, format_regression, load_baseline
+from fmtest.verdict.results import CaseResult, results_json
+from fmtest.verdict.robustness import invariance_row, robustness_result
+from fmtest.verdict.scoring import risk_summary
 
 TASK_ORDER = {"segmentation": 0, "classification": 1, "robustness": 2}
 
@@ -247,23 +248,35 @@ class Evaluator:
                                    progress=self.progress if progress is None else progress)
 
     def evaluate(self, case: Case) -> CaseResult:
+        """The case's result, judged once: thresholds and the baseline comparison together."""
         if case.id in self.results and self.results[case.id].outcome in ("passed", "failed"):
             return self.results[case.id]
         cfg = self.settings.config
-        dataset = self.dataset(case.dataset)
-        result = evaluate_case(
-            case, self.parts(case), cfg.thresholds_for(case.id), has_masks=dataset.has_masks,
-            dataset_fingerprint=dataset.fingerprint, cache=self.cache, progress=self.progress,
-            n_resamples=cfg.bootstrap_resamples, seed=cfg.seed,
-        )
+        result = self._evaluate_images(case, lambda g: g.test, thresholds=cfg.thresholds_for(case.id))
         result.extra["risk"] = self._risk(case, result)
         findings = self.data_quality(case.dataset)
         if findings:
             result.extra["data_quality"] = findings
+        regression = []
         if self.baseline is not None:
-            self._gate_regression(result)
-        self.results[case.id] = result
+            comparison = compare_case(result, self.baseline, cfg.baseline_tolerance,
+                                      n_resamples=cfg.bootstrap_resamples, seed=cfg.seed)
+            comparison.record(result)
+            if comparison.regressed:
+                regression.append("regression against the baseline: " + format_regression(comparison))
+        self.results[case.id] = judge(result, regression)
         return result
+
+    def _evaluate_images(self, case: Case, images: Callable[[Group], SampleSet], *, thresholds: dict,
+                         n_thumbnails: int = N_THUMBNAILS, desc: str | None = None) -> CaseResult:
+        """One evaluation of the chosen images of every group, unjudged: the caller judges."""
+        cfg = self.settings.config
+        dataset = self.dataset(case.dataset)
+        return evaluate_case(
+            case, self.parts(case, images), thresholds, has_masks=dataset.has_masks,
+            dataset_fingerprint=dataset.fingerprint, cache=self.cache, progress=self.progress,
+            n_resamples=cfg.bootstrap_resamples, seed=cfg.seed, n_thumbnails=n_thumbnails, desc=desc,
+        )
 
     def data_quality(self, name: str) -> list[dict]:
         """Guardrail findings for a dataset (fmtest.guardrails), computed once and kept beside the cache.
@@ -305,21 +318,10 @@ class Evaluator:
             os.replace(tmp, store)
         return self._findings[name]
 
-    def _gate_regression(self, result: CaseResult) -> None:
-        """Fail a case whose metrics dropped against the baseline run by more than the tolerance."""
-        cfg = self.settings.config
-        comparison = compare_to_baseline(RunResults(cases=[result]), self.baseline, cfg.baseline_tolerance,
-                                         n_resamples=cfg.bootstrap_resamples, seed=cfg.seed)[result.id]
-        result.extra["baseline"] = {"status": comparison.status, "message": comparison.message}
-        result.extra["regression"] = comparison.as_extra()
-        if comparison.regressed:
-            result.outcome = "failed"
-            message = "regression against the baseline: " + format_regression(comparison)
-            result.message = f"{result.message}; {message}" if result.message else message
-
     def invariance(self, case: Case, perturbation: str) -> CaseResult:
-        """How the case's verdicts and metrics move under one perturbation, level by level."""
-        from fmtest.robustness import PERTURBATIONS, invariance_summary, ladders
+        """How the case's verdicts and metrics move under one perturbation, level by level: each level
+        is an ordinary evaluation of the perturbed images, compared image by image with the clean run."""
+        from fmtest.robustness import PERTURBATIONS, ladders
 
         opts = self.settings.config.robustness
         base = self.evaluate(case)
@@ -329,53 +331,20 @@ class Evaluator:
             raise ConfigError(f"robustness.gate_level {gate} is outside the {perturbation} ladder {ladder}")
         test = self.dataset(case.dataset).test
         chosen = set(test.ids[: int(opts["n_images"])] if opts.get("n_images") else test.ids)
-        base_rows = [i for i in base.images if i.id in chosen]
-        y_true = np.array([r.label == "NOK" for r in base_rows])
-        base_labels = np.array([r.predicted == "NOK" for r in base_rows])
-        base_ious = np.array([np.nan if r.iou is None else r.iou for r in base_rows])
+        clean = [i for i in base.images if i.id in chosen]
         perturb = PERTURBATIONS[perturbation]
-        rows = []
         seed = self.settings.config.seed
+        rows = []
         for level in ladder:
             def perturbed(group: Group, level=level) -> SampleSet:
                 return SampleSet([_perturbed_ref(r, perturb, level, seed) for r in group.test.refs if r.id in chosen])
 
-            labels, ious, order = [], [], []
-            for sample, prediction, _ in self.predict(case, perturbed, desc=f"{case.id} {perturbation}={level:g}"):
-                order.append(sample.id)
-                labels.append(prediction.label == "NOK")
-                if case.task == "segmentation" and sample.mask is not None:
-                    ious.append(image_iou(sample, prediction))
-                else:
-                    ious.append(np.nan)
-            if order != [r.id for r in base_rows]:
-                raise RuntimeError(f"{case.id}: perturbed images came back in another order than the clean run")
-            summary = invariance_summary(base_labels, base_ious, np.array(labels), np.array(ious), y_true)
-            rows.append({"perturbation": perturbation, "level": level, **{k: float(v) for k, v in summary.items()}})
-        gated = rows[gate]
-        max_flip = float(opts.get("max_flip_rate", 0.10))
-        max_drop = float(opts.get("max_metric_drop", 0.05))
-        failures = []
-        if gated["flip_rate"] > max_flip:
-            failures.append(f"{gated['flip_rate']:.1%} of verdicts flip at {perturbation}={gated['level']:g} "
-                            f"(tolerance {max_flip:.1%})")
-        for metric in ("delta_iou", "delta_f2"):
-            if gated.get(metric, 0.0) < -max_drop:  # nan never fails: that metric does not apply
-                failures.append(f"{metric.removeprefix('delta_')} drops {-gated[metric]:.3f} at "
-                                f"{perturbation}={gated['level']:g} (tolerance {max_drop:.3f})")
-        for row in rows:
-            row["outcome"] = "failed" if row is gated and failures else "passed"
-        result = CaseResult(
-            id=f"{case.id}-{perturbation}", pipeline=case.pipeline, dataset=case.dataset, task="robustness",
-            outcome="failed" if failures else "passed", message="; ".join(failures) or None,
-            metrics={k: v for k, v in gated.items() if isinstance(v, float)},
-            thresholds={"max_flip_rate": max_flip, "max_metric_drop": max_drop},
-            model_sha256=base.model_sha256, config_fingerprint=base.config_fingerprint,
-            dataset_fingerprint=base.dataset_fingerprint,
-        )
-        result.extra["robustness"] = rows
-        result.extra["gate_level"] = gated["level"]
-        return result
+            run = self._evaluate_images(case, perturbed, thresholds={}, n_thumbnails=0,
+                                        desc=f"{case.id} {perturbation}={level:g}")
+            rows.append(invariance_row(perturbation, level, clean, run.images))
+        return robustness_result(base, perturbation, rows, gate,
+                                 max_flip_rate=float(opts.get("max_flip_rate", 0.10)),
+                                 max_metric_drop=float(opts.get("max_metric_drop", 0.05)))
 
     def _risk(self, case: Case, result: CaseResult) -> dict:
         """Risk figures; a scoring pipeline's operating point is set on good TRAINING images only."""

@@ -16,6 +16,7 @@ from fmtest.verdict.regression import (
     format_summary,
     incompatibility,
     load_baseline,
+    recorded_comparisons,
 )
 from fmtest.verdict.results import CaseResult, ImageResult, RunResults, write_json
 
@@ -60,8 +61,11 @@ def test_paired_iou_drop_outside_noise_fails_with_a_clear_message():
     assert message.startswith(f"iou dropped {-iou.delta:.3f} ({iou.baseline:.3f} -> {iou.current:.3f}), tolerance 0.02;")
     assert "paired bootstrap 95% CI of the change [" in message and message.endswith("outside noise")
     assert not comparison.metrics["f2"].regressed  # labels unchanged
-    extra = comparison.as_extra()
-    assert set(extra["iou"]) == {"baseline", "current", "delta", "ci_low", "ci_high", "regressed", "significant"}
+    case = _case("padim-satsim", LABELS, LABELS, worse)
+    comparison.record(case)
+    extra = case.extra["regression"]
+    assert set(extra["iou"]) == {"baseline", "current", "delta", "ci_low", "ci_high", "regressed", "significant",
+                                 "note"}
     assert extra["iou"]["regressed"] is True and extra["f2"]["regressed"] is False
 
 
@@ -137,6 +141,20 @@ def test_new_and_vanished_cases_are_reported_not_compared():
     assert not any(c.regressed for c in comparisons.values())
     summary = format_summary(comparisons)
     assert "1 compared, 1 new, 1 vanished" in summary and "vanished: sam_clip-satsim" in summary
+
+
+def test_the_run_summary_reads_what_each_case_recorded_instead_of_comparing_again():
+    worse = BASE_IOU.copy()
+    worse[N_GOOD:] -= 0.2
+    base = _run(_case("padim-satsim", LABELS, LABELS, BASE_IOU), _case("sam_clip-satsim", LABELS, LABELS, BASE_IOU))
+    cur = _run(_case("padim-satsim", LABELS, LABELS, worse), _case("padim-elpv", LABELS, LABELS))
+    computed = compare_to_baseline(cur, base, 0.02)
+    for case in cur.cases:
+        computed[case.id].record(case)
+    recorded = recorded_comparisons(cur, base)
+    assert format_summary(recorded) == format_summary(computed)
+    assert recorded["padim-satsim"].regressed and recorded["padim-satsim"].metrics["iou"].ci_high < 0
+    assert format_regression(recorded["padim-satsim"]) == format_regression(computed["padim-satsim"])
 
 
 def test_changed_image_hashes_mean_dataset_changed():

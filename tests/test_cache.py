@@ -46,7 +46,7 @@ def cache(tmp_path):
 @pytest.mark.parametrize("shape", [(1, 1), (7, 13), (3, 1), (1, 9), (17, 5), (64, 64)])
 def test_mask_round_trip_keeps_odd_sizes(cache, shape):
     pred = Prediction.from_mask(_blob_mask(shape, 1), score=0.25, usage={"seconds": 0.5})
-    cache.put("fp", "model", "img", pred, pipeline="padim")
+    cache.put_many("fp", "model", {"img": pred}, pipeline="padim")
     assert _same(cache.get("fp", "model", "img"), pred)
 
 
@@ -58,7 +58,7 @@ def test_mask_round_trip_keeps_odd_sizes(cache, shape):
     Prediction.from_mask(np.zeros((5, 3), bool)),
 ], ids=["bare", "classification", "failed", "empty-mask"])
 def test_every_field_round_trips(cache, pred):
-    cache.put("fp", "model", "img", pred, pipeline="gemini_basic")
+    cache.put_many("fp", "model", {"img": pred}, pipeline="gemini_basic")
     assert _same(cache.get("fp", "model", "img"), pred)
 
 
@@ -69,7 +69,7 @@ def test_encoding_rejects_masks_that_are_not_2d_bool():
 
 def test_other_fingerprint_or_model_misses_and_stats_count(cache):
     pred = Prediction(label="OK", score=0.1)
-    cache.put("fp-a", "model-1", "img", pred, pipeline="padim")
+    cache.put_many("fp-a", "model-1", {"img": pred}, pipeline="padim")
     assert cache.get("fp-b", "model-1", "img") is None  # one setting of the pipeline changed
     assert cache.get("fp-a", "model-2", "img") is None  # new weights
     assert cache.get("fp-a", "model-1", "other") is None
@@ -87,8 +87,8 @@ def test_batch_put_and_get(cache):
 
 
 def test_changing_one_pipeline_setting_invalidates_only_that_pipeline(cache):
-    cache.put("padim-fp", "m", "img", Prediction(label="OK"), pipeline="padim")
-    cache.put("diff-fp-threshold-0.3", "m", "img", Prediction(label="NOK"), pipeline="reference_diff")
+    cache.put_many("padim-fp", "m", {"img": Prediction(label="OK")}, pipeline="padim")
+    cache.put_many("diff-fp-threshold-0.3", "m", {"img": Prediction(label="NOK")}, pipeline="reference_diff")
     assert cache.get("padim-fp", "m", "img") is not None
     assert cache.get("diff-fp-threshold-0.4", "m", "img") is None
 
@@ -100,7 +100,7 @@ def _set_payload(cache_dir, transform) -> None:
 
 
 def test_truncated_entry_is_reported_discarded_and_missed(cache, tmp_path):
-    cache.put("fp", "model", "abc123", Prediction.from_mask(_blob_mask((32, 32), 0)), pipeline="padim")
+    cache.put_many("fp", "model", {"abc123": Prediction.from_mask(_blob_mask((32, 32), 0))}, pipeline="padim")
     cache.close()
     _set_payload(tmp_path / "cache", lambda p: p[: len(p) // 2])
     with pytest.warns(CacheCorruptionWarning, match="abc123"):
@@ -112,7 +112,7 @@ def test_truncated_entry_is_reported_discarded_and_missed(cache, tmp_path):
 
 
 def test_flipped_byte_is_caught_by_the_checksum(cache, tmp_path):
-    cache.put("fp", "model", "img", Prediction(label="OK", score=0.5), pipeline="padim")
+    cache.put_many("fp", "model", {"img": Prediction(label="OK", score=0.5)}, pipeline="padim")
     cache.close()
     _set_payload(tmp_path / "cache", lambda p: p[:-1] + bytes([p[-1] ^ 0x01]))
     with pytest.warns(CacheCorruptionWarning, match="checksum"):
@@ -137,7 +137,7 @@ def test_unreadable_database_file_is_moved_aside_and_rebuilt(tmp_path):
     cache = PredictionCache(folder)
     with pytest.warns(CacheCorruptionWarning, match="unreadable"):
         assert cache.get("fp", "m", "img") is None
-    cache.put("fp", "m", "img", Prediction(label="OK"), pipeline="padim")
+    cache.put_many("fp", "m", {"img": Prediction(label="OK")}, pipeline="padim")
     assert cache.get("fp", "m", "img") is not None
     assert any(p.name.startswith(f"{DB_NAME}.corrupt-") for p in folder.iterdir())
     cache.close()
@@ -171,7 +171,7 @@ def _killed_mid_commit(folder) -> None:
 def test_killed_writer_leaves_no_entry(tmp_path):
     folder = tmp_path / "cache"
     with PredictionCache(folder) as cache:
-        cache.put("fp", "m", "kept", Prediction(label="OK"), pipeline="padim")
+        cache.put_many("fp", "m", {"kept": Prediction(label="OK")}, pipeline="padim")
     child = multiprocessing.get_context("spawn").Process(target=_killed_mid_commit, args=(folder,))
     child.start()
     child.join(60)
@@ -209,7 +209,7 @@ def _hammer(cache: PredictionCache, worker: int, n_keys: int) -> dict[str, int]:
     for i in range(n_keys):
         key = f"img{(i + worker * 7) % n_keys}"
         seed = int(key[3:])
-        cache.put("fp", "m", key, Prediction.from_mask(_blob_mask((40, 24), seed), score=seed), pipeline="padim")
+        cache.put_many("fp", "m", {key: Prediction.from_mask(_blob_mask((40, 24), seed), score=seed)}, pipeline="padim")
         got = cache.get("fp", "m", f"img{(i * 3) % n_keys}")
         if got is not None:
             assert np.array_equal(got.mask, _blob_mask((40, 24), int(got.score)))
@@ -238,7 +238,7 @@ def test_processes_writing_and_reading_the_same_keys(tmp_path):
 def test_info_reports_entries_and_sizes(cache):
     big = {f"i{k}": Prediction.from_mask(_blob_mask((128, 128), k)) for k in range(10)}
     cache.put_many("fp1", "m", big, pipeline="padim")
-    cache.put("fp2", "m", "i0", Prediction(label="OK"), pipeline="gemini_basic")
+    cache.put_many("fp2", "m", {"i0": Prediction(label="OK")}, pipeline="gemini_basic")
     info = cache.info()
     assert info["entries"] == 11
     assert info["pipelines"]["padim"]["entries"] == 10
@@ -250,9 +250,9 @@ def test_info_reports_entries_and_sizes(cache):
 
 
 def test_clear_one_pipeline_then_all(cache):
-    cache.put("fp1", "m", "a", Prediction(label="OK"), pipeline="padim")
-    cache.put("fp1", "m", "b", Prediction(label="OK"), pipeline="padim")
-    cache.put("fp2", "m", "a", Prediction(label="NOK"), pipeline="gemini_basic")
+    cache.put_many("fp1", "m", {"a": Prediction(label="OK")}, pipeline="padim")
+    cache.put_many("fp1", "m", {"b": Prediction(label="OK")}, pipeline="padim")
+    cache.put_many("fp2", "m", {"a": Prediction(label="NOK")}, pipeline="gemini_basic")
     assert cache.clear("padim") == 2
     assert cache.get("fp1", "m", "a") is None and cache.get("fp2", "m", "a") is not None
     assert cache.clear() == 1
@@ -279,7 +279,7 @@ def test_cli_info_and_clear(tmp_path, capsys):
     folder = tmp_path / "cache"
     with PredictionCache(folder) as cache:
         cache.put_many("fp", "m", {f"i{k}": Prediction(label="OK") for k in range(3)}, pipeline="padim")
-        cache.put("fp2", "m", "i0", Prediction(label="OK"), pipeline="sam_clip")
+        cache.put_many("fp2", "m", {"i0": Prediction(label="OK")}, pipeline="sam_clip")
     assert _cli(["cache", "info", "--dir", str(folder)]) == 0
     out = capsys.readouterr().out
     assert "4 entries" in out and "padim" in out and "sam_clip" in out

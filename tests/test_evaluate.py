@@ -9,10 +9,11 @@ import pytest
 from toy_fmtest import Toy, ToyEmpty, ToyThreshold
 
 from fmtest.cache import PredictionCache
-from fmtest.evaluate import Case, Part, evaluate_case, predict_all, risk_summary
+from fmtest.evaluate import Case, Part, evaluate_case, predict_all
 from fmtest.pipelines.base import PipelineContext
 from fmtest.verdict.gates import threshold_failures
 from fmtest.verdict.results import CaseResult, ImageResult
+from fmtest.verdict.scoring import risk_summary
 
 
 def _case(pipeline_cls, thresholds, **kw):

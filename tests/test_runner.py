@@ -126,6 +126,18 @@ def test_a_brittle_pipeline_is_caught_at_the_gated_severity():
     assert "of verdicts flip at brightness=0.35 (tolerance 10.0%)" in result.message
 
 
+def test_every_metric_a_case_records_has_a_spec():
+    """Renderers and gates read fmtest.verdict.specs: a metric without a spec would be shown and
+    judged by guesswork."""
+    from fmtest.verdict.specs import spec
+
+    evaluator = Evaluator(_settings(raw=ROBUST), progress=False)
+    case = Case("toy_threshold", "toy", "segmentation")
+    recorded = set(evaluator.evaluate(case).metrics) | set(evaluator.invariance(case, "brightness").metrics)
+    assert recorded >= {"iou", "f2", "flip_rate", "delta_iou"}
+    assert [name for name in recorded if spec(name) is None] == []
+
+
 def test_guardrail_findings_are_attached_and_kept_beside_the_cache(tmp_path, monkeypatch):
     raw = {"datasets": {"toy": {"leak_train_image": True}}, "guardrails": {"alignment": False}}
     settings = _settings(raw=raw, cache_dir=tmp_path)

@@ -59,10 +59,6 @@ class Sample:
         h.update(np.ascontiguousarray(self.image).tobytes())
         return h.hexdigest()
 
-    @property
-    def is_defective(self) -> bool:
-        return self.label == NOK
-
 
 @dataclass(frozen=True)
 class SampleRef:

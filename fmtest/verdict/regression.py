@@ -18,10 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from fmtest import __version__
+from fmtest.data.sample import NOK
 from fmtest.errors import ConfigError, DataError
 from fmtest.metrics import f2_from_labels, mean_along_last_axis, paired_bootstrap_delta
 from fmtest.verdict.results import CaseResult, ImageResult, RunResults, read_json
-from fmtest.verdict.specs import regression_gated
+from fmtest.verdict.scoring import nok_arrays
+from fmtest.verdict.specs import regression_gated, spec
 
 COMPARED, NEW, VANISHED, DATASET_CHANGED, INCOMPATIBLE = "compared", "new", "vanished", "dataset_changed", "incompatible"
 STATUSES = (COMPARED, NEW, VANISHED, DATASET_CHANGED, INCOMPATIBLE)
@@ -44,7 +46,15 @@ class MetricChange:
 
     def as_dict(self) -> dict[str, object]:
         return {"baseline": self.baseline, "current": self.current, "delta": self.delta, "ci_low": self.ci_low,
-                "ci_high": self.ci_high, "regressed": self.regressed, "significant": self.significant}
+                "ci_high": self.ci_high, "regressed": self.regressed, "significant": self.significant,
+                "note": self.note}
+
+    @classmethod
+    def from_dict(cls, name: str, d: dict) -> MetricChange:
+        metric = spec(name)
+        return cls(baseline=d["baseline"], current=d["current"], delta=d["delta"], ci_low=d.get("ci_low"),
+                   ci_high=d.get("ci_high"), regressed=bool(d.get("regressed")), significant=d.get("significant"),
+                   higher_is_better=metric is None or metric.higher_is_better is not False, note=d.get("note", ""))
 
 
 @dataclass
@@ -60,9 +70,23 @@ class CaseComparison:
     def regressed(self) -> bool:
         return any(m.regressed for m in self.metrics.values())
 
-    def as_extra(self) -> dict[str, dict[str, object]]:
-        """The form stored in CaseResult.extra["regression"]."""
-        return {name: change.as_dict() for name, change in self.metrics.items()}
+    def record(self, case: CaseResult) -> None:
+        """Store the comparison in the case (extra "baseline" and "regression"), so every report and the
+        run's summary read it from the results instead of comparing again."""
+        case.extra["baseline"] = {"status": self.status, "message": self.message, "tolerance": self.tolerance,
+                                  "paired": self.paired}
+        case.extra["regression"] = {name: change.as_dict() for name, change in self.metrics.items()}
+
+    @classmethod
+    def recorded(cls, case: CaseResult) -> CaseComparison | None:
+        """The comparison `record` stored in a case, or None when the case was not compared."""
+        head, rows = case.extra.get("baseline"), case.extra.get("regression")
+        if not isinstance(head, dict) or "status" not in head:
+            return None
+        changes = {name: MetricChange.from_dict(name, row) for name, row in (rows or {}).items()
+                   if isinstance(row, dict)}
+        return cls(case.id, head["status"], head.get("message", ""), changes, float(head.get("tolerance", 0.0)),
+                   bool(head.get("paired", False)))
 
 
 def load_baseline(path: Path | str) -> RunResults:
@@ -123,6 +147,23 @@ def compare_to_baseline(current: RunResults, baseline: RunResults, tolerance: fl
         if case.id not in now:
             out[case.id] = CaseComparison(case.id, VANISHED, "vanished: in the baseline, not in this run",
                                           tolerance=tolerance)
+    return out
+
+
+def compare_case(case: CaseResult, baseline: RunResults, tolerance: float, *, n_resamples: int = 1000,
+                 seed: int = 0) -> CaseComparison:
+    """One case against the baseline run (the gate that runs as each case finishes)."""
+    return compare_to_baseline(RunResults(cases=[case]), baseline, tolerance, n_resamples=n_resamples,
+                               seed=seed)[case.id]
+
+
+def recorded_comparisons(current: RunResults, baseline: RunResults) -> dict[str, CaseComparison]:
+    """The run's comparisons as its cases recorded them, plus the baseline's cases this run lacks."""
+    out = {c.id: comparison for c in current.cases if (comparison := CaseComparison.recorded(c)) is not None}
+    now = {c.id for c in current.cases}
+    for case in baseline.cases:
+        if case.id not in now:
+            out[case.id] = CaseComparison(case.id, VANISHED, "vanished: in the baseline, not in this run")
     return out
 
 
@@ -198,7 +239,7 @@ def _pairable(case: CaseResult, old: CaseResult) -> tuple[list[tuple[ImageResult
 def _add_paired_interval(change: MetricChange, name: str, pairs: list[tuple[ImageResult, ImageResult]],
                          n_resamples: int, seed: int) -> None:
     if name == "iou":
-        defective = [(a, b) for a, b in pairs if a.label == "NOK"]
+        defective = [(a, b) for a, b in pairs if a.label == NOK]
         if any(a.iou is None or b.iou is None for a, b in defective):
             change.note = "unpaired comparison (a defective image has no per-image IoU)"
             return
@@ -207,9 +248,8 @@ def _add_paired_interval(change: MetricChange, name: str, pairs: list[tuple[Imag
         _, low, high = paired_bootstrap_delta(current, before, mean_along_last_axis, n_resamples=n_resamples,
                                               seed=seed)
     elif name == "f2":
-        truth = np.array([a.label == "NOK" for a, _ in pairs])
-        current = np.array([a.predicted == "NOK" for a, _ in pairs])
-        before = np.array([b.predicted == "NOK" for _, b in pairs])
+        truth, current = nok_arrays([a for a, _ in pairs])
+        _, before = nok_arrays([b for _, b in pairs])
         _, low, high = paired_bootstrap_delta((truth, current), (truth, before), f2_from_labels,
                                               n_resamples=n_resamples, seed=seed)
     else:

@@ -20,7 +20,7 @@ class MetricSpec:
     name: str
     description: str
     higher_is_better: bool | None
-    kind: str = "score"  # score | rate | count | seconds | throughput | delta
+    kind: str = "score"  # score | rate | count | seconds | throughput | delta | setting
     headline_of: tuple[str, ...] = ()  # tasks whose headline number this is
     regression_gated: bool = False  # compared against the baseline and in candidate-vs-current pairs
     digits: int = 3
@@ -55,6 +55,7 @@ METRICS: dict[str, MetricSpec] = _specs(
     MetricSpec("fit_seconds", "time spent fitting on training images", None, "seconds", digits=1),
     MetricSpec("flip_rate", "share of verdicts that flip under a perturbation", False, "rate",
                headline_of=("robustness",)),
+    MetricSpec("level", "severity of the perturbation at the gated level", None, "setting", digits=2),
     MetricSpec("delta_iou", "IoU under the perturbation minus IoU without it", True, "delta"),
     MetricSpec("delta_f2", "F2 under the perturbation minus F2 without it", True, "delta"),
 )

@@ -1,0 +1,66 @@
+"""Case metrics from per-image records alone: a cached, stored or merged run re-scores without images.
+
+Pure functions over `ImageResult` rows; `fmtest.metrics` does the arithmetic.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from fmtest import metrics
+from fmtest.data.sample import NOK
+from fmtest.verdict.results import ImageResult
+
+
+def nok_arrays(images: list[ImageResult]) -> tuple[np.ndarray, np.ndarray]:
+    """(truth, verdict) as boolean arrays, True = NOK: the one place rows become arrays."""
+    y_true = np.array([i.label == NOK for i in images], dtype=bool)
+    y_pred = np.array([i.predicted == NOK for i in images], dtype=bool)
+    return y_true, y_pred
+
+
+def score_images(images: list[ImageResult], *, task: str, n_resamples: int = 1000, seed: int = 0) -> dict:
+    """Case metrics from per-image records alone, so a cached or stored run re-scores without images."""
+    y_true, y_pred = nok_arrays(images)
+    out = dict(metrics.classification_summary(y_true, y_pred, n_resamples=n_resamples, seed=seed))
+    if task == "segmentation":
+        ious = np.array([i.iou for i in images if i.label == NOK and i.iou is not None], dtype=float)
+        out.update(metrics.segmentation_summary(ious, n_resamples=n_resamples, seed=seed))
+    return {k: float(v) for k, v in out.items()}
+
+
+def risk_summary(images: list[ImageResult], good_train_scores=None, *, target_slip_rate: float = 0.01,
+                 false_alarm_budget: float = 0.01) -> dict[str, float | str]:
+    """The factory figures at the operating point: exact intervals, and what the sample size can prove.
+
+    AUROC is added only beside these, labelled, because it is threshold-free and not a factory figure.
+    """
+    y_true, y_pred = nok_arrays(images)
+    c = metrics.confusion_counts(y_true, y_pred)
+    n_def, n_good = c.tp + c.fn, c.fp + c.tn
+    slip_lo, slip_hi = metrics.clopper_pearson(c.fn, n_def) if n_def else (math.nan, math.nan)
+    fa_lo, fa_hi = metrics.clopper_pearson(c.fp, n_good) if n_good else (math.nan, math.nan)
+    needed = metrics.defectives_needed(target_slip_rate)
+    risk: dict[str, float | str] = {
+        "slip_rate": metrics.slip_rate(c), "slip_rate_ci_low": slip_lo, "slip_rate_ci_high": slip_hi,
+        "slip_rate_upper_95": metrics.slip_rate_upper(c.fn, n_def) if n_def else math.nan,
+        "false_alarm_rate": metrics.false_alarm_rate(c), "false_alarm_rate_ci_low": fa_lo,
+        "false_alarm_rate_ci_high": fa_hi,
+        "target_slip_rate": target_slip_rate,
+        "defectives_needed_for_target": float(needed),
+        "n_defective": float(n_def),
+        "verdict": (f"showing a slip rate below {target_slip_rate:.1%} with 95% confidence needs >= {needed} "
+                    f"defective images and zero slips; this test set has {n_def}: "
+                    + ("enough" if n_def >= needed else "NOT enough")),
+    }
+    scores = [i.score for i in images]
+    if all(s is not None for s in scores) and images:
+        risk["auroc_threshold_free_not_a_factory_figure"] = metrics.auroc(np.array(scores, float), y_true)
+        if good_train_scores is not None and len(good_train_scores):
+            at = metrics.recall_at_false_alarm(good_train_scores, np.array(scores, float), y_true, false_alarm_budget)
+            risk["false_alarm_budget"] = false_alarm_budget
+            risk["recall_at_false_alarm_budget"] = at["recall"]
+            risk["false_alarm_rate_at_budget_threshold"] = at["false_alarm_rate"]
+    return risk
