@@ -137,6 +137,14 @@ class SuiteConfig:
             raise ConfigError(unknown_name("dataset", name, self.dataset_names()))
         return dataset_class(name)
 
+    def check_selection(self, datasets: Sequence[str], pipelines: Sequence[str]) -> None:
+        """Refuse a dataset or pipeline name a run was asked for (--fm-dataset, --fm-pipeline) that does not exist."""
+        for option, names, known, kind in (("--fm-dataset", datasets, self.dataset_names(), "dataset"),
+                                           ("--fm-pipeline", pipelines, self.pipeline_names(), "pipeline")):
+            for name in names:
+                if name not in known:
+                    raise ConfigError(f"{option}: {unknown_name(kind, name, known)}")
+
     def case_ids(self) -> dict[str, tuple[str, str]]:
         """Every `<pipeline>-<dataset>` this config can run -> (pipeline, dataset)."""
         return {f"{p}-{d}": (p, d) for p in self.pipeline_names() for d in self.dataset_names()}
@@ -236,7 +244,7 @@ class SuiteConfig:
                  else "[prompts]")]
         sections = [(None, [row for row in head if row]),
                     ("thresholds", [(k, v, None) for k, v in self.thresholds_for(case_id).items()]),
-                    ("pipeline_options", [(k, v, source(k)) for k, v in options.items()]),
+                    ("pipeline_options", [(k, _redacted(k, v), source(k)) for k, v in options.items()]),
                     ("dataset_options", [(k, v, None if k in self.datasets.get(dataset, {}) else "default")
                                          for k, v in dataset_options.items()])]
         if case_id in self.study_results:
@@ -244,6 +252,12 @@ class SuiteConfig:
         where = f"config {self.path}" if self.path else "built-in defaults (no config file)"
         return f"# effective settings of case {case_id}{f', group {group}' if group else ''}; {where}\n" + \
             to_toml(sections)
+
+
+def _redacted(key: str, value: object) -> object:
+    """API keys and tokens set in the config are not printed: the output gets pasted into tickets."""
+    secret = any(word in key.lower() for word in ("key", "token", "secret", "password"))
+    return "<redacted>" if secret and value is not None else value
 
 
 def _with_defaults(parsed: object, given: dict[str, object]) -> dict[str, object]:

@@ -178,7 +178,7 @@ def threshold_settings() -> tuple[Setting, ...]:
 
 THRESHOLDS = Table("[thresholds]", "defaults every case is held to", threshold_settings())
 CASE_THRESHOLDS = Table('[thresholds."<case>"]', "one case's thresholds over the defaults; <case> is "
-                        "`<pipeline>-<dataset>`", THRESHOLDS.settings)
+                        "`<pipeline>-<dataset>`", tuple(Setting(s.key, s.kind, s.meaning) for s in THRESHOLDS.settings))
 RUN_SETTINGS = (  # the command line's --fm-<name> options, settable in the file; the command line wins
     Setting("dataset", NAMES, "datasets to run (--fm-dataset)", shown_default="default_datasets"),
     Setting("pipeline", NAMES, "pipelines to run (--fm-pipeline)", shown_default="default_pipelines"),
