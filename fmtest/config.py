@@ -223,11 +223,10 @@ class SuiteConfig:
         pipeline, dataset = self.split_case_id(case_id, "--case")
         cls = self.pipeline_class(pipeline)
         layers = self.layers(pipeline, dataset, group)
-        options = _with_defaults(cls.read_options(self.pipeline_options(pipeline, dataset, group)),
-                                 self.pipeline_options(pipeline, dataset, group))
-        dataset_cls = self.dataset_class(dataset)
-        dataset_options = _with_defaults(dataset_cls.read_options(self.datasets.get(dataset, {})),
-                                         self.datasets.get(dataset, {}))
+        given = self.pipeline_options(pipeline, dataset, group)
+        options = _with_defaults(cls.read_options(given), given)
+        given_dataset = self.datasets.get(dataset, {})
+        dataset_options = _with_defaults(self.dataset_class(dataset).read_options(given_dataset), given_dataset)
 
         def source(key: str) -> str:
             return next((layer.where for layer in reversed(layers) if key in layer.values), "default")
@@ -245,7 +244,7 @@ class SuiteConfig:
         sections = [(None, [row for row in head if row]),
                     ("thresholds", [(k, v, None) for k, v in self.thresholds_for(case_id).items()]),
                     ("pipeline_options", [(k, _redacted(k, v), source(k)) for k, v in options.items()]),
-                    ("dataset_options", [(k, v, None if k in self.datasets.get(dataset, {}) else "default")
+                    ("dataset_options", [(k, v, None if k in given_dataset else "default")
                                          for k, v in dataset_options.items()])]
         if case_id in self.study_results:
             sections.append(("study_results", [(k, v, None) for k, v in self.study_results[case_id].items()]))
@@ -389,7 +388,7 @@ def _parse_datasets(cfg: SuiteConfig, tables: dict) -> None:
         elif name not in builtin:
             raise ConfigError(f"{where}: {unknown_name('dataset', name, builtin)}; for your own dataset set "
                               "class = \"module:Class\"", cfg.path)
-        _restated(lambda cls=cfg.dataset_class(name), o=options: cls.read_options(o), where, cfg.path)
+        _restated(where, cfg.path, cfg.dataset_class(name).read_options, options)
         cfg.datasets[name] = options
 
 
@@ -420,7 +419,7 @@ def _check_pipeline_options(cfg: SuiteConfig, name: str, checked: set[str]) -> N
     cls = cfg.pipeline_class(name)
     for dataset, group in contexts:
         options = cfg.pipeline_options(name, dataset, group)
-        _restated(lambda o=options: cls.read_options(o), cfg.layers(name, dataset, group)[-1].where, cfg.path)
+        _restated(cfg.layers(name, dataset, group)[-1].where, cfg.path, cls.read_options, options)
     checked.add(name)
 
 
@@ -498,10 +497,10 @@ def _chain_keys(cfg: SuiteConfig, name: str, attribute: str) -> list[str]:
     return keys
 
 
-def _restated(check, where: str, path) -> None:
+def _restated(where: str, path, check, *args) -> None:
     """Run a pipeline's or dataset's own option check; its error names the table the setting is in."""
     try:
-        check()
+        check(*args)
     except ConfigError as e:
         message = str(e).removeprefix(f"{e.path}: ") if e.path is not None else str(e)
         raise ConfigError(f"{where}: {message}" if not message.startswith(where) else message, path) from None
@@ -542,7 +541,7 @@ def _parse_robustness(table: dict, path) -> dict:
         for name, levels in ladders.items():
             _check_name("[robustness.ladders]", name, list(PERTURBATIONS), "perturbation", path)
             schema.check_value(schema.NUMBERS, levels, "[robustness.ladders]", name, path)
-        _restated(lambda: checked_ladders(ladders), "[robustness.ladders]", path)
+        _restated("[robustness.ladders]", path, checked_ladders, ladders)
         checked["ladders"] = ladders
     return checked
 

@@ -282,6 +282,16 @@ def test_fmtest_config_hides_secrets_it_prints(tmp_path, capsys):
     assert "sk-secret" not in out and 'api_key = "<redacted>"' in out
 
 
+def test_fmtest_config_checks_a_file_and_names_what_it_defines(tmp_path, capsys):
+    path = tmp_path / "fmtest.toml"
+    path.write_text('[pipelines.fast]\nuses = "padim"\nimage_size = 64\n')
+    assert fmtest_main(["config", "--config", str(path)]) == 0
+    assert capsys.readouterr().out == f"{path}: valid\npipelines defined here: fast (uses padim)\n"
+    path.write_text("[thresholds]\niuo = 0.5\n")
+    assert fmtest_main(["config", "--config", str(path)]) == 2
+    assert capsys.readouterr().err.startswith(f"fmtest: error: {path}: [thresholds] iuo: unknown key")
+
+
 def test_readme_config_reference_is_generated_from_the_schema(capsys):
     assert fmtest_main(["config", "--reference"]) == 0
     generated = capsys.readouterr().out
