@@ -12,7 +12,7 @@ import sys
 
 from fmtest.errors import FmtestError
 
-COMMAND_MODULES = ("fmtest.models.commands", "fmtest.cache", "fmtest.report.history")
+COMMAND_MODULES = ("fmtest.models.commands", "fmtest.cache", "fmtest.report.history", "fmtest.config")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,6 +5,8 @@ Registered into fmtest's name registries by the pytester conftest in tests/test_
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from fmtest.data.base import Dataset
@@ -24,8 +26,19 @@ def _sample(split: str, index: int, defective: bool, size: int = 32) -> Sample:
     return Sample(id=f"{split}/{index:03d}", image=image, label="NOK" if defective else "OK", mask=mask)
 
 
+@dataclass(frozen=True)
+class ToyOptions:
+    """`[datasets.toy]`: how many test images, and which faults to plant."""
+
+    n_good: int = 6
+    n_defective: int = 4
+    corrupt_index: int | None = None
+    leak_train_image: bool = False
+
+
 class Toy(Dataset):
     name = "toy"
+    options_type = ToyOptions
 
     def __init__(self, n_good=6, n_defective=4, corrupt_index=None, leak_train_image=False):
         self.n_good, self.n_defective, self.corrupt_index = n_good, n_defective, corrupt_index

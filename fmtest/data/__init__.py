@@ -1,15 +1,21 @@
-"""Datasets by name. Each module defines one Dataset subclass; `open_dataset` builds one from config."""
+"""Datasets by name: the built-in ones, and those other packages install through entry points.
+
+Each module defines one Dataset subclass; `open_dataset` builds one from config. A package adds
+its own under the entry-point group `fmtest.datasets`; a suite config names one by path
+(`[datasets.<name>] class = "module:Class"`, see `fmtest.config`).
+"""
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 from pathlib import Path
 
 from fmtest.data.base import Dataset, Group
 from fmtest.data.sample import LABELS, NOK, OK, Label, Sample, SampleRef, SampleSet
 from fmtest.errors import ConfigError
+from fmtest.extensions import installed, load_class, named, unknown_name
 
+ENTRY_POINT_GROUP = "fmtest.datasets"
 # name -> "module:Class"; imported on use so a dataset's dependencies load only when it runs.
 DATASETS: dict[str, str] = {
     "satsim": "fmtest.data.satsim:SatSim",
@@ -21,12 +27,29 @@ DATASETS: dict[str, str] = {
 }
 
 
+def known_datasets() -> list[str]:
+    """Built-in datasets, then installed ones, which may not take a built-in name."""
+    plugins = installed(ENTRY_POINT_GROUP)
+    clash = sorted(set(plugins) & set(DATASETS))
+    if clash:
+        raise ConfigError(f"installed dataset(s) {', '.join(clash)} (entry-point group {ENTRY_POINT_GROUP}) "
+                          "reuse built-in names; rename them")
+    return [*DATASETS, *sorted(plugins)]
+
+
 def dataset_class(name: str) -> type[Dataset]:
-    try:
-        module, cls = DATASETS[name].split(":")
-    except KeyError:
-        raise ConfigError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}") from None
-    return getattr(importlib.import_module(module), cls)
+    """The class of a built-in or installed dataset."""
+    if name in DATASETS:
+        return load_dataset(DATASETS[name], name, f"dataset {name}")
+    plugins = installed(ENTRY_POINT_GROUP)
+    if name in plugins:
+        return load_dataset(plugins[name], name, f"dataset {name} (entry point {plugins[name]})")
+    raise ConfigError(unknown_name("dataset", name, [*DATASETS, *sorted(plugins)]))
+
+
+def load_dataset(spec: str, name: str, what: str) -> type[Dataset]:
+    """A user's Dataset subclass ("module:Class"), checked, under the name the suite knows it by."""
+    return named(load_class(spec, Dataset, what), name)
 
 
 def open_dataset(name: str, root: Path | None, options: Mapping[str, object] | None = None) -> Dataset:
@@ -34,6 +57,6 @@ def open_dataset(name: str, root: Path | None, options: Mapping[str, object] | N
 
 
 __all__ = [
-    "DATASETS", "Dataset", "Group", "LABELS", "Label", "NOK", "OK", "Sample", "SampleRef", "SampleSet",
-    "dataset_class", "open_dataset",
+    "DATASETS", "ENTRY_POINT_GROUP", "Dataset", "Group", "LABELS", "Label", "NOK", "OK", "Sample", "SampleRef",
+    "SampleSet", "dataset_class", "known_datasets", "load_dataset", "open_dataset",
 ]

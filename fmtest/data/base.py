@@ -7,8 +7,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
+from fmtest.data.options import parse_options
 from fmtest.data.sample import OK, Sample, SampleSet
+from fmtest.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -38,10 +41,24 @@ class Dataset(ABC):
 
     name: str = ""
     has_masks: bool = True  # False: labels only, so only classification is scored
+    options_type: ClassVar[type | None] = None  # frozen dataclass of `[datasets.<name>]`; None: no options
 
     def __init__(self, train: SampleSet, test: SampleSet):
         self._train = train
         self._test = test
+
+    @classmethod
+    def read_options(cls, options: Mapping[str, object]) -> object:
+        """The dataset's options from its `[datasets.<name>]` table, checked (names, types, ranges).
+
+        Reads no data: the suite config calls it for every dataset table when it loads, so a typo
+        fails before any case runs.
+        """
+        if cls.options_type is None:
+            if options:
+                raise ConfigError(f"takes no options, got {', '.join(sorted(options))}", f"[datasets.{cls.name}]")
+            return None
+        return parse_options(cls.options_type, options, cls.name)
 
     @classmethod
     @abstractmethod

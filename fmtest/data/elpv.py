@@ -18,7 +18,7 @@ import numpy as np
 
 from fmtest.data.base import Dataset
 from fmtest.data.io import read_image
-from fmtest.data.options import parse_options, require_non_negative, seeded_subset
+from fmtest.data.options import require_non_negative, seeded_subset
 from fmtest.data.sample import NOK, OK, Sample, SampleRef, SampleSet
 from fmtest.errors import ConfigError, DataError
 
@@ -78,6 +78,7 @@ class ElpvOptions:
 
 class Elpv(Dataset):
     name = "elpv"
+    options_type = ElpvOptions
     has_masks = False
 
     def __init__(self, options: ElpvOptions = ElpvOptions()):
@@ -99,7 +100,7 @@ class Elpv(Dataset):
 
     @classmethod
     def from_config(cls, root: Path | None, options: Mapping[str, object]) -> Elpv:
-        return cls(parse_options(ElpvOptions, options, cls.name))
+        return cls(cls.read_options(options))
 
     def _ref(self, index: int, label: str) -> SampleRef:
         labels = elpv_labels()

@@ -23,7 +23,7 @@ import numpy as np
 
 from fmtest.data.base import Dataset
 from fmtest.data.io import read_image, read_mask
-from fmtest.data.options import dataset_folder, parse_options
+from fmtest.data.options import dataset_folder
 from fmtest.data.sample import LABELS, NOK, OK, Sample, SampleRef, SampleSet
 from fmtest.errors import DataError
 
@@ -118,6 +118,7 @@ class IndustrialSATOptions:
 
 class FolderDataset(Dataset):
     name = "folder"
+    options_type = FolderOptions
 
     def __init__(self, folder: Path, masks: bool = True):
         self.folder = folder
@@ -129,7 +130,7 @@ class FolderDataset(Dataset):
 
     @classmethod
     def from_config(cls, root: Path | None, options: Mapping[str, object]) -> FolderDataset:
-        opts = parse_options(FolderOptions, options, cls.name)
+        opts = cls.read_options(options)
         if opts.path is not None:
             folder = Path(opts.path).expanduser()
             if not folder.is_dir():
@@ -163,8 +164,9 @@ class IndustrialSAT(FolderDataset):
     """The study's private SAT images, expected at `<data root>/industrialsat`."""
 
     name = "industrialsat"
+    options_type = IndustrialSATOptions
 
     @classmethod
     def from_config(cls, root: Path | None, options: Mapping[str, object]) -> IndustrialSAT:
-        opts = parse_options(IndustrialSATOptions, options, cls.name)
+        opts = cls.read_options(options)
         return cls(dataset_folder(root, cls.name, cls.name), opts.masks)

@@ -16,7 +16,7 @@ import numpy as np
 
 from fmtest.data.base import Dataset, Group
 from fmtest.data.io import list_images, read_image, read_mask
-from fmtest.data.options import dataset_folder, parse_options, require_non_negative, seeded_subset
+from fmtest.data.options import dataset_folder, require_non_negative, seeded_subset
 from fmtest.data.sample import NOK, OK, Sample, SampleRef, SampleSet
 from fmtest.errors import ConfigError, DataError
 
@@ -38,6 +38,7 @@ class MVTecOptions:
 
 class MVTecAD(Dataset):
     name = "mvtec"
+    options_type = MVTecOptions
     has_masks = True
 
     def __init__(self, folder: Path, options: MVTecOptions = MVTecOptions()):
@@ -58,7 +59,7 @@ class MVTecAD(Dataset):
 
     @classmethod
     def from_config(cls, root: Path | None, options: Mapping[str, object]) -> MVTecAD:
-        return cls(dataset_folder(root, "mvtec", cls.name), parse_options(MVTecOptions, options, cls.name))
+        return cls(dataset_folder(root, "mvtec", cls.name), cls.read_options(options))
 
     @property
     def reference(self) -> Sample:

@@ -16,7 +16,7 @@ import numpy as np
 
 from fmtest.data.base import Dataset
 from fmtest.data.io import check_size, read_image, read_pixels
-from fmtest.data.options import dataset_folder, parse_options, require_non_negative, seeded_subset
+from fmtest.data.options import dataset_folder, require_non_negative, seeded_subset
 from fmtest.data.sample import NOK, OK, Sample, SampleRef, SampleSet
 from fmtest.errors import DataError
 
@@ -63,6 +63,7 @@ def read_list(path: Path) -> list[PetEntry]:
 
 class OxfordPets(Dataset):
     name = "oxford_pets"
+    options_type = OxfordPetsOptions
     has_masks = True
 
     def __init__(self, folder: Path, options: OxfordPetsOptions = OxfordPetsOptions()):
@@ -86,7 +87,7 @@ class OxfordPets(Dataset):
     @classmethod
     def from_config(cls, root: Path | None, options: Mapping[str, object]) -> OxfordPets:
         folder = dataset_folder(root, "oxford-iiit-pet", cls.name)
-        return cls(folder, parse_options(OxfordPetsOptions, options, cls.name))
+        return cls(folder, cls.read_options(options))
 
     def _files(self, entry: PetEntry) -> tuple[Path, Path]:
         return (self.folder / "images" / f"{entry.name}.jpg",

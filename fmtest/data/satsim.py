@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from fmtest.data.base import Dataset
-from fmtest.data.options import parse_options, require_non_negative
+from fmtest.data.options import require_non_negative
 from fmtest.data.sample import NOK, OK, Sample, SampleRef, SampleSet
 from fmtest.errors import ConfigError
 
@@ -361,6 +361,7 @@ class SatSim(Dataset):
     """Generated on access: each sample is rendered from (seed, split, defect type, index) alone."""
 
     name = "satsim"
+    options_type = SatSimOptions
     has_masks = True
 
     def __init__(self, options: SatSimOptions = SatSimOptions()):
@@ -373,7 +374,7 @@ class SatSim(Dataset):
 
     @classmethod
     def from_config(cls, root: Path | None, options: Mapping[str, object]) -> SatSim:
-        return cls(parse_options(SatSimOptions, options, cls.name))
+        return cls(cls.read_options(options))
 
     @property
     def reference(self) -> Sample:

@@ -1,12 +1,19 @@
-"""Pipelines by name, one module each; imported on use so heavy model code loads only when needed."""
+"""Pipelines by name: the built-in ones, and those other packages install through entry points.
+
+Built-in pipelines are one module each, imported on use so heavy model code loads only when needed.
+A package adds its own under the entry-point group `fmtest.pipelines` (`name = "module:Class"`);
+a suite config adds variants and classes by path (`fmtest.config`).
+"""
 
 from __future__ import annotations
 
-import importlib
+from typing import get_args
 
 from fmtest.errors import ConfigError
+from fmtest.extensions import installed, load_class, named, unknown_name
 from fmtest.pipelines.base import Pipeline, PipelineContext, Prediction, Task
 
+ENTRY_POINT_GROUP = "fmtest.pipelines"
 PIPELINES: dict[str, str] = {
     # baselines: no download needed, so they run by default
     "reference_diff": "fmtest.pipelines.reference_diff:ReferenceDiff",
@@ -21,19 +28,45 @@ PIPELINES: dict[str, str] = {
     "gemini_refined": "fmtest.pipelines.gemini:GeminiRefined",
     "openai_vlm": "fmtest.pipelines.openai_vlm:OpenAIVLM",
 }
-TASKS: dict[str, Task] = {
+TASKS: dict[str, Task] = {  # of the built-ins, so planning a run imports none of them
     "reference_diff": "segmentation", "padim": "segmentation", "gdino_sam": "segmentation",
     "sam_clip": "segmentation", "clip_surgery_sam": "segmentation", "saa_plus": "segmentation",
     "gemini_basic": "classification", "gemini_refined": "classification", "openai_vlm": "classification",
 }
 
 
+def known_pipelines() -> list[str]:
+    """Built-in pipelines in menu order, then installed ones, which may not take a built-in name."""
+    plugins = installed(ENTRY_POINT_GROUP)
+    clash = sorted(set(plugins) & set(PIPELINES))
+    if clash:
+        raise ConfigError(f"installed pipeline(s) {', '.join(clash)} (entry-point group {ENTRY_POINT_GROUP}) "
+                          "reuse built-in names; rename them")
+    return [*PIPELINES, *sorted(plugins)]
+
+
 def pipeline_class(name: str) -> type[Pipeline]:
-    try:
-        module, cls = PIPELINES[name].split(":")
-    except KeyError:
-        raise ConfigError(f"unknown pipeline {name!r}; known: {', '.join(PIPELINES)}") from None
-    return getattr(importlib.import_module(module), cls)
+    """The class of a built-in or installed pipeline."""
+    if name in PIPELINES:
+        return load_pipeline(PIPELINES[name], name, f"pipeline {name}")
+    plugins = installed(ENTRY_POINT_GROUP)
+    if name in plugins:
+        return load_pipeline(plugins[name], name, f"pipeline {name} (entry point {plugins[name]})")
+    raise ConfigError(unknown_name("pipeline", name, [*PIPELINES, *sorted(plugins)]))
 
 
-__all__ = ["PIPELINES", "TASKS", "Pipeline", "PipelineContext", "Prediction", "Task", "pipeline_class"]
+def pipeline_task(name: str) -> Task:
+    return TASKS[name] if name in TASKS else pipeline_class(name).task
+
+
+def load_pipeline(spec: str, name: str, what: str) -> type[Pipeline]:
+    """A user's Pipeline subclass ("module:Class"), checked, under the name the suite knows it by."""
+    cls = load_class(spec, Pipeline, what)
+    if getattr(cls, "task", None) not in get_args(Task):
+        raise ConfigError(f"{what}: {spec} must set task = \"segmentation\" or \"classification\", "
+                          f"got {getattr(cls, 'task', None)!r}")
+    return named(cls, name)
+
+
+__all__ = ["ENTRY_POINT_GROUP", "PIPELINES", "TASKS", "Pipeline", "PipelineContext", "Prediction", "Task",
+           "known_pipelines", "load_pipeline", "pipeline_class", "pipeline_task"]

@@ -13,6 +13,8 @@ from typing import ClassVar, Literal
 import numpy as np
 
 from fmtest.data.sample import NOK, Label, Sample, SampleSet
+from fmtest.errors import ConfigError
+from fmtest.pipelines.options import parse_options, table
 
 Task = Literal["segmentation", "classification"]
 
@@ -71,9 +73,29 @@ class Pipeline(ABC):
     task: ClassVar[Task]
     batch_size: ClassVar[int] = 8
     remote_api: ClassVar[bool] = False  # True: each image is a (possibly paid) request to a service
+    options_type: ClassVar[type | None] = None  # frozen dataclass of `[pipelines.<name>]`; None: no options
 
     def __init__(self, context: PipelineContext):
         self.context = context
+
+    @classmethod
+    def read_options(cls, options: Mapping[str, object]) -> object:
+        """The pipeline's options from its `[pipelines.<name>]` table, checked (names, types, ranges).
+
+        Loads no model: the suite config calls it for every pipeline table when it loads, so an unknown
+        option or a bad value fails before any case runs. The default reads `options_type`.
+        """
+        if cls.options_type is None:
+            if options:
+                raise ConfigError(f"takes no options, got {', '.join(sorted(options))}", table(cls.name))
+            return None
+        parsed = parse_options(cls.options_type, cls.name, options)
+        cls.check_options(parsed)
+        return parsed
+
+    @classmethod
+    def check_options(cls, options) -> None:
+        """Ranges and combinations of the pipeline's own options (types are checked already)."""
 
     @classmethod
     def check_available(cls, context: PipelineContext) -> None:

@@ -34,7 +34,7 @@ from fmtest.data.sample import OK, Sample, SampleSet
 from fmtest.errors import DataError
 from fmtest.models import efficientnet
 from fmtest.pipelines.base import Pipeline, PipelineContext, Prediction
-from fmtest.pipelines.options import parse_options, require_in_range
+from fmtest.pipelines.options import require_in_range
 
 _FEATURE_STRIDE = efficientnet.FEATURE_STRIDES[0]
 
@@ -78,10 +78,11 @@ class Padim(Pipeline):
     name = "padim"
     task = "segmentation"
     batch_size = 16
+    options_type = PadimOptions
 
     def __init__(self, context: PipelineContext):
         super().__init__(context)
-        self.options = parse_options(PadimOptions, self.name, context.options)
+        self.options = self.read_options(context.options)
         self.device = torch.device(context.device)
         n_all = sum(efficientnet.FEATURE_CHANNELS)
         n_keep = self.options.n_features or n_all

@@ -28,7 +28,7 @@ from fmtest.data.io import to_gray
 from fmtest.data.sample import OK, Sample, SampleSet
 from fmtest.errors import DataError, Unavailable
 from fmtest.pipelines.base import Pipeline, PipelineContext, Prediction
-from fmtest.pipelines.options import parse_options, require_in_range
+from fmtest.pipelines.options import require_in_range
 
 
 @dataclass(frozen=True)
@@ -61,10 +61,11 @@ class ReferenceDiff(Pipeline):
     name = "reference_diff"
     task = "segmentation"
     batch_size = 16
+    options_type = ReferenceDiffOptions
 
     def __init__(self, context: PipelineContext):
         super().__init__(context)
-        self.options = parse_options(ReferenceDiffOptions, self.name, context.options)
+        self.options = self.read_options(context.options)
         self._reference: np.ndarray | None = None
         self.threshold: float | None = None
         self.min_area: int | None = None

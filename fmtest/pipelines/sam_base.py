@@ -7,7 +7,7 @@ segment_anything is imported only when the engine is first used, so option check
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
@@ -36,22 +36,18 @@ class SamPipeline(Pipeline):
 
     def __init__(self, context: PipelineContext):
         super().__init__(context)
-        self.options = self.read_options(context)
+        self.options = self.read_options(context.options)
 
     @classmethod
-    def read_options(cls, context: PipelineContext):
-        options = parse_options(cls.options_type, cls.name, context.options)
-        require_choice(cls.name, "sam_variant", options.sam_variant, sam_variants.known_variants())
-        cls.check_options(options)
-        return options
-
-    @classmethod
-    def check_options(cls, options) -> None:
-        """Ranges and combinations of the pipeline's own options (types are checked already)."""
+    def read_options(cls, options: Mapping[str, object]):
+        parsed = parse_options(cls.options_type, cls.name, options)
+        require_choice(cls.name, "sam_variant", parsed.sam_variant, sam_variants.known_variants())
+        cls.check_options(parsed)
+        return parsed
 
     @classmethod
     def check_available(cls, context: PipelineContext) -> None:
-        options = cls.read_options(context)
+        options = cls.read_options(context.options)
         cls.require_models(context.weights_dir, options.sam_variant)
 
     @classmethod

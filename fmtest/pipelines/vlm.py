@@ -434,7 +434,7 @@ class VLMPipeline(Pipeline):
 
     def __init__(self, context: PipelineContext):
         super().__init__(context)
-        self.settings = self.read_settings(context)
+        self.settings = self.read_options(context.options)
         self.prompt = self.prompt_text(context, self.settings)
         self.store = RequestStore(context.work_dir / "vlm_requests")
         self._reference: Sample | None = None
@@ -443,8 +443,8 @@ class VLMPipeline(Pipeline):
     # ---- configuration, per subclass
 
     @classmethod
-    def read_settings(cls, context: PipelineContext) -> VLMSettings:
-        return VLMSettings.from_options(cls.name, context.options, defaults=cls.default_options,
+    def read_options(cls, options: Mapping[str, object]) -> VLMSettings:
+        return VLMSettings.from_options(cls.name, options, defaults=cls.default_options,
                                         accepted=cls.common_options | cls.extra_options)
 
     @classmethod
@@ -456,7 +456,7 @@ class VLMPipeline(Pipeline):
 
     @classmethod
     def check_available(cls, context: PipelineContext) -> None:
-        settings = cls.read_settings(context)
+        settings = cls.read_options(context.options)
         cls.prompt_text(context, settings)
         cls.check_endpoint(context, settings)
 

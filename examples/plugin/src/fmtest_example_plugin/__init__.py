@@ -1,0 +1,1 @@
+"""An fmtest plugin: a pipeline and a dataset that fmtest finds through entry points."""

@@ -1,0 +1,305 @@
+"""The suite config's schema: every table, every key, what it accepts and what it means, written once.
+
+`fmtest.config` checks a suite config against it before any case runs (a key it does not know or a
+value it does not accept is one line naming the table, the key and what is accepted), and the
+README's config reference is generated from it (`fmtest config --reference`).
+
+Tables whose keys are names (pipelines, datasets, case ids) are described here by a placeholder
+row (`<case>`); `fmtest.config` checks those names against the known pipelines and datasets.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from fmtest.errors import ConfigError
+from fmtest.verdict.gates import MAX_PREFIX
+from fmtest.verdict.specs import METRICS
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What a key accepts: `accepts` says it in words; `convert` returns the value or None if refused."""
+
+    accepts: str
+    convert: object  # Callable[[object], object | None]
+
+    def __call__(self, value: object) -> object | None:
+        return self.convert(value)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def number(low: float | None = None, high: float | None = None, *, low_open: bool = False) -> Kind:
+    """A finite number (an integer is taken as a float) within the bounds."""
+    if low is not None and high is not None:
+        words = f"a number in {'(' if low_open else '['}{low:g}, {high:g}]"
+    elif low is not None:
+        words = f"a number {'>' if low_open else '>='} {low:g}"
+    else:
+        words = "a number"
+
+    def convert(value):
+        if not _is_number(value) or not math.isfinite(value):
+            return None
+        if low is not None and (value <= low if low_open else value < low):
+            return None
+        if high is not None and value > high:
+            return None
+        return float(value)
+
+    return Kind(words, convert)
+
+
+def integer(low: int | None = None) -> Kind:
+    return Kind("an integer" if low is None else f"an integer >= {low}",
+                lambda v: v if isinstance(v, int) and not isinstance(v, bool) and (low is None or v >= low) else None)
+
+
+def choice(*options: str) -> Kind:
+    return Kind("one of " + ", ".join(f'"{o}"' for o in options), lambda v: v if v in options else None)
+
+
+BOOL = Kind("true or false", lambda v: v if isinstance(v, bool) else None)
+STRING = Kind("a string", lambda v: v if isinstance(v, str) else None)
+PATH = Kind("a path (string), relative to the config file", lambda v: v if isinstance(v, str) and v else None)
+NAMES = Kind("a name or a list of names", lambda v: [v] if isinstance(v, str) else
+             (list(v) if isinstance(v, list) and all(isinstance(x, str) for x in v) else None))
+NUMBERS = Kind("a non-empty list of numbers",
+               lambda v: [float(x) for x in v] if isinstance(v, list) and v and all(_is_number(x) for x in v) else None)
+RATE = number(0.0, 1.0)
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+DEVICE = Kind('"auto", "cpu", "cuda" or "cuda:<index>"',
+              lambda v: v if isinstance(v, str) and _DEVICE.fullmatch(v) else None)
+CLASS_PATH = Kind('"module:Class", importable from the suite folder or the environment',
+                  lambda v: v if isinstance(v, str) and re.fullmatch(r"[\w.]+:[\w.]+", v) else None)
+TABLE = Kind("a table", lambda v: v if isinstance(v, dict) else None)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One key. `default` is filled in when the key is absent; `shown_default` documents one set elsewhere."""
+
+    key: str
+    kind: Kind
+    meaning: str
+    default: object = None
+    shown_default: str | None = None
+
+    @property
+    def default_text(self) -> str:
+        if self.shown_default is not None:
+            return self.shown_default
+        return "" if self.default is None else _literal(self.default)
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table of the config (`""` is the top level) and the keys it accepts."""
+
+    name: str
+    meaning: str
+    settings: tuple[Setting, ...]
+
+    def setting(self, key: str) -> Setting | None:
+        return next((s for s in self.settings if s.key == key), None)
+
+    def check(self, values: Mapping[str, object], where: str, path: object, *, fill: bool = True) -> dict:
+        """The table's values converted, with defaults filled in; one ConfigError for the first bad key."""
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{where} must be a table, got {values!r}", path)
+        checked = {}
+        for key, value in values.items():
+            setting = self.setting(key)
+            if setting is None:
+                raise ConfigError(unknown_key(where, key, [s.key for s in self.settings]), path)
+            checked[key] = check_value(setting.kind, value, where, key, path)
+        if fill:
+            for s in self.settings:
+                if s.key not in checked and s.default is not None:
+                    checked[s.key] = s.default
+        return checked
+
+
+def check_value(kind: Kind, value: object, where: str, key: str, path: object) -> object:
+    converted = kind(value)
+    if converted is None:
+        raise ConfigError(f"{located(where, key)} = {_literal(value)}: accepted: {kind.accepts}", path)
+    return converted
+
+
+def located(where: str, key: str) -> str:
+    """`[risk] seed`, or just `seed` at the top level."""
+    return f"{where} {key}".strip()
+
+
+def unknown_key(where: str, key: str, known: list[str], what: str = "key") -> str:
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return f"{located(where, key)}: unknown {what}{hint}; accepted: {', '.join(known)}"
+
+
+def _literal(value: object) -> str:
+    """A value as TOML would write it, for messages and the reference table."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_literal(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_literal(v)}" for k, v in value.items()) + "}"
+    return repr(value)
+
+
+def threshold_settings() -> tuple[Setting, ...]:
+    """One threshold per quality metric of a case: `<metric>` (a minimum) where higher is better,
+    `max_<metric>` (a maximum) where lower is better. Robustness gates live in `[robustness]`."""
+    defaults = {"iou": 0.60, "f2": 0.80}
+    settings = []
+    for spec in METRICS.values():
+        if spec.higher_is_better is None or spec.kind not in ("score", "rate") or "robustness" in spec.headline_of:
+            continue
+        key = spec.name if spec.higher_is_better else f"{MAX_PREFIX}{spec.name}"
+        bound = "minimum" if spec.higher_is_better else "maximum"
+        settings.append(Setting(key, RATE, f"{bound} {spec.description}", defaults.get(key)))
+    if not any(s.key == "max_invalid_answer_rate" for s in settings):
+        settings.append(Setting("max_invalid_answer_rate", RATE, "maximum share of images whose answer was "
+                                "unusable (transport failure, refusal, malformed reply); above it the case errors",
+                                shown_default="0"))
+    return tuple(settings)
+
+
+THRESHOLDS = Table("[thresholds]", "defaults every case is held to", threshold_settings())
+CASE_THRESHOLDS = Table('[thresholds."<case>"]', "one case's thresholds over the defaults; <case> is "
+                        "`<pipeline>-<dataset>`", tuple(Setting(s.key, s.kind, s.meaning) for s in THRESHOLDS.settings))
+RUN_SETTINGS = (  # the command line's --fm-<name> options, settable in the file; the command line wins
+    Setting("dataset", NAMES, "datasets to run (--fm-dataset)", shown_default="default_datasets"),
+    Setting("pipeline", NAMES, "pipelines to run (--fm-pipeline)", shown_default="default_pipelines"),
+    Setting("data_root", PATH, "folder holding the dataset folders (--fm-data-root, env FMTEST_DATA)"),
+    Setting("weights", PATH, "folder holding model checkpoints (--fm-weights, env FMTEST_WEIGHTS)"),
+    Setting("device", DEVICE, "where models run (--fm-device)", shown_default='"auto"'),
+    Setting("report", PATH, "write the HTML scoreboard here (--fm-report)"),
+    Setting("results", PATH, "write the JSON results here (--fm-results)"),
+    Setting("cache", PATH, "prediction cache folder (--fm-cache)", shown_default='".fmtest_cache"'),
+    Setting("no_cache", BOOL, "do not read or write the prediction cache (--fm-no-cache)", shown_default="false"),
+    Setting("strict", BOOL, "a pipeline that cannot run errors instead of skipping (--fm-strict)",
+            shown_default="false"),
+)
+TOP = Table("", "top level", (
+    Setting("default_datasets", NAMES, "datasets a run uses when none is named", ["satsim", "elpv"]),
+    Setting("default_pipelines", NAMES, "pipelines a run uses when none is named",
+            shown_default="every pipeline that applies"),
+    *RUN_SETTINGS,
+    Setting("bootstrap_resamples", integer(1), "resamples of every 95 % bootstrap interval", 1000),
+    Setting("seed", integer(0), "seed of the bootstrap and of the perturbations", 0),
+    Setting("history_url", STRING, "where `fmtest history` publishes its page; the scoreboard links each case there"),
+    *(Setting(name, TABLE, meaning) for name, meaning in (
+        ("thresholds", "see [thresholds]"), ("baseline", "see [baseline]"), ("pipelines", "see [pipelines.<name>]"),
+        ("datasets", "see [datasets.<name>]"), ("prompts", "see [prompts]"), ("risk", "see [risk]"),
+        ("robustness", "see [robustness]"), ("guardrails", "see [guardrails]"), ("compare", "see [compare.<candidate>]"),
+        ("study", "see [study.results.\"<case>\"]"), ("mlflow", "see [mlflow]"))),
+))
+BASELINE = Table("[baseline]", "the earlier run a metric must not drop against (--fm-baseline)", (
+    Setting("tolerance", number(0.0, 1.0), "allowed drop of a gated metric before it is a regression", 0.02),
+    Setting("results", PATH, "the earlier JSON results (--fm-baseline)"),
+))
+PROMPTS = Table("[prompts]", "the text prompt per dataset, or per dataset group", (
+    Setting("<dataset>", STRING, "prompt for every case of the dataset", shown_default='"defect"'),
+    Setting('"<dataset>/<group>"', STRING, "prompt for one group (MVTec AD category) of the dataset"),
+))
+RISK = Table("[risk]", "factory figures at the operating point", (
+    Setting("target_slip_rate", number(0.0, 1.0, low_open=True),
+            "how many defectives would prove a slip rate below this?", 0.01),
+    Setting("false_alarm_budget", RATE, "recall is reported at this false-alarm rate, set on good training images",
+            0.01),
+    Setting("n_train_scores", integer(1), "good training images scored to set that operating point", 40),
+))
+ROBUSTNESS = Table("[robustness]", "`pytest suites/test_robustness.py`", (
+    Setting("perturbations", NAMES, "perturbations to run", shown_default="all"),
+    Setting("gate_level", integer(0), "index into each ladder: the severity the gate is held to",
+            shown_default="the middle level"),
+    Setting("max_flip_rate", RATE, "share of OK/NOK verdicts allowed to flip at the gate level", 0.10),
+    Setting("max_metric_drop", RATE, "allowed drop of IoU or F2 at the gate level", 0.05),
+    Setting("include_remote_api", BOOL, "also perturb through API pipelines (costs requests)", False),
+    Setting("run_by_default", BOOL, "run robustness cases also when the file is not named", False),
+    Setting("n_images", integer(1), "perturb only the first n test images", shown_default="all"),
+    Setting("ladders", TABLE, "see [robustness.ladders]"),
+))
+LADDERS = Table("[robustness.ladders]", "severity ladders, one per perturbation", (
+    Setting("<perturbation>", NUMBERS, "the levels, mildest first (see fmtest.robustness)",
+            shown_default="fmtest.robustness.DEFAULT_LADDERS"),
+))
+GUARDRAIL_SETTINGS = (
+    Setting("enabled", BOOL, "run the data-quality checks", True),
+    Setting("alignment", BOOL, "report images that fail to align to the reference", True),
+    Setting("min_alignment_quality", RATE, "alignment quality below this is a finding", 0.5),
+    Setting("duplicate_correlation", RATE, "correlation above this across train and test is a near-duplicate", 0.95),
+    Setting("outlier_z", number(0.0, low_open=True), "intensity statistics this many robust SDs from training", 5.0),
+)
+GUARDRAILS = Table("[guardrails]", "data-quality checks before scoring", (
+    *GUARDRAIL_SETTINGS, Setting("<dataset>", TABLE, "see [guardrails.<dataset>]")))
+DATASET_GUARDRAILS = Table("[guardrails.<dataset>]", "the checks for one dataset, over [guardrails]",
+                           tuple(Setting(s.key, s.kind, s.meaning) for s in GUARDRAIL_SETTINGS))
+LAYER_NOTE = "the pipeline's own options (as in [pipelines.<name>]) and `prompt`"
+PIPELINE = Table("[pipelines.<name>]", "a pipeline's options; a new name defines a variant or a plugin", (
+    Setting("uses", STRING, "this entry is a variant of that pipeline: its settings, then this table's"),
+    Setting("class", CLASS_PATH, "this entry is the user's Pipeline subclass"),
+    Setting("<option>", Kind("what the pipeline accepts", None), "the pipeline's own options, checked by the "
+            "pipeline; `fmtest config --case` lists them"),
+    Setting("per_dataset", TABLE, "see [pipelines.<name>.per_dataset.<dataset>]"),
+    Setting("per_group", TABLE, 'see [pipelines.<name>.per_group."<dataset>/<group>"]'),
+))
+PER_DATASET = Table("[pipelines.<name>.per_dataset.<dataset>]", "settings for one dataset, over the pipeline's", (
+    Setting("prompt", STRING, "the prompt for this pipeline on this dataset", shown_default="[prompts]"),
+    Setting("<option>", Kind("what the pipeline accepts", None), "any of the pipeline's options"),
+))
+PER_GROUP = Table('[pipelines.<name>.per_group."<dataset>/<group>"]', "settings for one dataset group (MVTec AD "
+                  "category), over the pipeline's and the dataset's", PER_DATASET.settings)
+DATASET = Table("[datasets.<name>]", "a dataset's options; a new name with `class` adds the user's dataset", (
+    Setting("class", CLASS_PATH, "this entry is the user's Dataset subclass"),
+    Setting("<option>", Kind("what the dataset accepts", None), "the dataset's own options, checked by the "
+            "dataset; `fmtest config --case` lists them"),
+))
+COMPARE = Table("[compare.<candidate>]", "a candidate pipeline against the one it would replace, on the same "
+                "images", (
+    Setting("against", STRING, "the reference pipeline (required)"),
+    Setting("tolerance", number(0.0, 1.0), "allowed worsening of each gated metric", 0.02),
+    Setting("max_new_slips", integer(0), "defective parts the reference caught and the candidate may pass", 0),
+))
+STUDY_RESULTS = Table('[study.results."<case>"]', "the study's published numbers, shown beside the case", (
+    Setting("<metric>", number(), "the published value of a metric (iou, f2, precision, recall, ...)"),
+))
+STUDY = Table("[study]", "the published study this suite reproduces", (
+    Setting("results", TABLE, 'see [study.results."<case>"]'),
+))
+MLFLOW = Table("[mlflow]", "log the run to MLflow", (
+    Setting("tracking_uri", STRING, "the MLflow tracking server or folder"),
+    Setting("experiment", STRING, "the experiment the run is logged under"),
+))
+SCHEMA: tuple[Table, ...] = (TOP, THRESHOLDS, CASE_THRESHOLDS, BASELINE, PROMPTS, PIPELINE, PER_DATASET, PER_GROUP,
+                             DATASET, RISK, ROBUSTNESS, LADDERS, GUARDRAILS, DATASET_GUARDRAILS, COMPARE, STUDY,
+                             STUDY_RESULTS, MLFLOW)
+
+
+def markdown_reference() -> str:
+    """The README's config reference: one row per key of every table."""
+    lines = ["| table | key | accepts | default | meaning |", "|---|---|---|---|---|"]
+    for table in SCHEMA:
+        name = table.name or "(top level)"
+        for s in table.settings:
+            if s.kind is TABLE:
+                continue  # a sub-table: it has rows of its own
+            cells = [f"`{name}`", f"`{s.key}`", s.kind.accepts, f"`{s.default_text}`" if s.default_text else "",
+                     s.meaning]
+            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["SCHEMA", "Kind", "Setting", "Table", "check_value", "located", "markdown_reference", "unknown_key"]
