@@ -56,7 +56,8 @@ class FmRun:
         worker = getattr(config, "workerinput", None)
         index = int(worker["workerid"].removeprefix("gw")) if worker else None
         self.settings = resolve_settings(lambda n: config.getoption(f"fm_{n}"),
-                                         Path(config.invocation_params.dir), worker_index=index)
+                                         Path(config.invocation_params.dir), worker_index=index,
+                                         args=config.args)
         self.is_worker = worker is not None
         if worker:
             self.store = ResultStore(Path(worker["fmtest_results_dir"]))
@@ -120,9 +121,8 @@ def pytest_collection_modifyitems(config, items):
 
 def _robustness_applies(run: FmRun, case: Case) -> bool:
     """API pipelines would send every perturbed image to a service: only when the config says so."""
-    from fmtest.pipelines import pipeline_class
-
-    return run.settings.config.robustness.get("include_remote_api", False) or not pipeline_class(case.pipeline).remote_api
+    config = run.settings.config
+    return config.robustness["include_remote_api"] or not config.pipeline_class(case.pipeline).remote_api
 
 
 def _named_on_command_line(metafunc) -> bool:
@@ -251,7 +251,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus):
     if s.report:
         from fmtest.report.html import write_html
 
-        history = s.config.raw.get("history_url")  # where `fmtest history` publishes its page
+        history = s.config.history_url  # where `fmtest history` publishes its page
         write_html(results, s.report, history_links={c.id: f"{history}#{c.id}" for c in results.cases} if history else None)
 
 

@@ -12,12 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from fmtest.config import SuiteConfig, load_config
-from fmtest.data import DATASETS, Dataset, Group, SampleRef, SampleSet, dataset_class, open_dataset
+from fmtest.config import SuiteConfig, find_config, load_config
+from fmtest.data import Dataset, Group, SampleRef, SampleSet
 from fmtest.errors import ConfigError
 from fmtest.evaluate import N_THUMBNAILS, Case, Part, evaluate_case, predict_all
 from fmtest.fsutil import atomic_write
-from fmtest.pipelines import PIPELINES, TASKS, Pipeline, PipelineContext, pipeline_class
+from fmtest.pipelines import Pipeline, PipelineContext
 from fmtest.verdict.gates import judge
 from fmtest.verdict.regression import compare_case, format_regression, load_baseline
 from fmtest.verdict.results import CaseResult, results_json
@@ -51,10 +51,11 @@ def _split(value) -> list[str]:
     return [v.strip() for v in items if v.strip()]
 
 
-def resolve_settings(option, invocation_dir: Path, *, worker_index: int | None = None) -> Settings:
-    """`option(name)` returns the command-line value of `--fm-<name>` (None when not given)."""
+def resolve_settings(option, invocation_dir: Path, *, worker_index: int | None = None, args=()) -> Settings:
+    """`option(name)` returns the command-line value of `--fm-<name>` (None when not given); `args` are
+    the test paths named on the command line, beside which the suite config is looked for."""
     cfg_path = option("config")
-    config = load_config(_cli_path(cfg_path, invocation_dir) if cfg_path else _default_config(invocation_dir))
+    config = load_config(_cli_path(cfg_path, invocation_dir) if cfg_path else find_config(args, invocation_dir))
     file_opts = config.run_options
 
     def pick(name, env=None):
@@ -74,13 +75,8 @@ def resolve_settings(option, invocation_dir: Path, *, worker_index: int | None =
         return _cli_path(value, invocation_dir) if origin == "cli" else config.resolve_path(value)
 
     datasets = _split(pick("dataset")[0]) or config.default_datasets
-    pipelines = _split(pick("pipeline")[0]) or config.default_pipelines or list(PIPELINES)
-    for name in datasets:
-        if name not in DATASETS:
-            raise ConfigError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
-    for name in pipelines:
-        if name not in PIPELINES:
-            raise ConfigError(f"unknown pipeline {name!r}; known: {', '.join(PIPELINES)}")
+    pipelines = _split(pick("pipeline")[0]) or config.default_pipelines or config.pipeline_names()
+    config.check_selection(datasets, pipelines)
     data_root = path("data_root", "FMTEST_DATA")
     if data_root is not None and not data_root.is_dir():
         raise ConfigError(f"data root {data_root} is not a folder (--fm-data-root / FMTEST_DATA)")
@@ -93,11 +89,6 @@ def resolve_settings(option, invocation_dir: Path, *, worker_index: int | None =
         cache_dir=None if no_cache else (path("cache") or invocation_dir / ".fmtest_cache"),
         strict=bool(pick("strict")[0]),
     )
-
-
-def _default_config(invocation_dir: Path) -> Path | None:
-    candidate = invocation_dir / "suites" / "fmtest.toml"
-    return candidate if candidate.exists() else None
 
 
 def _cli_path(value, invocation_dir: Path) -> Path:
@@ -132,7 +123,7 @@ def plan_cases(settings: Settings, task: str) -> list[Case]:
     for d in settings.datasets:
         has_masks = dataset_has_masks(settings.config, d)
         for p in settings.pipelines:
-            pipeline_task = TASKS[p]
+            pipeline_task = settings.config.pipeline_task(p)
             if task == "segmentation" and pipeline_task == "segmentation" and has_masks:
                 cases.append(Case(p, d, "segmentation"))
             elif task == "classification" and (pipeline_task == "classification" or not has_masks):
@@ -155,7 +146,7 @@ def robustness_perturbations(settings: Settings) -> list[str]:
 
 
 def dataset_has_masks(config: SuiteConfig, name: str) -> bool:
-    return dataset_class(name).has_masks and config.datasets.get(name, {}).get("masks", True) is not False
+    return config.dataset_class(name).has_masks and config.datasets.get(name, {}).get("masks", True) is not False
 
 
 class Evaluator:
@@ -188,13 +179,16 @@ class Evaluator:
 
     def dataset(self, name: str) -> Dataset:
         if name not in self._datasets:
-            self._datasets[name] = open_dataset(name, self.settings.data_root, self.settings.config.datasets.get(name))
+            config = self.settings.config
+            self._datasets[name] = config.dataset_class(name).from_config(self.settings.data_root,
+                                                                          config.datasets.get(name, {}))
         return self._datasets[name]
 
-    def context(self, case: Case) -> PipelineContext:
+    def context(self, case: Case, group: str | None = None) -> PipelineContext:
         cfg = self.settings.config
         return PipelineContext(
-            dataset=case.dataset, options=cfg.pipelines.get(case.pipeline, {}), prompt=cfg.prompt_for(case.dataset),
+            dataset=case.dataset, options=cfg.pipeline_options(case.pipeline, case.dataset, group),
+            prompt=cfg.prompt_for(case.dataset, group, case.pipeline),
             weights_dir=self.settings.weights_dir, device=self.settings.device,
             work_dir=self.settings.cache_dir or Path(tempfile.gettempdir()) / "fmtest",
             suite_dir=cfg.directory, progress=self.progress,
@@ -202,18 +196,20 @@ class Evaluator:
 
     def check_available(self, case: Case) -> None:
         """Raise Unavailable when the pipeline cannot run here (weights, key, endpoint)."""
-        pipeline_class(case.pipeline).check_available(self.context(case))
+        self.settings.config.pipeline_class(case.pipeline).check_available(self.context(case))
 
     def groups(self, name: str) -> list[Group]:
         if name not in self._groups:
             self._groups[name] = self.dataset(name).groups()
+            self.settings.config.check_groups(name, [g.name for g in self._groups[name]])
         return self._groups[name]
 
     def pipeline(self, case: Case, group: Group) -> Pipeline:
         key = (case.id, group.name)
         if key not in self._pipelines:
-            context = dataclasses.replace(self.context(case), data_fingerprint=self._data_fingerprint(case.dataset, group))
-            self._pipelines[key] = pipeline_class(case.pipeline)(context)
+            context = dataclasses.replace(self.context(case, group.name),
+                                          data_fingerprint=self._data_fingerprint(case.dataset, group))
+            self._pipelines[key] = self.settings.config.pipeline_class(case.pipeline)(context)
         return self._pipelines[key]
 
     def _data_fingerprint(self, name: str, group: Group) -> str:
@@ -389,7 +385,7 @@ class ResultStore:
 def order_key(settings: Settings):
     """Stable report order: task, then dataset and pipeline as the user listed them."""
     d_index = {d: i for i, d in enumerate(settings.datasets)}
-    p_index = {p: i for i, p in enumerate(PIPELINES)}
+    p_index = {p: i for i, p in enumerate(settings.config.pipeline_names())}
 
     def key(c: CaseResult):
         return (TASK_ORDER.get(c.task, 9), d_index.get(c.dataset, 99), p_index.get(c.pipeline, 99), c.id)
