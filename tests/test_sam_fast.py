@@ -167,3 +167,80 @@ def test_compiled_encoder_matches_reference_and_caches_on_disk(image, tmp_path, 
     compiled = engine.configured(settings).image_embedding(image, "img")
     assert (compiled - engine.image_embedding(image, "img")).abs().max() < 1e-3
     assert any((tmp_path / "inductor").rglob("*"))
+
+
+# --- the four SAM pipelines in one process ---------------------------------------------------------
+
+FAST_OPTIONS = dict(sam_precision="bf16", sam_attention="sdpa", sam_batch_size=3)
+
+
+@pytest.fixture(scope="module")
+def four_pipeline_models():
+    """Tiny SAM, CLIP and GroundingDINO, as the four SAM pipelines need them."""
+    from fm_fixtures import tiny_encoder
+    from test_gdino_sam import vocab_folder
+
+    from fmtest.models import grounding_dino as gd
+
+    detector = gd.build_tiny_grounding_dino(gd.load_bert_tokenizer(vocab_folder()), num_queries=5)
+    return SamEngine(tiny_sam(), "tiny"), tiny_encoder(), detector
+
+
+@pytest.fixture
+def injected(four_pipeline_models):
+    from fmtest.models import registry
+    from fmtest.models import grounding_dino as gd
+    from fmtest.models.clip import CLIP_KEY
+
+    engine, encoder, detector = four_pipeline_models
+    with (registry.inject("sam_vit_h", engine), registry.inject(CLIP_KEY, encoder),
+          registry.inject(gd.WEIGHT_KEY, detector)):
+        yield engine
+
+
+def sam_pipelines(**options):
+    from fmtest.pipelines import pipeline_class
+    from fmtest.pipelines.base import PipelineContext
+
+    extra = {"sam_clip": dict(points_per_side=2), "clip_surgery_sam": dict(surgery_depth=2)}  # tiny CLIP: 4 layers
+    return [pipeline_class(name)(PipelineContext(dataset="satsim", options={**options, **extra.get(name, {})}))
+            for name in ("gdino_sam", "sam_clip", "clip_surgery_sam", "saa_plus")]
+
+
+def test_four_pipelines_encode_each_image_once(injected):
+    from fmtest.data.sample import Sample
+
+    rng = np.random.default_rng(5)
+    samples = [Sample(id=f"s{i}", image=rng.random((48, 64, 3)).astype(np.float32), label="OK") for i in range(3)]
+    calls = EncoderCalls(injected.sam.image_encoder)  # the SDPA copy shares its weights and hooks
+    before = injected.images_encoded
+    for pipeline in sam_pipelines(**FAST_OPTIONS):
+        assert pipeline.batch_size == 3
+        predictions = pipeline.predict(samples)
+        assert [p.mask.shape for p in predictions] == [(48, 64)] * 3
+    assert injected.images_encoded - before == len(samples)
+    assert calls.images == len(samples)
+
+
+def test_fast_options_reach_the_engine(injected):
+    pipeline = sam_pipelines(**FAST_OPTIONS, sam_compile=True)[0]
+    engine = pipeline.engine
+    assert engine.sam is injected.sam
+    assert (engine.settings.precision, engine.settings.attention, engine.settings.batch_size) == ("bf16", "sdpa", 3)
+    assert engine.settings.compile and engine.settings.compile_cache_dir.name == "torchinductor"
+    assert sam_pipelines()[1].engine is injected  # defaults: the reference engine itself
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"sam_precision": "fp16"}, "sam_precision must be one of fp32, bf16"),
+    ({"sam_attention": "flash"}, "sam_attention must be one of reference, sdpa"),
+    ({"sam_batch_size": 0}, "sam_batch_size must be >= 1"),
+    ({"gdino_precision": "int8"}, "gdino_precision must be one of fp32, bf16"),
+])
+def test_bad_fast_path_options_name_the_table(options, message):
+    from fmtest.pipelines.base import PipelineContext
+    from fmtest.pipelines.saa_plus import SaaPlus
+
+    with pytest.raises(ConfigError, match=message) as e:
+        SaaPlus.read_options(PipelineContext(dataset="satsim", options=options))
+    assert "[pipelines.saa_plus]" in str(e.value)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import copy
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -44,7 +44,8 @@ class EncoderSettings:
     attention: str = "reference"
     compile: bool = False
     batch_size: int = 4
-    compile_cache_dir: Path | None = None  # TORCHINDUCTOR_CACHE_DIR when `compile`; None: inductor's default
+    # TORCHINDUCTOR_CACHE_DIR when `compile`; None: inductor's default. Where, not how: not compared.
+    compile_cache_dir: Path | None = field(default=None, compare=False)
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
@@ -105,7 +106,8 @@ def relative_position_bias(q: torch.Tensor, rel_pos_h: torch.Tensor, rel_pos_w: 
 
 
 def _structural_copy(module: torch.nn.Module) -> torch.nn.Module:
-    """A copy of the module tree whose parameters and buffers are the original's tensors."""
+    """A copy of the module tree sharing the original's parameters, buffers and hooks (a forward hook
+    on the reference encoder also sees the copy's calls); only the tree of submodules is new."""
     clone = copy.copy(module)
     clone._modules = {name: _structural_copy(child) for name, child in module._modules.items()}
     return clone
