@@ -147,6 +147,9 @@ def test_cache_is_bounded_in_mib(image):
     assert engine.images_encoded == 4
     engine.image_embedding(image, "a")  # the oldest: evicted, encoded again
     assert engine.images_encoded == 5
+    engine.clear_embeddings()
+    engine.image_embedding(image, "a")
+    assert engine.images_encoded == 6
 
 
 @pytest.mark.parametrize("settings,message", [

@@ -146,6 +146,11 @@ class SamEngine:
         """Images that went through the ViT encoder, all views of this engine together."""
         return self._state.images_encoded
 
+    def clear_embeddings(self) -> None:
+        """Drop every cached embedding (all views): frees their memory; later calls encode again."""
+        self._state.cache.clear()
+        self._state.cached_bytes = 0
+
     # --- embeddings -----------------------------------------------------------------------------
 
     def _cache_key(self, key: str) -> tuple[str, str]:
