@@ -43,7 +43,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before transformers is imported: nothing downloads
@@ -53,7 +53,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_pipelines, beside this file
 
-from bench_pipelines import (  # noqa: E402
+from bench_pipelines import (
     CountingGroundingDino,
     CountingSamEngine,
     best_boxes,
@@ -62,22 +62,22 @@ from bench_pipelines import (  # noqa: E402
     packaged_vocab_folder,
     rectangle_records,
 )
-from segment_anything import SamAutomaticMaskGenerator, SamPredictor  # noqa: E402
-from torchvision.ops import box_iou  # noqa: E402
+from segment_anything import SamAutomaticMaskGenerator, SamPredictor
+from torchvision.ops import box_iou
 
-from fmtest.data import open_dataset  # noqa: E402
-from fmtest.data.io import to_rgb_uint8  # noqa: E402
-from fmtest.data.sample import Sample  # noqa: E402
-from fmtest.models import clip, registry  # noqa: E402
-from fmtest.models import grounding_dino as gd  # noqa: E402
-from fmtest.models.clip_surgery import ClipSurgery  # noqa: E402
-from fmtest.models.sam import build_sam, build_tiny_sam  # noqa: E402
-from fmtest.models.sam_encoder import EncoderSettings  # noqa: E402
-from fmtest.pipelines import pipeline_class  # noqa: E402
-from fmtest.pipelines.base import Pipeline, PipelineContext  # noqa: E402
-from fmtest.pipelines.clip_surgery_sam import similarity_points  # noqa: E402
-from fmtest.pipelines.saa_plus import self_dissimilarity  # noqa: E402
-from fmtest.pipelines.sam_clip import mask_crop, prompt_probabilities  # noqa: E402
+from fmtest.data import open_dataset
+from fmtest.data.io import to_rgb_uint8
+from fmtest.data.sample import Sample
+from fmtest.models import clip, registry
+from fmtest.models import grounding_dino as gd
+from fmtest.models.clip_surgery import ClipSurgery
+from fmtest.models.sam import build_sam, build_tiny_sam
+from fmtest.models.sam_encoder import EncoderSettings
+from fmtest.pipelines import pipeline_class
+from fmtest.pipelines.base import Pipeline, PipelineContext
+from fmtest.pipelines.clip_surgery_sam import similarity_points
+from fmtest.pipelines.saa_plus import self_dissimilarity
+from fmtest.pipelines.sam_clip import mask_crop, prompt_probabilities
 
 PIPELINES = ("gdino_sam", "sam_clip", "clip_surgery_sam", "saa_plus")
 MIB = 2**20
@@ -231,12 +231,12 @@ class Fast:
         self.stack.enter_context(registry.inject("sam_vit_h", self.engine))
         self.stack.enter_context(registry.inject(clip.CLIP_KEY, models.clip))
         self.stack.enter_context(registry.inject(gd.WEIGHT_KEY, models.detector))
-        sam_options = dict(sam_precision=args.precision, sam_attention=args.attention,
-                           sam_batch_size=args.batch_size, sam_compile=args.compile)
-        per_pipeline = {"gdino_sam": dict(gdino_precision=args.gdino_precision),
-                        "saa_plus": dict(gdino_precision=args.gdino_precision),
-                        "sam_clip": dict(points_per_side=args.points_per_side),
-                        "clip_surgery_sam": dict(surgery_depth=args.surgery_depth)}
+        sam_options = {"sam_precision": args.precision, "sam_attention": args.attention,
+                           "sam_batch_size": args.batch_size, "sam_compile": args.compile}
+        per_pipeline = {"gdino_sam": {"gdino_precision": args.gdino_precision},
+                        "saa_plus": {"gdino_precision": args.gdino_precision},
+                        "sam_clip": {"points_per_side": args.points_per_side},
+                        "clip_surgery_sam": {"surgery_depth": args.surgery_depth}}
         work_dir = args.compile_cache.parent if args.compile_cache else Path(".fmtest_cache")
         self.pipelines: dict[str, Pipeline] = {
             name: pipeline_class(name)(PipelineContext(dataset="satsim", prompt=prompt, device=args.device,
@@ -388,9 +388,9 @@ def run(args: argparse.Namespace) -> dict:
             upstream.run(name, warmup)
             fast.run(name, warmup)
             up = timed(args.device, args.repeats, lambda: None,
-                       lambda name=name: masks.__setitem__("upstream", upstream.run(name, images)))
+                       lambda name=name, masks=masks: masks.__setitem__("upstream", upstream.run(name, images)))
             ours = timed(args.device, args.repeats, encoder.clear_embeddings,
-                         lambda name=name: masks.__setitem__("fast", fast.run(name, images)))
+                         lambda name=name, masks=masks: masks.__setitem__("fast", fast.run(name, images)))
             rows[name] = row(up, ours, n)
             rows[name]["final_mask_iou_median"] = statistics.median(
                 mask_iou(a, b) for a, b in zip(masks["upstream"], masks["fast"], strict=True))
@@ -448,10 +448,10 @@ def markdown(result: dict) -> str:
 
     fast = ", ".join(f"{k}={v}" for k, v in env["fast_path"].items())
     lines = [
-        f"{env['device_name']} ({env['device']}), torch {env['torch']}, transformers {env['transformers']}, "
+        (f"{env['device_name']} ({env['device']}), torch {env['torch']}, transformers {env['transformers']}, "
         f"{env['date_utc']} UTC. {env['models']}, RANDOM weights (same in both paths). "
         f"{env['args']['size']} px satsim, {env['args']['n_images']} images, median of {env['args']['repeats']} "
-        f"passes after warm-up. fmtest: {fast}.",
+        f"passes after warm-up. fmtest: {fast}."),
         "",
         "| what | upstream img/s | fmtest img/s | speed-up | upstream peak MiB | fmtest peak MiB | notes |",
         "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
@@ -470,11 +470,11 @@ def markdown(result: dict) -> str:
                      f"{number(r['fast_peak_mib'], '.0f')} | {'; '.join(notes)} |")
     lines += [
         "",
-        f"Agreement on the same weights and images: embedding cosine min {agree['embedding_cosine_min']:.5f}; "
+        (f"Agreement on the same weights and images: embedding cosine min {agree['embedding_cosine_min']:.5f}; "
         f"SAM mask IoU for the same box min {number(agree['box_prompt_mask_iou_min'], '.4f')} (median "
         f"{number(agree['box_prompt_mask_iou_median'], '.4f')}), for the same points min "
         f"{agree['point_prompt_mask_iou_min']:.4f} ({agree['masks_compared']} masks); GroundingDINO boxes found "
-        f"again at IoU >= {BOX_MATCH_IOU}: {agree['gdino_boxes_matched']}.",
+        f"again at IoU >= {BOX_MATCH_IOU}: {agree['gdino_boxes_matched']}."),
     ]
     return "\n".join(lines)
 
@@ -489,13 +489,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--n-images", type=int, default=None, help="timed images (default 8; --quick 2)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed warm-up images (default 2; --quick 1)")
     parser.add_argument("--repeats", type=int, default=3, help="timed passes; the median is reported")
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default="bf16", help="fmtest: sam_precision")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default=None,
+                        help="fmtest: sam_precision (default bf16 on cuda, fp32 on cpu: CPUs without bf16 units emulate it)")
     parser.add_argument("--attention", choices=("reference", "sdpa"), default="sdpa", help="fmtest: sam_attention")
     parser.add_argument("--batch-size", type=int, default=8, help="fmtest: sam_batch_size")
     parser.add_argument("--compile", action="store_true", help="fmtest: sam_compile")
     parser.add_argument("--compile-cache", type=Path, default=None,
                         help="TORCHINDUCTOR_CACHE_DIR for --compile (default: .fmtest_cache/torchinductor)")
-    parser.add_argument("--gdino-precision", choices=("fp32", "bf16"), default="bf16", help="fmtest: gdino_precision")
+    parser.add_argument("--gdino-precision", choices=("fp32", "bf16"), default=None,
+                        help="fmtest: gdino_precision (default bf16 on cuda, fp32 on cpu: CPUs without bf16 units emulate it)")
     parser.add_argument("--boxes-per-prompt", type=int, default=5, help="GroundingDINO boxes kept, both paths")
     parser.add_argument("--sam-masks", type=int, default=64, help="generator proposals to CLIP, both paths")
     parser.add_argument("--vocab", type=Path, default=None,
@@ -505,10 +507,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=None, help="folder for results.md and results.json")
     args = parser.parse_args(argv)
     quick = args.quick
+    default_precision = "bf16" if args.device == "cuda" else "fp32"
+    args.precision = args.precision or default_precision
+    args.gdino_precision = args.gdino_precision or default_precision
     args.size = args.size or (256 if quick else 1024)
     args.n_images = args.n_images or (2 if quick else 8)
     args.warmup = args.warmup if args.warmup is not None else (1 if quick else 2)
-    args.points_per_side = 8 if quick else 32
+    args.points_per_side = 4 if quick else 32
     args.surgery_depth = 2 if quick else 6  # the tiny CLIP has 4 layers
     if quick:
         args.repeats = min(args.repeats, 2)

@@ -153,9 +153,9 @@ def test_cache_is_bounded_in_mib(image):
 
 
 @pytest.mark.parametrize("settings,message", [
-    (dict(precision="fp16"), "precision must be one of fp32, bf16"),
-    (dict(attention="flash"), "attention must be one of reference, sdpa"),
-    (dict(batch_size=0), "batch size must be >= 1"),
+    ({"precision": "fp16"}, "precision must be one of fp32, bf16"),
+    ({"attention": "flash"}, "attention must be one of reference, sdpa"),
+    ({"batch_size": 0}, "batch size must be >= 1"),
 ])
 def test_bad_settings_raise_config_error(settings, message):
     with pytest.raises(ConfigError, match=message):
@@ -174,7 +174,7 @@ def test_compiled_encoder_matches_reference_and_caches_on_disk(image, tmp_path, 
 
 # --- the four SAM pipelines in one process ---------------------------------------------------------
 
-FAST_OPTIONS = dict(sam_precision="bf16", sam_attention="sdpa", sam_batch_size=3)
+FAST_OPTIONS = {"sam_precision": "bf16", "sam_attention": "sdpa", "sam_batch_size": 3}
 
 
 @pytest.fixture(scope="module")
@@ -191,8 +191,8 @@ def four_pipeline_models():
 
 @pytest.fixture
 def injected(four_pipeline_models):
-    from fmtest.models import registry
     from fmtest.models import grounding_dino as gd
+    from fmtest.models import registry
     from fmtest.models.clip import CLIP_KEY
 
     engine, encoder, detector = four_pipeline_models
@@ -205,7 +205,7 @@ def sam_pipelines(**options):
     from fmtest.pipelines import pipeline_class
     from fmtest.pipelines.base import PipelineContext
 
-    extra = {"sam_clip": dict(points_per_side=2), "clip_surgery_sam": dict(surgery_depth=2)}  # tiny CLIP: 4 layers
+    extra = {"sam_clip": {"points_per_side": 2}, "clip_surgery_sam": {"surgery_depth": 2}}  # tiny CLIP: 4 layers
     return [pipeline_class(name)(PipelineContext(dataset="satsim", options={**options, **extra.get(name, {})}))
             for name in ("gdino_sam", "sam_clip", "clip_surgery_sam", "saa_plus")]
 

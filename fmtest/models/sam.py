@@ -41,6 +41,8 @@ from fmtest.models.precision import autocast
 from fmtest.models.sam_encoder import EncoderSettings, build_encoder
 from fmtest.models.sam_variants import weight_key
 
+REFERENCE_ENCODER = EncoderSettings()  # segment_anything's own encoder path, float32
+
 # Official configurations, built by the upstream package (random init; weights loaded by us).
 SAM_VARIANTS: dict[str, Callable[[], Sam]] = {"vit_h": build_sam_vit_h, "vit_l": build_sam_vit_l,
                                               "vit_b": build_sam_vit_b}
@@ -124,7 +126,7 @@ class SamEngine:
     every SAM pipeline; `cache_mib` bounds the embeddings kept (a ViT-H embedding is 4 MiB)."""
 
     def __init__(self, sam: Sam, model_id: str, device: str = "cpu", cache_mib: float = 2048,
-                 settings: EncoderSettings = EncoderSettings()):
+                 settings: EncoderSettings = REFERENCE_ENCODER):
         self.sam = sam.to(device).eval()
         self.model_id = model_id
         self.device = device

@@ -28,7 +28,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from segment_anything.modeling.image_encoder import Attention, ImageEncoderViT, get_rel_pos
+from segment_anything.modeling.image_encoder import (
+    Attention,
+    ImageEncoderViT,
+    get_rel_pos,
+)
 
 from fmtest.errors import ConfigError
 from fmtest.models.precision import PRECISIONS
