@@ -179,8 +179,8 @@ class CountingGroundingDino(GroundingDino):
         self.max_boxes: int | None = None
         self.counts: Counter[str] = Counter()
 
-    def detect(self, images_rgb, prompts, box_threshold, text_threshold) -> list[Detections]:
-        found = super().detect(images_rgb, prompts, box_threshold, text_threshold)
+    def detect(self, images_rgb, prompts, box_threshold, text_threshold, precision="fp32") -> list[Detections]:
+        found = super().detect(images_rgb, prompts, box_threshold, text_threshold, precision)
         self.counts["GDINO boxes"] += sum(len(d) for d in found)
         if self.max_boxes is not None:
             found = [best_boxes(d, self.max_boxes) for d in found]

@@ -143,3 +143,25 @@ def test_injected_detector_needs_no_file(detector, tmp_path):
         assert gd.grounding_dino(tmp_path, "cpu") is detector
     with pytest.raises(MissingWeights):
         gd.require(tmp_path)
+
+
+def test_bf16_batched_boxes_agree_with_fp32(detector, images):
+    """bf16 autocast on the same weights and the same batch: (almost) every fp32 box is found again.
+
+    Box sets, not queries, are compared: the two-stage decoder picks its queries by top-k over the
+    encoder's proposals, so a near tie may swap one query for another under a different rounding.
+    """
+    from torchvision.ops import box_iou
+
+    fp32 = detector.detect(images, ["crack", "hole"], 0.35, 0.25)
+    bf16 = detector.detect(images, ["crack", "hole"], 0.35, 0.25, precision="bf16")
+    matched = total = 0
+    for a, b in zip(fp32, bf16, strict=True):
+        assert abs(len(a) - len(b)) <= max(1, len(a) // 10)
+        if len(a) and len(b):
+            iou = box_iou(torch.as_tensor(a.boxes_xyxy), torch.as_tensor(b.boxes_xyxy))
+            matched += int((iou.max(dim=1).values >= 0.9).sum())
+        total += len(a)
+    assert total > 0 and matched / total >= 0.9
+    outputs, _ = detector.forward(images, gd.caption_for("defect"), precision="bf16")
+    assert outputs.pred_boxes.dtype == torch.float32  # boxes leave autocast in float32 either way

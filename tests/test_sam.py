@@ -78,9 +78,9 @@ def test_embedding_computed_once_per_image_and_shared(image):
 def test_batched_embedding_matches_single_and_runs_one_batch(image):
     sam = build_tiny_sam()
     calls = EncoderCalls(sam)
-    engine = SamEngine(sam, "tiny")
+    engine = SamEngine(sam, "tiny")  # default batch of 4 images per encoder call
     images = [image, image[:, ::-1].copy(), image[:60]]
-    engine.embed(images, ["a", "b", "c"], batch_size=4)
+    engine.embed(images, ["a", "b", "c"])
     assert calls.images == 3
     single = SamEngine(build_tiny_sam(), "tiny")
     for img, key in zip(images, "abc", strict=True):
@@ -92,7 +92,7 @@ def test_batched_embedding_matches_single_and_runs_one_batch(image):
 def test_lru_evicts_oldest_embedding(image):
     sam = build_tiny_sam()
     calls = EncoderCalls(sam)
-    engine = SamEngine(sam, "tiny", cache_size=2)
+    engine = SamEngine(sam, "tiny", cache_mib=0.5)  # two tiny embeddings of 256 x 16 x 16 float32
     for key in ("a", "b", "c"):
         engine.image_embedding(image, key)
     engine.image_embedding(image, "c")

@@ -25,6 +25,7 @@ import torch
 
 from fmtest.errors import DataError, MissingWeights
 from fmtest.models import registry
+from fmtest.models.precision import autocast
 
 WEIGHT_KEY = "groundingdino_swint_ogc"
 ORIGINAL_CHECKPOINT = "groundingdino_swint_ogc.pth"
@@ -87,23 +88,28 @@ class GroundingDino:
         self.device = device
 
     @torch.no_grad()
-    def forward(self, images_rgb: Sequence[np.ndarray], caption: str):
-        """Raw model outputs and the token ids for a batch of RGB uint8 images and one caption."""
+    def forward(self, images_rgb: Sequence[np.ndarray], caption: str, precision: str = "fp32"):
+        """Raw model outputs and the token ids for a batch of RGB uint8 images and one caption.
+
+        The batch runs as one model call (the image processor pads to the largest image and masks
+        the padding); `precision = "bf16"` runs it under bfloat16 autocast.
+        """
         for image in images_rgb:
             if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
                 raise DataError(f"GroundingDINO needs HxWx3 uint8 RGB images, got {image.dtype} {image.shape}")
         pixels = self.image_processor(images=list(images_rgb), return_tensors="pt")
         text = self.tokenizer([caption] * len(images_rgb), padding="longest", return_tensors="pt")
         inputs = {**pixels, **text}
-        outputs = self.model(**{k: v.to(self.device) for k, v in inputs.items()})
+        with autocast(self.device, precision):
+            outputs = self.model(**{k: v.to(self.device) for k, v in inputs.items()})
         return outputs, text["input_ids"]
 
     def detect(self, images_rgb: Sequence[np.ndarray], prompts: str | Sequence[str],
-               box_threshold: float, text_threshold: float) -> list[Detections]:
+               box_threshold: float, text_threshold: float, precision: str = "fp32") -> list[Detections]:
         """Boxes whose best token probability exceeds `box_threshold`, one Detections per image."""
         if not len(images_rgb):
             return []
-        outputs, input_ids = self.forward(images_rgb, caption_for(prompts))
+        outputs, input_ids = self.forward(images_rgb, caption_for(prompts), precision)
         probs = outputs.logits.sigmoid().float().cpu()  # (B, Q, max_text_len); -inf padding -> 0
         boxes = outputs.pred_boxes.float().cpu()  # (B, Q, 4) cx, cy, w, h relative to the image
         # special tokens and the phrase separator never name a box

@@ -2,8 +2,11 @@
 
 Every SAM pipeline (gdino_sam, sam_clip, clip_surgery_sam, saa_plus) asks `sam_engine(...)` for the
 engine, so the model is loaded once and each image is encoded once: the engine keeps an LRU of image
-embeddings keyed by the caller's image key (the Sample's sha256) and restores them into the upstream
-`SamPredictor` instead of re-running the ViT encoder.
+embeddings keyed by how the encoder ran (`EncoderSettings.embedding_key`) and the caller's image key
+(the Sample's sha256), bounded in MiB, and restores them into the upstream `SamPredictor` instead of
+re-running the ViT encoder. `engine.configured(settings)` gives a view of the same engine (same
+model, same cache) whose encoder runs with other settings (bf16, SDPA attention, batch size,
+torch.compile; see `fmtest.models.sam_encoder`).
 
 Tests inject a random-weight model without touching any file:
 
@@ -18,10 +21,11 @@ and `sam_engine` then loads it through the same path.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache, partial
 from pathlib import Path
 
@@ -33,7 +37,11 @@ from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncode
 
 from fmtest.errors import DataError
 from fmtest.models import registry
+from fmtest.models.precision import autocast
+from fmtest.models.sam_encoder import EncoderSettings, build_encoder
 from fmtest.models.sam_variants import weight_key
+
+REFERENCE_ENCODER = EncoderSettings()  # segment_anything's own encoder path, float32
 
 # Official configurations, built by the upstream package (random init; weights loaded by us).
 SAM_VARIANTS: dict[str, Callable[[], Sam]] = {"vit_h": build_sam_vit_h, "vit_l": build_sam_vit_l,
@@ -88,9 +96,23 @@ def build_tiny_sam(image_size: int = 256, depth: int = 2, embed_dim: int = 64, s
 
 @dataclass(frozen=True)
 class _Embedding:
-    features: torch.Tensor  # (1, 256, E, E) on the engine's device
+    features: torch.Tensor  # (1, 256, E, E) float32 on the engine's device
     original_size: tuple[int, int]
     input_size: tuple[int, int]
+
+    @property
+    def nbytes(self) -> int:
+        return self.features.numel() * self.features.element_size()
+
+
+@dataclass
+class _EngineState:
+    """What every view of one engine shares: the embedding LRU, the built encoders, the count of encodings."""
+
+    cache: OrderedDict[tuple[str, str], _Embedding] = field(default_factory=OrderedDict)
+    cached_bytes: int = 0
+    encoders: dict[str, torch.nn.Module] = field(default_factory=dict)
+    images_encoded: int = 0
 
 
 def _check_rgb_uint8(image: np.ndarray) -> None:
@@ -100,24 +122,56 @@ def _check_rgb_uint8(image: np.ndarray) -> None:
 
 
 class SamEngine:
-    """One Sam model + an LRU of image embeddings keyed by image sha256, shared by every SAM pipeline."""
+    """One Sam model + an LRU of image embeddings keyed by (encoder settings, image sha256), shared by
+    every SAM pipeline; `cache_mib` bounds the embeddings kept (a ViT-H embedding is 4 MiB)."""
 
-    def __init__(self, sam: Sam, model_id: str, device: str = "cpu", cache_size: int = 16):
+    def __init__(self, sam: Sam, model_id: str, device: str = "cpu", cache_mib: float = 2048,
+                 settings: EncoderSettings = REFERENCE_ENCODER):
         self.sam = sam.to(device).eval()
         self.model_id = model_id
         self.device = device
-        self.cache_size = cache_size
-        self._cache: OrderedDict[str, _Embedding] = OrderedDict()
+        self.cache_mib = cache_mib
+        self.settings = settings
+        self._state = _EngineState()
         self._predictor = SamPredictor(self.sam)
+
+    def configured(self, settings: EncoderSettings) -> SamEngine:
+        """This engine with its encoder run under `settings`: same model, embedding cache and counts."""
+        if settings == self.settings:
+            return self
+        view = copy.copy(self)
+        view.settings = settings
+        return view
+
+    @property
+    def images_encoded(self) -> int:
+        """Images that went through the ViT encoder, all views of this engine together."""
+        return self._state.images_encoded
+
+    def clear_embeddings(self) -> None:
+        """Drop every cached embedding (all views): frees their memory; later calls encode again."""
+        self._state.cache.clear()
+        self._state.cached_bytes = 0
 
     # --- embeddings -----------------------------------------------------------------------------
 
+    def _cache_key(self, key: str) -> tuple[str, str]:
+        return self.settings.embedding_key, key
+
+    def _encoder(self) -> torch.nn.Module:
+        encoders = self._state.encoders
+        name = self.settings.embedding_key
+        if name not in encoders:
+            encoders[name] = build_encoder(self.sam.image_encoder, self.settings)
+        return encoders[name]
+
     @torch.no_grad()
-    def embed(self, images_rgb: Sequence[np.ndarray], keys: Sequence[str], batch_size: int = 4) -> None:
-        """Encode the images not yet cached, `batch_size` at a time through the ViT encoder."""
-        todo = [(img, k) for img, k in zip(images_rgb, keys, strict=True) if k not in self._cache]
+    def embed(self, images_rgb: Sequence[np.ndarray], keys: Sequence[str]) -> None:
+        """Encode the images not yet cached, `settings.batch_size` at a time through the ViT encoder."""
+        todo = [(img, k) for img, k in zip(images_rgb, keys, strict=True) if self._cache_key(k) not in self._state.cache]
         todo = list({k: (img, k) for img, k in todo}.values())  # the same image twice is encoded once
         transform = self._predictor.transform
+        batch_size = self.settings.batch_size
         for start in range(0, len(todo), batch_size):
             chunk = todo[start : start + batch_size]
             inputs, sizes = [], []
@@ -127,21 +181,29 @@ class SamEngine:
                 resized = resized.permute(2, 0, 1).contiguous()[None]
                 sizes.append((tuple(image.shape[:2]), tuple(resized.shape[-2:])))
                 inputs.append(self.sam.preprocess(resized))
-            features = self.sam.image_encoder(torch.cat(inputs))
+            with autocast(self.device, self.settings.precision):
+                features = self._encoder()(torch.cat(inputs)).float()
+            self._state.images_encoded += len(chunk)
             for (_, key), feat, (original, input_size) in zip(chunk, features, sizes, strict=True):
-                self._store(key, _Embedding(feat[None], original, input_size))
+                self._store(self._cache_key(key), _Embedding(feat[None].clone(), original, input_size))
 
-    def _store(self, key: str, embedding: _Embedding) -> None:
-        self._cache[key] = embedding
-        self._cache.move_to_end(key)
-        while len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
+    def _store(self, cache_key: tuple[str, str], embedding: _Embedding) -> None:
+        state = self._state
+        if cache_key in state.cache:
+            state.cached_bytes -= state.cache[cache_key].nbytes
+        state.cache[cache_key] = embedding
+        state.cache.move_to_end(cache_key)
+        state.cached_bytes += embedding.nbytes
+        while state.cached_bytes > self.cache_mib * 2**20 and len(state.cache) > 1:
+            _, evicted = state.cache.popitem(last=False)
+            state.cached_bytes -= evicted.nbytes
 
     def _embedding(self, image_rgb: np.ndarray, key: str) -> _Embedding:
-        if key not in self._cache:
+        cache_key = self._cache_key(key)
+        if cache_key not in self._state.cache:
             self.embed([image_rgb], [key])
-        self._cache.move_to_end(key)
-        return self._cache[key]
+        self._state.cache.move_to_end(cache_key)
+        return self._state.cache[cache_key]
 
     def _load(self, predictor: SamPredictor, image_rgb: np.ndarray, key: str) -> SamPredictor:
         emb = self._embedding(image_rgb, key)

@@ -28,7 +28,7 @@ from fmtest.errors import ConfigError
 from fmtest.models.clip_surgery import SURGERY_DEPTH, ClipSurgery
 from fmtest.pipelines.base import Prediction
 from fmtest.pipelines.options import require_at_least_one, require_unit_interval, table
-from fmtest.pipelines.sam_base import ClipSamPipeline
+from fmtest.pipelines.sam_base import ClipSamPipeline, SamOptions
 
 
 def similarity_points(grid_similarity: torch.Tensor, image_hw: tuple[int, int], threshold: float = 0.8,
@@ -56,7 +56,7 @@ def similarity_points(grid_similarity: torch.Tensor, image_hw: tuple[int, int], 
 
 
 @dataclass(frozen=True)
-class ClipSurgerySamOptions:
+class ClipSurgerySamOptions(SamOptions):
     """`[pipelines.clip_surgery_sam]`, with the paper's defaults."""
 
     point_threshold: float = 0.8
@@ -64,7 +64,6 @@ class ClipSurgerySamOptions:
     redundant_texts: tuple[str, ...] = ("",)
     negative_points: bool = True
     surgery_depth: int = SURGERY_DEPTH
-    sam_variant: str = "vit_h"
 
 
 class ClipSurgerySam(ClipSamPipeline):

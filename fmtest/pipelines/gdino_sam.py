@@ -16,16 +16,15 @@ import numpy as np
 from fmtest.data.sample import Sample
 from fmtest.pipelines.base import Prediction
 from fmtest.pipelines.options import require_unit_interval
-from fmtest.pipelines.sam_base import DetectorSamPipeline
+from fmtest.pipelines.sam_base import DetectorSamOptions, DetectorSamPipeline
 
 
 @dataclass(frozen=True)
-class GroundingDinoSamOptions:
+class GroundingDinoSamOptions(DetectorSamOptions):
     """`[pipelines.gdino_sam]`, with the study's thresholds."""
 
     box_threshold: float = 0.35
     text_threshold: float = 0.25
-    sam_variant: str = "vit_h"
 
 
 class GroundingDinoSam(DetectorSamPipeline):
@@ -39,7 +38,7 @@ class GroundingDinoSam(DetectorSamPipeline):
     def predict(self, samples: Sequence[Sample]) -> list[Prediction]:
         images, keys = self.embedded_images(samples)
         detections = self.detector.detect(images, self.context.prompt, self.options.box_threshold,
-                                          self.options.text_threshold)
+                                          self.options.text_threshold, self.options.gdino_precision)
         engine = self.engine
         predictions = []
         for image, key, found in zip(images, keys, detections, strict=True):

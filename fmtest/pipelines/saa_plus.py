@@ -31,7 +31,7 @@ from fmtest.errors import ConfigError
 from fmtest.models.grounding_dino import Detections
 from fmtest.pipelines.base import PipelineContext, Prediction
 from fmtest.pipelines.options import require_at_least_one, require_unit_interval, table
-from fmtest.pipelines.sam_base import DetectorSamPipeline
+from fmtest.pipelines.sam_base import DetectorSamOptions, DetectorSamPipeline
 
 
 def self_dissimilarity(features: torch.Tensor, valid_hw: tuple[int, int], top_n: int) -> np.ndarray:
@@ -56,12 +56,11 @@ def normalised_areas(found: Detections, image_hw: tuple[int, int]) -> np.ndarray
 
 
 @dataclass(frozen=True)
-class SaaPlusOptions:
+class SaaPlusOptions(DetectorSamOptions):
     """`[pipelines.saa_plus]`, with the paper's defaults."""
 
     box_threshold: float = 0.10
     text_threshold: float = 0.10
-    sam_variant: str = "vit_h"
     anomaly_prompts: tuple[str, ...] = ("{prompt}",)
     object_prompt: str = "object"
     max_area_ratio: float = 0.9
@@ -98,8 +97,9 @@ class SaaPlus(DetectorSamPipeline):
     def predict(self, samples: Sequence[Sample]) -> list[Prediction]:
         images, keys = self.embedded_images(samples)
         box_t, text_t = self.options.box_threshold, self.options.text_threshold
-        objects = self.detector.detect(images, self.options.object_prompt, box_t, text_t)
-        per_prompt = [self.detector.detect(images, p, box_t, text_t) for p in self.prompts]
+        precision = self.options.gdino_precision
+        objects = self.detector.detect(images, self.options.object_prompt, box_t, text_t, precision)
+        per_prompt = [self.detector.detect(images, p, box_t, text_t, precision) for p in self.prompts]
         return [self._predict_one(image, key, objects[i], [found[i] for found in per_prompt])
                 for i, (image, key) in enumerate(zip(images, keys, strict=True))]
 

@@ -1,5 +1,13 @@
-"""What the four SAM pipelines share: options with a `sam_variant`, the process-wide SAM engine, and
-the model that prompts SAM (GroundingDINO boxes, or CLIP / CLIP Surgery scores).
+"""What the four SAM pipelines share: the SAM options, the process-wide SAM engine, and the model that
+prompts SAM (GroundingDINO boxes, or CLIP / CLIP Surgery scores).
+
+Options every SAM pipeline takes (defaults: segment_anything's own float32 code path):
+`sam_variant` ("vit_h"), `sam_precision` ("fp32" | "bf16": the image encoder under bfloat16
+autocast), `sam_attention` ("reference" | "sdpa": PyTorch's fused attention with the relative
+position bias as its mask), `sam_batch_size` (4: images per encoder call, and per `predict`),
+`sam_compile` (false: torch.compile the encoder, its cache under the run's work folder).
+GroundingDINO pipelines add `gdino_precision` ("fp32" | "bf16"). Pipelines with the same
+precision, attention and compile settings share each image's embedding.
 
 segment_anything is imported only when the engine is first used, so option checks and
 `check_available` (run for every case of a suite, the skipped ones included) stay cheap.
@@ -8,6 +16,8 @@ segment_anything is imported only when the engine is first used, so option check
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
@@ -16,34 +26,66 @@ import numpy as np
 from fmtest.data.io import to_rgb_uint8
 from fmtest.data.sample import Sample
 from fmtest.models import clip, grounding_dino, sam_variants
+from fmtest.models.precision import PRECISIONS
 from fmtest.models.registry import combined_id
 from fmtest.pipelines.base import Pipeline, PipelineContext
-from fmtest.pipelines.options import parse_options, require_choice
+from fmtest.pipelines.options import parse_options, require_at_least_one, require_choice
 
 if TYPE_CHECKING:
     from fmtest.models.sam import SamEngine
+    from fmtest.models.sam_encoder import EncoderSettings
+
+SAM_ATTENTIONS = ("reference", "sdpa")  # fmtest.models.sam_encoder.ATTENTIONS, without importing segment_anything
+COMPILE_CACHE_FOLDER = "torchinductor"  # under the run's work folder
+
+
+@dataclass(frozen=True)
+class SamOptions:
+    """The options every SAM pipeline's options dataclass inherits."""
+
+    sam_variant: str = "vit_h"
+    sam_precision: str = "fp32"
+    sam_attention: str = "reference"
+    sam_batch_size: int = 4
+    sam_compile: bool = False
+
+
+@dataclass(frozen=True)
+class DetectorSamOptions(SamOptions):
+    """SamOptions plus how GroundingDINO runs."""
+
+    gdino_precision: str = "fp32"
 
 
 class SamPipeline(Pipeline):
     """A segmentation pipeline whose masks come from SAM; subclasses add the model that prompts it.
 
-    `options_type` is the pipeline's frozen options dataclass; it must have a `sam_variant` field.
+    `options_type` is the pipeline's frozen options dataclass, a subclass of SamOptions. A pipeline
+    predicts `sam_batch_size` images at a time, so each `predict` is one encoder call.
     """
 
     task = "segmentation"
-    batch_size = 4
-    options_type: ClassVar[type]
+    batch_size = SamOptions.sam_batch_size
+    options_type: ClassVar[type[SamOptions]]
 
     def __init__(self, context: PipelineContext):
         super().__init__(context)
         self.options = self.read_options(context.options)
+        self.batch_size = self.options.sam_batch_size
 
     @classmethod
     def read_options(cls, options: Mapping[str, object]):
         parsed = parse_options(cls.options_type, cls.name, options)
         require_choice(cls.name, "sam_variant", parsed.sam_variant, sam_variants.known_variants())
+        require_choice(cls.name, "sam_precision", parsed.sam_precision, PRECISIONS)
+        require_choice(cls.name, "sam_attention", parsed.sam_attention, SAM_ATTENTIONS)
+        require_at_least_one(cls.name, sam_batch_size=parsed.sam_batch_size)
         cls.check_options(parsed)
         return parsed
+
+    @classmethod
+    def check_options(cls, options) -> None:
+        """Ranges and combinations of the pipeline's own options (types are checked already)."""
 
     @classmethod
     def check_available(cls, context: PipelineContext) -> None:
@@ -55,11 +97,22 @@ class SamPipeline(Pipeline):
         """Raise MissingWeights for the first checkpoint that is neither present nor injected."""
         sam_variants.require(weights_dir, sam_variant)
 
+    @cached_property
+    def encoder_settings(self) -> EncoderSettings:
+        from fmtest.models.sam_encoder import EncoderSettings
+
+        o = self.options
+        return EncoderSettings(precision=o.sam_precision, attention=o.sam_attention, compile=o.sam_compile,
+                               batch_size=o.sam_batch_size,
+                               compile_cache_dir=self.context.work_dir / COMPILE_CACHE_FOLDER)
+
     @property
     def engine(self) -> SamEngine:
+        """The process-wide engine for the variant, its encoder run with this pipeline's settings."""
         from fmtest.models.sam import sam_engine
 
-        return sam_engine(self.context.weights_dir, self.context.device, self.options.sam_variant)
+        engine = sam_engine(self.context.weights_dir, self.context.device, self.options.sam_variant)
+        return engine.configured(self.encoder_settings)
 
     def embedded_images(self, samples: Sequence[Sample]) -> tuple[list[np.ndarray], list[str]]:
         """The samples as RGB uint8 and their keys, with SAM's embedding of each computed (or cached)."""
@@ -71,6 +124,14 @@ class SamPipeline(Pipeline):
 
 class DetectorSamPipeline(SamPipeline):
     """GroundingDINO proposes boxes from text; SAM turns boxes into masks."""
+
+    options_type: ClassVar[type[DetectorSamOptions]]
+
+    @classmethod
+    def read_options(cls, context: PipelineContext):
+        options = super().read_options(context)
+        require_choice(cls.name, "gdino_precision", options.gdino_precision, PRECISIONS)
+        return options
 
     @classmethod
     def require_models(cls, weights_dir: Path | None, sam_variant: str) -> None:

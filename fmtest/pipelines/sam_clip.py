@@ -30,7 +30,7 @@ from fmtest.errors import ConfigError
 from fmtest.models import clip
 from fmtest.pipelines.base import Prediction
 from fmtest.pipelines.options import require_at_least_one, require_choice, require_unit_interval, table
-from fmtest.pipelines.sam_base import ClipSamPipeline
+from fmtest.pipelines.sam_base import ClipSamPipeline, SamOptions
 
 SOFTMAX_AXES = ("texts", "masks")
 
@@ -65,14 +65,13 @@ class GeneratorOptions:
 
 
 @dataclass(frozen=True)
-class SamClipOptions(GeneratorOptions):
+class SamClipOptions(GeneratorOptions, SamOptions):
     """`[pipelines.sam_clip]`."""
 
     score_threshold: float = 0.5
     softmax_over: str = "texts"
     negative_texts: tuple[str, ...] = ("background",)
     clip_batch_size: int = 32
-    sam_variant: str = "vit_h"
 
 
 class SamClip(ClipSamPipeline):
