@@ -128,10 +128,10 @@ class DetectorSamPipeline(SamPipeline):
     options_type: ClassVar[type[DetectorSamOptions]]
 
     @classmethod
-    def read_options(cls, context: PipelineContext):
-        options = super().read_options(context)
-        require_choice(cls.name, "gdino_precision", options.gdino_precision, PRECISIONS)
-        return options
+    def read_options(cls, options: Mapping[str, object]):
+        parsed = super().read_options(options)
+        require_choice(cls.name, "gdino_precision", parsed.gdino_precision, PRECISIONS)
+        return parsed
 
     @classmethod
     def require_models(cls, weights_dir: Path | None, sam_variant: str) -> None:
