@@ -241,9 +241,8 @@ def test_fast_options_reach_the_engine(injected):
     ({"gdino_precision": "int8"}, "gdino_precision must be one of fp32, bf16"),
 ])
 def test_bad_fast_path_options_name_the_table(options, message):
-    from fmtest.pipelines.base import PipelineContext
     from fmtest.pipelines.saa_plus import SaaPlus
 
     with pytest.raises(ConfigError, match=message) as e:
-        SaaPlus.read_options(PipelineContext(dataset="satsim", options=options))
+        SaaPlus.read_options(options)
     assert "[pipelines.saa_plus]" in str(e.value)
