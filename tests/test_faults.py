@@ -18,7 +18,13 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 
 import pytest
-from vlm_servers import GeminiServer, OpenAIServer, run_pipeline, small_satsim, vlm_context
+from vlm_servers import (
+    GeminiServer,
+    OpenAIServer,
+    run_pipeline,
+    small_satsim,
+    vlm_context,
+)
 
 from fmtest.errors import ConfigError
 from fmtest.pipelines.gemini import GeminiBasic
@@ -220,4 +226,4 @@ def test_credentials_in_the_base_url_appear_nowhere(serve, backend, data, tmp_pa
     said.append(str(refused.value))
     captured = capsys.readouterr()
     said += [captured.out, captured.err]
-    assert all(SECRET not in text for text in said), [text for text in said if SECRET in text][0]
+    assert all(SECRET not in text for text in said), next(text for text in said if SECRET in text)

@@ -193,8 +193,8 @@ def test_mask_threshold_is_an_option(folder):
     ("image", "../outside.png", "image path '../outside.png' leaves the dataset folder through '..'"),
     ("image", "images/../../outside.png", "image path 'images/../../outside.png' leaves the dataset folder"),
     ("mask", "..\\outside.png", "mask path '..\\\\outside.png' leaves the dataset folder"),
-    ("image", "ABSOLUTE", "is absolute; paths in labels.csv are relative to the dataset folder (set "
-                          "allow_absolute_paths = true in [datasets.industrialsat]"),
+    ("image", "ABSOLUTE", ("is absolute; paths in labels.csv are relative to the dataset folder (set "
+                           "allow_absolute_paths = true in [datasets.industrialsat]")),
 ])
 def test_paths_leaving_the_dataset_folder_are_refused(folder, column, value, message):
     outside = folder.parent / "outside.png"

@@ -11,8 +11,8 @@ from fmtest.redact import redact, redact_values
     ("http://user:PASS@host:8000/v1", "http://<redacted>@host:8000/v1"),
     ("https://token@gw.example/v1beta?x=1", "https://<redacted>@gw.example/v1beta?x=1"),
     ("http://u:p@ss@host/v1", "http://<redacted>@host/v1"),  # an unescaped '@' in the password
-    ("HTTP 503 from http://u:pw@10.0.0.1/v1: fake, then http://a:b@c/d", "HTTP 503 from http://<redacted>@10.0.0.1/v1: "
-                                                                         "fake, then http://<redacted>@c/d"),
+    ("HTTP 503 from http://u:pw@h/v1: fake, then http://a:b@c/d",
+     "HTTP 503 from http://<redacted>@h/v1: fake, then http://<redacted>@c/d"),
     ("http://host:8000/v1", "http://host:8000/v1"),
     ("http://host/v1 mail ops@example.com", "http://host/v1 mail ops@example.com"),
 ])

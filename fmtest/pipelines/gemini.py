@@ -105,8 +105,8 @@ class GeminiBasic(VLMPipeline):
         super().__init__(context)
         self.check_endpoint(context, self.settings)
         self._base_url = self.settings.base_url or os.environ.get(BASE_URL_VARIABLE) or None
-        self._http_options = dict(base_url=self._base_url, api_version=self.settings.api_version,
-                                  timeout=int(self.settings.timeout_s * 1000))
+        self._http_options = {"base_url": self._base_url, "api_version": self.settings.api_version,
+                              "timeout": int(self.settings.timeout_s * 1000)}
         self._config = types.GenerateContentConfig(
             temperature=self.settings.temperature, seed=self.settings.seed,
             response_mime_type="application/json", response_schema=_gemini_schema(ANSWER_SCHEMA),
