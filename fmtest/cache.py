@@ -12,6 +12,8 @@ The store is one SQLite database (stdlib, no home-made format) rather than one f
 Each entry also carries a checksum of its blob, so damage SQLite cannot see (a truncated or
 bit-flipped blob, a file restored badly by a CI cache) is caught: the entry is reported
 (`stats.corrupt` and a `CacheCorruptionWarning` naming the key), deleted and treated as a miss.
+A cache folder that cannot be written (read-only, a file in its place) is not a reason to fail a
+run: `PredictionCache.open_or_none` warns once and the run goes on without a cache.
 """
 
 from __future__ import annotations
@@ -59,6 +61,10 @@ CREATE INDEX IF NOT EXISTS predictions_pipeline ON predictions (pipeline);
 
 class CacheCorruptionWarning(UserWarning):
     """A cache entry or file could not be read back; it was discarded and will be recomputed."""
+
+
+class CacheUnavailableWarning(UserWarning):
+    """The cache folder cannot be written; the run goes on without a prediction cache."""
 
 
 class CorruptEntry(ValueError):
@@ -142,6 +148,34 @@ class PredictionCache:
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._pid: int | None = None
+
+    @classmethod
+    def open_or_none(cls, directory: Path | str = DEFAULT_CACHE_DIR) -> PredictionCache | None:
+        """The cache in `directory`, checked to take a write; None, after one CacheUnavailableWarning
+        naming the folder and the reason, when it cannot (read-only folder or file, a file in the way,
+        a locked database): every prediction is then computed and none stored, instead of every case failing."""
+        cache = cls(directory)
+        try:
+            cache._check_writable()
+        except (ConfigError, OSError) as e:  # OSError: a damaged file that cannot be moved aside
+            cache.close()
+            warnings.warn(f"{e}; this run goes on without the prediction cache (nothing is read from it or stored)",
+                          CacheUnavailableWarning, stacklevel=2)
+            return None
+        return cache
+
+    def _check_writable(self) -> None:
+        """Open the database and write a row in a transaction that is rolled back: ConfigError if either fails."""
+        with self._lock:
+            conn = self._connect()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("INSERT OR REPLACE INTO predictions VALUES ('', '', '', '', x'', x'', 0)")
+                conn.execute("ROLLBACK")
+            except sqlite3.OperationalError as e:  # "attempt to write a readonly database", "database is locked"
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise ConfigError(f"cannot write to the prediction cache ({e})", self.path) from None
 
     # -- connection -------------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:

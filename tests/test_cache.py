@@ -14,6 +14,7 @@ import pytest
 from fmtest.cache import (
     DB_NAME,
     CacheCorruptionWarning,
+    CacheUnavailableWarning,
     PredictionCache,
     decode_prediction,
     encode_prediction,
@@ -323,3 +324,43 @@ def test_benchmark_rescoring_from_cache_matches_scoring_in_memory(cache, monkeyp
     assert summary["iou"] == pytest.approx(expected_iou)
     assert summary["f2"] == pytest.approx(metrics.f2(metrics.confusion_counts(y_true, [p.label for p in stored])))
     assert 0 < summary["iou"] < 1  # shifted masks: neither trivial case
+
+
+def test_a_cache_folder_that_cannot_be_created_degrades_to_no_cache_with_one_warning(tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder should be")
+    with pytest.warns(CacheUnavailableWarning) as caught:
+        assert PredictionCache.open_or_none(blocker / "cache") is None
+    assert len(caught) == 1
+    message = str(caught[0].message)
+    assert str(blocker / "cache") in message and "goes on without the prediction cache" in message
+
+
+def test_an_unopenable_database_degrades_to_no_cache(tmp_path):
+    (tmp_path / DB_NAME).mkdir()
+    with pytest.warns(CacheUnavailableWarning, match=f"{DB_NAME}: cannot open the prediction cache"):
+        assert PredictionCache.open_or_none(tmp_path) is None
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes to read-only folders")
+@pytest.mark.parametrize("existing", [False, True], ids=["empty folder", "existing database"])
+def test_a_read_only_cache_folder_degrades_to_no_cache(tmp_path, existing):
+    folder = tmp_path / "cache"
+    if existing:
+        with PredictionCache(folder) as cache:
+            cache.put("fp", "m", "img", Prediction(label="OK"), pipeline="padim")
+        (folder / DB_NAME).chmod(0o444)
+    else:
+        folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        with pytest.warns(CacheUnavailableWarning, match="goes on without the prediction cache"):
+            assert PredictionCache.open_or_none(folder) is None
+    finally:
+        folder.chmod(0o755)
+
+
+def test_a_writable_cache_opens_and_the_probe_leaves_no_entry(tmp_path):
+    cache = PredictionCache.open_or_none(tmp_path / "cache")
+    assert cache is not None and cache.info()["entries"] == 0
+    cache.close()

@@ -102,21 +102,73 @@ def test_truncated_png_is_a_data_error(tmp_path):
         read_image(tmp_path / "cut.png")
 
 
-def test_mask_nonzero_is_defect(tmp_path):
-    pixels = np.zeros((4, 6), np.uint8)
-    pixels[1, 2], pixels[3, 5] = 1, 255
-    Image.fromarray(pixels).save(tmp_path / "m.png")
-    mask = read_mask(tmp_path / "m.png", (4, 6, 3))
+def _save_mask(tmp_path, pixels, name="m.png", **kw):
+    path = tmp_path / name
+    if name.endswith(".tif"):
+        tifffile.imwrite(path, pixels)
+    else:
+        Image.fromarray(pixels).save(path, **kw)
+    return path
+
+
+def test_mask_is_defect_above_127(tmp_path):
+    pixels = np.zeros((20, 30), np.uint8)
+    pixels[1, 2], pixels[2, 2], pixels[3, 5], pixels[0, 0] = 127, 128, 255, 3
+    mask = read_mask(_save_mask(tmp_path, pixels), (20, 30, 3))
     assert mask.dtype == bool
-    assert mask.sum() == 2 and mask[1, 2] and mask[3, 5]
+    assert mask.sum() == 2 and mask[2, 2] and mask[3, 5]
 
 
-def test_rgb_mask_counts_any_channel(tmp_path):
+def test_a_background_stored_as_1_is_background(tmp_path):
+    pixels = np.ones((20, 20), np.uint8)
+    pixels[5:9, 5:9] = 255
+    mask = read_mask(_save_mask(tmp_path, pixels), (20, 20))
+    assert mask.sum() == 16 and mask[5:9, 5:9].all()
+    assert not read_mask(_save_mask(tmp_path, np.ones((20, 20), np.uint8), "ok.png"), (20, 20)).any()
+
+
+def test_a_0_1_label_mask_marks_1_as_defect(tmp_path):
+    pixels = np.zeros((10, 10), np.uint8)
+    pixels[2:4, 2:4] = 1
+    assert read_mask(_save_mask(tmp_path, pixels), (10, 10)).sum() == 4
+
+
+def test_jpeg_noise_and_anti_aliasing_threshold_at_127(tmp_path):
+    pixels = np.zeros((64, 64), np.uint8)
+    pixels[16:48, 16:48] = 255
+    pixels[15, 16:48] = pixels[48, 16:48] = 128  # anti-aliased edges, on the defect side of 127
+    path = _save_mask(tmp_path, pixels, "m.jpg", quality=75)
+    stored = np.asarray(Image.open(path))
+    assert len(np.unique(stored)) > 2  # the JPEG really is noisy
+    mask = read_mask(path, (64, 64))
+    np.testing.assert_array_equal(mask, stored > 127)
+    assert abs(int(mask.sum()) - 32 * 34) <= 64
+
+
+def test_16bit_and_float_masks_threshold_at_the_same_fraction(tmp_path):
+    pixels = np.zeros((10, 10), np.uint16)
+    pixels[0, :4] = [0, 32639, 32640, 65535]  # 127 * 257 is the 16-bit level of 127
+    mask = read_mask(_save_mask(tmp_path, pixels, "m16.png"), (10, 10))
+    assert mask.sum() == 2 and mask[0, 2:4].all()
+    floats = np.zeros((10, 10), np.float32)
+    floats[0, :4] = [0.0, 0.49, 0.51, 1.0]
+    mask = read_mask(_save_mask(tmp_path, floats, "mf.tif"), (10, 10))
+    assert mask.sum() == 2 and mask[0, 2:4].all()
+
+
+def test_a_mask_that_is_not_two_level_is_refused_naming_the_file(tmp_path):
+    path = _save_mask(tmp_path, ramp(np.uint8, 255, (20, 20)), "photo.png")
+    with pytest.raises(DataError, match=r"photo\.png: mask is not two-level: 50% of its pixels are mid-grey"):
+        read_mask(path, (20, 20))
+    assert read_mask(path, (20, 20), threshold=199).sum() == int((ramp(np.uint8, 255, (20, 20)) > 199).sum())
+
+
+def test_rgb_mask_reads_its_brightest_channel(tmp_path):
     pixels = np.zeros((4, 4, 3), np.uint8)
-    pixels[0, 0, 2] = 9
-    Image.fromarray(pixels).save(tmp_path / "m.png")
-    mask = read_mask(tmp_path / "m.png", (4, 4))
-    assert mask.shape == (4, 4) and mask.sum() == 1
+    pixels[0, 0, 2] = 255
+    pixels[1, 1, 0] = 9
+    mask = read_mask(_save_mask(tmp_path, pixels), (4, 4))
+    assert mask.shape == (4, 4) and mask.sum() == 1 and mask[0, 0]
 
 
 def test_mask_size_mismatch_names_mask_and_both_sizes(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import http.server
 import threading
 from pathlib import Path
@@ -10,19 +11,44 @@ from pathlib import Path
 import pytest
 
 from fmtest.models import download as dl
-from fmtest.models.registry import WeightSpec
+from fmtest.models.registry import WEIGHTS, PinnedFile, WeightSpec
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
-    """Serves PAYLOAD at every path, honouring `Range: bytes=N-` unless the server says otherwise."""
+    """Serves PAYLOAD at every path, honouring `Range: bytes=N-` unless the server says otherwise.
+
+    `/redirect?to=URL` answers 302 to URL; `server.fault` set to "cut" sends a third of the body and
+    closes, "from_zero" answers every Range request with a 206 that restarts at byte 0.
+    """
 
     def do_GET(self):  # noqa: N802 (http.server API)
         self.server.requests.append((self.path, self.headers.get("Range")))
         if self.path.endswith("/missing"):
             self.send_error(404)
+            return
+        if self.path.startswith("/redirect?to="):
+            self.send_response(302)
+            self.send_header("Location", self.path.removeprefix("/redirect?to="))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        fault, self.server.fault = self.server.fault, None  # a fault happens once; the retry is served well
+        if fault == "cut":
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(PAYLOAD)))
+            self.end_headers()
+            self.wfile.write(PAYLOAD[: len(PAYLOAD) // 3])
+            self.close_connection = True
+            return
+        if fault == "from_zero" and self.headers.get("Range"):
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes 0-{len(PAYLOAD) - 1}/{len(PAYLOAD)}")
+            self.send_header("Content-Length", str(len(PAYLOAD)))
+            self.end_headers()
+            self.wfile.write(PAYLOAD)
             return
         start = 0
         range_header = self.headers.get("Range")
@@ -37,7 +63,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_response(200)
         self.send_header("Content-Length", str(len(PAYLOAD) - start))
         self.end_headers()
-        self.wfile.write(PAYLOAD[start:])
+        try:
+            self.wfile.write(PAYLOAD[start:])
+        except (BrokenPipeError, ConnectionResetError):  # the client refused the reply and left
+            pass
 
     def log_message(self, *args):
         pass
@@ -46,7 +75,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def server():
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.requests, httpd.ranges = [], True
+    httpd.requests, httpd.ranges, httpd.fault = [], True, None
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}"
@@ -96,7 +125,7 @@ def test_checksum_mismatch_removes_file_and_names_it(server, tmp_path):
 
 
 def test_size_mismatch_and_http_errors(server, tmp_path):
-    with pytest.raises(dl.DownloadError, match="expected 5"):
+    with pytest.raises(dl.DownloadError, match=f"the server offers {len(PAYLOAD)} bytes, the registry pins 5"):
         dl.fetch(server.url + "/model.pth", tmp_path / "a.pth", None, 5, progress=False)
     with pytest.raises(dl.DownloadError, match="HTTP 404") as e:
         dl.fetch(server.url + "/missing", tmp_path / "b.pth", None, None, progress=False)
@@ -106,7 +135,7 @@ def test_size_mismatch_and_http_errors(server, tmp_path):
 def test_folder_entry_fetches_each_file_and_verifies_main(server, tmp_path):
     spec = WeightSpec(key="k", filename="hf-model", size=len(PAYLOAD), sha256=SHA, url=server.url + "/repo/",
                       license="t", description="t", main_file="model.safetensors",
-                      files=("config.json", "model.safetensors"))
+                      files=(PinnedFile("config.json", len(PAYLOAD), SHA), PinnedFile("model.safetensors", len(PAYLOAD), SHA)))
     folder = dl.download(spec, tmp_path, progress=False)
     assert folder == tmp_path / "hf-model"
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
@@ -116,3 +145,56 @@ def test_folder_entry_fetches_each_file_and_verifies_main(server, tmp_path):
 def test_unreachable_server_is_a_download_error(tmp_path):
     with pytest.raises(dl.DownloadError, match="cannot connect"):
         dl.fetch("http://127.0.0.1:9/x", Path(tmp_path) / "x", None, None, progress=False, timeout=2)
+
+
+def test_a_connection_closed_early_is_not_a_download_and_resumes(server, tmp_path):
+    server.fault = "cut"
+    dest = tmp_path / "config.json"
+    with pytest.raises(dl.DownloadError, match=f"connection closed after {len(PAYLOAD) // 3} of {len(PAYLOAD)} bytes"):
+        dl.fetch(server.url + "/config.json", dest, None, None, progress=False)  # nothing pinned to catch it later
+    assert not dest.exists() and dest.with_name("config.json.part").stat().st_size == len(PAYLOAD) // 3
+    dl.fetch(server.url + "/config.json", dest, None, None, progress=False)
+    assert dest.read_bytes() == PAYLOAD
+    assert server.requests[-1] == ("/config.json", f"bytes={len(PAYLOAD) // 3}-")
+
+
+def test_a_206_that_restarts_at_byte_0_is_not_appended_to_the_part_file(server, tmp_path):
+    server.fault = "from_zero"
+    dest = tmp_path / "vocab.txt"
+    dest.with_name("vocab.txt.part").write_bytes(PAYLOAD[:1000])
+    dl.fetch(server.url + "/vocab.txt", dest, None, None, progress=False)
+    assert dest.read_bytes() == PAYLOAD
+    assert server.requests == [("/vocab.txt", "bytes=1000-"), ("/vocab.txt", None)]  # refused, then from scratch
+
+
+def test_a_stale_part_file_longer_than_the_pinned_size_is_refused_and_removed(server, tmp_path):
+    dest = tmp_path / "model.pth"
+    dest.with_name("model.pth.part").write_bytes(PAYLOAD + b"stale tail")
+    with pytest.raises(dl.DownloadError, match=f"expected {len(PAYLOAD)}"):
+        dl.fetch(server.url + "/model.pth", dest, SHA, len(PAYLOAD), progress=False)
+    assert not dest.with_name("model.pth.part").exists()
+
+
+def test_a_redirect_to_another_host_is_refused(server, tmp_path):
+    elsewhere = server.url.replace("127.0.0.1", "localhost") + "/model.pth"
+    with pytest.raises(dl.DownloadError, match=r"refused a redirect to another host \(localhost\)"):
+        dl.fetch(f"{server.url}/redirect?to={elsewhere}", tmp_path / "model.pth", None, None, progress=False)
+    assert [path for path, _ in server.requests] == [f"/redirect?to={elsewhere}"]
+    dl.fetch(f"{server.url}/redirect?to={server.url}/model.pth", tmp_path / "model.pth", SHA, None, progress=False)
+    assert (tmp_path / "model.pth").read_bytes() == PAYLOAD  # the same host is fine
+
+
+def test_a_redirect_to_the_hosts_own_servers_is_followed(server, tmp_path, monkeypatch):
+    monkeypatch.setitem(dl.TRUSTED_REDIRECTS, "127.0.0.1", ("127.0.0.1", "localhost"))
+    elsewhere = server.url.replace("127.0.0.1", "localhost") + "/model.pth"
+    dl.fetch(f"{server.url}/redirect?to={elsewhere}", tmp_path / "model.pth", SHA, None, progress=False)
+    assert (tmp_path / "model.pth").read_bytes() == PAYLOAD
+
+
+def test_the_grounding_dino_folder_is_pinned_to_a_revision_file_by_file():
+    spec = WEIGHTS["groundingdino_swint_ogc"]
+    assert re.search(r"/resolve/[0-9a-f]{40}/$", spec.url)
+    assert {f.name for f in spec.files} >= {"config.json", "model.safetensors", "tokenizer.json", "vocab.txt"}
+    assert all(f.size > 0 and re.fullmatch(r"[0-9a-f]{64}", f.sha256) for f in spec.files)
+    main = next(f for f in spec.files if f.name == spec.main_file)
+    assert (spec.size, spec.sha256) == (main.size, main.sha256)

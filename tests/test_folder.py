@@ -141,3 +141,86 @@ def test_root_and_options(folder):
         open_dataset("industrialsat", folder.parent, {"path": str(folder)})
     with pytest.raises(ConfigError, match="option masks must be true or false"):
         open_dataset("folder", None, {"path": str(folder), "masks": "no"})
+
+
+def _test_index(ds, sample_id):
+    return ds.test.ids.index(sample_id)
+
+
+def test_a_mask_with_background_1_is_not_a_full_defect_mask(folder):
+    mask_path = folder / "masks" / "void_000_mask.png"
+    stored = np.asarray(Image.open(mask_path))
+    Image.fromarray(np.where(stored > 0, 255, 1).astype(np.uint8)).save(mask_path)  # background stored as 1
+    ds = open_dataset("industrialsat", folder.parent, {})
+    sample = ds.test[_test_index(ds, "images/void_000.png")]
+    np.testing.assert_array_equal(sample.mask, stored > 0)
+    assert 0 < sample.mask.mean() < 0.5
+
+
+def test_an_empty_mask_on_a_defective_image_is_an_error_naming_it(folder):
+    mask_path = folder / "masks" / "void_000_mask.png"
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(mask_path)
+    ds = open_dataset("industrialsat", folder.parent, {})
+    with pytest.raises(DataError, match=re.escape(f"{mask_path}: defective (NOK) image images/void_000.png has an "
+                                                  "empty mask")):
+        ds.test[_test_index(ds, "images/void_000.png")]
+
+
+def test_empty_nok_masks_exclude_leaves_the_image_out_of_iou_and_counts_it(folder):
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(folder / "masks" / "void_000_mask.png")
+    ds = open_dataset("industrialsat", folder.parent, {"empty_nok_masks": "exclude"})
+    samples = list(ds.test)
+    excluded = samples[_test_index(ds, "images/void_000.png")]
+    assert excluded.label == "NOK" and excluded.mask is None
+    assert all(s.mask is not None for s in samples if s is not excluded)
+    assert ds.excluded_from_iou == ["images/void_000.png"]
+
+
+def test_mask_threshold_is_an_option(folder):
+    mask_path = folder / "masks" / "void_000_mask.png"
+    stored = np.asarray(Image.open(mask_path)) > 0
+    grey = np.where(stored, 100, 0).astype(np.uint8)  # defects drawn in dark grey
+    Image.fromarray(grey).save(mask_path)
+    ds = open_dataset("industrialsat", folder.parent, {"mask_threshold": 50})
+    np.testing.assert_array_equal(ds.test[_test_index(ds, "images/void_000.png")].mask, stored)
+    with pytest.raises(ConfigError, match=r"\[datasets.industrialsat\]: option mask_threshold must be an 8-bit level"):
+        open_dataset("industrialsat", folder.parent, {"mask_threshold": 255})
+    with pytest.raises(ConfigError, match=r"option empty_nok_masks must be one of 'error', 'exclude', got 'skip'"):
+        open_dataset("industrialsat", folder.parent, {"empty_nok_masks": "skip"})
+
+
+@pytest.mark.parametrize("column, value, message", [
+    ("image", "../outside.png", "image path '../outside.png' leaves the dataset folder through '..'"),
+    ("image", "images/../../outside.png", "image path 'images/../../outside.png' leaves the dataset folder"),
+    ("mask", "..\\outside.png", "mask path '..\\\\outside.png' leaves the dataset folder"),
+    ("image", "ABSOLUTE", ("is absolute; paths in labels.csv are relative to the dataset folder (set "
+                           "allow_absolute_paths = true in [datasets.industrialsat]")),
+])
+def test_paths_leaving_the_dataset_folder_are_refused(folder, column, value, message):
+    outside = folder.parent / "outside.png"
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(outside)
+    value = value.replace("ABSOLUTE", str(outside))
+    row = "images/void_000.png,NOK,masks/void_000_mask.png,test"
+    new = f"{value},NOK,masks/void_000_mask.png,test" if column == "image" else f"images/void_000.png,NOK,{value},test"
+    path = rewrite(folder, row, new)
+    with pytest.raises(DataError, match=re.escape(f"{path}:10: ") + ".*" + re.escape(message)):
+        open_dataset("industrialsat", folder.parent, {})
+
+
+def test_absolute_paths_only_when_allowed(folder):
+    outside = folder.parent / "elsewhere" / "void.png"
+    outside.parent.mkdir()
+    (folder / "images" / "void_000.png").rename(outside)
+    rewrite(folder, "images/void_000.png,NOK", f"{outside},NOK")
+    ds = open_dataset("industrialsat", folder.parent, {"allow_absolute_paths": True})
+    assert ds.test[_test_index(ds, outside.as_posix())].source == str(outside)
+
+
+def test_a_labels_file_that_is_not_utf8_is_one_line_naming_file_line_and_byte(folder):
+    path = rewrite(folder, "images/good_001.png,OK,,test", "images/good_001.png,OK,,test\nimages/Pr\xfcfling.png,OK,,test")
+    path.write_bytes(path.read_text().encode("latin-1"))
+    with pytest.raises(DataError) as error:
+        open_dataset("industrialsat", folder.parent, {})
+    text = str(error.value)
+    assert text.startswith(f"{path}:8: labels.csv is not UTF-8 text: byte 0xfc at offset ")
+    assert "save it as UTF-8" in text and "\n" not in text

@@ -116,3 +116,25 @@ def test_root_and_options(tmp_path, root):
         open_dataset("mvtec", root, {"category": "grid"})
     with pytest.raises(ConfigError, match="must name at least one"):
         open_dataset("mvtec", root, {"categories": []})
+
+
+def test_an_empty_ground_truth_mask_is_an_error_or_excluded_and_counted(root):
+    mask_path = root / "mvtec" / "grid" / "ground_truth" / "hole" / "000_mask.png"
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(mask_path)
+    ds = open_dataset("mvtec", root, CATS)
+    index = ds.test.ids.index("grid/test/hole/000")
+    with pytest.raises(DataError, match=re.escape(f"{mask_path}: defective (NOK) image grid/test/hole/000 has an "
+                                                  "empty mask")):
+        ds.test[index]
+    ds = open_dataset("mvtec", root, {**CATS, "empty_nok_masks": "exclude"})
+    assert ds.test[index].mask is None and ds.excluded_from_iou == ["grid/test/hole/000"]
+
+
+def test_anti_aliased_ground_truth_thresholds_at_127(root):
+    mask_path = root / "mvtec" / "carpet" / "ground_truth" / "hole" / "000_mask.png"
+    stored = np.asarray(Image.open(mask_path)) > 0
+    soft = np.where(stored, 250, 2).astype(np.uint8)
+    soft[np.roll(stored, 1, axis=0) & ~stored] = 100  # a grey anti-aliased rim outside the defect
+    Image.fromarray(soft).save(mask_path)
+    ds = open_dataset("mvtec", root, CATS)
+    np.testing.assert_array_equal(ds.test[ds.test.ids.index("carpet/test/hole/000")].mask, stored)

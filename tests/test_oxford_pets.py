@@ -116,3 +116,14 @@ def test_root_and_options(tmp_path, root):
         open_dataset("oxford_pets", root, {"n_cats": 2})
     with pytest.raises(ConfigError, match="n_good must be >= 0"):
         open_dataset("oxford_pets", root, {"n_good": -1})
+
+
+def test_a_cat_without_pet_pixels_is_an_error_or_excluded_and_counted(root):
+    trimap = root / "oxford-iiit-pet" / "annotations" / "trimaps" / "Abyssinian_1.png"
+    Image.fromarray(np.full((64, 64), 2, np.uint8)).save(trimap)
+    ds = open_dataset("oxford_pets", root, {"n_good": 0, "n_defective": 0})
+    index = ds.test.ids.index("cat/Abyssinian_1")
+    with pytest.raises(DataError, match=re.escape(f"{trimap}: defective (NOK) image cat/Abyssinian_1 has an empty mask")):
+        ds.test[index]
+    ds = open_dataset("oxford_pets", root, {"n_good": 0, "n_defective": 0, "empty_nok_masks": "exclude"})
+    assert ds.test[index].mask is None and ds.excluded_from_iou == ["cat/Abyssinian_1"]

@@ -3,6 +3,7 @@ and the on-disk request record. The pipelines against (fake) servers are in test
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -82,7 +83,7 @@ def test_parse_retry_delay_reads_an_http_date():
 def _flaky(failures: list[Exception], result="answer"):
     calls = []
 
-    def send():
+    async def send():
         calls.append(1)
         if len(calls) <= len(failures):
             raise failures[len(calls) - 1]
@@ -91,12 +92,21 @@ def _flaky(failures: list[Exception], result="answer"):
     return send, calls
 
 
+def _retry(send, settings, log, sleeps=None):
+    """Run call_with_retries with a sleep that records its waits instead of waiting."""
+    async def sleep(seconds):
+        if sleeps is not None:
+            sleeps.append(seconds)
+
+    return asyncio.run(call_with_retries(send, settings, log, sleep=sleep))
+
+
 def test_retries_back_off_exponentially_with_jitter_and_honour_the_server():
     settings = VLMSettings(max_attempts=5, backoff_initial_s=1.0, backoff_max_s=30.0)
     send, calls = _flaky([TransientError("503"), TransientError("503"), TransientError("429", retry_after_s=9.0),
                           TransientError("503")])
     sleeps, log = [], RetryLog()
-    assert call_with_retries(send, settings, log, sleep=sleeps.append) == "answer"
+    assert _retry(send, settings, log, sleeps) == "answer"
     assert len(calls) == 5 and log.attempts == 5
     assert 0.5 <= sleeps[0] <= 1.0 and 1.0 <= sleeps[1] <= 2.0  # jittered in [w/2, w]
     assert sleeps[2] >= 9.0  # never earlier than the server asked
@@ -107,7 +117,7 @@ def test_retries_back_off_exponentially_with_jitter_and_honour_the_server():
 def test_retries_stop_at_max_attempts_with_the_last_error():
     send, calls = _flaky([TransientError("HTTP 500: boom")] * 10)
     with pytest.raises(RequestError, match="gave up after 3 attempt.*HTTP 500: boom"):
-        call_with_retries(send, VLMSettings(max_attempts=3, backoff_initial_s=0.001), RetryLog(), sleep=lambda s: None)
+        _retry(send, VLMSettings(max_attempts=3, backoff_initial_s=0.001), RetryLog())
     assert len(calls) == 3
 
 
@@ -115,14 +125,14 @@ def test_retries_give_up_when_the_server_asks_for_longer_than_backoff_max():
     send, calls = _flaky([TransientError("quota", retry_after_s=3600.0)])
     sleeps = []
     with pytest.raises(RequestError, match="asked to wait 3600 s"):
-        call_with_retries(send, VLMSettings(backoff_max_s=60.0), RetryLog(), sleep=sleeps.append)
+        _retry(send, VLMSettings(backoff_max_s=60.0), RetryLog(), sleeps)
     assert len(calls) == 1 and sleeps == []
 
 
 def test_errors_that_retrying_cannot_fix_are_not_retried():
     send, calls = _flaky([RequestError("HTTP 400: image too large")])
     with pytest.raises(RequestError, match="400"):
-        call_with_retries(send, VLMSettings(), RetryLog(), sleep=lambda s: None)
+        _retry(send, VLMSettings(), RetryLog())
     assert len(calls) == 1
 
 

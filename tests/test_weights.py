@@ -30,7 +30,7 @@ def test_registry_entries_are_complete():
     for spec in registry.WEIGHTS.values():
         assert spec.url.startswith("https://") and spec.license
         assert spec.sha256 is None or len(spec.sha256) == 64
-        assert not spec.is_folder or spec.main_file in spec.files
+        assert not spec.is_folder or spec.main_file in {f.name for f in spec.files}
 
 
 def test_missing_weights_message(tmp_path):
@@ -150,7 +150,7 @@ def test_list_shows_paths_sizes_and_presence(tmp_path, capsys):
     assert str(tmp_path / "sam_vit_h_4b8939.pth") in h_line and "2.56 GB" in h_line and "missing" in h_line
     assert "present" in next(line for line in out.splitlines() if line.startswith("sam_vit_b "))
     gdino = next(line for line in out.splitlines() if line.startswith("groundingdino_swint_ogc"))
-    assert "unverified" in gdino and str(tmp_path / "grounding-dino-tiny") in gdino
+    assert "1a2412ef99bd" in gdino and "689.4 MB" in gdino and str(tmp_path / "grounding-dino-tiny") in gdino
 
 
 def test_verify_reports_bad_size_and_hash(tmp_path, capsys, monkeypatch):

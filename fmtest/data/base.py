@@ -9,9 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
+
 from fmtest.data.options import parse_options
 from fmtest.data.sample import OK, Sample, SampleSet
-from fmtest.errors import ConfigError
+from fmtest.errors import ConfigError, DataError
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class Dataset(ABC):
     def __init__(self, train: SampleSet, test: SampleSet):
         self._train = train
         self._test = test
+        self._excluded_from_iou: set[str] = set()
 
     @classmethod
     def read_options(cls, options: Mapping[str, object]) -> object:
@@ -86,6 +89,25 @@ class Dataset(ABC):
         for ref in self.test.refs:
             h.update(f"{ref.id}\t{ref.label}\n".encode())
         return h.hexdigest()[:16]
+
+    @property
+    def excluded_from_iou(self) -> list[str]:
+        """Defective images left out of IoU because their mask is empty (`empty_nok_masks = "exclude"`),
+        among those loaded so far: complete once the test split has been read."""
+        return sorted(self._excluded_from_iou)
+
+    def checked_defect_mask(self, mask: np.ndarray, sample_id: str, path: object, empty: str) -> np.ndarray | None:
+        """The mask of a defective (NOK) image. An empty one would score a missed defect as IoU 1.0:
+        with `empty` = "error" it raises DataError naming the file; with "exclude" the image keeps its
+        label, is left out of IoU (mask None) and is listed in `excluded_from_iou`."""
+        if mask.any():
+            return mask
+        if empty == "error":
+            raise DataError(f"defective (NOK) image {sample_id} has an empty mask, which would score a missed defect "
+                            f"as IoU 1.0; fix the mask, or set empty_nok_masks = \"exclude\" in "
+                            f"[datasets.{self.name}] to leave such images out of IoU", path)
+        self._excluded_from_iou.add(sample_id)
+        return None
 
     def groups(self) -> list[Group]:
         """One group by default; datasets of several products (MVTec categories) override this."""

@@ -4,6 +4,10 @@ Every dataset decodes through here, so all of them agree on the conventions: flo
 [0, 1] (8-bit divided by 255, 16-bit by 65535 so SAT scans keep their precision), HxW greyscale or
 HxWx3 RGB, alpha dropped, masks bool HxW. A file that cannot be decoded raises DataError naming
 the file instead of a decoder traceback.
+
+Masks are binarised one way everywhere (`binarise_mask`): defect = above 127 on the 8-bit scale,
+the same fraction of full scale for 16-bit and float masks, so JPEG noise and anti-aliased edges
+near black and white read as intended and a background stored as 1 is background.
 """
 
 from __future__ import annotations
@@ -25,6 +29,13 @@ _DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, tiff
 # PIL modes converted to plain 8-bit RGB or L before use (palette, alpha, other colour spaces).
 _TO_RGB = {"P", "PA", "RGBA", "RGBX", "RGBa", "CMYK", "YCbCr", "LAB", "HSV"}
 _TO_L = {"LA", "La"}
+# A mask pixel is defect above this value on the 8-bit scale; 16-bit and float masks compare at the same
+# fraction of full scale. A dataset's `mask_threshold` option replaces it.
+MASK_THRESHOLD = 127
+# With the default threshold, a mask with more than this share of pixels between 1/4 and 3/4 of full scale
+# is not a two-level mask (a photo, a heat map, a colour-coded label map): refused rather than guessed at.
+MAX_MID_GREY_SHARE = 0.05
+_MASK_FULL_SCALE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 # ITU-R BT.601 luma weights, the ones PIL and OpenCV use for RGB -> L.
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
@@ -100,13 +111,50 @@ def _to_unit_float(pixels: np.ndarray, path: Path) -> np.ndarray:
     raise DataError(f"unsupported pixel type {pixels.dtype} (expected 8- or 16-bit integer or float)", path)
 
 
-def read_mask(path: Path | str, shape: Sequence[int]) -> np.ndarray:
-    """A defect mask as bool HxW (non-zero = defect) that must match `shape` (an image's shape)."""
+def read_mask(path: Path | str, shape: Sequence[int], threshold: int | None = None) -> np.ndarray:
+    """A defect mask as bool HxW that must match `shape` (an image's shape); see `binarise_mask`.
+
+    A colour mask is read by its brightest channel; a palette mask by its palette indices.
+    """
     path = Path(path)
     pixels = read_pixels(path)
-    mask = pixels.any(axis=2) if pixels.ndim == 3 else pixels != 0
+    if pixels.ndim == 3:
+        pixels = pixels.max(axis=2)
+    mask = binarise_mask(pixels, path, threshold)
     check_size(mask, shape, path)
     return mask
+
+
+def binarise_mask(pixels: np.ndarray, path: Path, threshold: int | None = None) -> np.ndarray:
+    """Defect pixels of a stored single-channel mask.
+
+    A pixel is defect when its value is above `threshold` on the 8-bit scale (default MASK_THRESHOLD,
+    127); 16-bit masks compare at threshold x 257, float masks (values in [0, 1]) at threshold / 255,
+    bool masks are taken as they are. A mask holding exactly the values 0 and 1 is a label mask: 1 is
+    defect. With the default threshold, a mask that is not two-level (more than MAX_MID_GREY_SHARE of
+    its pixels mid-grey) raises DataError naming the file; an explicit threshold is applied as given.
+    """
+    if pixels.dtype == np.bool_:
+        return pixels
+    if np.issubdtype(pixels.dtype, np.floating):
+        if not (np.isfinite(pixels).all() and pixels.min() >= 0.0 and pixels.max() <= 1.0):
+            raise DataError("a float mask must hold values in [0, 1]", path)
+        full = 1.0
+    elif pixels.dtype in _MASK_FULL_SCALE:
+        full = _MASK_FULL_SCALE[pixels.dtype]
+    else:
+        raise DataError(f"unsupported mask pixel type {pixels.dtype} (expected 8- or 16-bit, float or 1-bit)", path)
+    if threshold is None:
+        if pixels.max() == 1 and pixels.min() == 0 and np.isin(pixels, (0, 1)).all():
+            return pixels == 1
+        mid_grey = float(np.mean((pixels > full / 4) & (pixels < 3 * full / 4)))
+        if mid_grey > MAX_MID_GREY_SHARE:
+            raise DataError(f"mask is not two-level: {mid_grey:.0%} of its pixels are mid-grey (between 1/4 and 3/4 "
+                            "of full scale), so defect and background cannot be told apart; a mask is black (or 0) "
+                            "background with white (or 1) defects. Check that this file is a mask, or set "
+                            "mask_threshold in the dataset's options to threshold it anyway", path)
+        threshold = MASK_THRESHOLD
+    return pixels > threshold * full / 255.0
 
 
 def check_size(mask: np.ndarray, shape: Sequence[int], path: Path) -> None:

@@ -2,7 +2,9 @@
 
 The study scores the texture categories (carpet, grid, leather, tile, wood) together and does not
 distinguish defect types. Grid is greyscale (HxW), the others RGB. A defective test image must have
-`ground_truth/<defect>/<stem>_mask.png`; its absence is reported up front, naming the expected path.
+`ground_truth/<defect>/<stem>_mask.png`; its absence is reported up front, naming the expected path,
+and an empty one when it is read (or, with `empty_nok_masks = "exclude"`, the image is left out of
+IoU and counted). `mask_threshold` sets the binarisation level (see `fmtest.data.io.binarise_mask`).
 References are per category (`reference_for`): aligning a carpet to a wood reference means nothing.
 """
 
@@ -16,7 +18,7 @@ import numpy as np
 
 from fmtest.data.base import Dataset, Group
 from fmtest.data.io import list_images, read_image, read_mask
-from fmtest.data.options import dataset_folder, require_non_negative, seeded_subset
+from fmtest.data.options import check_mask_options, dataset_folder, require_non_negative, seeded_subset
 from fmtest.data.sample import NOK, OK, Sample, SampleRef, SampleSet
 from fmtest.errors import ConfigError, DataError
 
@@ -29,9 +31,12 @@ class MVTecOptions:
     n_good: int | None = None  # seeded subset of the defect-free test images; None or 0: all
     n_defective: int | None = None  # seeded subset of the defective test images; None or 0: all
     seed: int = 0
+    mask_threshold: int | None = None  # 8-bit level a defect pixel is above; None: 127, refusing non-two-level masks
+    empty_nok_masks: str = "error"  # or "exclude": leave defective images with empty masks out of IoU, counted
 
     def __post_init__(self) -> None:
         require_non_negative("mvtec", n_good=self.n_good, n_defective=self.n_defective)
+        check_mask_options("mvtec", self.mask_threshold, self.empty_nok_masks)
         if not self.categories:
             raise ConfigError("option categories must name at least one category", "[datasets.mvtec]")
 
@@ -118,7 +123,10 @@ class MVTecAD(Dataset):
 
         def load() -> Sample:
             image = read_image(image_path)
-            mask = read_mask(mask_path, image.shape) if mask_path else np.zeros(image.shape[:2], bool)
+            mask = np.zeros(image.shape[:2], bool)
+            if mask_path:
+                mask = self.checked_defect_mask(read_mask(mask_path, image.shape, self.options.mask_threshold),
+                                                sample_id, mask_path, self.options.empty_nok_masks)
             return Sample(id=sample_id, image=image, label=label, mask=mask, meta=meta, source=str(image_path))
 
         return SampleRef(id=sample_id, label=label, load=load)

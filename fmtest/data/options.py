@@ -18,6 +18,9 @@ import numpy as np
 from fmtest.errors import ConfigError, DataError
 
 OptionsT = TypeVar("OptionsT")
+# What a dataset does with a defective image whose mask is empty (option `empty_nok_masks`, see
+# Dataset.checked_defect_mask): refuse it, or leave it out of IoU and count it.
+EMPTY_NOK_MASKS = ("error", "exclude")
 
 
 def parse_options(cls: type[OptionsT], options: Mapping[str, object], dataset: str) -> OptionsT:
@@ -68,6 +71,17 @@ def require_non_negative(where: str, **values: int | float | None) -> None:
     for key, value in values.items():
         if value is not None and value < 0:
             raise ConfigError(f"option {key} must be >= 0, got {value!r}", f"[datasets.{where}]")
+
+
+def check_mask_options(where: str, mask_threshold: int | None = None, empty_nok_masks: str = "error") -> None:
+    """`mask_threshold` is an 8-bit level (0 to 254); `empty_nok_masks` one of EMPTY_NOK_MASKS."""
+    table = f"[datasets.{where}]"
+    if mask_threshold is not None and not 0 <= mask_threshold <= 254:
+        raise ConfigError(f"option mask_threshold must be an 8-bit level from 0 to 254 (a pixel above it is defect), "
+                          f"got {mask_threshold}", table)
+    if empty_nok_masks not in EMPTY_NOK_MASKS:
+        raise ConfigError(f"option empty_nok_masks must be one of {', '.join(map(repr, EMPTY_NOK_MASKS))}, "
+                          f"got {empty_nok_masks!r}", table)
 
 
 def seeded_subset(items: Sequence, n: int | None, rng: np.random.Generator, what: str, path: object) -> list:

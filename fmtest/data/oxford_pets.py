@@ -3,6 +3,8 @@
 Layout: `<root>/oxford-iiit-pet/{images/<name>.jpg, annotations/trimaps/<name>.png, annotations/list.txt}`.
 Trimap values: 1 pet, 2 background, 3 border. A cat's mask is its pet region; a dog's mask is empty
 (nothing defective to find). The border is uncertain for both and is left out of IoU (`ignore`).
+A cat whose trimap marks no pet pixel is an error naming the trimap (or, with
+`empty_nok_masks = "exclude"`, left out of IoU and counted).
 The study's test set is a seeded subset of 140 dogs and 60 cats; the remaining dogs are training data.
 """
 
@@ -16,7 +18,7 @@ import numpy as np
 
 from fmtest.data.base import Dataset
 from fmtest.data.io import check_size, read_image, read_pixels
-from fmtest.data.options import dataset_folder, require_non_negative, seeded_subset
+from fmtest.data.options import check_mask_options, dataset_folder, require_non_negative, seeded_subset
 from fmtest.data.sample import NOK, OK, Sample, SampleRef, SampleSet
 from fmtest.errors import DataError
 
@@ -29,9 +31,11 @@ class OxfordPetsOptions:
     n_good: int | None = 140  # dogs in the test set; None or 0: all dogs
     n_defective: int | None = 60  # cats in the test set; None or 0: all cats
     seed: int = 0
+    empty_nok_masks: str = "error"  # or "exclude": leave cats without pet pixels out of IoU, counted
 
     def __post_init__(self) -> None:
         require_non_negative("oxford_pets", n_good=self.n_good, n_defective=self.n_defective)
+        check_mask_options("oxford_pets", empty_nok_masks=self.empty_nok_masks)
 
 
 @dataclass(frozen=True)
@@ -104,7 +108,9 @@ class OxfordPets(Dataset):
         def load() -> Sample:
             image = read_image(image_path)
             trimap = read_trimap(trimap_path, image.shape)
-            mask = trimap == PET if is_cat else np.zeros(trimap.shape, bool)
+            mask = np.zeros(trimap.shape, bool)
+            if is_cat:
+                mask = self.checked_defect_mask(trimap == PET, sample_id, trimap_path, self.options.empty_nok_masks)
             return Sample(id=sample_id, image=image, label=label, mask=mask, ignore=trimap == BORDER, meta=meta,
                           source=str(image_path))
 

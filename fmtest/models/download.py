@@ -3,15 +3,21 @@
 Only `fmtest weights download` calls this; nothing downloads at import or model-build time. A
 transfer writes `<name>.part` next to the target and resumes from it with an HTTP Range request;
 the file gets its final name only after its size and sha256 (where the registry knows them) match,
-so a half-downloaded or corrupt checkpoint is never picked up by a loader.
+so a half-downloaded or corrupt checkpoint is never picked up by a loader. What the server says is
+checked too: a body shorter than its Content-Length is an interrupted transfer (kept, to resume),
+a 206 reply must start where the `.part` ends (else the download starts over from byte 0), and a
+redirect may not leave the host's own servers (`TRUSTED_REDIRECTS`) or drop from HTTPS to HTTP.
 """
 
 from __future__ import annotations
 
+import http.client
 import os
+import re
 import urllib.error
 import urllib.request
 from pathlib import Path
+from urllib.parse import urljoin, urlsplit
 
 from tqdm import tqdm
 
@@ -19,6 +25,9 @@ from fmtest.errors import FmtestError
 from fmtest.models.registry import WeightSpec, file_sha256
 
 CHUNK = 1 << 20
+# Host -> the domains it may redirect a download to: Hugging Face serves large files from its CDNs.
+TRUSTED_REDIRECTS = {"huggingface.co": ("huggingface.co", "hf.co")}
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
 
 class DownloadError(FmtestError):
@@ -26,15 +35,13 @@ class DownloadError(FmtestError):
 
 
 def download(spec: WeightSpec, folder: Path, progress: bool = True, timeout: float = 60.0) -> Path:
-    """Fetch one registry entry into `folder`; an HF-layout entry fetches each of its files."""
+    """Fetch one registry entry into `folder`; an HF-layout entry fetches each of its pinned files."""
     folder = Path(folder)
     if not spec.is_folder:
         return fetch(spec.url, spec.path_in(folder), spec.sha256, spec.size, progress, timeout)
     target = spec.path_in(folder)
-    for name in spec.files:
-        main = name == spec.main_file
-        fetch(spec.url + name, target / name, spec.sha256 if main else None, spec.size if main else None,
-              progress, timeout)
+    for pinned in spec.files:
+        fetch(spec.url + pinned.name, target / pinned.name, pinned.sha256, pinned.size, progress, timeout)
     return target
 
 
@@ -42,15 +49,15 @@ def fetch(url: str, dest: Path, sha256: str | None = None, size: int | None = No
           progress: bool = True, timeout: float = 60.0) -> Path:
     """Download `url` to `dest`, resuming `dest.part`; raise DownloadError on size/sha256 mismatch."""
     dest = Path(dest)
-    if dest.is_file() and (sha256 is None or file_sha256(dest) == sha256):
+    if dest.is_file() and _matches(dest, sha256, size):
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
-    _transfer(url, part, size, progress, timeout)
+    expected = _transfer(url, part, size, progress, timeout)
     actual_size = part.stat().st_size
-    if size is not None and actual_size != size:
+    if expected is not None and actual_size != expected:
         part.unlink()
-        raise DownloadError(f"downloaded {actual_size} bytes, expected {size}; the partial file was removed "
+        raise DownloadError(f"downloaded {actual_size} bytes, expected {expected}; the partial file was removed "
                             "and the next download starts over", dest)
     if sha256 is not None:
         actual = file_sha256(part)
@@ -61,34 +68,101 @@ def fetch(url: str, dest: Path, sha256: str | None = None, size: int | None = No
     return dest
 
 
-def _transfer(url: str, part: Path, size: int | None, progress: bool, timeout: float) -> None:
+def _matches(path: Path, sha256: str | None, size: int | None) -> bool:
+    if size is not None and path.stat().st_size != size:
+        return False
+    return sha256 is None or file_sha256(path) == sha256
+
+
+class _NoForeignRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only to the same host or one of its own servers, and never from HTTPS to HTTP."""
+
+    def __init__(self, origin: str):
+        self.origin = urlsplit(origin)
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        target = urlsplit(urljoin(req.full_url, newurl))
+        host = (target.hostname or "").lower()
+        home = (self.origin.hostname or "").lower()
+        allowed = TRUSTED_REDIRECTS.get(home, (home,))
+        if self.origin.scheme == "https" and target.scheme != "https":
+            raise DownloadError(f"refused a redirect from HTTPS to {target.scheme.upper()} ({newurl})",
+                                self.origin.geturl())
+        if not any(host == domain or host.endswith("." + domain) for domain in allowed):
+            raise DownloadError(f"refused a redirect to another host ({host}); a checkpoint is only taken from "
+                                f"{' or '.join(allowed)}", self.origin.geturl())
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _open(url: str, offset: int, timeout: float):
+    headers = {"Range": f"bytes={offset}-"} if offset else {}
+    opener = urllib.request.build_opener(_NoForeignRedirects(url))
+    return opener.open(urllib.request.Request(url, headers=headers), timeout=timeout)
+
+
+def _transfer(url: str, part: Path, size: int | None, progress: bool, timeout: float) -> int | None:
+    """Bring `part` up to the whole file; returns the size the file must have (pinned, else the server's)."""
     offset = part.stat().st_size if part.exists() else 0
     if size is not None and offset >= size:
-        return  # a previous run got every byte but stopped before verifying
-    request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-"} if offset else {})
+        return size  # a previous run got every byte (or too many: the size check says so) before verifying
     try:
-        response = urllib.request.urlopen(request, timeout=timeout)
+        response = _open(url, offset, timeout)
     except urllib.error.HTTPError as e:
-        if e.code == 416 and offset:  # range starts at the end: the partial file is complete
-            return
+        if e.code == 416 and offset:  # the range starts at the end: complete, if the server's total agrees
+            total = _range(e.headers.get("Content-Range"))[2]
+            if total is None or total == offset:
+                return size if size is not None else total
+            part.unlink()
+            return _transfer(url, part, size, progress, timeout)
         raise DownloadError(f"HTTP {e.code} {e.reason}", url) from None
     except (urllib.error.URLError, OSError) as e:
         raise DownloadError(f"cannot connect ({getattr(e, 'reason', e)})", url) from None
     with response:
         resumed = offset > 0 and response.status == 206
-        if not resumed:
-            offset = 0  # the server ignored the Range header: start over
+        if resumed:
+            start, _, total = _range(response.headers.get("Content-Range"))
+            if start != offset:  # not the bytes after our .part: start over from byte 0
+                response.close()
+                part.unlink()
+                return _transfer(url, part, size, progress, timeout)
+        else:
+            offset, total = 0, None  # a whole file (the server ignored the Range header): start over
         length = response.headers.get("Content-Length")
-        total = offset + int(length) if length is not None else size
-        with open(part, "ab" if resumed else "wb") as out, tqdm(
-            total=total, initial=offset, unit="B", unit_scale=True, desc=part.name[: -len(".part")],
-            disable=not progress,
-        ) as bar:
-            try:
-                for block in iter(lambda: response.read(CHUNK), b""):
-                    out.write(block)
-                    bar.update(len(block))
-            except OSError as e:
-                raise DownloadError(f"transfer interrupted after {out.tell()} bytes ({e}); run the same "
-                                    "command again to resume", url) from None
+        body = int(length) if length is not None else None
+        if total is None and body is not None:
+            total = offset + body
+        if size is not None and total is not None and total != size:
+            raise DownloadError(f"the server offers {total} bytes, the registry pins {size}", url)
+        received = _copy(response, part, offset, resumed, total, progress, url)
+    if body is not None and received < body:
+        raise DownloadError(f"connection closed after {offset + received} of {offset + body} bytes; run the same "
+                            "command again to resume", url)
+    return size if size is not None else total
 
+
+def _range(header: str | None) -> tuple[int | None, int | None, int | None]:
+    """(first byte, last byte, total) of a Content-Range header; None for what it does not say."""
+    match = _CONTENT_RANGE.fullmatch((header or "").strip())
+    if match is None:
+        unsatisfied = re.fullmatch(r"bytes \*/(\d+)", (header or "").strip())
+        return None, None, int(unsatisfied.group(1)) if unsatisfied else None
+    first, last, total = match.groups()
+    return int(first), int(last), None if total == "*" else int(total)
+
+
+def _copy(response, part: Path, offset: int, resumed: bool, total: int | None, progress: bool, url: str) -> int:
+    """Stream the body into `part` (appended when resuming); returns the bytes received."""
+    received = 0
+    with open(part, "ab" if resumed else "wb") as out, tqdm(
+        total=total, initial=offset, unit="B", unit_scale=True, desc=part.name[: -len(".part")],
+        disable=not progress,
+    ) as bar:
+        try:
+            for block in iter(lambda: response.read(CHUNK), b""):
+                out.write(block)
+                received += len(block)
+                bar.update(len(block))
+        except (OSError, http.client.HTTPException) as e:
+            raise DownloadError(f"transfer interrupted after {offset + received} bytes ({e}); run the same "
+                                "command again to resume", url) from None
+    return received

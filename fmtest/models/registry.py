@@ -26,11 +26,21 @@ DEFAULT_WEIGHTS_DIR = Path("~/.cache/fmtest/weights")
 
 
 @dataclass(frozen=True)
+class PinnedFile:
+    """One file of a folder entry, with the size and sha256 the download must deliver."""
+
+    name: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
 class WeightSpec:
     """One expected checkpoint.
 
     `filename` may name a folder (Hugging Face layout); then `main_file` inside it is the file that
-    `size`/`sha256` describe and `files` lists everything the folder needs, fetched from `url` + name.
+    `size`/`sha256` describe and `files` pins everything the folder needs, fetched from `url` + name
+    (a URL at a fixed revision, so the pins stay true).
     `size`/`sha256` are None where no trustworthy published value was available: such a file is
     reported as "unverified", never checked against an invented hash.
     """
@@ -43,7 +53,7 @@ class WeightSpec:
     license: str
     description: str
     main_file: str | None = None
-    files: tuple[str, ...] = ()
+    files: tuple[PinnedFile, ...] = ()
 
     @property
     def is_folder(self) -> bool:
@@ -59,7 +69,19 @@ class WeightSpec:
 
 
 _SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
-_GDINO_HF = "https://huggingface.co/IDEA-Research/grounding-dino-tiny/resolve/main/"
+# A fixed revision of the Hugging Face repository, so the files' sizes and sha256 (the LFS oid for the
+# weights) below cannot change under us; `main` would follow every later upload.
+_GDINO_REVISION = "a2bb814dd30d776dcf7e30523b00659f4f141c71"
+_GDINO_HF = f"https://huggingface.co/IDEA-Research/grounding-dino-tiny/resolve/{_GDINO_REVISION}/"
+_GDINO_FILES = (
+    PinnedFile("config.json", 1644, "eec82c5ab66e16df12a9a212e68ac011779927c2536cf9078658e35d85f0c67a"),
+    PinnedFile("model.safetensors", 689_359_096, "1a2412ef99bd74bcd3c2a246fa1e48581f8889a1300c9051974741314fc042f3"),
+    PinnedFile("preprocessor_config.json", 457, "8454179ba95e2ad22947835aad7b45862a601fc0055ab88bf1ee70892d3aea60"),
+    PinnedFile("tokenizer_config.json", 1237, "d40ab645b68211910b9170d22433d43186a6ec8ee6fd10ba170524b25bf4fb56"),
+    PinnedFile("special_tokens_map.json", 125, "b6d346be366a7d1d48332dbc9fdf3bf8960b5d879522b7799ddba59e76237ee3"),
+    PinnedFile("tokenizer.json", 711_396, "d241a60d5e8f04cc1b2b3e9ef7a4921b27bf526d9f6050ab90f9267a1f9e5c66"),
+    PinnedFile("vocab.txt", 231_508, "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"),
+)
 
 WEIGHTS: dict[str, WeightSpec] = {
     spec.key: spec
@@ -83,13 +105,11 @@ WEIGHTS: dict[str, WeightSpec] = {
             description="Segment Anything ViT-B (optional, smallest)",
         ),
         WeightSpec(
-            key="groundingdino_swint_ogc", filename="grounding-dino-tiny", size=None, sha256=None,
-            url=_GDINO_HF, license="Apache-2.0",
+            key="groundingdino_swint_ogc", filename="grounding-dino-tiny", size=_GDINO_FILES[1].size,
+            sha256=_GDINO_FILES[1].sha256, url=_GDINO_HF, license="Apache-2.0",
             description="GroundingDINO Swin-T OGC, converted to the Hugging Face layout "
                         "(IDEA-Research/grounding-dino-tiny; includes the BERT text encoder and vocabulary)",
-            main_file="model.safetensors",
-            files=("config.json", "model.safetensors", "preprocessor_config.json", "tokenizer_config.json",
-                   "special_tokens_map.json", "tokenizer.json", "vocab.txt"),
+            main_file="model.safetensors", files=_GDINO_FILES,
         ),
         WeightSpec(
             key="clip_vit_b16_openai", filename="ViT-B-16.pt", size=None,

@@ -22,6 +22,7 @@ key (and skipping without one) costs no SDK import.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 from functools import cache
@@ -38,9 +39,12 @@ from fmtest.pipelines.vlm import (
     VLMSettings,
     classify_status,
     load_prompt_file,
+    malformed_reply,
+    note_response,
     parse_retry_delay,
     transport_failure,
 )
+from fmtest.redact import redact
 
 if TYPE_CHECKING:
     from google.genai import errors as genai_errors
@@ -53,16 +57,20 @@ ANSWERED = frozenset({None, "STOP", "FINISH_REASON_UNSPECIFIED"})
 
 
 @cache
-def _transport_errors() -> tuple[type[Exception], ...]:
-    """Network-level failures (timeouts, dropped connections) of whichever httpx the SDK runs on."""
-    found: list[type[Exception]] = []
+def _httpx():
+    """The httpx the SDK supports that is installed (its fork httpx2 first), for the client we hand it:
+    with a client of our own the SDK never switches to aiohttp, so errors and hooks are always httpx's."""
     for name in ("httpx2", "httpx"):
         try:
-            module = importlib.import_module(name)
+            return importlib.import_module(name)
         except ImportError:
             continue
-        found += [module.TimeoutException, module.NetworkError, module.RemoteProtocolError]
-    return tuple(found)
+    raise Unavailable("the google-genai SDK needs httpx2 or httpx; neither is installed")
+
+
+def _transport_errors() -> tuple[type[Exception], ...]:
+    """Network-level failures (timeouts, dropped connections) of the httpx our client runs on."""
+    return (_httpx().TimeoutException, _httpx().NetworkError, _httpx().RemoteProtocolError)
 
 
 def _api_key() -> str | None:
@@ -92,17 +100,13 @@ class GeminiBasic(VLMPipeline):
     }
 
     def __init__(self, context: PipelineContext):
-        from google import genai
         from google.genai import types
 
         super().__init__(context)
         self.check_endpoint(context, self.settings)
         self._base_url = self.settings.base_url or os.environ.get(BASE_URL_VARIABLE) or None
-        self._client = genai.Client(
-            api_key=_api_key(), vertexai=False,
-            http_options=types.HttpOptions(base_url=self._base_url, api_version=self.settings.api_version,
-                                           timeout=int(self.settings.timeout_s * 1000)),
-        )
+        self._http_options = {"base_url": self._base_url, "api_version": self.settings.api_version,
+                              "timeout": int(self.settings.timeout_s * 1000)}
         self._config = types.GenerateContentConfig(
             temperature=self.settings.temperature, seed=self.settings.seed,
             response_mime_type="application/json", response_schema=_gemini_schema(ANSWER_SCHEMA),
@@ -116,25 +120,38 @@ class GeminiBasic(VLMPipeline):
 
     @property
     def endpoint(self) -> str:
-        return f"{(self._base_url or DEFAULT_BASE_URL).rstrip('/')}/{self.settings.api_version}"
+        return redact(f"{(self._base_url or DEFAULT_BASE_URL).rstrip('/')}/{self.settings.api_version}")
+
+    @contextlib.asynccontextmanager
+    async def _client(self):
+        from google import genai
+        from google.genai import types
+
+        async with _httpx().AsyncClient(event_hooks={"response": [note_response]}) as http:
+            options = types.HttpOptions(**self._http_options, httpx_async_client=http)
+            async with genai.Client(api_key=_api_key(), vertexai=False, http_options=options).aio as client:
+                yield client
 
     def _request_settings(self) -> dict[str, object]:
         return {**super()._request_settings(), "response_mime_type": "application/json"}
 
-    def _send(self, request: VLMRequest) -> VLMReply:
+    async def _send(self, client, request: VLMRequest) -> VLMReply:
         from google.genai import errors as genai_errors
         from google.genai import types
 
         parts = [types.Part.from_bytes(data=part.png, mime_type="image/png") if isinstance(part, EncodedImage)
                  else types.Part.from_text(text=part) for part in request.parts()]
         try:
-            response = self._client.models.generate_content(
+            response = await client.models.generate_content(
                 model=self.settings.model, contents=[types.Content(role="user", parts=parts)], config=self._config)
         except genai_errors.APIError as error:
             raise classify_status(error.code, error.message or str(error), _retry_delay(error),
                                   self.endpoint) from error
         except _transport_errors() as error:
-            raise transport_failure(error, self.settings.timeout_s) from error
+            raise transport_failure(error, self.settings.timeout_s, self.endpoint) from error
+        except ValueError as error:  # JSON the SDK cannot decode or validate: an HTML page, a cut-off body
+            raise malformed_reply(self.endpoint, f"{type(error).__name__}: {error}", getattr(error, "doc", None)) \
+                from error
         return _reply(response)
 
 

@@ -39,9 +39,12 @@ from fmtest.pipelines.vlm import (
     VLMRequest,
     VLMSettings,
     classify_status,
+    malformed_reply,
+    note_response,
     parse_retry_delay,
     transport_failure,
 )
+from fmtest.redact import redact
 
 if TYPE_CHECKING:
     import openai
@@ -82,13 +85,9 @@ class OpenAIVLM(VLMPipeline):
     )
 
     def __init__(self, context: PipelineContext):
-        import openai
-
         super().__init__(context)
         self.check_endpoint(context, self.settings)
-        self._base_url, self._model, api_key = _resolved(self.settings)
-        self._client = openai.OpenAI(api_key=api_key, base_url=self._base_url, max_retries=0,
-                                     timeout=self.settings.timeout_s)
+        self._base_url, self._model, self._api_key = _resolved(self.settings)
 
     @classmethod
     def check_endpoint(cls, context: PipelineContext, settings: VLMSettings) -> None:
@@ -105,17 +104,25 @@ class OpenAIVLM(VLMPipeline):
 
     @property
     def model_id(self) -> str:
-        return f"{self._model}@{self._base_url}"
+        return f"{self._model}@{self.endpoint}"
 
     @property
     def endpoint(self) -> str:
-        return str(self._base_url)
+        return redact(str(self._base_url))
+
+    def _client(self):
+        import openai
+
+        http_client = openai.DefaultAsyncHttpxClient(event_hooks={"response": [note_response]})
+        return openai.AsyncOpenAI(api_key=self._api_key, base_url=self._base_url, max_retries=0,
+                                  timeout=self.settings.timeout_s, http_client=http_client)
 
     def _request_settings(self) -> dict[str, object]:
         return {**super()._request_settings(), "response_format": self.settings.response_format}
 
-    def _send(self, request: VLMRequest) -> VLMReply:
+    async def _send(self, client, request: VLMRequest) -> VLMReply:
         import openai
+        from openai.types.chat import ChatCompletion
 
         content = [_image_part(part) if isinstance(part, EncodedImage) else {"type": "text", "text": part}
                    for part in request.parts()]
@@ -123,13 +130,18 @@ class OpenAIVLM(VLMPipeline):
         if RESPONSE_FORMATS[self.settings.response_format] is not None:
             extra["response_format"] = RESPONSE_FORMATS[self.settings.response_format]
         try:
-            completion = self._client.chat.completions.create(
+            completion = await client.chat.completions.create(
                 model=self._model, messages=[{"role": "user", "content": content}],
                 temperature=self.settings.temperature, seed=self.settings.seed, **extra)
         except openai.APIStatusError as error:
             raise classify_status(error.status_code, error.message, _retry_delay(error), self.endpoint) from error
         except openai.APIConnectionError as error:  # includes APITimeoutError
-            raise transport_failure(error, self.settings.timeout_s) from error
+            raise transport_failure(error, self.settings.timeout_s, self.endpoint) from error
+        except ValueError as error:  # JSON the SDK cannot decode: a cut-off body, HTML labelled as JSON
+            raise malformed_reply(self.endpoint, f"{type(error).__name__}: {error}", getattr(error, "doc", None)) \
+                from error
+        if not isinstance(completion, ChatCompletion):  # a non-JSON body (an HTML page) comes back as text
+            raise malformed_reply(self.endpoint, "not a chat completion", str(completion))
         return _reply(completion)
 
 

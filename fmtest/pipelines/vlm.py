@@ -8,6 +8,11 @@ Around that sit the practicalities a factory run needs:
 - prompt files (`load_prompt_file`): `#` lines are comments; `<<...>>` marks a template gap;
 - retries with exponential backoff and jitter on 429/5xx/timeouts, never earlier than the server
   asks (`call_with_retries`);
+- a total deadline per request (`timeout_s`): the SDKs' timeouts bound each socket read, so a
+  server dripping a byte a second could hold a request for hours; requests run on the SDKs'
+  asyncio clients and are cancelled when the deadline passes;
+- failures that say what happened and where: `HTTP 503 from <endpoint>`, a timeout, a 200 whose
+  body is not the API's JSON (an HTML proxy page, a cut-off reply), each a failed prediction;
 - an on-disk record of every request and answer (`RequestStore`, SQLite in WAL mode so parallel
   pytest-xdist workers can share it): a rerun, or a run resumed after an interruption, sends only
   the images that have no answer yet;
@@ -22,16 +27,17 @@ Around that sit the practicalities a factory run needs:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import email.utils
 import hashlib
 import json
 import random
 import re
 import sqlite3
-import time
 from abc import abstractmethod
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from io import BytesIO
@@ -47,6 +53,7 @@ from fmtest.data.sample import LABELS, Label, Sample, SampleSet
 from fmtest.errors import ConfigError, DataError, Unavailable
 from fmtest.pipelines.base import Pipeline, PipelineContext, Prediction
 from fmtest.pipelines.options import parse_options, table
+from fmtest.redact import redact
 from fmtest.sqlite_wal import open_wal
 
 # The study's basic prompt, sent verbatim (suites/prompts/basic.txt holds the same text).
@@ -86,7 +93,7 @@ class VLMSettings:
     max_attempts: int = 5  # including the first request
     backoff_initial_s: float = 1.0
     backoff_max_s: float = 60.0  # longest single wait; a server asking for more gives up the image
-    timeout_s: float = 120.0  # per request
+    timeout_s: float = 120.0  # total deadline per request (connect, upload, wait, download)
     concurrency: int = 4  # requests in flight at once
     price_input_per_mtok: float = 0.0  # USD per million prompt tokens
     price_output_per_mtok: float = 0.0  # USD per million output (and thinking) tokens
@@ -209,9 +216,34 @@ class TransientError(Exception):
         self.retry_after_s = retry_after_s
 
 
-def transport_failure(error: Exception, timeout_s: float) -> TransientError:
-    """A timeout or dropped connection, said with the request timeout that applied (worth retrying)."""
-    return TransientError(f"{type(error).__name__} (request timeout {timeout_s:g} s): {error}")
+def transport_failure(error: Exception, timeout_s: float, where: str) -> TransientError:
+    """A timeout or dropped connection, said with the endpoint and the request timeout (worth retrying)."""
+    return TransientError(f"{type(error).__name__} talking to {where} (request timeout {timeout_s:g} s): {error}")
+
+
+def deadline_exceeded(timeout_s: float, where: str) -> TransientError:
+    """No complete reply within the total deadline (a stalled or drip-feeding server): worth retrying."""
+    return TransientError(f"Timeout: no complete reply from {where} within timeout_s = {timeout_s:g} s")
+
+
+# The last HTTP status and content type the SDK client of this task received (set by `note_response`),
+# so a reply the SDK cannot read can still be reported with the status it came with.
+_LAST_RESPONSE: ContextVar[tuple[int, str] | None] = ContextVar("fmtest_vlm_last_response", default=None)
+
+
+async def note_response(response) -> None:
+    """httpx response hook: remember status and content type for `malformed_reply`."""
+    _LAST_RESPONSE.set((response.status_code, response.headers.get("content-type", "no content type")))
+
+
+def malformed_reply(where: str, detail: str, body: str | None = None) -> RequestError:
+    """A reply the SDK could not read as the API's response (an HTML proxy page, JSON cut off): fails
+    the image, naming the endpoint and the HTTP status it came with. Not retried: a proxy answering
+    HTML answers HTML again, and the next run asks anew."""
+    status, content_type = _LAST_RESPONSE.get() or (None, "unknown content type")
+    said = f"HTTP {status}" if status is not None else "a reply"
+    start = f"; body starts {_excerpt(body, 80)}" if body else ""
+    return RequestError(f"{said} from {where} is not the API's JSON ({content_type}): {detail}{start}")
 
 
 class RequestError(Exception):
@@ -288,9 +320,9 @@ class RetryLog:
     waited_s: float = 0.0
 
 
-def call_with_retries(send: Callable[[], T], settings: VLMSettings, log: RetryLog,
-                      sleep: Callable[[float], None] = time.sleep) -> T:
-    """Call `send` until it succeeds, retrying TransientError with backoff; RequestError when out of tries.
+async def call_with_retries(send: Callable[[], Awaitable[T]], settings: VLMSettings, log: RetryLog,
+                            sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> T:
+    """Await `send()` until it succeeds, retrying TransientError with backoff; RequestError when out of tries.
 
     The wait is exponential (initial * 2^n, capped at backoff_max_s) with jitter in [w/2, w] so
     parallel workers spread out, and never shorter than the server's requested delay. A server
@@ -300,7 +332,7 @@ def call_with_retries(send: Callable[[], T], settings: VLMSettings, log: RetryLo
     while True:
         log.attempts += 1
         try:
-            return send()
+            return await send()
         except TransientError as error:
             if log.attempts >= settings.max_attempts:
                 raise RequestError(f"gave up after {log.attempts} attempt(s): {error}") from error
@@ -310,7 +342,7 @@ def call_with_retries(send: Callable[[], T], settings: VLMSettings, log: RetryLo
                     raise RequestError(f"server asked to wait {error.retry_after_s:g} s, more than "
                                        f"backoff_max_s={settings.backoff_max_s:g}: {error}") from error
                 wait = max(wait, error.retry_after_s)
-            sleep(wait)
+            await sleep(wait)
             log.waited_s += wait
             backoff *= 2
 
@@ -318,10 +350,10 @@ def call_with_retries(send: Callable[[], T], settings: VLMSettings, log: RetryLo
 def classify_status(status: int, message: str, retry_after_s: float | None, where: str) -> Exception:
     """The exception an HTTP error status stands for: retry it, fail the image, or stop the case."""
     if status in RETRYABLE_STATUS or status >= 500:
-        return TransientError(f"HTTP {status}: {message}", retry_after_s)
+        return TransientError(f"HTTP {status} from {where}: {message}", retry_after_s)
     if status in CONFIG_STATUS:
-        return ConfigError(f"HTTP {status} from {where} (check the API key and model name): {message}")
-    return RequestError(f"HTTP {status}: {message}")
+        return ConfigError(redact(f"HTTP {status} from {where} (check the API key and model name): {message}"))
+    return RequestError(f"HTTP {status} from {where}: {message}")
 
 
 # --------------------------------------------------------------------------- request record
@@ -413,9 +445,10 @@ class RequestStore:
 
 
 class VLMPipeline(Pipeline):
-    """Classification by a vision-language model; subclasses add the API (`_send`) and its checks.
+    """Classification by a vision-language model; subclasses add the API (`_client`, `_send`) and its checks.
 
-    `fit` keeps the dataset's reference image (a dataset without one gives its first defect-free
+    `predict` runs one asyncio event loop per batch with one SDK client, up to `concurrency`
+    requests in flight, each cancelled at its total deadline. `fit` keeps the dataset's reference image (a dataset without one gives its first defect-free
     training image, see `Dataset.reference`). `predict` aligns each test image to it; an image that
     cannot be aligned is sent as it is and says so in its reasoning and in `usage["not_aligned"]`.
     """
@@ -468,10 +501,16 @@ class VLMPipeline(Pipeline):
     @property
     @abstractmethod
     def endpoint(self) -> str:
-        """Where requests go, as recorded (and part of the record key: two servers are two models)."""
+        """Where requests go, credentials redacted, as recorded (and part of the record key: two servers
+        are two models)."""
 
     @abstractmethod
-    def _send(self, request: VLMRequest) -> VLMReply:
+    def _client(self) -> contextlib.AbstractAsyncContextManager:
+        """The SDK's asyncio client for one batch; its connections belong to that batch's event loop.
+        It must call `note_response` on every HTTP response (an httpx response event hook)."""
+
+    @abstractmethod
+    async def _send(self, client, request: VLMRequest) -> VLMReply:
         """One HTTP request. Raise TransientError (retry), RequestError (fail this image) or ConfigError."""
 
     def _request_settings(self) -> dict[str, object]:
@@ -499,29 +538,39 @@ class VLMPipeline(Pipeline):
     def predict(self, samples: Sequence[Sample]) -> list[Prediction]:
         if self._reference is None:
             raise RuntimeError(f"{self.name}: predict() called before fit()")
-        predictions: list[Prediction | None] = [None] * len(samples)
-        pool = ThreadPoolExecutor(max_workers=self.settings.concurrency)
-        try:
-            futures = {pool.submit(self._predict_one, s): i for i, s in enumerate(samples)}
-            done = tqdm(as_completed(futures), total=len(futures), desc=f"{self.name} requests", unit="img",
-                        disable=not self.context.progress, leave=False)
-            for future in done:
-                predictions[futures[future]] = future.result()
-        except BaseException:
-            # a configuration error or Ctrl-C: send nothing more; answers already in are on disk
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-        pool.shutdown()
-        return predictions
+        return asyncio.run(self._predict_all(samples))
+
+    async def _predict_all(self, samples: Sequence[Sample]) -> list[Prediction]:
+        in_flight = asyncio.Semaphore(self.settings.concurrency)
+        bar = tqdm(total=len(samples), desc=f"{self.name} requests", unit="img", disable=not self.context.progress,
+                   leave=False)
+
+        async def one(client, sample: Sample) -> Prediction:
+            async with in_flight:
+                prediction = await self._predict_one(client, sample)
+            bar.update()
+            return prediction
+
+        with bar:
+            async with self._client() as client:
+                tasks = [asyncio.ensure_future(one(client, s)) for s in samples]
+                try:
+                    return list(await asyncio.gather(*tasks))
+                except BaseException:
+                    # a configuration error or Ctrl-C: send nothing more; answers already in are on disk
+                    for task in tasks:
+                        task.cancel()
+                    await asyncio.gather(*tasks, return_exceptions=True)
+                    raise
 
     # ---- one image
 
-    def _predict_one(self, sample: Sample) -> Prediction:
-        image, alignment_note = self._aligned(sample)
+    async def _predict_one(self, client, sample: Sample) -> Prediction:
+        image, alignment_note = await asyncio.to_thread(self._aligned, sample)  # CPU work off the event loop
         request = VLMRequest(self.prompt + self.format_instructions, self._reference_png, encode_png(image))
         key, described = self._record_key(request, sample)
         usage = {"not_aligned": 1.0 if alignment_note else 0.0}
-        stored = self.store.lookup(key)
+        stored = await asyncio.to_thread(self.store.lookup, key)
         if stored is not None and stored.answered:
             usage.update(prompt_tokens=stored.prompt_tokens, output_tokens=stored.output_tokens, cost_usd=0.0,
                          replayed=1.0, requests_sent=0.0, request_attempts=0.0, retry_wait_s=0.0)
@@ -530,19 +579,32 @@ class VLMPipeline(Pipeline):
         log = RetryLog()
         reply: VLMReply | None = None
         try:
-            reply = call_with_retries(lambda: self._send(request), self.settings, log)
+            reply = await call_with_retries(lambda: self._send_by_deadline(client, request), self.settings, log)
             if reply.refusal is not None:
                 raise UnusableAnswer(f"no answer: {reply.refusal}")
             if not reply.text:
                 raise UnusableAnswer(f"empty answer (finish reason {reply.finish_reason})")
             answer = parse_answer(reply.text)
         except (RequestError, UnusableAnswer) as failure:
-            self.store.record(key, described, reply=reply, attempts=log.attempts, error=str(failure))
+            reason = redact(str(failure))
+            await asyncio.to_thread(self.store.record, key, described, reply=reply, attempts=log.attempts,
+                                    error=reason)
             usage.update(self._spent(reply, log))
-            return Prediction.failed(str(failure), reasoning=alignment_note or None, usage=usage)
-        self.store.record(key, described, reply=reply, attempts=log.attempts, answer=answer)
+            return Prediction.failed(reason, reasoning=alignment_note or None, usage=usage)
+        await asyncio.to_thread(self.store.record, key, described, reply=reply, attempts=log.attempts, answer=answer)
         usage.update(self._spent(reply, log))
         return Prediction(label=answer[0], reasoning=alignment_note + answer[1], usage=usage)
+
+    async def _send_by_deadline(self, client, request: VLMRequest) -> VLMReply:
+        """`_send`, cancelled when `timeout_s` has passed since it began, however the server dribbles."""
+        deadline = asyncio.timeout(self.settings.timeout_s)
+        try:
+            async with deadline:
+                return await self._send(client, request)
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            raise deadline_exceeded(self.settings.timeout_s, self.endpoint) from None
 
     def _aligned(self, sample: Sample) -> tuple[np.ndarray, str]:
         """The image registered to the reference, or the image as it is and a note saying why."""
@@ -577,8 +639,29 @@ class VLMPipeline(Pipeline):
 
 
 __all__ = [
-    "ANSWER_SCHEMA", "BASIC_PROMPT", "REFERENCE_CAPTION", "TEST_CAPTION", "EncodedImage", "UnusableAnswer",
-    "RequestError", "RequestStore", "RetryLog", "StoredRecord", "TransientError", "VLMPipeline", "VLMReply",
-    "VLMRequest", "VLMSettings", "call_with_retries", "classify_status", "encode_png", "load_prompt_file",
-    "parse_answer", "parse_retry_delay", "transport_failure",
+    "ANSWER_SCHEMA",
+    "BASIC_PROMPT",
+    "REFERENCE_CAPTION",
+    "TEST_CAPTION",
+    "EncodedImage",
+    "RequestError",
+    "RequestStore",
+    "RetryLog",
+    "StoredRecord",
+    "TransientError",
+    "UnusableAnswer",
+    "VLMPipeline",
+    "VLMReply",
+    "VLMRequest",
+    "VLMSettings",
+    "call_with_retries",
+    "classify_status",
+    "deadline_exceeded",
+    "encode_png",
+    "load_prompt_file",
+    "malformed_reply",
+    "note_response",
+    "parse_answer",
+    "parse_retry_delay",
+    "transport_failure",
 ]

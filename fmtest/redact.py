@@ -1,0 +1,33 @@
+"""Credentials never leave the process: a URL loses its user name and password before it is shown or stored.
+
+API keys set as options are hidden by name (`api_key`, `token`...); a password can also ride inside
+a URL (`http://user:PASS@host/v1`, the usual way to reach a gateway with basic auth). Everything
+that writes a URL or an error message that may quote one (errors, Prediction.error, model ids,
+the request record, results, reports) passes it through `redact` first.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+REDACTED = "<redacted>"
+# scheme://userinfo@ : the userinfo runs to the last '@' before the host's '/', '?', '#' or a space,
+# so a password holding an unescaped '@' is hidden whole.
+_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)[^\s/?#]+@")
+
+
+def redact(text: str) -> str:
+    """`text` with the userinfo of every URL in it replaced: http://u:p@host/v1 -> http://<redacted>@host/v1."""
+    return _USERINFO.sub(lambda m: f"{m['scheme']}{REDACTED}@", text)
+
+
+def redact_values(value: object) -> object:
+    """`redact` applied to every string inside JSON-like data (dicts, lists, tuples); other values as they are."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, Mapping):
+        return {k: redact_values(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(redact_values(v) for v in value)
+    return value
