@@ -60,6 +60,7 @@ class WeightSpec:
 
 _SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 _GDINO_HF = "https://huggingface.co/IDEA-Research/grounding-dino-tiny/resolve/main/"
+_TORCHVISION_URL = "https://download.pytorch.org/models/"
 
 WEIGHTS: dict[str, WeightSpec] = {
     spec.key: spec
@@ -98,6 +99,20 @@ WEIGHTS: dict[str, WeightSpec] = {
                 "5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f/ViT-B-16.pt",
             license="MIT",
             description="CLIP ViT-B/16, OpenAI weights (also run as CS-ViT-B/16 by CLIP Surgery)",
+        ),
+        # torchvision names its files by the first 8 hex digits of their sha256; the loader checks that
+        # prefix (as torch.hub does), the only published hash.
+        WeightSpec(
+            key="resnet50_imagenet", filename="resnet50-0676ba61.pth", size=None, sha256=None,
+            url=_TORCHVISION_URL + "resnet50-0676ba61.pth", license="BSD-3-Clause",
+            description="torchvision ResNet-50, ImageNet (IMAGENET1K_V1): features of the supervised "
+                        "reference (without it: the bundled EfficientNet-Lite0)",
+        ),
+        WeightSpec(
+            key="wide_resnet50_2_imagenet", filename="wide_resnet50_2-95faca4d.pth", size=None, sha256=None,
+            url=_TORCHVISION_URL + "wide_resnet50_2-95faca4d.pth", license="BSD-3-Clause",
+            description="torchvision Wide ResNet-50-2, ImageNet (IMAGENET1K_V1): SAA+'s saliency "
+                        "(saa_plus saliency = \"wideresnet50\")",
         ),
     )
 }
