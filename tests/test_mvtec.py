@@ -6,9 +6,9 @@ import re
 
 import numpy as np
 import pytest
+from fakes import make_mvtec
 from PIL import Image
 
-from fakes import make_mvtec
 from fmtest.data import open_dataset
 from fmtest.data.io import read_mask
 from fmtest.errors import ConfigError, DataError

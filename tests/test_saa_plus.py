@@ -11,14 +11,12 @@ import torch
 import torchvision
 
 from fmtest.data.sample import Sample
-from fmtest.errors import ConfigError
+from fmtest.errors import ConfigError, MissingWeights
 from fmtest.models import grounding_dino as gd
-from fmtest.models import registry
+from fmtest.models import imagenet_cnn, registry
 from fmtest.models.grounding_dino import Detections
 from fmtest.models.sam import SamEngine, build_tiny_sam
 from fmtest.pipelines.base import PipelineContext
-from fmtest.errors import MissingWeights
-from fmtest.models import imagenet_cnn
 from fmtest.pipelines.saa_plus import SaaPlus, self_dissimilarity
 
 
@@ -192,6 +190,7 @@ def test_wide_resnet_saliency_replaces_the_sam_embedding_and_keys_the_cache(tiny
 
 def test_wide_resnet_saliency_without_its_checkpoint_is_unavailable(tiny_models, tmp_path):
     SaaPlus.check_available(PipelineContext(dataset="mvtec", weights_dir=tmp_path))
-    with pytest.raises(MissingWeights, match="wide_resnet50_2-95faca4d.pth not found.*download wide_resnet50_2_imagenet"):
+    with pytest.raises(MissingWeights,
+                       match="wide_resnet50_2-95faca4d.pth not found.*download wide_resnet50_2_imagenet"):
         SaaPlus.check_available(PipelineContext(dataset="mvtec", options={"saliency": "wideresnet50"},
                                                 weights_dir=tmp_path))

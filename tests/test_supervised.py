@@ -17,7 +17,7 @@ from fmtest.pipelines.supervised import Supervised
 
 
 def context(tmp_path, **options) -> PipelineContext:
-    return PipelineContext(dataset="toy", options={"input_size": 32, "hidden_units": 16, **options},
+    return PipelineContext(dataset="toy", options={"input_size": 32, "hidden_units": 16, "max_iter": 200, **options},
                            weights_dir=tmp_path)
 
 
@@ -85,7 +85,8 @@ def test_efficientnet_lite0_without_the_resnet_checkpoint(tmp_path):
 
 def test_forced_resnet50_without_its_checkpoint_is_unavailable(tmp_path):
     Supervised.check_available(context(tmp_path))
-    with pytest.raises(MissingWeights, match="resnet50-0676ba61.pth not found.*fmtest weights download resnet50_imagenet"):
+    with pytest.raises(MissingWeights,
+                       match="resnet50-0676ba61.pth not found.*fmtest weights download resnet50_imagenet"):
         Supervised.check_available(context(tmp_path, backbone="resnet50"))
 
 

@@ -24,7 +24,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-import torchvision
 from torch import nn
 
 from fmtest.data.io import to_rgb_uint8
@@ -34,10 +33,7 @@ from fmtest.models import efficientnet, registry
 
 RESNET50_KEY = "resnet50_imagenet"
 WIDE_RESNET50_KEY = "wide_resnet50_2_imagenet"
-ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
-    RESNET50_KEY: torchvision.models.resnet50,
-    WIDE_RESNET50_KEY: torchvision.models.wide_resnet50_2,
-}
+ARCHITECTURES = {RESNET50_KEY: "resnet50", WIDE_RESNET50_KEY: "wide_resnet50_2"}  # torchvision.models builders
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 POOLED_BACKBONES = ("resnet50", "efficientnet_lite0")
@@ -71,7 +67,9 @@ def load_resnet(key: str, weights_dir: Path | None, device: str = "cpu") -> Imag
             if not sha.startswith(prefix):
                 raise DataError(f"sha256 {sha[:16]}... does not start with {prefix}, the hash in torchvision's "
                                 f"file name; re-download with `fmtest weights download {key}`", path)
-            module = ARCHITECTURES[key](weights=None)
+            import torchvision
+
+            module = getattr(torchvision.models, ARCHITECTURES[key])(weights=None)
             registry.load_into(module, registry.load_state_dict(path, nested_key=None), path)
             module.eval().requires_grad_(False).to(device)
             _LOADED[cache_key] = ImageNetCnn(module, sha)

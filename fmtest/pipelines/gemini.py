@@ -12,9 +12,10 @@ Environment:
 Options (`[pipelines.gemini_basic]`, `[pipelines.gemini_refined]`): `model` ("gemini-2.5-pro"),
 `temperature` (0), `seed` (0), `api_version` ("v1beta"), `base_url`, `prompt_file`, and the
 shared ones of `fmtest.pipelines.vlm.VLMSettings` (retries, timeout, concurrency, prices,
-alignment, `captions`, `border_fill`). Request layout: `sampling = "api_default"` sends no
-temperature or seed, `answer_format = "free_text"` sends no response schema and reads the label
-from the prose answer (the study's layout, with `captions = false`, `border_fill = "replicate"`). Prices default to Gemini 2.5 Pro's list price for prompts up to 200k tokens.
+alignment, `captions`, `border_fill`). Prices default to Gemini 2.5 Pro's list price for prompts
+up to 200k tokens. Request layout: `sampling = "api_default"` sends no temperature or seed,
+`answer_format = "free_text"` sends no response schema and reads the label from the prose answer
+(the study's layout, with `captions = false` and `border_fill = "replicate"`).
 `gemini_refined` reads `prompts/<dataset>_refined.txt` next to the suite config unless
 `prompt_file` says otherwise.
 

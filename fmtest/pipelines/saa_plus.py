@@ -26,10 +26,10 @@ effect, so they can be printed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 import dataclasses
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
