@@ -82,9 +82,11 @@ def estimate_alignment(image: np.ndarray, reference: np.ndarray, *, allow_scale:
                            ok=bool(quality >= min_quality and overlap >= _MIN_OVERLAP))
 
 
-def warp_to_reference(image: np.ndarray, alignment: Alignment, shape: tuple[int, ...]) -> np.ndarray:
-    """`image` resampled into the reference frame of size `shape[:2]`; uncovered pixels are 0."""
-    return _warp(image, alignment.matrix, shape, inverse=False)
+def warp_to_reference(image: np.ndarray, alignment: Alignment, shape: tuple[int, ...], *,
+                      replicate_border: bool = False) -> np.ndarray:
+    """`image` resampled into the reference frame of size `shape[:2]`; uncovered pixels are 0, or with
+    `replicate_border` the nearest edge pixel of the image (no black wedge for a model to remark on)."""
+    return _warp(image, alignment.matrix, shape, inverse=False, replicate_border=replicate_border)
 
 
 def warp_from_reference(mask_or_image: np.ndarray, alignment: Alignment, shape: tuple[int, ...]) -> np.ndarray:
@@ -105,7 +107,8 @@ def overlap_mask(alignment: Alignment, image_shape: tuple[int, ...], reference_s
     return weight > 0.999
 
 
-def _warp(array: np.ndarray, matrix: np.ndarray, shape: tuple[int, ...], inverse: bool) -> np.ndarray:
+def _warp(array: np.ndarray, matrix: np.ndarray, shape: tuple[int, ...], inverse: bool,
+          replicate_border: bool = False) -> np.ndarray:
     h, w = shape[:2]
     flags = cv2.WARP_INVERSE_MAP if inverse else 0
     if array.dtype == bool:
@@ -113,7 +116,7 @@ def _warp(array: np.ndarray, matrix: np.ndarray, shape: tuple[int, ...], inverse
                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         return out.astype(bool)
     out = cv2.warpAffine(np.asarray(array, dtype=np.float32), matrix, (w, h), flags=flags | cv2.INTER_LINEAR,
-                         borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+                         borderMode=cv2.BORDER_REPLICATE if replicate_border else cv2.BORDER_CONSTANT, borderValue=0)
     return out.reshape((h, w, *array.shape[2:]))  # warpAffine drops a trailing channel axis of size 1
 
 

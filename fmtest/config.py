@@ -96,6 +96,7 @@ class SuiteConfig:
     history_url: str | None = None
     compare: dict[str, CompareSpec] = field(default_factory=dict)
     study_results: dict[str, dict[str, float]] = field(default_factory=dict)  # case id -> metric -> published
+    study_cases: list[str] | None = None  # [study] cases: the published grid; None: every applicable case
     mlflow: dict[str, str] = field(default_factory=dict)
     pipeline_entries: dict[str, PipelineEntry] = field(default_factory=dict)
     raw: dict = field(default_factory=dict)
@@ -580,6 +581,10 @@ def _parse_study(cfg: SuiteConfig, table: dict) -> None:
             _check_name(where, metric, list(METRICS), "metric", cfg.path)
             schema.check_value(schema.number(), value, where, metric, cfg.path)
         cfg.study_results[case_id] = {k: float(v) for k, v in values.items()}
+    if "cases" in study:
+        for case_id in study["cases"]:
+            cfg.split_case_id(case_id, "[study] cases")
+        cfg.study_cases = list(study["cases"])
 
 
 # --------------------------------------------------------------------------- TOML out

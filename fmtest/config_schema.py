@@ -278,6 +278,7 @@ STUDY_RESULTS = Table('[study.results."<case>"]', "the study's published numbers
 ))
 STUDY = Table("[study]", "the published study this suite reproduces", (
     Setting("results", TABLE, 'see [study.results."<case>"]'),
+    Setting("cases", NAMES, "the study's grid: the run plans exactly these case ids (within the selection)"),
 ))
 MLFLOW = Table("[mlflow]", "log the run to MLflow", (
     Setting("tracking_uri", STRING, "the MLflow tracking server or folder"),

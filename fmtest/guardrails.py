@@ -1,10 +1,15 @@
 """Data-quality guardrails, run before scoring: is a bad number the model's fault or the data's?
 
-Four checks, each cheap and needing no model:
+Five checks, each cheap and needing no model:
 - near-duplicates across train and test (leakage inflates every score),
 - label/mask disagreement (NOK with an empty mask, OK with a non-empty one),
 - intensity outliers: images whose brightness statistics sit far outside the training images',
-- alignment failures: images a registration callable cannot align to the reference.
+- alignment failures: images a registration callable cannot align to the reference,
+- 16-bit greyscale images that a naive 8-bit conversion would saturate: PIL's `convert("RGB")` (as
+  in Text2Seg's loader) clips every value above 255 to white, so an upstream loader would have fed
+  the model a near-white image. fmtest itself scales by 65535; the finding explains why a model can
+  do worse in its original code than here. Samples are float in [0, 1], so the stored bit depth is
+  read from the values: integers of 0..65535 that are not all integers of 0..255 came from 16 bits.
 Findings are reported, not raised: the run goes on and the report shows them next to the scores.
 """
 
@@ -28,13 +33,15 @@ STAT_NAMES = ("mean", "std", "p1", "p50", "p99")
 MIN_TRAIN_FOR_STATS = 5
 MIN_SPREAD = 0.01  # intensity differences below 1 % of full scale never count as outlying
 MAD_TO_SD = 1.4826  # scales the median absolute deviation to a standard deviation for normal data
+UINT8_MAX, UINT16_MAX = 255, 65535
 
 
 @dataclass(frozen=True)
 class Finding:
     """One data problem; `image_id` is None for a finding about a whole split or check."""
 
-    kind: str  # near_duplicate | label_mask_disagreement | intensity_outlier | alignment_failure | check_skipped
+    kind: str  # near_duplicate | label_mask_disagreement | intensity_outlier | alignment_failure |
+    #            saturates_8bit | check_skipped
     image_id: str | None
     detail: str
 
@@ -61,6 +68,7 @@ def check_data_quality(
     min_alignment_quality: float = 0.5,
     duplicate_correlation: float = 0.95,
     outlier_z: float = 5.0,
+    max_saturated_share: float = 0.01,
     progress: bool = True,
 ) -> list[Finding]:
     """All findings for a dataset's splits, in check order.
@@ -68,7 +76,8 @@ def check_data_quality(
     `alignment(image, reference)` returns a registration quality in [0, 1] (e.g. the quality of
     `fmtest.align.estimate_alignment`); images below `min_alignment_quality` are reported.
     `outlier_z` is in robust standard deviations (median/MAD of the training images); the default
-    is conservative so that a clean dataset yields no intensity findings.
+    is conservative so that a clean dataset yields no intensity findings. A 16-bit greyscale image
+    is reported when more than `max_saturated_share` of its pixels exceed 255.
     """
     if not 0.0 <= min_alignment_quality <= 1.0:
         raise ConfigError(f"min_alignment_quality must lie in [0, 1], got {min_alignment_quality}")
@@ -76,6 +85,8 @@ def check_data_quality(
         raise ConfigError(f"duplicate_correlation must lie in (0, 1], got {duplicate_correlation}")
     if outlier_z <= 0:
         raise ConfigError(f"outlier_z must be positive, got {outlier_z}")
+    if not 0.0 <= max_saturated_share < 1.0:
+        raise ConfigError(f"max_saturated_share must lie in [0, 1), got {max_saturated_share}")
 
     findings: list[Finding] = []
     if alignment is not None and reference is None:
@@ -85,6 +96,7 @@ def check_data_quality(
     for split, samples in (("train", train), ("test", test)):
         for sample in _iterate(samples, f"guardrails ({split})", progress):
             findings.extend(_label_mask_findings(sample, split))
+            findings.extend(_saturation_findings(sample, split, max_saturated_share))
             if alignment is not None and sample.id != reference.id:
                 findings.extend(_alignment_findings(sample, reference, alignment, min_alignment_quality))
             profiles[split].append(_profile(sample, split))
@@ -125,6 +137,32 @@ def _label_mask_findings(sample: Sample, split: str) -> list[Finding]:
         return [Finding("label_mask_disagreement", sample.id,
                         f"{split} image labelled OK but its mask marks {n_marked} defect pixels")]
     return []
+
+
+def stored_bit_depth(image: np.ndarray) -> int | None:
+    """8 or 16 when the [0, 1] values are integers over 255 or 65535 (how fmtest.data.io decodes), else None.
+
+    A 16-bit file holding only multiples of 257 (8-bit data widened) reads as 8-bit: its values map
+    to the same 8-bit image either way.
+    """
+    for depth, full_scale in ((8, UINT8_MAX), (16, UINT16_MAX)):
+        scaled = np.asarray(image, dtype=np.float64) * full_scale
+        if np.all(np.abs(scaled - np.rint(scaled)) < 0.01):
+            return depth
+    return None
+
+
+def _saturation_findings(sample: Sample, split: str, max_share: float) -> list[Finding]:
+    image = sample.image
+    if image.ndim != 2 or stored_bit_depth(image) != 16:
+        return []
+    share = float(np.mean(image * UINT16_MAX > UINT8_MAX + 0.5))
+    if share <= max_share:
+        return []
+    return [Finding("saturates_8bit", sample.id,
+                    f"{split} image is 16-bit greyscale and {share:.1%} of its pixels exceed 255: a naive 8-bit "
+                    f"conversion (PIL's convert(\"RGB\"), as in Text2Seg's loader) turns them white, so an upstream "
+                    f"loader would feed the model a near-white image (fmtest scales by 65535)")]
 
 
 def _alignment_findings(sample: Sample, reference: Sample, alignment: Alignment, minimum: float) -> list[Finding]:

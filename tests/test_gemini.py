@@ -286,3 +286,46 @@ def test_unknown_option_is_a_config_error(serve, tmp_path):
     serve()
     with pytest.raises(ConfigError, match=r"\[pipelines.gemini_basic\]: unknown option\(s\) temprature"):
         GeminiBasic.check_available(vlm_context(tmp_path, temprature=0.0))
+
+
+def test_the_studys_request_layout(serve, data, tmp_path):
+    """No captions, no temperature/seed/schema, prose answers, border filled by edge replication."""
+    study = {"captions": False, "sampling": "api_default", "answer_format": "free_text", "border_fill": "replicate",
+             "concurrency": 1}  # one request at a time: the scripted answers alternate in order
+    replies = iter(["**Yes**, the image contains a defect: a round void near the die edge.",
+                    "No. The part matches the reference; there are no anomalies or defects."] * 10)
+    server = serve(lambda n, request: GeminiServer.answer(next(replies)))
+    dataset, reference, test = data
+    predictions = predict(data, tmp_path, **study)
+    assert [p.label for p in predictions] == ["NOK", "OK"] * (len(test) // 2) + ["NOK"] * (len(test) % 2)
+    assert predictions[0].reasoning.startswith("**Yes**, the image contains a defect")
+    sent = set()
+    for request in server.received:
+        assert [kind for kind, _ in request.parts] == ["image", "image", "text"]
+        assert request.texts == [BASIC_PROMPT]
+        config = request.body.get("generation_config", {})
+        assert not {"temperature", "seed", "response_mime_type", "response_schema"} & set(config)
+        sent.add(_pixels_key(request.images[1]))
+    replicated = {_pixels_key(png_pixels(warp_to_reference(s.image, estimate_alignment(s.image, reference.image),
+                                                           reference.image.shape, replicate_border=True)))
+                  for s in test}
+    assert sent == replicated and sent != {_pixels_key(png_pixels(_aligned(s, reference))) for s in test}
+
+
+def test_unreadable_prose_is_a_failed_nok(serve, data, tmp_path):
+    serve(answering("The image shows an electronic package."))
+    predictions = predict(data, tmp_path, answer_format="free_text")
+    assert {(p.label, p.error is not None) for p in predictions} == {("NOK", True)}
+    assert "no label, opening yes/no or JSON answer" in predictions[0].error
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"sampling": "random"}, "sampling must be one of fixed, api_default"),
+    ({"answer_format": "xml"}, "answer_format must be one of json, free_text"),
+    ({"border_fill": "mirror"}, "border_fill must be one of black, replicate"),
+    ({"captions": "no"}, "captions must be bool"),
+])
+def test_bad_layout_options(serve, tmp_path, options, message):
+    serve()
+    with pytest.raises(ConfigError, match=message):
+        GeminiBasic(vlm_context(tmp_path, **options))

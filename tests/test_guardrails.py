@@ -151,3 +151,53 @@ def test_bad_alignment_quality_and_bad_settings_raise():
 def test_finding_reads_as_one_line():
     assert str(Finding("near_duplicate", "test/1", "matches train/2")) == "near_duplicate test/1: matches train/2"
     assert str(Finding("check_skipped", None, "why")) == "check_skipped (dataset): why"
+
+
+def _png(path, pixels: np.ndarray):
+    from PIL import Image
+
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def test_16bit_greyscale_images_that_a_naive_8bit_conversion_saturates(tmp_path):
+    from PIL import Image
+
+    from fmtest.data.io import read_image
+
+    rng = np.random.default_rng(0)
+    scan = rng.integers(200, 4096, (32, 32)).astype(np.uint16)  # a 12-bit detector in a 16-bit file
+    dim = rng.integers(0, 256, (32, 32)).astype(np.uint16)  # 16-bit file, values an 8-bit loader keeps
+    bright8 = rng.integers(200, 256, (32, 32)).astype(np.uint8)
+    files = {"scan": _png(tmp_path / "scan.png", scan), "dim": _png(tmp_path / "dim.png", dim),
+             "bright8": _png(tmp_path / "bright8.png", bright8)}
+    samples = [sample(name, read_image(path)) for name, path in files.items()]
+    assert samples[0].image.dtype == np.float32 and samples[0].image.max() < 0.07  # fmtest keeps 16-bit scale
+    findings = check_data_quality(sample_set(samples[:1]), sample_set(samples[1:]), None, progress=False)
+    saturated = [f for f in findings if f.kind == "saturates_8bit"]
+    assert [f.image_id for f in saturated] == ["scan"]
+    with Image.open(files["scan"]) as im:  # what the upstream loader sees: PIL clips above 255
+        white = np.mean(np.asarray(im.convert("RGB"))[..., 0] == 255)
+    assert f"{white:.1%} of its pixels exceed 255" in saturated[0].detail and white > 0.9
+    assert "train image is 16-bit greyscale" in saturated[0].detail
+
+
+def test_saturation_share_limit(tmp_path):
+    from fmtest.data.io import read_image
+
+    pixels = np.full((10, 10), 100, np.uint16)
+    pixels[0, :3] = 1000  # 3 % of the pixels would clip
+    s = sample("few", read_image(_png(tmp_path / "few.png", pixels)))
+    found = lambda share: [f.kind for f in check_data_quality(  # noqa: E731
+        sample_set([]), sample_set([s]), None, max_saturated_share=share, progress=False)]
+    assert "saturates_8bit" in found(0.01) and "saturates_8bit" not in found(0.05)
+    with pytest.raises(ConfigError, match="max_saturated_share"):
+        found(1.0)
+
+
+def test_stored_bit_depth_is_read_from_the_values():
+    from fmtest.guardrails import stored_bit_depth
+
+    assert stored_bit_depth(np.array([0, 17, 255], np.float32) / np.float32(255)) == 8
+    assert stored_bit_depth(np.array([0, 300, 65535], np.float32) / np.float32(65535)) == 16
+    assert stored_bit_depth(np.array([0.1234567, 0.5], np.float32)) is None

@@ -6,9 +6,9 @@ import re
 
 import numpy as np
 import pytest
+from fakes import make_mvtec
 from PIL import Image
 
-from fakes import make_mvtec
 from fmtest.data import open_dataset
 from fmtest.data.io import read_mask
 from fmtest.errors import ConfigError, DataError
@@ -138,3 +138,92 @@ def test_anti_aliased_ground_truth_thresholds_at_127(root):
     Image.fromarray(soft).save(mask_path)
     ds = open_dataset("mvtec", root, CATS)
     np.testing.assert_array_equal(ds.test[ds.test.ids.index("carpet/test/hole/000")].mask, stored)
+
+
+# --------------------------------------------------------------------------- subsets
+
+# Per category: train/good images and defective test images in the published MVTec AD.
+PUBLISHED_COUNTS = {"carpet": (280, 89), "grid": (264, 57), "leather": (245, 92), "tile": (230, 84), "wood": (247, 60)}
+
+
+def touch_mvtec(root, counts):
+    """The MVTec layout with empty files: enough to plan subsets, which never decode an image."""
+    for category, (n_train, n_defective) in counts.items():
+        base = root / "mvtec" / category
+        for folder in ("train/good", "test/good", "test/crack", "ground_truth/crack"):
+            (base / folder).mkdir(parents=True, exist_ok=True)
+        for i in range(n_train):
+            (base / "train" / "good" / f"{i:03d}.png").touch()
+        (base / "test" / "good" / "000.png").touch()
+        for i in range(n_defective):
+            (base / "test" / "crack" / f"{i:03d}.png").touch()
+            (base / "ground_truth" / "crack" / f"{i:03d}_mask.png").touch()
+
+
+def by_category(ids):
+    counts = {}
+    for i in ids:
+        counts[i.split("/")[0]] = counts.get(i.split("/")[0], 0) + 1
+    return counts
+
+
+def test_study_subset_reproduces_the_studys_counts_category_by_category(tmp_path):
+    touch_mvtec(tmp_path, PUBLISHED_COUNTS)
+    ds = open_dataset("mvtec", tmp_path, {"subset": "study"})
+    ok = [r.id for r in ds.test.refs if r.label == "OK"]
+    nok = [r.id for r in ds.test.refs if r.label == "NOK"]
+    # 20 % rounded: 56+53+49+46+49 = 253 of 1266 train/good; 18+11+18+17+12 = 76 of 382 defective
+    assert by_category(ok) == {"carpet": 56, "grid": 53, "leather": 49, "tile": 46, "wood": 49}
+    assert by_category(nok) == {"carpet": 18, "grid": 11, "leather": 18, "tile": 17, "wood": 12}
+    assert (len(ok), len(nok)) == (253, 76)
+    assert len(ds.train) == 1266 - 253
+
+
+def test_study_ok_images_come_from_train_good_and_are_never_fitted_on_or_the_reference(tmp_path):
+    make_mvtec(tmp_path, categories=("carpet", "grid"), n_train=10, n_good=2, n_defective=6)
+    ds = open_dataset("mvtec", tmp_path, {**CATS, "subset": "study", "seed": 1})
+    ok = [r.id for r in ds.test.refs if r.label == "OK"]
+    assert by_category(ok) == {"carpet": 2, "grid": 2} and ds.test.n_defective == 2  # round(10/5), round(6/5)
+    assert all("/train/good/" in i for i in ok) and not any("/test/good/" in i for i in ds.test.ids)
+    assert set(ok).isdisjoint(ds.train.ids) and len(ds.train) == 16
+    for group in ds.groups():
+        assert set(group.test.ids).isdisjoint(group.train.ids)
+        assert group.load_reference().id not in ds.test.ids
+        assert group.load_reference().id == group.train.ids[0]
+    drawn = next(s for s in ds.test if s.label == "OK")
+    assert drawn.meta["split"] == "train" and drawn.mask is not None and not drawn.mask.any()
+    assert ds.test.ids != open_dataset("mvtec", tmp_path, {**CATS, "subset": "study", "seed": 2}).test.ids
+
+
+def test_draws_of_a_category_do_not_depend_on_the_other_categories(tmp_path):
+    touch_mvtec(tmp_path, {"carpet": (40, 20), "grid": (30, 10)})
+    both = open_dataset("mvtec", tmp_path, {**CATS, "subset": "study", "n_defective": 5})
+    alone = open_dataset("mvtec", tmp_path, {"categories": ["carpet"], "subset": "study"})
+    carpet = [i for i in both.test.ids if i.startswith("carpet/") and "/train/" in i]
+    assert carpet == [i for i in alone.test.ids if "/train/" in i]
+
+
+def test_n_good_and_n_defective_are_stratified_by_category(tmp_path):
+    touch_mvtec(tmp_path, {"carpet": (40, 30), "grid": (30, 10)})
+    ds = open_dataset("mvtec", tmp_path, {**CATS, "n_defective": 8, "seed": 3})
+    assert by_category(r.id for r in ds.test.refs if r.label == "NOK") == {"carpet": 6, "grid": 2}
+    study = open_dataset("mvtec", tmp_path, {**CATS, "subset": "study", "n_good": 7, "n_defective": 3})
+    # study pools: OK 8 + 6, NOK 6 + 2 -> 7 OK split 4/3, 3 NOK split 2/1 (largest remainder)
+    assert by_category(r.id for r in study.test.refs if r.label == "OK") == {"carpet": 4, "grid": 3}
+    assert by_category(r.id for r in study.test.refs if r.label == "NOK") == {"carpet": 2, "grid": 1}
+    with pytest.raises(DataError, match="asked for 9 defective images but the chosen categories hold 8"):
+        open_dataset("mvtec", tmp_path, {**CATS, "subset": "study", "n_defective": 9})
+
+
+def test_proportional_shares_use_the_largest_remainder():
+    from fmtest.data.mvtec import proportional_shares
+
+    assert proportional_shares(10, [5, 3, 2]) == [5, 3, 2]
+    assert proportional_shares(4, [5, 3, 2]) == [2, 1, 1]  # 2.0, 1.2, 0.8
+    assert proportional_shares(3, [1, 1, 1, 1]) == [1, 1, 1, 0]  # ties go to the earlier category
+    assert sum(proportional_shares(253, [280, 264, 245, 230, 247])) == 253
+
+
+def test_unknown_subset(root):
+    with pytest.raises(ConfigError, match=r"\[datasets.mvtec\].*subset must be one of all, study, got 'paper'"):
+        open_dataset("mvtec", root, {**CATS, "subset": "paper"})

@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torchvision
 
 from fmtest.data.sample import Sample
-from fmtest.errors import ConfigError
+from fmtest.errors import ConfigError, MissingWeights
 from fmtest.models import grounding_dino as gd
-from fmtest.models import registry
+from fmtest.models import imagenet_cnn, registry
 from fmtest.models.grounding_dino import Detections
 from fmtest.models.sam import SamEngine, build_tiny_sam
 from fmtest.pipelines.base import PipelineContext
@@ -46,7 +47,9 @@ def test_prompt_templates_use_dataset_prompt_and_object():
     ({"top_k": 0}, "top_k"),
     ({"max_area_ratio": 1.5}, "max_area_ratio"),
     ({"top_k": 2.5}, "top_k must be int"),
-    ({"saliency": 1}, "unknown option"),
+    ({"saliency": "vgg16"}, "saliency must be one of sam_embedding, wideresnet50"),
+    ({"filter_words": ["{colour}"]}, "may only use {object}"),
+    ({"prompts": ["crack"]}, "unknown option"),
 ])
 def test_bad_options(options, message):
     with pytest.raises(ConfigError, match=message):
@@ -110,3 +113,84 @@ def test_tiny_model_run_keeps_top_k_regions(tiny_models):
     assert one.mask.any() and not (one.mask & ~many.mask).any()  # top-1 region is inside the top-5 union
     assert one.score == many.score > 0
     assert none.label == "OK" and none.score == 0.0 and not none.mask.any()
+
+
+# --------------------------------------------------------------------------- SAA+'s published settings
+
+
+def published(dataset: str = "mvtec", group: str | None = "carpet", **options) -> PipelineContext:
+    return PipelineContext(dataset=dataset, group=group, options={"published_prompts": True, **options},
+                           prompt="defect")
+
+
+def test_published_prompts_are_saas_per_category_settings():
+    carpet = SaaPlus(published())
+    assert carpet.prompts == ["defect on carpet", "damage on carpet", "flaw on carpet", "black hole", "thread",
+                              "defect"]
+    assert carpet.options.object_prompt == "carpet" and carpet.filter_words == ["carpet"]
+    assert carpet.options.max_area_ratio == 0.9 and carpet.options.top_k == 5
+    grid = SaaPlus.options_for(published(group="grid"))
+    assert grid.anomaly_prompts[3:] == ("irregular pattern", "defect") and grid.object_prompt == "grid"
+    for category in ("leather", "tile", "wood"):
+        options = SaaPlus.options_for(published(group=category))
+        assert options.anomaly_prompts[3:] == ("defect",) and options.object_prompt == category
+    # without the switch the configured prompts stand
+    assert SaaPlus(PipelineContext(dataset="mvtec", group="carpet", prompt="defect")).prompts == ["defect"]
+
+
+@pytest.mark.parametrize("context,message", [
+    (published(group="bottle"), "no SAA\\+ prompts for mvtec group 'bottle'; fmtest has them for carpet, grid"),
+    (published(group=None), "no SAA\\+ prompts for mvtec group None"),
+    (published(dataset="industrialsat", group="industrialsat"), "for mvtec only, not 'industrialsat'"),
+])
+def test_published_prompts_only_where_saa_published_them(context, message):
+    with pytest.raises(ConfigError, match=message):
+        SaaPlus.options_for(context)
+
+
+def test_filter_words_drop_boxes_whose_phrase_names_them():
+    hw = (100, 100)
+    candidates = [detections([[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50]], [0.5, 0.6, 0.7],
+                             ["black hole", "carpet thread", "thread"])]
+    no_objects = detections([], [], [])
+    boxes, _ = saa(object_prompt="carpet").filter_regions(no_objects, candidates, hw)
+    assert boxes.tolist() == [[0, 0, 10, 10], [40, 40, 50, 50]]
+    boxes, _ = saa(object_prompt="carpet", filter_words=["hole", "{object}"]).filter_regions(no_objects, candidates, hw)
+    assert boxes.tolist() == [[40, 40, 50, 50]]
+
+
+@pytest.fixture
+def tiny_wide_resnet():
+    torch.manual_seed(0)
+    cnn = imagenet_cnn.ImageNetCnn(torchvision.models.resnet18(num_classes=10).eval(), "random-resnet18")
+    with registry.inject(imagenet_cnn.WIDE_RESNET50_KEY, cnn):
+        yield cnn
+
+
+def test_wide_resnet_stage_maps_are_stages_one_to_three_on_stage_ones_grid(tiny_wide_resnet):
+    maps = imagenet_cnn.stage_maps(tiny_wide_resnet, np.zeros((300, 200, 3), np.uint8), 256)
+    assert maps.shape == (1, 64 + 128 + 256, 64, 64)  # resnet18 widths; Wide ResNet-50-2: 256 + 512 + 1024
+
+
+def test_wide_resnet_saliency_replaces_the_sam_embedding_and_keys_the_cache(tiny_models, tiny_wide_resnet):
+    import cv2
+
+    image = np.full((96, 128, 3), 120, np.uint8)
+    image[40:56, 60:76] = 250
+    wide = saa(saliency="wideresnet50")
+    maps = imagenet_cnn.stage_maps(tiny_wide_resnet, image, 256)
+    expected = cv2.resize(self_dissimilarity(maps, (64, 64), 400), (128, 96), interpolation=cv2.INTER_LINEAR)
+    np.testing.assert_allclose(wide.saliency(image, "k"), expected, rtol=1e-5)
+    sam_saliency = saa().saliency(image, "k")
+    assert sam_saliency.shape == (96, 128) and not np.allclose(sam_saliency, expected)
+    assert wide.model_id != saa().model_id and wide.fingerprint != saa().fingerprint
+    # published prompts come from fmtest, not the config: the settings in effect key the cache
+    assert SaaPlus(published()).fingerprint != SaaPlus(published(group="grid")).fingerprint
+
+
+def test_wide_resnet_saliency_without_its_checkpoint_is_unavailable(tiny_models, tmp_path):
+    SaaPlus.check_available(PipelineContext(dataset="mvtec", weights_dir=tmp_path))
+    with pytest.raises(MissingWeights,
+                       match="wide_resnet50_2-95faca4d.pth not found.*download wide_resnet50_2_imagenet"):
+        SaaPlus.check_available(PipelineContext(dataset="mvtec", options={"saliency": "wideresnet50"},
+                                                weights_dir=tmp_path))

@@ -6,11 +6,25 @@ distinguish defect types. Grid is greyscale (HxW), the others RGB. A defective t
 and an empty one when it is read (or, with `empty_nok_masks = "exclude"`, the image is left out of
 IoU and counted). `mask_threshold` sets the binarisation level (see `fmtest.data.io.binarise_mask`).
 References are per category (`reference_for`): aligning a carpet to a wood reference means nothing.
+
+Which images are scored (`[datasets.mvtec]`):
+- `subset = "all"` (default): the published test split, every category's test/good and test/<defect>.
+- `subset = "study"`: OUR RECONSTRUCTION of the study's 253 OK + 76 defective images, which the paper
+  does not describe. The five categories' test splits hold only 133 good images, so the study's OK
+  images must come from train/good. Per category, a seeded 20 % of train/good (rounded) are the OK
+  test images and a seeded 20 % of the defective test images the NOK ones: 1266 -> 253 and
+  382 -> 76 on the five categories, both counts exact. The drawn OK images leave the training split,
+  so they are never fitted on and never the reference; test/good is not used.
+- `n_good` / `n_defective`: a seeded subset of those OK / NOK images, stratified by category: each
+  category keeps its share of the total (largest remainder), so a quick run still covers them all.
+Draws are seeded per category (`seed` and the category name): adding a category does not change
+the images drawn for the others.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import zlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,13 +37,16 @@ from fmtest.data.sample import NOK, OK, Sample, SampleRef, SampleSet
 from fmtest.errors import ConfigError, DataError
 
 TEXTURE_CATEGORIES = ("carpet", "grid", "leather", "tile", "wood")
+SUBSETS = ("all", "study")
+STUDY_FRACTION = 0.2  # of each category's train/good (OK) and defective test images, in our reconstruction
 
 
 @dataclass(frozen=True)
 class MVTecOptions:
     categories: tuple[str, ...] = TEXTURE_CATEGORIES
-    n_good: int | None = None  # seeded subset of the defect-free test images; None or 0: all
-    n_defective: int | None = None  # seeded subset of the defective test images; None or 0: all
+    subset: str = "all"  # "all": the test split; "study": our reconstruction of the study's test set
+    n_good: int | None = None  # stratified seeded subset of the OK images scored; None or 0: all
+    n_defective: int | None = None  # stratified seeded subset of the defective images scored; None or 0: all
     seed: int = 0
     mask_threshold: int | None = None  # 8-bit level a defect pixel is above; None: 127, refusing non-two-level masks
     empty_nok_masks: str = "error"  # or "exclude": leave defective images with empty masks out of IoU, counted
@@ -39,6 +56,9 @@ class MVTecOptions:
         check_mask_options("mvtec", self.mask_threshold, self.empty_nok_masks)
         if not self.categories:
             raise ConfigError("option categories must name at least one category", "[datasets.mvtec]")
+        if self.subset not in SUBSETS:
+            raise ConfigError(f"option subset must be one of {', '.join(SUBSETS)}, got {self.subset!r}",
+                              "[datasets.mvtec]")
 
 
 class MVTecAD(Dataset):
@@ -49,18 +69,43 @@ class MVTecAD(Dataset):
     def __init__(self, folder: Path, options: MVTecOptions = MVTecOptions()):
         self.folder = folder
         self.options = options
-        train, good, defective = [], [], []
         self._train_by_category: dict[str, list[SampleRef]] = {}
+        good: dict[str, list[SampleRef]] = {}
+        defective: dict[str, list[SampleRef]] = {}
         for category in options.categories:
-            category_train = self._train_refs(category)
-            self._train_by_category[category] = category_train
-            train += category_train
-            for ref in self._test_refs(category):
-                (good if ref.label == OK else defective).append(ref)
-        rng = np.random.default_rng(options.seed)
-        good = seeded_subset(good, options.n_good, rng, "defect-free test images", folder)
-        defective = seeded_subset(defective, options.n_defective, rng, "defective test images", folder)
-        super().__init__(train=SampleSet(train), test=SampleSet(good + defective))
+            train, test = self._train_refs(category), self._test_refs(category)
+            defective[category] = [r for r in test if r.label == NOK]
+            if options.subset == "study":
+                rng = self._rng(category, "study")
+                good[category] = draw(train, study_count(len(train)), rng, "train/good images", folder)
+                defective[category] = draw(defective[category], study_count(len(defective[category])), rng,
+                                           "defective test images", folder)
+                drawn = {r.id for r in good[category]}
+                train = [r for r in train if r.id not in drawn]
+            else:
+                good[category] = [r for r in test if r.label == OK]
+            self._train_by_category[category] = train
+        good = self._stratified(good, options.n_good, "OK images")
+        defective = self._stratified(defective, options.n_defective, "defective images")
+        super().__init__(train=SampleSet([r for c in options.categories for r in self._train_by_category[c]]),
+                         test=SampleSet([r for c in options.categories for r in good[c]]
+                                        + [r for c in options.categories for r in defective[c]]))
+
+    def _rng(self, category: str, purpose: str) -> np.random.Generator:
+        """The category's own seeded stream: its draws do not depend on which other categories run."""
+        return np.random.default_rng([self.options.seed, zlib.crc32(category.encode()),
+                                      zlib.crc32(purpose.encode())])
+
+    def _stratified(self, pools: dict[str, list[SampleRef]], n: int | None, what: str) -> dict[str, list[SampleRef]]:
+        """`n` images over all categories, each category drawing its share of `n` from its own pool."""
+        if not n:
+            return pools
+        sizes = [len(pools[c]) for c in self.options.categories]
+        if n > sum(sizes):
+            raise DataError(f"asked for {n} {what} but the chosen categories hold {sum(sizes)}", self.folder)
+        shares = proportional_shares(n, sizes)
+        return {c: draw(pools[c], share, self._rng(c, what), what, self.folder)
+                for c, share in zip(self.options.categories, shares, strict=True)}
 
     @classmethod
     def from_config(cls, root: Path | None, options: Mapping[str, object]) -> MVTecAD:
@@ -71,7 +116,10 @@ class MVTecAD(Dataset):
         return self.reference_for_category(self.options.categories[0])
 
     def groups(self) -> list[Group]:
-        """One group per category: its own reference, its own training images, its own fitted model."""
+        """One group per category: its own reference, its own training images, its own fitted model.
+
+        With `subset = "study"` a category's training images exclude its drawn OK test images.
+        """
         return [
             Group(category, SampleSet(self._train_by_category[category]),
                   self.test.filter(lambda r, c=category: r.id.startswith(f"{c}/")),
@@ -84,6 +132,7 @@ class MVTecAD(Dataset):
         return self.reference_for_category(str(sample.meta["category"]))
 
     def reference_for_category(self, category: str) -> Sample:
+        """The category's first training image (never one of its scored images)."""
         return self._train_by_category[category][0].get()
 
     def _category_dir(self, category: str, *parts: str) -> Path:
@@ -130,3 +179,24 @@ class MVTecAD(Dataset):
             return Sample(id=sample_id, image=image, label=label, mask=mask, meta=meta, source=str(image_path))
 
         return SampleRef(id=sample_id, label=label, load=load)
+
+
+def draw(pool: list[SampleRef], n: int, rng: np.random.Generator, what: str, where: Path) -> list[SampleRef]:
+    """Exactly `n` of the pool, seeded, in their original order (0 means none here, not all)."""
+    return seeded_subset(pool, n, rng, what, where) if n else []
+
+
+def study_count(n: int) -> int:
+    """How many of `n` images the study reconstruction draws: 20 %, rounded to the nearest image."""
+    return round(n * STUDY_FRACTION)
+
+
+def proportional_shares(n: int, sizes: Sequence[int]) -> list[int]:
+    """`n` split over pools of `sizes` in proportion (largest remainder; ties go to the earlier pool)."""
+    total = sum(sizes)
+    exact = [n * size / total for size in sizes]
+    shares = [int(x) for x in exact]
+    by_remainder = sorted(range(len(sizes)), key=lambda i: (-(exact[i] - shares[i]), i))
+    for i in by_remainder[: n - sum(shares)]:
+        shares[i] += 1
+    return shares

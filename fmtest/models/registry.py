@@ -82,6 +82,7 @@ _GDINO_FILES = (
     PinnedFile("tokenizer.json", 711_396, "d241a60d5e8f04cc1b2b3e9ef7a4921b27bf526d9f6050ab90f9267a1f9e5c66"),
     PinnedFile("vocab.txt", 231_508, "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"),
 )
+_TORCHVISION_URL = "https://download.pytorch.org/models/"
 
 WEIGHTS: dict[str, WeightSpec] = {
     spec.key: spec
@@ -118,6 +119,20 @@ WEIGHTS: dict[str, WeightSpec] = {
                 "5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f/ViT-B-16.pt",
             license="MIT",
             description="CLIP ViT-B/16, OpenAI weights (also run as CS-ViT-B/16 by CLIP Surgery)",
+        ),
+        # torchvision names its files by the first 8 hex digits of their sha256; the loader checks that
+        # prefix (as torch.hub does), the only published hash.
+        WeightSpec(
+            key="resnet50_imagenet", filename="resnet50-0676ba61.pth", size=None, sha256=None,
+            url=_TORCHVISION_URL + "resnet50-0676ba61.pth", license="BSD-3-Clause",
+            description="torchvision ResNet-50, ImageNet (IMAGENET1K_V1): features of the supervised "
+                        "reference (without it: the bundled EfficientNet-Lite0)",
+        ),
+        WeightSpec(
+            key="wide_resnet50_2_imagenet", filename="wide_resnet50_2-95faca4d.pth", size=None, sha256=None,
+            url=_TORCHVISION_URL + "wide_resnet50_2-95faca4d.pth", license="BSD-3-Clause",
+            description="torchvision Wide ResNet-50-2, ImageNet (IMAGENET1K_V1): SAA+'s saliency "
+                        "(saa_plus saliency = \"wideresnet50\")",
         ),
     )
 }

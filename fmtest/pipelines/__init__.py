@@ -27,11 +27,13 @@ PIPELINES: dict[str, str] = {
     "gemini_basic": "fmtest.pipelines.gemini:GeminiBasic",
     "gemini_refined": "fmtest.pipelines.gemini:GeminiRefined",
     "openai_vlm": "fmtest.pipelines.openai_vlm:OpenAIVLM",
+    "supervised": "fmtest.pipelines.supervised:Supervised",  # the study's supervised reference (labelled folds)
 }
 TASKS: dict[str, Task] = {  # of the built-ins, so planning a run imports none of them
     "reference_diff": "segmentation", "padim": "segmentation", "gdino_sam": "segmentation",
     "sam_clip": "segmentation", "clip_surgery_sam": "segmentation", "saa_plus": "segmentation",
     "gemini_basic": "classification", "gemini_refined": "classification", "openai_vlm": "classification",
+    "supervised": "classification",
 }
 
 

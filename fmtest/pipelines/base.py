@@ -51,6 +51,7 @@ class PipelineContext:
     """Everything a pipeline needs from the run, resolved by the plugin from options and config."""
 
     dataset: str
+    group: str | None = None  # the dataset group (MVTec category) this pipeline instance fits and scores
     options: Mapping[str, object] = field(default_factory=dict)  # [pipelines.<name>] of the config
     prompt: str = "defect"  # [prompts] entry for the dataset
     weights_dir: Path | None = None
@@ -74,6 +75,10 @@ class Pipeline(ABC):
     batch_size: ClassVar[int] = 8
     remote_api: ClassVar[bool] = False  # True: each image is a (possibly paid) request to a service
     options_type: ClassVar[type | None] = None  # frozen dataclass of `[pipelines.<name>]`; None: no options
+    # 0: `fit` sees defect-free training images only and the test split is scored. k > 0: the pipeline
+    # learns from labelled OK and NOK images, so it is scored by stratified k-fold cross-validation over
+    # the labelled images (fmtest.data.folds.stratified_folds), one fitted instance per fold.
+    cross_validation_folds: ClassVar[int] = 0
 
     def __init__(self, context: PipelineContext):
         self.context = context

@@ -12,7 +12,10 @@ Environment:
 Options (`[pipelines.gemini_basic]`, `[pipelines.gemini_refined]`): `model` ("gemini-2.5-pro"),
 `temperature` (0), `seed` (0), `api_version` ("v1beta"), `base_url`, `prompt_file`, and the
 shared ones of `fmtest.pipelines.vlm.VLMSettings` (retries, timeout, concurrency, prices,
-alignment). Prices default to Gemini 2.5 Pro's list price for prompts up to 200k tokens.
+alignment, `captions`, `border_fill`). Prices default to Gemini 2.5 Pro's list price for prompts
+up to 200k tokens. Request layout: `sampling = "api_default"` sends no temperature or seed,
+`answer_format = "free_text"` sends no response schema and reads the label from the prose answer
+(the study's layout, with `captions = false` and `border_fill = "replicate"`).
 `gemini_refined` reads `prompts/<dataset>_refined.txt` next to the suite config unless
 `prompt_file` says otherwise.
 
@@ -93,7 +96,8 @@ class GeminiBasic(VLMPipeline):
     """The study's basic prompt with the defect-free reference image."""
 
     name = "gemini_basic"
-    extra_options: ClassVar[frozenset[str]] = frozenset({"api_version", "base_url", "prompt_file"})
+    extra_options: ClassVar[frozenset[str]] = frozenset({"api_version", "base_url", "prompt_file", "sampling",
+                                                         "answer_format"})
     default_options: ClassVar[dict[str, object]] = {
         "model": "gemini-2.5-pro", "api_version": "v1beta",
         "price_input_per_mtok": 1.25, "price_output_per_mtok": 10.0,
@@ -107,10 +111,12 @@ class GeminiBasic(VLMPipeline):
         self._base_url = self.settings.base_url or os.environ.get(BASE_URL_VARIABLE) or None
         self._http_options = {"base_url": self._base_url, "api_version": self.settings.api_version,
                               "timeout": int(self.settings.timeout_s * 1000)}
-        self._config = types.GenerateContentConfig(
-            temperature=self.settings.temperature, seed=self.settings.seed,
-            response_mime_type="application/json", response_schema=_gemini_schema(ANSWER_SCHEMA),
-        )
+        sent: dict[str, object] = {}
+        if self.settings.sampling == "fixed":
+            sent.update(temperature=self.settings.temperature, seed=self.settings.seed)
+        if self.settings.answer_format == "json":
+            sent.update(response_mime_type="application/json", response_schema=_gemini_schema(ANSWER_SCHEMA))
+        self._config = types.GenerateContentConfig(**sent)
 
     @classmethod
     def check_endpoint(cls, context: PipelineContext, settings: VLMSettings) -> None:
@@ -133,6 +139,8 @@ class GeminiBasic(VLMPipeline):
                 yield client
 
     def _request_settings(self) -> dict[str, object]:
+        if self.settings.answer_format != "json":
+            return super()._request_settings()
         return {**super()._request_settings(), "response_mime_type": "application/json"}
 
     async def _send(self, client, request: VLMRequest) -> VLMReply:

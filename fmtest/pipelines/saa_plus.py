@@ -6,19 +6,29 @@ Steps per image, with the paper's defaults (all `[pipelines.saa_plus]` options):
 2. Anomaly region generator: GroundingDINO once per anomaly language prompt (`anomaly_prompts`;
    `{prompt}` is the dataset's text prompt, `{object}` the object prompt), box 0.10 / text 0.10.
 3. Property prompts: a box survives when its score passes `box_threshold`, its normalised area is
-   below `object area x max_area_ratio` (0.9), and its phrase does not name the object itself.
+   below `object area x max_area_ratio` (0.9), and its phrase contains none of `filter_words`
+   (default: the object word; `{object}` is the object prompt).
 4. Anomaly region refiner: SAM turns each surviving box into a mask.
-5. Saliency prompt: per-location self-dissimilarity of SAM's image embedding (the mean of the
-   `saliency_top_n` (400) largest values of (1 - cos) / 2 to every other location). SAA+ uses an
-   ImageNet CNN here; SAM's embedding is used instead because it is already computed for the
-   refiner (no extra weights, one encoder pass shared with the other SAM pipelines).
+5. Saliency prompt: per-location self-dissimilarity of a feature map (the mean of the
+   `saliency_top_n` (400) largest values of (1 - cos) / 2 to every other location).
+   `saliency = "sam_embedding"` (default) reads SAM's image embedding, already computed for the
+   refiner (no extra weights). `saliency = "wideresnet50"` is SAA+'s own: stages 1-3 of an ImageNet
+   Wide ResNet-50-2 (torchvision's `wide_resnet50_2-95faca4d.pth`) on the image resized to 256 x 256.
 6. Confidence: box score x exp(`saliency_gain` (3) x mean saliency inside the mask); the `top_k` (5)
    most confident regions with confidence >= `confidence_threshold` form the predicted mask.
 The image score is the best confidence (0 without regions).
+
+`published_prompts = true` takes SAA+'s own per-category prompts, object word, filter words and
+property numbers for the images' dataset group (MVTec AD's texture categories,
+`fmtest.pipelines.saa_prompts`) over the configured ones; `read_options` returns the settings in
+effect, so they can be printed.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -28,10 +38,15 @@ import torch
 
 from fmtest.data.sample import Sample
 from fmtest.errors import ConfigError
+from fmtest.models import imagenet_cnn, registry
 from fmtest.models.grounding_dino import Detections
 from fmtest.pipelines.base import PipelineContext, Prediction
-from fmtest.pipelines.options import require_at_least_one, require_unit_interval, table
+from fmtest.pipelines.options import require_at_least_one, require_choice, require_unit_interval, table
+from fmtest.pipelines.saa_prompts import published_options
 from fmtest.pipelines.sam_base import DetectorSamOptions, DetectorSamPipeline
+
+SALIENCY_SOURCES = ("sam_embedding", "wideresnet50")
+WIDE_RESNET_INPUT = 256  # SAA+ resizes the image to 256 x 256 for its saliency network
 
 
 def self_dissimilarity(features: torch.Tensor, valid_hw: tuple[int, int], top_n: int) -> np.ndarray:
@@ -63,10 +78,13 @@ class SaaPlusOptions(DetectorSamOptions):
     text_threshold: float = 0.10
     anomaly_prompts: tuple[str, ...] = ("{prompt}",)
     object_prompt: str = "object"
+    filter_words: tuple[str, ...] = ("{object}",)
+    published_prompts: bool = False
     max_area_ratio: float = 0.9
     top_k: int = 5
     saliency_top_n: int = 400
     saliency_gain: float = 3.0
+    saliency: str = "sam_embedding"
     confidence_threshold: float = 0.0
 
 
@@ -78,12 +96,35 @@ class SaaPlus(DetectorSamPipeline):
         super().__init__(context)
         self.prompts = [t.format(prompt=context.prompt, object=self.options.object_prompt)
                         for t in self.options.anomaly_prompts]
+        self.filter_words = [w.format(object=self.options.object_prompt).strip().lower()
+                             for w in self.options.filter_words]
+
+    @classmethod
+    def options_for(cls, context: PipelineContext) -> SaaPlusOptions:
+        """The settings in effect: the configured ones, with SAA+'s published prompts when asked for."""
+        options = super().options_for(context)
+        if options.published_prompts:
+            options = dataclasses.replace(options, **published_options(context.dataset, context.group))
+            cls.check_options(options)
+        return options
+
+    @classmethod
+    def check_available(cls, context: PipelineContext) -> None:
+        super().check_available(context)
+        if cls.options_for(context).saliency == "wideresnet50":
+            registry.require(imagenet_cnn.WIDE_RESNET50_KEY, context.weights_dir)
 
     @classmethod
     def check_options(cls, options: SaaPlusOptions) -> None:
         require_unit_interval(cls.name, box_threshold=options.box_threshold, text_threshold=options.text_threshold)
+        require_choice(cls.name, "saliency", options.saliency, SALIENCY_SOURCES)
         if not options.anomaly_prompts:
             raise ConfigError("anomaly_prompts must name at least one prompt", table(cls.name))
+        for template in options.filter_words:
+            try:
+                template.format(object="")
+            except (KeyError, IndexError, ValueError):
+                raise ConfigError(f"filter word {template!r} may only use {{object}}", table(cls.name)) from None
         for template in options.anomaly_prompts:
             try:
                 template.format(prompt="", object="")
@@ -93,6 +134,22 @@ class SaaPlus(DetectorSamPipeline):
         require_at_least_one(cls.name, top_k=options.top_k, saliency_top_n=options.saliency_top_n)
         if not 0.0 < options.max_area_ratio <= 1.0:
             raise ConfigError("max_area_ratio must be in (0, 1]", table(cls.name))
+
+    @property
+    def model_id(self) -> str:
+        if self.options.saliency == "wideresnet50":
+            return registry.combined_id(super().model_id, self.saliency_network.model_id)
+        return super().model_id
+
+    @property
+    def fingerprint(self) -> str:
+        """Also keyed by the settings in effect: published prompts come from fmtest, not the config."""
+        effective = json.dumps(dataclasses.asdict(self.options), sort_keys=True)
+        return hashlib.sha256(f"{super().fingerprint}\n{effective}".encode()).hexdigest()[:16]
+
+    @property
+    def saliency_network(self) -> imagenet_cnn.ImageNetCnn:
+        return imagenet_cnn.load_resnet(imagenet_cnn.WIDE_RESNET50_KEY, self.context.weights_dir, self.context.device)
 
     def predict(self, samples: Sequence[Sample]) -> list[Prediction]:
         images, keys = self.embedded_images(samples)
@@ -119,27 +176,30 @@ class SaaPlus(DetectorSamPipeline):
 
     def filter_regions(self, objects: Detections, candidates: list[Detections],
                        hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-        """Property prompts: boxes below the area limit whose phrase does not name the object."""
+        """Property prompts: boxes below the area limit whose phrase contains no filter word."""
         object_areas = normalised_areas(objects, hw)
         object_areas = object_areas[object_areas < 1.0]  # single object: its box may not be the whole image
         object_area = float(object_areas.max()) if len(object_areas) else 1.0
         max_area = object_area * self.options.max_area_ratio
-        object_word = self.options.object_prompt.strip().lower()
         boxes, scores = [], []
         for found in candidates:
             areas = normalised_areas(found, hw)
             for box, score, area, phrase in zip(found.boxes_xyxy, found.scores, areas, found.phrases, strict=True):
-                if 0.0 < area < max_area and object_word not in phrase.lower():
+                if 0.0 < area < max_area and not any(w and w in phrase.lower() for w in self.filter_words):
                     boxes.append(box)
                     scores.append(score)
         return np.asarray(boxes, dtype=np.float32).reshape(-1, 4), np.asarray(scores, dtype=np.float32)
 
     def saliency(self, image: np.ndarray, key: str) -> np.ndarray:
-        """Self-dissimilarity of the image's SAM embedding, resized to the image."""
-        predictor = self.engine.predictor(image, key)
-        features = self.engine.image_embedding(image, key)
-        stride = predictor.model.image_encoder.img_size // features.shape[-1]
-        valid = tuple(-(-s // stride) for s in predictor.input_size)
+        """Self-dissimilarity of the saliency features (SAM embedding or Wide ResNet), resized to the image."""
+        if self.options.saliency == "wideresnet50":
+            features = imagenet_cnn.stage_maps(self.saliency_network, image, WIDE_RESNET_INPUT)
+            valid = tuple(features.shape[-2:])
+        else:
+            predictor = self.engine.predictor(image, key)
+            features = self.engine.image_embedding(image, key)
+            stride = predictor.model.image_encoder.img_size // features.shape[-1]
+            valid = tuple(-(-s // stride) for s in predictor.input_size)
         small = self_dissimilarity(features, valid, self.options.saliency_top_n)
         return cv2.resize(small, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
 

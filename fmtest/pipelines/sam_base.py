@@ -70,8 +70,13 @@ class SamPipeline(Pipeline):
 
     def __init__(self, context: PipelineContext):
         super().__init__(context)
-        self.options = self.read_options(context.options)
+        self.options = self.options_for(context)
         self.batch_size = self.options.sam_batch_size
+
+    @classmethod
+    def options_for(cls, context: PipelineContext):
+        """The options in effect for this context (a pipeline may add settings that depend on the dataset)."""
+        return cls.read_options(context.options)
 
     @classmethod
     def read_options(cls, options: Mapping[str, object]):
@@ -89,7 +94,7 @@ class SamPipeline(Pipeline):
 
     @classmethod
     def check_available(cls, context: PipelineContext) -> None:
-        options = cls.read_options(context.options)
+        options = cls.options_for(context)
         cls.require_models(context.weights_dir, options.sam_variant)
 
     @classmethod

@@ -1,15 +1,16 @@
 """SAM + CLIP (Text2Seg's "SAM + CLIP" pipeline): SAM proposes every object, CLIP keeps those the prompt names.
 
-SAM's automatic mask generator (32 x 32 point grid and its default quality filters, as Text2Seg runs
-it) proposes masks. Each mask becomes a crop: its bounding box, with every pixel outside the mask
-set to black (Text2Seg's cut-out, so CLIP sees the object, not its surroundings). CLIP ViT-B/16 embeds
+SAM's automatic mask generator (its default 32 x 32 point grid and quality filters; Text2Seg's only
+published call sets `points_per_side = 10`, as suites/study.toml does) proposes masks. Each mask
+becomes a crop: its bounding box, with every pixel outside the mask set to black (Text2Seg's cut-out, so CLIP sees the object, not its surroundings). CLIP ViT-B/16 embeds
 all crops of a batch in one pass, and each crop is scored against the prompt:
 
 - `softmax_over = "texts"` (default, the contract of this project): softmax over the prompt and the
   `negative_texts` ("background"), at CLIP's logit scale 100; the prompt's probability is the score.
   A crop passes when it is more likely the prompt than anything else (`score_threshold` 0.5).
-- `softmax_over = "masks"`: Text2Seg's retrieval form, a softmax of the prompt similarity across the
-  image's crops; Text2Seg keeps crops above 0.05 (set `score_threshold = 0.05` to reproduce it).
+- `softmax_over = "masks"`: Text2Seg's retrieval form (`retriev`), a softmax of the x100 prompt
+  similarities across all of the image's crops; Text2Seg keeps crops above 0.05 (set
+  `score_threshold = 0.05` to reproduce it).
   Some crop always wins there, so a defect-free image is rarely left empty.
 
 The union of the passing masks is the prediction (none passing, or no proposals: an empty mask, OK).

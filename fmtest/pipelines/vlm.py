@@ -49,7 +49,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from fmtest.align import estimate_alignment, warp_to_reference
-from fmtest.data.sample import LABELS, Label, Sample, SampleSet
+from fmtest.data.sample import LABELS, NOK, OK, Label, Sample, SampleSet
 from fmtest.errors import ConfigError, DataError, Unavailable
 from fmtest.pipelines.base import Pipeline, PipelineContext, Prediction
 from fmtest.pipelines.options import parse_options, table
@@ -73,6 +73,9 @@ ANSWER_SCHEMA = {
     "required": list(ANSWER_FIELDS),
     "additionalProperties": False,
 }
+SAMPLING_MODES = ("fixed", "api_default")
+ANSWER_FORMATS = ("json", "free_text")
+BORDER_FILLS = ("black", "replicate")
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 # Auth or model-name problems fail every image the same way: stop the case instead of scoring noise.
 CONFIG_STATUS = frozenset({401, 403, 404})
@@ -105,6 +108,12 @@ class VLMSettings:
     api_version: str | None = None
     api_key: str | None = None
     response_format: str | None = None
+    # request layout (the study's: captions = false, sampling = "api_default", answer_format = "free_text",
+    # border_fill = "replicate"; see docs/STUDY_PROTOCOL.md)
+    captions: bool = True  # label the two images in the request ("Reference image: ...", "Image to inspect:")
+    sampling: str = "fixed"  # "fixed": send temperature and seed; "api_default": send neither
+    answer_format: str = "json"  # "json": ask for ANSWER_SCHEMA; "free_text": prose parsed as label + reasoning
+    border_fill: str = "black"  # after alignment, pixels the image does not cover: "black" or "replicate" (edge)
 
     @classmethod
     def from_options(cls, pipeline: str, options: Mapping[str, object], *, defaults: Mapping[str, object],
@@ -125,6 +134,10 @@ class VLMSettings:
                      "price_output_per_mtok"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}", where)
+        for name, choices in (("sampling", SAMPLING_MODES), ("answer_format", ANSWER_FORMATS),
+                              ("border_fill", BORDER_FILLS)):
+            if getattr(self, name) not in choices:
+                raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}", where)
 
     def cost_usd(self, prompt_tokens: int, output_tokens: int) -> float:
         return (prompt_tokens * self.price_input_per_mtok + output_tokens * self.price_output_per_mtok) / 1e6
@@ -190,10 +203,13 @@ class VLMRequest:
     prompt: str
     reference: EncodedImage
     image: EncodedImage
+    captions: bool = True
 
     def parts(self) -> list[str | EncodedImage]:
-        """Caption, reference, caption, test image, prompt: the study's refined prompt speaks of
+        """[Caption,] reference, [caption,] test image, prompt: the study's refined prompt speaks of
         'the last image given', so the test image must come after the reference."""
+        if not self.captions:
+            return [self.reference, self.image, self.prompt]
         return [REFERENCE_CAPTION, self.reference, TEST_CAPTION, self.image, self.prompt]
 
 
@@ -273,6 +289,30 @@ def parse_answer(text: str) -> tuple[Label, str]:
     if not isinstance(reasoning, str):
         raise UnusableAnswer(f"reasoning is not a string: {_excerpt(text)}")
     return labels[0].strip().upper(), reasoning.strip()
+
+
+_OPENING_YES_NO = re.compile(r"^\W*(yes|no)\b", re.IGNORECASE)
+_STATED_LABEL = re.compile(r"\b(?:label|verdict|classification)\W{0,3}\s*[:=]\s*\W{0,3}(NOK|OK)\b", re.IGNORECASE)
+
+
+def parse_free_text_answer(text: str) -> tuple[Label, str]:
+    """(label, reasoning) from a prose answer, the study's "one class label + a reasoning string".
+
+    The label is the first of: a JSON answer (`parse_answer`), a stated label ("Label: NOK"), or the
+    opening yes/no the study's prompts ask for ("Please determine whether the image contains
+    anomalies or defects. If yes, ...": yes = NOK, no = OK). The reasoning is the whole answer.
+    """
+    try:
+        return parse_answer(text)
+    except UnusableAnswer:
+        pass
+    stated = _STATED_LABEL.search(text)
+    if stated:
+        return stated.group(1).upper(), text.strip()
+    opening = _OPENING_YES_NO.match(text)
+    if opening:
+        return (NOK if opening.group(1).lower() == "yes" else OK), text.strip()
+    raise UnusableAnswer(f"no label, opening yes/no or JSON answer: {_excerpt(text)}")
 
 
 def _json_objects(text: str) -> list[dict]:
@@ -459,7 +499,7 @@ class VLMPipeline(Pipeline):
     common_options: ClassVar[frozenset[str]] = frozenset({
         "model", "temperature", "seed", "max_attempts", "backoff_initial_s", "backoff_max_s", "timeout_s",
         "concurrency", "price_input_per_mtok", "price_output_per_mtok", "align", "min_alignment_quality",
-        "allow_scale",
+        "allow_scale", "captions", "border_fill",
     })
     extra_options: ClassVar[frozenset[str]] = frozenset()
     default_options: ClassVar[Mapping[str, object]] = {}
@@ -514,8 +554,13 @@ class VLMPipeline(Pipeline):
         """One HTTP request. Raise TransientError (retry), RequestError (fail this image) or ConfigError."""
 
     def _request_settings(self) -> dict[str, object]:
-        """Generation settings that can change the answer: part of the record key."""
-        return {"temperature": self.settings.temperature, "seed": self.settings.seed, "schema": ANSWER_SCHEMA}
+        """Generation settings that can change the answer: part of the record key (only what is sent)."""
+        sent: dict[str, object] = {}
+        if self.settings.sampling == "fixed":
+            sent.update(temperature=self.settings.temperature, seed=self.settings.seed)
+        if self.settings.answer_format == "json":
+            sent["schema"] = ANSWER_SCHEMA
+        return sent
 
     # ---- pipeline interface
 
@@ -567,7 +612,9 @@ class VLMPipeline(Pipeline):
 
     async def _predict_one(self, client, sample: Sample) -> Prediction:
         image, alignment_note = await asyncio.to_thread(self._aligned, sample)  # CPU work off the event loop
-        request = VLMRequest(self.prompt + self.format_instructions, self._reference_png, encode_png(image))
+        free_text = self.settings.answer_format == "free_text"
+        request = VLMRequest(self.prompt if free_text else self.prompt + self.format_instructions,
+                             self._reference_png, encode_png(image), captions=self.settings.captions)
         key, described = self._record_key(request, sample)
         usage = {"not_aligned": 1.0 if alignment_note else 0.0}
         stored = await asyncio.to_thread(self.store.lookup, key)
@@ -584,7 +631,7 @@ class VLMPipeline(Pipeline):
                 raise UnusableAnswer(f"no answer: {reply.refusal}")
             if not reply.text:
                 raise UnusableAnswer(f"empty answer (finish reason {reply.finish_reason})")
-            answer = parse_answer(reply.text)
+            answer = parse_free_text_answer(reply.text) if free_text else parse_answer(reply.text)
         except (RequestError, UnusableAnswer) as failure:
             reason = redact(str(failure))
             await asyncio.to_thread(self.store.record, key, described, reply=reply, attempts=log.attempts,
@@ -616,12 +663,13 @@ class VLMPipeline(Pipeline):
         if not alignment.ok:
             return sample.image, (f"[not aligned to the reference: quality {alignment.quality:.2f} < "
                                   f"{self.settings.min_alignment_quality:.2f}; sent unaligned] ")
-        return warp_to_reference(sample.image, alignment, reference.shape[:2]), ""
+        return warp_to_reference(sample.image, alignment, reference.shape[:2],
+                                 replicate_border=self.settings.border_fill == "replicate"), ""
 
     def _record_key(self, request: VLMRequest, sample: Sample) -> tuple[str, dict[str, object]]:
         settings = self._request_settings()
         keyed = {"model": self.model_id, "endpoint": self.endpoint, "prompt": request.prompt,
-                 "captions": [REFERENCE_CAPTION, TEST_CAPTION], "settings": settings,
+                 "captions": [REFERENCE_CAPTION, TEST_CAPTION] if request.captions else [], "settings": settings,
                  "reference_sha256": request.reference.sha256, "image_sha256": request.image.sha256}
         key = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()
         described = {"pipeline": self.name, "model": self.model_id, "endpoint": self.endpoint,
@@ -662,6 +710,7 @@ __all__ = [
     "malformed_reply",
     "note_response",
     "parse_answer",
+    "parse_free_text_answer",
     "parse_retry_delay",
     "transport_failure",
 ]
