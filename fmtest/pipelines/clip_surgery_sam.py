@@ -65,6 +65,8 @@ class ClipSurgerySamOptions:
     negative_points: bool = True
     surgery_depth: int = SURGERY_DEPTH
     sam_variant: str = "vit_h"
+    sam_checkpoint: str | None = None
+    clip_checkpoint: str | None = None
 
 
 class ClipSurgerySam(ClipSamPipeline):

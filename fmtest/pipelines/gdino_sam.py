@@ -26,6 +26,8 @@ class GroundingDinoSamOptions:
     box_threshold: float = 0.35
     text_threshold: float = 0.25
     sam_variant: str = "vit_h"
+    sam_checkpoint: str | None = None
+    gdino_checkpoint: str | None = None
 
 
 class GroundingDinoSam(DetectorSamPipeline):

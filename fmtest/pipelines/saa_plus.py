@@ -62,6 +62,8 @@ class SaaPlusOptions:
     box_threshold: float = 0.10
     text_threshold: float = 0.10
     sam_variant: str = "vit_h"
+    sam_checkpoint: str | None = None
+    gdino_checkpoint: str | None = None
     anomaly_prompts: tuple[str, ...] = ("{prompt}",)
     object_prompt: str = "object"
     max_area_ratio: float = 0.9

@@ -73,6 +73,8 @@ class SamClipOptions(GeneratorOptions):
     negative_texts: tuple[str, ...] = ("background",)
     clip_batch_size: int = 32
     sam_variant: str = "vit_h"
+    sam_checkpoint: str | None = None
+    clip_checkpoint: str | None = None
 
 
 class SamClip(ClipSamPipeline):
