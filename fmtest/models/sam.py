@@ -237,6 +237,13 @@ class _EngineMaskGenerator(SamAutomaticMaskGenerator):
 # --- the process-wide engine -----------------------------------------------------------------------
 
 
+@lru_cache(maxsize=8)
+def _parameter_shapes(builder: Callable[[], Sam]) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of a builder's state dict, from a model built on the meta device (no memory)."""
+    with torch.device("meta"):
+        return {name: tuple(t.shape) for name, t in builder().state_dict().items()}
+
+
 def infer_variant(state: dict[str, torch.Tensor], path: Path) -> str:
     """The SAM_VARIANTS entry whose parameter names and shapes the state dict has exactly.
 
@@ -246,8 +253,7 @@ def infer_variant(state: dict[str, torch.Tensor], path: Path) -> str:
     shapes = {name: tuple(tensor.shape) for name, tensor in state.items()}
     differences = {}
     for variant, builder in SAM_VARIANTS.items():
-        with torch.device("meta"):
-            expected = {name: tuple(t.shape) for name, t in builder().state_dict().items()}
+        expected = _parameter_shapes(builder)
         if expected == shapes:
             return variant
         differences[variant] = sorted(
