@@ -21,21 +21,23 @@ import torch
 
 groundingdino = pytest.importorskip("groundingdino", reason="reference package groundingdino-py is not installed")
 
-from groundingdino.models.GroundingDINO import groundingdino as upstream_module  # noqa: E402
-from groundingdino.models.GroundingDINO.backbone import build_backbone  # noqa: E402
-from groundingdino.models.GroundingDINO.backbone.backbone import Joiner  # noqa: E402
-from groundingdino.models.GroundingDINO.backbone.position_encoding import build_position_encoding  # noqa: E402
-from groundingdino.models.GroundingDINO.backbone.swin_transformer import SwinTransformer  # noqa: E402
-from groundingdino.models.GroundingDINO.transformer import build_transformer  # noqa: E402
-from groundingdino.util import get_tokenlizer  # noqa: E402
-from groundingdino.util.slconfig import SLConfig  # noqa: E402
+from groundingdino.models.GroundingDINO import groundingdino as upstream_module
+from groundingdino.models.GroundingDINO.backbone import build_backbone
+from groundingdino.models.GroundingDINO.backbone.backbone import Joiner
+from groundingdino.models.GroundingDINO.backbone.position_encoding import (
+    build_position_encoding,
+)
+from groundingdino.models.GroundingDINO.backbone.swin_transformer import SwinTransformer
+from groundingdino.models.GroundingDINO.transformer import build_transformer
+from groundingdino.util import get_tokenlizer
+from groundingdino.util.slconfig import SLConfig
 
 CONFIGS = {"swint_ogc": "GroundingDINO_SwinT_OGC.py", "swinb_cogcoor": "GroundingDINO_SwinB_cfg.py"}
 # scaled down with the same key structure: Swin-B keeps its deeper third stage and larger window.
 # d_model stays 256: the original text position embedding is hard-coded to 256 features.
-SMALL_SWIN = {"swint_ogc": dict(embed_dim=16, depths=[1, 1, 2, 1], num_heads=[1, 1, 2, 2], window_size=4),
-              "swinb_cogcoor": dict(embed_dim=16, depths=[1, 1, 3, 1], num_heads=[1, 2, 2, 4], window_size=6)}
-SMALL = dict(dim_feedforward=64, enc_layers=1, dec_layers=2, num_queries=20)
+SMALL_SWIN = {"swint_ogc": {"embed_dim": 16, "depths": [1, 1, 2, 1], "num_heads": [1, 1, 2, 2], "window_size": 4},
+              "swinb_cogcoor": {"embed_dim": 16, "depths": [1, 1, 3, 1], "num_heads": [1, 2, 2, 4], "window_size": 6}}
+SMALL = {"dim_feedforward": 64, "enc_layers": 1, "dec_layers": 2, "num_queries": 20}
 
 
 class _BertAsWarper(torch.nn.Module):

@@ -73,7 +73,7 @@ def test_stated_sam_variant_must_agree_with_the_file(tmp_path, tiny_sam_variant,
     save(sam.build_tiny_sam().state_dict(), tmp_path / "suite" / "own.pth")
     pipeline = ClipSurgerySam(suite(tmp_path, sam_checkpoint="own.pth", sam_variant="vit_b"))
     with pytest.raises(DataError, match=r"own\.pth: holds a SAM tiny, but sam_variant = 'vit_b'"):
-        pipeline.engine
+        _ = pipeline.engine
 
 
 def test_sam_file_under_an_official_name_must_be_the_official_file(tmp_path, tiny_sam_variant, registry_models):
@@ -81,7 +81,7 @@ def test_sam_file_under_an_official_name_must_be_the_official_file(tmp_path, tin
     pipeline = ClipSurgerySam(suite(tmp_path, sam_checkpoint="sam_vit_b_01ec64.pth"))
     with pytest.raises(DataError, match=r"sam_vit_b_01ec64\.pth: sha256 is [0-9a-f]{64}, expected ec2df627.*"
                                         r"give the file another name and set sam_checkpoint") as e:
-        pipeline.engine
+        _ = pipeline.engine
     assert "\n" not in str(e.value)
 
 
@@ -109,7 +109,7 @@ def test_bad_sam_files_are_one_line_naming_the_file(tmp_path, registry_models, c
     context = suite(tmp_path, sam_checkpoint=name)
     with pytest.raises((ConfigError, DataError), match=message) as e:
         ClipSurgerySam.check_available(context)
-        ClipSurgerySam(context).engine
+        _ = ClipSurgerySam(context).engine
     assert "\n" not in str(e.value)
 
 
@@ -139,11 +139,11 @@ def test_bad_clip_files_are_one_line_naming_the_file(tmp_path, tiny_clip_archite
         ClipSurgerySam.check_available(suite(tmp_path, clip_checkpoint="nowhere.pt"))
     save(torch.nn.Linear(3, 2).state_dict(), tmp_path / "suite" / "other.pt")
     with pytest.raises(DataError, match=r"other\.pt: checkpoint does not match CLIP: .*missing keys") as e:
-        ClipSurgerySam(suite(tmp_path, clip_checkpoint="other.pt")).encoder
+        _ = ClipSurgerySam(suite(tmp_path, clip_checkpoint="other.pt")).encoder
     assert "\n" not in str(e.value)
     save(torch.nn.Linear(3, 2).state_dict(), tmp_path / "suite" / "ViT-B-16.pt")
     with pytest.raises(DataError, match=r"ViT-B-16\.pt: sha256 is .*expected 5806e77c.*set clip_checkpoint"):
-        ClipSurgerySam(suite(tmp_path, clip_checkpoint="ViT-B-16.pt")).encoder
+        _ = ClipSurgerySam(suite(tmp_path, clip_checkpoint="ViT-B-16.pt")).encoder
 
 
 @pytest.mark.slow

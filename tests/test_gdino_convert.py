@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from gdino_upstream import build_upstream, vocab_folder
 
 from fmtest.data.sample import Sample
 from fmtest.errors import ConfigError, DataError, MissingWeights
@@ -26,7 +27,6 @@ from fmtest.models.registry import WeightSpec
 from fmtest.models.sam import SamEngine, build_tiny_sam
 from fmtest.pipelines.base import PipelineContext
 from fmtest.pipelines.gdino_sam import GroundingDinoSam
-from gdino_upstream import build_upstream, vocab_folder
 
 CAPTION = "crack . scratch on metal ."
 
@@ -223,7 +223,7 @@ def test_gdino_checkpoint_problems_are_one_line(tmp_path, weights_with_vocabular
         sam_like.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"image_encoder.patch_embed.proj.weight": torch.zeros(2)}, sam_like)
         with pytest.raises(DataError, match=r"sam_like\.pth: not a GroundingDINO checkpoint of the IDEA-Research layout"):
-            gdino_sam(tmp_path, weights_with_vocabulary, gdino_checkpoint="sam_like.pth").detector
+            _ = gdino_sam(tmp_path, weights_with_vocabulary, gdino_checkpoint="sam_like.pth").detector
         original_file(tmp_path / "suite" / "mine.pth")
         no_vocabulary = tmp_path / "empty-weights"
         with pytest.raises(MissingWeights, match=r"bert-base-uncased/vocab.txt not found in .*empty-weights"):

@@ -33,7 +33,7 @@ from fmtest.errors import DataError, MissingWeights
 from fmtest.models import gdino_convert, registry
 
 WEIGHT_KEY = "groundingdino_swint_ogc"  # the transformers folder; also the key tests inject a detector under
-ORIGINAL_KEY = "groundingdino_swint_ogc_pth"  # the same model as the original release file
+ORIGINAL_KEY = "groundingdino_swint_ogc_pth"  # the same Swin-T OGC model, as the original release file
 VOCAB_KEY = "bert_base_uncased_vocab"
 BERT_UNCASED_VOCAB_SIZE = 30_522
 
