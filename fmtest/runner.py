@@ -187,7 +187,7 @@ class Evaluator:
     def context(self, case: Case, group: str | None = None) -> PipelineContext:
         cfg = self.settings.config
         return PipelineContext(
-            dataset=case.dataset, options=cfg.pipeline_options(case.pipeline, case.dataset, group),
+            dataset=case.dataset, group=group, options=cfg.pipeline_options(case.pipeline, case.dataset, group),
             prompt=cfg.prompt_for(case.dataset, group, case.pipeline),
             weights_dir=self.settings.weights_dir, device=self.settings.device,
             work_dir=self.settings.cache_dir or Path(tempfile.gettempdir()) / "fmtest",

@@ -126,15 +126,20 @@ def test_garbage_weights_file_is_named(detector, tmp_path):
     assert str(folder) in str(e.value)
 
 
-def test_missing_folder_message_and_original_checkpoint_hint(tmp_path):
+def test_missing_model_message_names_both_layouts(tmp_path):
     with pytest.raises(MissingWeights) as e:
         gd.require(tmp_path)
     message = str(e.value)
     assert "grounding-dino-tiny/model.safetensors" in message and str(tmp_path) in message
-    assert "fmtest weights download groundingdino_swint_ogc" in message
+    assert "fmtest weights download groundingdino_swint_ogc`" in message
+    assert "fmtest weights download groundingdino_swint_ogc_pth bert_base_uncased_vocab" in message
     (tmp_path / "groundingdino_swint_ogc.pth").write_bytes(b"x")
-    with pytest.raises(MissingWeights, match="only the transformers layout loads"):
+    with pytest.raises(MissingWeights, match="groundingdino_swint_ogc.pth is there but not its tokenizer vocabulary: "
+                                             "bert-base-uncased/vocab.txt not found"):
         gd.require(tmp_path)
+    (tmp_path / "bert-base-uncased").mkdir()
+    shutil.copy(uncased_vocab_folder(tmp_path / "vocab") / "vocab.txt", tmp_path / "bert-base-uncased")
+    gd.require(tmp_path)  # the original file and its vocabulary are enough
 
 
 def test_injected_detector_needs_no_file(detector, tmp_path):

@@ -149,8 +149,14 @@ def test_list_shows_paths_sizes_and_presence(tmp_path, capsys):
     h_line = next(line for line in out.splitlines() if line.startswith("sam_vit_h "))
     assert str(tmp_path / "sam_vit_h_4b8939.pth") in h_line and "2.56 GB" in h_line and "missing" in h_line
     assert "present" in next(line for line in out.splitlines() if line.startswith("sam_vit_b "))
-    gdino = next(line for line in out.splitlines() if line.startswith("groundingdino_swint_ogc"))
+    gdino = next(line for line in out.splitlines() if line.startswith("groundingdino_swint_ogc "))
     assert "1a2412ef99bd" in gdino and "689.4 MB" in gdino and str(tmp_path / "grounding-dino-tiny") in gdino
+    lines = {line.split()[0]: line for line in out.splitlines()[2:]}
+    for key, file, size, sha in (("groundingdino_swint_ogc_pth", "groundingdino_swint_ogc.pth", "694.0 MB", "3b3ca2563c77"),
+                                 ("groundingdino_swinb_cogcoor_pth", "groundingdino_swinb_cogcoor.pth", "938.1 MB",
+                                  "46270f7a822e"),
+                                 ("bert_base_uncased_vocab", "bert-base-uncased", "0.2 MB", "07eced375cec")):
+        assert str(tmp_path / file) in lines[key] and size in lines[key] and sha in lines[key], lines[key]
 
 
 def test_verify_reports_bad_size_and_hash(tmp_path, capsys, monkeypatch):

@@ -1,9 +1,10 @@
 """CLIP ViT-B/16 with OpenAI weights, built on open_clip: checkpoint loading and batched encoding.
 
-Checkpoint formats accepted for the registry key `clip_vit_b16_openai` (all carry the same tensors
-under open_clip's parameter names, so one strict state-dict load serves them all):
+Checkpoint formats accepted for the registry key `clip_vit_b16_openai`, and for a user's own ViT-B/16
+named with `clip_checkpoint` (all carry the same tensors under open_clip's parameter names, so one strict
+state-dict load serves them all):
 
-- OpenAI's TorchScript archive `ViT-B-16.pt` (the registry's file, sha256 in its URL). It is opened
+- an OpenAI TorchScript archive such as `ViT-B-16.pt` (the registry's file, sha256 in its URL). It is opened
   with `torch.jit.load` on the CPU, whose TorchScript unpickler rebuilds no arbitrary Python objects
   (unlike `pickle`); only its tensors are kept.
   `torch.load(weights_only=True)` refuses TorchScript archives, so they are recognised first.
@@ -203,32 +204,29 @@ def require_clip(weights_dir: Path | None) -> None:
         clip_checkpoint(weights_dir)
 
 
-def checked_sha256(path: Path) -> str:
-    """sha256 of the checkpoint; OpenAI's archive must match the registry (a truncated or other file fails)."""
-    sha = registry.file_sha256(path)
-    expected = registry.spec(CLIP_KEY).sha256
-    if is_torchscript_archive(path) and expected is not None and sha != expected:
-        raise DataError(f"sha256 is {sha}, expected {expected} for OpenAI's CLIP ViT-B/16; "
-                        f"re-download with `fmtest weights download {CLIP_KEY}`", path)
-    return sha
-
-
 _LOADED: dict[tuple[str, str], ClipEncoder] = {}
 _LOAD_LOCK = threading.Lock()
 
 
-def clip_encoder(weights_dir: Path | None, device: str = "cpu") -> ClipEncoder:
-    """The session's CLIP ViT-B/16: an injected ClipEncoder (tests), else the checkpoint, loaded once per process.
+def clip_encoder(weights_dir: Path | None, device: str = "cpu", checkpoint: Path | None = None) -> ClipEncoder:
+    """The session's CLIP ViT-B/16, loaded once per process: the user's `checkpoint` (`clip_checkpoint`) when
+    given, else an injected ClipEncoder (tests), else the registry's file.
 
+    Any accepted format of the same architecture loads, fine-tuned or not; the file's sha256 is the model id
+    (`registry.identify`: a file named like OpenAI's `ViT-B-16.pt` must be OpenAI's file).
     Tests inject without any file: `registry.inject(CLIP_KEY, ClipEncoder(build_tiny_clip(), "tiny"))`.
     """
-    injected = registry.injected(CLIP_KEY)
-    if injected is not None:
-        return injected  # type: ignore[return-value]
-    path = clip_checkpoint(weights_dir).resolve()
+    if checkpoint is None:
+        injected = registry.injected(CLIP_KEY)
+        if injected is not None:
+            return injected  # type: ignore[return-value]
+        checkpoint = clip_checkpoint(weights_dir)
+    path = Path(checkpoint).resolve()
+    if not path.is_file():
+        raise DataError("CLIP checkpoint file not found", path)
     key = (str(path), device)
     with _LOAD_LOCK:
         if key not in _LOADED:
-            sha = checked_sha256(path)
+            sha = registry.identify(path, "clip_checkpoint")
             _LOADED[key] = ClipEncoder(build_clip(path), sha, device)
         return _LOADED[key]

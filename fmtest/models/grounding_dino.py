@@ -1,11 +1,17 @@
-"""GroundingDINO (Swin-T OGC) through transformers' `GroundingDinoForObjectDetection`, fully offline.
+"""GroundingDINO through transformers' `GroundingDinoForObjectDetection`, fully offline.
 
 Why transformers and not `groundingdino-py`: the latter is an unmaintained sdist that pins
 supervision 0.6.0 and calls `BertModel.get_extended_attention_mask`, removed in transformers 5.
-transformers ships the same architecture and loads the official swint_ogc weights converted to its
-layout (the `IDEA-Research/grounding-dino-tiny` folder: config.json, model.safetensors, the BERT
-WordPiece vocabulary and the image-processor settings). The original `groundingdino_swint_ogc.pth`
-does not load here (its keys follow the original code base); docs/WEIGHTS.md says how to convert it.
+transformers ships the same architecture. Two checkpoint layouts load:
+
+- the transformers folder (`IDEA-Research/grounding-dino-tiny`: config.json, model.safetensors, the BERT
+  WordPiece vocabulary and the image-processor settings);
+- an original-layout file (`groundingdino_swint_ogc.pth`, `groundingdino_swinb_cogcoor.pth`, or a model
+  fine-tuned with the IDEA-Research code), converted at load time by `gdino_convert`. It carries no
+  vocabulary: the bert-base-uncased `vocab.txt` comes from the weights folder (`bert_base_uncased_vocab`).
+
+Which file: the pipeline's `gdino_checkpoint` (a folder or a file), else the registry's folder, else the
+registry's original Swin-T OGC file.
 
 Thresholds follow the original `get_grounding_output` of Grounded-SAM: a query is kept when its best
 token probability exceeds `box_threshold`; `text_threshold` only chooses which prompt tokens name the
@@ -24,11 +30,12 @@ import numpy as np
 import torch
 
 from fmtest.errors import DataError, MissingWeights
-from fmtest.models import registry
+from fmtest.models import gdino_convert, registry
 from fmtest.models.precision import autocast
 
-WEIGHT_KEY = "groundingdino_swint_ogc"
-ORIGINAL_CHECKPOINT = "groundingdino_swint_ogc.pth"
+WEIGHT_KEY = "groundingdino_swint_ogc"  # the transformers folder; also the key tests inject a detector under
+ORIGINAL_KEY = "groundingdino_swint_ogc_pth"  # the same Swin-T OGC model, as the original release file
+VOCAB_KEY = "bert_base_uncased_vocab"
 BERT_UNCASED_VOCAB_SIZE = 30_522
 
 
@@ -159,34 +166,79 @@ def load_grounding_dino(folder: Path, device: str = "cpu", model_id: str | None 
                          model_id or registry.file_sha256(weights), device=device)
 
 
-def grounding_dino(weights_dir: Path | None, device: str) -> GroundingDino:
-    """The process-wide detector: an injected one (tests), else the registry's folder, loaded once."""
-    injected = registry.injected(WEIGHT_KEY)
-    if injected is not None:
-        return injected  # type: ignore[return-value]
-    return _load_cached(resolve_folder(weights_dir).resolve(), device)
+def load_original_checkpoint(path: Path, vocab_folder: Path, device: str = "cpu") -> GroundingDino:
+    """Load an original-layout GroundingDINO file (converted to transformers' model) with a BERT vocabulary."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import GroundingDinoImageProcessor
+
+    path = Path(path)
+    if not path.is_file():
+        raise MissingWeights("GroundingDINO checkpoint file not found", path)
+    model_id = registry.identify(path, "gdino_checkpoint")
+    state = registry.load_state_dict(path)
+    if not gdino_convert.is_original_layout(state):
+        raise DataError("not a GroundingDINO checkpoint of the IDEA-Research layout (no backbone.0.patch_embed "
+                        "weights); a transformers model must be given as its folder", path)
+    model = gdino_convert.build_from_original(state, path)
+    tokenizer = load_bert_tokenizer(vocab_folder, model.config.text_config.vocab_size)
+    # the original inference transform: shortest side 800, longest 1333, ImageNet mean/std (the class defaults)
+    return GroundingDino(model, tokenizer, GroundingDinoImageProcessor(), model_id, device=device)
 
 
-def resolve_folder(weights_dir: Path | None) -> Path:
-    """The model folder, or MissingWeights; an original .pth lying there gets a conversion hint."""
+def grounding_dino(weights_dir: Path | None, device: str, checkpoint: Path | None = None) -> GroundingDino:
+    """The process-wide detector, loaded once: the user's `checkpoint` (`gdino_checkpoint`: a transformers
+    folder or an original-layout file) when given, else an injected one (tests), else the registry's folder,
+    else the registry's original Swin-T OGC file."""
+    if checkpoint is None:
+        injected = registry.injected(WEIGHT_KEY)
+        if injected is not None:
+            return injected  # type: ignore[return-value]
+        checkpoint = resolve(weights_dir)
+    checkpoint = Path(checkpoint).resolve()
+    if checkpoint.is_dir():
+        return _load_folder(checkpoint, device)
+    return _load_original(checkpoint, resolve_vocabulary(weights_dir).resolve(), device)
+
+
+def resolve(weights_dir: Path | None) -> Path:
+    """The registry's GroundingDINO: the transformers folder, else the original .pth (with its vocabulary)."""
     try:
         return registry.resolve(WEIGHT_KEY, weights_dir)
     except MissingWeights as e:
-        original = registry.weights_dir(weights_dir) / ORIGINAL_CHECKPOINT
-        if original.is_file():
-            raise MissingWeights(f"{e} ({ORIGINAL_CHECKPOINT} is there, but only the transformers layout "
-                                 "loads; see docs/WEIGHTS.md to convert it)") from None
-        raise
+        original = registry.spec(ORIGINAL_KEY).path_in(registry.weights_dir(weights_dir))
+        if not original.is_file():
+            raise MissingWeights(f"{e}, or put {original.name} and {registry.spec(VOCAB_KEY).filename}/vocab.txt "
+                                 f"there (`fmtest weights download {ORIGINAL_KEY} {VOCAB_KEY}`)") from None
+        try:
+            resolve_vocabulary(weights_dir)
+        except MissingWeights as missing_vocabulary:
+            raise MissingWeights(f"{original.name} is there but not its tokenizer vocabulary: "
+                                 f"{missing_vocabulary}") from None
+        return original
 
 
-def require(weights_dir: Path | None) -> None:
-    if registry.injected(WEIGHT_KEY) is None:
-        resolve_folder(weights_dir)
+def resolve_vocabulary(weights_dir: Path | None) -> Path:
+    """The bert-base-uncased vocabulary folder original-layout checkpoints are tokenized with."""
+    return registry.resolve(VOCAB_KEY, weights_dir)
+
+
+def require(weights_dir: Path | None, checkpoint: Path | None = None) -> None:
+    """Raise MissingWeights unless the checkpoint (and for an original-layout file, its vocabulary) is there."""
+    if checkpoint is not None:
+        if not Path(checkpoint).is_dir():
+            resolve_vocabulary(weights_dir)
+    elif registry.injected(WEIGHT_KEY) is None:
+        resolve(weights_dir)
 
 
 @lru_cache(maxsize=2)
-def _load_cached(folder: Path, device: str) -> GroundingDino:
+def _load_folder(folder: Path, device: str) -> GroundingDino:
     return load_grounding_dino(folder, device)
+
+
+@lru_cache(maxsize=2)
+def _load_original(path: Path, vocab_folder: Path, device: str) -> GroundingDino:
+    return load_original_checkpoint(path, vocab_folder, device)
 
 
 def build_tiny_grounding_dino(tokenizer, seed: int = 0, image_size: int = 128, num_queries: int = 20,

@@ -83,6 +83,7 @@ _GDINO_FILES = (
     PinnedFile("vocab.txt", 231_508, "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"),
 )
 _TORCHVISION_URL = "https://download.pytorch.org/models/"
+_GDINO_RELEASES = "https://github.com/IDEA-Research/GroundingDINO/releases/download/"
 
 WEIGHTS: dict[str, WeightSpec] = {
     spec.key: spec
@@ -111,6 +112,29 @@ WEIGHTS: dict[str, WeightSpec] = {
             description="GroundingDINO Swin-T OGC, converted to the Hugging Face layout "
                         "(IDEA-Research/grounding-dino-tiny; includes the BERT text encoder and vocabulary)",
             main_file="model.safetensors", files=_GDINO_FILES,
+        ),
+        WeightSpec(
+            key="groundingdino_swint_ogc_pth", filename="groundingdino_swint_ogc.pth", size=693_997_677,
+            sha256="3b3ca2563c77c69f651d7bd133e97139c186df06231157a64c507099c52bc799",
+            url=_GDINO_RELEASES + "v0.1.0-alpha/groundingdino_swint_ogc.pth", license="Apache-2.0",
+            description="GroundingDINO Swin-T OGC, the original release file (converted at load time; used "
+                        "when grounding-dino-tiny/ is absent; needs bert_base_uncased_vocab)",
+        ),
+        WeightSpec(
+            key="groundingdino_swinb_cogcoor_pth", filename="groundingdino_swinb_cogcoor.pth", size=938_057_991,
+            sha256="46270f7a822e6906b655b729c90613e48929d0f2bb8b9b76fd10a856f3ac6ab7",
+            url=_GDINO_RELEASES + "v0.1.0-alpha2/groundingdino_swinb_cogcoor.pth", license="Apache-2.0",
+            description="GroundingDINO Swin-B COGCOOR, the original release file (optional, via gdino_checkpoint; "
+                        "needs bert_base_uncased_vocab)",
+        ),
+        WeightSpec(
+            key="bert_base_uncased_vocab", filename="bert-base-uncased", size=231_508,
+            sha256="07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
+            url="https://huggingface.co/bert-base-uncased/resolve/86b5e0934494bd15c9632b12f734a8a67f723594/",
+            license="Apache-2.0",
+            description="bert-base-uncased WordPiece vocabulary: the tokenizer of the original GroundingDINO .pth files",
+            main_file="vocab.txt",
+            files=(PinnedFile("vocab.txt", 231_508, "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"),),
         ),
         WeightSpec(
             key="clip_vit_b16_openai", filename="ViT-B-16.pt", size=None,
@@ -221,6 +245,25 @@ def file_sha256(path: Path) -> str:
                 h.update(block)
         _SHA_CACHE[cache_key] = h.hexdigest()
     return _SHA_CACHE[cache_key]
+
+
+def identify(path: Path, option: str) -> str:
+    """The sha256 that identifies a checkpoint file (the pipeline's model id).
+
+    A file carrying the name of an official registry file must BE that file: a fine-tuned model saved
+    under the official name would otherwise be reported as the official one. Such a file (or a corrupt
+    download) is refused with what to do; under any other name a file is the user's own and its hash
+    says which model produced the results.
+    """
+    path = Path(path)
+    sha = file_sha256(path)
+    for entry in WEIGHTS.values():
+        if not entry.is_folder and entry.sha256 is not None and path.name == entry.filename and sha != entry.sha256:
+            raise DataError(f"sha256 is {sha}, expected {entry.sha256} for the official {entry.key} checkpoint: "
+                            f"re-download it (`fmtest weights download {entry.key}`), or, if it is your own "
+                            f"(e.g. fine-tuned) model, give the file another name and set {option} to it "
+                            "in the suite config", path)
+    return sha
 
 
 def combined_id(*hashes: str) -> str:

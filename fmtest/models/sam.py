@@ -8,6 +8,10 @@ re-running the ViT encoder. `engine.configured(settings)` gives a view of the sa
 model, same cache) whose encoder runs with other settings (bf16, SDPA attention, batch size,
 torch.compile; see `fmtest.models.sam_encoder`).
 
+The registry's official file is used unless a pipeline names its own file (`sam_checkpoint`): any state
+dict of a SAM_VARIANTS architecture, fine-tuned or not, whose variant is read from its tensor shapes and
+whose sha256 becomes the model id (`registry.identify`).
+
 Tests inject a random-weight model without touching any file:
 
     with registry.inject("sam_vit_h", SamEngine(build_tiny_sam(), model_id="tiny-random")):
@@ -295,26 +299,60 @@ class _EngineMaskGenerator(SamAutomaticMaskGenerator):
 # --- the process-wide engine -----------------------------------------------------------------------
 
 
+@lru_cache(maxsize=8)
+def _parameter_shapes(builder: Callable[[], Sam]) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of a builder's state dict, from a model built on the meta device (no memory)."""
+    with torch.device("meta"):
+        return {name: tuple(t.shape) for name, t in builder().state_dict().items()}
+
+
+def infer_variant(state: dict[str, torch.Tensor], path: Path) -> str:
+    """The SAM_VARIANTS entry whose parameter names and shapes the state dict has exactly.
+
+    The candidates are built on the meta device (no memory, a fraction of a second for ViT-H), so any
+    variant registered in SAM_VARIANTS is recognised the same way as the official ones.
+    """
+    shapes = {name: tuple(tensor.shape) for name, tensor in state.items()}
+    differences = {}
+    for variant, builder in SAM_VARIANTS.items():
+        expected = _parameter_shapes(builder)
+        if expected == shapes:
+            return variant
+        differences[variant] = sorted(
+            [f"{k} missing" for k in expected.keys() - shapes.keys()]
+            + [f"{k} unexpected" for k in shapes.keys() - expected.keys()]
+            + [f"{k} {shapes[k]} vs {expected[k]}" for k in expected.keys() & shapes.keys() if shapes[k] != expected[k]])
+    closest = min(differences, key=lambda v: len(differences[v]))
+    raise DataError(f"tensor shapes match no SAM architecture ({', '.join(SAM_VARIANTS)}); closest is {closest} "
+                    f"with {len(differences[closest])} differences (e.g. {'; '.join(differences[closest][:2])})", path)
+
+
 def sam_engine(weights_dir: Path | None, device: str, variant: str = "vit_h") -> SamEngine:
-    """The SAM engine for this process: an injected one (tests), else the checkpoint, loaded once."""
+    """The registry's SAM for this process: an injected one (tests), else the official checkpoint, loaded once."""
     key = weight_key(variant)
     injected = registry.injected(key)
     if injected is not None:
         return injected  # type: ignore[return-value]
-    path = registry.resolve(key, weights_dir)
-    return _load_engine(path.resolve(), device, variant)
+    return _load_engine(registry.resolve(key, weights_dir).resolve(), device, variant)
+
+
+def custom_sam_engine(checkpoint: Path, device: str, variant: str | None = None) -> SamEngine:
+    """The SAM in a user's file (`sam_checkpoint`), fine-tuned or not, loaded once per process.
+
+    The architecture is read from the tensor shapes; a `variant` the user stated must agree with them.
+    """
+    return _load_engine(Path(checkpoint).resolve(), device, variant)
 
 
 @lru_cache(maxsize=4)
-def _load_engine(path: Path, device: str, variant: str) -> SamEngine:
-    key = weight_key(variant)
-    sha = registry.file_sha256(path)
-    expected = registry.spec(key).sha256
-    if expected is not None and sha != expected:
-        raise DataError(f"sha256 is {sha}, expected {expected} for the official {key} checkpoint; "
-                        f"re-download with `fmtest weights download {key}`", path)
-    builder = SAM_VARIANTS.get(variant)
-    if builder is None:
-        raise DataError(f"unknown SAM variant {variant!r}; known: {', '.join(SAM_VARIANTS)}", path)
-    sam = load_sam_weights(builder().eval(), path)
-    return SamEngine(sam, model_id=sha, device=device)
+def _load_engine(path: Path, device: str, variant: str | None) -> SamEngine:
+    if not path.is_file():
+        raise DataError("SAM checkpoint file not found", path)
+    sha = registry.identify(path, "sam_checkpoint")
+    state = registry.load_state_dict(path)
+    found = infer_variant(state, path)
+    if variant is not None and variant != found:
+        raise DataError(f"holds a SAM {found}, but sam_variant = {variant!r}", path)
+    sam = SAM_VARIANTS[found]().eval()
+    registry.load_into(sam, state, path)
+    return SamEngine(sam.eval(), model_id=sha, device=device)

@@ -64,6 +64,7 @@ class ClipSurgerySamOptions(SamOptions):
     redundant_texts: tuple[str, ...] = ("",)
     negative_points: bool = True
     surgery_depth: int = SURGERY_DEPTH
+    clip_checkpoint: str | None = None
 
 
 class ClipSurgerySam(ClipSamPipeline):

@@ -9,6 +9,10 @@ position bias as its mask), `sam_batch_size` (4: images per encoder call, and pe
 GroundingDINO pipelines add `gdino_precision` ("fp32" | "bf16"). Pipelines with the same
 precision, attention and compile settings share each image's embedding.
 
+Each model's file is the registry's unless the pipeline's table names one: `sam_checkpoint`,
+`gdino_checkpoint`, `clip_checkpoint` (a path; relative paths are relative to the suite config's folder).
+A named file that does not exist is a configuration error, not a skip: the user asked for that file.
+
 segment_anything is imported only when the engine is first used, so option checks and
 `check_available` (run for every case of a suite, the skipped ones included) stay cheap.
 """
@@ -25,11 +29,12 @@ import numpy as np
 
 from fmtest.data.io import to_rgb_uint8
 from fmtest.data.sample import Sample
+from fmtest.errors import ConfigError
 from fmtest.models import clip, grounding_dino, sam_variants
 from fmtest.models.precision import PRECISIONS
 from fmtest.models.registry import combined_id
 from fmtest.pipelines.base import Pipeline, PipelineContext
-from fmtest.pipelines.options import parse_options, require_at_least_one, require_choice
+from fmtest.pipelines.options import parse_options, require_at_least_one, require_choice, table
 
 if TYPE_CHECKING:
     from fmtest.models.sam import SamEngine
@@ -44,6 +49,7 @@ class SamOptions:
     """The options every SAM pipeline's options dataclass inherits."""
 
     sam_variant: str = "vit_h"
+    sam_checkpoint: str | None = None
     sam_precision: str = "fp32"
     sam_attention: str = "reference"
     sam_batch_size: int = 4
@@ -55,6 +61,18 @@ class DetectorSamOptions(SamOptions):
     """SamOptions plus how GroundingDINO runs."""
 
     gdino_precision: str = "fp32"
+    gdino_checkpoint: str | None = None
+
+
+def checkpoint_option(context: PipelineContext, pipeline: str, option: str, value: str | None) -> Path | None:
+    """The file (or folder) a `*_checkpoint` option names, resolved against the suite config's folder."""
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    path = path if path.is_absolute() else context.suite_dir / path
+    if not path.exists():
+        raise ConfigError(f"{option} = {value!r}: {path} does not exist", table(pipeline))
+    return path
 
 
 class SamPipeline(Pipeline):
@@ -94,13 +112,18 @@ class SamPipeline(Pipeline):
 
     @classmethod
     def check_available(cls, context: PipelineContext) -> None:
-        options = cls.options_for(context)
-        cls.require_models(context.weights_dir, options.sam_variant)
+        cls.require_models(context, cls.options_for(context))
 
     @classmethod
-    def require_models(cls, weights_dir: Path | None, sam_variant: str) -> None:
-        """Raise MissingWeights for the first checkpoint that is neither present nor injected."""
-        sam_variants.require(weights_dir, sam_variant)
+    def require_models(cls, context: PipelineContext, options) -> None:
+        """Raise MissingWeights for the first registry checkpoint that is neither present nor injected,
+        ConfigError for a named checkpoint that does not exist."""
+        if cls.sam_file(context, options) is None:
+            sam_variants.require(context.weights_dir, options.sam_variant)
+
+    @classmethod
+    def sam_file(cls, context: PipelineContext, options) -> Path | None:
+        return checkpoint_option(context, cls.name, "sam_checkpoint", options.sam_checkpoint)
 
     @cached_property
     def encoder_settings(self) -> EncoderSettings:
@@ -113,10 +136,15 @@ class SamPipeline(Pipeline):
 
     @property
     def engine(self) -> SamEngine:
-        """The process-wide engine for the variant, its encoder run with this pipeline's settings."""
-        from fmtest.models.sam import sam_engine
+        """The process-wide engine for the variant (or the named file), its encoder run with this
+        pipeline's settings."""
+        from fmtest.models.sam import custom_sam_engine, sam_engine
 
-        engine = sam_engine(self.context.weights_dir, self.context.device, self.options.sam_variant)
+        own_file = self.sam_file(self.context, self.options)
+        if own_file is not None:  # the variant comes from the file; a sam_variant the user set must agree
+            engine = custom_sam_engine(own_file, self.context.device, self.context.options.get("sam_variant"))
+        else:
+            engine = sam_engine(self.context.weights_dir, self.context.device, self.options.sam_variant)
         return engine.configured(self.encoder_settings)
 
     def embedded_images(self, samples: Sequence[Sample]) -> tuple[list[np.ndarray], list[str]]:
@@ -128,7 +156,7 @@ class SamPipeline(Pipeline):
 
 
 class DetectorSamPipeline(SamPipeline):
-    """GroundingDINO proposes boxes from text; SAM turns boxes into masks."""
+    """GroundingDINO proposes boxes from text; SAM turns boxes into masks. Options add `gdino_checkpoint`."""
 
     options_type: ClassVar[type[DetectorSamOptions]]
 
@@ -139,13 +167,18 @@ class DetectorSamPipeline(SamPipeline):
         return parsed
 
     @classmethod
-    def require_models(cls, weights_dir: Path | None, sam_variant: str) -> None:
-        grounding_dino.require(weights_dir)
-        super().require_models(weights_dir, sam_variant)
+    def require_models(cls, context: PipelineContext, options) -> None:
+        grounding_dino.require(context.weights_dir, cls.gdino_file(context, options))
+        super().require_models(context, options)
+
+    @classmethod
+    def gdino_file(cls, context: PipelineContext, options) -> Path | None:
+        return checkpoint_option(context, cls.name, "gdino_checkpoint", options.gdino_checkpoint)
 
     @property
     def detector(self) -> grounding_dino.GroundingDino:
-        return grounding_dino.grounding_dino(self.context.weights_dir, self.context.device)
+        return grounding_dino.grounding_dino(self.context.weights_dir, self.context.device,
+                                             self.gdino_file(self.context, self.options))
 
     @property
     def model_id(self) -> str:
@@ -153,16 +186,23 @@ class DetectorSamPipeline(SamPipeline):
 
 
 class ClipSamPipeline(SamPipeline):
-    """CLIP ViT-B/16 (plain, or run as CLIP Surgery) decides where the prompt is; SAM draws the masks."""
+    """CLIP ViT-B/16 (plain, or run as CLIP Surgery) decides where the prompt is; SAM draws the masks.
+    Options add `clip_checkpoint`."""
 
     @classmethod
-    def require_models(cls, weights_dir: Path | None, sam_variant: str) -> None:
-        super().require_models(weights_dir, sam_variant)
-        clip.require_clip(weights_dir)
+    def require_models(cls, context: PipelineContext, options) -> None:
+        super().require_models(context, options)
+        if cls.clip_file(context, options) is None:
+            clip.require_clip(context.weights_dir)
+
+    @classmethod
+    def clip_file(cls, context: PipelineContext, options) -> Path | None:
+        return checkpoint_option(context, cls.name, "clip_checkpoint", options.clip_checkpoint)
 
     @property
     def encoder(self) -> clip.ClipEncoder:
-        return clip.clip_encoder(self.context.weights_dir, self.context.device)
+        return clip.clip_encoder(self.context.weights_dir, self.context.device,
+                                 self.clip_file(self.context, self.options))
 
     @property
     def model_id(self) -> str:

@@ -73,6 +73,7 @@ class SamClipOptions(GeneratorOptions, SamOptions):
     softmax_over: str = "texts"
     negative_texts: tuple[str, ...] = ("background",)
     clip_batch_size: int = 32
+    clip_checkpoint: str | None = None
 
 
 class SamClip(ClipSamPipeline):
