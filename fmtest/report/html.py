@@ -26,7 +26,7 @@ from fmtest.report.html_risk import risk_overview
 from fmtest.report.html_robustness import robustness_row_id, robustness_section
 from fmtest.verdict.gates import gate_for, image_counts, main_metric, regressed_metrics
 from fmtest.verdict.results import OUTCOME_WORD, CaseResult, RunResults
-from fmtest.verdict.specs import format_value
+from fmtest.verdict.specs import format_value, label
 
 OUTCOME_ORDER = ("failed", "error", "passed", "skipped")  # case details: what needs attention first
 CELL_COLOUR_ORDER = ("error", "failed", "passed", "skipped")  # a cell with several cases shows the worst
@@ -141,7 +141,7 @@ def _cell_link(case: CaseResult) -> str:
     if case.outcome == "skipped" or (case.outcome == "error" and not case.metrics):
         lines.append(f"<span class='reason'>{esc(first_line(case.message) or case.outcome)}</span>")
     elif name is not None:
-        lines.append(f"<span class='metric'>{esc(name)} {format_value(case.metrics.get(name))}</span>")
+        lines.append(f"<span class='metric'>{esc(label(name))} {format_value(case.metrics.get(name))}</span>")
         interval = metric_interval(case, name)
         if interval:
             lines.append(f"<span class='ci'>{interval}</span>")
