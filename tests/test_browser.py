@@ -383,3 +383,33 @@ def test_robustness_plot_has_one_zero_label(page, tmp_path):
         ticks = plots.nth(i).locator("text.tick").all_inner_texts()
         assert ticks.count("0") <= 1, ticks
     page.locator("#fm-rob-plots").screenshot(path=str(tmp_path / "robustness_plots.png"))
+
+
+def test_history_points_name_their_commit_and_flat_series_stay_flat(page, tmp_path):
+    from fmtest.report.history import write_history
+    from fmtest.verdict.results import write_json
+
+    for day, (iou, commit) in enumerate([(0.62, "aaaa111"), (0.61, "bbbb222"), (0.48, "cccc333")]):
+        case = CaseResult("padim-satsim", "padim", "satsim", "segmentation",
+                          metrics={"iou": iou, "iou_ci_low": iou - 0.04, "iou_ci_high": iou + 0.04, "f2": 0.9},
+                          thresholds={"iou": 0.5})
+        write_json(RunResults(cases=[case], created=f"2026-11-2{day}T10:00:00Z", git_commit=commit),
+                   tmp_path / "runs" / f"{day}.json")
+    out = tmp_path / "history.html"
+    write_history(tmp_path / "runs", out, progress=False)
+    page.goto(out.as_uri())
+    iou = page.locator("figure.metric-plot[data-metric=iou]")
+    points = iou.locator(".point")
+    assert points.count() == 3
+    last = points.nth(2)
+    assert "commit cccc333" in last.locator("title").text_content()
+    assert last.evaluate("p => p.classList.contains('regression')")
+    before = last.evaluate("p => getComputedStyle(p).strokeWidth")
+    last.hover()
+    assert last.evaluate("p => getComputedStyle(p).strokeWidth") != before  # the hovered point stands out
+    f2 = page.locator("figure.metric-plot[data-metric=f2] circle.point")
+    ys = {round(f2.nth(i).bounding_box()["y"], 1) for i in range(3)}
+    assert len(ys) == 1  # flat
+    frame = page.locator("figure.metric-plot[data-metric=f2] rect.panel").bounding_box()
+    assert frame["y"] + 0.2 * frame["height"] < ys.pop() < frame["y"] + 0.8 * frame["height"]  # mid-panel, not stretched
+    page.locator("section").first.screenshot(path=str(tmp_path / "history.png"))
