@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import re
 
-from fmtest.report.html_case_charts import breakdown_table, confusion_matrix, image_outcome, score_histogram, worst_first
+from fmtest.report.html_case_charts import (breakdown_table, confusion_matrix, image_outcome, score_histogram,
+                                           worst_first)
 from fmtest.report.html_format import MAX_EXTRA_ROWS, cell_text, esc, first_line, metric_interval, outcome_word
 from fmtest.verdict.gates import gate_for, gates, main_metric
 from fmtest.verdict.layers import MANIFEST_KEY
