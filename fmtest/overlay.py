@@ -1,9 +1,12 @@
-"""Thumbnails of an image with its predicted and true defect masks drawn over it, as base64 PNG.
+"""Pictures of an image with its predicted and true defect masks: small thumbnails (base64 PNG,
+inlined in the scoreboard) and the full-size viewer's layers (PNG bytes, one per toggle).
 
 Colours come from the Okabe-Ito palette so that they stay apart for colour-blind readers:
 ground truth is a bluish-green outline (the defect underneath stays visible), the prediction a
 40 % reddish-purple fill, and pixels left out of scoring a grey hatch. The thumbnails end up
-inlined in HTML reports by the hundred, so each is kept to about 20 KB.
+inlined in HTML reports by the hundred, so each is kept to about 20 KB. The viewer's layers are
+separate transparent PNGs stacked in the browser, so each can be switched on and off; a mask is
+shrunk so that a pixel is marked when any pixel under it is, and a one-pixel void stays visible.
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ PRED_ALPHA = 0.4
 HATCH_PERIOD = 4  # pixels between diagonal hatch lines
 MAX_PNG_BYTES = 20_000
 _PALETTE_SIZES = (128, 64, 32)  # tried in turn when a full-colour PNG is over budget
+LAYER_MAX_SIDE = 1024  # viewer layers are shrunk to this long side: a 4k scan would be ~10 MB a layer
+SCORE_MAP_TOP = 2.0  # score maps are in units of the pixel threshold: the colour scale ends at twice it
+SCORE_MAP_COLOURMAP = "magma"
 
 
 def overlay_thumbnail(
@@ -64,7 +70,53 @@ def overlay_thumbnail(
     return base64.b64encode(_encode_png(np.rint(canvas).astype(np.uint8))).decode("ascii")
 
 
-def _to_rgb_uint8(image: np.ndarray, name: str) -> np.ndarray:
+def image_layers(
+    image: np.ndarray,
+    pred_mask: np.ndarray | None = None,
+    gt_mask: np.ndarray | None = None,
+    ignore: np.ndarray | None = None,
+    score_map: np.ndarray | None = None,
+    *,
+    max_side: int = LAYER_MAX_SIDE,
+    image_id: str | None = None,
+) -> dict[str, bytes]:
+    """The full-size viewer's layers of one image, each a PNG at most `max_side` pixels on its long side.
+
+    `image` (float in [0, 1], grey or RGB) as scanned; `gt` the true defect outlined, pixels left out
+    of scoring hatched, transparent elsewhere; `prediction` the predicted mask as a translucent fill;
+    `score_map` the pipeline's per-pixel score in units of its pixel threshold (1.0 = the edge of the
+    mask), colour-mapped from 0 to SCORE_MAP_TOP. A layer whose input is None is left out.
+    """
+    name = image_id or "layer image"
+    if max_side < 8:
+        raise DataError(f"layer size must be at least 8 pixels, got {max_side}", name)
+    grey_or_rgb = _to_uint8(image, name)
+    height, width = grey_or_rgb.shape[:2]
+    masks = {key: _check_mask(m, key, (height, width), name)
+             for key, m in (("pred_mask", pred_mask), ("gt_mask", gt_mask), ("ignore", ignore))}
+    scale = min(1.0, max_side / max(height, width))
+    out_hw = (max(1, round(height * scale)), max(1, round(width * scale)))
+    layers = {"image": _png_bytes(_resized(grey_or_rgb, out_hw))}
+    small = {key: _shrink_mask(m, out_hw) for key, m in masks.items() if m is not None}
+    if "gt_mask" in small or "ignore" in small:
+        rgba = np.zeros((*out_hw, 4), np.uint8)
+        if "ignore" in small:
+            yy, xx = np.indices(out_hw)
+            rgba[small["ignore"] & ((yy + xx) % HATCH_PERIOD < 2)] = (*IGNORE_COLOUR, 255)
+        if "gt_mask" in small:
+            rgba[_outline(small["gt_mask"])] = (*GT_COLOUR, 255)
+        layers["gt"] = _png_bytes(Image.fromarray(rgba))
+    if "pred_mask" in small:
+        rgba = np.zeros((*out_hw, 4), np.uint8)
+        rgba[small["pred_mask"]] = (*PRED_COLOUR, round(255 * PRED_ALPHA))
+        layers["prediction"] = _png_bytes(Image.fromarray(rgba))
+    if score_map is not None:
+        layers["score_map"] = _png_bytes(_score_map_image(score_map, (height, width), out_hw, name))
+    return layers
+
+
+def _to_uint8(image: np.ndarray, name: str) -> np.ndarray:
+    """HxW (grey) or HxWx3 uint8: a grey scan stays one channel, a third of the PNG."""
     image = np.asarray(image)
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[..., 0]
@@ -72,8 +124,32 @@ def _to_rgb_uint8(image: np.ndarray, name: str) -> np.ndarray:
         raise DataError(f"expected a greyscale HxW or RGB HxWx3 image, got shape {image.shape}", name)
     if not np.issubdtype(image.dtype, np.floating):
         raise DataError(f"expected a float image in [0, 1], got dtype {image.dtype}", name)
-    grey_or_rgb = np.nan_to_num(image.astype(np.float32), nan=0.0).clip(0.0, 1.0)
-    u8 = np.rint(grey_or_rgb * 255).astype(np.uint8)
+    return np.rint(np.nan_to_num(image.astype(np.float32), nan=0.0).clip(0.0, 1.0) * 255).astype(np.uint8)
+
+
+def _resized(pixels: np.ndarray, out_hw: tuple[int, int]) -> Image.Image:
+    image = Image.fromarray(pixels)
+    return image if pixels.shape[:2] == out_hw else image.resize(out_hw[::-1], Image.Resampling.BOX)
+
+
+def _score_map_image(score_map: np.ndarray, hw: tuple[int, int], out_hw: tuple[int, int], name: str) -> Image.Image:
+    """A one-byte-per-pixel palette image: 0 -> darkest, SCORE_MAP_TOP and above -> brightest."""
+    from matplotlib import colormaps
+
+    score_map = np.asarray(score_map, dtype=np.float32)
+    if score_map.shape != hw:
+        raise DataError(f"score_map must be a HxW map at the image's size {hw[1]}x{hw[0]}, got shape "
+                        f"{score_map.shape}", name)
+    shrunk = np.asarray(_resized(np.nan_to_num(score_map, nan=0.0), out_hw), dtype=np.float32)
+    levels = np.rint(np.clip(shrunk / SCORE_MAP_TOP, 0.0, 1.0) * 255).astype(np.uint8)
+    palette = np.rint(colormaps[SCORE_MAP_COLOURMAP](np.linspace(0.0, 1.0, 256))[:, :3] * 255).astype(np.uint8)
+    image = Image.fromarray(levels)
+    image.putpalette(palette.tobytes())
+    return image
+
+
+def _to_rgb_uint8(image: np.ndarray, name: str) -> np.ndarray:
+    u8 = _to_uint8(image, name)
     return np.repeat(u8[..., None], 3, axis=2) if u8.ndim == 2 else u8
 
 
@@ -106,15 +182,17 @@ def _outline(mask: np.ndarray) -> np.ndarray:
 def _encode_png(rgb: np.ndarray) -> bytes:
     """Full colour when it fits the budget (exact colours), else an adaptive palette: noisy scans compress badly."""
     image = Image.fromarray(rgb)
-    data = _png_bytes(image)
+    data = _png_bytes(image, optimize=True)
     for colours in _PALETTE_SIZES:
         if len(data) <= MAX_PNG_BYTES:
             break
-        data = _png_bytes(image.quantize(colours, method=Image.Quantize.MEDIANCUT))
+        data = _png_bytes(image.quantize(colours, method=Image.Quantize.MEDIANCUT), optimize=True)
     return data
 
 
-def _png_bytes(image: Image.Image) -> bytes:
+def _png_bytes(image: Image.Image, *, optimize: bool = False) -> bytes:
+    """`optimize` tries harder for a smaller file: worth it for the few inlined thumbnails, not for
+    thousands of viewer layers."""
     buf = io.BytesIO()
-    image.save(buf, format="PNG", optimize=True)
+    image.save(buf, format="PNG", optimize=optimize)
     return buf.getvalue()

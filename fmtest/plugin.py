@@ -82,6 +82,9 @@ def pytest_configure(config: pytest.Config):
         raise pytest.UsageError(f"fmtest: {e}") from None
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(), "fmtest-xdist")
+    from fmtest.pytest_reports import register_report_hooks  # pytest-html rows, JUnit properties under xunit2
+
+    register_report_hooks(config)
 
 
 class _XdistHooks:

@@ -1,12 +1,16 @@
-"""The HTML scoreboard in a real browser: colours, thumbnails, sorting, filtering, lazy details, scale."""
+"""The HTML scoreboard in a real browser: colours, thumbnails, sorting, filtering, lazy details, scale, the
+image viewer, verdict charts, narrow windows."""
 
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from fmtest.data.sample import Sample
 from fmtest.overlay import overlay_thumbnail
+from fmtest.pipelines.base import Prediction
 from fmtest.report.html import write_html
+from fmtest.verdict.layers import LayerStore
 from fmtest.verdict.results import CaseResult, ImageResult, RunResults, Thumbnail
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -99,7 +103,7 @@ def test_scoreboard_in_browser(page, tmp_path):
         assert cell.evaluate("td => getComputedStyle(td).backgroundColor") == TINTS[outcome]
         assert cell.query_selector(".badge").inner_text() == {"passed": "PASS", "failed": "FAIL", "skipped": "SKIP",
                                                                  "error": "ERROR"}[outcome]
-    assert "iou 0.410" in page.inner_text("td.cell.o-failed")
+    assert "IoU 0.410" in page.inner_text("td.cell.o-failed")
     assert page.query_selector_all("table.images tbody tr") == []  # nothing rendered until opened
 
     page.click("td.cell.o-failed a")  # matrix cell -> its details open and render
@@ -109,10 +113,12 @@ def test_scoreboard_in_browser(page, tmp_path):
     assert len(natural_widths) == 3 and all(w and w > 0 for w in natural_widths)
 
     rows = table_ids(page, "padim-satsim")
-    assert len(rows) == 50 and rows[0] == "test/good/000"
+    outcomes = case.locator("tbody td.outcome").all_inner_texts()
+    assert len(rows) == 50 and outcomes[0] == "slip"  # worst first: slips, then false alarms
+    assert outcomes.index("false alarm") > outcomes.index("slip") and "slip" not in outcomes[outcomes.index("false alarm"):]
     assert "1\u201350 of 120" in case.locator(".page-status").inner_text()
     case.locator("button.next").click()
-    assert table_ids(page, "padim-satsim")[0] == "test/void/050"
+    assert table_ids(page, "padim-satsim")[0] not in rows
 
     case.locator("th[data-key=score] button").click()  # sort ascending, then descending
     scores = [float(s) for s in case.locator("tbody td.score").all_inner_texts()]
@@ -241,3 +247,169 @@ def test_many_robustness_cases_keep_plots_out_of_the_dom_until_opened(page, tmp_
     page.locator("details.rob-plots[data-pipeline=pipe3] svg.rob-plot").nth(8).wait_for(timeout=10_000)
     assert page.locator("svg.rob-plot").count() == 9
     assert page.locator("details.rob-plots[data-pipeline=pipe3] svg.rob-plot").count() == 9
+
+
+# --------------------------------------------------------------------------- drill-down
+
+PASSED_COLOUR = "rgb(0, 122, 90)"
+H, W = 300, 400  # larger than a thumbnail (160 px): the viewer must show the layers at full size
+
+
+def viewer_run(report):
+    """A failed segmentation case whose 24 images' layers were written as evaluation would write them."""
+    rng = np.random.default_rng(3)
+    store = LayerStore(report, "padim-satsim")
+    reference = Sample("reference", (0.4 + 0.02 * rng.random((H, W))).astype(np.float32), "OK")
+    rows = []
+    for i in range(24):
+        label = "NOK" if i % 2 else "OK"
+        gt = np.zeros((H, W), bool)
+        if label == "NOK":
+            gt[100 + i : 103 + i, 200:203] = True  # a 3-pixel void: invisible in a thumbnail
+        predicted_mask = np.roll(gt, 2, axis=1) if i % 3 else np.zeros((H, W), bool)
+        image = reference.image + 0.3 * gt
+        score_map = np.where(predicted_mask, 1.5, 0.2).astype(np.float32)
+        sample = Sample(f"test/{'void' if label == 'NOK' else 'good'}/{i:03d}", image, label, mask=gt)
+        prediction = Prediction.from_mask(predicted_mask, score=float(score_map.max()), score_map=score_map)
+        if i == 4:  # a false alarm
+            prediction = Prediction.from_mask(gt | (rng.random((H, W)) > 0.999), score=1.2, score_map=score_map)
+        store.add(sample, prediction, reference)
+        iou = None if label == "OK" else (0.0 if not prediction.mask.any() else 0.2 + i / 50)
+        rows.append(ImageResult(sample.id, "sha", label, prediction.label, prediction.score, iou))
+    risk = {"slip_rate": 0.33, "slip_rate_ci_low": 0.1, "slip_rate_ci_high": 0.65, "slip_rate_upper_95": 0.6,
+            "false_alarm_rate": 0.08, "false_alarm_rate_ci_low": 0.01, "false_alarm_rate_ci_high": 0.3,
+            "target_slip_rate": 0.01, "defectives_needed_for_target": 299.0, "n_defective": 12.0,
+            "verdict": "this test set has 12: NOT enough", "auroc_threshold_free_not_a_factory_figure": 0.81}
+    case = CaseResult("padim-satsim", "padim", "satsim", "segmentation", "failed", "iou 0.310 < threshold 0.60",
+                      metrics={"iou": 0.31, "iou_ci_low": 0.2, "iou_ci_high": 0.4, "f2": 0.85}, thresholds={"iou": 0.6,
+                                                                                                         "f2": 0.8},
+                      images=rows, extra={"image_layers": store.manifest(), "risk": risk,
+                                          "breakdown": {"die": {"iou": 0.5, "f2": 0.9, "n_images": 12},
+                                                        "wire bond": {"iou": 0.12, "f2": 0.7, "n_images": 12}}})
+    long_name = CaseResult("clip_surgery_sam-industrialsat_with_a_long_name", "clip_surgery_sam",
+                           "industrialsat_with_a_long_name", "segmentation", "passed", extra={"risk": risk})
+    return RunResults(cases=[case, long_name], git_commit="0123abcd")
+
+
+def shown_layers(viewer):
+    return viewer.locator("img.layer:visible").evaluate_all(
+        "imgs => imgs.map(i => [i.dataset.layer, i.complete && i.naturalWidth])")
+
+
+def test_viewer_shows_every_image_full_size_with_layer_toggles(page, tmp_path):
+    report = tmp_path / "scoreboard.html"
+    write_html(viewer_run(report), report)
+    page.goto(report.as_uri() + "#padim-satsim")
+    case = page.locator("[id='padim-satsim']")
+    viewer = case.locator(".viewer")
+    viewer.locator("img.layer[data-layer=gt]").wait_for(timeout=10_000)
+    page.wait_for_function("() => [...document.querySelectorAll('.viewer img.layer')].every(i => i.hidden || "
+                           "(i.complete && i.naturalWidth))")
+
+    first_row = table_ids(page, "padim-satsim")[0]
+    assert case.locator("tbody td.outcome").first.inner_text() == "slip"
+    assert viewer.locator(".viewer-caption").inner_text().startswith(f"{first_row}: NOK \u2192 OK (slip)")
+    assert "1 of 24" in viewer.locator(".viewer-position").inner_text()
+    assert dict(shown_layers(viewer)) == {"image": W, "gt": W, "prediction": W}  # full size, not a thumbnail
+    assert case.locator("tr.current td.id").inner_text() == first_row
+    assert viewer.locator("input[data-layer=prediction]").is_checked()
+
+    viewer.focus()
+    page.keyboard.press("ArrowRight")  # the next-worst image, in the table's order
+    second = table_ids(page, "padim-satsim")[1]
+    assert viewer.locator(".viewer-caption").inner_text().startswith(second)
+    page.keyboard.press("s")  # score map on, ground truth off
+    viewer.locator("input[data-layer=gt]").uncheck()
+    page.wait_for_function("() => { const i = document.querySelector(\".viewer img[data-layer=score_map]\"); "
+                           "return !i.hidden && i.complete && i.naturalWidth > 0; }")
+    assert {name for name, _ in shown_layers(viewer)} == {"image", "score_map", "prediction"}
+    viewer.locator("input[data-layer=reference]").check()
+    reference = viewer.locator("figure.viewer-reference img")
+    page.wait_for_function("() => { const i = document.querySelector('.viewer-reference img'); "
+                           "return i.complete && i.naturalWidth > 0; }")
+    assert reference.is_visible() and reference.evaluate("i => i.naturalWidth") == W
+
+    viewer.locator("select.viewer-zoom").select_option("4")  # a 3-pixel void becomes 12 screen pixels
+    stack = viewer.locator(".viewer-stage .layer-stack")
+    assert stack.evaluate("s => s.getBoundingClientRect().width") == pytest.approx(4 * W, abs=1)
+    viewer.locator("select.viewer-zoom").select_option("fit")
+    page.screenshot(path=str(tmp_path / "viewer.png"), full_page=False)
+    case.locator(".viewer").screenshot(path=str(tmp_path / "viewer_panel.png"))
+
+    case.locator("table.images tbody tr").nth(5).click()  # a table row opens in the viewer
+    sixth = table_ids(page, "padim-satsim")[5]
+    assert viewer.locator(".viewer-caption").inner_text().startswith(sixth)
+
+    # verdicts: a confusion cell filters the table; the histogram holds both classes and the threshold
+    case.locator(".confusion td[data-outcome='false alarm']").click()
+    assert set(case.locator("tbody td.outcome").all_inner_texts()) == {"false alarm"}
+    histogram = case.locator("svg.histogram")
+    assert histogram.locator("rect.h-ok").count() > 0 and histogram.locator("rect.h-nok").count() > 0
+    assert histogram.locator("line.threshold").count() == 1
+    assert histogram.evaluate("s => s.getBoundingClientRect().width") > 300
+    assert case.locator("table.breakdown td.below").count() == 3  # both IoUs (< 0.6), wire bond F2 (< 0.8)
+    case.locator(".verdict-charts").screenshot(path=str(tmp_path / "verdicts.png"))
+
+    # a passing metric inside a failed case keeps the passing colour
+    meets = case.locator("table.metrics .badge.o-passed")
+    assert meets.inner_text() == "meets"
+    assert meets.evaluate("b => getComputedStyle(b).backgroundColor") == PASSED_COLOUR
+    labels = case.locator("h3:text('Risk at the operating point') + table th[scope=row]").all_inner_texts()
+    assert "AUROC (threshold-free)" in labels and not [text for text in labels if "_" in text]
+
+
+def test_risk_overview_fits_a_narrow_window(page, tmp_path):
+    report = tmp_path / "scoreboard.html"
+    write_html(viewer_run(report), report)
+    page.set_viewport_size({"width": 700, "height": 900})
+    page.goto(report.as_uri())
+    table = page.locator("#fm-risk-table")
+    wrap = page.locator(".table-wrap:has(#fm-risk-table)")
+    assert wrap.evaluate("w => w.scrollWidth <= w.clientWidth")  # nothing hidden behind a scroll bar
+    rights = table.locator("td, th[scope=row]").evaluate_all("cs => cs.map(c => c.getBoundingClientRect().right)")
+    assert rights and max(rights) <= 700
+    first = table.locator("tbody tr").first.locator("td").first
+    assert first.evaluate("td => getComputedStyle(td, '::before').content") == '"slip rate [95 % CI]"'
+    table.screenshot(path=str(tmp_path / "risk_700.png"))
+
+
+def test_robustness_plot_has_one_zero_label(page, tmp_path):
+    report = tmp_path / "scoreboard.html"
+    write_html(robustness_run(), report)
+    page.goto(report.as_uri())
+    plots = page.locator("#fm-rob-plots svg.rob-plot")
+    plots.nth(2).wait_for(timeout=10_000)
+    for i in range(plots.count()):
+        ticks = plots.nth(i).locator("text.tick").all_inner_texts()
+        assert ticks.count("0") <= 1, ticks
+    page.locator("#fm-rob-plots").screenshot(path=str(tmp_path / "robustness_plots.png"))
+
+
+def test_history_points_name_their_commit_and_flat_series_stay_flat(page, tmp_path):
+    from fmtest.report.history import write_history
+    from fmtest.verdict.results import write_json
+
+    for day, (iou, commit) in enumerate([(0.62, "aaaa111"), (0.61, "bbbb222"), (0.48, "cccc333")]):
+        case = CaseResult("padim-satsim", "padim", "satsim", "segmentation",
+                          metrics={"iou": iou, "iou_ci_low": iou - 0.04, "iou_ci_high": iou + 0.04, "f2": 0.9},
+                          thresholds={"iou": 0.5})
+        write_json(RunResults(cases=[case], created=f"2026-11-2{day}T10:00:00Z", git_commit=commit),
+                   tmp_path / "runs" / f"{day}.json")
+    out = tmp_path / "history.html"
+    write_history(tmp_path / "runs", out, progress=False)
+    page.goto(out.as_uri())
+    iou = page.locator("figure.metric-plot[data-metric=iou]")
+    points = iou.locator(".point")
+    assert points.count() == 3
+    last = points.nth(2)
+    assert "commit cccc333" in last.locator("title").text_content()
+    assert last.evaluate("p => p.classList.contains('regression')")
+    before = last.evaluate("p => getComputedStyle(p).strokeWidth")
+    last.hover()
+    assert last.evaluate("p => getComputedStyle(p).strokeWidth") != before  # the hovered point stands out
+    f2 = page.locator("figure.metric-plot[data-metric=f2] circle.point")
+    ys = {round(f2.nth(i).bounding_box()["y"], 1) for i in range(3)}
+    assert len(ys) == 1  # flat
+    frame = page.locator("figure.metric-plot[data-metric=f2] rect.panel").bounding_box()
+    assert frame["y"] + 0.2 * frame["height"] < ys.pop() < frame["y"] + 0.8 * frame["height"]  # mid-panel, not stretched
+    page.locator("section").first.screenshot(path=str(tmp_path / "history.png"))

@@ -1,18 +1,22 @@
 import argparse
-import base64
-import io
 import json
 import re
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from fmtest.errors import ConfigError, DataError
-from fmtest.report.history import load_history, plot_case, register_cli, write_history
+from fmtest.report.history import (
+    MIN_SPAN,
+    PLOT_BOTTOM,
+    PLOT_TOP,
+    Y_PADDING,
+    load_history,
+    plot_case,
+    register_cli,
+    write_history,
+    y_range,
+)
 from fmtest.verdict.results import CaseResult, RunResults, write_json
-
-VERMILLION = np.array([213, 94, 0])
 
 
 def run(created, iou, far=0.05, speed=10.0, commit="c0ffee", flips=0.05):
@@ -62,16 +66,37 @@ def test_regressions_are_drops_beyond_tolerance(runs_dir):
     assert not any(load_history(runs_dir, tolerance=0.1).regressions.values())
 
 
-def regression_pixels(png: bytes) -> int:
-    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
-    return int((np.abs(pixels - VERMILLION).sum(axis=2) < 30).sum())
+def metric_svg(plots: str, metric: str) -> str:
+    return re.search(rf"<figure class='metric-plot' data-metric='{metric}'>(.*?)</figure>", plots, re.S).group(1)
 
 
 def test_plot_marks_regressions_only_where_found(runs_dir):
-    flagged = plot_case(load_history(runs_dir), "padim-satsim")
-    assert flagged.startswith(b"\x89PNG")
-    assert regression_pixels(flagged) > 10
-    assert regression_pixels(plot_case(load_history(runs_dir, tolerance=0.5), "padim-satsim")) == 0
+    iou = metric_svg(plot_case(load_history(runs_dir), "padim-satsim"), "iou")
+    assert re.findall(r"<path class='point regression' data-run='(\d+)'", iou) == ["2"]
+    assert len(re.findall(r"<circle class='point'", iou)) == 3
+    relaxed = metric_svg(plot_case(load_history(runs_dir, tolerance=0.5), "padim-satsim"), "iou")
+    assert "regression" not in relaxed
+
+
+def test_every_point_names_its_run_and_commit(runs_dir):
+    iou = metric_svg(plot_case(load_history(runs_dir), "padim-satsim"), "iou")
+    titles = re.findall(r"<title>(run \d[^<]*)</title>", iou)
+    assert titles[2] == ("run 2, 2026-11-22T10:00:00Z, commit badbad1234: iou 0.490 [0.440, 0.540]; "
+                         "regression from 0.580 (-0.090)")
+    assert titles[0].startswith("run 0, 2026-11-20T10:00:00Z, commit c0ffee: iou 0.600")
+
+
+def test_a_flat_series_is_drawn_flat(runs_dir):
+    f2 = metric_svg(plot_case(load_history(runs_dir), "gemini_basic-mvtec"), "f2")  # 0.9 in every run
+    ys = {float(y) for y in re.findall(r"<circle class='point' data-run='\d' cx='[\d.]+' cy='([\d.]+)'", f2)}
+    assert len(ys) == 1
+    assert re.findall(r"<text class='tick y-tick'[^>]*>([^<]*)</text>", f2) == ["0.79", "0.91"]  # 0.8 is the threshold
+    half = MIN_SPAN / 2 * (1 + 2 * Y_PADDING)
+    assert y_range("f2", [0.9]) == pytest.approx((0.9 - half, 0.9 + half))  # at least MIN_SPAN, however flat
+    assert y_range("f2", [0.99, 1.0]) == pytest.approx((1.0 - 2 * half, 1.0))  # slid inside [0, 1]
+    assert y_range("iou", [0.5, 0.9]) == pytest.approx((0.46, 0.94))  # a real change spans the panel
+    assert y_range("images_per_second", [10.0, 10.0]) == (0.0, pytest.approx(11.0))
+    assert PLOT_TOP < ys.pop() < PLOT_BOTTOM
 
 
 def test_write_history_page(runs_dir, tmp_path):
@@ -79,9 +104,9 @@ def test_write_history_page(runs_dir, tmp_path):
     write_history(runs_dir, out, progress=False)
     page = out.read_text(encoding="utf-8")
     assert "<section id='padim-satsim'>" in page and "<section id='gemini_basic-mvtec'>" in page
-    images = re.findall(r"<img src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
-    assert len(images) == 3
-    assert Image.open(io.BytesIO(base64.b64decode(images[0]))).size[0] > 100
+    plots = re.findall(r"<section id='([\w-]+)'>.*?<div class='plots'>(.*?)</div>", page, re.S)
+    assert [case for case, _ in plots] == ["padim-satsim", "gemini_basic-mvtec", "padim-satsim-blur"]
+    assert re.findall(r"data-metric='(\w+)'", plots[0][1]) == ["iou", "images_per_second", "fit_seconds"]
     assert "iou: 0.580 &rarr; 0.490 (-0.090)" in page and "badbad1234" in page
     assert "broken.json" in page and "4 runs, 3 cases" in page
     assert "http" not in page  # self-contained

@@ -175,6 +175,15 @@ def test_label_is_score_above_image_threshold(fitted):
         assert (p.label == NOK) == (p.score > fitted.image_threshold) == bool(p.mask.any())
 
 
+def test_score_map_is_in_units_of_the_pixel_threshold(fitted):
+    """The viewer's colour scale: above 1.0 is exactly what the mask of a flagged image marks."""
+    for p in fitted.predict([sample("bad/map", seed=210, defect=True), sample("good/map", seed=310)]):
+        assert p.score_map.shape == (H, W) and p.score_map.dtype == np.float32
+        np.testing.assert_allclose(p.score_map.max() * fitted.pixel_threshold, p.score, rtol=1e-5)
+        if p.label == NOK:
+            np.testing.assert_array_equal(p.mask, p.score_map > 1.0)
+
+
 def test_fit_reads_only_good_training_images():
     loaded: list[str] = []
 

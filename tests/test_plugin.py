@@ -41,7 +41,7 @@ def run(suite, *args):
 
 
 def test_cases_are_parametrized_and_judged_by_thresholds(suite):
-    result = run(suite, "--fm-results=out.json", "--junitxml=junit.xml")
+    result = run(suite, "--fm-results=out.json", "--junitxml=junit.xml", "-o", "junit_family=xunit1")
     result.assert_outcomes(passed=1, failed=1)
     # toy_empty has its IoU gate lowered to 0 for this case, but still misses every defect: F2 fails
     result.stdout.fnmatch_lines(["toy_empty-toy: f2 = 0.000 (95% CI *) is below the threshold 0.800"])
@@ -121,7 +121,8 @@ def test_scoreboard_links_each_case_to_its_history(suite):
 def test_xdist_workers_merge_into_one_results_file(suite, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(TOY.parent))  # the workers are fresh processes
     result = suite.runpytest_subprocess("-n", "2", "-p", "no:randomly", "--fm-config=fmtest.toml",
-                                        "--fm-no-cache", "--fm-results=out.json", "--junitxml=junit.xml")
+                                        "--fm-no-cache", "--fm-results=out.json", "--junitxml=junit.xml",
+                                        "-o", "junit_family=xunit1")  # properties per test case
     result.assert_outcomes(passed=1, failed=1)
     cases = json.loads((suite.path / "out.json").read_text())["cases"]
     assert sorted(c["id"] for c in cases) == ["toy_empty-toy", "toy_threshold-toy"]

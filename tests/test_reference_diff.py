@@ -85,6 +85,16 @@ def test_finds_big_defect_and_passes_clean_part(fitted):
     assert bad_pred.score > 5 * good_pred.score and bad_pred.score > 1.0
 
 
+def test_score_map_is_the_difference_in_units_of_the_threshold(fitted):
+    defective = sample("bad", seed=7, defect=True, angle=2.0, shift=(3.0, -2.0))
+    prediction, = fitted.predict([defective])
+    score_map = prediction.score_map
+    assert score_map.shape == (H, W) and score_map.dtype == np.float32
+    assert score_map[prediction.mask].min() > 0.5  # bilinear warp back: the edge is softened, not moved
+    assert score_map[defective.mask].mean() > 1.0 > np.median(score_map[~defective.mask])
+    assert score_map.max() == pytest.approx(prediction.score, rel=0.05)  # the peak, warped back
+
+
 def test_colour_images_and_other_sizes():
     pipeline = make()
     pipeline.fit(train_set(), sample("reference", seed=0, rgb=True))

@@ -7,7 +7,7 @@ import pytest
 
 from fmtest.overlay import overlay_thumbnail
 from fmtest.report.html import render_html, write_html
-from fmtest.report.html_case_details import image_outcome
+from fmtest.report.html_case_charts import image_outcome, worst_first
 from fmtest.verdict.results import CaseResult, ImageResult, RunResults, Thumbnail
 
 EVIL = "<script>alert('x')</script><img src=x onerror=alert(1)>"
@@ -97,8 +97,9 @@ def test_model_text_is_escaped_everywhere(run):
     detail = payloads["padim-satsim"]["detail_html"]
     assert "<script>" not in detail and htmllib.escape(EVIL) in detail
     assert "bad: thumbnail unreadable" in detail  # an invalid base64 payload is not put in an attribute
-    rows = payloads["gemini_basic-mvtec"]["rows"]
-    assert rows[0][payloads["gemini_basic-mvtec"]["columns"].index("reasoning")] == EVIL  # intact, set as text
+    columns, rows = payloads["gemini_basic-mvtec"]["columns"], payloads["gemini_basic-mvtec"]["rows"]
+    reasoning = {row[columns.index("id")]: row[columns.index("reasoning")] for row in rows}
+    assert reasoning["m/1"] == EVIL  # intact, set as text
 
 
 def test_details_carry_metrics_extras_and_thumbnails(run):
@@ -114,16 +115,16 @@ def test_details_carry_metrics_extras_and_thumbnails(run):
     assert "0.030 [0.010, 0.080]" in cls and "[0.010, 0.050]" in cls and "0.700 [0.500, 0.850]" in cls
     assert "slip rate ci low" not in cls  # folded into the slip rate row
     assert "threshold-free, not a factory figure" in cls
-    target_row = re.search(r"<tr><th scope='row'>target slip rate</th>.*?</tr>", cls).group(0)
+    target_row = re.search(r"<tr><th scope='row' title='target_slip_rate'>target slip rate</th>.*?</tr>", cls).group(0)
     assert "share of defective" not in target_row  # a setting, not a measured rate
     assert "input tokens" in cls and "1 model answer(s) could not be parsed" in cls
 
 
 def test_max_thresholds_bound_their_metric(run):
     robust = case_payloads(render_html(run))["padim-satsim-blur"]["detail_html"]
-    assert re.search(r"flip_rate</th><td class='num'>0.050</td><td class='num'></td><td class='num'>&le; 0.10</td>"
-                     r"<td><span class='badge o-passed'>meets", robust)
-    assert re.search(r"max_metric_drop</th>.*?0.050</td><td class='note'>setting", robust)
+    assert re.search(r"title='flip_rate'>flip rate</th><td class='num'>0.050</td><td class='num'></td>"
+                     r"<td class='num'>&le; 0.10</td><td><span class='badge o-passed'>meets", robust)
+    assert re.search(r"title='max_metric_drop'>max metric drop</th>.*?0.050</td><td class='note'>setting", robust)
 
 
 def test_image_rows_are_data_not_dom(run):
@@ -131,7 +132,7 @@ def test_image_rows_are_data_not_dom(run):
     assert "test/void/004" not in document.split("<script type='application/json'")[0]
     seg = case_payloads(document)["padim-satsim"]
     assert seg["columns"] == ["id", "label", "predicted", "outcome", "score", "iou"]
-    assert [r[3] for r in seg["rows"]] == ["correct", "slip", "false alarm"]
+    assert [r[3] for r in seg["rows"]] == ["slip", "false alarm", "correct"]  # worst first
     cls = case_payloads(document)["gemini_basic-mvtec"]
     assert "iou" not in cls["columns"] and {"reasoning", "error"} <= set(cls["columns"])
 
@@ -283,7 +284,7 @@ def test_risk_overview_lists_factory_figures_per_case():
              CaseResult("padim-satsim-blur", "padim", "satsim", "robustness")]
     document = render_html(RunResults(cases=cases))
     table = re.search(r"<table class='risk' id='fm-risk-table'>(.*?)</table>", document).group(1)
-    assert "AUROC <span class='note'>(threshold-free)</span>" in table
+    assert "<th class=num>AUROC (threshold-free)</th>" in table
     rows = dict(re.findall(r"<tr data-case='([\w-]+)'>(.*?)</tr>", table))
     assert list(rows) == ["padim-satsim", "gemini_basic-mvtec"]  # cases without a risk table are left out
     cells = re.findall(r"<td[^>]*>(.*?)</td>", rows["padim-satsim"])
@@ -316,3 +317,94 @@ def test_data_quality_listed_once_per_dataset():
     assert "2 findings (1 duplicate, 1 check_skipped)" in blocks["satsim"]
     assert "1 finding (1 empty_mask)" in blocks["mvtec"]
     assert "<script>alert" not in section
+
+
+# --------------------------------------------------------------------------- drill-down: order, verdicts, viewer
+
+def scored_case(extra=None, images=None):
+    images = images or [ImageResult("good/1", "s", "OK", "OK", 0.10), ImageResult("good/2", "s", "OK", "OK", 0.20),
+                        ImageResult("good/3", "s", "OK", "NOK", 0.62), ImageResult("void/1", "s", "NOK", "NOK", 0.90, 0.7),
+                        ImageResult("void/2", "s", "NOK", "NOK", 0.80, 0.2), ImageResult("void/3", "s", "NOK", "OK", 0.30, 0.0),
+                        ImageResult("void/4", "s", "NOK", "OK", 0.05, 0.0)]
+    return CaseResult("padim-satsim", "padim", "satsim", "segmentation", "failed", metrics={"iou": 0.3, "f2": 0.7},
+                      thresholds={"iou": 0.6, "f2": 0.8}, images=images, extra=extra or {})
+
+
+def test_images_are_ordered_worst_first():
+    ordered = [i.id for i in worst_first(scored_case().images)]
+    # slips (most confidently passed first), false alarms, then lowest IoU, images without IoU last
+    assert ordered == ["void/4", "void/3", "good/3", "void/2", "void/1", "good/1", "good/2"]
+    errors = [ImageResult("e", "s", "NOK", "NOK", error="timeout"), ImageResult("f", "s", "OK", "NOK", 0.9)]
+    assert [i.id for i in worst_first(errors)] == ["f", "e"]
+
+
+def test_confusion_matrix_counts_and_filters():
+    detail = case_payloads(render_html(RunResults(cases=[scored_case()])))["padim-satsim"]["detail_html"]
+    cells = dict(re.findall(r"<td class='num cm-cell[^']*' data-outcome='([\w ]+)'[^>]*><b>(\d+)</b>", detail))
+    assert cells == {"passed": "2", "false alarm": "1", "slip": "2", "found": "2"}
+    assert "66.7%" in detail and "50.0%" in detail  # share of each true class
+
+
+def histogram(case):
+    detail = case_payloads(render_html(RunResults(cases=[case])))[case.id]["detail_html"]
+    return re.search(r"<svg class='histogram'.*?</svg>(<p class='note'>[^<]*</p>)?", detail).group(0)
+
+
+def test_score_histogram_shows_good_and_defective_parts_and_where_the_verdict_switches():
+    svg = histogram(scored_case())
+    titles = re.findall(r"<rect class='bar (h-ok|h-nok)'[^>]*><title>[^:]*: (\d+) images?</title>", svg)
+    assert sum(int(n) for css, n in titles if css == "h-ok") == 3
+    assert sum(int(n) for css, n in titles if css == "h-nok") == 4
+    # no threshold recorded: every NOK verdict scores above every OK verdict, so it switches between 0.30 and 0.62
+    assert "verdict switches here: between 0.300 and 0.620" in svg and "class='threshold'" in svg
+    recorded = histogram(scored_case(extra={"operating_threshold": 0.5}))
+    assert "operating threshold 0.500" in recorded and "class='switch'" not in recorded
+    mixed = scored_case(images=[ImageResult("a", "s", "OK", "NOK", 0.2), ImageResult("b", "s", "NOK", "OK", 0.9)])
+    assert "class='threshold'" not in histogram(mixed) and "No operating threshold" in histogram(mixed)
+    verdicts_only = scored_case(images=[ImageResult("a", "s", "OK", "OK")])
+    detail = case_payloads(render_html(RunResults(cases=[verdicts_only])))["padim-satsim"]["detail_html"]
+    assert "no scores, only verdicts" in detail and "<svg class='histogram'" not in detail
+
+
+def test_breakdown_marks_groups_below_the_case_threshold():
+    breakdown = {"carpet": {"iou": 0.71, "f2": 0.9, "n_images": 40, "n_defective": 30},
+                 "grid": {"iou": 0.42, "f2": 0.6, "n_images": 20, "n_defective": 12}}
+    detail = case_payloads(render_html(RunResults(cases=[scored_case(extra={"breakdown": breakdown})])))[
+        "padim-satsim"]["detail_html"]
+    table = re.search(r"<h3>Breakdown</h3><table class='breakdown'>(.*?)</table>", detail).group(1)
+    assert re.findall(r"<th scope='col'[^>]*>([^<]+)</th>", table) == ["group", "IoU", "F2", "images", "defective images"]
+    rows = dict(re.findall(r"<tr><th scope='row'>(\w+)</th>(.*?)</tr>", table))
+    assert "below" not in rows["carpet"] and rows["grid"].count("class='num below'") == 2
+    assert "<h3>Breakdown</h3>" not in detail.split("<h3>Breakdown</h3>", 1)[1]  # not repeated as a generic extra
+
+
+def test_viewer_reads_the_layer_manifest_only_when_there_is_one():
+    manifest = {"folder": "scoreboard_files/padim-satsim",
+                "images": {"void/1": {"image": "00000-void_1.image.png", "gt": "00000-void_1.gt.png",
+                                      "reference": "reference-ab.png"},
+                           "not/in/this/case": {"image": "x.png"}}}
+    payload = case_payloads(render_html(RunResults(cases=[scored_case(extra={"image_layers": manifest})])))["padim-satsim"]
+    assert payload["layers"] == {"folder": "scoreboard_files/padim-satsim",
+                                 "images": {"void/1": manifest["images"]["void/1"]}}
+    detail = payload["detail_html"]
+    assert "<h3>Image viewer</h3><div class='viewer'" in detail
+    assert "scoreboard_files" not in detail and "Image layers" not in detail  # names travel as data, never as a section
+    without = case_payloads(render_html(RunResults(cases=[scored_case()])))["padim-satsim"]
+    assert without["layers"] is None and "class='viewer'" not in without["detail_html"]
+
+
+def test_risk_labels_are_words_not_keys(run):
+    cls = case_payloads(render_html(run))["gemini_basic-mvtec"]["detail_html"]
+    risk = re.search(r"<h3>Risk at the operating point</h3>(.*?)</table>", cls).group(1)
+    labels = re.findall(r"<th scope='row'[^>]*>([^<]*)</th>", risk)
+    assert "AUROC (threshold-free)" in labels and "target slip rate" in labels
+    assert not [text for text in labels if "_" in text or "not a factory figure" in text]
+
+
+def test_robustness_plot_labels_zero_once(robust_run):
+    document = render_html(robust_run)
+    for case_id in ("padim-satsim-blur", "padim-satsim-jpeg", "gemini_basic-mvtec-blur"):
+        ticks = re.findall(r"<text class='tick[^']*'[^>]*>([^<]*)</text>", plot_svg(document, case_id))
+        assert ticks.count("0") <= 1, (case_id, ticks)
+    ticks = re.findall(r"<text class='tick[^']*'[^>]*>([^<]*)</text>", plot_svg(document, "padim-satsim-jpeg"))
+    assert ticks.count("0") == 1 and {"0.1", "-0.05"} <= set(ticks)  # "0": the delta panel's "no change"

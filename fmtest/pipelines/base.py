@@ -27,6 +27,9 @@ class Prediction:
     non-empty. `score` is a continuous anomaly score (higher = more defective) when the pipeline has
     one. `error` records an answer that could not be used (malformed, refused): such a prediction
     is counted and reported, and its label is NOK so a broken answer never passes a part.
+    `score_map` (float32, image size), when the pipeline computes one, is the per-pixel score in
+    units of its pixel threshold, so 1.0 is the mask's edge whatever the pipeline: the scoreboard's
+    viewer shows it on one colour scale. It is for viewing only and is not cached.
     """
 
     label: Label
@@ -35,6 +38,7 @@ class Prediction:
     reasoning: str | None = None
     error: str | None = None
     usage: Mapping[str, float] = field(default_factory=dict)
+    score_map: np.ndarray | None = None
 
     @classmethod
     def from_mask(cls, mask: np.ndarray, score: float | None = None, **kw) -> Prediction:

@@ -136,7 +136,8 @@ class Padim(Pipeline):
                 score = float(score_map.max())
                 found = score > self.image_threshold
                 mask = score_map > self.pixel_threshold if found else np.zeros(score_map.shape, bool)
-                predictions.append(Prediction.from_mask(mask, score=score))
+                predictions.append(Prediction.from_mask(mask, score=score,
+                                                        score_map=score_map / max(self.pixel_threshold, 1e-12)))
         return predictions
 
     def _batches(self, samples: SampleSet, desc: str):

@@ -115,7 +115,8 @@ class ReferenceDiff(Pipeline):
         else:
             reasoning = (f"alignment quality {a.quality:.2f} (overlap {a.overlap:.2f}) below "
                          f"{self.options.min_quality:.2f}: the difference map is unreliable")
-        return Prediction.from_mask(mask, score=peak / self.threshold, reasoning=reasoning)
+        score_map = warp_from_reference(difference.smoothed / self.threshold, difference.alignment, sample.image.shape)
+        return Prediction.from_mask(mask, score=peak / self.threshold, reasoning=reasoning, score_map=score_map)
 
     def _difference(self, sample: Sample) -> _Difference:
         reference = self._reference

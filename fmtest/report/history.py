@@ -9,10 +9,8 @@ for rates where lower is better). Each case has an anchor named by its id, so th
 from __future__ import annotations
 
 import argparse
-import base64
 import datetime as dt
 import html
-import io
 import math
 import os
 import sys
@@ -28,14 +26,17 @@ from fmtest.verdict.gates import gate_for, main_metric
 from fmtest.verdict.results import OUTCOME_WORD, CaseResult, RunResults, read_json
 from fmtest.verdict.specs import format_value
 
+esc = html.escape
+
 DEFAULT_TOLERANCE = 0.02
 TIMING_SUFFIXES = ("_seconds", "_per_second")  # plotted, but speed on shared runners is too noisy to flag
 NOT_PLOTTED = frozenset({"n_images", "n_defective"})
 _CI_SUFFIXES = ("_ci_low", "_ci_high")
 _FLOAT_SLACK = 1e-9  # 0.60 -> 0.58 is a drop of exactly the tolerance, not more
-LINE_COLOUR, BAND_COLOUR, REGRESSION_COLOUR, THRESHOLD_COLOUR = "#0072B2", "#56B4E9", "#D55E00", "#555555"
-PLOTS_PER_ROW = 4
 MAX_X_TICKS = 6  # run dates on the x axis; more would overlap
+Y_PADDING = 0.1  # share of the y range left free above and below the data, so no point sits on the frame
+MIN_SPAN = 0.1  # smallest y range of a score or rate: five times the default tolerance, so noise looks small
+PLOT_W, PLOT_H, PLOT_LEFT, PLOT_RIGHT, PLOT_TOP, PLOT_BOTTOM = 250, 140, 40, 8, 8, 118
 
 
 @dataclass
@@ -160,50 +161,113 @@ def _value(case: CaseResult | None, metric: str) -> float | None:
     return float(value)
 
 
-def plot_case(history: History, case_id: str) -> bytes:
-    """Small multiples, one per metric: value over runs, its CI band, threshold, regressions marked."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
+def plot_case(history: History, case_id: str) -> str:
+    """Small multiples as inline SVG, one per metric: value over runs, its CI band, threshold, regressions
+    marked. Every point names its run, date and commit when hovered."""
     series = history.series(case_id)
     metrics = plotted_metrics(series)
-    n_cols = min(PLOTS_PER_ROW, max(1, len(metrics)))
-    n_rows = max(1, math.ceil(len(metrics) / n_cols))
-    width, height = 3.3 * n_cols, 2.3 * n_rows
-    figure = Figure(figsize=(width, height), dpi=80)
-    FigureCanvasAgg(figure)
-    # fixed margins (inches): a layout engine would cost more than drawing, with 200 cases to plot
-    figure.subplots_adjust(left=0.55 / width, right=1 - 0.15 / width, bottom=0.35 / height, top=1 - 0.3 / height,
-                           wspace=0.35, hspace=0.45)
-    x = list(range(len(series)))
-    ticks = x[:: max(1, math.ceil(len(x) / MAX_X_TICKS))]
-    labels = [history.runs[i].created.strftime("%m-%d") for i in ticks]
-    for k, metric in enumerate(metrics or ["(no metrics)"]):
-        ax = figure.add_subplot(n_rows, n_cols, k + 1)
-        ax.set_title(metric, fontsize=10)
-        ax.tick_params(labelsize=8)
-        ax.set_xticks(ticks, labels)
-        ax.grid(alpha=0.3)
-        values = [_nan_if_none(_value(c, metric)) for c in series]
-        low = [_nan_if_none(_value(c, metric + "_ci_low")) for c in series]
-        high = [_nan_if_none(_value(c, metric + "_ci_high")) for c in series]
-        ax.fill_between(x, low, high, color=BAND_COLOUR, alpha=0.3, linewidth=0, label="95 % CI")
-        ax.plot(x, values, color=LINE_COLOUR, marker="o", markersize=3, linewidth=1.2)
-        threshold = _latest_limit(series, metric)
-        if threshold is not None:
-            ax.axhline(threshold, color=THRESHOLD_COLOUR, linestyle="--", linewidth=1)
-        marks = [r for r in history.regressions.get(case_id, []) if r.metric == metric]
-        if marks:
-            ax.plot([r.run_index for r in marks], [r.current for r in marks], linestyle="none", marker="v",
-                    markersize=8, color=REGRESSION_COLOUR)
-        ax.set_xlim(-0.5, max(0.5, len(x) - 0.5))
-    buf = io.BytesIO()
-    figure.savefig(buf, format="png")
-    return buf.getvalue()
+    if not metrics:
+        return "<p class='note'>no metrics recorded</p>"
+    return "".join(_metric_plot(history, case_id, series, metric) for metric in metrics)
 
 
-def _nan_if_none(value: float | None) -> float:
-    return math.nan if value is None else value
+def y_range(metric: str, values: list[float]) -> tuple[float, float]:
+    """The y axis of one metric: scores and rates get at least MIN_SPAN around their values, inside [0, 1],
+    so a flat series stays flat instead of being stretched over the whole panel; other figures start at 0."""
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return 0.0, 1.0
+    lo, hi = min(finite), max(finite)
+    spec = specs.spec(metric)
+    if (spec is not None and spec.kind in ("score", "rate")) or (spec is None and 0.0 <= lo and hi <= 1.0):
+        middle, half = (lo + hi) / 2, max(hi - lo, MIN_SPAN) / 2 * (1 + 2 * Y_PADDING)
+        lo, hi = middle - half, middle + half
+        shift = max(0.0, -lo) - max(0.0, hi - 1.0)  # slide the window back inside [0, 1]
+        return max(0.0, lo + shift), min(1.0, hi + shift)
+    if spec is not None and spec.kind == "delta":
+        reach = max(abs(lo), abs(hi), MIN_SPAN / 2)
+        return -reach, reach
+    lo = min(0.0, lo)
+    return lo, (hi * (1 + Y_PADDING) if hi > lo else lo + 1.0)
+
+
+def _metric_plot(history: History, case_id: str, series: list[CaseResult | None], metric: str) -> str:
+    values = [_value(c, metric) for c in series]
+    low = [_value(c, metric + "_ci_low") for c in series]
+    high = [_value(c, metric + "_ci_high") for c in series]
+    threshold = _latest_limit(series, metric)
+    known = [v for v in values + low + high + [threshold] if v is not None]
+    bottom_value, top_value = y_range(metric, known)
+    plot_w = PLOT_W - PLOT_LEFT - PLOT_RIGHT
+
+    def x(index: int) -> float:
+        return PLOT_LEFT + (index + 0.5) / max(1, len(series)) * plot_w
+
+    def y(value: float) -> float:
+        fraction = (value - bottom_value) / (top_value - bottom_value)
+        return PLOT_BOTTOM - min(1.0, max(0.0, fraction)) * (PLOT_BOTTOM - PLOT_TOP)
+
+    parts = [f"<rect class='panel' x='{PLOT_LEFT}' y='{PLOT_TOP}' width='{plot_w}' height='{PLOT_BOTTOM - PLOT_TOP}'/>"]
+    for segment in _runs_of_points(low, high):
+        upper = " ".join(f"{x(i):.1f},{y(high[i]):.1f}" for i in segment)
+        lower = " ".join(f"{x(i):.1f},{y(low[i]):.1f}" for i in reversed(segment))
+        parts.append(f"<polygon class='band' points='{upper} {lower}'/>")
+    if threshold is not None:
+        parts.append(f"<line class='threshold' x1='{PLOT_LEFT}' x2='{PLOT_W - PLOT_RIGHT}' y1='{y(threshold):.1f}' "
+                     f"y2='{y(threshold):.1f}'><title>threshold {format_value(threshold)}</title></line>")
+    for segment in _runs_of_points(values):
+        if len(segment) > 1:
+            parts.append("<polyline class='line' points='"
+                         + " ".join(f"{x(i):.1f},{y(values[i]):.1f}" for i in segment) + "'/>")
+    regressed = {r.run_index: r for r in history.regressions.get(case_id, []) if r.metric == metric}
+    for i, value in enumerate(values):
+        if value is None:
+            continue
+        title = esc(_point_title(history, i, metric, value, low[i], high[i], regressed.get(i)))
+        if i in regressed:
+            cx, cy = x(i), y(value)
+            parts.append(f"<path class='point regression' data-run='{i}' d='M{cx - 5:.1f},{cy - 4:.1f} "
+                         f"L{cx + 5:.1f},{cy - 4:.1f} L{cx:.1f},{cy + 5:.1f} Z'><title>{title}</title></path>")
+        else:
+            parts.append(f"<circle class='point' data-run='{i}' cx='{x(i):.1f}' cy='{y(value):.1f}' r='3.2'>"
+                         f"<title>{title}</title></circle>")
+    step = max(1, math.ceil(len(series) / MAX_X_TICKS))
+    for i in range(0, len(series), step):
+        parts.append(f"<text class='tick' x='{x(i):.1f}' y='{PLOT_BOTTOM + 13}' text-anchor='middle'>"
+                     f"{history.runs[i].created.strftime('%m-%d')}</text>")
+    for value in (bottom_value, top_value):
+        parts.append(f"<text class='tick y-tick' x='{PLOT_LEFT - 4}' y='{y(value) + 3:.1f}' text-anchor='end'>"
+                     f"{_tick(value)}</text>")
+    summary = f"{metric} over {len(series)} runs: " + ", ".join("-" if v is None else format_value(v) for v in values)
+    return (f"<figure class='metric-plot' data-metric='{esc(metric, quote=True)}'><figcaption>"
+            f"{esc(specs.label(metric))}</figcaption><svg viewBox='0 0 {PLOT_W} {PLOT_H}' width='{PLOT_W}' "
+            f"height='{PLOT_H}' role='img' aria-label='{esc(summary, quote=True)}'>{''.join(parts)}</svg></figure>")
+
+
+def _runs_of_points(*columns: list[float | None]) -> list[list[int]]:
+    """Consecutive run indices where every column has a value: lines and bands break at a missing run."""
+    segments: list[list[int]] = [[]]
+    for i, present in enumerate(all(c[i] is not None for c in columns) for i in range(len(columns[0]))):
+        if present:
+            segments[-1].append(i)
+        elif segments[-1]:
+            segments.append([])
+    return [s for s in segments if s]
+
+
+def _point_title(history: History, index: int, metric: str, value: float, low: float | None, high: float | None,
+                 regression: Regression | None) -> str:
+    run = history.runs[index].results
+    text = f"run {index}, {run.created}, commit {(run.git_commit or 'unknown')[:10]}: {metric} {format_value(value)}"
+    if low is not None and high is not None:
+        text += f" [{format_value(low)}, {format_value(high)}]"
+    if regression is not None:
+        text += f"; regression from {format_value(regression.previous)} ({regression.delta:+.3f})"
+    return text
+
+
+def _tick(value: float) -> str:
+    return f"{value:.3g}"
 
 
 def _latest_limit(series: list[CaseResult | None], metric: str) -> float | None:
@@ -215,12 +279,10 @@ def _latest_limit(series: list[CaseResult | None], metric: str) -> float | None:
 
 
 def render_history_html(history: History, *, progress: bool = True) -> str:
-    esc = html.escape
     case_ids = history.case_ids()
     sections, toc = [], []
     for case_id in tqdm(case_ids, desc="history plots", unit="case", disable=not progress):
         regressions = history.regressions.get(case_id, [])
-        png = base64.b64encode(plot_case(history, case_id)).decode("ascii")
         latest = next(c for c in reversed(history.series(case_id)) if c is not None)
         flag = f" <span class='regressed'>{len(regressions)} regression(s)</span>" if regressions else ""
         toc.append(f"<li><a href='#{esc(case_id, quote=True)}'>{esc(case_id)}</a>{flag}</li>")
@@ -229,7 +291,7 @@ def render_history_html(history: History, *, progress: bool = True) -> str:
             f"<span class='badge o-{esc(latest.outcome, quote=True)}'>"
             f"{esc(OUTCOME_WORD.get(latest.outcome, latest.outcome.upper()))}</span></h2>"
             f"<p class='note'>{esc(latest.task)}; latest run shown in the badge</p>"
-            f"<img src='data:image/png;base64,{png}' alt='{esc(case_id, quote=True)} metrics over runs'>"
+            f"<div class='plots'>{plot_case(history, case_id)}</div>"
             f"{_regression_list(history, regressions)}</section>")
     problems = ""
     if history.problems:
@@ -240,13 +302,12 @@ def render_history_html(history: History, *, progress: bool = True) -> str:
         f"<style>{_CSS}</style></head><body><h1>fmtest history</h1>"
         f"<p class='note'>{len(history.runs)} runs, {len(case_ids)} cases. A regression (&#9660;) is a drop from "
         f"the case's previous run larger than {esc(format_value(history.tolerance))} (a rise, for "
-        f"{esc(', '.join(sorted(n for n, m in specs.METRICS.items() if m.higher_is_better is False)))} and metrics with a maximum). Dashed line: threshold; band: 95 % interval.</p>"
+        f"{esc(', '.join(sorted(n for n, m in specs.METRICS.items() if m.higher_is_better is False)))} and metrics with a maximum). Dashed line: threshold; band: 95 % interval; hover a point for its run and commit.</p>"
         f"{problems}{_runs_table(history)}<h2>Cases</h2><ul class='toc'>{''.join(toc)}</ul>{''.join(sections)}"
         "</body></html>\n")
 
 
 def _runs_table(history: History) -> str:
-    esc = html.escape
     rows = []
     for i, run in enumerate(history.runs):
         counts = {o: sum(c.outcome == o for c in run.results.cases) for o in OUTCOME_WORD}
@@ -261,7 +322,6 @@ def _runs_table(history: History) -> str:
 def _regression_list(history: History, regressions: list[Regression]) -> str:
     if not regressions:
         return ""
-    esc = html.escape
     items = []
     for r in regressions:
         run = history.runs[r.run_index].results
@@ -281,7 +341,13 @@ h1 { font-size: 1.5em; } h2 { font-size: 1.15em; margin-top: 1.6em; }
 .regressed, .regressions { color: #b34f00; font-weight: 600; }
 .toc { columns: 3 18em; } .problems { color: #8e3a7a; }
 table { border-collapse: collapse; } th, td { text-align: left; padding: .2em .6em; border-bottom: 1px solid #ddd; }
-section img { max-width: 100%; }
+.plots { display: flex; flex-wrap: wrap; gap: .6em; }
+figure.metric-plot { margin: 0; } figure.metric-plot figcaption { font-weight: 600; font-size: .9em; }
+figure.metric-plot svg { display: block; font: 9px system-ui, sans-serif; }
+svg .panel { fill: #fafafa; stroke: #ddd; } svg .band { fill: #56b4e9; opacity: .3; }
+svg .line { fill: none; stroke: #0072b2; stroke-width: 1.5; } svg .point { fill: #0072b2; cursor: help; }
+svg .point:hover { stroke: #1a1a1a; stroke-width: 2; } svg .point.regression { fill: #d55e00; }
+svg .threshold { stroke: #555; stroke-dasharray: 4 3; } svg .tick { fill: #5a5a5a; }
 """
 
 

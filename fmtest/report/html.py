@@ -1,7 +1,8 @@
 """One self-contained HTML scoreboard: the pipeline x dataset matrix, overviews of risk, robustness and
 data quality, then the details of every case.
 
-No network at view time: CSS, JS and thumbnails are inlined. To stay usable at 200 cases and
+No network at view time: CSS, JS and thumbnails are inlined; the image viewer's full-size layers are
+files in `<report>_files/` next to the page (fmtest.verdict.layers). To stay usable at 200 cases and
 10,000 images, only the matrix and one summary line per case are in the DOM up front; a case's
 details and its per-image table (paginated) are built from embedded JSON when the case is opened.
 Every string from the results (model reasoning included) is escaped here or set as text by the JS.
@@ -9,7 +10,8 @@ Every string from the results (model reasoning included) is escaped here or set 
 This module writes the page: its skeleton (header, outcome counts, footer) and the pipeline x dataset
 matrix. Each other part has its own module: html_risk (risk overview), html_robustness (robustness matrix
 and severity plots), html_data_quality (data-quality list), html_case_details (per-case details and image
-tables); html_format holds the escaping and number formatting they all share.
+tables, image viewer), html_case_charts (worst-first order, confusion matrix, score histogram, breakdown);
+html_format holds the escaping and number formatting they all share.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from fmtest.report.html_risk import risk_overview
 from fmtest.report.html_robustness import robustness_row_id, robustness_section
 from fmtest.verdict.gates import gate_for, image_counts, main_metric, regressed_metrics
 from fmtest.verdict.results import OUTCOME_WORD, CaseResult, RunResults
-from fmtest.verdict.specs import format_value
+from fmtest.verdict.specs import format_value, label
 
 OUTCOME_ORDER = ("failed", "error", "passed", "skipped")  # case details: what needs attention first
 CELL_COLOUR_ORDER = ("error", "failed", "passed", "skipped")  # a cell with several cases shows the worst
@@ -141,7 +143,7 @@ def _cell_link(case: CaseResult) -> str:
     if case.outcome == "skipped" or (case.outcome == "error" and not case.metrics):
         lines.append(f"<span class='reason'>{esc(first_line(case.message) or case.outcome)}</span>")
     elif name is not None:
-        lines.append(f"<span class='metric'>{esc(name)} {format_value(case.metrics.get(name))}</span>")
+        lines.append(f"<span class='metric'>{esc(label(name))} {format_value(case.metrics.get(name))}</span>")
         interval = metric_interval(case, name)
         if interval:
             lines.append(f"<span class='ci'>{interval}</span>")

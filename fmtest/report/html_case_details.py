@@ -1,21 +1,28 @@
 """The scoreboard's per-case details: a collapsed summary line per case, its body (metrics against
-thresholds, provenance, extra sections, worst-image thumbnails) and its per-image rows as embedded JSON,
-which scoreboard.js turns into DOM only when the case is opened."""
+thresholds, verdicts and scores, breakdown, provenance, extra sections, the image viewer, worst-image
+thumbnails) and its per-image rows as embedded JSON, which scoreboard.js turns into DOM only when the
+case is opened. The viewer's layers are files next to the report (fmtest.verdict.layers), loaded by
+the browser when shown; the page embeds only their names."""
 
 from __future__ import annotations
 
 import json
 import re
 
+from fmtest.report.html_case_charts import (breakdown_table, confusion_matrix, image_outcome, score_histogram,
+                                           worst_first)
 from fmtest.report.html_format import MAX_EXTRA_ROWS, cell_text, esc, first_line, metric_interval, outcome_word
 from fmtest.verdict.gates import gate_for, gates, main_metric
+from fmtest.verdict.layers import MANIFEST_KEY
 from fmtest.verdict.results import OUTCOME_WORD, CaseResult, ImageResult
-from fmtest.verdict.specs import format_value
+from fmtest.verdict.specs import format_value, label
 
 IMAGE_COLUMNS = ("id", "label", "predicted", "outcome", "score", "iou", "reasoning", "error")
 ALWAYS_SHOWN_COLUMNS = ("id", "label", "predicted", "outcome")
-IMAGE_OUTCOMES = (("correct", "correct"), ("miss", "all misses"), ("slip", "slip (defect passed as OK)"),
+IMAGE_OUTCOMES = (("correct", "correct"), ("found", "found (defect flagged)"), ("passed", "passed (good part OK)"),
+                  ("miss", "all misses"), ("slip", "slip (defect passed as OK)"),
                   ("false alarm", "false alarm (good part flagged)"), ("error", "error"))
+SHOWN_ELSEWHERE = ("breakdown", MANIFEST_KEY, "operating_threshold")  # extras with their own place in the details
 EXTRA_TITLES = {"regression": "Regression against the baseline", "risk": "Risk at the operating point",
                 "robustness": "Robustness", "data_quality": "Data quality", "usage": "Usage and cost",
                 "invalid_answers": "Invalid answers"}
@@ -36,12 +43,12 @@ def case_details(index: int, case: CaseResult, history_link: str | None) -> str:
     name = main_metric(case)
     headline = ""
     if name is not None and name in case.metrics:
-        headline = f"{esc(name)} {format_value(case.metrics[name])} {metric_interval(case, name)}"
+        headline = f"{esc(label(name))} {format_value(case.metrics[name])} {metric_interval(case, name)}"
         gate = gate_for(case, name)
         if gate:
             headline += f" / {'max' if gate.upper else 'threshold'} {format_value(gate.limit, 2)}"
     history = f" <a href='{esc(history_link, quote=True)}'>history</a>" if history_link else ""
-    payload = {"detail_html": _detail_html(case, history_link), **_image_rows(case.images)}
+    payload = {"detail_html": _detail_html(case, history_link), **_image_rows(case.images), "layers": _layers(case)}
     outcome = esc(case.outcome, quote=True)
     return (f"<details class='case o-{outcome}' id='{esc(case.id, quote=True)}' data-index='{index}' "
             f"data-outcome='{outcome}'><summary><span class='badge'>"
@@ -67,15 +74,24 @@ def _detail_html(case: CaseResult, history_link: str | None) -> str:
         parts.append(f"<pre class='message'>{esc(case.message)}</pre>")
     if case.metrics or case.thresholds:
         parts.append("<h3>Metrics</h3>" + _metrics_table(case))
+    if case.images and case.task != "robustness":
+        parts.append("<h3>Verdicts and scores</h3><div class='verdict-charts'>"
+                     f"<div>{confusion_matrix(case.images)}</div><div>{score_histogram(case)}</div></div>")
+    breakdown = breakdown_table(case)
+    if breakdown:
+        parts.append(f"<h3>Breakdown</h3>{breakdown}")
     parts.append(_provenance(case))
-    for key in [*EXTRA_TITLES, *(k for k in case.extra if k not in EXTRA_TITLES)]:
+    extra_keys = [k for k in case.extra if k not in EXTRA_TITLES and k not in SHOWN_ELSEWHERE]
+    for key in [*EXTRA_TITLES, *extra_keys]:
         if key in case.extra and not (key == "invalid_answers" and case.extra[key] == 0):  # only LVLMs have any
             title = EXTRA_TITLES.get(key, key.replace("_", " ").capitalize())
             parts.append(f"<h3>{esc(title)}</h3>{_extra_section(key, case.extra[key])}")
+    if _layers(case):
+        parts.append("<h3>Image viewer</h3>" + _viewer_shell())
     if case.thumbnails:
         parts.append("<h3>Worst images</h3>" + _thumbnails(case))
     if case.images:
-        parts.append(f"<h3>Images ({len(case.images)})</h3>" + _image_table_shell(case.images))
+        parts.append(f"<h3>Images ({len(case.images)}, worst first)</h3>" + _image_table_shell(case.images))
     return "".join(parts)
 
 
@@ -93,10 +109,11 @@ def _metrics_table(case: CaseResult) -> str:
             miss = "above" if gate.upper else "below"
             verdict = (f"<span class='badge o-{'passed' if gate.met(value) else 'failed'}'>"
                        f"{'meets' if gate.met(value) else miss}</span>")
-        rows.append(f"<tr><th scope='row'>{esc(name)}</th><td class='num'>{esc(format_value(value))}</td>"
+        rows.append(f"<tr><th scope='row' title='{esc(name, quote=True)}'>{esc(label(name))}</th>"
+                    f"<td class='num'>{esc(format_value(value))}</td>"
                     f"<td class='num'>{metric_interval(case, name)}</td><td class='num'>{limit}</td><td>{verdict}</td></tr>")
     for gate in (g for g in case_gates if g.metric is None):
-        rows.append(f"<tr><th scope='row'>{esc(gate.name)}</th><td></td><td></td>"
+        rows.append(f"<tr><th scope='row' title='{esc(gate.name, quote=True)}'>{esc(label(gate.name))}</th><td></td><td></td>"
                     f"<td class='num'>{format_value(gate.limit)}</td><td class='note'>setting</td></tr>")
     return ("<table class='metrics'><thead><tr><th>metric</th><th class='num'>value</th><th class='num'>95 % CI</th>"
             f"<th class='num'>threshold</th><th></th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
@@ -139,7 +156,7 @@ def _records_table(records: list[dict]) -> str:
         body.append(f"<tr>{cells}</tr>")
     more = len(records) - MAX_EXTRA_ROWS
     note = f"<p class='note'>&hellip; and {more} more not shown.</p>" if more > 0 else ""
-    head = "".join(f"<th>{esc(str(c).replace('_', ' '))}</th>" for c in columns)
+    head = "".join(f"<th>{esc(label(str(c)))}</th>" for c in columns)
     return f"<table class='extra'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>{note}"
 
 
@@ -168,7 +185,7 @@ def _mapping_table(mapping: dict, *, notes: bool = False) -> str:
         if isinstance(value, dict) and isinstance(value.get("note") or value.get("label"), str):
             note = value.get("note") or value.get("label")
         numeric = isinstance(value, int | float | dict | list) and not isinstance(value, bool)
-        rows.append(f"<tr><th scope='row'>{esc(str(key).replace('_', ' '))}</th>"
+        rows.append(f"<tr><th scope='row' title='{esc(key, quote=True)}'>{esc(label(key))}</th>"
                     f"<td{' class=num' if numeric else ''}>{esc(cell_text(value))}</td>"
                     + (f"<td class='note'>{esc(note)}</td>" if notes else "") + "</tr>")
     return f"<table class='extra'><tbody>{''.join(rows)}</tbody></table>"
@@ -197,18 +214,49 @@ def _image_columns(images: list[ImageResult]) -> list[str]:
 
 
 def _image_rows(images: list[ImageResult]) -> dict:
+    """Rows worst first: the table opens on the images that need a look."""
     columns = _image_columns(images)
-    rows = [[image_outcome(img) if c == "outcome" else getattr(img, c) for c in columns] for img in images]
+    rows = [[image_outcome(img) if c == "outcome" else getattr(img, c) for c in columns] for img in worst_first(images)]
     return {"columns": columns, "rows": rows}
 
 
-def image_outcome(image: ImageResult) -> str:
-    """What kind of right or wrong an image is: slip (defect passed as OK) is the costly one."""
-    if image.error is not None:
-        return "error"
-    if image.label == image.predicted:
-        return "correct"
-    return "slip" if image.label == "NOK" else "false alarm"
+def _layers(case: CaseResult) -> dict | None:
+    """The viewer's files for this case's images, from the manifest evaluation recorded; None without one."""
+    manifest = case.extra.get(MANIFEST_KEY)
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("folder"), str):
+        return None
+    images = manifest.get("images")
+    known = {img.id for img in case.images}
+    files = {image_id: {str(k): str(v) for k, v in layers.items()} for image_id, layers in images.items()
+             if image_id in known and isinstance(layers, dict)} if isinstance(images, dict) else {}
+    return {"folder": manifest["folder"], "images": files} if files else None
+
+
+VIEWER_TOGGLES = (("gt", "ground truth", "g", True), ("prediction", "prediction", "p", True),
+                  ("score_map", "score map", "s", False), ("reference", "reference", "r", False))
+
+
+def _viewer_shell() -> str:
+    """Controls and an empty stage; scoreboard.js loads an image's layers when it is shown."""
+    toggles = "".join(f"<label title='key {key}'><input type='checkbox' data-layer='{layer}'"
+                      f"{' checked' if on else ''}> {text}</label>" for layer, text, key, on in VIEWER_TOGGLES)
+    zooms = "".join(f"<option value='{v}'{' selected' if v == 'fit' else ''}>{t}</option>"
+                    for v, t in (("fit", "fit"), ("1", "100 %"), ("2", "200 %"), ("4", "400 %")))
+    return ("<div class='viewer' tabindex='0' aria-label='image viewer: left and right arrows step through the images'>"
+            "<div class='viewer-bar'><button type='button' class='viewer-prev'>&larr;</button>"
+            "<span class='viewer-position'></span><button type='button' class='viewer-next'>&rarr;</button>"
+            f"<span class='viewer-toggles'>{toggles}</span><label>zoom <select class='viewer-zoom'>{zooms}</select>"
+            "</label></div><p class='viewer-caption'></p>"
+            "<div class='legend'><span><i class='gt'></i>ground truth</span><span><i class='pred'></i>prediction</span>"
+            "<span><i class='ign'></i>not scored</span><span><i class='score-scale'></i>score map 0 &ndash; "
+            "threshold &ndash; 2&times; threshold</span></div>"
+            "<div class='viewer-panels'><figure class='viewer-stage'><div class='layer-stack'>"
+            "<img class='layer' data-layer='image' alt=''>"
+            "<img class='layer overlay' data-layer='score_map' alt=''>"
+            "<img class='layer overlay' data-layer='prediction' alt=''>"
+            "<img class='layer overlay' data-layer='gt' alt=''></div><figcaption>image</figcaption></figure>"
+            "<figure class='viewer-reference' hidden><div class='layer-stack'><img class='layer' data-layer='reference' "
+            "alt='reference image'></div><figcaption>defect-free reference</figcaption></figure></div></div>")
 
 
 def _image_table_shell(images: list[ImageResult]) -> str:

@@ -9,6 +9,12 @@ from fmtest.report.html_format import cell_text, esc
 from fmtest.verdict.results import CaseResult
 from fmtest.verdict.specs import format_value
 
+# (heading, is a number): the table's columns after the case, also each value's label when a narrow window
+# shows a case's row as a card
+RISK_COLUMNS = (("slip rate [95 % CI]", True), ("slip rate, 95 % upper bound", True),
+                ("false-alarm rate [95 % CI]", True), ("defectives: have / needed", True), ("verdict", False),
+                ("recall at false-alarm budget", True), ("AUROC (threshold-free)", True))
+
 
 def risk_overview(cases: list[CaseResult]) -> str:
     """The factory figures of every case side by side; each case's details keep the full risk table."""
@@ -21,10 +27,8 @@ def risk_overview(cases: list[CaseResult]) -> str:
                     f"{esc(case.id)}</a></th>{_risk_cells(risk)}</tr>")
     if not rows:
         return ""
-    head = ("<th>case</th><th class='num'>slip rate [95 % CI]</th><th class='num'>slip rate upper 95 %</th>"
-            "<th class='num'>false-alarm rate [95 % CI]</th><th class='num'>defectives: have / needed</th>"
-            "<th>verdict</th><th class='num'>recall at false-alarm budget</th>"
-            "<th class='num'>AUROC <span class='note'>(threshold-free)</span></th>")
+    head = "<th>case</th>" + "".join(f"<th{' class=num' if numeric else ''}>{esc(heading)}</th>"
+                                     for heading, numeric in RISK_COLUMNS)
     return ("<h2 id='fm-risk'>Risk at the operating point</h2><div class='table-wrap'><table class='risk' id='fm-risk-table'>"
             f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
             "<p class='note'>A slip is a defective part passed as OK. &ldquo;Needed&rdquo; is how many defective "
@@ -39,13 +43,11 @@ def _risk_cells(risk: dict) -> str:
     needed_text = f"{format_value(have)} / {cell_text(needed)}"
     if isinstance(target, int | float):
         needed_text += f" <span class='note'>for slip &lt; {target:.1%}</span>"
-    cells = [f"<td class='num'>{esc(_with_interval(risk, 'slip_rate'))}</td>",
-             f"<td class='num'>{esc(cell_text(_risk_value(risk, 'slip_rate_upper')))}</td>",
-             f"<td class='num'>{esc(_with_interval(risk, 'false_alarm_rate'))}</td>",
-             f"<td class='num'>{needed_text}</td>", f"<td>{_risk_verdict(risk, have, needed)}</td>",
-             f"<td class='num'>{_recall_at_budget(risk)}</td>",
-             f"<td class='num'>{esc(cell_text(_risk_value(risk, 'auroc')))}</td>"]
-    return "".join(cells)
+    cells = [esc(_with_interval(risk, "slip_rate")), esc(cell_text(_risk_value(risk, "slip_rate_upper"))),
+             esc(_with_interval(risk, "false_alarm_rate")), needed_text, _risk_verdict(risk, have, needed),
+             _recall_at_budget(risk), esc(cell_text(_risk_value(risk, "auroc")))]
+    return "".join(f"<td{' class=num' if numeric else ''} data-label='{esc(heading, quote=True)}'>{cell}</td>"
+                   for (heading, numeric), cell in zip(RISK_COLUMNS, cells, strict=True))
 
 
 def _risk_value(risk: dict, name: str) -> object:

@@ -135,9 +135,14 @@ def _severity_plot(name: str, rows: list[dict], gate: float, max_flip: float, ma
     for panel, tolerance, css in (("s-flip", max_flip, "tol tol-flip"), ("delta", -max_drop, "tol tol-drop")):
         zero = panels[panel](0.0)
         tol_y = None if math.isnan(tolerance) else panels[panel](tolerance)
-        parts.append(_hline("zero", zero, "0" if tol_y is None or abs(tol_y - zero) >= 9 else ""))
+        # the flip panel's floor sits just above the delta panel's zero line: one "0" label, on the delta
+        # panel, where zero means "no change"; the flip panel shows its top value instead
+        parts.append(_hline("zero", zero, "0" if panel == "delta" and (tol_y is None or abs(tol_y - zero) >= 9) else ""))
         if tol_y is not None:
             parts.append(_hline(css, tol_y, f"{tolerance:g}"))
+        if panel == "s-flip" and (tol_y is None or abs(tol_y - FLIP_PANEL[0]) >= 9):
+            parts.append(f"<text class='tick' x='{PLOT_LEFT - 3}' y='{FLIP_PANEL[0] + 3}' text-anchor='end'>"
+                         f"{flip_top:.2g}</text>")
     parts.append(f"<text class='panel-label' x='{PLOT_LEFT + 3}' y='{FLIP_PANEL[0] - 3}'>flip rate</text>"
                  f"<text class='panel-label' x='{PLOT_LEFT + 3}' y='{DELTA_PANEL[0] - 3}'>\u0394 metric</text>")
     for level in levels:

@@ -1,5 +1,6 @@
 /* fmtest HTML scoreboard: renders a case's details only when it is opened, so a run with thousands of
-   images opens instantly. Per-image rows are built with textContent (model output is never parsed as HTML). */
+   images opens instantly. Per-image rows are built with textContent (model output is never parsed as HTML).
+   The image viewer loads an image's layers (files next to the page) only when that image is shown. */
 (function () {
   "use strict";
   var PAGE_SIZE = 50;
@@ -18,12 +19,107 @@
     var holder = body.querySelector(".images");
     if (holder && data.rows.length) {
       var table = new ImageTable(holder, data.columns, data.rows);
+      var viewerHolder = body.querySelector(".viewer");
+      var viewer = viewerHolder && data.layers ? new Viewer(viewerHolder, data.layers, table) : null;
       body.querySelectorAll(".thumbs figure").forEach(function (fig) {
-        fig.addEventListener("click", function () { table.showOnly(fig.dataset.imageId); });
+        fig.addEventListener("click", function () {
+          table.showOnly(fig.dataset.imageId);
+          if (viewer) viewer.show(fig.dataset.imageId);
+        });
+      });
+      body.querySelectorAll(".confusion td[data-outcome]").forEach(function (cell) {
+        cell.addEventListener("click", function () { table.showOutcome(cell.dataset.outcome); });
       });
     }
     details.dataset.rendered = "1";
   }
+
+  function Viewer(holder, layers, table) {
+    this.holder = holder;
+    this.folder = layers.folder;
+    this.files = layers.images;
+    this.table = table;
+    this.current = null;
+    this.stage = holder.querySelector(".viewer-stage");
+    this.reference = holder.querySelector(".viewer-reference");
+    this.caption = holder.querySelector(".viewer-caption");
+    this.position = holder.querySelector(".viewer-position");
+    this.zoom = holder.querySelector("select.viewer-zoom");
+    this.toggles = {};
+    var self = this;
+    holder.querySelectorAll("input[data-layer]").forEach(function (box) {
+      self.toggles[box.dataset.layer] = box;
+      box.addEventListener("change", function () { self.draw(); });
+    });
+    holder.querySelector(".viewer-prev").addEventListener("click", function () { self.step(-1); });
+    holder.querySelector(".viewer-next").addEventListener("click", function () { self.step(1); });
+    this.zoom.addEventListener("change", function () { self.draw(); });
+    holder.addEventListener("keydown", function (e) {
+      if (e.target.tagName === "SELECT" || e.altKey || e.ctrlKey || e.metaKey) return;
+      var layer = { g: "gt", p: "prediction", s: "score_map", r: "reference" }[e.key];
+      if (e.key === "ArrowLeft" || e.key === "ArrowRight") {
+        self.step(e.key === "ArrowLeft" ? -1 : 1);
+      } else if (layer && self.toggles[layer] && !self.toggles[layer].disabled) {
+        self.toggles[layer].checked = !self.toggles[layer].checked;
+        self.draw();
+      } else {
+        return;
+      }
+      e.preventDefault();
+    });
+    table.onRowClick = function (id) { self.show(id); self.holder.scrollIntoView({ block: "nearest" }); };
+    var first = table.visibleIds().filter(function (id) { return self.files[id]; })[0];
+    if (first) this.show(first);
+  }
+
+  Viewer.prototype.url = function (file) {
+    return this.folder.split("/").concat([file]).map(encodeURIComponent).join("/");
+  };
+
+  Viewer.prototype.show = function (id) {
+    this.current = id;
+    this.table.highlight(id);
+    this.draw();
+  };
+
+  Viewer.prototype.step = function (delta) {  // through the table's rows as filtered and sorted now
+    var self = this;
+    var ids = this.table.visibleIds().filter(function (id) { return self.files[id]; });
+    if (!ids.length) return;
+    var at = ids.indexOf(this.current);
+    this.show(ids[at < 0 ? 0 : Math.min(Math.max(at + delta, 0), ids.length - 1)]);
+  };
+
+  Viewer.prototype.draw = function () {
+    var files = this.files[this.current] || {}, self = this;
+    Object.keys(this.toggles).forEach(function (layer) {
+      var box = self.toggles[layer];
+      box.disabled = !files[layer];
+      box.parentElement.title = files[layer] ? "" : "not recorded for this image";
+    });
+    var zoom = this.zoom.value;
+    this.holder.querySelectorAll("img.layer").forEach(function (img) {
+      var layer = img.dataset.layer, wanted = layer === "image" || (self.toggles[layer] && self.toggles[layer].checked);
+      var file = wanted ? files[layer] : null;
+      img.hidden = !file;
+      if (file && img.getAttribute("src") !== self.url(file)) img.src = self.url(file);  // loaded when shown
+      if (!file) img.removeAttribute("src");
+    });
+    this.reference.hidden = !(files.reference && this.toggles.reference.checked);
+    [this.stage, this.reference].forEach(function (figure) {
+      figure.classList.toggle("zoomed", zoom !== "fit");
+      var base = figure.querySelector("img.layer");
+      var setWidth = function () {
+        base.parentElement.style.width = zoom === "fit" ? "" : (base.naturalWidth * Number(zoom)) + "px";
+      };
+      if (base.complete) setWidth(); else base.onload = setWidth;
+    });
+    var row = this.table.row(this.current);
+    this.caption.textContent = row ? this.table.describe(row) : this.current;
+    var ids = this.table.visibleIds().filter(function (id) { return self.files[id]; });
+    var at = ids.indexOf(this.current);
+    this.position.textContent = at < 0 ? "(not in the filtered table)" : (at + 1) + " of " + ids.length;
+  };
 
   function ImageTable(holder, columns, rows) {
     this.columns = columns;
@@ -48,6 +144,37 @@
     this.render();
   }
 
+  ImageTable.prototype.visibleIds = function () {
+    var i = this.columns.indexOf("id");
+    return this.visibleRows().map(function (row) { return row[i]; });
+  };
+
+  ImageTable.prototype.row = function (imageId) {
+    var i = this.columns.indexOf("id");
+    return this.rows.filter(function (row) { return row[i] === imageId; })[0] || null;
+  };
+
+  ImageTable.prototype.describe = function (row) {  // one line for the viewer's caption
+    var cols = this.columns, get = function (key) { var i = cols.indexOf(key); return i < 0 ? null : row[i]; };
+    var text = get("id") + ": " + get("label") + " \u2192 " + get("predicted") + " (" + get("outcome") + ")";
+    if (get("score") !== null) text += ", score " + Number(get("score")).toFixed(3);
+    if (get("iou") !== null) text += ", IoU " + Number(get("iou")).toFixed(3);
+    if (get("error")) text += ", error: " + get("error");
+    return text;
+  };
+
+  ImageTable.prototype.highlight = function (imageId) {
+    this.selected = imageId;
+    this.render();
+  };
+
+  ImageTable.prototype.showOutcome = function (outcome) {
+    this.search.value = "";
+    this.outcome.value = outcome;
+    this.page = 0;
+    this.render();
+  };
+
   ImageTable.prototype.showOnly = function (imageId) {
     this.search.value = imageId;
     this.outcome.value = "";
@@ -67,10 +194,12 @@
 
   ImageTable.prototype.visibleRows = function () {
     var cols = this.columns, text = this.search.value.trim().toLowerCase(), want = this.outcome.value;
-    var iOutcome = cols.indexOf("outcome");
+    var iOutcome = cols.indexOf("outcome"), iLabel = cols.indexOf("label");
     var rows = this.rows.filter(function (row) {
-      if (want === "miss" ? !(row[iOutcome] === "slip" || row[iOutcome] === "false alarm")
-                          : want && row[iOutcome] !== want) return false;
+      var outcome = row[iOutcome];
+      if (want === "miss" ? !(outcome === "slip" || outcome === "false alarm")
+          : want === "found" || want === "passed" ? !(outcome === "correct" && row[iLabel] === (want === "found" ? "NOK" : "OK"))
+          : want && outcome !== want) return false;
       if (!text) return true;
       return row.some(function (v) { return v !== null && String(v).toLowerCase().indexOf(text) >= 0; });
     });
@@ -90,10 +219,18 @@
     var pages = Math.max(1, Math.ceil(rows.length / PAGE_SIZE));
     this.page = Math.min(Math.max(this.page, 0), pages - 1);
     var start = this.page * PAGE_SIZE, shown = rows.slice(start, start + PAGE_SIZE);
-    var fragment = document.createDocumentFragment();
+    var fragment = document.createDocumentFragment(), self = this, iId = cols.indexOf("id");
     shown.forEach(function (row) {
       var tr = document.createElement("tr");
       tr.className = "r-" + String(row[cols.indexOf("outcome")]).replace(/\s+/g, "-");
+      if (row[iId] === self.selected) tr.classList.add("current");
+      if (self.onRowClick) {
+        tr.classList.add("viewable");
+        tr.title = "show in the viewer";
+        tr.addEventListener("click", function (e) {
+          if (!e.target.closest(".clamped")) self.onRowClick(row[iId]);
+        });
+      }
       row.forEach(function (value, j) {
         var td = document.createElement("td"), key = cols[j];
         td.className = key + (NUMERIC[key] ? " num" : "");

@@ -98,3 +98,34 @@ def format_value(value: object, digits: int = 3) -> str:
     if isinstance(value, int) or (abs(value) >= 2 and float(value).is_integer()):  # counts stored as floats
         return str(int(value))
     return f"{value:.{digits}f}"
+
+
+# Short names for people, where a metric or risk key reads badly as written. Renderers show
+# `label(key)`; keys without an entry fall back to their words (`fit_seconds` -> "fit seconds").
+LABELS = {
+    "iou": "IoU",
+    "f2": "F2",
+    "auroc": "AUROC",
+    "n_images": "images",
+    "n_defective": "defective images",
+    "images_per_second": "images per second",
+    "fit_seconds": "fit time (s)",
+    "flip_rate": "flip rate",
+    "delta_iou": "\u0394 IoU",
+    "delta_f2": "\u0394 F2",
+    "slip_rate_upper": "slip rate, 95 % upper bound",
+    "slip_rate_upper_95": "slip rate, 95 % upper bound",
+    "target_slip_rate": "target slip rate",
+    "defectives_needed_for_target": "defectives needed for the target",
+    "auroc_threshold_free_not_a_factory_figure": "AUROC (threshold-free)",
+    "false_alarm_budget": "false-alarm budget",
+    "recall_at_false_alarm_budget": "recall at the false-alarm budget",
+    "false_alarm_rate_at_budget_threshold": "false-alarm rate at the budget's threshold",
+    "false_alarm_rate": "false-alarm rate",
+    "verdict": "can the test set show the target?",
+}
+
+
+def label(key: str) -> str:
+    """How a metric or risk key is shown to people: `slip_rate_upper_95` -> "slip rate, 95 % upper bound"."""
+    return LABELS.get(key) or key.replace("_", " ")
