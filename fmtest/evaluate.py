@@ -22,8 +22,9 @@ from fmtest.data.sample import NOK, Sample, SampleSet
 from fmtest.overlay import overlay_thumbnail
 from fmtest.pipelines.base import Pipeline, Prediction, Task
 from fmtest.verdict.gates import judge, metric_of_threshold
+from fmtest.verdict.layers import MANIFEST_KEY, LayerStore
 from fmtest.verdict.results import CaseResult, ImageResult, Thumbnail
-from fmtest.verdict.scoring import score_images
+from fmtest.verdict.scoring import breakdown, score_images
 
 N_THUMBNAILS = 8
 
@@ -91,10 +92,13 @@ class Part:
     pipeline: Pipeline
     test: SampleSet
     fit: Callable[[], None]
+    reference: Callable[[], Sample | None] = lambda: None  # the group's defect-free image, for the viewer
+    group: str | None = None  # its name, recorded per image for the case's breakdowns
 
     @classmethod
     def of(cls, pipeline: Pipeline, group: Group) -> Part:
-        return cls(pipeline, group.test, lambda: pipeline.fit(group.train, group.load_reference()))
+        return cls(pipeline, group.test, lambda: pipeline.fit(group.train, group.load_reference()),
+                   group.load_reference, group.name)
 
 
 def evaluate_case(
@@ -110,11 +114,13 @@ def evaluate_case(
     seed: int = 0,
     n_thumbnails: int = N_THUMBNAILS,
     desc: str | None = None,
+    layers: LayerStore | None = None,
 ) -> CaseResult:
     """Predict every test image of every part, fitting a part's pipeline only if a prediction is
     not cached, then pool all images and score. Thresholds judge, never tune.
 
     The parts are the source of images: a case's test images, or (robustness) perturbed copies of them.
+    `layers`, when given, receives every scored image's full-size layers for the scoreboard's viewer.
     """
     started = time.perf_counter()
     fit_seconds = {"fit": 0.0}
@@ -134,11 +140,13 @@ def evaluate_case(
     usage: dict[str, float] = {}
     scored_segmentation = case.task == "segmentation" and has_masks
     stream = itertools.chain.from_iterable(
-        predict_all(part.pipeline, part.test, cache=cache, progress=progress, timing=timing, prepare=timed(part.fit),
-                    desc=(desc or case.id) if len(parts) == 1 else f"{desc or case.id} [{i + 1}/{len(parts)}]")
+        ((part, *item) for item in predict_all(
+            part.pipeline, part.test, cache=cache, progress=progress, timing=timing, prepare=timed(part.fit),
+            desc=(desc or case.id) if len(parts) == 1 else f"{desc or case.id} [{i + 1}/{len(parts)}]"))
         for i, part in enumerate(parts)
     )
-    for sample, prediction, from_cache in stream:
+    references: dict[int, Sample | None] = {}  # each part's reference, loaded once
+    for part, sample, prediction, from_cache in stream:
         n_cached += from_cache
         iou = None
         if scored_segmentation and sample.mask is not None:
@@ -146,8 +154,13 @@ def evaluate_case(
         images.append(ImageResult(
             id=sample.id, sha256=sample.sha256, label=sample.label, predicted=prediction.label,
             score=_finite_or_none(prediction.score), iou=iou, reasoning=prediction.reasoning,
-            error=prediction.error,
+            error=prediction.error, group=part.group,
+            defect_type=_text_or_none(sample.meta.get("defect_type")) if sample.label == NOK else None,
         ))
+        if layers is not None:
+            if id(part) not in references:
+                references[id(part)] = part.reference()
+            layers.add(sample, prediction, references[id(part)])
         for k, v in ({} if from_cache else prediction.usage).items():  # a cache hit cost nothing this run
             if isinstance(v, int | float):
                 usage[k] = usage.get(k, 0.0) + float(v)
@@ -166,12 +179,15 @@ def evaluate_case(
                         dataset_fingerprint=dataset_fingerprint)
     result.metrics = score_images(images, task=case.task if scored_segmentation else "classification",
                                   n_resamples=n_resamples, seed=seed)
+    result.breakdown = breakdown(images, task=case.task if scored_segmentation else "classification")
     n_predicted = timing.get("images", 0)
     result.metrics["images_per_second"] = n_predicted / timing["seconds"] if n_predicted else math.nan
     result.metrics["fit_seconds"] = fit_seconds["fit"]
     result.thumbnails = [_thumbnail(s, p, iou) for _, _, s, p, iou in sorted(worst, key=lambda e: -e[0])]
     result.extra["cache"] = {"hits": n_cached, "predicted": n_predicted}
     result.extra["invalid_answers"] = sum(i.error is not None for i in images)
+    if layers is not None:
+        result.extra[MANIFEST_KEY] = layers.manifest()
     if usage:
         result.extra["usage"] = usage
     result.thresholds = {k: float(v) for k, v in thresholds.items() if metric_of_threshold(k) in result.metrics}
@@ -198,6 +214,10 @@ def _thumbnail(sample: Sample, prediction: Prediction, iou: float | None) -> Thu
         caption += f", IoU {iou:.2f}"
     png = overlay_thumbnail(sample.image, prediction.mask, sample.mask, sample.ignore, image_id=sample.id)
     return Thumbnail(id=sample.id, png_base64=png, caption=caption)
+
+
+def _text_or_none(x) -> str | None:
+    return None if x is None else str(x)
 
 
 def _finite_or_none(x) -> float | None:

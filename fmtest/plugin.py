@@ -195,6 +195,9 @@ def _record(node, result: CaseResult) -> None:
         props[k] = _fmt(v)
     for k, v in result.thresholds.items():
         props[f"threshold_{k}"] = _fmt(v)
+    for part, figures in result.breakdown.items():  # iou[carpet], f2[void], ...
+        for k, v in figures.items():
+            props[f"{k}[{part}]"] = _fmt(v)
     for k in ("prompt_tokens", "output_tokens", "cost_usd"):  # what an API pipeline spent on this run
         if k in result.extra.get("usage", {}):
             props[k] = _fmt(result.extra["usage"][k])

@@ -14,11 +14,13 @@ from pathlib import Path
 
 from fmtest.config import SuiteConfig, find_config, load_config
 from fmtest.data import Dataset, Group, SampleRef, SampleSet
+from fmtest.data.folds import stratified_folds
 from fmtest.errors import ConfigError
 from fmtest.evaluate import N_THUMBNAILS, Case, Part, evaluate_case, predict_all
 from fmtest.fsutil import atomic_write
 from fmtest.pipelines import Pipeline, PipelineContext
 from fmtest.verdict.gates import judge
+from fmtest.verdict.layers import LayerStore
 from fmtest.verdict.regression import compare_case, format_regression, load_baseline
 from fmtest.verdict.results import CaseResult, results_json
 from fmtest.verdict.robustness import invariance_row, robustness_result
@@ -204,6 +206,19 @@ class Evaluator:
             self.settings.config.check_groups(name, [g.name for g in self._groups[name]])
         return self._groups[name]
 
+    def case_groups(self, case: Case) -> list[Group]:
+        """The groups a case is fitted and scored by: the dataset's groups, or for a pipeline that learns
+        from labelled images (`cross_validation_folds` = k) k stratified folds of each group's test images,
+        each fold's model fitted on the other folds, so every image is predicted by a model that never saw it."""
+        k = self.settings.config.pipeline_class(case.pipeline).cross_validation_folds
+        if not k:
+            return self.groups(case.dataset)
+        folds = []
+        for group in self.groups(case.dataset):
+            for i, (train, held_out) in enumerate(stratified_folds(group.test, k, self.settings.config.seed)):
+                folds.append(Group(f"{group.name}/fold{i + 1}", train, held_out, group.load_reference))
+        return folds
+
     def pipeline(self, case: Case, group: Group) -> Pipeline:
         key = (case.id, group.name)
         if key not in self._pipelines:
@@ -213,15 +228,13 @@ class Evaluator:
         return self._pipelines[key]
 
     def _data_fingerprint(self, name: str, group: Group) -> str:
-        """What a pipeline may learn from: dataset options, train ids and labels, the reference image.
-
-        Training images are identified by id, not content (reading them all would cost a warm rerun
-        its speed): a folder whose training files change under the same names needs `fmtest cache clear`.
-        """
+        """What a pipeline may learn from: dataset options, the training images' ids, labels and content
+        (sha256 of the decoded image), the reference image. A training image replaced under the same name
+        changes the key, so its predictions are made again."""
         h = hashlib.sha256(json.dumps(self.settings.config.datasets.get(name, {}), sort_keys=True, default=str).encode())
         h.update(group.name.encode())
         for ref in group.train.refs:
-            h.update(f"{ref.id}\t{ref.label}\n".encode())
+            h.update(f"{ref.id}\t{ref.label}\t{ref.get().sha256}\n".encode())
         reference = group.load_reference()
         h.update((reference.sha256 if reference is not None else "no reference").encode())
         return h.hexdigest()[:16]
@@ -234,8 +247,9 @@ class Evaluator:
             self._fitted.add(key)
 
     def parts(self, case: Case, images: Callable[[Group], SampleSet] = lambda g: g.test) -> list[Part]:
-        """The case split by dataset group, each with its own pipeline that fits on first need."""
-        return [Part(self.pipeline(case, g), images(g), lambda g=g: self.fit(case, g)) for g in self.groups(case.dataset)]
+        """The case split by group (or fold), each with its own pipeline that fits on first need."""
+        return [Part(self.pipeline(case, g), images(g), lambda g=g: self.fit(case, g), g.load_reference, g.name)
+                for g in self.case_groups(case)]
 
     def predict(self, case: Case, images: Callable[[Group], SampleSet], *, desc: str = "", progress=None):
         """(sample, prediction, from_cache) over the chosen images of every group."""
@@ -248,7 +262,8 @@ class Evaluator:
         if case.id in self.results and self.results[case.id].outcome in ("passed", "failed"):
             return self.results[case.id]
         cfg = self.settings.config
-        result = self._evaluate_images(case, lambda g: g.test, thresholds=cfg.thresholds_for(case.id))
+        layers = LayerStore(self.settings.report, case.id) if self.settings.report else None
+        result = self._evaluate_images(case, lambda g: g.test, thresholds=cfg.thresholds_for(case.id), layers=layers)
         result.extra["risk"] = self._risk(case, result)
         findings = self.data_quality(case.dataset)
         if findings:
@@ -264,14 +279,15 @@ class Evaluator:
         return result
 
     def _evaluate_images(self, case: Case, images: Callable[[Group], SampleSet], *, thresholds: dict,
-                         n_thumbnails: int = N_THUMBNAILS, desc: str | None = None) -> CaseResult:
+                         n_thumbnails: int = N_THUMBNAILS, desc: str | None = None,
+                         layers: LayerStore | None = None) -> CaseResult:
         """One evaluation of the chosen images of every group, unjudged: the caller judges."""
         cfg = self.settings.config
         dataset = self.dataset(case.dataset)
         return evaluate_case(
             case, self.parts(case, images), thresholds, has_masks=dataset.has_masks,
             dataset_fingerprint=dataset.fingerprint, cache=self.cache, progress=self.progress,
-            n_resamples=cfg.bootstrap_resamples, seed=cfg.seed, n_thumbnails=n_thumbnails, desc=desc,
+            n_resamples=cfg.bootstrap_resamples, seed=cfg.seed, n_thumbnails=n_thumbnails, desc=desc, layers=layers,
         )
 
     def data_quality(self, name: str) -> list[dict]:
@@ -343,10 +359,12 @@ class Evaluator:
                                  max_metric_drop=float(opts.get("max_metric_drop", 0.05)))
 
     def _risk(self, case: Case, result: CaseResult) -> dict:
-        """Risk figures; a scoring pipeline's operating point is set on good TRAINING images only."""
+        """Risk figures; a scoring pipeline's operating point is set on good TRAINING images only (not for a
+        cross-validated pipeline: its training images are the scored ones, seen by the model)."""
         opts = self.settings.config.risk
         train_scores = None
-        if result.images and all(i.score is not None for i in result.images):
+        cross_validated = self.settings.config.pipeline_class(case.pipeline).cross_validation_folds
+        if result.images and all(i.score is not None for i in result.images) and not cross_validated:
             n = int(opts.get("n_train_scores", 40))
             train_scores = [p.score for _, p, _ in
                             self.predict(case, lambda g: g.train.filter(lambda r: r.label == "OK")[:n], progress=False)]

@@ -283,9 +283,9 @@ def viewer_run(report):
     case = CaseResult("padim-satsim", "padim", "satsim", "segmentation", "failed", "iou 0.310 < threshold 0.60",
                       metrics={"iou": 0.31, "iou_ci_low": 0.2, "iou_ci_high": 0.4, "f2": 0.85}, thresholds={"iou": 0.6,
                                                                                                          "f2": 0.8},
-                      images=rows, extra={"image_layers": store.manifest(), "risk": risk,
-                                          "breakdown": {"die": {"iou": 0.5, "f2": 0.9, "n_images": 12},
-                                                        "wire bond": {"iou": 0.12, "f2": 0.7, "n_images": 12}}})
+                      images=rows, extra={"image_layers": store.manifest(), "risk": risk},
+                      breakdown={"die": {"iou": 0.5, "f2": 0.9, "n_images": 12},
+                                 "wire bond": {"iou": 0.12, "f2": 0.7, "n_images": 12}})
     long_name = CaseResult("clip_surgery_sam-industrialsat_with_a_long_name", "clip_surgery_sam",
                            "industrialsat_with_a_long_name", "segmentation", "passed", extra={"risk": risk})
     return RunResults(cases=[case, long_name], git_commit="0123abcd")

@@ -321,13 +321,13 @@ def test_data_quality_listed_once_per_dataset():
 
 # --------------------------------------------------------------------------- drill-down: order, verdicts, viewer
 
-def scored_case(extra=None, images=None):
+def scored_case(extra=None, images=None, breakdown=None):
     images = images or [ImageResult("good/1", "s", "OK", "OK", 0.10), ImageResult("good/2", "s", "OK", "OK", 0.20),
                         ImageResult("good/3", "s", "OK", "NOK", 0.62), ImageResult("void/1", "s", "NOK", "NOK", 0.90, 0.7),
                         ImageResult("void/2", "s", "NOK", "NOK", 0.80, 0.2), ImageResult("void/3", "s", "NOK", "OK", 0.30, 0.0),
                         ImageResult("void/4", "s", "NOK", "OK", 0.05, 0.0)]
     return CaseResult("padim-satsim", "padim", "satsim", "segmentation", "failed", metrics={"iou": 0.3, "f2": 0.7},
-                      thresholds={"iou": 0.6, "f2": 0.8}, images=images, extra=extra or {})
+                      thresholds={"iou": 0.6, "f2": 0.8}, images=images, extra=extra or {}, breakdown=breakdown or {})
 
 
 def test_images_are_ordered_worst_first():
@@ -369,7 +369,7 @@ def test_score_histogram_shows_good_and_defective_parts_and_where_the_verdict_sw
 def test_breakdown_marks_groups_below_the_case_threshold():
     breakdown = {"carpet": {"iou": 0.71, "f2": 0.9, "n_images": 40, "n_defective": 30},
                  "grid": {"iou": 0.42, "f2": 0.6, "n_images": 20, "n_defective": 12}}
-    detail = case_payloads(render_html(RunResults(cases=[scored_case(extra={"breakdown": breakdown})])))[
+    detail = case_payloads(render_html(RunResults(cases=[scored_case(breakdown=breakdown)])))[
         "padim-satsim"]["detail_html"]
     table = re.search(r"<h3>Breakdown</h3><table class='breakdown'>(.*?)</table>", detail).group(1)
     assert re.findall(r"<th scope='col'[^>]*>([^<]+)</th>", table) == ["group", "IoU", "F2", "images", "defective images"]

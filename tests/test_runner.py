@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import toy_fmtest
+from toy_fmtest import Toy
 from fakes import make_mvtec
 
 from fmtest.config import parse_config
@@ -124,6 +125,20 @@ def test_a_brittle_pipeline_is_caught_at_the_gated_severity():
     assert rows[2]["flip_rate"] >= 0.5 and rows[2]["false_alarm_rate"] > 0.5  # background crosses it
     assert result.outcome == "failed"
     assert "of verdicts flip at brightness=0.35 (tolerance 10.0%)" in result.message
+
+
+def test_a_pipeline_that_learns_from_labels_is_scored_by_cross_validation():
+    toy_fmtest.ToyLearned.seen.clear()
+    evaluator = Evaluator(_settings(pipelines=["toy_learned"]), progress=False)
+    result = evaluator.evaluate(Case("toy_learned", "toy", "segmentation"))
+    folds = toy_fmtest.ToyLearned.seen
+    assert len(folds) == 2
+    for fitted_on, predicted in folds:
+        assert fitted_on.isdisjoint(predicted) and fitted_on | predicted == set(Toy().test.ids)
+    assert {i.id for i in result.images} == set(Toy().test.ids)  # every image, each once
+    assert set(result.breakdown) == {"toy/fold1", "toy/fold2"}
+    assert [r["n_defective"] for r in result.breakdown.values()] == [2.0, 2.0]  # stratified
+    assert result.metrics["f2"] == 1.0
 
 
 def test_every_metric_a_case_records_has_a_spec():

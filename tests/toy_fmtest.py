@@ -87,6 +87,29 @@ class ToyEmpty(Pipeline):
         return [Prediction.from_mask(np.zeros(s.image.shape[:2], bool), score=0.0) for s in samples]
 
 
+class ToyLearned(Pipeline):
+    """Learns its intensity threshold from labelled OK and NOK images: scored by 2-fold cross-validation.
+
+    Every instance records the ids it was fitted on and the ids it predicted, for the tests to check."""
+
+    name, task = "toy_learned", "segmentation"
+    cross_validation_folds = 2
+    seen: list[tuple[set[str], set[str]]] = []
+
+    def fit(self, train, reference):
+        brightest = {s.label: [] for s in train}
+        for s in train:
+            brightest[s.label].append(float(s.image.max()))
+        self.threshold = (np.mean(brightest["OK"]) + np.mean(brightest["NOK"])) / 2
+        self.fitted_on = set(train.ids)
+        self.predicted: set[str] = set()
+        ToyLearned.seen.append((self.fitted_on, self.predicted))
+
+    def predict(self, samples):
+        self.predicted.update(s.id for s in samples)
+        return [Prediction.from_mask(s.image > self.threshold, score=float(s.image.max())) for s in samples]
+
+
 class ToyInterrupt(Pipeline):
     """Stands for a user pressing Ctrl-C in the middle of a case."""
 
@@ -113,6 +136,7 @@ def register():
 
     fmtest.data.DATASETS["toy"] = "toy_fmtest:Toy"
     for name, cls in (("toy_threshold", "ToyThreshold"), ("toy_empty", "ToyEmpty"),
-                      ("toy_noweights", "ToyNoWeights"), ("toy_interrupt", "ToyInterrupt")):
+                      ("toy_noweights", "ToyNoWeights"), ("toy_interrupt", "ToyInterrupt"),
+                      ("toy_learned", "ToyLearned")):
         fmtest.pipelines.PIPELINES[name] = f"toy_fmtest:{cls}"
         fmtest.pipelines.TASKS[name] = "segmentation"

@@ -1,7 +1,7 @@
 """Datasets described by a labels.csv: the layout of the private IndustrialSAT data, open to any folder.
 
 ```
-<folder>/labels.csv        image,label,mask,split
+<folder>/labels.csv        image,label,mask,split[,defect_type]
 <folder>/images/...        8- or 16-bit greyscale PNG or TIFF (any image read_image decodes)
 <folder>/masks/...         white (above 127 of 255) = defect, same size as the image
 ```
@@ -44,6 +44,7 @@ class Row:
     mask: Path | None
     split: str
     id: str
+    defect_type: str | None = None  # optional column `defect_type`: per-type breakdowns of the case
 
 
 def read_labels(folder: Path, masks: bool, dataset: str, allow_absolute_paths: bool = False) -> list[Row]:
@@ -132,7 +133,7 @@ def _check_row(record: Mapping[str, str | None], line: int, folder: Path, masks:
         raise DataError(f"NOK image {image} has no mask; add one or set masks = false in [datasets.{dataset}]",
                         where)
     return Row(line=line, image=image_path, label=label, mask=mask_path, split=split,
-               id=str(PurePosixPath(image.replace("\\", "/"))))
+               id=str(PurePosixPath(image.replace("\\", "/"))), defect_type=value("defect_type") or None)
 
 
 @dataclass(frozen=True)
@@ -192,7 +193,8 @@ class FolderDataset(Dataset):
                 if row.label == NOK:
                     mask = self.checked_defect_mask(mask, row.id, row.mask, options.empty_nok_masks)
             return Sample(id=row.id, image=image, label=row.label, mask=mask, source=str(row.image),
-                          meta={"split": row.split, "line": row.line})
+                          meta={"split": row.split, "line": row.line,
+                                **({"defect_type": row.defect_type} if row.defect_type else {})})
 
         return SampleRef(id=row.id, label=row.label, load=load)
 

@@ -150,8 +150,8 @@ def score_histogram(case: CaseResult) -> str:
 
 
 def breakdown_table(case: CaseResult) -> str:
-    """One row per group or defect type (`extra["breakdown"]`); a figure below the case's threshold is marked."""
-    breakdown = case.extra.get("breakdown")
+    """One row per group or defect type (`CaseResult.breakdown`); a figure below the case's threshold is marked."""
+    breakdown = case.breakdown
     if not isinstance(breakdown, dict) or not breakdown:
         return ""
     rows = {str(name): row for name, row in breakdown.items() if isinstance(row, dict)}

@@ -22,7 +22,7 @@ ALWAYS_SHOWN_COLUMNS = ("id", "label", "predicted", "outcome")
 IMAGE_OUTCOMES = (("correct", "correct"), ("found", "found (defect flagged)"), ("passed", "passed (good part OK)"),
                   ("miss", "all misses"), ("slip", "slip (defect passed as OK)"),
                   ("false alarm", "false alarm (good part flagged)"), ("error", "error"))
-SHOWN_ELSEWHERE = ("breakdown", MANIFEST_KEY, "operating_threshold")  # extras with their own place in the details
+SHOWN_ELSEWHERE = (MANIFEST_KEY, "operating_threshold")  # extras with their own place in the details
 EXTRA_TITLES = {"regression": "Regression against the baseline", "risk": "Risk at the operating point",
                 "robustness": "Robustness", "data_quality": "Data quality", "usage": "Usage and cost",
                 "invalid_answers": "Invalid answers"}

@@ -32,6 +32,8 @@ class ImageResult:
     iou: float | None = None
     reasoning: str | None = None
     error: str | None = None
+    group: str | None = None  # the dataset group (MVTec category) or cross-validation fold that scored it
+    defect_type: str | None = None  # from the dataset (MVTec folder, labels.csv column, satsim's kind)
 
 
 @dataclass
@@ -59,6 +61,7 @@ class CaseResult:
     config_fingerprint: str | None = None
     dataset_fingerprint: str | None = None
     duration_s: float | None = None
+    breakdown: dict[str, dict[str, float]] = field(default_factory=dict)  # per group and defect type
     extra: dict[str, object] = field(default_factory=dict)  # sections added by later layers (robustness, risk)
 
     @classmethod

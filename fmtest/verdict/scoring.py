@@ -31,6 +31,33 @@ def score_images(images: list[ImageResult], *, task: str, n_resamples: int = 100
     return {k: float(v) for k, v in out.items()}
 
 
+def breakdown(images: list[ImageResult], *, task: str) -> dict[str, dict[str, float]]:
+    """The case's figures per group (MVTec category, cross-validation fold; only when there are several)
+    and per defect type. A defect type's row scores that type's defective images together with all good
+    images, so its F2 still counts false alarms; its IoU is the mean over that type's images."""
+    subsets: dict[str, list[ImageResult]] = {}
+    groups = sorted({i.group for i in images if i.group is not None})
+    if len(groups) > 1:
+        for name in groups:
+            subsets[name] = [i for i in images if i.group == name]
+    good = [i for i in images if i.label != NOK]
+    for kind in sorted({i.defect_type for i in images if i.defect_type is not None}):
+        name = kind if kind not in subsets else f"{kind} (defect type)"
+        subsets[name] = [i for i in images if i.defect_type == kind] + good
+    return {name: _subset_figures(rows, task) for name, rows in subsets.items()}
+
+
+def _subset_figures(images: list[ImageResult], task: str) -> dict[str, float]:
+    y_true, y_pred = nok_arrays(images)
+    counts = metrics.confusion_counts(y_true, y_pred)
+    out = {"f2": metrics.f2(counts), "recall": metrics.recall(counts), "n_images": float(counts.n),
+           "n_defective": float(counts.n_defective)}
+    if task == "segmentation":
+        ious = [i.iou for i in images if i.label == NOK and i.iou is not None]
+        out = {"iou": metrics.mean_iou(ious) if ious else math.nan, **out}
+    return out
+
+
 def risk_summary(images: list[ImageResult], good_train_scores=None, *, target_slip_rate: float = 0.01,
                  false_alarm_budget: float = 0.01) -> dict[str, float | str]:
     """The factory figures at the operating point: exact intervals, and what the sample size can prove.
