@@ -33,12 +33,12 @@ from pathlib import Path
 
 from fmtest import config_schema as schema
 from fmtest.data import Dataset, dataset_class, known_datasets, load_dataset
+from fmtest.config_lookup import CONFIG_NAME, find_config
 from fmtest.errors import ConfigError
 from fmtest.extensions import named, unknown_name
 from fmtest.pipelines import Pipeline, Task, known_pipelines, load_pipeline, pipeline_class, pipeline_task
 from fmtest.verdict.specs import METRICS
 
-CONFIG_NAME = "fmtest.toml"
 DEFAULT_PROMPT = "defect"
 DEFAULT_PROMPTS = {"industrialsat": "defect", "mvtec": "defect", "oxford_pets": "cat", "satsim": "defect",
                    "elpv": "defect", "folder": "defect"}
@@ -266,34 +266,6 @@ def _with_defaults(parsed: object, given: dict[str, object]) -> dict[str, object
 
 
 # --------------------------------------------------------------------------- finding and loading
-
-
-def find_config(args: Sequence[str], invocation_dir: Path) -> Path | None:
-    """The suite config of a run: `fmtest.toml` beside the test files or folders named on the command
-    line (in the folder itself, or its `suites/`), else `<invocation_dir>/suites/fmtest.toml`.
-
-    Named tests in folders with different configs are refused: one run has one config.
-    """
-    found = set()
-    for arg in args:
-        if arg.startswith("-"):
-            continue
-        target = Path(arg.split("::")[0]).expanduser()
-        target = target if target.is_absolute() else invocation_dir / target
-        if not target.exists():
-            continue
-        folder = target if target.is_dir() else target.parent
-        for candidate in (folder / CONFIG_NAME, folder / "suites" / CONFIG_NAME):
-            if candidate.is_file():
-                found.add(candidate.resolve())
-                break
-    if len(found) > 1:
-        raise ConfigError(f"the tests named use different suite configs ({', '.join(sorted(map(str, found)))}); "
-                          "run them separately or pass --fm-config")
-    if found:
-        return found.pop()
-    fallback = invocation_dir / "suites" / CONFIG_NAME
-    return fallback if fallback.is_file() else None
 
 
 def load_config(path: Path | None) -> SuiteConfig:
@@ -658,4 +630,4 @@ def _cli_config(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["CompareSpec", "PipelineEntry", "SuiteConfig", "find_config", "load_config", "parse_config"]
+__all__ = ["CompareSpec", "PipelineEntry", "SuiteConfig", "load_config", "parse_config"]

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from fmtest.errors import ConfigError
-from fmtest.verdict.gates import MAX_PREFIX
+from fmtest.verdict.gates import INVALID_ANSWER_GATE, MAX_PREFIX
 from fmtest.verdict.specs import METRICS
 
 
@@ -168,11 +168,8 @@ def threshold_settings() -> tuple[Setting, ...]:
             continue
         key = spec.name if spec.higher_is_better else f"{MAX_PREFIX}{spec.name}"
         bound = "minimum" if spec.higher_is_better else "maximum"
-        settings.append(Setting(key, RATE, f"{bound} {spec.description}", defaults.get(key)))
-    if not any(s.key == "max_invalid_answer_rate" for s in settings):
-        settings.append(Setting("max_invalid_answer_rate", RATE, "maximum share of images whose answer was "
-                                "unusable (transport failure, refusal, malformed reply); above it the case errors",
-                                shown_default="0"))
+        settings.append(Setting(key, RATE, f"{bound} {spec.description}", defaults.get(key),
+                                shown_default="0" if key == INVALID_ANSWER_GATE else None))
     return tuple(settings)
 
 
@@ -230,6 +227,9 @@ ROBUSTNESS = Table("[robustness]", "`pytest suites/test_robustness.py`", (
     Setting("include_remote_api", BOOL, "also perturb through API pipelines (costs requests)", False),
     Setting("run_by_default", BOOL, "run robustness cases also when the file is not named", False),
     Setting("n_images", integer(1), "perturb only the first n test images", shown_default="all"),
+    Setting("min_clean_recall", RATE, "below this recall of the unperturbed run a robustness case is not "
+            "meaningful (a model that always answers OK never flips) and is skipped with the reason",
+            shown_default="the case's recall threshold, else its f2 threshold"),
     Setting("ladders", TABLE, "see [robustness.ladders]"),
 ))
 LADDERS = Table("[robustness.ladders]", "severity ladders, one per perturbation", (

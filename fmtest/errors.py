@@ -22,6 +22,10 @@ class ConfigError(FmtestError):
     """An option or the suite config file is wrong (unknown name, bad value)."""
 
 
+class CannotJudge(FmtestError):
+    """A case ran but its numbers cannot be judged (no images, unusable answers, undefined metric): an error."""
+
+
 class Unavailable(FmtestError):
     """A pipeline cannot run here: weights or API key missing. Skipped, or an error under --fm-strict."""
 

@@ -186,6 +186,7 @@ def evaluate_case(
     result.thumbnails = [_thumbnail(s, p, iou) for _, _, s, p, iou in sorted(worst, key=lambda e: -e[0])]
     result.extra["cache"] = {"hits": n_cached, "predicted": n_predicted}
     result.extra["invalid_answers"] = sum(i.error is not None for i in images)
+    result.metrics["invalid_answer_rate"] = result.extra["invalid_answers"] / len(images) if images else math.nan
     if layers is not None:
         result.extra[MANIFEST_KEY] = layers.manifest()
     if usage:

@@ -2,26 +2,36 @@
 properties, and the scoreboard, JSON and HTML at the end of the run.
 
 Hooks and fixtures live here; what a run is (settings, planned cases, evaluation) lives in
-fmtest.runner, scoring in fmtest.evaluate, rendering in fmtest.report.
+fmtest.runner, scoring in fmtest.evaluate, verdicts in fmtest.verdict, rendering in fmtest.report.
+
+The plugin loads in every pytest run of an environment where fmtest is installed, so this module
+imports nothing heavy and builds a run only when one is wanted: an `--fm-*` option, a suite config
+beside the tests named, or a test that asks for an fmtest case.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from fmtest.errors import ConfigError, FmtestError, Unavailable
-from fmtest.evaluate import Case
-from fmtest.runner import Evaluator, ResultStore, order_key, plan_cases, resolve_settings
-from fmtest.verdict.results import CaseResult, RunResults, environment, git_commit, write_json
+from fmtest.config_lookup import find_config
+from fmtest.errors import CannotJudge, ConfigError, FmtestError, Unavailable
+
+if TYPE_CHECKING:
+    from fmtest.evaluate import Case
+    from fmtest.verdict.results import CaseResult, RunResults
 
 RUN_KEY = pytest.StashKey["FmRun"]()
-_RESULT_KEY = pytest.StashKey[CaseResult]()  # the case a test item evaluated, for its final outcome
+_RESULTS_DIR_KEY = pytest.StashKey[Path]()  # the controller's folder for every process's finished cases
+_PLANNED_KEY = pytest.StashKey[list]()  # case ids the session collected, to name the unfinished ones
+_RESULT_KEY = pytest.StashKey["CaseResult"]()  # the case a test item evaluated, for its final outcome
 OPTIONS = [
     ("dataset", "datasets to run, comma separated (default: the config's default_datasets)"),
     ("pipeline", "pipelines to run, comma separated (default: all that apply)"),
@@ -52,6 +62,8 @@ class FmRun:
     """Everything one pytest process knows about the evaluation run."""
 
     def __init__(self, config: pytest.Config):
+        from fmtest.runner import Evaluator, ResultStore, resolve_settings
+
         self.config = config
         worker = getattr(config, "workerinput", None)
         index = int(worker["workerid"].removeprefix("gw")) if worker else None
@@ -59,48 +71,124 @@ class FmRun:
                                          Path(config.invocation_params.dir), worker_index=index,
                                          args=config.args)
         self.is_worker = worker is not None
-        if worker:
-            self.store = ResultStore(Path(worker["fmtest_results_dir"]))
-        else:
-            self._tmp = tempfile.mkdtemp(prefix="fmtest-results-")
-            self.store = ResultStore(Path(self._tmp))
+        self.store = ResultStore(Path(worker["fmtest_results_dir"]) if worker else _results_dir(config))
+        if not worker:
+            _check_outputs_writable(self.settings, config)
         progress = config.get_verbosity() >= 0 and not self.is_worker
         self.evaluator = Evaluator(self.settings, progress=progress)
         self.results: RunResults | None = None  # all workers' cases, collected at session end
+        self.output_problems: list[str] = []  # outputs that could not be written, told in the summary
 
-    def collect(self) -> RunResults:
+    def collect(self, *, interrupted: bool = False) -> RunResults:
+        from fmtest.runner import order_key
+        from fmtest.verdict.results import RunResults, environment, git_commit
+
         cases = sorted(self.store.load_all(), key=order_key(self.settings))
+        finished = {c.id for c in cases}
+        unfinished = [c for c in self.config.stash.get(_PLANNED_KEY, []) if c not in finished]
         return RunResults(cases=cases, config=_config_summary(self.settings), environment=environment(),
-                          git_commit=git_commit(Path(self.config.invocation_params.dir)))
+                          git_commit=git_commit(Path(self.config.invocation_params.dir)),
+                          interrupted=interrupted, unfinished=unfinished)
+
+
+def _run(config: pytest.Config) -> FmRun:
+    """The process's run, built on first need; a bad option or config stops pytest with one line."""
+    run = config.stash.get(RUN_KEY, None)
+    if run is None:
+        try:
+            run = config.stash[RUN_KEY] = FmRun(config)
+        except FmtestError as e:
+            raise pytest.UsageError(f"fmtest: {e}") from None
+    return run
+
+
+def _results_dir(config: pytest.Config) -> Path:
+    """The controller's folder of finished cases (one JSON each), made on first need."""
+    if _RESULTS_DIR_KEY not in config.stash:
+        config.stash[_RESULTS_DIR_KEY] = Path(tempfile.mkdtemp(prefix="fmtest-results-"))
+    return config.stash[_RESULTS_DIR_KEY]
+
+
+def _wants_run(config: pytest.Config) -> bool:
+    """An `--fm-*` option was given or a suite config sits beside the tests named: build the run now, so a
+    bad config or an unwritable output stops the session before any case runs."""
+    if any(config.getoption(f"fm_{name.replace('-', '_')}") for name, _ in OPTIONS + FLAGS):
+        return True
+    try:
+        return find_config(config.args, Path(config.invocation_params.dir)) is not None
+    except FmtestError:
+        return True  # let building the run report it
+
+
+def _check_outputs_writable(settings, config: pytest.Config) -> None:
+    """Refuse, before hours of predictions, an output file that could not be written at the end."""
+    outputs = {"--fm-results": settings.results, "--fm-report": settings.report,
+               "--junitxml": config.getoption("xmlpath", None)}
+    for option, path in outputs.items():
+        if path:
+            problem = _unwritable(Path(path))
+            if problem:
+                raise ConfigError(f"{option}: cannot write {path}: {problem}")
+
+
+def _unwritable(path: Path) -> str | None:
+    if path.is_dir():
+        return "it is a folder"
+    if path.exists():
+        return None if os.access(path, os.W_OK) else "no permission to overwrite it"
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"{parent} is a file, not a folder"
+    return None if os.access(parent, os.W_OK | os.X_OK) else f"no permission to write in {parent}"
 
 
 def pytest_configure(config: pytest.Config):
     config.addinivalue_line("markers", "fmtest_task(task): parametrize this test over fmtest cases of a task")
-    try:
-        config.stash[RUN_KEY] = FmRun(config)
-    except FmtestError as e:
-        raise pytest.UsageError(f"fmtest: {e}") from None
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(), "fmtest-xdist")
-    from fmtest.pytest_reports import register_report_hooks  # pytest-html rows, JUnit properties under xunit2
+    if config.getoption("htmlpath", None) or config.getoption("xmlpath", None):
+        from fmtest.pytest_reports import register_report_hooks  # pytest-html rows, JUnit properties (xunit2)
 
-    register_report_hooks(config)
+        register_report_hooks(config)
+    if _wants_run(config):
+        _run(config)
 
 
 class _XdistHooks:
-    """Registered only with pytest-xdist present: hands workers the shared results folder."""
+    """Registered only with pytest-xdist present: hands workers the shared results folder, and tells
+    the controller (which collects nothing itself) which cases the workers planned."""
 
     @pytest.hookimpl
     def pytest_configure_node(self, node):
-        run = node.config.stash[RUN_KEY]
-        node.workerinput["fmtest_results_dir"] = str(run.store.directory)
+        node.workerinput["fmtest_results_dir"] = str(_results_dir(node.config))
+
+    @pytest.hookimpl
+    def pytest_xdist_node_collection_finished(self, node, ids):
+        planned = node.config.stash.setdefault(_PLANNED_KEY, [])
+        for nodeid in ids:
+            case_id = _case_id_of(nodeid)
+            if case_id is not None and case_id not in planned:
+                planned.append(case_id)
+
+
+def _case_id_of(nodeid: str) -> str | None:
+    """`suites/test_segmentation.py::test_segmentation[padim-satsim]` -> padim-satsim (fmtest suites only)."""
+    head, _, param = nodeid.partition("[")
+    if not param or not head.rsplit("::", 1)[-1].startswith(("test_segmentation", "test_classification",
+                                                            "test_invariance", "test_comparison")):
+        return None
+    return param.removesuffix("]")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc):
     marker = metafunc.definition.get_closest_marker("fmtest_task")
     if marker is None or "fm_case" not in metafunc.fixturenames:
         return
-    run = metafunc.config.stash[RUN_KEY]
+    from fmtest.runner import plan_cases
+
+    run = _run(metafunc.config)
     task = marker.args[0]
     cases = plan_cases(run.settings, task)
     extra = marker.kwargs.get("expand")
@@ -120,6 +208,9 @@ def pytest_collection_modifyitems(config, items):
     if unplanned:
         config.hook.pytest_deselected(items=unplanned)
         items[:] = [i for i in items if i not in unplanned]
+    planned = [i.callspec.id for i in items if i.get_closest_marker("fmtest_task") and hasattr(i, "callspec")]
+    if planned:
+        config.stash[_PLANNED_KEY] = planned
 
 
 def _robustness_applies(run: FmRun, case: Case) -> bool:
@@ -141,12 +232,14 @@ def _named_on_command_line(metafunc) -> bool:
 
 @pytest.fixture
 def fm_run(request) -> FmRun:
-    return request.config.stash[RUN_KEY]
+    return _run(request.config)
 
 
 @pytest.fixture
 def fm_case(request, fm_run: FmRun):
     """Evaluates the case (or skips it when the pipeline cannot run here) and records its properties."""
+    from fmtest.verdict.results import CaseResult
+
     param = request.param
     case: Case = param[0] if isinstance(param, tuple) else param
     node = request.node
@@ -167,6 +260,10 @@ def fm_case(request, fm_run: FmRun):
             result = fm_run.evaluator.evaluate(case)
     node.stash[_RESULT_KEY] = result
     _record(node, result)
+    if result.outcome == "error":  # the run could not judge: an error, never a pass
+        raise CannotJudge(result.message or "the case could not be judged", result.id)
+    if result.outcome == "skipped":  # e.g. a robustness case that would mean nothing
+        pytest.skip(result.message or "skipped")
     return result
 
 
@@ -221,7 +318,9 @@ def pytest_runtest_makereport(item, call):
     report = outcome.get_result()
     result = item.stash.get(_RESULT_KEY, None)
     if call.excinfo is not None and call.excinfo.errisinstance(FmtestError):
-        report.longrepr = f"{item.nodeid}: {call.excinfo.value}"  # one line, no traceback wall
+        from fmtest.redact import redact
+
+        report.longrepr = f"{item.nodeid}: {redact(str(call.excinfo.value))}"  # one line, no traceback wall
     if result is None:
         return
     final = (report.when == "call") or (report.when == "setup" and not report.passed)
@@ -230,11 +329,11 @@ def pytest_runtest_makereport(item, call):
     if report.when == "setup" and report.failed:
         result.outcome = "error"
         result.message = result.message or _short(report)
-    elif report.when == "call":
-        result.outcome = "passed" if report.passed else ("skipped" if report.skipped else "failed")
-        if report.failed and not result.message:
-            result.message = _short(report)
-    item.config.stash[RUN_KEY].store.save(result)
+    elif report.when == "call" and result.outcome == "passed" and not report.passed:
+        # the verdict layer judged the case; only a test body that failed or skipped on its own changes it
+        result.outcome = "skipped" if report.skipped else "failed"
+        result.message = result.message or _short(report)
+    _run(item.config).store.save(result)
 
 
 def _short(report) -> str:
@@ -244,32 +343,57 @@ def _short(report) -> str:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus):
-    run = session.config.stash.get(RUN_KEY, None)
-    if run is None or run.is_worker:
+    config = session.config
+    if hasattr(config, "workerinput"):
         return
-    results = run.collect()
+    run = config.stash.get(RUN_KEY, None)
+    if run is None:  # under pytest-xdist only the workers planned cases: did any finish?
+        folder = config.stash.get(_RESULTS_DIR_KEY, None)
+        if folder is None or not any(folder.glob("*.json")):
+            return
+        run = _run(config)
+    results = run.collect(interrupted=exitstatus == pytest.ExitCode.INTERRUPTED)
     run.results = results
-    if not results.cases:
+    if not results.cases and not results.unfinished:
         return
+    for label, path, write in _outputs(run):
+        try:  # one output that cannot be written must not cost the others
+            write(results, path)
+        except (OSError, FmtestError) as e:
+            run.output_problems.append(f"{label} not written to {path}: {e}")
+
+
+def _outputs(run: FmRun):
+    """(label, path, writer) of every output file this run asked for."""
+    from fmtest.verdict.results import write_json
+
     s = run.settings
     if s.results:
-        write_json(results, s.results)
+        yield "JSON results", s.results, write_json
     if s.report:
         from fmtest.report.html import write_html
 
         history = s.config.history_url  # where `fmtest history` publishes its page
-        write_html(results, s.report, history_links={c.id: f"{history}#{c.id}" for c in results.cases} if history else None)
+
+        def html(results, path):
+            links = {c.id: f"{history}#{c.id}" for c in results.cases} if history else None
+            write_html(results, path, history_links=links)
+
+        yield "HTML scoreboard", s.report, html
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     run = config.stash.get(RUN_KEY, None)
     results = run.results if run is not None else None
-    if run is None or run.is_worker or results is None or not results.cases:
+    if run is None or run.is_worker or results is None or not (results.cases or results.unfinished):
         return
     from fmtest.report.terminal import render_scoreboard
 
     terminalreporter.section("fmtest scoreboard")
     terminalreporter.write_line(render_scoreboard(results, width=terminalreporter._tw.fullwidth))
+    if results.interrupted:
+        terminalreporter.write_line(f"INTERRUPTED: {len(results.unfinished)} case(s) did not finish: "
+                                    + ", ".join(results.unfinished), red=True)
     quality = _data_quality_summary(results)
     if quality:
         terminalreporter.write_line(quality)
@@ -278,9 +402,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         from fmtest.verdict.regression import format_summary, recorded_comparisons
 
         terminalreporter.write_line(format_summary(recorded_comparisons(results, baseline)))
-    for label, path in (("JSON results", run.settings.results), ("HTML scoreboard", run.settings.report)):
-        if path:
-            terminalreporter.write_line(f"{label}: {path}")
+    for label, path, _ in _outputs(run):
+        problem = next((p for p in run.output_problems if p.startswith(f"{label} not written")), None)
+        terminalreporter.write_line(problem or f"{label}: {path}", red=problem is not None)
 
 
 def _data_quality_summary(results: RunResults) -> str:
@@ -299,21 +423,23 @@ def _data_quality_summary(results: RunResults) -> str:
 
 def pytest_unconfigure(config):
     run = config.stash.get(RUN_KEY, None)
-    if run is None:
-        return
-    run.evaluator.close()
-    if not run.is_worker:
-        shutil.rmtree(run.store.directory, ignore_errors=True)
+    if run is not None:
+        run.evaluator.close()
+    if _RESULTS_DIR_KEY in config.stash:  # the controller's folder; a worker's is the controller's
+        shutil.rmtree(config.stash[_RESULTS_DIR_KEY], ignore_errors=True)
 
 
 def _config_summary(settings) -> dict:
+    from fmtest.redact import redact_values
+
     cfg = settings.config
     return {
         "config_file": str(cfg.path) if cfg.path else None,
         "datasets": settings.datasets, "pipelines": settings.pipelines,
         "thresholds": cfg.thresholds, "case_thresholds": cfg.case_thresholds,
         "baseline_tolerance": cfg.baseline_tolerance, "device": settings.device,
-        "pipeline_options": {p: _redact(o) for p, o in cfg.pipelines.items()}, "dataset_options": cfg.datasets, "prompts": cfg.prompts,
+        "pipeline_options": {p: redact_values(_redact(o)) for p, o in cfg.pipelines.items()},
+        "dataset_options": redact_values(cfg.datasets), "prompts": cfg.prompts,
         "bootstrap_resamples": cfg.bootstrap_resamples, "seed": cfg.seed,
     }
 

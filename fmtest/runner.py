@@ -3,6 +3,7 @@ per-process objects that must exist once (datasets, fitted pipelines, cache, res
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -12,7 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from fmtest.config import SuiteConfig, find_config, load_config
+from fmtest.config import SuiteConfig, load_config
+from fmtest.config_lookup import find_config
 from fmtest.data import Dataset, Group, SampleRef, SampleSet
 from fmtest.data.folds import stratified_folds
 from fmtest.errors import ConfigError
@@ -168,15 +170,17 @@ class Evaluator:
 
     @property
     def cache(self):
+        """The prediction cache, or None: none asked for, or its folder cannot take a write (one warning,
+        then the run goes on predicting everything)."""
         if self._cache is None and self.settings.cache_dir is not None:
             from fmtest.cache import PredictionCache
 
-            self._cache = PredictionCache(self.settings.cache_dir)
-        return self._cache
+            self._cache = PredictionCache.open_or_none(self.settings.cache_dir) or False
+        return self._cache or None
 
     def close(self) -> None:
         """Close the prediction cache: folds the SQLite journal back, so CI caches one compact file."""
-        if self._cache is not None:
+        if self._cache:
             self._cache.close()
 
     def dataset(self, name: str) -> Dataset:
@@ -304,7 +308,7 @@ class Evaluator:
         if name in self._findings:
             return self._findings[name]
         store = None
-        if self.settings.cache_dir is not None:
+        if self.cache is not None:  # kept beside a usable prediction cache only
             key = hashlib.sha256(json.dumps([self.dataset(name).fingerprint, opts,
                                              [self._data_fingerprint(name, g) for g in self.groups(name)]],
                                             sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -324,10 +328,8 @@ class Evaluator:
                 **opts)
         self._findings[name] = [dataclasses.asdict(f) for f in findings]
         if store is not None:
-            store.parent.mkdir(parents=True, exist_ok=True)
-            tmp = store.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(self._findings[name]))
-            os.replace(tmp, store)
+            with contextlib.suppress(OSError):  # a full disk costs the next run a recomputation, nothing more
+                atomic_write(store, json.dumps(self._findings[name]))
         return self._findings[name]
 
     def invariance(self, case: Case, perturbation: str) -> CaseResult:
@@ -354,9 +356,12 @@ class Evaluator:
             run = self._evaluate_images(case, perturbed, thresholds={}, n_thumbnails=0,
                                         desc=f"{case.id} {perturbation}={level:g}")
             rows.append(invariance_row(perturbation, level, clean, run.images))
+        thresholds = self.settings.config.thresholds_for(case.id)
+        floor = opts.get("min_clean_recall", thresholds.get("recall", thresholds.get("f2", 0.0)))
         return robustness_result(base, perturbation, rows, gate,
                                  max_flip_rate=float(opts.get("max_flip_rate", 0.10)),
-                                 max_metric_drop=float(opts.get("max_metric_drop", 0.05)))
+                                 max_metric_drop=float(opts.get("max_metric_drop", 0.05)),
+                                 min_clean_recall=float(floor))
 
     def _risk(self, case: Case, result: CaseResult) -> dict:
         """Risk figures; a scoring pipeline's operating point is set on good TRAINING images only (not for a

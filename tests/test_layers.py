@@ -13,7 +13,7 @@ from fmtest.verdict import specs
 
 PACKAGE = Path(fmtest.__file__).parent
 # the top: the pytest plugin and the command line may import anything, reports only what is below them
-TOP = {"plugin", "cli", "report"}
+TOP = {"plugin", "pytest_reports", "cli", "report"}
 # what each lower layer must never import (the layers above it)
 FORBIDDEN = {
     "data": ("fmtest.models", "fmtest.pipelines", "fmtest.evaluate", "fmtest.verdict", "fmtest.runner",

@@ -94,7 +94,7 @@ def test_corrupt_image_errors_one_case_and_keeps_the_others(suite):
                  "--fm-report=board.html")
     result.assert_outcomes(errors=1, skipped=1)
     text = result.stdout.str()
-    assert "/data/toy/test/003.png: cannot identify image file" in text
+    assert "/data/toy/train/003.png: cannot identify image file" in text  # the training copy is read first
     assert "Traceback" not in text
     cases = json.loads((suite.path / "out.json").read_text())["cases"]
     assert {c["id"]: c["outcome"] for c in cases} == {"toy_threshold-toy": "error", "toy_noweights-toy": "skipped"}
@@ -109,7 +109,11 @@ def test_ctrl_c_keeps_the_cases_already_finished(suite, monkeypatch):
     assert result.ret == pytest.ExitCode.INTERRUPTED
     cases = json.loads((suite.path / "out.json").read_text())["cases"]
     assert [(c["id"], c["outcome"]) for c in cases] == [("toy_threshold-toy", "passed")]
-    assert "toy_threshold-toy" in (suite.path / "board.html").read_text()
+    data = json.loads((suite.path / "out.json").read_text())
+    assert data["interrupted"] is True and data["unfinished"] == ["toy_interrupt-toy"]
+    board = (suite.path / "board.html").read_text()
+    assert "toy_threshold-toy" in board and "Interrupted run:</strong> 1 planned case(s) did not finish" in board
+    result.stdout.fnmatch_lines(["INTERRUPTED: 1 case(s) did not finish: toy_interrupt-toy"])
 
 
 def test_scoreboard_links_each_case_to_its_history(suite):
@@ -128,3 +132,91 @@ def test_xdist_workers_merge_into_one_results_file(suite, monkeypatch):
     assert sorted(c["id"] for c in cases) == ["toy_empty-toy", "toy_threshold-toy"]
     props = [p.get("name") for p in ET.parse(suite.path / "junit.xml").iter("property")]
     assert props.count("iou") == 2
+
+
+def test_a_dead_api_errors_and_never_passes(suite):
+    """Failed answers count as NOK, so on a mostly defective set a dead API would score a high F2."""
+    (suite.path / "fmtest.toml").write_text(CONFIG.replace('["toy_threshold", "toy_empty"]', '["toy_dead_api"]')
+                                            .replace("iou = 0.60", "iou = 0.0")
+                                            + '[datasets.toy]\nn_good = 1\nn_defective = 9\n')
+    result = run(suite, "--fm-results=out.json")
+    result.assert_outcomes(errors=1)
+    assert result.ret != 0
+    result.stdout.fnmatch_lines(["*10 of 10 answers unusable (100.0% > max_invalid_answer_rate 0.0%); "
+                                 "first: test/000: gave up after 2 attempt(s): HTTP 503*"])
+    case = json.loads((suite.path / "out.json").read_text())["cases"][0]
+    assert case["outcome"] == "error" and case["metrics"]["invalid_answer_rate"] == 1.0
+    assert case["metrics"]["f2"] > 0.8  # the number that used to pass
+
+
+def test_an_allowed_share_of_invalid_answers_is_judged_normally(suite):
+    (suite.path / "fmtest.toml").write_text(CONFIG.replace('["toy_threshold", "toy_empty"]', '["toy_dead_api"]')
+                                            .replace("f2 = 0.80", "f2 = 0.80\nmax_invalid_answer_rate = 1.0"))
+    run(suite).assert_outcomes(failed=1)  # judged: IoU 0 misses its threshold
+
+
+@pytest.mark.parametrize("dataset,message", [
+    ("n_defective = 0", "no defective images: iou undefined"),
+    ("n_good = 0\nn_defective = 0", "no test images: nothing to judge"),
+])
+def test_degenerate_cases_say_what_is_wrong(suite, dataset, message):
+    (suite.path / "fmtest.toml").write_text(CONFIG.replace('["toy_threshold", "toy_empty"]', '["toy_threshold"]')
+                                            + f"[datasets.toy]\n{dataset}\n")
+    result = run(suite, "--fm-results=out.json")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines([f"*toy_threshold-toy*{message}*"])
+    assert "nan is below" not in result.stdout.str()
+
+
+@pytest.mark.parametrize("option", ["--fm-results", "--fm-report", "--junitxml"])
+def test_an_unwritable_output_is_refused_before_any_case_runs(suite, option):
+    (suite.path / "blocker").write_text("a file where a folder should be")
+    result = run(suite, f"{option}=blocker/out.file")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*fmtest: {option}: cannot write *blocker/out.file: *blocker is a file, not a folder"])
+    assert "passed" not in result.stdout.str()
+
+
+def test_an_output_that_fails_at_the_end_costs_no_other_output(suite, monkeypatch):
+    import fmtest.report.html
+
+    def broken(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(fmtest.report.html, "write_html", broken)  # the disk fills while the run is going
+    result = run(suite, "--fm-results=out.json", "--fm-report=board.html", "--fm-pipeline=toy_threshold")
+    result.assert_outcomes(passed=1)
+    assert json.loads((suite.path / "out.json").read_text())["cases"][0]["outcome"] == "passed"
+    result.stdout.fnmatch_lines(["*fmtest scoreboard*", "*toy_threshold-toy*PASS*",
+                                 "HTML scoreboard not written to *board.html: *No space left on device"])
+
+
+def test_a_read_only_cache_folder_degrades_to_no_cache_with_one_warning(suite):
+    import os
+
+    if os.geteuid() == 0:
+        pytest.skip("root writes into read-only folders")
+    cache = suite.path / "ro_cache"
+    cache.mkdir()
+    cache.chmod(0o555)
+    try:
+        result = suite.runpytest("-p", "no:randomly", "--fm-config=fmtest.toml", f"--fm-cache={cache}", "-q")
+    finally:
+        cache.chmod(0o755)
+    result.assert_outcomes(passed=1, failed=1)
+    assert result.stdout.str().count("CacheUnavailableWarning") == 1
+
+
+def test_fmtest_stays_out_of_an_unrelated_projects_test_run(pytester):
+    """Installed beside other projects, the plugin must not import torch or any model library, nor build a run."""
+    pytester.makepyfile(test_other="""
+        import sys
+
+        def test_nothing_heavy_was_imported():
+            heavy = [m for m in ("torch", "scipy", "cv2", "segment_anything", "open_clip", "transformers",
+                                 "fmtest.runner", "fmtest.evaluate") if m in sys.modules]
+            assert heavy == []
+    """)
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    assert "fmtest scoreboard" not in result.stdout.str()

@@ -109,12 +109,21 @@ ROBUST = {"robustness": {"perturbations": ["brightness"], "ladders": {"brightnes
                          "gate_level": 2, "max_flip_rate": 0.1}}
 
 
-def test_a_pipeline_invariant_by_construction_shows_no_flips():
+def test_a_model_that_always_answers_ok_is_not_called_robust():
+    """It never flips, so a flip-rate gate alone would pass it: its clean recall marks it meaningless."""
     evaluator = Evaluator(_settings(pipelines=["toy_empty"], raw=ROBUST), progress=False)
     result = evaluator.invariance(Case("toy_empty", "toy", "segmentation"), "brightness")
-    assert result.outcome == "passed"
     assert [row["flip_rate"] for row in result.extra["robustness"]] == [0.0, 0.0, 0.0]
     assert result.id == "toy_empty-toy-brightness" and result.task == "robustness"
+    assert result.outcome == "skipped" and result.metrics["clean_recall"] == 0.0
+    assert result.message.startswith("not meaningful: the unperturbed run finds 0.0% of the defects, below the "
+                                     "floor 80.0% ([robustness] min_clean_recall)")
+
+
+def test_the_recall_floor_follows_the_config():
+    raw = {"robustness": {**ROBUST["robustness"], "min_clean_recall": 0.0}}
+    evaluator = Evaluator(_settings(pipelines=["toy_empty"], raw=raw), progress=False)
+    assert evaluator.invariance(Case("toy_empty", "toy", "segmentation"), "brightness").outcome == "passed"
 
 
 def test_a_brittle_pipeline_is_caught_at_the_gated_severity():
@@ -123,6 +132,9 @@ def test_a_brittle_pipeline_is_caught_at_the_gated_severity():
     rows = result.extra["robustness"]
     assert rows[0]["flip_rate"] == 0.0  # a small drift leaves the fixed threshold alone
     assert rows[2]["flip_rate"] >= 0.5 and rows[2]["false_alarm_rate"] > 0.5  # background crosses it
+    # the flips are good parts turned NOK: new false alarms, not new slips
+    assert rows[2]["new_false_alarms"] == 6 * rows[2]["new_false_alarm_rate"] > 0 and rows[2]["new_slips"] == 0
+    assert rows[2]["clean_recall"] == 1.0 and rows[2]["clean_false_alarm_rate"] == 0.0
     assert result.outcome == "failed"
     assert "of verdicts flip at brightness=0.35 (tolerance 10.0%)" in result.message
 

@@ -110,6 +110,16 @@ class ToyLearned(Pipeline):
         return [Prediction.from_mask(s.image > self.threshold, score=float(s.image.max())) for s in samples]
 
 
+class ToyDeadApi(Pipeline):
+    """Stands for an API answering every request 503: each prediction is a failed answer (label NOK)."""
+
+    name, task = "toy_dead_api", "segmentation"
+    remote_api = True
+
+    def predict(self, samples):
+        return [Prediction.failed("gave up after 2 attempt(s): HTTP 503 from http://127.0.0.1:9/v1") for _ in samples]
+
+
 class ToyInterrupt(Pipeline):
     """Stands for a user pressing Ctrl-C in the middle of a case."""
 
@@ -137,6 +147,6 @@ def register():
     fmtest.data.DATASETS["toy"] = "toy_fmtest:Toy"
     for name, cls in (("toy_threshold", "ToyThreshold"), ("toy_empty", "ToyEmpty"),
                       ("toy_noweights", "ToyNoWeights"), ("toy_interrupt", "ToyInterrupt"),
-                      ("toy_learned", "ToyLearned")):
+                      ("toy_learned", "ToyLearned"), ("toy_dead_api", "ToyDeadApi")):
         fmtest.pipelines.PIPELINES[name] = f"toy_fmtest:{cls}"
         fmtest.pipelines.TASKS[name] = "segmentation"

@@ -50,6 +50,7 @@ def render_html(results: RunResults, *, history_links: dict[str, str] | None = N
         "<meta name='viewport' content='width=device-width, initial-scale=1'>",
         f"<title>fmtest scoreboard {esc(results.created)}</title><style>{css}</style></head><body>",
         _header(results),
+        _interrupted(results),
         _counts(results.cases),
         "<h2>Pipeline &times; dataset</h2>",
         _matrix(results.cases),
@@ -64,6 +65,15 @@ def render_html(results: RunResults, *, history_links: dict[str, str] | None = N
         f"<script>{js}</script></body></html>\n",
     ]
     return "\n".join(parts)
+
+
+def _interrupted(results: RunResults) -> str:
+    """A banner that no reader can miss: this run stopped before every planned case finished."""
+    if not (results.interrupted or results.unfinished):
+        return ""
+    names = ", ".join(esc(c) for c in results.unfinished) or "none recorded"
+    return (f"<p class='interrupted' role='alert'><strong>Interrupted run:</strong> {len(results.unfinished)} "
+            f"planned case(s) did not finish and are not judged: {names}.</p>")
 
 
 def _rank(outcome: str) -> int:

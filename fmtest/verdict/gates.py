@@ -14,6 +14,8 @@ from fmtest.verdict.results import CaseResult
 from fmtest.verdict.specs import headline_metric
 
 MAX_PREFIX = "max_"
+INVALID_ANSWER_GATE = "max_invalid_answer_rate"  # a miss is an error (the run could not judge), not a FAIL
+DEFAULT_MAX_INVALID_ANSWER_RATE = 0.0
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,7 @@ def threshold_failures(case: CaseResult) -> list[str]:
     """One line per metric on the wrong side of its threshold: value, 95 % interval, threshold."""
     lines = []
     for gate in gates(case):
-        if gate.metric is None:
+        if gate.metric is None or gate.name == INVALID_ANSWER_GATE:
             continue
         value = case.metrics.get(gate.metric, math.nan)
         if gate.met(value):
@@ -81,11 +83,38 @@ def threshold_failures(case: CaseResult) -> list[str]:
     return lines
 
 
+def cannot_judge(case: CaseResult) -> list[str]:
+    """Why the case's numbers cannot be judged at all: no images, too many unusable answers, a gated
+    metric the test set leaves undefined. Such a case is an error, never a pass or a plain miss."""
+    n_images, n_defective = image_counts(case)
+    if not n_images:
+        return ["no test images: nothing to judge"]
+    problems = []
+    invalid = [i for i in case.images if i.error is not None]
+    limit = case.thresholds.get(INVALID_ANSWER_GATE, DEFAULT_MAX_INVALID_ANSWER_RATE)
+    if invalid and len(invalid) / len(case.images) > limit:
+        problems.append(f"{len(invalid)} of {len(case.images)} answers unusable ({len(invalid) / len(case.images):.1%}"
+                        f" > {INVALID_ANSWER_GATE} {limit:.1%}); first: {invalid[0].id}: {invalid[0].error}")
+    for gate in gates(case):
+        value = case.metrics.get(gate.metric) if gate.metric else None
+        if gate.name == INVALID_ANSWER_GATE or not isinstance(value, float) or not math.isnan(value):
+            continue
+        if not n_defective:
+            problems.append(f"no defective images: {gate.metric} undefined")
+        elif n_defective == n_images:
+            problems.append(f"no good images: {gate.metric} undefined")
+        else:
+            problems.append(f"{gate.metric} undefined on these {n_images} images ({n_defective} defective)")
+    return list(dict.fromkeys(problems))
+
+
 def judge(case: CaseResult, extra_failures: list[str] = ()) -> CaseResult:
-    """Set the case's outcome and message from its thresholds (plus failures found by other gates)."""
+    """Set the case's outcome and message: error when it cannot be judged (`cannot_judge`), else failed
+    when a threshold (or another gate's `extra_failures`) is missed, else passed."""
+    errors = cannot_judge(case)
     failures = threshold_failures(case) + list(extra_failures)
-    case.outcome = "failed" if failures else "passed"
-    case.message = "; ".join(failures) or None
+    case.outcome = "error" if errors else "failed" if failures else "passed"
+    case.message = "; ".join(errors or failures) or None
     return case
 
 

@@ -80,12 +80,17 @@ class RunResults:
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
     git_commit: str | None = None
     fmtest_version: str = __version__
+    interrupted: bool = False  # the session was stopped (Ctrl-C) before every planned case finished
+    unfinished: list[str] = field(default_factory=list)  # planned case ids without a result
 
     def to_dict(self) -> dict:
         d = asdict(self)
         # fixed key order: the documented head first
         head = ["fmtest_version", "created", "git_commit", "config", "environment", "cases"]
-        return {k: d[k] for k in head}
+        out = {k: d[k] for k in head}
+        if self.interrupted or self.unfinished:
+            out.update(interrupted=self.interrupted, unfinished=self.unfinished)
+        return out
 
     @classmethod
     def from_dict(cls, d: dict) -> RunResults:
@@ -96,6 +101,8 @@ class RunResults:
             created=d.get("created", ""),
             git_commit=d.get("git_commit"),
             fmtest_version=d.get("fmtest_version", "unknown"),
+            interrupted=bool(d.get("interrupted", False)),
+            unfinished=list(d.get("unfinished", [])),
         )
 
     def case(self, case_id: str) -> CaseResult | None:

@@ -35,8 +35,11 @@ def invariance_row(perturbation: str, level: float, clean: list[ImageResult],
 
 
 def robustness_result(base: CaseResult, perturbation: str, rows: list[dict], gate_index: int, *,
-                      max_flip_rate: float, max_metric_drop: float) -> CaseResult:
-    """The case `<pipeline>-<dataset>-<perturbation>`, judged at the gated level of its ladder."""
+                      max_flip_rate: float, max_metric_drop: float, min_clean_recall: float) -> CaseResult:
+    """The case `<pipeline>-<dataset>-<perturbation>`, judged at the gated level of its ladder.
+
+    A case whose unperturbed recall is below `min_clean_recall` is skipped as not meaningful: a model
+    that (almost) always answers OK keeps its answers under any perturbation, and that is no robustness."""
     gated = rows[gate_index]
     where = f"{perturbation}={gated['level']:g}"
     failures = []
@@ -61,4 +64,10 @@ def robustness_result(base: CaseResult, perturbation: str, rows: list[dict], gat
     )
     result.extra["robustness"] = rows
     result.extra["gate_level"] = gated["level"]
+    clean_recall = gated.get("clean_recall", math.nan)
+    if not clean_recall >= min_clean_recall:
+        result.outcome = "skipped"
+        result.message = (f"not meaningful: the unperturbed run finds {clean_recall:.1%} of the defects, below the "
+                          f"floor {min_clean_recall:.1%} ([robustness] min_clean_recall); a model that answers OK "
+                          f"keeps its answers under any perturbation")
     return result
