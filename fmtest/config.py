@@ -14,7 +14,8 @@ from fmtest.errors import ConfigError
 
 DEFAULT_CONFIG = Path("suites/fmtest.toml")
 RUN_OPTIONS = ("dataset", "pipeline", "data_root", "weights", "device", "report", "results", "baseline",
-               "cache", "no_cache", "strict")  # settable at top level; baseline as [baseline] results
+               "cache", "no_cache", "strict", "markdown", "metrics")  # settable at top level; baseline as [baseline] results
+MLFLOW_KEYS = {"tracking_uri": "mlflow", "experiment": "mlflow_experiment"}  # [mlflow] key -> run option
 DEFAULT_PROMPTS = {"industrialsat": "defect", "mvtec": "defect", "oxford_pets": "cat", "satsim": "defect",
                    "elpv": "defect", "folder": "defect"}
 
@@ -76,7 +77,8 @@ def load_config(path: Path | None) -> SuiteConfig:
 def parse_config(raw: dict, path: Path | None = None) -> SuiteConfig:
     cfg = SuiteConfig(path=path.resolve() if path else None, raw=raw)
     known = {"default_datasets", "default_pipelines", "thresholds", "baseline", "pipelines", "datasets",
-             "prompts", "robustness", "risk", "guardrails", "history_url", "bootstrap_resamples", "seed", *RUN_OPTIONS}
+             "prompts", "robustness", "risk", "guardrails", "history_url", "bootstrap_resamples", "seed", "mlflow",
+             *RUN_OPTIONS}
     unknown = set(raw) - known
     if unknown:
         raise ConfigError(f"unknown setting(s) {', '.join(sorted(unknown))}", path)
@@ -103,6 +105,11 @@ def parse_config(raw: dict, path: Path | None = None) -> SuiteConfig:
     cfg.baseline_tolerance = _number(baseline.get("tolerance", 0.02), "baseline.tolerance", path)
     if "results" in baseline:  # the run option --fm-baseline, set in the file
         cfg.run_options["baseline"] = baseline["results"]
+    mlflow = raw.get("mlflow", {})
+    if not isinstance(mlflow, dict) or set(mlflow) - set(MLFLOW_KEYS):
+        raise ConfigError("mlflow must be a table with tracking_uri and experiment: "
+                          "[mlflow] tracking_uri = \"http://mlflow:5000\", experiment = \"fmtest\"", path)
+    cfg.run_options.update({MLFLOW_KEYS[k]: str(v) for k, v in mlflow.items()})
     return cfg
 
 

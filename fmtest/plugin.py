@@ -33,6 +33,9 @@ OPTIONS = [
     ("results", "write the JSON results here"),
     ("baseline", "earlier JSON results; a metric that drops by more than the tolerance fails"),
     ("cache", "prediction cache folder (default .fmtest_cache)"),
+    ("markdown", "write the scoreboard as Markdown here (it is appended to $GITHUB_STEP_SUMMARY whenever that is set)"),
+    ("metrics", "write a flat metrics file here: JSON for dvc metrics, OpenMetrics for a .txt (GitLab)"),
+    ("mlflow", "log the run to this MLflow tracking URI (env MLFLOW_TRACKING_URI), needs fmtest[mlflow]"),
 ]
 FLAGS = [
     ("no-cache", "do not read or write the prediction cache"),
@@ -66,6 +69,7 @@ class FmRun:
         progress = config.get_verbosity() >= 0 and not self.is_worker
         self.evaluator = Evaluator(self.settings, progress=progress)
         self.results: RunResults | None = None  # all workers' cases, collected at session end
+        self.published: list[str] = []  # where the Markdown, metrics file and MLflow run went, or why not
 
     def collect(self) -> RunResults:
         cases = sorted(self.store.load_all(), key=order_key(self.settings))
@@ -253,6 +257,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus):
 
         history = s.config.raw.get("history_url")  # where `fmtest history` publishes its page
         write_html(results, s.report, history_links={c.id: f"{history}#{c.id}" for c in results.cases} if history else None)
+    from fmtest.report.publish import publish  # after the JSON and HTML: its failures cost only its own outputs
+
+    run.published = publish(results, markdown=s.markdown, step_summary=s.step_summary, metrics=s.metrics,
+                            mlflow_uri=s.mlflow, mlflow_experiment=s.mlflow_experiment,
+                            attachments=[s.report] if s.report else [])
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
@@ -278,6 +287,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     for label, path in (("JSON results", run.settings.results), ("HTML scoreboard", run.settings.report)):
         if path:
             terminalreporter.write_line(f"{label}: {path}")
+    for line in run.published:
+        terminalreporter.write_line(line, yellow=line.startswith("fmtest: warning"))
 
 
 def _data_quality_summary(results: RunResults) -> str:

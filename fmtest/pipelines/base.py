@@ -71,6 +71,7 @@ class Pipeline(ABC):
     task: ClassVar[Task]
     batch_size: ClassVar[int] = 8
     remote_api: ClassVar[bool] = False  # True: each image is a (possibly paid) request to a service
+    sdk_modules: ClassVar[tuple[str, ...]] = ()  # optional installs (fmtest.extras) check_available requires
 
     def __init__(self, context: PipelineContext):
         self.context = context

@@ -15,6 +15,7 @@ import numpy as np
 
 from fmtest.data.io import to_rgb_uint8
 from fmtest.data.sample import Sample
+from fmtest.extras import require_sdks
 from fmtest.models import clip, grounding_dino, sam_variants
 from fmtest.models.registry import combined_id
 from fmtest.pipelines.base import Pipeline, PipelineContext
@@ -33,6 +34,7 @@ class SamPipeline(Pipeline):
     task = "segmentation"
     batch_size = 4
     options_type: ClassVar[type]
+    sdk_modules: ClassVar[tuple[str, ...]] = ("segment_anything",)
 
     def __init__(self, context: PipelineContext):
         super().__init__(context)
@@ -51,6 +53,7 @@ class SamPipeline(Pipeline):
 
     @classmethod
     def check_available(cls, context: PipelineContext) -> None:
+        require_sdks(cls.sdk_modules, cls.name)
         options = cls.read_options(context)
         cls.require_models(context.weights_dir, options.sam_variant)
 
@@ -76,6 +79,8 @@ class SamPipeline(Pipeline):
 class DetectorSamPipeline(SamPipeline):
     """GroundingDINO proposes boxes from text; SAM turns boxes into masks."""
 
+    sdk_modules: ClassVar[tuple[str, ...]] = ("segment_anything", "transformers")
+
     @classmethod
     def require_models(cls, weights_dir: Path | None, sam_variant: str) -> None:
         grounding_dino.require(weights_dir)
@@ -92,6 +97,8 @@ class DetectorSamPipeline(SamPipeline):
 
 class ClipSamPipeline(SamPipeline):
     """CLIP ViT-B/16 (plain, or run as CLIP Surgery) decides where the prompt is; SAM draws the masks."""
+
+    sdk_modules: ClassVar[tuple[str, ...]] = ("segment_anything", "open_clip")
 
     @classmethod
     def require_models(cls, weights_dir: Path | None, sam_variant: str) -> None:

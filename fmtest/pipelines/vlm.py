@@ -45,6 +45,7 @@ from tqdm.auto import tqdm
 from fmtest.align import estimate_alignment, warp_to_reference
 from fmtest.data.sample import LABELS, Label, Sample, SampleSet
 from fmtest.errors import ConfigError, DataError, Unavailable
+from fmtest.extras import require_sdks
 from fmtest.pipelines.base import Pipeline, PipelineContext, Prediction
 from fmtest.pipelines.options import parse_options, table
 from fmtest.sqlite_wal import open_wal
@@ -456,6 +457,7 @@ class VLMPipeline(Pipeline):
 
     @classmethod
     def check_available(cls, context: PipelineContext) -> None:
+        require_sdks(cls.sdk_modules, cls.name)
         settings = cls.read_settings(context)
         cls.prompt_text(context, settings)
         cls.check_endpoint(context, settings)
