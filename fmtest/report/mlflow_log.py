@@ -153,15 +153,17 @@ def case_params(case: CaseResult, results: RunResults) -> dict[str, str]:
 
 
 def case_metrics(case: CaseResult) -> dict[str, float]:
-    """Every recorded metric and interval end (NaN kept: MLflow shows an undefined metric as such),
-    the case's duration and, for API pipelines, what the run spent."""
+    """Every recorded metric and interval end, the case's duration and, for API pipelines, what the run
+    spent. An undefined metric (NaN, or null once read back from JSON) is logged as NaN: MLflow shows it
+    as such, where leaving it out would look like a metric never computed."""
     values = dict(case.metrics)
     usage = case.extra.get("usage")
     if isinstance(usage, dict):
         values.update(usage)
     if case.duration_s is not None:
         values["duration_s"] = case.duration_s
-    return {k: float(v) for k, v in values.items() if isinstance(v, numbers.Real) and not isinstance(v, bool)}
+    return {k: math.nan if v is None else float(v) for k, v in values.items()
+            if v is None or (isinstance(v, numbers.Real) and not isinstance(v, bool))}
 
 
 def case_tags(case: CaseResult, results: RunResults) -> dict[str, str]:
