@@ -182,9 +182,9 @@ def case_tags(case: CaseResult, results: RunResults) -> dict[str, str]:
 
 def image_table(case: CaseResult) -> dict[str, list]:
     """The per-image rows as columns (MLflow's table form); columns empty for every image are left out."""
-    rows = [asdict(image) for image in case.images]
+    rows = [{k: _cell(v) for k, v in asdict(image).items()} for image in case.images]
     columns = [k for k in rows[0] if any(r[k] is not None for r in rows)]
-    return {k: [_cell(r[k]) for r in rows] for k in columns}
+    return {k: [r[k] for r in rows] for k in columns}
 
 
 def _cell(value: object) -> object:
