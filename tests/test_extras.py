@@ -71,7 +71,7 @@ def without_extras(tmp_path_factory):
     folder = tmp_path_factory.mktemp("no_extras")
     env = {k: v for k, v in os.environ.items() if k not in AVAILABILITY_VARIABLES}
     done = subprocess.run([sys.executable, "-c", WITHOUT_EXTRAS, ",".join(SDKS), str(folder)],
-                          capture_output=True, text=True, env=env, timeout=300)
+                          capture_output=True, text=True, env=env, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.splitlines()[-1]), folder
 
@@ -95,9 +95,8 @@ def test_model_pipelines_are_skipped_naming_the_extra(without_extras, pipeline):
 @pytest.mark.slow
 def test_a_missing_tracker_costs_only_its_own_output(without_extras):
     report, folder = without_extras
-    assert report["published"] == [f"metrics file: {folder / 'metrics.json'}",
-                                   "fmtest: warning: logging to MLflow needs mlflow, not installed: "
-                                   "pip install 'fmtest[mlflow]'"]
+    warning = "fmtest: warning: logging to MLflow needs mlflow, not installed: pip install 'fmtest[mlflow]'"
+    assert report["published"] == [f"metrics file: {folder / 'metrics.json'}", warning]
     assert json.loads((folder / "metrics.json").read_text()) == {"padim-satsim": {"iou": 0.5}}
 
 

@@ -60,7 +60,7 @@ def log_run(results: RunResults, tracking_uri: str, experiment: str = DEFAULT_EX
         # MLflow prints a "View run" link per finished run; one line per case would bury pytest's summary
         with _bounded_http_retries(), contextlib.redirect_stdout(io.StringIO()):
             return _log(results, tracking_uri, experiment, artifacts)
-    except Exception as e:  # network, server, permissions, bad URI: whatever the tracker does, the run goes on
+    except Exception as e:  # noqa: BLE001 - network, server, permissions, bad URI: whatever the tracker does, the run goes on
         detail = (str(e).strip().splitlines() or [""])[0][:300]
         raise TrackingError(f"could not log to MLflow at {tracking_uri}: {type(e).__name__}: {detail}") from None
 
