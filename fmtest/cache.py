@@ -329,12 +329,25 @@ class PredictionCache:
 
     def clear(self, pipeline: str | None = None) -> int:
         """Delete every entry, or one pipeline's; returns how many were removed."""
+        if pipeline is None:
+            return self._delete("1", ())
+        return self._delete("pipeline=?", (pipeline,))
+
+    def prune(self, older_than_s: float, pipeline: str | None = None) -> int:
+        """Delete entries written more than `older_than_s` seconds ago (or one pipeline's); returns how many.
+
+        Age counts from when an entry was written, not last read: a still-used prediction older than
+        that is recomputed once, and entries no run asks for any more (old settings, old models) go.
+        """
+        cutoff = time.time() - older_than_s
+        if pipeline is None:
+            return self._delete("created < ?", (cutoff,))
+        return self._delete("created < ? AND pipeline=?", (cutoff, pipeline))
+
+    def _delete(self, where: str, params: tuple) -> int:
         with self._lock:
             conn = self._connect()
-            if pipeline is None:
-                removed = conn.execute("DELETE FROM predictions").rowcount
-            else:
-                removed = conn.execute("DELETE FROM predictions WHERE pipeline=?", (pipeline,)).rowcount
+            removed = conn.execute(f"DELETE FROM predictions WHERE {where}", params).rowcount
             # give the space back; another process holding the database open just postpones it
             try:
                 conn.execute("VACUUM")  # in WAL mode this writes the compacted pages to the WAL...
@@ -346,35 +359,77 @@ class PredictionCache:
 
 # -- command line -------------------------------------------------------------------------------------
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("cache", help="inspect or clear the prediction cache")
+    parser = subparsers.add_parser("cache", help="inspect, prune or clear the prediction cache")
     actions = parser.add_subparsers(dest="cache_command", required=True)
-    for name, func, text in (("info", _cli_info, "entries and size, per pipeline"),
-                             ("clear", _cli_clear, "delete cached predictions")):
-        p = actions.add_parser(name, help=text)
-        p.add_argument("--dir", type=Path, default=DEFAULT_CACHE_DIR, help="cache folder (default %(default)s)")
-        p.add_argument("--pipeline", help="only this pipeline's entries")
-        p.set_defaults(func=func)
+    info = _add_action(actions, "info", _cli_info, "entries and size, per pipeline")
+    info.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    prune = _add_action(actions, "prune", _cli_prune, "delete predictions written more than DAYS ago")
+    prune.add_argument("--older-than", type=_days, required=True, metavar="DAYS",
+                       help="age in days (fractions allowed) beyond which entries are deleted")
+    _add_action(actions, "clear", _cli_clear, "delete cached predictions")
+
+
+def _add_action(actions, name: str, func, text: str) -> argparse.ArgumentParser:
+    p = actions.add_parser(name, help=text)
+    p.add_argument("--dir", type=Path, default=DEFAULT_CACHE_DIR, help="cache folder (default %(default)s)")
+    p.add_argument("--pipeline", help="only this pipeline's entries")
+    p.set_defaults(func=func)
+    return p
+
+
+def _days(text: str) -> float:
+    try:
+        days = float(text)
+    except ValueError:
+        days = -1.0
+    if not days >= 0 or days == float("inf"):
+        raise argparse.ArgumentTypeError(f"--older-than needs a number of days >= 0, got {text!r}")
+    return days
 
 
 def _cli_info(args: argparse.Namespace) -> int:
+    from fmtest.cli import format_bytes, print_json, print_table
+
+    if (args.dir / DB_NAME).exists():
+        with PredictionCache(args.dir) as cache:
+            info = cache.info()
+    else:
+        info = {"path": str(args.dir / DB_NAME), "entries": 0, "bytes": 0, "payload_bytes": 0, "pipelines": {}}
+    info["exists"] = (args.dir / DB_NAME).exists()
+    if args.pipeline is not None:
+        info["pipelines"] = {k: v for k, v in info["pipelines"].items() if k == args.pipeline}
+    if args.json:
+        print_json(info)
+        return 0
+    if not info["exists"]:
+        print(f"{args.dir}: no prediction cache")
+        return 0
+    print(f"{info['path']}: {info['entries']} entries, {format_bytes(info['bytes'])} on disk")
+    if info["pipelines"]:
+        print_table(("pipeline", "entries", "stored"),
+                    [(name, str(row["entries"]), format_bytes(row["payload_bytes"]))
+                     for name, row in info["pipelines"].items()], right=("entries", "stored"), indent="  ")
+    return 0
+
+
+def _cli_prune(args: argparse.Namespace) -> int:
+    from fmtest.cli import format_bytes
+
     if not (args.dir / DB_NAME).exists():
         print(f"{args.dir}: no prediction cache")
         return 0
     with PredictionCache(args.dir) as cache:
-        info = cache.info()
-    rows = info["pipelines"]
-    if args.pipeline is not None:
-        rows = {k: v for k, v in rows.items() if k == args.pipeline}
-    print(f"{info['path']}: {info['entries']} entries, {_human(info['bytes'])} on disk")
-    if rows:
-        width = max(len("pipeline"), *(len(k) for k in rows))
-        print(f"  {'pipeline':<{width}}  {'entries':>8}  {'stored':>9}")
-        for name, row in rows.items():
-            print(f"  {name:<{width}}  {row['entries']:>8}  {_human(row['payload_bytes']):>9}")
+        removed = cache.prune(args.older_than * 86400, args.pipeline)
+        left = cache.info()
+    what = f"pipeline {args.pipeline}" if args.pipeline else "all pipelines"
+    print(f"{args.dir}: removed {removed} entries older than {args.older_than:g} days ({what}); "
+          f"{left['entries']} left, {format_bytes(left['bytes'])} on disk")
     return 0
 
 
 def _cli_clear(args: argparse.Namespace) -> int:
+    from fmtest.cli import format_bytes
+
     if not (args.dir / DB_NAME).exists():
         print(f"{args.dir}: no prediction cache")
         return 0
@@ -382,16 +437,5 @@ def _cli_clear(args: argparse.Namespace) -> int:
         removed = cache.clear(args.pipeline)
         left = cache.info()
     what = f"pipeline {args.pipeline}" if args.pipeline else "all pipelines"
-    print(f"{args.dir}: removed {removed} entries ({what}); {left['entries']} left, {_human(left['bytes'])} on disk")
+    print(f"{args.dir}: removed {removed} entries ({what}); {left['entries']} left, {format_bytes(left['bytes'])} on disk")
     return 0
-
-
-def _human(n: int) -> str:
-    if n < 1024:
-        return f"{n} B"
-    size = n / 1024
-    for unit in ("KiB", "MiB"):
-        if size < 1024:
-            return f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GiB"

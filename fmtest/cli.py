@@ -1,22 +1,56 @@
 """`fmtest` command line: weights, cache and history tools around the pytest suite.
 
 Each command group lives beside the code it drives and exposes `register_cli(subparsers)`,
-which adds its parser and sets `func` to the function that runs it.
+which adds its parser and sets `func` to the function that runs it. Tables are printed with
+`print_table` and sizes with `format_bytes`, so every command reads the same way.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
+from collections.abc import Sequence
 
+from fmtest import __version__
 from fmtest.errors import FmtestError
 
 COMMAND_MODULES = ("fmtest.models.commands", "fmtest.cache", "fmtest.report.history", "fmtest.config")
+_BINARY_UNITS = ("KiB", "MiB", "GiB", "TiB")
+
+
+def format_bytes(n: int | None) -> str:
+    """A size in binary units, as `du -h` counts: 375042383 -> '357.7 MiB', 2564550879 -> '2.39 GiB'."""
+    if n is None:
+        return "unknown"
+    if n < 1024:
+        return f"{n} B"
+    size = n / 1024
+    for unit in _BINARY_UNITS:
+        if round(size, 1) < 1024 or unit == _BINARY_UNITS[-1]:
+            return f"{size:.{2 if size < 10 else 1}f} {unit}"
+        size /= 1024
+
+
+def print_table(header: Sequence[str], rows: Sequence[Sequence[str]], *, right: Sequence[str] = (),
+                indent: str = "") -> None:
+    """Columns padded to their widest cell; columns named in `right` (numbers) are right-aligned."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        cells = [str(c).rjust(w) if name in right else str(c).ljust(w)
+                 for c, w, name in zip(row, widths, header, strict=True)]
+        print((indent + "  ".join(cells)).rstrip())
+
+
+def print_json(payload: object) -> None:
+    """Machine-readable output for `--json`: one JSON document on stdout."""
+    print(json.dumps(payload, indent=2))
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fmtest", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"fmtest {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register_cli(sub)

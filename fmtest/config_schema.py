@@ -186,6 +186,9 @@ RUN_SETTINGS = (  # the command line's --fm-<name> options, settable in the file
     Setting("results", PATH, "write the JSON results here (--fm-results)"),
     Setting("cache", PATH, "prediction cache folder (--fm-cache)", shown_default='".fmtest_cache"'),
     Setting("no_cache", BOOL, "do not read or write the prediction cache (--fm-no-cache)", shown_default="false"),
+    Setting("markdown", PATH, "write the scoreboard as a Markdown table here (--fm-markdown)"),
+    Setting("metrics", PATH, "write a flat metrics file here: .json for DVC, .txt OpenMetrics for GitLab "
+            "(--fm-metrics)"),
     Setting("strict", BOOL, "a pipeline that cannot run errors instead of skipping (--fm-strict)",
             shown_default="false"),
 )

@@ -43,6 +43,9 @@ OPTIONS = [
     ("results", "write the JSON results here"),
     ("baseline", "earlier JSON results; a metric that drops by more than the tolerance fails"),
     ("cache", "prediction cache folder (default .fmtest_cache)"),
+    ("markdown", "write the scoreboard as Markdown here (it is appended to $GITHUB_STEP_SUMMARY whenever that is set)"),
+    ("metrics", "write a flat metrics file here: JSON for dvc metrics, OpenMetrics for a .txt (GitLab)"),
+    ("mlflow", "log the run to this MLflow tracking URI (env MLFLOW_TRACKING_URI), needs fmtest[mlflow]"),
 ]
 FLAGS = [
     ("no-cache", "do not read or write the prediction cache"),
@@ -77,6 +80,7 @@ class FmRun:
         progress = config.get_verbosity() >= 0 and not self.is_worker
         self.evaluator = Evaluator(self.settings, progress=progress)
         self.results: RunResults | None = None  # all workers' cases, collected at session end
+        self.published: list[str] = []  # where the Markdown, metrics file and MLflow run went, or why not
         self.output_problems: list[str] = []  # outputs that could not be written, told in the summary
 
     def collect(self, *, interrupted: bool = False) -> RunResults:
@@ -361,6 +365,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus):
             write(results, path)
         except (OSError, FmtestError) as e:
             run.output_problems.append(f"{label} not written to {path}: {e}")
+    from fmtest.report.publish import publish  # after the JSON and HTML: its failures cost only its own outputs
+
+    s = run.settings
+    run.published = publish(results, markdown=s.markdown, step_summary=s.step_summary, metrics=s.metrics,
+                            mlflow_uri=s.mlflow, mlflow_experiment=s.mlflow_experiment,
+                            attachments=[s.report] if s.report else [])
 
 
 def _outputs(run: FmRun):

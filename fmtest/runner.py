@@ -46,6 +46,11 @@ class Settings:
     baseline: Path | None = None
     cache_dir: Path | None = Path(".fmtest_cache")
     strict: bool = False
+    markdown: Path | None = None  # the scoreboard as Markdown
+    metrics: Path | None = None  # flat metrics file: JSON (DVC), or OpenMetrics text (.txt, GitLab)
+    step_summary: Path | None = None  # $GITHUB_STEP_SUMMARY: the Markdown scoreboard is appended there
+    mlflow: str | None = None  # tracking URI: --fm-mlflow, $MLFLOW_TRACKING_URI, [mlflow] tracking_uri
+    mlflow_experiment: str = "fmtest"
 
 
 def _split(value) -> list[str]:
@@ -92,6 +97,10 @@ def resolve_settings(option, invocation_dir: Path, *, worker_index: int | None =
         report=path("report"), results=path("results"), baseline=path("baseline"),
         cache_dir=None if no_cache else (path("cache") or invocation_dir / ".fmtest_cache"),
         strict=bool(pick("strict")[0]),
+        markdown=path("markdown"), metrics=path("metrics"),
+        step_summary=Path(os.environ["GITHUB_STEP_SUMMARY"]) if os.environ.get("GITHUB_STEP_SUMMARY") else None,
+        mlflow=pick("mlflow", "MLFLOW_TRACKING_URI")[0] or config.mlflow.get("tracking_uri"),
+        mlflow_experiment=os.environ.get("MLFLOW_EXPERIMENT_NAME") or config.mlflow.get("experiment") or "fmtest",
     )
 
 

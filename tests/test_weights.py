@@ -147,7 +147,7 @@ def test_list_shows_paths_sizes_and_presence(tmp_path, capsys):
     assert run_cli(["weights", "list", "--weights", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     h_line = next(line for line in out.splitlines() if line.startswith("sam_vit_h "))
-    assert str(tmp_path / "sam_vit_h_4b8939.pth") in h_line and "2.56 GB" in h_line and "missing" in h_line
+    assert str(tmp_path / "sam_vit_h_4b8939.pth") in h_line and "2.39 GiB" in h_line and "missing" in h_line
     assert "present" in next(line for line in out.splitlines() if line.startswith("sam_vit_b "))
     gdino = next(line for line in out.splitlines() if line.startswith("groundingdino_swint_ogc "))
     assert "1a2412ef99bd" in gdino and "689.4 MB" in gdino and str(tmp_path / "grounding-dino-tiny") in gdino

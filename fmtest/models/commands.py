@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from fmtest.cli import format_bytes, print_json, print_table
 from fmtest.errors import ConfigError
 from fmtest.models import download, registry
 
@@ -16,9 +17,12 @@ def register_cli(subparsers) -> None:
     common.add_argument("--weights", type=Path, default=None,
                         help=f"weights folder (default: ${registry.WEIGHTS_ENV}, else {registry.DEFAULT_WEIGHTS_DIR})")
 
-    sub.add_parser("list", parents=[common], help="expected files, sizes and presence").set_defaults(func=cmd_list)
-    verify = sub.add_parser("verify", parents=[common], help="hash present checkpoints against the registry")
-    verify.add_argument("keys", nargs="*", help="registry keys (default: every present checkpoint)")
+    listing = sub.add_parser("list", parents=[common], help="expected files, sizes and presence")
+    listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    listing.set_defaults(func=cmd_list)
+    verify = sub.add_parser("verify", parents=[common], help="hash checkpoints against the registry")
+    verify.add_argument("targets", nargs="*", metavar="KEY_OR_FILE",
+                        help="registry keys or checkpoint paths (default: every checkpoint present in the folder)")
     verify.set_defaults(func=cmd_verify)
     fetch = sub.add_parser("download", parents=[common], help="download checkpoints (needs internet)")
     fetch.add_argument("keys", nargs="+", help="registry keys, e.g. sam_vit_h")
@@ -26,67 +30,92 @@ def register_cli(subparsers) -> None:
     fetch.set_defaults(func=cmd_download)
 
 
-def _size(n: int | None) -> str:
-    if n is None:
-        return "unknown"
-    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
-
-
 def cmd_list(args) -> int:
     folder = registry.weights_dir(args.weights)
+    entries = [{"key": spec.key, "path": str(spec.path_in(folder)), "size_bytes": spec.size, "sha256": spec.sha256,
+                "present": spec.main_path_in(folder).is_file(), "license": spec.license, "url": spec.url,
+                "description": spec.description} for spec in registry.WEIGHTS.values()]
+    if args.json:
+        print_json({"folder": str(folder), "weights": entries})
+        return 0
     print(f"weights folder: {folder}")
-    rows = [("key", "expected path", "size", "sha256", "status")]
-    for spec in registry.WEIGHTS.values():
-        present = spec.main_path_in(folder).is_file()
-        rows.append((spec.key, str(spec.path_in(folder)), _size(spec.size),
-                     spec.sha256[:12] if spec.sha256 else "unverified", "present" if present else "missing"))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    print_table(("key", "expected path", "size", "sha256", "status"),
+                [(e["key"], e["path"], format_bytes(e["size_bytes"]), (e["sha256"] or "unverified")[:12],
+                  "present" if e["present"] else "missing") for e in entries], right=("size",))
     return 0
 
 
-def _keys(keys: list[str]) -> list[str]:
-    unknown = [k for k in keys if k not in registry.WEIGHTS]
-    if unknown:
-        raise ConfigError(f"unknown weights {', '.join(unknown)}; known: {', '.join(registry.WEIGHTS)}")
-    return keys
+def _checkpoints(targets: list[str], folder: Path) -> list[tuple[str, Path]]:
+    """(registry key, file to check) for each target: a key (its file in `folder`) or a checkpoint path."""
+    checks = []
+    for target in targets:
+        if target in registry.WEIGHTS:
+            checks.append((target, registry.WEIGHTS[target].main_path_in(folder)))
+            continue
+        path = Path(target).expanduser()
+        found = _spec_of_file(path)
+        if found is None:
+            names = ", ".join(s.filename for s in registry.WEIGHTS.values())
+            raise ConfigError(f"{target} is neither a registry key ({', '.join(registry.WEIGHTS)}) "
+                              f"nor a checkpoint file named as the registry expects ({names})")
+        checks.append(found)
+    return checks
+
+
+def _spec_of_file(path: Path) -> tuple[str, Path] | None:
+    """The registry entry a checkpoint path is named after, and the file inside it whose hash is recorded."""
+    for spec in registry.WEIGHTS.values():
+        if path.name == spec.filename:
+            return spec.key, (path / spec.main_file if spec.is_folder else path)
+        if spec.is_folder and path.name == spec.main_file and path.parent.name == spec.filename:
+            return spec.key, path
+    return None
 
 
 def cmd_verify(args) -> int:
     """Exit 1 when a checked file is missing or its size/sha256 differs from the registry."""
     folder = registry.weights_dir(args.weights)
-    keys = _keys(args.keys) or [k for k, s in registry.WEIGHTS.items() if s.main_path_in(folder).is_file()]
-    if not keys:
-        print(f"no checkpoints present in {folder}")
-        return 0
-    failed = False
-    for key in keys:
-        spec = registry.WEIGHTS[key]
-        path = spec.main_path_in(folder)
-        if not path.is_file():
-            print(f"{key}: MISSING {path} (fmtest weights download {key})")
-            failed = True
-            continue
-        size = path.stat().st_size
-        if spec.size is not None and size != spec.size:
-            print(f"{key}: BAD SIZE {path}: {size} bytes, expected {spec.size}")
-            failed = True
-            continue
-        sha = registry.file_sha256(path)
-        if spec.sha256 is None:
-            print(f"{key}: unverified (no published sha256) {path} sha256={sha}")
-        elif sha != spec.sha256:
-            print(f"{key}: BAD SHA256 {path}: {sha}, expected {spec.sha256}")
-            failed = True
-        else:
-            print(f"{key}: OK {path}")
-    return 1 if failed else 0
+    if args.targets:
+        checks = _checkpoints(args.targets, folder)
+    elif not folder.is_dir():
+        print(f"weights folder {folder} does not exist (set --weights or ${registry.WEIGHTS_ENV})")
+        return 1
+    else:
+        checks = [(k, s.main_path_in(folder)) for k, s in registry.WEIGHTS.items() if s.main_path_in(folder).is_file()]
+        if not checks:
+            print(f"no checkpoints present in {folder}")
+            return 0
+    results = [_verify(key, path) for key, path in checks]
+    return 0 if all(results) else 1
+
+
+def _verify(key: str, path: Path) -> bool:
+    """Print one line about the file; False when it is missing or differs from the registry."""
+    spec = registry.WEIGHTS[key]
+    if not path.is_file():
+        print(f"{key}: MISSING {path} (fmtest weights download {key})")
+        return False
+    size = path.stat().st_size
+    if spec.size is not None and size != spec.size:
+        print(f"{key}: BAD SIZE {path}: {size} bytes, expected {spec.size}")
+        return False
+    sha = registry.file_sha256(path)
+    if spec.sha256 is None:
+        print(f"{key}: unverified (no published sha256) {path} sha256={sha}")
+    elif sha != spec.sha256:
+        print(f"{key}: BAD SHA256 {path}: {sha}, expected {spec.sha256}")
+        return False
+    else:
+        print(f"{key}: OK {path}")
+    return True
 
 
 def cmd_download(args) -> int:
     folder = registry.weights_dir(args.weights)
-    for key in _keys(args.keys):
+    unknown = [k for k in args.keys if k not in registry.WEIGHTS]
+    if unknown:
+        raise ConfigError(f"unknown weights {', '.join(unknown)}; known: {', '.join(registry.WEIGHTS)}")
+    for key in args.keys:
         spec = registry.WEIGHTS[key]
         path = download.download(spec, folder, progress=not args.no_progress)
         print(f"{key}: {path}")

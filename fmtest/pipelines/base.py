@@ -83,6 +83,7 @@ class Pipeline(ABC):
     # learns from labelled OK and NOK images, so it is scored by stratified k-fold cross-validation over
     # the labelled images (fmtest.data.folds.stratified_folds), one fitted instance per fold.
     cross_validation_folds: ClassVar[int] = 0
+    sdk_modules: ClassVar[tuple[str, ...]] = ()  # optional installs (fmtest.extras) check_available requires
 
     def __init__(self, context: PipelineContext):
         self.context = context

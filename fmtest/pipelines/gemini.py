@@ -96,6 +96,7 @@ class GeminiBasic(VLMPipeline):
     """The study's basic prompt with the defect-free reference image."""
 
     name = "gemini_basic"
+    sdk_modules: ClassVar[tuple[str, ...]] = ("google.genai",)
     extra_options: ClassVar[frozenset[str]] = frozenset({"api_version", "base_url", "prompt_file", "sampling",
                                                          "answer_format"})
     default_options: ClassVar[dict[str, object]] = {

@@ -77,6 +77,7 @@ class OpenAIVLM(VLMPipeline):
     """A locally served vision-language model, asked exactly what Gemini is asked."""
 
     name = "openai_vlm"
+    sdk_modules: ClassVar[tuple[str, ...]] = ("openai",)
     extra_options: ClassVar[frozenset[str]] = frozenset({"base_url", "api_key", "prompt_file", "response_format"})
     default_options: ClassVar[dict[str, object]] = {"response_format": "json_schema"}
     format_instructions: ClassVar[str] = (

@@ -30,6 +30,7 @@ import numpy as np
 from fmtest.data.io import to_rgb_uint8
 from fmtest.data.sample import Sample
 from fmtest.errors import ConfigError
+from fmtest.extras import require_sdks
 from fmtest.models import clip, grounding_dino, sam_variants
 from fmtest.models.precision import PRECISIONS
 from fmtest.models.registry import combined_id
@@ -85,6 +86,7 @@ class SamPipeline(Pipeline):
     task = "segmentation"
     batch_size = SamOptions.sam_batch_size
     options_type: ClassVar[type[SamOptions]]
+    sdk_modules: ClassVar[tuple[str, ...]] = ("segment_anything",)
 
     def __init__(self, context: PipelineContext):
         super().__init__(context)
@@ -112,6 +114,7 @@ class SamPipeline(Pipeline):
 
     @classmethod
     def check_available(cls, context: PipelineContext) -> None:
+        require_sdks(cls.sdk_modules, cls.name)
         cls.require_models(context, cls.options_for(context))
 
     @classmethod
@@ -160,6 +163,8 @@ class DetectorSamPipeline(SamPipeline):
 
     options_type: ClassVar[type[DetectorSamOptions]]
 
+    sdk_modules: ClassVar[tuple[str, ...]] = ("segment_anything", "transformers")
+
     @classmethod
     def read_options(cls, options: Mapping[str, object]):
         parsed = super().read_options(options)
@@ -188,6 +193,8 @@ class DetectorSamPipeline(SamPipeline):
 class ClipSamPipeline(SamPipeline):
     """CLIP ViT-B/16 (plain, or run as CLIP Surgery) decides where the prompt is; SAM draws the masks.
     Options add `clip_checkpoint`."""
+
+    sdk_modules: ClassVar[tuple[str, ...]] = ("segment_anything", "open_clip")
 
     @classmethod
     def require_models(cls, context: PipelineContext, options) -> None:

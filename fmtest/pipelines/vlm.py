@@ -51,6 +51,7 @@ from tqdm.auto import tqdm
 from fmtest.align import estimate_alignment, warp_to_reference
 from fmtest.data.sample import LABELS, NOK, OK, Label, Sample, SampleSet
 from fmtest.errors import ConfigError, DataError, Unavailable
+from fmtest.extras import require_sdks
 from fmtest.pipelines.base import Pipeline, PipelineContext, Prediction
 from fmtest.pipelines.options import parse_options, table
 from fmtest.redact import redact
@@ -529,6 +530,7 @@ class VLMPipeline(Pipeline):
 
     @classmethod
     def check_available(cls, context: PipelineContext) -> None:
+        require_sdks(cls.sdk_modules, cls.name)
         settings = cls.read_options(context.options)
         cls.prompt_text(context, settings)
         cls.check_endpoint(context, settings)

@@ -1,0 +1,89 @@
+"""What a run sends to MLflow, as pure functions of the results (the server round trip is in
+tests/test_plugin_outputs.py, marked slow)."""
+
+from __future__ import annotations
+
+import math
+
+from fmtest.report.mlflow_log import (
+    MAX_PARAM_LENGTH,
+    MAX_TAG_LENGTH,
+    case_metrics,
+    case_params,
+    case_tags,
+    image_table,
+    session_metrics,
+    session_params,
+    session_tags,
+)
+from fmtest.verdict.results import CaseResult, ImageResult, RunResults
+
+
+def make_results() -> RunResults:
+    case = CaseResult(
+        "gemini_basic-elpv", "gemini_basic", "elpv", "classification", "failed", "f2 below" * 1000,
+        metrics={"f2": 0.7, "f2_ci_low": 0.6, "f2_ci_high": 0.8, "precision": None, "recall": math.nan,
+                 "n_images": 200.0},
+        thresholds={"f2": 0.8, "max_false_alarm_rate": 0.05},
+        images=[ImageResult("cell_1.png", "a" * 64, "NOK", "OK", score=0.9, reasoning="looks fine"),
+                ImageResult("cell_2.png", "b" * 64, "OK", "OK", score=math.inf)],
+        model_sha256="gemini-2.5-pro", config_fingerprint="cfg1", dataset_fingerprint="data1", duration_s=12.5,
+        extra={"usage": {"prompt_tokens": 1000, "cost_usd": 0.25},
+               "regression": {"f2": {"delta": -0.05, "regressed": True}, "recall": {"delta": 0.0}}})
+    config = {"config_file": "/suite/fmtest.toml", "datasets": ["elpv"], "pipelines": ["gemini_basic", "padim"],
+              "device": "cpu", "seed": 0, "prompts": {"elpv": "a cracked solar cell"},
+              "pipeline_options": {"gemini_basic": {"model": "gemini-2.5-pro", "api_key": "<redacted>",
+                                                    "prompt_file": "x" * 7000}}}
+    skipped = CaseResult("sam_clip-elpv", "sam_clip", "elpv", "classification", "skipped", "no SAM")
+    return RunResults(cases=[case, skipped], config=config, environment={"torch": "2.14.1", "cuda": None},
+                      created="2026-11-29T10:00:00Z", git_commit="c0ffee")
+
+
+def test_case_params_carry_what_produced_the_numbers():
+    results = make_results()
+    params = case_params(results.cases[0], results)
+    assert params["pipeline"] == "gemini_basic" and params["dataset"] == "elpv" and params["task"] == "classification"
+    assert params["model_sha256"] == "gemini-2.5-pro" and params["config_file"] == "/suite/fmtest.toml"
+    assert params["prompt"] == "a cracked solar cell"
+    assert params["option.model"] == "gemini-2.5-pro" and params["option.api_key"] == "<redacted>"
+    assert len(params["option.prompt_file"]) == MAX_PARAM_LENGTH  # cut to what MLflow accepts
+    assert params["config_fingerprint"] == "cfg1" and params["dataset_fingerprint"] == "data1"
+    assert "model_sha256" not in case_params(results.cases[1], results)  # absent, not the string "None"
+
+
+def test_case_metrics_keep_undefined_values_as_nan_and_add_duration_and_spend():
+    metrics = case_metrics(make_results().cases[0])
+    assert metrics["f2"] == 0.7 and metrics["f2_ci_low"] == 0.6 and metrics["n_images"] == 200.0
+    assert math.isnan(metrics["precision"]) and math.isnan(metrics["recall"])
+    assert metrics["duration_s"] == 12.5 and metrics["prompt_tokens"] == 1000.0 and metrics["cost_usd"] == 0.25
+    assert all(isinstance(v, float) for v in metrics.values())
+
+
+def test_case_tags_hold_verdict_thresholds_and_regressions():
+    results = make_results()
+    tags = case_tags(results.cases[0], results)
+    assert tags["fmtest.verdict"] == "FAIL" and tags["fmtest.outcome"] == "failed"
+    assert tags["threshold.f2"] == "0.8" and tags["threshold.max_false_alarm_rate"] == "0.05"
+    assert tags["fmtest.regressed"] == "f2"
+    assert len(tags["fmtest.message"]) == MAX_TAG_LENGTH
+    assert tags["mlflow.source.git.commit"] == "c0ffee"
+    assert case_tags(results.cases[1], results)["fmtest.verdict"] == "SKIP"
+
+
+def test_image_table_is_columns_without_empty_ones_or_non_finite_numbers():
+    table = image_table(make_results().cases[0])
+    assert table["id"] == ["cell_1.png", "cell_2.png"] and table["predicted"] == ["OK", "OK"]
+    assert table["reasoning"] == ["looks fine", None]
+    assert table["score"] == [0.9, None]  # infinity is no JSON number
+    assert "iou" not in table and "error" not in table  # no image has one
+
+
+def test_session_run_summarises_the_run():
+    results = make_results()
+    assert session_params(results) == {"config_file": "/suite/fmtest.toml", "datasets": "elpv",
+                                       "pipelines": "gemini_basic,padim", "device": "cpu", "seed": "0"}
+    assert session_metrics(results) == {"cases_passed": 0.0, "cases_failed": 1.0, "cases_error": 0.0,
+                                        "cases_skipped": 1.0}
+    tags = session_tags(results)
+    assert tags["fmtest.verdict"] == "FAIL" and tags["env.torch"] == "2.14.1" and "env.cuda" not in tags
+    assert tags["mlflow.source.git.commit"] == "c0ffee" and tags["fmtest.version"] == results.fmtest_version
