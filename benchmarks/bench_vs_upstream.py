@@ -52,6 +52,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_pipelines, beside this file
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # tiny_models: --quick's random models
 
 from bench_pipelines import (
     CountingGroundingDino,
@@ -63,6 +64,7 @@ from bench_pipelines import (
     rectangle_records,
 )
 from segment_anything import SamAutomaticMaskGenerator, SamPredictor
+from tiny_models import build_tiny_clip, build_tiny_grounding_dino, build_tiny_sam
 from torchvision.ops import box_iou
 
 from fmtest.data import open_dataset
@@ -71,7 +73,7 @@ from fmtest.data.sample import Sample
 from fmtest.models import clip, registry
 from fmtest.models import grounding_dino as gd
 from fmtest.models.clip_surgery import ClipSurgery
-from fmtest.models.sam import build_sam, build_tiny_sam
+from fmtest.models.sam import build_sam
 from fmtest.models.sam_encoder import EncoderSettings
 from fmtest.pipelines import pipeline_class
 from fmtest.pipelines.base import Pipeline, PipelineContext
@@ -104,8 +106,8 @@ def build_models(args: argparse.Namespace) -> Models:
         torch.manual_seed(args.seed)
         if args.quick:
             sam = build_tiny_sam(image_size=args.size, seed=args.seed)
-            clip_model = clip.build_tiny_clip(seed=args.seed)
-            tiny = gd.build_tiny_grounding_dino(gd.load_bert_tokenizer(vocab), seed=args.seed, num_queries=50)
+            clip_model = build_tiny_clip(seed=args.seed)
+            tiny = build_tiny_grounding_dino(gd.load_bert_tokenizer(vocab), seed=args.seed, num_queries=50)
             detector = CountingGroundingDino(tiny.model, tiny.tokenizer, tiny.image_processor, tiny.model_id)
         else:
             sam = build_sam("vit_h")

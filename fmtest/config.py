@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fmtest import config_schema as schema
-from fmtest.data import Dataset, dataset_class, known_datasets, load_dataset
 from fmtest.config_lookup import CONFIG_NAME, find_config
+from fmtest.data import Dataset, dataset_class, known_datasets, load_dataset
 from fmtest.errors import ConfigError
 from fmtest.extensions import named, unknown_name
 from fmtest.pipelines import Pipeline, Task, known_pipelines, load_pipeline, pipeline_class, pipeline_task

@@ -31,12 +31,17 @@ N_THUMBNAILS = 8
 
 @dataclass(frozen=True)
 class Case:
+    """A pipeline on a dataset; with `against`, a comparison of that pipeline with another on it."""
+
     pipeline: str
     dataset: str
     task: Task
+    against: str | None = None
 
     @property
     def id(self) -> str:
+        if self.against is not None:
+            return f"{self.pipeline}-vs-{self.against}-{self.dataset}"
         return f"{self.pipeline}-{self.dataset}"
 
 

@@ -260,6 +260,8 @@ def fm_case(request, fm_run: FmRun):
     with _progress_visible(request.config, fm_run):
         if isinstance(param, tuple):  # (case, perturbation): the robustness suite
             result = fm_run.evaluator.invariance(case, param[1])
+        elif case.against is not None:  # candidate vs the model it would replace
+            result = fm_run.evaluator.compare(case)
         else:
             result = fm_run.evaluator.evaluate(case)
     node.stash[_RESULT_KEY] = result
@@ -415,6 +417,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     for label, path, _ in _outputs(run):
         problem = next((p for p in run.output_problems if p.startswith(f"{label} not written")), None)
         terminalreporter.write_line(problem or f"{label}: {path}", red=problem is not None)
+    for line in run.published:
+        terminalreporter.write_line(line, yellow=line.startswith("fmtest: warning"))
 
 
 def _data_quality_summary(results: RunResults) -> str:

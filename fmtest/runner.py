@@ -21,6 +21,7 @@ from fmtest.errors import ConfigError
 from fmtest.evaluate import N_THUMBNAILS, Case, Part, evaluate_case, predict_all
 from fmtest.fsutil import atomic_write
 from fmtest.pipelines import Pipeline, PipelineContext
+from fmtest.verdict.comparison import compare_candidate
 from fmtest.verdict.gates import judge
 from fmtest.verdict.layers import LayerStore
 from fmtest.verdict.regression import compare_case, format_regression, load_baseline
@@ -28,7 +29,7 @@ from fmtest.verdict.results import CaseResult, results_json
 from fmtest.verdict.robustness import invariance_row, robustness_result
 from fmtest.verdict.scoring import risk_summary
 
-TASK_ORDER = {"segmentation": 0, "classification": 1, "robustness": 2}
+TASK_ORDER = {"segmentation": 0, "classification": 1, "comparison": 2, "robustness": 3}
 
 
 @dataclass
@@ -132,6 +133,8 @@ def plan_cases(settings: Settings, task: str) -> list[Case]:
     Segmentation needs masks; a segmentation pipeline on a labels-only dataset is scored as a
     classifier (its mask decides OK/NOK), so it appears under classification there.
     """
+    if task == "comparison":
+        return _comparison_cases(settings)
     cases = []
     for d in settings.datasets:
         has_masks = dataset_has_masks(settings.config, d)
@@ -145,6 +148,28 @@ def plan_cases(settings: Settings, task: str) -> list[Case]:
                 cases.append(Case(p, d, "segmentation" if pipeline_task == "segmentation" and has_masks
                                   else "classification"))
     return cases
+
+
+def _comparison_cases(settings: Settings) -> list[Case]:
+    """`[compare.<candidate>]` pairs on every dataset of the run where both are scored the same way."""
+    scored = {(c.pipeline, c.dataset): c.task for task in ("segmentation", "classification")
+              for c in plan_cases(dataclasses.replace(settings, pipelines=_with_compared(settings)), task)}
+    cases = []
+    for spec in settings.config.compare.values():
+        if spec.candidate not in settings.pipelines and spec.against not in settings.pipelines:
+            continue  # neither is selected in this run
+        for d in settings.datasets:
+            task = scored.get((spec.candidate, d))
+            if task is not None and task == scored.get((spec.against, d)):
+                cases.append(Case(spec.candidate, d, task, against=spec.against))
+    return cases
+
+
+def _with_compared(settings: Settings) -> list[str]:
+    names = list(settings.pipelines)
+    for spec in settings.config.compare.values():
+        names += [n for n in (spec.candidate, spec.against) if n not in names]
+    return names
 
 
 def robustness_perturbations(settings: Settings) -> list[str]:
@@ -210,8 +235,11 @@ class Evaluator:
         )
 
     def check_available(self, case: Case) -> None:
-        """Raise Unavailable when the pipeline cannot run here (weights, key, endpoint)."""
-        self.settings.config.pipeline_class(case.pipeline).check_available(self.context(case))
+        """Raise Unavailable when the pipeline (or a comparison's reference) cannot run here (weights, key, endpoint)."""
+        for pipeline in (case.pipeline, case.against):
+            if pipeline is not None:
+                probe = dataclasses.replace(case, pipeline=pipeline, against=None)
+                self.settings.config.pipeline_class(pipeline).check_available(self.context(probe))
 
     def groups(self, name: str) -> list[Group]:
         if name not in self._groups:
@@ -290,6 +318,15 @@ class Evaluator:
                 regression.append("regression against the baseline: " + format_regression(comparison))
         self.results[case.id] = judge(result, regression)
         return result
+
+    def compare(self, case: Case) -> CaseResult:
+        """A `[compare.<candidate>]` pair on one dataset: both cases evaluated (or reused), then compared."""
+        cfg = self.settings.config
+        spec = cfg.compare[case.pipeline]
+        candidate = self.evaluate(Case(case.pipeline, case.dataset, case.task))
+        reference = self.evaluate(Case(case.against, case.dataset, case.task))
+        return compare_candidate(candidate, reference, tolerance=spec.tolerance, max_new_slips=spec.max_new_slips,
+                                 n_resamples=cfg.bootstrap_resamples, seed=cfg.seed)
 
     def _evaluate_images(self, case: Case, images: Callable[[Group], SampleSet], *, thresholds: dict,
                          n_thumbnails: int = N_THUMBNAILS, desc: str | None = None,

@@ -12,11 +12,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 import pytest
+from tiny_models import build_tiny_clip, build_tiny_sam
 
 from fmtest.data.sample import Sample
 from fmtest.models import registry
-from fmtest.models.clip import CLIP_KEY, ClipEncoder, build_tiny_clip
-from fmtest.models.sam import SamEngine, build_tiny_sam
+from fmtest.models.clip import CLIP_KEY, ClipEncoder
+from fmtest.models.sam import SamEngine
 
 
 def tiny_engine(seed: int) -> SamEngine:

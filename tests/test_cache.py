@@ -348,7 +348,7 @@ def test_a_read_only_cache_folder_degrades_to_no_cache(tmp_path, existing):
     folder = tmp_path / "cache"
     if existing:
         with PredictionCache(folder) as cache:
-            cache.put("fp", "m", "img", Prediction(label="OK"), pipeline="padim")
+            cache.put_many("fp", "m", {"img": Prediction(label="OK")}, pipeline="padim")
         (folder / DB_NAME).chmod(0o444)
     else:
         folder.mkdir()

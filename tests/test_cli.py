@@ -91,7 +91,7 @@ def test_cache_prune_deletes_entries_older_than_the_given_days(tmp_path, capsys)
     folder = tmp_path / "cache"
     with PredictionCache(folder) as cache:
         cache.put_many("fp", "m", {f"i{k}": Prediction(label="OK") for k in range(4)}, pipeline="padim")
-        cache.put("fp2", "m", "j0", Prediction(label="NOK"), pipeline="sam_clip")
+        cache.put_many("fp2", "m", {"j0": Prediction(label="NOK")}, pipeline="sam_clip")
     _age_entries(folder, ["i0", "i1", "j0"], days=10)
     assert main(["cache", "prune", "--dir", str(folder), "--older-than", "7", "--pipeline", "padim"]) == 0
     assert "removed 2 entries older than 7 days (pipeline padim); 3 left" in capsys.readouterr().out
@@ -112,7 +112,7 @@ def test_cache_info_json(tmp_path, capsys):
                                                     "payload_bytes": 0, "pipelines": {}, "exists": False}
     with PredictionCache(folder) as cache:
         cache.put_many("fp", "m", {f"i{k}": Prediction(label="OK") for k in range(3)}, pipeline="padim")
-        cache.put("fp2", "m", "i0", Prediction(label="OK"), pipeline="sam_clip")
+        cache.put_many("fp2", "m", {"i0": Prediction(label="OK")}, pipeline="sam_clip")
     assert main(["cache", "info", "--dir", str(folder), "--json", "--pipeline", "padim"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["exists"] is True and info["entries"] == 4 and info["bytes"] > 0

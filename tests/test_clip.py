@@ -11,10 +11,11 @@ import open_clip
 import pytest
 import torch
 from safetensors.torch import save_file
+from tiny_models import build_tiny_clip
 
 from fmtest.errors import DataError, MissingWeights
 from fmtest.models import clip, registry
-from fmtest.models.clip import CLIP_KEY, ClipEncoder, build_tiny_clip, load_clip_weights, read_clip_state_dict
+from fmtest.models.clip import CLIP_KEY, ClipEncoder, load_clip_weights, read_clip_state_dict
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,16 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_models import build_tiny_clip
 
-from fmtest.models.clip import ClipEncoder, build_tiny_clip
+from fmtest.models.clip import ClipEncoder
 from fmtest.models.clip_surgery import (
-    ClipSurgery, SurgeryVisionEncoder, dual_attention, feature_surgery, prompt_templates, similarity_map,
+    ClipSurgery,
+    SurgeryVisionEncoder,
+    dual_attention,
+    feature_surgery,
+    prompt_templates,
+    similarity_map,
 )
 
 

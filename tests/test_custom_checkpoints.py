@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from fm_fixtures import grey_and_rgb, tiny_encoder, tiny_engine
+from tiny_models import build_tiny_clip, build_tiny_sam
 
 from fmtest.errors import ConfigError, DataError
 from fmtest.models import clip, registry, sam
@@ -25,7 +26,7 @@ from fmtest.pipelines.clip_surgery_sam import ClipSurgerySam
 @pytest.fixture
 def tiny_sam_variant(monkeypatch):
     """A small SAM configuration registered beside vit_h/l/b, so shape inference has a cheap candidate."""
-    monkeypatch.setitem(sam.SAM_VARIANTS, "tiny", lambda: sam.build_tiny_sam(seed=99))
+    monkeypatch.setitem(sam.SAM_VARIANTS, "tiny", lambda: build_tiny_sam(seed=99))
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +57,7 @@ def save(state: dict, path: Path) -> Path:
 
 def test_named_sam_file_is_loaded_inferred_and_identified(tmp_path, tiny_sam_variant, registry_models):
     registry_engine, encoder = registry_models
-    original = sam.build_tiny_sam(seed=5)
+    original = build_tiny_sam(seed=5)
     path = save({"model": original.state_dict()}, tmp_path / "suite" / "models" / "sam_finetuned.pth")
     pipeline = ClipSurgerySam(suite(tmp_path, sam_checkpoint="models/sam_finetuned.pth"))
     ClipSurgerySam.check_available(pipeline.context)
@@ -70,14 +71,14 @@ def test_named_sam_file_is_loaded_inferred_and_identified(tmp_path, tiny_sam_var
 
 
 def test_stated_sam_variant_must_agree_with_the_file(tmp_path, tiny_sam_variant, registry_models):
-    save(sam.build_tiny_sam().state_dict(), tmp_path / "suite" / "own.pth")
+    save(build_tiny_sam().state_dict(), tmp_path / "suite" / "own.pth")
     pipeline = ClipSurgerySam(suite(tmp_path, sam_checkpoint="own.pth", sam_variant="vit_b"))
     with pytest.raises(DataError, match=r"own\.pth: holds a SAM tiny, but sam_variant = 'vit_b'"):
         _ = pipeline.engine
 
 
 def test_sam_file_under_an_official_name_must_be_the_official_file(tmp_path, tiny_sam_variant, registry_models):
-    save(sam.build_tiny_sam().state_dict(), tmp_path / "suite" / "sam_vit_b_01ec64.pth")
+    save(build_tiny_sam().state_dict(), tmp_path / "suite" / "sam_vit_b_01ec64.pth")
     pipeline = ClipSurgerySam(suite(tmp_path, sam_checkpoint="sam_vit_b_01ec64.pth"))
     with pytest.raises(DataError, match=r"sam_vit_b_01ec64\.pth: sha256 is [0-9a-f]{64}, expected ec2df627.*"
                                         r"give the file another name and set sam_checkpoint") as e:
@@ -87,7 +88,7 @@ def test_sam_file_under_an_official_name_must_be_the_official_file(tmp_path, tin
 
 def test_registry_file_that_is_not_official_says_how_to_name_it(tmp_path, tiny_sam_variant):
     weights = tmp_path / "weights"
-    save(sam.build_tiny_sam().state_dict(), weights / registry.spec("sam_vit_b").filename)
+    save(build_tiny_sam().state_dict(), weights / registry.spec("sam_vit_b").filename)
     with pytest.raises(DataError, match="re-download it .*or, if it is your own .*set sam_checkpoint"):
         sam.sam_engine(weights, "cpu", "vit_b")
 
@@ -116,11 +117,11 @@ def test_bad_sam_files_are_one_line_naming_the_file(tmp_path, registry_models, c
 @pytest.fixture
 def tiny_clip_architecture(monkeypatch):
     """The tiny configuration stands in for ViT-B/16 (the full-size load is the slow test below)."""
-    monkeypatch.setattr(clip, "build_clip", lambda path: clip.load_clip_weights(clip.build_tiny_clip(seed=8), path))
+    monkeypatch.setattr(clip, "build_clip", lambda path: clip.load_clip_weights(build_tiny_clip(seed=8), path))
 
 
 def test_named_clip_file_is_loaded_and_identified(tmp_path, tiny_clip_architecture, registry_models):
-    original = clip.build_tiny_clip(seed=4)
+    original = build_tiny_clip(seed=4)
     path = save({"state_dict": original.state_dict()}, tmp_path / "suite" / "clip_finetuned.pt")
     context = suite(tmp_path, clip_checkpoint=str(path))  # absolute paths are taken as they are
     ClipSurgerySam.check_available(context)

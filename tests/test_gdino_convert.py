@@ -18,13 +18,14 @@ import numpy as np
 import pytest
 import torch
 from gdino_upstream import build_upstream, vocab_folder
+from tiny_models import build_tiny_sam
 
 from fmtest.data.sample import Sample
 from fmtest.errors import ConfigError, DataError, MissingWeights
 from fmtest.models import gdino_convert, registry
 from fmtest.models import grounding_dino as gd
 from fmtest.models.registry import WeightSpec
-from fmtest.models.sam import SamEngine, build_tiny_sam
+from fmtest.models.sam import SamEngine
 from fmtest.pipelines.base import PipelineContext
 from fmtest.pipelines.gdino_sam import GroundingDinoSam
 

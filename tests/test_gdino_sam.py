@@ -11,12 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_models import build_tiny_grounding_dino, build_tiny_sam
 
 from fmtest.data.sample import Sample
 from fmtest.errors import ConfigError, MissingWeights
 from fmtest.models import grounding_dino as gd
 from fmtest.models import registry
-from fmtest.models.sam import SamEngine, build_tiny_sam
+from fmtest.models.sam import SamEngine
 from fmtest.pipelines.base import PipelineContext
 from fmtest.pipelines.gdino_sam import GroundingDinoSam
 from fmtest.pipelines.saa_plus import SaaPlus
@@ -43,7 +44,7 @@ class EncoderCalls:
 def tiny_model_set():
     tokenizer = gd.load_bert_tokenizer(vocab_folder())
     sam = build_tiny_sam()
-    return SamEngine(sam, "tiny-sam"), gd.build_tiny_grounding_dino(tokenizer, num_queries=5), EncoderCalls(sam)
+    return SamEngine(sam, "tiny-sam"), build_tiny_grounding_dino(tokenizer, num_queries=5), EncoderCalls(sam)
 
 
 @pytest.fixture
@@ -135,14 +136,15 @@ INJECT_PLUGIN = '''
 import contextlib, os
 from pathlib import Path
 from fmtest.models import registry, grounding_dino as gd
-from fmtest.models.sam import SamEngine, build_tiny_sam
+from fmtest.models.sam import SamEngine
+from tiny_models import build_tiny_grounding_dino, build_tiny_sam
 
 _models = contextlib.ExitStack()
 
 def pytest_configure(config):
     tokenizer = gd.load_bert_tokenizer(Path(os.environ["FMTEST_TEST_VOCAB"]))
     _models.enter_context(registry.inject("sam_vit_h", SamEngine(build_tiny_sam(), "tiny-sam")))
-    _models.enter_context(registry.inject(gd.WEIGHT_KEY, gd.build_tiny_grounding_dino(tokenizer, num_queries=3)))
+    _models.enter_context(registry.inject(gd.WEIGHT_KEY, build_tiny_grounding_dino(tokenizer, num_queries=3)))
 
 def pytest_unconfigure(config):
     _models.close()

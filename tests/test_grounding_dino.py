@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny_models import build_tiny_grounding_dino
 
 from fmtest.errors import DataError, MissingWeights
 from fmtest.models import grounding_dino as gd
@@ -33,7 +34,7 @@ def tokenizer(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def detector(tokenizer):
-    return gd.build_tiny_grounding_dino(tokenizer, seed=0)
+    return build_tiny_grounding_dino(tokenizer, seed=0)
 
 
 @pytest.fixture(scope="module")

@@ -220,3 +220,35 @@ def test_fmtest_stays_out_of_an_unrelated_projects_test_run(pytester):
     result = pytester.runpytest_subprocess("-p", "no:randomly", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
     assert "fmtest scoreboard" not in result.stdout.str()
+
+
+COMPARE = """
+[pipelines.toy_same]
+uses = "toy_threshold"
+[compare.toy_same]
+against = "toy_threshold"
+[compare.toy_empty]
+against = "toy_threshold"
+tolerance = 0.05
+"""
+
+
+def test_a_candidate_is_compared_with_the_model_it_would_replace_on_the_same_images(suite):
+    shutil.copy(SUITES / "test_comparison.py", suite.path / "test_comparison.py")
+    (suite.path / "fmtest.toml").write_text(CONFIG + COMPARE)
+    result = run(suite, "test_comparison.py", "--fm-results=out.json", "--fm-report=board.html")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*toy_empty-vs-toy_threshold-toy: delta_iou = -1.000 (95% CI *) is below the "
+                                 "threshold -0.050*new_slips = 4.000 is above the maximum 0.000*"])
+    cases = {c["id"]: c for c in json.loads((suite.path / "out.json").read_text())["cases"]}
+    same, worse = cases["toy_same-vs-toy_threshold-toy"], cases["toy_empty-vs-toy_threshold-toy"]
+    assert same["outcome"] == "passed" and same["metrics"]["delta_iou"] == 0.0 and same["metrics"]["new_slips"] == 0
+    assert worse["task"] == "comparison" and worse["metrics"]["new_slips"] == 4.0
+    for name in ("delta_iou", "delta_iou_ci_low", "delta_iou_ci_high", "delta_f2", "delta_f2_ci_low",
+                 "delta_f2_ci_high", "fixed_slips", "new_false_alarms", "fixed_false_alarms"):
+        assert name in worse["metrics"], name
+    assert worse["metrics"]["delta_iou_ci_high"] < 0
+    changes = worse["extra"]["image_changes"]
+    assert [c["change"] for c in changes] == ["new_slips"] * 4 and changes[0]["reference"] == "NOK"
+    board = (suite.path / "board.html").read_text()
+    assert "Candidate vs reference" in board and "Images whose verdict changes (4, new slips first)" in board

@@ -90,7 +90,7 @@ def test_outputs_and_tracker_come_from_cli_environment_or_config(tmp_path, monke
 
 
 def test_a_malformed_mlflow_table_names_the_file(tmp_path):
-    with pytest.raises(ConfigError, match=r"fmtest\.toml: mlflow must be a table with tracking_uri and experiment"):
+    with pytest.raises(ConfigError, match=r"fmtest\.toml: \[mlflow\] uri: unknown key; accepted: tracking_uri, experiment"):
         _settings(tmp_path, config='[mlflow]\nuri = "http://x"\n')
 
 

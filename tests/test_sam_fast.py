@@ -12,9 +12,10 @@ import pytest
 import torch
 from segment_anything import SamPredictor
 from segment_anything.modeling.image_encoder import Attention
+from tiny_models import build_tiny_grounding_dino, build_tiny_sam
 
 from fmtest.errors import ConfigError
-from fmtest.models.sam import SamEngine, build_tiny_sam
+from fmtest.models.sam import SamEngine
 from fmtest.models.sam_encoder import EncoderSettings, SdpaAttention
 
 BOXES = np.array([[10, 10, 60, 80], [50, 20, 140, 90], [0, 0, 149, 99]], dtype=float)
@@ -185,7 +186,7 @@ def four_pipeline_models():
 
     from fmtest.models import grounding_dino as gd
 
-    detector = gd.build_tiny_grounding_dino(gd.load_bert_tokenizer(vocab_folder()), num_queries=5)
+    detector = build_tiny_grounding_dino(gd.load_bert_tokenizer(vocab_folder()), num_queries=5)
     return SamEngine(tiny_sam(), "tiny"), tiny_encoder(), detector
 
 

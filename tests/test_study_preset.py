@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from fmtest.config import load_config
 from fmtest.data.folder import IndustrialSATOptions
 from fmtest.data.mvtec import MVTecOptions
 from fmtest.data.options import parse_options as parse_dataset_options
 from fmtest.data.oxford_pets import OxfordPetsOptions
-from fmtest.config import load_config
 from fmtest.pipelines import PIPELINES, TASKS, PipelineContext, pipeline_class
 
 PRESET = Path(__file__).resolve().parents[1] / "suites" / "study.toml"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_models import build_tiny_sam
 
 from fmtest.errors import DataError, MissingWeights
 from fmtest.models import commands, registry, sam
@@ -64,11 +65,11 @@ def test_file_sha256_recomputes_after_change(tmp_path):
 @pytest.fixture
 def tiny_variant(monkeypatch, tmp_path):
     """A 'tiny' SAM variant registered like the official ones, with its checkpoint written by the test."""
-    original = sam.build_tiny_sam(seed=5)
+    original = build_tiny_sam(seed=5)
     path = tmp_path / "sam_tiny.pth"
     torch.save(original.state_dict(), path)
     sha = registry.file_sha256(path)
-    monkeypatch.setitem(sam.SAM_VARIANTS, "tiny", lambda: sam.build_tiny_sam(seed=99))
+    monkeypatch.setitem(sam.SAM_VARIANTS, "tiny", lambda: build_tiny_sam(seed=99))
     monkeypatch.setitem(registry.WEIGHTS, "sam_tiny", WeightSpec(
         key="sam_tiny", filename=path.name, size=path.stat().st_size, sha256=sha, url="https://example.invalid/",
         license="test", description="tiny SAM written by the test"))
@@ -99,17 +100,17 @@ def test_garbage_and_wrong_checkpoints_are_named(tmp_path):
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"\x00not a checkpoint" * 50)
     with pytest.raises(DataError, match="not a readable checkpoint") as e:
-        sam.load_sam_weights(sam.build_tiny_sam(), garbage)
+        sam.load_sam_weights(build_tiny_sam(), garbage)
     assert str(garbage) in str(e.value)
     wrong_keys = tmp_path / "wrong_keys.pth"
     torch.save({"encoder.weight": torch.zeros(2)}, wrong_keys)
     with pytest.raises(DataError, match="missing keys") as e:
-        sam.load_sam_weights(sam.build_tiny_sam(), wrong_keys)
+        sam.load_sam_weights(build_tiny_sam(), wrong_keys)
     assert str(wrong_keys) in str(e.value)
     wrong_shape = tmp_path / "wrong_shape.pth"
-    torch.save(sam.build_tiny_sam(embed_dim=32).state_dict(), wrong_shape)
+    torch.save(build_tiny_sam(embed_dim=32).state_dict(), wrong_shape)
     with pytest.raises(DataError, match="does not match Sam"):
-        sam.load_sam_weights(sam.build_tiny_sam(embed_dim=64), wrong_shape)
+        sam.load_sam_weights(build_tiny_sam(embed_dim=64), wrong_shape)
 
 
 def test_namespace_in_checkpoint_is_allowed_other_pickles_are_not(tmp_path):
@@ -150,12 +151,12 @@ def test_list_shows_paths_sizes_and_presence(tmp_path, capsys):
     assert str(tmp_path / "sam_vit_h_4b8939.pth") in h_line and "2.39 GiB" in h_line and "missing" in h_line
     assert "present" in next(line for line in out.splitlines() if line.startswith("sam_vit_b "))
     gdino = next(line for line in out.splitlines() if line.startswith("groundingdino_swint_ogc "))
-    assert "1a2412ef99bd" in gdino and "689.4 MB" in gdino and str(tmp_path / "grounding-dino-tiny") in gdino
+    assert "1a2412ef99bd" in gdino and "657.4 MiB" in gdino and str(tmp_path / "grounding-dino-tiny") in gdino
     lines = {line.split()[0]: line for line in out.splitlines()[2:]}
-    for key, file, size, sha in (("groundingdino_swint_ogc_pth", "groundingdino_swint_ogc.pth", "694.0 MB", "3b3ca2563c77"),
-                                 ("groundingdino_swinb_cogcoor_pth", "groundingdino_swinb_cogcoor.pth", "938.1 MB",
+    for key, file, size, sha in (("groundingdino_swint_ogc_pth", "groundingdino_swint_ogc.pth", "661.8 MiB", "3b3ca2563c77"),
+                                 ("groundingdino_swinb_cogcoor_pth", "groundingdino_swinb_cogcoor.pth", "894.6 MiB",
                                   "46270f7a822e"),
-                                 ("bert_base_uncased_vocab", "bert-base-uncased", "0.2 MB", "07eced375cec")):
+                                 ("bert_base_uncased_vocab", "bert-base-uncased", "226.1 KiB", "07eced375cec")):
         assert str(tmp_path / file) in lines[key] and size in lines[key] and sha in lines[key], lines[key]
 
 

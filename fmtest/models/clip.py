@@ -94,25 +94,6 @@ def load_clip_weights(model: open_clip.CLIP, checkpoint: Path) -> open_clip.CLIP
     return model.eval()
 
 
-def build_tiny_clip(image_size: int = 64, patch_size: int = 16, width: int = 64, layers: int = 4,
-                    embed_dim: int = 32, seed: int = 0) -> open_clip.CLIP:
-    """The real CLIP architecture in a small configuration with random weights, for tests.
-
-    The text tower keeps CLIP's vocabulary and context length so the packaged tokenizer fits it.
-    """
-    import open_clip
-
-    torch.manual_seed(seed)
-    model = open_clip.CLIP(
-        embed_dim=embed_dim,
-        vision_cfg=open_clip.CLIPVisionCfg(layers=layers, width=width, head_width=32, patch_size=patch_size,
-                                           image_size=image_size),
-        text_cfg=open_clip.CLIPTextCfg(context_length=77, vocab_size=49408, width=32, heads=2, layers=2),
-        quick_gelu=True,
-    )
-    return model.eval()
-
-
 class ClipEncoder:
     """One CLIP model with its tokenizer: turns RGB images and texts into unit-length embeddings."""
 
@@ -214,7 +195,7 @@ def clip_encoder(weights_dir: Path | None, device: str = "cpu", checkpoint: Path
 
     Any accepted format of the same architecture loads, fine-tuned or not; the file's sha256 is the model id
     (`registry.identify`: a file named like OpenAI's `ViT-B-16.pt` must be OpenAI's file).
-    Tests inject without any file: `registry.inject(CLIP_KEY, ClipEncoder(build_tiny_clip(), "tiny"))`.
+    Tests inject without any file: `registry.inject(CLIP_KEY, ClipEncoder(tiny_models.build_tiny_clip(), "tiny"))`
     """
     if checkpoint is None:
         injected = registry.injected(CLIP_KEY)

@@ -239,34 +239,3 @@ def _load_folder(folder: Path, device: str) -> GroundingDino:
 @lru_cache(maxsize=2)
 def _load_original(path: Path, vocab_folder: Path, device: str) -> GroundingDino:
     return load_original_checkpoint(path, vocab_folder, device)
-
-
-def build_tiny_grounding_dino(tokenizer, seed: int = 0, image_size: int = 128, num_queries: int = 20,
-                              device: str = "cpu") -> GroundingDino:
-    """The real GroundingDINO architecture, small and with seeded random weights, for tests.
-
-    Swin, BERT, fusion encoder and decoder are all present; only widths and depths are reduced
-    (two decoder layers is the minimum transformers' tied box heads allow).
-    """
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from transformers import (
-        BertConfig,
-        GroundingDinoConfig,
-        GroundingDinoForObjectDetection,
-        GroundingDinoImageProcessor,
-        SwinConfig,
-    )
-
-    config = GroundingDinoConfig(
-        backbone_config=SwinConfig(embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2], window_size=4,
-                                   out_indices=[2, 3, 4]),
-        text_config=BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1,
-                               num_attention_heads=2, intermediate_size=64),
-        d_model=32, encoder_layers=1, decoder_layers=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
-        encoder_attention_heads=2, decoder_attention_heads=2, num_queries=num_queries,
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = GroundingDinoForObjectDetection(config)
-    processor = GroundingDinoImageProcessor(size={"shortest_edge": image_size, "longest_edge": image_size})
-    return GroundingDino(model, tokenizer, processor, model_id=f"tiny-random-gdino-{seed}", device=device)

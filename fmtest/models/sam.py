@@ -14,7 +14,7 @@ whose sha256 becomes the model id (`registry.identify`).
 
 Tests inject a random-weight model without touching any file:
 
-    with registry.inject("sam_vit_h", SamEngine(build_tiny_sam(), model_id="tiny-random")):
+    with registry.inject("sam_vit_h", SamEngine(tests.tiny_models.build_tiny_sam(), model_id="tiny-random")):
         ...  # sam_engine(...) returns this engine; check_available passes
 
 A Sam model built from a config not listed in `SAM_VARIANTS` can be registered there together with
@@ -30,14 +30,14 @@ import hashlib
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache, partial
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import torch
 from segment_anything import SamAutomaticMaskGenerator, SamPredictor
 from segment_anything.build_sam import build_sam_vit_b, build_sam_vit_h, build_sam_vit_l
-from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+from segment_anything.modeling import Sam
 
 from fmtest.errors import DataError
 from fmtest.models import registry
@@ -66,36 +66,6 @@ def build_sam(variant: str, checkpoint: Path | None = None) -> Sam:
         raise DataError(f"unknown SAM variant {variant!r}; known: {', '.join(SAM_VARIANTS)}") from None
     sam = builder().eval()
     return load_sam_weights(sam, checkpoint) if checkpoint is not None else sam
-
-
-def build_tiny_sam(image_size: int = 256, depth: int = 2, embed_dim: int = 64, seed: int = 0) -> Sam:
-    """The real SAM architecture in a small configuration with seeded random weights, for tests.
-
-    Same prompt encoder and mask decoder as the official models; only the ViT encoder is shrunk.
-    """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        sam = Sam(
-            image_encoder=ImageEncoderViT(
-                depth=depth, embed_dim=embed_dim, img_size=image_size, mlp_ratio=4,
-                norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), num_heads=4, patch_size=16, qkv_bias=True,
-                use_rel_pos=True, global_attn_indexes=(depth - 1,), window_size=8, out_chans=256,
-            ),
-            prompt_encoder=PromptEncoder(
-                embed_dim=256, image_embedding_size=(image_size // 16, image_size // 16),
-                input_image_size=(image_size, image_size), mask_in_chans=16,
-            ),
-            mask_decoder=MaskDecoder(
-                num_multimask_outputs=3,
-                transformer=TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8),
-                transformer_dim=256, iou_head_depth=3, iou_head_hidden_dim=256,
-            ),
-            pixel_mean=[123.675, 116.28, 103.53],
-            pixel_std=[58.395, 57.12, 57.375],
-        )
-        # The upstream init leaves positional embeddings at zero; random ones make tests meaningful.
-        torch.nn.init.normal_(sam.image_encoder.pos_embed, std=0.02)
-    return sam.eval()
 
 
 @dataclass(frozen=True)

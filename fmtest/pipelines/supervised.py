@@ -19,9 +19,7 @@ instance per fold, each image predicted by the fold that did not train on it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import ClassVar

@@ -9,8 +9,13 @@ from __future__ import annotations
 import json
 import re
 
-from fmtest.report.html_case_charts import (breakdown_table, confusion_matrix, image_outcome, score_histogram,
-                                           worst_first)
+from fmtest.report.html_case_charts import (
+    breakdown_table,
+    confusion_matrix,
+    image_outcome,
+    score_histogram,
+    worst_first,
+)
 from fmtest.report.html_format import MAX_EXTRA_ROWS, cell_text, esc, first_line, metric_interval, outcome_word
 from fmtest.verdict.gates import gate_for, gates, main_metric
 from fmtest.verdict.layers import MANIFEST_KEY
@@ -22,7 +27,7 @@ ALWAYS_SHOWN_COLUMNS = ("id", "label", "predicted", "outcome")
 IMAGE_OUTCOMES = (("correct", "correct"), ("found", "found (defect flagged)"), ("passed", "passed (good part OK)"),
                   ("miss", "all misses"), ("slip", "slip (defect passed as OK)"),
                   ("false alarm", "false alarm (good part flagged)"), ("error", "error"))
-SHOWN_ELSEWHERE = (MANIFEST_KEY, "operating_threshold")  # extras with their own place in the details
+SHOWN_ELSEWHERE = ("image_changes", "reference", "candidate", MANIFEST_KEY, "operating_threshold")  # extras with their own place in the details
 EXTRA_TITLES = {"regression": "Regression against the baseline", "risk": "Risk at the operating point",
                 "robustness": "Robustness", "data_quality": "Data quality", "usage": "Usage and cost",
                 "invalid_answers": "Invalid answers"}
@@ -80,6 +85,8 @@ def _detail_html(case: CaseResult, history_link: str | None) -> str:
     breakdown = breakdown_table(case)
     if breakdown:
         parts.append(f"<h3>Breakdown</h3>{breakdown}")
+    if case.task == "comparison":
+        parts.append(_comparison_section(case))
     parts.append(_provenance(case))
     extra_keys = [k for k in case.extra if k not in EXTRA_TITLES and k not in SHOWN_ELSEWHERE]
     for key in [*EXTRA_TITLES, *extra_keys]:
@@ -93,6 +100,33 @@ def _detail_html(case: CaseResult, history_link: str | None) -> str:
     if case.images:
         parts.append(f"<h3>Images ({len(case.images)}, worst first)</h3>" + _image_table_shell(case.images))
     return "".join(parts)
+
+
+def _comparison_section(case: CaseResult) -> str:
+    """The pair side by side, and the images whose verdict differs, new slips first."""
+    reference = case.extra.get("reference") if isinstance(case.extra.get("reference"), dict) else {}
+    candidate = case.extra.get("candidate") if isinstance(case.extra.get("candidate"), dict) else {}
+    head = (f"<table class='pair'><thead><tr><th scope='col'></th><th scope='col'>candidate</th>"
+            f"<th scope='col'>reference</th></tr></thead><tbody>"
+            f"<tr><th scope='row'>case</th><td>{esc(str(candidate.get('case', case.pipeline)))}</td>"
+            f"<td>{esc(str(reference.get('case', '')))}</td></tr>"
+            f"<tr><th scope='row'>verdict</th><td>{esc(str(candidate.get('outcome', '')))}</td>"
+            f"<td>{esc(str(reference.get('outcome', '')))}</td></tr>"
+            f"<tr><th scope='row'>model</th><td><code>{esc(str(case.model_sha256 or ''))}</code></td>"
+            f"<td><code>{esc(str(reference.get('model_sha256') or ''))}</code></td></tr></tbody></table>")
+    changes = case.extra.get("image_changes") or []
+    if not changes:
+        return f"<h3>Candidate vs reference</h3>{head}<p>No image changes its verdict.</p>"
+    rows = "".join(
+        f"<tr class='{esc(r['change'])}'><td>{esc(label(r['change']))}</td><td>{esc(str(r['id']))}</td>"
+        f"<td>{esc(str(r['label']))}</td><td>{esc(str(r['reference']))} &rarr; {esc(str(r['candidate']))}</td>"
+        f"<td class='num'>{esc(format_value(r.get('reference_iou')))} &rarr; {esc(format_value(r.get('candidate_iou')))}"
+        "</td></tr>" for r in changes[:MAX_EXTRA_ROWS])
+    more = f"<p class='note'>{len(changes) - MAX_EXTRA_ROWS} more not shown.</p>" if len(changes) > MAX_EXTRA_ROWS else ""
+    return (f"<h3>Candidate vs reference</h3>{head}<h3>Images whose verdict changes ({len(changes)}, new slips "
+            f"first)</h3><table class='changes'><thead><tr><th scope='col'>change</th><th scope='col'>image</th>"
+            f"<th scope='col'>truth</th><th scope='col'>verdict</th><th scope='col' class='num'>IoU</th></tr></thead>"
+            f"<tbody>{rows}</tbody></table>{more}")
 
 
 def _metrics_table(case: CaseResult) -> str:

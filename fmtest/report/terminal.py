@@ -14,7 +14,7 @@ from fmtest.verdict.gates import gate_for, gates, image_counts, main_metric, reg
 from fmtest.verdict.results import OUTCOME_WORD, CaseResult, RunResults, perturbation_of
 from fmtest.verdict.specs import format_value
 
-TASK_ABBREV = {"segmentation": "seg", "classification": "cls"}  # robustness cases have their own grid
+TASK_ABBREV = {"segmentation": "seg", "classification": "cls", "comparison": "cmp"}  # robustness cases have their own grid
 COUNT_ORDER = ("failed", "passed", "error", "skipped")
 _SEP = "  "
 _MIN_OTHER_WIDTH = 20  # other gates get at least this much room when inline...

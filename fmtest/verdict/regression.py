@@ -141,7 +141,7 @@ def compare_to_baseline(current: RunResults, baseline: RunResults, tolerance: fl
         elif old is None:
             out[case.id] = CaseComparison(case.id, NEW, "new case: not in the baseline", tolerance=tolerance)
         else:
-            out[case.id] = _compare_case(case, old, tolerance, n_resamples, seed)
+            out[case.id] = compare_results(case, old, tolerance, n_resamples=n_resamples, seed=seed)
     now = {c.id for c in current.cases}
     for case in baseline.cases:
         if case.id not in now:
@@ -167,8 +167,10 @@ def recorded_comparisons(current: RunResults, baseline: RunResults) -> dict[str,
     return out
 
 
-def _compare_case(case: CaseResult, old: CaseResult, tolerance: float, n_resamples: int,
-                  seed: int) -> CaseComparison:
+def compare_results(case: CaseResult, old: CaseResult, tolerance: float, *, n_resamples: int = 1000,
+                    seed: int = 0) -> CaseComparison:
+    """Two results of the same images (this run and the baseline, or a candidate and the model it would
+    replace): each gated metric's change, paired over the images where both runs have per-image rows."""
     changed = _dataset_change(case, old)
     if changed:
         return CaseComparison(case.id, DATASET_CHANGED, f"dataset changed since the baseline ({changed}): not compared",

@@ -58,8 +58,10 @@ METRICS: dict[str, MetricSpec] = _specs(
     MetricSpec("flip_rate", "share of verdicts that flip under a perturbation", False, "rate",
                headline_of=("robustness",)),
     MetricSpec("level", "severity of the perturbation at the gated level", None, "setting", digits=2),
-    MetricSpec("new_slips", "defective images caught unperturbed and passed as OK perturbed", None, "count"),
-    MetricSpec("new_false_alarms", "good images passed unperturbed and flagged NOK perturbed", None, "count"),
+    MetricSpec("new_slips", "defective images caught before (unperturbed, or by the reference) and passed as OK "
+               "now", False, "count"),
+    MetricSpec("new_false_alarms", "good images passed before (unperturbed, or by the reference) and flagged NOK "
+               "now", False, "count"),
     MetricSpec("new_slip_rate", "share of defective images that become slips under the perturbation", False,
                "rate"),
     MetricSpec("new_false_alarm_rate", "share of good images that become false alarms under the perturbation",
@@ -67,8 +69,16 @@ METRICS: dict[str, MetricSpec] = _specs(
     MetricSpec("clean_recall", "recall of the unperturbed run on the same images", True, "rate"),
     MetricSpec("clean_false_alarm_rate", "false-alarm rate of the unperturbed run on the same images", False,
                "rate"),
-    MetricSpec("delta_iou", "IoU under the perturbation minus IoU without it", True, "delta"),
-    MetricSpec("delta_f2", "F2 under the perturbation minus F2 without it", True, "delta"),
+    MetricSpec("delta_iou", "change of IoU: perturbed minus clean run, or candidate minus reference", True,
+               "delta", headline_of=("comparison",)),
+    MetricSpec("delta_f2", "change of F2: perturbed minus clean run, or candidate minus reference", True, "delta"),
+    MetricSpec("delta_precision", "change of precision, candidate minus reference", True, "delta"),
+    MetricSpec("delta_recall", "change of recall, candidate minus reference", True, "delta"),
+    MetricSpec("delta_false_alarm_rate", "change of the false-alarm rate, candidate minus reference", False,
+               "delta"),
+    MetricSpec("fixed_slips", "defective images the reference passed and the candidate catches", None, "count"),
+    MetricSpec("fixed_false_alarms", "good images the reference flagged and the candidate passes", None,
+               "count"),
 )
 
 
