@@ -8,32 +8,19 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from toy_fmtest import SUITE_CONFIG, make_suite
 
 pytest_plugins = ["pytester"]
 SUITES = Path(__file__).parent.parent / "suites"
 TOY = Path(__file__).parent / "toy_fmtest.py"
 
-CONFIG = """
-default_datasets = ["toy"]
-default_pipelines = ["toy_threshold", "toy_empty"]
-bootstrap_resamples = 200
-[thresholds]
-iou = 0.60
-f2 = 0.80
-[thresholds."toy_empty-toy"]
-iou = 0.0
-"""
+CONFIG = SUITE_CONFIG
 
 
 @pytest.fixture
 def suite(pytester):
     """A suite folder like the shipped one, with the toy dataset and pipelines registered."""
-    pytester.syspathinsert(TOY.parent)
-    for name in ("test_segmentation.py", "test_classification.py"):
-        shutil.copy(SUITES / name, pytester.path / name)
-    pytester.makeconftest("import toy_fmtest\ntoy_fmtest.register()\n")
-    (pytester.path / "fmtest.toml").write_text(CONFIG)
-    return pytester
+    return make_suite(pytester)
 
 
 def run(suite, *args):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -16,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from toy_fmtest import SUITE_CONFIG, make_suite
 
 import fmtest
 from fmtest.errors import ConfigError
@@ -24,25 +24,13 @@ from fmtest.runner import resolve_settings
 pytest_plugins = ["pytester"]
 SUITES = Path(__file__).parent.parent / "suites"
 TOY = Path(__file__).parent / "toy_fmtest.py"
-CONFIG = """
-default_datasets = ["toy"]
-default_pipelines = ["toy_threshold", "toy_empty"]
-bootstrap_resamples = 200
-[thresholds]
-iou = 0.60
-f2 = 0.80
-"""
+CONFIG = SUITE_CONFIG.split('[thresholds."toy_empty-toy"]')[0]
 SERVER_START_LIMIT_S = 240  # a cold `mlflow server` creates its SQLite schema first: ~40 s on 2 busy cores
 
 
 @pytest.fixture
 def suite(pytester):
-    pytester.syspathinsert(TOY.parent)
-    for name in ("test_segmentation.py", "test_classification.py"):
-        shutil.copy(SUITES / name, pytester.path / name)
-    pytester.makeconftest("import toy_fmtest\ntoy_fmtest.register()\n")
-    (pytester.path / "fmtest.toml").write_text(CONFIG)
-    return pytester
+    return make_suite(pytester, CONFIG)
 
 
 def test_one_run_writes_the_markdown_summary_and_metrics_file(suite, monkeypatch):

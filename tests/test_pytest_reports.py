@@ -5,36 +5,24 @@ from __future__ import annotations
 import html
 import json
 import re
-import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
 pytest.importorskip("pytest_html")
+from toy_fmtest import SUITE_CONFIG, make_suite  # noqa: E402
 pytest_plugins = ["pytester"]
 SUITES = Path(__file__).parent.parent / "suites"
 TOY = Path(__file__).parent / "toy_fmtest.py"
-CONFIG = """
-default_datasets = ["toy"]
-default_pipelines = ["toy_threshold", "toy_empty"]
-bootstrap_resamples = 50
-[thresholds]
-iou = 0.60
-f2 = 0.80
-[thresholds."toy_empty-toy"]
-iou = 0.0
-"""
+CONFIG = SUITE_CONFIG.replace("bootstrap_resamples = 200", "bootstrap_resamples = 50")
 
 
 @pytest.fixture
 def suite(pytester):
     """The shipped segmentation suite on the toy dataset, with one ordinary test beside it."""
-    pytester.syspathinsert(TOY.parent)
-    shutil.copy(SUITES / "test_segmentation.py", pytester.path / "test_segmentation.py")
-    pytester.makeconftest("import toy_fmtest\ntoy_fmtest.register()\n")
+    make_suite(pytester, CONFIG, files=("test_segmentation.py",))
     pytester.makepyfile(test_plain="def test_plain():\n    assert True\n")
-    (pytester.path / "fmtest.toml").write_text(CONFIG)
     return pytester
 
 

@@ -5,7 +5,9 @@ Registered into fmtest's name registries by the pytester conftest in tests/test_
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -150,3 +152,27 @@ def register():
                       ("toy_learned", "ToyLearned"), ("toy_dead_api", "ToyDeadApi")):
         fmtest.pipelines.PIPELINES[name] = f"toy_fmtest:{cls}"
         fmtest.pipelines.TASKS[name] = "segmentation"
+
+
+SUITES = Path(__file__).parent.parent / "suites"
+SUITE_CONFIG = """
+default_datasets = ["toy"]
+default_pipelines = ["toy_threshold", "toy_empty"]
+bootstrap_resamples = 200
+[thresholds]
+iou = 0.60
+f2 = 0.80
+[thresholds."toy_empty-toy"]
+iou = 0.0
+"""
+
+
+def make_suite(pytester, config: str = SUITE_CONFIG, files=("test_segmentation.py", "test_classification.py")):
+    """A suite folder like the shipped one (its test files copied), with the toy dataset and pipelines
+    registered by a conftest and `config` as its fmtest.toml."""
+    pytester.syspathinsert(Path(__file__).parent)
+    for name in files:
+        shutil.copy(SUITES / name, pytester.path / name)
+    pytester.makeconftest("import toy_fmtest\ntoy_fmtest.register()\n")
+    (pytester.path / "fmtest.toml").write_text(config)
+    return pytester

@@ -110,7 +110,7 @@ class VLMSettings:
     api_key: str | None = None
     response_format: str | None = None
     # request layout (the study's: captions = false, sampling = "api_default", answer_format = "free_text",
-    # border_fill = "replicate"; see docs/STUDY_PROTOCOL.md)
+    # border_fill = "replicate"; see the README, "Reproducing the study")
     captions: bool = True  # label the two images in the request ("Reference image: ...", "Image to inspect:")
     sampling: str = "fixed"  # "fixed": send temperature and seed; "api_default": send neither
     answer_format: str = "json"  # "json": ask for ANSWER_SCHEMA; "free_text": prose parsed as label + reasoning

@@ -12,7 +12,7 @@ from collections import Counter
 
 from fmtest.verdict.gates import gate_for, gates, image_counts, main_metric, regressed_metrics
 from fmtest.verdict.results import OUTCOME_WORD, CaseResult, RunResults, perturbation_of
-from fmtest.verdict.specs import format_value
+from fmtest.verdict.specs import format_metric, format_value
 
 TASK_ABBREV = {"segmentation": "seg", "classification": "cls", "comparison": "cmp"}  # robustness cases have their own grid
 COUNT_ORDER = ("failed", "passed", "error", "skipped")
@@ -106,7 +106,8 @@ def _other_gates(case: CaseResult, main: str | None) -> str:
         elif gate.metric != main:
             value = case.metrics.get(gate.metric)
             shown = gate.relation if gate.met(value) else ("<" if not gate.upper else ">")
-            parts.append(f"{gate.metric} {format_value(value)}{shown}{format_value(gate.limit, 2)}")
+            parts.append(f"{gate.metric} {format_metric(gate.metric, value)}{shown}"
+                         f"{format_metric(gate.metric, gate.limit, 2)}")
     for name, delta in regressed_metrics(case).items():
         parts.append(f"REGRESSED {name} {'' if delta is None else f'{delta:+.3f}'}".rstrip())
     if case.outcome == "error" and case.message:

@@ -110,6 +110,13 @@ def is_count(name: str) -> bool:
     return s is not None and s.kind == "count"
 
 
+def format_metric(name: str | None, value: object, digits: int = 3) -> str:
+    """A metric's value as its spec says it reads: counts as whole numbers, the rest with `digits`."""
+    if name is not None and is_count(name) and isinstance(value, int | float) and float(value).is_integer():
+        return str(int(value))
+    return format_value(value, digits)
+
+
 def format_value(value: object, digits: int = 3) -> str:
     """A metric as text; missing or NaN shows as n/a instead of a misleading number."""
     if value is None or isinstance(value, bool) or not isinstance(value, int | float):
