@@ -344,6 +344,39 @@ class PredictionCache:
             return self._delete("created < ?", (cutoff,))
         return self._delete("created < ? AND pipeline=?", (cutoff, pipeline))
 
+    def merge_from(self, other: Path | str) -> tuple[int, int]:
+        """Add the entries of the cache in folder `other` (a union: a key both hold keeps the newer entry);
+        entries whose checksum fails are left out. Returns (entries taken, damaged entries skipped).
+
+        How shards and Ray workers on a network file system share predictions, where SQLite's locking
+        cannot be trusted: each writes its own cache folder, and one job merges them afterwards."""
+        source = Path(other) / DB_NAME
+        if not source.is_file():
+            raise ConfigError("no prediction cache to merge", source)
+        reader = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+        try:
+            rows = reader.execute("SELECT fingerprint, model_id, image_sha256, pipeline, payload, checksum, created "
+                                  "FROM predictions").fetchall()
+        except sqlite3.DatabaseError as e:
+            raise ConfigError(f"cannot read the prediction cache ({e})", source) from None
+        finally:
+            reader.close()
+        good = [r for r in rows if _checksum(r[4]) == r[5]]
+        with self._lock:
+            conn = self._connect()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                taken = conn.executemany(
+                    "INSERT INTO predictions VALUES (?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (fingerprint, model_id, image_sha256) DO UPDATE SET pipeline=excluded.pipeline, "
+                    "payload=excluded.payload, checksum=excluded.checksum, created=excluded.created "
+                    "WHERE excluded.created > predictions.created", good).rowcount
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        return taken, len(rows) - len(good)
+
     def _delete(self, where: str, params: tuple) -> int:
         with self._lock:
             conn = self._connect()
@@ -367,6 +400,10 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     prune.add_argument("--older-than", type=_days, required=True, metavar="DAYS",
                        help="age in days (fractions allowed) beyond which entries are deleted")
     _add_action(actions, "clear", _cli_clear, "delete cached predictions")
+    merge = actions.add_parser("merge", help="add other cache folders' predictions to one (shards, workers)")
+    merge.add_argument("sources", nargs="+", type=Path, metavar="DIR", help="cache folders to merge")
+    merge.add_argument("--into", type=Path, required=True, help="the cache folder that receives them")
+    merge.set_defaults(func=_cli_merge)
 
 
 def _add_action(actions, name: str, func, text: str) -> argparse.ArgumentParser:
@@ -438,4 +475,13 @@ def _cli_clear(args: argparse.Namespace) -> int:
         left = cache.info()
     what = f"pipeline {args.pipeline}" if args.pipeline else "all pipelines"
     print(f"{args.dir}: removed {removed} entries ({what}); {left['entries']} left, {format_bytes(left['bytes'])} on disk")
+    return 0
+
+
+def _cli_merge(args: argparse.Namespace) -> int:
+    with PredictionCache(args.into) as cache:
+        for source in args.sources:
+            taken, damaged = cache.merge_from(source)
+            print(f"{source}: {taken} entries merged" + (f", {damaged} damaged entries skipped" if damaged else ""))
+        print(f"{args.into}: {cache.info()['entries']} entries")
     return 0

@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from fmtest import __version__
 from fmtest.errors import FmtestError
 
-COMMAND_MODULES = ("fmtest.models.commands", "fmtest.cache", "fmtest.report.history", "fmtest.config")
+COMMAND_MODULES = ("fmtest.models.commands", "fmtest.cache", "fmtest.report.history", "fmtest.config",
+                   "fmtest.merge")
 _BINARY_UNITS = ("KiB", "MiB", "GiB", "TiB")
 
 

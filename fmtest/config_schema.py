@@ -204,7 +204,8 @@ TOP = Table("", "top level", (
         ("thresholds", "see [thresholds]"), ("baseline", "see [baseline]"), ("pipelines", "see [pipelines.<name>]"),
         ("datasets", "see [datasets.<name>]"), ("prompts", "see [prompts]"), ("risk", "see [risk]"),
         ("robustness", "see [robustness]"), ("guardrails", "see [guardrails]"), ("compare", "see [compare.<candidate>]"),
-        ("study", "see [study.results.\"<case>\"]"), ("mlflow", "see [mlflow]"))),
+        ("study", "see [study.results.\"<case>\"]"), ("mlflow", "see [mlflow]"),
+        ("executor", "see [executor]"))),
 ))
 BASELINE = Table("[baseline]", "the earlier run a metric must not drop against (--fm-baseline)", (
     Setting("tolerance", number(0.0, 1.0), "allowed drop of a gated metric before it is a regression", 0.02),
@@ -287,9 +288,19 @@ MLFLOW = Table("[mlflow]", "log the run to MLflow", (
     Setting("tracking_uri", STRING, "the MLflow tracking server or folder"),
     Setting("experiment", STRING, "the experiment the run is logged under"),
 ))
+EXECUTOR = Table("[executor]", "where predictions are computed (--fm-executor)", (
+    Setting("kind", choice("local", "ray"), "local: in the pytest process; ray: fanned out to Ray actors "
+            "(--fm-executor, needs fmtest[ray])", "local"),
+    Setting("address", STRING, 'the Ray cluster: "local" starts one in-process, "auto" joins `ray start --head` '
+            "on this machine, ray://host:10001 a remote one (--fm-ray-address, env RAY_ADDRESS)",
+            shown_default='"local"'),
+    Setting("actors", integer(1), "Ray actors per case group, each holding the pipeline fitted once", 2),
+    Setting("num_gpus", number(0.0), "GPUs each actor reserves (its model runs on cuda when > 0)", 0.0),
+    Setting("num_cpus", number(0.0), "CPUs each actor reserves", 1.0),
+))
 SCHEMA: tuple[Table, ...] = (TOP, THRESHOLDS, CASE_THRESHOLDS, BASELINE, PROMPTS, PIPELINE, PER_DATASET, PER_GROUP,
                              DATASET, RISK, ROBUSTNESS, LADDERS, GUARDRAILS, DATASET_GUARDRAILS, COMPARE, STUDY,
-                             STUDY_RESULTS, MLFLOW)
+                             STUDY_RESULTS, MLFLOW, EXECUTOR)
 
 
 def markdown_reference() -> str:

@@ -6,6 +6,7 @@ them into a CaseResult with per-image records, metrics, intervals and the thresh
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import heapq
 import itertools
@@ -19,6 +20,8 @@ from tqdm.auto import tqdm
 from fmtest import metrics
 from fmtest.data.base import Group
 from fmtest.data.sample import NOK, Sample, SampleSet
+from fmtest.executors import Executor, PipelineRecipe
+from fmtest.executors.local import LocalExecutor
 from fmtest.overlay import overlay_thumbnail
 from fmtest.pipelines.base import Pipeline, Prediction, Task
 from fmtest.verdict.gates import judge, metric_of_threshold
@@ -46,25 +49,33 @@ class Case:
 
 
 def predict_all(pipeline: Pipeline, samples, *, cache=None, progress: bool = True, desc: str = "",
-                timing: dict | None = None, prepare: Callable[[], None] | None = None):
+                timing: dict | None = None, prepare: Callable[[], None] | None = None,
+                executor: Executor | None = None, recipe: PipelineRecipe | None = None):
     """Yield (sample, prediction, from_cache) for every sample, predicting only cache misses, in batches.
 
     `prepare` (fitting, usually) runs before the first real prediction, so a warm cache skips it.
     `timing`, when given, accumulates the seconds spent inside `pipeline.predict` and the images it saw.
+    `executor` computes the misses (default: this process; `recipe` builds the pipeline on a Ray actor);
+    the answers come back in order and only this process reads and writes the cache.
     """
-    bar = tqdm(total=len(samples), desc=desc, unit="img", disable=not progress, leave=False)
-    try:
+    looked_up: collections.deque = collections.deque()  # (batch, cached) of every batch handed to the executor
+
+    def misses():
         for batch in samples.batches(pipeline.batch_size):
             cached = (cache.get_many(pipeline.fingerprint, pipeline.model_id, [s.sha256 for s in batch])
                       if cache is not None else {})
+            looked_up.append((batch, cached))
+            yield [s for s in batch if s.sha256 not in cached]
+
+    bar = tqdm(total=len(samples), desc=desc, unit="img", disable=not progress, leave=False)
+    answers = (executor or LocalExecutor()).predict_batches(pipeline, misses(), prepare=prepare, recipe=recipe)
+    try:
+        for predictions, seconds in answers:
+            batch, cached = looked_up.popleft()
             todo = [s for s in batch if s.sha256 not in cached]
-            if todo and prepare is not None:
-                prepare()
-                prepare = None
-            t0 = time.perf_counter()
-            fresh = dict(zip((s.sha256 for s in todo), pipeline.predict(todo) if todo else []))
+            fresh = dict(zip((s.sha256 for s in todo), predictions))
             if timing is not None and todo:
-                timing["seconds"] = timing.get("seconds", 0.0) + time.perf_counter() - t0
+                timing["seconds"] = timing.get("seconds", 0.0) + seconds
                 timing["images"] = timing.get("images", 0) + len(todo)
             for sample in todo:
                 _check_prediction(pipeline, sample, fresh[sample.sha256])
@@ -76,6 +87,7 @@ def predict_all(pipeline: Pipeline, samples, *, cache=None, progress: bool = Tru
                 yield sample, cached[sample.sha256] if hit else fresh[sample.sha256], hit
             bar.update(len(batch))
     finally:
+        answers.close()
         bar.close()
 
 
@@ -99,11 +111,12 @@ class Part:
     fit: Callable[[], None]
     reference: Callable[[], Sample | None] = lambda: None  # the group's defect-free image, for the viewer
     group: str | None = None  # its name, recorded per image for the case's breakdowns
+    recipe: PipelineRecipe | None = None  # how a worker process builds and fits its own copy of `pipeline`
 
     @classmethod
     def of(cls, pipeline: Pipeline, group: Group) -> Part:
         return cls(pipeline, group.test, lambda: pipeline.fit(group.train, group.load_reference()),
-                   group.load_reference, group.name)
+                   group.load_reference, group.name, PipelineRecipe.of(pipeline, group))
 
 
 def evaluate_case(
@@ -120,6 +133,7 @@ def evaluate_case(
     n_thumbnails: int = N_THUMBNAILS,
     desc: str | None = None,
     layers: LayerStore | None = None,
+    executor: Executor | None = None,
 ) -> CaseResult:
     """Predict every test image of every part, fitting a part's pipeline only if a prediction is
     not cached, then pool all images and score. Thresholds judge, never tune.
@@ -147,6 +161,7 @@ def evaluate_case(
     stream = itertools.chain.from_iterable(
         ((part, *item) for item in predict_all(
             part.pipeline, part.test, cache=cache, progress=progress, timing=timing, prepare=timed(part.fit),
+            executor=executor, recipe=part.recipe,
             desc=(desc or case.id) if len(parts) == 1 else f"{desc or case.id} [{i + 1}/{len(parts)}]"))
         for i, part in enumerate(parts)
     )

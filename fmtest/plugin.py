@@ -46,6 +46,9 @@ OPTIONS = [
     ("markdown", "write the scoreboard as Markdown here (it is appended to $GITHUB_STEP_SUMMARY whenever that is set)"),
     ("metrics", "write a flat metrics file here: JSON for dvc metrics, OpenMetrics for a .txt (GitLab)"),
     ("mlflow", "log the run to this MLflow tracking URI (env MLFLOW_TRACKING_URI), needs fmtest[mlflow]"),
+    ("shard", "score only shard K/N of every case's test images (stratified); `fmtest merge` joins the shards"),
+    ("executor", "where predictions are computed: local (default) or ray (needs fmtest[ray])"),
+    ("ray-address", "Ray cluster for --fm-executor=ray: local (in-process), auto, ray://host:10001 (env RAY_ADDRESS)"),
 ]
 FLAGS = [
     ("no-cache", "do not read or write the prediction cache"),
@@ -455,6 +458,7 @@ def _config_summary(settings) -> dict:
         "pipeline_options": {p: redact_values(_redact(o)) for p, o in cfg.pipelines.items()},
         "dataset_options": redact_values(cfg.datasets), "prompts": cfg.prompts,
         "bootstrap_resamples": cfg.bootstrap_resamples, "seed": cfg.seed,
+        "risk": cfg.risk, "shard": str(settings.shard) if settings.shard else None,
     }
 
 

@@ -13,12 +13,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from fmtest import config_schema as schema
 from fmtest.config import SuiteConfig, load_config
 from fmtest.config_lookup import find_config
 from fmtest.data import Dataset, Group, SampleRef, SampleSet
 from fmtest.data.folds import stratified_folds
+from fmtest.data.shards import Shard
 from fmtest.errors import ConfigError
 from fmtest.evaluate import N_THUMBNAILS, Case, Part, evaluate_case, predict_all
+from fmtest.executors import EXECUTORS, PipelineRecipe, make_executor
 from fmtest.fsutil import atomic_write
 from fmtest.pipelines import Pipeline, PipelineContext
 from fmtest.verdict.comparison import compare_candidate
@@ -52,6 +55,10 @@ class Settings:
     step_summary: Path | None = None  # $GITHUB_STEP_SUMMARY: the Markdown scoreboard is appended there
     mlflow: str | None = None  # tracking URI: --fm-mlflow, $MLFLOW_TRACKING_URI, [mlflow] tracking_uri
     mlflow_experiment: str = "fmtest"
+    shard: Shard | None = None  # --fm-shard=K/N: this run scores shard K of N of every case's test images
+    executor: str = "local"  # --fm-executor, [executor] kind: where predictions are computed
+    executor_options: dict = dataclasses.field(default_factory=dict)  # [executor] actors, num_gpus, num_cpus
+    ray_address: str | None = None  # --fm-ray-address, $RAY_ADDRESS, [executor] address
 
 
 def _split(value) -> list[str]:
@@ -91,6 +98,9 @@ def resolve_settings(option, invocation_dir: Path, *, worker_index: int | None =
     if data_root is not None and not data_root.is_dir():
         raise ConfigError(f"data root {data_root} is not a folder (--fm-data-root / FMTEST_DATA)")
     no_cache = bool(pick("no_cache")[0])
+    executor = schema.EXECUTOR.check(config.raw.get("executor", {}), "[executor]", config.path)
+    if option("executor") not in (None, *EXECUTORS):
+        raise ConfigError(f"--fm-executor={option('executor')}: unknown executor; known: {', '.join(EXECUTORS)}")
     return Settings(
         config=config, datasets=datasets, pipelines=pipelines, data_root=data_root,
         weights_dir=path("weights", "FMTEST_WEIGHTS"),
@@ -102,6 +112,10 @@ def resolve_settings(option, invocation_dir: Path, *, worker_index: int | None =
         step_summary=Path(os.environ["GITHUB_STEP_SUMMARY"]) if os.environ.get("GITHUB_STEP_SUMMARY") else None,
         mlflow=pick("mlflow", "MLFLOW_TRACKING_URI")[0] or config.mlflow.get("tracking_uri"),
         mlflow_experiment=os.environ.get("MLFLOW_EXPERIMENT_NAME") or config.mlflow.get("experiment") or "fmtest",
+        shard=Shard.parse(option("shard")) if option("shard") else None,
+        executor=option("executor") or executor["kind"], ray_address=option("ray_address") or os.environ.get(
+            "RAY_ADDRESS") or executor.get("address"),
+        executor_options={k: v for k, v in executor.items() if k in ("actors", "num_gpus", "num_cpus")},
     )
 
 
@@ -199,6 +213,7 @@ class Evaluator:
         self._fitted: set[tuple[str, str]] = set()
         self._findings: dict[str, list[dict]] = {}
         self._cache = None
+        self._executor = None
         self.results: dict[str, CaseResult] = {}
         self.baseline = load_baseline(settings.baseline) if settings.baseline else None
 
@@ -212,10 +227,20 @@ class Evaluator:
             self._cache = PredictionCache.open_or_none(self.settings.cache_dir) or False
         return self._cache or None
 
+    @property
+    def executor(self):
+        """Where cache misses are predicted (fmtest.executors), made on first need."""
+        if self._executor is None:
+            s = self.settings
+            self._executor = make_executor(s.executor, s.executor_options, s.ray_address)
+        return self._executor
+
     def close(self) -> None:
         """Close the prediction cache: folds the SQLite journal back, so CI caches one compact file."""
         if self._cache:
             self._cache.close()
+        if self._executor is not None:
+            self._executor.close()
 
     def dataset(self, name: str) -> Dataset:
         if name not in self._datasets:
@@ -289,13 +314,15 @@ class Evaluator:
 
     def parts(self, case: Case, images: Callable[[Group], SampleSet] = lambda g: g.test) -> list[Part]:
         """The case split by group (or fold), each with its own pipeline that fits on first need."""
-        return [Part(self.pipeline(case, g), images(g), lambda g=g: self.fit(case, g), g.load_reference, g.name)
+        return [Part(self.pipeline(case, g), images(g), lambda g=g: self.fit(case, g), g.load_reference, g.name,
+                     PipelineRecipe.of(self.pipeline(case, g), g))
                 for g in self.case_groups(case)]
 
     def predict(self, case: Case, images: Callable[[Group], SampleSet], *, desc: str = "", progress=None):
         """(sample, prediction, from_cache) over the chosen images of every group."""
         for part in self.parts(case, images):
             yield from predict_all(part.pipeline, part.test, cache=self.cache, prepare=part.fit, desc=desc,
+                                   executor=self.executor, recipe=part.recipe,
                                    progress=self.progress if progress is None else progress)
 
     def evaluate(self, case: Case) -> CaseResult:
@@ -304,13 +331,19 @@ class Evaluator:
             return self.results[case.id]
         cfg = self.settings.config
         layers = LayerStore(self.settings.report, case.id) if self.settings.report else None
-        result = self._evaluate_images(case, lambda g: g.test, thresholds=cfg.thresholds_for(case.id), layers=layers)
-        result.extra["risk"] = self._risk(case, result)
+        result = self._evaluate_images(case, self._test_images(case), thresholds=cfg.thresholds_for(case.id),
+                                       layers=layers)
+        if self.settings.shard is not None:
+            result.extra["shard"] = self._shard_record(case)
+        train_scores = self._good_train_scores(case, result)
+        if train_scores is not None:  # kept so `fmtest merge` recomputes the risk figures from the rows
+            result.extra["train_scores"] = train_scores
+        result.extra["risk"] = self._risk(result, train_scores)
         findings = self.data_quality(case.dataset)
         if findings:
             result.extra["data_quality"] = findings
         regression = []
-        if self.baseline is not None:
+        if self.baseline is not None and self.settings.shard is None:  # a shard's share: `fmtest merge` compares
             comparison = compare_case(result, self.baseline, cfg.baseline_tolerance,
                                       n_resamples=cfg.bootstrap_resamples, seed=cfg.seed)
             comparison.record(result)
@@ -338,6 +371,7 @@ class Evaluator:
             case, self.parts(case, images), thresholds, has_masks=dataset.has_masks,
             dataset_fingerprint=dataset.fingerprint, cache=self.cache, progress=self.progress,
             n_resamples=cfg.bootstrap_resamples, seed=cfg.seed, n_thumbnails=n_thumbnails, desc=desc, layers=layers,
+            executor=self.executor,
         )
 
     def data_quality(self, name: str) -> list[dict]:
@@ -393,11 +427,13 @@ class Evaluator:
         chosen = set(test.ids[: int(opts["n_images"])] if opts.get("n_images") else test.ids)
         clean = [i for i in base.images if i.id in chosen]
         perturb = PERTURBATIONS[perturbation]
+        shard_of = self._test_images(case)
         seed = self.settings.config.seed
         rows = []
         for level in ladder:
             def perturbed(group: Group, level=level) -> SampleSet:
-                return SampleSet([_perturbed_ref(r, perturb, level, seed) for r in group.test.refs if r.id in chosen])
+                return SampleSet([_perturbed_ref(r, perturb, level, seed) for r in shard_of(group).refs
+                                  if r.id in chosen])
 
             run = self._evaluate_images(case, perturbed, thresholds={}, n_thumbnails=0,
                                         desc=f"{case.id} {perturbation}={level:g}")
@@ -409,16 +445,37 @@ class Evaluator:
                                  max_metric_drop=float(opts.get("max_metric_drop", 0.05)),
                                  min_clean_recall=float(floor))
 
-    def _risk(self, case: Case, result: CaseResult) -> dict:
-        """Risk figures; a scoring pipeline's operating point is set on good TRAINING images only (not for a
+    def _test_images(self, case: Case) -> Callable[[Group], SampleSet]:
+        """Each group's (or fold's) test images, or under --fm-shard only this shard's: chosen per dataset
+        group, so every case of a shard, cross-validated or not, sees the same images."""
+        shard = self.settings.shard
+        if shard is None:
+            return lambda g: g.test
+        chosen = {r for g in self.groups(case.dataset) for r in shard.refs(g.test)}
+        return lambda g: g.test.filter(lambda r: r in chosen)
+
+    def _shard_record(self, case: Case) -> dict:
+        """What `fmtest merge` needs of a shard: which one it is, and where its images stand in the whole
+        case's image order (so the merged rows, and their bootstrap intervals, equal an unsharded run's)."""
+        everything = [r for g in self.case_groups(case) for r in g.test.refs]
+        mine = self._test_images(case)
+        chosen = {r for g in self.case_groups(case) for r in mine(g).refs}
+        return {"shard": str(self.settings.shard), "n_images": len(everything),
+                "positions": [i for i, r in enumerate(everything) if r in chosen]}
+
+    def _good_train_scores(self, case: Case, result: CaseResult) -> list[float] | None:
+        """Scores of good TRAINING images, where a scoring pipeline's operating point is set (not for a
         cross-validated pipeline: its training images are the scored ones, seen by the model)."""
-        opts = self.settings.config.risk
-        train_scores = None
         cross_validated = self.settings.config.pipeline_class(case.pipeline).cross_validation_folds
-        if result.images and all(i.score is not None for i in result.images) and not cross_validated:
-            n = int(opts.get("n_train_scores", 40))
-            train_scores = [p.score for _, p, _ in
-                            self.predict(case, lambda g: g.train.filter(lambda r: r.label == "OK")[:n], progress=False)]
+        if not result.images or any(i.score is None for i in result.images) or cross_validated:
+            return None
+        n = int(self.settings.config.risk.get("n_train_scores", 40))
+        return [p.score for _, p, _ in
+                self.predict(case, lambda g: g.train.filter(lambda r: r.label == "OK")[:n], progress=False)]
+
+    def _risk(self, result: CaseResult, train_scores: list[float] | None) -> dict:
+        """Risk figures at the operating point; recall at the false-alarm budget when `train_scores` are known."""
+        opts = self.settings.config.risk
         return risk_summary(result.images, train_scores,
                             target_slip_rate=float(opts.get("target_slip_rate", 0.01)),
                             false_alarm_budget=float(opts.get("false_alarm_budget", 0.01)))

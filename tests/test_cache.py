@@ -364,3 +364,29 @@ def test_a_writable_cache_opens_and_the_probe_leaves_no_entry(tmp_path):
     cache = PredictionCache.open_or_none(tmp_path / "cache")
     assert cache is not None and cache.info()["entries"] == 0
     cache.close()
+
+
+def test_merging_shard_caches_is_a_union_keeping_the_newer_entry_and_skipping_damaged_ones(tmp_path, capsys):
+    """Shards on a network file system each write their own cache folder; `fmtest cache merge` joins them."""
+    with PredictionCache(tmp_path / "shard1") as one:
+        one.put_many("fp", "m", {"a": Prediction(label="OK", score=0.1), "b": Prediction(label="OK", score=0.2)},
+                     pipeline="padim")
+    with PredictionCache(tmp_path / "shard2") as two:
+        two.put_many("fp", "m", {"b": Prediction(label="NOK", score=0.9), "c": Prediction(label="NOK", score=0.8),
+                                 "d": Prediction(label="OK", score=0.3)}, pipeline="padim")
+    conn = sqlite3.connect(tmp_path / "shard2" / DB_NAME)
+    (payload,) = conn.execute("SELECT payload FROM predictions WHERE image_sha256 = 'd'").fetchone()
+    conn.execute("UPDATE predictions SET payload = ? WHERE image_sha256 = 'd'", (payload + b"\0",))
+    conn.commit()
+    conn.close()
+    assert _cli(["cache", "merge", str(tmp_path / "shard1"), str(tmp_path / "shard2"),
+                 "--into", str(tmp_path / "all")]) == 0
+    out = capsys.readouterr().out
+    assert "shard1: 2 entries merged" in out and "shard2: 2 entries merged, 1 damaged entries skipped" in out
+    with PredictionCache(tmp_path / "all") as merged:
+        found = merged.get_many("fp", "m", ["a", "b", "c", "d"])
+    assert {k: p.score for k, p in found.items()} == {"a": 0.1, "b": 0.9, "c": 0.8}  # b: shard2 wrote it later
+    with PredictionCache(tmp_path / "shard1") as one:
+        assert one.merge_from(tmp_path / "all") == (2, 0)  # b (newer) and c; its own a is not newer
+    with pytest.raises(ConfigError, match="no prediction cache to merge"):
+        PredictionCache(tmp_path / "all").merge_from(tmp_path / "nowhere")

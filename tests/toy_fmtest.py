@@ -5,6 +5,7 @@ Registered into fmtest's name registries by the pytester conftest in tests/test_
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,6 +130,28 @@ class ToyInterrupt(Pipeline):
 
     def predict(self, samples):
         raise KeyboardInterrupt
+
+
+class ToyCrashOnce(ToyThreshold):
+    """Its process dies on the first batch it is given (once per work_dir): a Ray actor killed mid-case."""
+
+    name = "toy_crash_once"
+
+    def predict(self, samples):
+        flag = Path(self.context.work_dir) / "crashed-once"
+        if not flag.exists():
+            flag.touch()
+            os._exit(1)
+        return super().predict(samples)
+
+
+class ToyAlwaysCrash(ToyThreshold):
+    """Raises on every batch: a model that cannot run on the worker."""
+
+    name = "toy_always_crash"
+
+    def predict(self, samples):
+        raise RuntimeError("toy model exploded")
 
 
 class ToyNoWeights(Pipeline):

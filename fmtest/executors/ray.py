@@ -1,0 +1,136 @@
+"""Prediction fan-out to Ray actors: each actor builds and fits the group's pipeline once (on its own GPU
+when `[executor] num_gpus` gives it one) and predicts the batches it is sent; the controller streams the
+answers back in order and alone writes the cache, scores and reports.
+
+A batch whose actor died (process killed, out of memory) or whose pipeline raised is sent once more, to a
+fresh actor if the old one is gone; a second failure ends the case with a WorkerError quoting the actor's error.
+Needs `pip install fmtest[ray]`. The address is `--fm-ray-address`, else `$RAY_ADDRESS`, else `[executor]
+address`; `local` starts a cluster inside this process, `auto` joins the one `ray start --head` started here.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from fmtest.errors import ConfigError
+from fmtest.executors import Answers, Batches, PipelineRecipe, WorkerError
+from fmtest.pipelines.base import Pipeline
+
+BATCHES_IN_FLIGHT_PER_ACTOR = 2  # one predicting, one queued: an actor never waits for the controller
+_END = object()
+
+
+class Predictor:
+    """The actor's body: one fitted pipeline, built on the first batch."""
+
+    def __init__(self, recipe: PipelineRecipe, device: str):
+        self.recipe, self.device = recipe, device
+        self.pipeline: Pipeline | None = None
+
+    def predict(self, samples):
+        if self.pipeline is None:
+            self.pipeline = self.recipe.build(self.device)
+        t0 = time.perf_counter()
+        predictions = self.pipeline.predict(samples)
+        return predictions, time.perf_counter() - t0
+
+
+@dataclass
+class _Batch:
+    todo: list
+    future: object = None  # the ObjectRef of (predictions, seconds); None for an empty batch
+    slot: int = 0
+    actor: object = None
+
+
+class RayExecutor:
+    def __init__(self, address: str | None = None, actors: int = 2, num_gpus: float = 0.0, num_cpus: float = 1.0):
+        self.address = address or os.environ.get("RAY_ADDRESS") or "local"
+        self.n_actors, self.num_gpus, self.num_cpus = int(actors), float(num_gpus), float(num_cpus)
+        self._ray = None
+        self._started_here = False
+
+    def _connect(self):
+        if self._ray is None:
+            try:
+                import ray
+            except ImportError:
+                raise ConfigError("--fm-executor=ray needs Ray: pip install 'fmtest[ray]'") from None
+            if not ray.is_initialized():
+                ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
+                self._started_here = True
+            self._ray = ray
+        return self._ray
+
+    def predict_batches(self, pipeline: Pipeline, batches: Batches, *, prepare: Callable[[], None] | None = None,
+                        recipe: PipelineRecipe | None = None) -> Answers:
+        if recipe is None:
+            raise ConfigError(f"pipeline {pipeline.name}: this part has no recipe to build it on a Ray actor")
+        ray = self._connect()
+        actor_class = ray.remote(num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_restarts=0)(Predictor)
+        recipe_ref = ray.put(recipe)
+        device = "cuda" if self.num_gpus else "cpu"
+        actors: list = []
+
+        def start():
+            return actor_class.remote(recipe_ref, device)
+
+        def submit(batch: _Batch) -> _Batch:
+            while len(actors) <= batch.slot:  # actors start on first need: a cached part starts none
+                actors.append(start())
+            batch.actor = actors[batch.slot]
+            batch.future = batch.actor.predict.remote(batch.todo)
+            return batch
+
+        slots = itertools.cycle(range(self.n_actors))
+        pending: collections.deque[_Batch] = collections.deque()
+        source = iter(batches)
+        try:
+            while True:
+                while len(pending) < self.n_actors * BATCHES_IN_FLIGHT_PER_ACTOR:
+                    todo = next(source, _END)
+                    if todo is _END:
+                        break
+                    pending.append(submit(_Batch(todo, slot=next(slots))) if todo else _Batch(todo))
+                if not pending:
+                    return
+                batch = pending.popleft()
+                yield self._answer(ray, batch, actors, start, submit, pipeline.name) if batch.todo else ([], 0.0)
+        finally:
+            for actor in actors:
+                ray.kill(actor)
+
+    def _answer(self, ray, batch: _Batch, actors: list, start, submit, name: str):
+        """The batch's answers; a failure re-runs it once (on a fresh actor when its actor died)."""
+        for attempt in (1, 2):
+            try:
+                return ray.get(batch.future)
+            except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as e:
+                if attempt == 2:
+                    raise WorkerError(f"pipeline {name}: a batch of {len(batch.todo)} image(s) from "
+                                      f"{batch.todo[0].id} failed twice on Ray actors: {_actor_error(e)}") from None
+                if isinstance(e, ray.exceptions.RayActorError) and actors[batch.slot] is batch.actor:
+                    actors[batch.slot] = start()
+                submit(batch)
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        """Shut down a cluster this executor started; one it joined keeps running."""
+        if self._ray is not None and self._started_here:
+            self._ray.shutdown()
+        self._ray = None
+
+
+def _actor_error(error: Exception) -> str:
+    """One line from Ray's error: the pipeline's own exception, or why the actor died."""
+    cause = getattr(error, "cause", None)
+    if isinstance(cause, Exception) and not type(cause).__module__.startswith("ray."):
+        return f"{type(cause).__name__}: {cause}"
+    text = re.sub(r"\s+", " ", str(error)).strip()
+    return text[:400]
