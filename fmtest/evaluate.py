@@ -27,7 +27,7 @@ from fmtest.pipelines.base import Pipeline, Prediction, Task
 from fmtest.verdict.gates import judge, metric_of_threshold
 from fmtest.verdict.layers import MANIFEST_KEY, LayerStore
 from fmtest.verdict.results import CaseResult, ImageResult, Thumbnail
-from fmtest.verdict.scoring import breakdown, score_images
+from fmtest.verdict.scoring import badness, breakdown, score_images
 
 N_THUMBNAILS = 8
 
@@ -184,7 +184,7 @@ def evaluate_case(
         for k, v in ({} if from_cache else prediction.usage).items():  # a cache hit cost nothing this run
             if isinstance(v, int | float):
                 usage[k] = usage.get(k, 0.0) + float(v)
-        entry = (_badness(sample, prediction, iou), next(tiebreak), sample, prediction, iou)
+        entry = (badness(sample.label, prediction.label, iou), next(tiebreak), sample, prediction, iou)
         if len(worst) < n_thumbnails:
             heapq.heappush(worst, entry)
         elif worst and entry[0] > worst[0][0]:
@@ -214,12 +214,6 @@ def evaluate_case(
     result.thresholds = {k: float(v) for k, v in thresholds.items() if metric_of_threshold(k) in result.metrics}
     result.duration_s = time.perf_counter() - started
     return judge(result)
-
-
-def _badness(sample: Sample, prediction: Prediction, iou: float | None) -> float:
-    """Orders images for the 'worst images' strip: wrong verdicts first, then poor overlap."""
-    wrong = 2.0 if prediction.label != sample.label else 0.0
-    return wrong + (1.0 - iou if iou is not None and sample.label == NOK else 0.0)
 
 
 def image_iou(sample: Sample, prediction: Prediction) -> float:

@@ -15,13 +15,12 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-from fmtest.data.sample import NOK
 from fmtest.errors import DataError
 from fmtest.fsutil import atomic_write
 from fmtest.verdict.gates import judge
 from fmtest.verdict.regression import compare_case, format_regression, load_baseline
-from fmtest.verdict.results import CaseResult, ImageResult, RunResults, read_json
-from fmtest.verdict.scoring import breakdown, risk_summary, score_images
+from fmtest.verdict.results import CaseResult, ImageResult, RunResults, case_properties, read_json
+from fmtest.verdict.scoring import badness, breakdown, risk_summary, score_images
 
 N_THUMBNAILS = 8  # as many as one case of an unsharded run shows
 SHARD_KEY = "shard"  # a shard's record, in the run's config and in each case's extra
@@ -180,14 +179,9 @@ def _images_in_order(parts: list[CaseResult]) -> list[ImageResult]:
 
 def _worst_thumbnails(parts: list[CaseResult], images: list[ImageResult]) -> list:
     """The shards' thumbnails, worst first: wrong verdicts, then poor overlap (as evaluate ranks them)."""
-    order = {row.id: (-_badness(row), i) for i, row in enumerate(images)}
+    order = {row.id: (-badness(row.label, row.predicted, row.iou), i) for i, row in enumerate(images)}
     thumbnails = {t.id: t for p in parts for t in p.thumbnails if t.id in order}
     return sorted(thumbnails.values(), key=lambda t: order[t.id])[:N_THUMBNAILS]
-
-
-def _badness(row: ImageResult) -> float:
-    wrong = 2.0 if row.predicted != row.label else 0.0
-    return wrong + (1.0 - row.iou if row.iou is not None and row.label == NOK else 0.0)
 
 
 def _cache(case: CaseResult) -> dict:
@@ -199,24 +193,6 @@ def _finite(x) -> bool:
 
 
 # -- JUnit ------------------------------------------------------------------------------------------
-def case_properties(case: CaseResult) -> dict[str, object]:
-    """A case's figures as JUnit properties: metrics, thresholds (threshold_<name>), breakdown (iou[carpet])."""
-    props: dict[str, object] = {"pipeline": case.pipeline, "dataset": case.dataset, "task": case.task}
-    props.update({k: _fmt(v) for k, v in case.metrics.items()})
-    props.update({f"threshold_{k}": _fmt(v) for k, v in case.thresholds.items()})
-    for part, figures in case.breakdown.items():
-        props.update({f"{k}[{part}]": _fmt(v) for k, v in figures.items()})
-    if case.model_sha256:
-        props["model_sha256"] = case.model_sha256
-    return props
-
-
-def _fmt(v):
-    if isinstance(v, float):
-        return "nan" if math.isnan(v) else round(v, 6)
-    return v
-
-
 def junit_xml(results: RunResults) -> str:
     """One testcase per case, named as the suite's tests are, its figures as properties."""
     outcomes = [c.outcome for c in results.cases]

@@ -12,7 +12,6 @@ beside the tests named, or a test that asks for an fmtest case.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import shutil
 import tempfile
@@ -296,29 +295,10 @@ def _progress_visible(config, run: FmRun):
 
 def _record(node, result: CaseResult) -> None:
     """Metrics become test properties, so JUnit XML carries the same numbers as the JSON."""
-    props = {"pipeline": result.pipeline, "dataset": result.dataset, "task": result.task}
-    for k, v in result.metrics.items():
-        props[k] = _fmt(v)
-    for k, v in result.thresholds.items():
-        props[f"threshold_{k}"] = _fmt(v)
-    for part, figures in result.breakdown.items():  # iou[carpet], f2[void], ...
-        for k, v in figures.items():
-            props[f"{k}[{part}]"] = _fmt(v)
-    for k in ("prompt_tokens", "output_tokens", "cost_usd"):  # what an API pipeline spent on this run
-        if k in result.extra.get("usage", {}):
-            props[k] = _fmt(result.extra["usage"][k])
-    if result.model_sha256:
-        props["model_sha256"] = result.model_sha256
-    if result.outcome == "skipped" and result.message:
-        props["skip_reason"] = result.message
+    from fmtest.verdict.results import case_properties
+
     existing = {k for k, _ in node.user_properties}
-    node.user_properties.extend((k, v) for k, v in props.items() if k not in existing)
-
-
-def _fmt(v):
-    if isinstance(v, float):
-        return "nan" if math.isnan(v) else round(v, 6)
-    return v
+    node.user_properties.extend((k, v) for k, v in case_properties(result).items() if k not in existing)
 
 
 @pytest.hookimpl(hookwrapper=True)

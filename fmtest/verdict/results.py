@@ -194,3 +194,27 @@ def perturbation_of(case: CaseResult) -> str:
     if isinstance(rows, list) and rows and isinstance(rows[0], dict) and isinstance(rows[0].get("perturbation"), str):
         return rows[0]["perturbation"]
     return case.id.removeprefix(f"{case.pipeline}-{case.dataset}-")
+
+
+def case_properties(case: CaseResult) -> dict[str, object]:
+    """A case's figures as JUnit test properties: metrics, thresholds (`threshold_<name>`), breakdown
+    (`iou[carpet]`), what an API pipeline spent, the model, a skip's reason. The plugin and `fmtest merge`
+    both write these, so their JUnit files carry the same names."""
+    props: dict[str, object] = {"pipeline": case.pipeline, "dataset": case.dataset, "task": case.task}
+    props.update({k: _property(v) for k, v in case.metrics.items()})
+    props.update({f"threshold_{k}": _property(v) for k, v in case.thresholds.items()})
+    for part, figures in case.breakdown.items():
+        props.update({f"{k}[{part}]": _property(v) for k, v in figures.items()})
+    usage = case.extra.get("usage") if isinstance(case.extra.get("usage"), dict) else {}
+    props.update({k: _property(usage[k]) for k in ("prompt_tokens", "output_tokens", "cost_usd") if k in usage})
+    if case.model_sha256:
+        props["model_sha256"] = case.model_sha256
+    if case.outcome == "skipped" and case.message:
+        props["skip_reason"] = case.message
+    return props
+
+
+def _property(value):
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else round(value, 6)
+    return value
