@@ -12,12 +12,12 @@ import importlib
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from fmtest import __version__
 from fmtest.errors import FmtestError
 
-COMMAND_MODULES = ("fmtest.models.commands", "fmtest.cache", "fmtest.report.history", "fmtest.config",
-                   "fmtest.merge")
+COMMAND_MODULES = ("fmtest.models.commands", "fmtest.cache", "fmtest.report.history", "fmtest.config")
 _BINARY_UNITS = ("KiB", "MiB", "GiB", "TiB")
 
 
@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register_cli(sub)
+    _register_merge(sub)
     return parser
 
 
@@ -71,3 +72,37 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _register_merge(subparsers: argparse._SubParsersAction) -> None:
+    """`fmtest merge`: the results of a sharded run (fmtest.merge) into one verdict, JSON, HTML and JUnit."""
+    parser = subparsers.add_parser("merge", help="join the results of a sharded run (--fm-shard=K/N) into one verdict")
+    parser.add_argument("shards", nargs="+", type=Path, metavar="RESULTS", help="each shard's --fm-results JSON")
+    parser.add_argument("--results", type=Path, required=True, help="write the merged JSON results here")
+    parser.add_argument("--report", type=Path, help="write the HTML scoreboard here")
+    parser.add_argument("--junitxml", type=Path, help="write JUnit XML (one testcase per case) here")
+    parser.add_argument("--baseline", type=Path, help="earlier JSON results; a metric that drops by more than "
+                        "the tolerance fails")
+    parser.set_defaults(func=_cli_merge)
+
+
+def _cli_merge(args: argparse.Namespace) -> int:
+    """Exit 1 when a case failed or could not be judged, as the pytest run would."""
+    from fmtest.fsutil import atomic_write
+    from fmtest.merge import junit_xml, merge_files
+    from fmtest.report.terminal import render_scoreboard
+    from fmtest.verdict.regression import load_baseline
+    from fmtest.verdict.results import write_json
+
+    baseline = load_baseline(args.baseline) if args.baseline else None
+    results = merge_files(args.shards, baseline)
+    write_json(results, args.results)
+    if args.report:
+        from fmtest.report.html import write_html
+
+        write_html(results, args.report)
+    if args.junitxml:
+        atomic_write(args.junitxml, junit_xml(results))
+    print(render_scoreboard(results))
+    print(f"merged {len(args.shards)} shard(s) into {args.results}")
+    return 1 if any(c.outcome in ("failed", "error") for c in results.cases) else 0

@@ -9,16 +9,14 @@ given twice, are refused with one line naming the mismatch and the files.
 
 from __future__ import annotations
 
-import argparse
 import math
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
 from fmtest.errors import DataError
-from fmtest.fsutil import atomic_write
 from fmtest.verdict.gates import judge
-from fmtest.verdict.regression import compare_case, format_regression, load_baseline
+from fmtest.verdict.regression import compare_case, format_regression
 from fmtest.verdict.results import CaseResult, ImageResult, RunResults, case_properties, read_json
 from fmtest.verdict.scoring import badness, breakdown, risk_summary, score_images
 
@@ -211,34 +209,3 @@ def junit_xml(results: RunResults) -> str:
     root = ET.Element("testsuites")
     root.append(suite)
     return ET.tostring(root, encoding="unicode", xml_declaration=True)
-
-
-# -- command line -------------------------------------------------------------------------------------
-def register_cli(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("merge", help="join the results of a sharded run (--fm-shard=K/N) into one verdict")
-    parser.add_argument("shards", nargs="+", type=Path, metavar="RESULTS", help="each shard's --fm-results JSON")
-    parser.add_argument("--results", type=Path, required=True, help="write the merged JSON results here")
-    parser.add_argument("--report", type=Path, help="write the HTML scoreboard here")
-    parser.add_argument("--junitxml", type=Path, help="write JUnit XML (one testcase per case) here")
-    parser.add_argument("--baseline", type=Path, help="earlier JSON results; a metric that drops by more than "
-                        "the tolerance fails")
-    parser.set_defaults(func=_cli_merge)
-
-
-def _cli_merge(args: argparse.Namespace) -> int:
-    """Exit 1 when a case failed or could not be judged, as the pytest run would."""
-    from fmtest.report.terminal import render_scoreboard
-    from fmtest.verdict.results import write_json
-
-    baseline = load_baseline(args.baseline) if args.baseline else None
-    results = merge_files(args.shards, baseline)
-    write_json(results, args.results)
-    if args.report:
-        from fmtest.report.html import write_html
-
-        write_html(results, args.report)
-    if args.junitxml:
-        atomic_write(args.junitxml, junit_xml(results))
-    print(render_scoreboard(results))
-    print(f"merged {len(args.shards)} shard(s) into {args.results}")
-    return 1 if any(c.outcome in ("failed", "error") for c in results.cases) else 0

@@ -149,6 +149,12 @@ def plan_cases(settings: Settings, task: str) -> list[Case]:
     """
     if task == "comparison":
         return _comparison_cases(settings)
+    study = settings.config.study_cases  # a preset that names its grid ([study] cases) runs exactly that
+    cases = [c for c in _applicable_cases(settings, task) if study is None or c.id in study]
+    return cases
+
+
+def _applicable_cases(settings: Settings, task: str) -> list[Case]:
     cases = []
     for d in settings.datasets:
         has_masks = dataset_has_masks(settings.config, d)
@@ -339,6 +345,8 @@ class Evaluator:
         if train_scores is not None:  # kept so `fmtest merge` recomputes the risk figures from the rows
             result.extra["train_scores"] = train_scores
         result.extra["risk"] = self._risk(result, train_scores)
+        if case.id in cfg.study_results:  # the published number, shown beside the case
+            result.extra["study"] = dict(cfg.study_results[case.id])
         findings = self.data_quality(case.dataset)
         if findings:
             result.extra["data_quality"] = findings

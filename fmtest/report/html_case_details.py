@@ -27,7 +27,7 @@ ALWAYS_SHOWN_COLUMNS = ("id", "label", "predicted", "outcome")
 IMAGE_OUTCOMES = (("correct", "correct"), ("found", "found (defect flagged)"), ("passed", "passed (good part OK)"),
                   ("miss", "all misses"), ("slip", "slip (defect passed as OK)"),
                   ("false alarm", "false alarm (good part flagged)"), ("error", "error"))
-SHOWN_ELSEWHERE = ("image_changes", "reference", "candidate", MANIFEST_KEY, "operating_threshold")  # extras with their own place in the details
+SHOWN_ELSEWHERE = ("study", "image_changes", "reference", "candidate", MANIFEST_KEY, "operating_threshold")  # extras with their own place in the details
 EXTRA_TITLES = {"regression": "Regression against the baseline", "risk": "Risk at the operating point",
                 "robustness": "Robustness", "data_quality": "Data quality", "usage": "Usage and cost",
                 "invalid_answers": "Invalid answers"}
@@ -75,6 +75,10 @@ def _detail_html(case: CaseResult, history_link: str | None) -> str:
              f"<b>{esc(case.dataset)}</b>"
              + (f" &middot; <a href='{esc(history_link, quote=True)}'>metric history</a>" if history_link else "")
              + "</p>"]
+    study = case.extra.get("study")
+    if isinstance(study, dict) and study:
+        published = ", ".join(f"{esc(k)} {esc(format_value(v, 2))}" for k, v in study.items())
+        parts.append(f"<p class='study'>Published in the study: <b>{published}</b></p>")
     if case.message:
         parts.append(f"<pre class='message'>{esc(case.message)}</pre>")
     if case.metrics or case.thresholds:

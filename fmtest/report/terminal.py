@@ -108,6 +108,9 @@ def _other_gates(case: CaseResult, main: str | None) -> str:
             shown = gate.relation if gate.met(value) else ("<" if not gate.upper else ">")
             parts.append(f"{gate.metric} {format_metric(gate.metric, value)}{shown}"
                          f"{format_metric(gate.metric, gate.limit, 2)}")
+    study = case.extra.get("study")
+    if isinstance(study, dict) and main in study:
+        parts.append(f"study: {format_metric(main, study[main], 2)}")
     for name, delta in regressed_metrics(case).items():
         parts.append(f"REGRESSED {name} {'' if delta is None else f'{delta:+.3f}'}".rstrip())
     if case.outcome == "error" and case.message:
