@@ -37,6 +37,7 @@ from fmtest.data import Dataset, dataset_class, known_datasets, load_dataset
 from fmtest.errors import ConfigError
 from fmtest.extensions import named, unknown_name
 from fmtest.pipelines import Pipeline, Task, known_pipelines, load_pipeline, pipeline_class, pipeline_task
+from fmtest.pipelines.base import PipelineContext
 from fmtest.verdict.specs import METRICS
 
 DEFAULT_PROMPT = "defect"
@@ -225,11 +226,14 @@ class SuiteConfig:
         cls = self.pipeline_class(pipeline)
         layers = self.layers(pipeline, dataset, group)
         given = self.pipeline_options(pipeline, dataset, group)
-        options = _with_defaults(cls.read_options(given), given)
+        from_table = _with_defaults(cls.read_options(given), given)
+        options = _with_defaults(cls.options_for(PipelineContext(dataset=dataset, group=group, options=given)), given)
         given_dataset = self.datasets.get(dataset, {})
         dataset_options = _with_defaults(self.dataset_class(dataset).read_options(given_dataset), given_dataset)
 
         def source(key: str) -> str:
+            if options.get(key) != from_table.get(key):
+                return f"set by {pipeline} for {dataset}{f'/{group}' if group else ''}"
             return next((layer.where for layer in reversed(layers) if key in layer.values), "default")
 
         chain, entry = [], self.pipeline_entries.get(pipeline)

@@ -144,3 +144,12 @@ def test_the_preset_runs_end_to_end_on_the_public_layouts(pytester, monkeypatch,
     supervised = cases["supervised-industrialsat"]
     assert {f"industrialsat/fold{k}" for k in range(1, 6)} <= set(supervised["breakdown"])
     result.stdout.fnmatch_lines(["*saa_plus-mvtec*study: 0.52*"])
+
+
+def test_fmtest_config_shows_saas_own_carpet_prompts(capsys):
+    from fmtest.cli import main
+
+    assert main(["config", "--config", str(PRESET), "--case", "saa_plus-mvtec", "--group", "carpet"]) == 0
+    out = capsys.readouterr().out
+    assert '"black hole", "thread"' in out and 'object_prompt = "carpet"  # set by saa_plus for mvtec/carpet' in out
+    assert "[study_results]\niou = 0.52" in out

@@ -104,6 +104,12 @@ class Pipeline(ABC):
         return parsed
 
     @classmethod
+    def options_for(cls, context: PipelineContext) -> object:
+        """The options in effect for a dataset and group: the table's, plus what a pipeline sets for them
+        (SAA+'s published per-category prompts). `fmtest config` prints these."""
+        return cls.read_options(context.options)
+
+    @classmethod
     def check_options(cls, options) -> None:
         """Ranges and combinations of the pipeline's own options (types are checked already)."""
 

@@ -94,11 +94,6 @@ class SamPipeline(Pipeline):
         self.batch_size = self.options.sam_batch_size
 
     @classmethod
-    def options_for(cls, context: PipelineContext):
-        """The options in effect for this context (a pipeline may add settings that depend on the dataset)."""
-        return cls.read_options(context.options)
-
-    @classmethod
     def read_options(cls, options: Mapping[str, object]):
         parsed = parse_options(cls.options_type, cls.name, options)
         require_choice(cls.name, "sam_variant", parsed.sam_variant, sam_variants.known_variants())
