@@ -195,3 +195,12 @@ def test_wide_resnet_saliency_without_its_checkpoint_is_unavailable(tiny_models,
                        match="wide_resnet50_2-95faca4d.pth not found.*download wide_resnet50_2_imagenet"):
         SaaPlus.check_available(PipelineContext(dataset="mvtec", options={"saliency": "wideresnet50"},
                                                 weights_dir=tmp_path))
+
+
+def test_a_case_with_published_prompts_is_checked_before_its_groups_are_known(tmp_path):
+    """`pytest suites` checks each case (no MVTec category yet): published prompts must not fail that check."""
+    from fmtest.errors import MissingWeights
+
+    context = PipelineContext(dataset="mvtec", options={"published_prompts": True}, weights_dir=tmp_path)
+    with pytest.raises(MissingWeights):  # what is missing is the checkpoint, nothing about the prompts
+        SaaPlus.check_available(context)

@@ -111,7 +111,7 @@ class SaaPlus(DetectorSamPipeline):
     @classmethod
     def check_available(cls, context: PipelineContext) -> None:
         super().check_available(context)
-        if cls.options_for(context).saliency == "wideresnet50":
+        if cls.read_options(context.options).saliency == "wideresnet50":  # a case's check: no group yet
             registry.require(imagenet_cnn.WIDE_RESNET50_KEY, context.weights_dir)
 
     @classmethod

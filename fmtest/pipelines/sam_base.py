@@ -110,7 +110,7 @@ class SamPipeline(Pipeline):
     @classmethod
     def check_available(cls, context: PipelineContext) -> None:
         require_sdks(cls.sdk_modules, cls.name)
-        cls.require_models(context, cls.options_for(context))
+        cls.require_models(context, cls.read_options(context.options))  # a case's check: no group yet
 
     @classmethod
     def require_models(cls, context: PipelineContext, options) -> None:
