@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+from collections.abc import Callable, Mapping
 from functools import cache
 from importlib.metadata import entry_points
 
@@ -56,3 +57,25 @@ def unknown_name(kind: str, name: str, known: list[str]) -> str:
     close = difflib.get_close_matches(name, known, n=1)
     hint = f" (did you mean {close[0]}?)" if close else ""
     return f"unknown {kind} {name!r}{hint}; known: {', '.join(known)}"
+
+
+def registered_names(builtins: Mapping[str, str], group: str, kind: str) -> list[str]:
+    """Built-in names in menu order, then installed ones (entry-point `group`), which may not reuse a
+    built-in name."""
+    plugins = installed(group)
+    clash = sorted(set(plugins) & set(builtins))
+    if clash:
+        raise ConfigError(f"installed {kind}(s) {', '.join(clash)} (entry-point group {group}) reuse built-in names; "
+                          "rename them")
+    return [*builtins, *sorted(plugins)]
+
+
+def registered_class(name: str, builtins: Mapping[str, str], group: str, kind: str,
+                     load: Callable[[str, str, str], type]) -> type:
+    """The class a built-in or installed name stands for, loaded and checked by `load(spec, name, what)`."""
+    if name in builtins:
+        return load(builtins[name], name, f"{kind} {name}")
+    plugins = installed(group)
+    if name in plugins:
+        return load(plugins[name], name, f"{kind} {name} (entry point {plugins[name]})")
+    raise ConfigError(unknown_name(kind, name, [*builtins, *sorted(plugins)]))

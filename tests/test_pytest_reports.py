@@ -12,6 +12,7 @@ import pytest
 
 pytest.importorskip("pytest_html")
 from toy_fmtest import SUITE_CONFIG, make_suite  # noqa: E402
+
 pytest_plugins = ["pytester"]
 SUITES = Path(__file__).parent.parent / "suites"
 TOY = Path(__file__).parent / "toy_fmtest.py"

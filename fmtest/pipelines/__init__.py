@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import get_args
 
 from fmtest.errors import ConfigError
-from fmtest.extensions import installed, load_class, named, unknown_name
+from fmtest.extensions import load_class, named, registered_class, registered_names
 from fmtest.pipelines.base import Pipeline, PipelineContext, Prediction, Task
 
 ENTRY_POINT_GROUP = "fmtest.pipelines"
@@ -39,22 +39,12 @@ TASKS: dict[str, Task] = {  # of the built-ins, so planning a run imports none o
 
 def known_pipelines() -> list[str]:
     """Built-in pipelines in menu order, then installed ones, which may not take a built-in name."""
-    plugins = installed(ENTRY_POINT_GROUP)
-    clash = sorted(set(plugins) & set(PIPELINES))
-    if clash:
-        raise ConfigError(f"installed pipeline(s) {', '.join(clash)} (entry-point group {ENTRY_POINT_GROUP}) "
-                          "reuse built-in names; rename them")
-    return [*PIPELINES, *sorted(plugins)]
+    return registered_names(PIPELINES, ENTRY_POINT_GROUP, "pipeline")
 
 
 def pipeline_class(name: str) -> type[Pipeline]:
     """The class of a built-in or installed pipeline."""
-    if name in PIPELINES:
-        return load_pipeline(PIPELINES[name], name, f"pipeline {name}")
-    plugins = installed(ENTRY_POINT_GROUP)
-    if name in plugins:
-        return load_pipeline(plugins[name], name, f"pipeline {name} (entry point {plugins[name]})")
-    raise ConfigError(unknown_name("pipeline", name, [*PIPELINES, *sorted(plugins)]))
+    return registered_class(name, PIPELINES, ENTRY_POINT_GROUP, "pipeline", load_pipeline)
 
 
 def pipeline_task(name: str) -> Task:
