@@ -155,7 +155,7 @@ def run_suite(tmp_path: Path, pipelines: str, inject: bool) -> subprocess.Comple
     (tmp_path / "suite.toml").write_text(SUITE_CONFIG)
     (tmp_path / "empty_weights").mkdir(exist_ok=True)
     (tmp_path / "tiny_models_plugin.py").write_text(textwrap.dedent(INJECT_PLUGIN))
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(tmp_path),
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join([str(tmp_path), str(Path(__file__).parent)]),
            "FMTEST_TEST_VOCAB": str(vocab_folder())}
     args = [sys.executable, "-m", "pytest", str(REPO / "suites"), f"--fm-pipeline={pipelines}",
             "--fm-dataset=satsim", f"--fm-config={tmp_path / 'suite.toml'}",
