@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from fmtest.errors import ConfigError
 from fmtest.verdict.gates import INVALID_ANSWER_GATE, MAX_PREFIX
-from fmtest.verdict.specs import METRICS
+from fmtest.verdict.specs import CASE_TASKS, METRICS
 
 
 @dataclass(frozen=True)
@@ -164,7 +164,8 @@ def threshold_settings() -> tuple[Setting, ...]:
     defaults = {"iou": 0.60, "f2": 0.80}
     settings = []
     for spec in METRICS.values():
-        if spec.higher_is_better is None or spec.kind not in ("score", "rate") or "robustness" in spec.headline_of:
+        recorded_by_cases = set(spec.recorded_by) & set(CASE_TASKS)  # a threshold can judge only these
+        if spec.higher_is_better is None or spec.kind not in ("score", "rate") or not recorded_by_cases:
             continue
         key = spec.name if spec.higher_is_better else f"{MAX_PREFIX}{spec.name}"
         bound = "minimum" if spec.higher_is_better else "maximum"

@@ -36,6 +36,9 @@ def refused(raw: dict) -> str:
     ({"thresholds": {"f_2": 0.5}}, r"^\[thresholds\] f_2: unknown key \(did you mean f2\?\)"),
     ({"thresholds": {"max_false_alarm": 0.1}},
      r"^\[thresholds\] max_false_alarm: unknown key \(did you mean max_false_alarm_rate\?\)"),
+    # robustness and comparison figures are no case's metric: a threshold on them would never judge anything
+    ({"thresholds": {"clean_recall": 0.5}}, r"^\[thresholds\] clean_recall: unknown key"),
+    ({"thresholds": {"max_new_slip_rate": 0.1}}, r"^\[thresholds\] max_new_slip_rate: unknown key"),
     ({"thresholds": {"false_alarm_rate": 0.1}}, r"^\[thresholds\] false_alarm_rate: unknown key \(did you mean "
                                                 r"max_false_alarm_rate\?\)"),  # lower is better: only a maximum
     ({"thresholds": {"max_iou": 0.1}}, r"^\[thresholds\] max_iou: unknown key"),  # higher is better: only a minimum

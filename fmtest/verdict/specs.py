@@ -11,6 +11,9 @@ import math
 from dataclasses import dataclass
 
 INTERVAL_SUFFIXES = ("_ci_low", "_ci_high")
+CASE_TASKS = ("segmentation", "classification")
+ROBUSTNESS = ("robustness",)
+COMPARISON = ("comparison",)
 
 
 @dataclass(frozen=True)
@@ -23,6 +26,7 @@ class MetricSpec:
     kind: str = "score"  # score | rate | count | seconds | throughput | delta | setting
     headline_of: tuple[str, ...] = ()  # tasks whose headline number this is
     regression_gated: bool = False  # compared against the baseline and in candidate-vs-current pairs
+    recorded_by: tuple[str, ...] = CASE_TASKS  # the tasks whose cases record it: a threshold can judge only these
     digits: int = 3
 
     @property
@@ -56,29 +60,29 @@ METRICS: dict[str, MetricSpec] = _specs(
     MetricSpec("images_per_second", "throughput of the prediction step", None, "throughput", digits=1),
     MetricSpec("fit_seconds", "time spent fitting on training images", None, "seconds", digits=1),
     MetricSpec("flip_rate", "share of verdicts that flip under a perturbation", False, "rate",
-               headline_of=("robustness",)),
-    MetricSpec("level", "severity of the perturbation at the gated level", None, "setting", digits=2),
+               headline_of=("robustness",), recorded_by=ROBUSTNESS),
+    MetricSpec("level", "severity of the perturbation at the gated level", None, "setting", digits=2, recorded_by=ROBUSTNESS),
     MetricSpec("new_slips", "defective images caught before (unperturbed, or by the reference) and passed as OK "
-               "now", False, "count"),
+               "now", False, "count", recorded_by=ROBUSTNESS + COMPARISON),
     MetricSpec("new_false_alarms", "good images passed before (unperturbed, or by the reference) and flagged NOK "
-               "now", False, "count"),
+               "now", False, "count", recorded_by=ROBUSTNESS + COMPARISON),
     MetricSpec("new_slip_rate", "share of defective images that become slips under the perturbation", False,
-               "rate"),
+               "rate", recorded_by=ROBUSTNESS),
     MetricSpec("new_false_alarm_rate", "share of good images that become false alarms under the perturbation",
-               False, "rate"),
-    MetricSpec("clean_recall", "recall of the unperturbed run on the same images", True, "rate"),
+               False, "rate", recorded_by=ROBUSTNESS),
+    MetricSpec("clean_recall", "recall of the unperturbed run on the same images", True, "rate", recorded_by=ROBUSTNESS),
     MetricSpec("clean_false_alarm_rate", "false-alarm rate of the unperturbed run on the same images", False,
-               "rate"),
+               "rate", recorded_by=ROBUSTNESS),
     MetricSpec("delta_iou", "change of IoU: perturbed minus clean run, or candidate minus reference", True,
-               "delta", headline_of=("comparison",)),
-    MetricSpec("delta_f2", "change of F2: perturbed minus clean run, or candidate minus reference", True, "delta"),
-    MetricSpec("delta_precision", "change of precision, candidate minus reference", True, "delta"),
-    MetricSpec("delta_recall", "change of recall, candidate minus reference", True, "delta"),
+               "delta", headline_of=("comparison",), recorded_by=ROBUSTNESS + COMPARISON),
+    MetricSpec("delta_f2", "change of F2: perturbed minus clean run, or candidate minus reference", True, "delta", recorded_by=ROBUSTNESS + COMPARISON),
+    MetricSpec("delta_precision", "change of precision, candidate minus reference", True, "delta", recorded_by=COMPARISON),
+    MetricSpec("delta_recall", "change of recall, candidate minus reference", True, "delta", recorded_by=COMPARISON),
     MetricSpec("delta_false_alarm_rate", "change of the false-alarm rate, candidate minus reference", False,
-               "delta"),
-    MetricSpec("fixed_slips", "defective images the reference passed and the candidate catches", None, "count"),
+               "delta", recorded_by=COMPARISON),
+    MetricSpec("fixed_slips", "defective images the reference passed and the candidate catches", None, "count", recorded_by=COMPARISON),
     MetricSpec("fixed_false_alarms", "good images the reference flagged and the candidate passes", None,
-               "count"),
+               "count", recorded_by=COMPARISON),
 )
 
 
