@@ -38,6 +38,7 @@ from fmtest.errors import ConfigError
 from fmtest.extensions import named, unknown_name
 from fmtest.pipelines import Pipeline, Task, known_pipelines, load_pipeline, pipeline_class, pipeline_task
 from fmtest.pipelines.base import PipelineContext
+from fmtest.redact import redact_option
 from fmtest.verdict.specs import METRICS
 
 DEFAULT_PROMPT = "defect"
@@ -248,7 +249,7 @@ class SuiteConfig:
                  else "[prompts]")]
         sections = [(None, [row for row in head if row]),
                     ("thresholds", [(k, v, None) for k, v in self.thresholds_for(case_id).items()]),
-                    ("pipeline_options", [(k, _redacted(k, v), source(k)) for k, v in options.items()]),
+                    ("pipeline_options", [(k, redact_option(k, v), source(k)) for k, v in options.items()]),
                     ("dataset_options", [(k, v, None if k in given_dataset else "default")
                                          for k, v in dataset_options.items()])]
         if case_id in self.study_results:
@@ -256,12 +257,6 @@ class SuiteConfig:
         where = f"config {self.path}" if self.path else "built-in defaults (no config file)"
         return f"# effective settings of case {case_id}{f', group {group}' if group else ''}; {where}\n" + \
             to_toml(sections)
-
-
-def _redacted(key: str, value: object) -> object:
-    """API keys and tokens set in the config are not printed: the output gets pasted into tickets."""
-    secret = any(word in key.lower() for word in ("key", "token", "secret", "password"))
-    return "<redacted>" if secret and value is not None else value
 
 
 def _with_defaults(parsed: object, given: dict[str, object]) -> dict[str, object]:

@@ -427,7 +427,7 @@ def pytest_unconfigure(config):
 
 
 def _config_summary(settings) -> dict:
-    from fmtest.redact import redact_values
+    from fmtest.redact import redact_option, redact_values
 
     cfg = settings.config
     return {
@@ -435,17 +435,11 @@ def _config_summary(settings) -> dict:
         "datasets": settings.datasets, "pipelines": settings.pipelines,
         "thresholds": cfg.thresholds, "case_thresholds": cfg.case_thresholds,
         "baseline_tolerance": cfg.baseline_tolerance, "device": settings.device,
-        "pipeline_options": {p: redact_values(_redact(o)) for p, o in cfg.pipelines.items()},
+        "pipeline_options": {p: {k: redact_option(k, v) for k, v in o.items()} for p, o in cfg.pipelines.items()},
         "dataset_options": redact_values(cfg.datasets), "prompts": cfg.prompts,
         "bootstrap_resamples": cfg.bootstrap_resamples, "seed": cfg.seed,
         "risk": cfg.risk, "shard": str(settings.shard) if settings.shard else None,
     }
-
-
-def _redact(options: dict) -> dict:
-    """Keys and tokens set in the config must not end up in a results file that CI uploads."""
-    secret = ("key", "token", "secret", "password")
-    return {k: ("<redacted>" if any(s in k.lower() for s in secret) else v) for k, v in options.items()}
 
 
 __all__ = ["ConfigError", "check_case"]

@@ -31,3 +31,14 @@ def redact_values(value: object) -> object:
     if isinstance(value, list | tuple):
         return type(value)(redact_values(v) for v in value)
     return value
+
+
+SECRET_WORDS = ("key", "token", "secret", "password")
+
+
+def redact_option(name: str, value: object) -> object:
+    """An option as it may be shown: hidden whole when its name says it is a secret (`api_key`), else
+    with every URL's credentials removed."""
+    if value is not None and any(word in name.lower() for word in SECRET_WORDS):
+        return REDACTED
+    return redact_values(value)

@@ -280,10 +280,12 @@ def test_fmtest_config_prints_the_effective_settings_of_a_case_as_toml(tmp_path,
 
 def test_fmtest_config_hides_secrets_it_prints(tmp_path, capsys):
     path = tmp_path / "fmtest.toml"
-    path.write_text('[pipelines.openai_vlm]\napi_key = "sk-secret"\nmodel = "m"\n')
+    path.write_text('[pipelines.openai_vlm]\napi_key = "sk-secret"\nmodel = "m"\n'
+                    'base_url = "http://user:PASS@gateway/v1"\n')
     assert fmtest_main(["config", "--config", str(path), "--case", "openai_vlm-satsim"]) == 0
     out = capsys.readouterr().out
     assert "sk-secret" not in out and 'api_key = "<redacted>"' in out
+    assert "PASS" not in out and 'base_url = "http://<redacted>@gateway/v1"' in out
 
 
 def test_fmtest_config_checks_a_file_and_names_what_it_defines(tmp_path, capsys):
