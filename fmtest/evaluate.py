@@ -24,12 +24,11 @@ from fmtest.executors import Executor, PipelineRecipe
 from fmtest.executors.local import LocalExecutor
 from fmtest.overlay import overlay_thumbnail
 from fmtest.pipelines.base import Pipeline, Prediction, Task
+from fmtest.verdict.comparison import comparison_id
 from fmtest.verdict.gates import judge, metric_of_threshold
 from fmtest.verdict.layers import MANIFEST_KEY, LayerStore
-from fmtest.verdict.results import CaseResult, ImageResult, Thumbnail
-from fmtest.verdict.scoring import badness, breakdown, score_images
-
-N_THUMBNAILS = 8
+from fmtest.verdict.results import N_THUMBNAILS, CaseResult, ImageResult, Thumbnail
+from fmtest.verdict.scoring import badness, record_invalid_answers, score_case
 
 
 @dataclass(frozen=True)
@@ -44,7 +43,7 @@ class Case:
     @property
     def id(self) -> str:
         if self.against is not None:
-            return f"{self.pipeline}-vs-{self.against}-{self.dataset}"
+            return comparison_id(self.pipeline, self.against, self.dataset)
         return f"{self.pipeline}-{self.dataset}"
 
 
@@ -197,16 +196,14 @@ def evaluate_case(
                         config_fingerprint=fingerprints[0] if len(fingerprints) == 1 else
                         hashlib.sha256("".join(fingerprints).encode()).hexdigest()[:16],
                         dataset_fingerprint=dataset_fingerprint)
-    result.metrics = score_images(images, task=case.task if scored_segmentation else "classification",
-                                  n_resamples=n_resamples, seed=seed)
-    result.breakdown = breakdown(images, task=case.task if scored_segmentation else "classification")
+    score_case(result, task=case.task if scored_segmentation else "classification", n_resamples=n_resamples,
+               seed=seed)
     n_predicted = timing.get("images", 0)
     result.metrics["images_per_second"] = n_predicted / timing["seconds"] if n_predicted else math.nan
     result.metrics["fit_seconds"] = fit_seconds["fit"]
     result.thumbnails = [_thumbnail(s, p, iou) for _, _, s, p, iou in sorted(worst, key=lambda e: -e[0])]
     result.extra["cache"] = {"hits": n_cached, "predicted": n_predicted}
-    result.extra["invalid_answers"] = sum(i.error is not None for i in images)
-    result.metrics["invalid_answer_rate"] = result.extra["invalid_answers"] / len(images) if images else math.nan
+    record_invalid_answers(result)
     if layers is not None:
         result.extra[MANIFEST_KEY] = layers.manifest()
     if usage:

@@ -16,11 +16,10 @@ from pathlib import Path
 
 from fmtest.errors import DataError
 from fmtest.verdict.gates import judge
-from fmtest.verdict.regression import compare_case, format_regression
-from fmtest.verdict.results import CaseResult, ImageResult, RunResults, case_properties, read_json
-from fmtest.verdict.scoring import badness, breakdown, risk_summary, score_images
+from fmtest.verdict.regression import baseline_failures
+from fmtest.verdict.results import N_THUMBNAILS, CaseResult, ImageResult, RunResults, case_properties, read_json
+from fmtest.verdict.scoring import badness, record_invalid_answers, risk_summary, score_case
 
-N_THUMBNAILS = 8  # as many as one case of an unsharded run shows
 SHARD_KEY = "shard"  # a shard's record, in the run's config and in each case's extra
 
 
@@ -118,16 +117,14 @@ def merge_case(parts: list[CaseResult], config: dict, baseline: RunResults | Non
     result = CaseResult(id=first.id, pipeline=first.pipeline, dataset=first.dataset, task=first.task, images=images,
                         model_sha256=first.model_sha256, config_fingerprint=first.config_fingerprint,
                         dataset_fingerprint=first.dataset_fingerprint, thresholds=dict(first.thresholds))
-    result.metrics = score_images(images, task=task, n_resamples=n_resamples, seed=seed)
-    result.breakdown = breakdown(images, task=task)
+    score_case(result, task=task, n_resamples=n_resamples, seed=seed)
     predicted = sum(_cache(p)["predicted"] for p in parts)
     seconds = sum(_cache(p)["predicted"] / p.metrics["images_per_second"] for p in parts
                   if _cache(p)["predicted"] and _finite(p.metrics.get("images_per_second")))
     result.metrics["images_per_second"] = predicted / seconds if seconds else math.nan
     result.metrics["fit_seconds"] = sum(p.metrics.get("fit_seconds") or 0.0 for p in parts)
     result.extra["cache"] = {"hits": sum(_cache(p)["hits"] for p in parts), "predicted": predicted}
-    result.extra["invalid_answers"] = sum(i.error is not None for i in images)
-    result.metrics["invalid_answer_rate"] = result.extra["invalid_answers"] / len(images) if images else math.nan
+    record_invalid_answers(result)
     usage: dict[str, float] = {}
     for p in parts:
         for k, v in (p.extra.get("usage") or {}).items():
@@ -136,7 +133,6 @@ def merge_case(parts: list[CaseResult], config: dict, baseline: RunResults | Non
         result.extra["usage"] = usage
     result.thumbnails = _worst_thumbnails(parts, images)
     result.duration_s = sum(p.duration_s or 0.0 for p in parts)
-    judge(result)
     train_scores = first.extra.get("train_scores")
     if train_scores is not None:
         result.extra["train_scores"] = train_scores
@@ -148,11 +144,8 @@ def merge_case(parts: list[CaseResult], config: dict, baseline: RunResults | Non
         result.extra["data_quality"] = first.extra["data_quality"]
     regression = []
     if baseline is not None:
-        comparison = compare_case(result, baseline, float(config.get("baseline_tolerance", 0.02)),
-                                  n_resamples=n_resamples, seed=seed)
-        comparison.record(result)
-        if comparison.regressed:
-            regression.append("regression against the baseline: " + format_regression(comparison))
+        regression = baseline_failures(result, baseline, float(config.get("baseline_tolerance", 0.02)),
+                                       n_resamples=n_resamples, seed=seed)
     return judge(result, regression)
 
 

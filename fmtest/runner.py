@@ -20,15 +20,15 @@ from fmtest.data import Dataset, Group, SampleRef, SampleSet
 from fmtest.data.folds import stratified_folds
 from fmtest.data.shards import Shard
 from fmtest.errors import ConfigError
-from fmtest.evaluate import N_THUMBNAILS, Case, Part, evaluate_case, predict_all
+from fmtest.evaluate import Case, Part, evaluate_case, predict_all
 from fmtest.executors import EXECUTORS, PipelineRecipe, make_executor
 from fmtest.fsutil import atomic_write
 from fmtest.pipelines import Pipeline, PipelineContext
 from fmtest.verdict.comparison import compare_candidate
 from fmtest.verdict.gates import judge
 from fmtest.verdict.layers import LayerStore
-from fmtest.verdict.regression import compare_case, format_regression, load_baseline
-from fmtest.verdict.results import CaseResult, results_json
+from fmtest.verdict.regression import baseline_failures, load_baseline
+from fmtest.verdict.results import N_THUMBNAILS, CaseResult, results_json
 from fmtest.verdict.robustness import invariance_row, robustness_result
 from fmtest.verdict.scoring import risk_summary
 
@@ -217,6 +217,7 @@ class Evaluator:
         self._groups: dict[str, list[Group]] = {}
         self._pipelines: dict[tuple[str, str], Pipeline] = {}
         self._fitted: set[tuple[str, str]] = set()
+        self._data_fingerprints: dict[tuple, str] = {}
         self._findings: dict[str, list[dict]] = {}
         self._cache = None
         self._executor = None
@@ -302,7 +303,16 @@ class Evaluator:
     def _data_fingerprint(self, name: str, group: Group) -> str:
         """What a pipeline may learn from: dataset options, the training images' ids, labels and content
         (sha256 of the decoded image), the reference image. A training image replaced under the same name
-        changes the key, so its predictions are made again."""
+        changes the key, so its predictions are made again.
+
+        Computed once per training set and process: every pipeline of a dataset, and the guardrails, share it
+        instead of decoding the training images again. A fold's training set is keyed by its ids."""
+        key = (name, group.name, tuple(r.id for r in group.train.refs))
+        if key not in self._data_fingerprints:
+            self._data_fingerprints[key] = self._hash_training_data(name, group)
+        return self._data_fingerprints[key]
+
+    def _hash_training_data(self, name: str, group: Group) -> str:
         h = hashlib.sha256(json.dumps(self.settings.config.datasets.get(name, {}), sort_keys=True, default=str).encode())
         h.update(group.name.encode())
         for ref in group.train.refs:
@@ -352,11 +362,8 @@ class Evaluator:
             result.extra["data_quality"] = findings
         regression = []
         if self.baseline is not None and self.settings.shard is None:  # a shard's share: `fmtest merge` compares
-            comparison = compare_case(result, self.baseline, cfg.baseline_tolerance,
-                                      n_resamples=cfg.bootstrap_resamples, seed=cfg.seed)
-            comparison.record(result)
-            if comparison.regressed:
-                regression.append("regression against the baseline: " + format_regression(comparison))
+            regression = baseline_failures(result, self.baseline, cfg.baseline_tolerance,
+                                           n_resamples=cfg.bootstrap_resamples, seed=cfg.seed)
         self.results[case.id] = judge(result, regression)
         return result
 

@@ -157,6 +157,15 @@ def compare_case(case: CaseResult, baseline: RunResults, tolerance: float, *, n_
                                seed=seed)[case.id]
 
 
+def baseline_failures(case: CaseResult, baseline: RunResults, tolerance: float, *, n_resamples: int = 1000,
+                      seed: int = 0) -> list[str]:
+    """Compare a case with the baseline, record the comparison in it, and say why it fails, if it does
+    (the failures `judge` adds to the thresholds')."""
+    comparison = compare_case(case, baseline, tolerance, n_resamples=n_resamples, seed=seed)
+    comparison.record(case)
+    return ["regression against the baseline: " + format_regression(comparison)] if comparison.regressed else []
+
+
 def recorded_comparisons(current: RunResults, baseline: RunResults) -> dict[str, CaseComparison]:
     """The run's comparisons as its cases recorded them, plus the baseline's cases this run lacks."""
     out = {c.id: comparison for c in current.cases if (comparison := CaseComparison.recorded(c)) is not None}

@@ -36,6 +36,9 @@ class ImageResult:
     defect_type: str | None = None  # from the dataset (MVTec folder, labels.csv column, satsim's kind)
 
 
+N_THUMBNAILS = 8  # the worst images a case keeps as thumbnails, fresh or merged from shards
+
+
 @dataclass
 class Thumbnail:
     """A small PNG (base64) of the image with predicted mask and ground truth drawn over it."""

@@ -11,7 +11,7 @@ import numpy as np
 
 from fmtest import metrics
 from fmtest.data.sample import NOK
-from fmtest.verdict.results import ImageResult
+from fmtest.verdict.results import CaseResult, ImageResult
 
 
 def nok_arrays(images: list[ImageResult]) -> tuple[np.ndarray, np.ndarray]:
@@ -35,6 +35,19 @@ def score_images(images: list[ImageResult], *, task: str, n_resamples: int = 100
         ious = np.array([i.iou for i in images if i.label == NOK and i.iou is not None], dtype=float)
         out.update(metrics.segmentation_summary(ious, n_resamples=n_resamples, seed=seed))
     return {k: float(v) for k, v in out.items()}
+
+
+def score_case(case: CaseResult, *, task: str, n_resamples: int = 1000, seed: int = 0) -> None:
+    """Fill a case's metrics and breakdown from its per-image rows: the one scoring of a case, fresh or
+    merged from shards."""
+    case.metrics = score_images(case.images, task=task, n_resamples=n_resamples, seed=seed)
+    case.breakdown = breakdown(case.images, task=task)
+
+
+def record_invalid_answers(case: CaseResult) -> None:
+    """How many answers were unusable, and their share: the gate's `max_invalid_answer_rate` reads it."""
+    case.extra["invalid_answers"] = sum(i.error is not None for i in case.images)
+    case.metrics["invalid_answer_rate"] = case.extra["invalid_answers"] / len(case.images) if case.images else math.nan
 
 
 def breakdown(images: list[ImageResult], *, task: str) -> dict[str, dict[str, float]]:
