@@ -83,6 +83,7 @@ _GDINO_FILES = (
     PinnedFile("vocab.txt", 231_508, "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"),
 )
 _TORCHVISION_URL = "https://download.pytorch.org/models/"
+_BERT_VOCAB = PinnedFile("vocab.txt", 231_508, "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3")
 _GDINO_RELEASES = "https://github.com/IDEA-Research/GroundingDINO/releases/download/"
 
 WEIGHTS: dict[str, WeightSpec] = {
@@ -128,13 +129,13 @@ WEIGHTS: dict[str, WeightSpec] = {
                         "needs bert_base_uncased_vocab)",
         ),
         WeightSpec(
-            key="bert_base_uncased_vocab", filename="bert-base-uncased", size=231_508,
-            sha256="07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
+            key="bert_base_uncased_vocab", filename="bert-base-uncased", size=_BERT_VOCAB.size,
+            sha256=_BERT_VOCAB.sha256,
             url="https://huggingface.co/bert-base-uncased/resolve/86b5e0934494bd15c9632b12f734a8a67f723594/",
             license="Apache-2.0",
             description="bert-base-uncased WordPiece vocabulary: the tokenizer of the original GroundingDINO .pth files",
             main_file="vocab.txt",
-            files=(PinnedFile("vocab.txt", 231_508, "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"),),
+            files=(_BERT_VOCAB,),
         ),
         WeightSpec(
             key="clip_vit_b16_openai", filename="ViT-B-16.pt", size=None,

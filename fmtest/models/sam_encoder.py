@@ -64,10 +64,6 @@ class EncoderSettings:
         """What can change the embedding: images encoded under equal keys may share it."""
         return f"{self.precision}/{self.attention}/{'compiled' if self.compile else 'eager'}"
 
-    @property
-    def is_reference(self) -> bool:
-        return self.attention == "reference" and not self.compile
-
 
 class SdpaAttention(torch.nn.Module):
     """segment_anything's `Attention` computed by `F.scaled_dot_product_attention`.

@@ -53,7 +53,7 @@ from fmtest.data.sample import LABELS, NOK, OK, Label, Sample, SampleSet
 from fmtest.errors import ConfigError, DataError, Unavailable
 from fmtest.extras import require_sdks
 from fmtest.pipelines.base import Pipeline, PipelineContext, Prediction
-from fmtest.pipelines.options import parse_options, table
+from fmtest.pipelines.options import parse_options, require_choice, table
 from fmtest.redact import redact
 from fmtest.sqlite_wal import open_wal
 
@@ -121,10 +121,11 @@ class VLMSettings:
                      accepted: frozenset[str]) -> VLMSettings:
         """Validate `options` (names, types, ranges) over the pipeline's `defaults`."""
         settings = parse_options(cls, pipeline, options, defaults=defaults, accepted=accepted)
-        settings._check_ranges(table(pipeline))
+        settings._check_ranges(pipeline)
         return settings
 
-    def _check_ranges(self, where: str) -> None:
+    def _check_ranges(self, pipeline: str) -> None:
+        where = table(pipeline)
         if not 1 <= self.concurrency <= VLMPipeline.batch_size:
             raise ConfigError(f"concurrency must be 1 to {VLMPipeline.batch_size}, got {self.concurrency}", where)
         if self.max_attempts < 1:
@@ -135,10 +136,9 @@ class VLMSettings:
                      "price_output_per_mtok"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}", where)
-        for name, choices in (("sampling", SAMPLING_MODES), ("answer_format", ANSWER_FORMATS),
-                              ("border_fill", BORDER_FILLS)):
-            if getattr(self, name) not in choices:
-                raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}", where)
+        require_choice(pipeline, "sampling", self.sampling, SAMPLING_MODES)
+        require_choice(pipeline, "answer_format", self.answer_format, ANSWER_FORMATS)
+        require_choice(pipeline, "border_fill", self.border_fill, BORDER_FILLS)
 
     def cost_usd(self, prompt_tokens: int, output_tokens: int) -> float:
         return (prompt_tokens * self.price_input_per_mtok + output_tokens * self.price_output_per_mtok) / 1e6

@@ -3,7 +3,8 @@ request comment or a GitLab page, where the team already looks.
 
 One row per thresholded metric of a case: verdict, value with its 95 % interval, threshold, change
 against the baseline, and the names of the images the case got wrong (slips first, the costly kind).
-Skipped cases are listed by reason below the table. Reads only the results and the verdict layer.
+Skipped cases are listed by reason below the table. Reads the results, the verdict layer and the HTML
+scoreboard's shared pieces (how an image went wrong, how an interval reads), so both pages agree.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from fmtest.fsutil import atomic_write
+from fmtest.report.html_case_charts import image_outcome
+from fmtest.report.html_format import metric_interval
 from fmtest.verdict.gates import Gate, gates, main_metric
 from fmtest.verdict.results import OUTCOME_WORD, CaseResult, ImageResult, RunResults
 from fmtest.verdict.specs import format_value
@@ -77,9 +80,9 @@ def _judged_metrics(case: CaseResult) -> list[tuple[str, Gate | None]]:
 def _metric_cells(case: CaseResult, name: str, gate: Gate | None) -> list[str]:
     value = case.metrics.get(name)
     text = format_value(value)
-    lo, hi = case.metrics.get(f"{name}_ci_low"), case.metrics.get(f"{name}_ci_high")
-    if lo is not None and hi is not None:
-        text += f" [{format_value(lo)}, {format_value(hi)}]"
+    interval = metric_interval(case, name)
+    if interval:
+        text += f" {interval}"
     threshold = "–"
     if gate is not None:
         threshold = f"{'≤' if gate.upper else '≥'} {format_value(gate.limit, 2)}"
@@ -112,8 +115,7 @@ def failing_images_cell(case: CaseResult) -> str:
         return ""
     kinds = {"slip": [], "false alarm": [], "error": []}
     for image in wrong[:MAX_IMAGE_NAMES]:
-        kind = "error" if image.error is not None else ("slip" if image.label == "NOK" else "false alarm")
-        kinds[kind].append(f"`{_inline(image.id)}`")
+        kinds[image_outcome(image)].append(f"`{_inline(image.id)}`")
     parts = [f"{kind}: {', '.join(names)}" for kind, names in kinds.items() if names]
     more = len(wrong) - MAX_IMAGE_NAMES
     return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
