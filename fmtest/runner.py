@@ -217,7 +217,6 @@ class Evaluator:
         self._groups: dict[str, list[Group]] = {}
         self._pipelines: dict[tuple[str, str], Pipeline] = {}
         self._fitted: set[tuple[str, str]] = set()
-        self._data_fingerprints: dict[tuple, str] = {}
         self._findings: dict[str, list[dict]] = {}
         self._cache = None
         self._executor = None
@@ -303,16 +302,7 @@ class Evaluator:
     def _data_fingerprint(self, name: str, group: Group) -> str:
         """What a pipeline may learn from: dataset options, the training images' ids, labels and content
         (sha256 of the decoded image), the reference image. A training image replaced under the same name
-        changes the key, so its predictions are made again.
-
-        Computed once per training set and process: every pipeline of a dataset, and the guardrails, share it
-        instead of decoding the training images again. A fold's training set is keyed by its ids."""
-        key = (name, group.name, tuple(r.id for r in group.train.refs))
-        if key not in self._data_fingerprints:
-            self._data_fingerprints[key] = self._hash_training_data(name, group)
-        return self._data_fingerprints[key]
-
-    def _hash_training_data(self, name: str, group: Group) -> str:
+        changes the key, so its predictions are made again."""
         h = hashlib.sha256(json.dumps(self.settings.config.datasets.get(name, {}), sort_keys=True, default=str).encode())
         h.update(group.name.encode())
         for ref in group.train.refs:
