@@ -22,7 +22,7 @@ import numpy as np
 
 from fmtest.data.sample import Sample, SampleRef, SampleSet
 from fmtest.evaluate import predict_all
-from fmtest.executors import PipelineRecipe
+from fmtest.executors import PipelineRecipe, make_executor
 from fmtest.executors.local import LocalExecutor
 from fmtest.pipelines.base import Pipeline, PipelineContext, Prediction
 
@@ -72,16 +72,15 @@ def main(argv=None) -> int:
     FixedCost.cost_s = args.cost_ms / 1000
     import ray
 
-    from fmtest.executors.ray import RayExecutor
-
     ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "benchmarks")])}})
     n, cost = args.n_images, FixedCost.cost_s
     print(f"{n} images, {args.cost_ms:g} ms CPU each, {os.cpu_count()} CPU core(s) seen, Ray cluster of {args.cpus}")
     print(f"{'executor':<16}{'wall s':>9}{'images/s':>10}{'ideal s':>9}{'overhead ms/img':>17}")
     reference = None
-    for label, executor, workers in (("local", LocalExecutor(), 1), ("ray, 1 actor", RayExecutor(actors=1), 1),
-                                     ("ray, 2 actors", RayExecutor(actors=2), 2)):
+    for label, executor, workers in (("local", LocalExecutor(), 1),
+                                     ("ray, 1 actor", make_executor("ray", {"actors": 1}), 1),
+                                     ("ray, 2 actors", make_executor("ray", {"actors": 2}), 2)):
         wall, answers = run(executor, n)
         reference = reference or answers
         same = "" if answers == reference else "  DIFFERENT ANSWERS"

@@ -6,22 +6,38 @@ rotation, and brightness/contrast changes from the recording. We therefore
 1. estimate the rotation (and optionally the scale) from the Fourier magnitude spectra, which do
    not depend on translation: in (log-)polar coordinates a rotation becomes a shift that phase
    correlation finds in one step, whatever the angle. The spectrum cannot tell θ from θ+180°, and
-   on weakly structured images the estimate can be wrong, so θ, θ+180° and 0° are all tried;
+   on weakly structured images the estimate can be wrong, so θ, θ+180°, 0° and 180° are all tried;
 2. find the translation for each candidate by windowed phase correlation (robust to global
-   brightness changes, exact to about half a pixel) and keep the candidate whose warped overlap
-   correlates best with the reference;
-3. refine to sub-pixel accuracy with OpenCV's ECC (enhanced correlation coefficient), which is
-   invariant to contrast/brightness and converges reliably once started within a few pixels.
+   brightness changes, exact to about half a pixel);
+3. refine each distinct orientation to sub-pixel accuracy with OpenCV's ECC (enhanced correlation
+   coefficient), which is invariant to contrast/brightness and converges reliably once started
+   within a few pixels, and keep the one whose warped overlap correlates best with the reference.
 
 ECC alone fails beyond a few pixels or degrees; phase correlation alone is biased by a few
 tenths of a pixel; together they are both robust and precise. Quality is the zero-mean normalised
 cross-correlation (NCC) of the overlap after warping: about 1 for the same part, about 0 for
-unrelated content. An image that cannot be aligned is reported with `ok=False` and its quality,
-never raised on: the caller decides what an unreliable alignment means for its answer.
+unrelated content. An image that cannot be aligned is reported with `ok=False`, its quality and the
+reason (`failure`), never raised on: the caller decides what an unreliable alignment means.
+
+Same answer on every machine: the discrete choices here must not hang on the last bit, which
+differs between CPU instruction sets (OpenCV's and numpy's SIMD paths round differently).
+- The magnitude spectrum of a real image is point-symmetric, so its polar form repeats every 180°;
+  correlating the full circle gave two equal peaks (θ and θ+180°) and rounding picked one. The
+  angle is found on the half circle (period 180°), where there is one peak, and both θ and θ+180°
+  are candidates, beside 0° and 180°.
+- Every distinct orientation is refined and the refined NCCs compared; refined NCCs within
+  `_NCC_TIE` of the best are a tie, broken by a rule: the smallest rotation wins (parts are
+  usually placed the same way round).
+- `cv2.warpPolar` leaves the samples whose interpolation reaches past the image unwritten unless
+  told to fill them (`WARP_FILL_OUTLIERS`); unwritten memory holding a NaN bit pattern poisoned the
+  estimate depending on what the process had freed before.
+- Anything non-finite (pixels, an estimate, a matrix) makes the alignment a failure with its reason,
+  never an NCC of 0 that a worse candidate could lose to, nor an overlap of min(1, NaN) = 1.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -36,6 +52,9 @@ _ECC_CRITERIA = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 100, 1e-5)
 # A residual beyond these means ECC ran away from a coarse estimate that was good to ~1 px / 1 deg.
 _ECC_MAX_SHIFT = 0.05  # share of the working size
 _ECC_MAX_TILT_DEG = 3.0
+# Coarse candidates whose NCC differs by less than this are a tie; rounding differences between
+# machines are below 1e-5, real differences between orientations of one part above 1e-3.
+_NCC_TIE = 1e-4
 
 
 @dataclass(frozen=True)
@@ -46,7 +65,8 @@ class Alignment:
     `angle_deg` and `scale` are its rotation (OpenCV convention: positive = counter-clockwise as
     displayed) and scale; `dx`, `dy` its translation (the reference position of image pixel (0, 0)).
     `quality` is the NCC of the overlap in [0, 1], `overlap` the shared area over the smaller of
-    the two images' areas, `ok` whether both are high enough to trust the alignment.
+    the two images' areas, `ok` whether both are high enough to trust the alignment; `failure`
+    says why not, in words a report can show.
     """
 
     dx: float
@@ -57,6 +77,7 @@ class Alignment:
     quality: float
     overlap: float
     ok: bool
+    failure: str | None = None
 
 
 def _gray(image: np.ndarray) -> np.ndarray:
@@ -71,15 +92,30 @@ def estimate_alignment(image: np.ndarray, reference: np.ndarray, *, allow_scale:
                        min_quality: float = 0.5) -> Alignment:
     """Register `image` to `reference` (translation + rotation, and scale if `allow_scale`)."""
     img, ref = _gray(image), _gray(reference)
+    for what, gray in (("image", img), ("reference", ref)):
+        if not np.isfinite(gray).all():
+            return _failed(f"the {what} has non-finite pixel values (NaN or Inf)")
     factor = min(1.0, _WORK_SIZE / max(*img.shape, *ref.shape))
     img_w, ref_w = _standardise(_resize(img, factor)), _standardise(_resize(ref, factor))
-    coarse = _coarse_alignment(img_w, ref_w, allow_scale)
-    matrix_w = _refine_ecc(img_w, ref_w, coarse, allow_scale)
+    matrix_w = _register(img_w, ref_w, allow_scale)
+    if matrix_w is None:
+        return _failed("no orientation gives a defined correlation with the reference")
     matrix = _to_full_resolution(matrix_w, factor)
     quality = _ncc(img_w, ref_w, matrix_w)
     overlap = _overlap(img_w.shape, ref_w.shape, matrix_w)
-    return _make_alignment(matrix, quality, overlap,
-                           ok=bool(quality >= min_quality and overlap >= _MIN_OVERLAP))
+    if not (np.isfinite(matrix).all() and np.isfinite(quality) and np.isfinite(overlap)):
+        return _failed("the estimate is not finite")
+    failure = None
+    if quality < min_quality:
+        failure = f"quality {quality:.2f} below {min_quality:.2f}"
+    elif overlap < _MIN_OVERLAP:
+        failure = f"overlap {overlap:.2f} with the reference below {_MIN_OVERLAP:.2f}"
+    return _make_alignment(matrix, quality, overlap, failure)
+
+
+def _failed(reason: str) -> Alignment:
+    return Alignment(dx=0.0, dy=0.0, angle_deg=0.0, scale=1.0, matrix=np.eye(2, 3), quality=0.0, overlap=0.0,
+                     ok=False, failure=reason)
 
 
 def warp_to_reference(image: np.ndarray, alignment: Alignment, shape: tuple[int, ...], *,
@@ -120,12 +156,12 @@ def _warp(array: np.ndarray, matrix: np.ndarray, shape: tuple[int, ...], inverse
     return out.reshape((h, w, *array.shape[2:]))  # warpAffine drops a trailing channel axis of size 1
 
 
-def _make_alignment(matrix: np.ndarray, quality: float, overlap: float, ok: bool) -> Alignment:
+def _make_alignment(matrix: np.ndarray, quality: float, overlap: float, failure: str | None) -> Alignment:
     a, b = matrix[0, 0], matrix[1, 0]
     return Alignment(dx=float(matrix[0, 2]), dy=float(matrix[1, 2]),
-                     angle_deg=float(np.degrees(np.arctan2(-b, a))), scale=float(np.hypot(a, b)),
+                     angle_deg=_rotation_of(matrix), scale=float(np.hypot(a, b)),
                      matrix=np.asarray(matrix, dtype=np.float64), quality=float(np.clip(quality, 0.0, 1.0)),
-                     overlap=float(overlap), ok=ok)
+                     overlap=float(overlap), ok=failure is None, failure=failure)
 
 
 def _resize(gray: np.ndarray, factor: float) -> np.ndarray:
@@ -155,22 +191,73 @@ def _pad_square(gray: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
-def _coarse_alignment(img: np.ndarray, ref: np.ndarray, allow_scale: bool) -> np.ndarray:
-    """Best of (0°, θ, θ+180°) by NCC, each with its phase-correlation translation."""
+@dataclass(frozen=True)
+class _Candidate:
+    rotation: float  # degrees in (-180, 180]
+    matrix: np.ndarray  # working resolution, image -> reference
+    ncc: float
+
+
+def _register(img: np.ndarray, ref: np.ndarray, allow_scale: bool) -> np.ndarray | None:
+    """The refined working-resolution matrix of the best orientation; None when no candidate gives a
+    finite NCC.
+
+    Coarse NCC says little about which orientation wins once refined (on near-symmetric parts the
+    two ends of a half turn are a few thousandths apart refined and a tenth apart coarse), so the
+    best coarse candidate of each orientation (candidates within ECC's reach count as one) is refined
+    and the refined NCCs decide, near-ties (`_NCC_TIE`) going to the smallest rotation.
+    """
+    candidates = sorted(_coarse_candidates(img, ref, allow_scale), key=lambda c: -c.ncc)
+    orientations: list[_Candidate] = []
+    for c in candidates:
+        if not any(_same_orientation(c, kept) for kept in orientations):
+            orientations.append(c)
+    refined = []
+    for c in orientations:
+        matrix = _refine_ecc(img, ref, c.matrix, allow_scale)
+        ncc = _ncc(img, ref, matrix)
+        if np.isfinite(ncc):
+            refined.append(_Candidate(_rotation_of(matrix), matrix, ncc))
+    if not refined:
+        return None
+    best = max(c.ncc for c in refined)
+    return min((c for c in refined if c.ncc >= best - _NCC_TIE), key=lambda c: abs(c.rotation)).matrix
+
+
+def _coarse_candidates(img: np.ndarray, ref: np.ndarray, allow_scale: bool) -> list[_Candidate]:
+    """0°, 180° and the estimated θ, θ+180°, each with its phase-correlation translation and NCC
+    (candidates whose NCC is undefined are left out)."""
     size = max(*img.shape, *ref.shape)
     img_sq, ref_sq = _pad_square(img, size), _pad_square(ref, size)
     angle, scale = _rotation_scale(img_sq, ref_sq, allow_scale)
+    orientations = [(0.0, 1.0), (180.0, 1.0)]
+    if np.isfinite(angle) and np.isfinite(scale):
+        orientations += [(angle, scale), (angle + 180.0, scale)]
     centre = (size / 2.0, size / 2.0)
-    best, best_ncc = None, -np.inf
-    for candidate, cand_scale in ((0.0, 1.0), (angle, scale), (angle + 180.0, scale)):
-        rot = cv2.getRotationMatrix2D(centre, candidate, cand_scale)
+    out = []
+    for rotation, cand_scale in orientations:
+        rot = cv2.getRotationMatrix2D(centre, rotation, cand_scale)
         rotated = cv2.warpAffine(img_sq, rot, (size, size), flags=cv2.INTER_LINEAR)
         matrix = rot.copy()
         matrix[:, 2] += _phase_shift(ref_sq, rotated)
         ncc = _ncc(img, ref, matrix)
-        if ncc > best_ncc:
-            best, best_ncc = matrix, ncc
-    return best
+        if np.isfinite(ncc):
+            out.append(_Candidate(_wrap_degrees(rotation), matrix, ncc))
+    return out
+
+
+def _same_orientation(a: _Candidate, b: _Candidate) -> bool:
+    """Within ECC's reach of each other: refining either ends in the same place."""
+    return abs(_wrap_degrees(a.rotation - b.rotation)) <= _ECC_MAX_TILT_DEG
+
+
+def _rotation_of(matrix: np.ndarray) -> float:
+    return float(np.degrees(np.arctan2(-matrix[1, 0], matrix[0, 0])))
+
+
+def _wrap_degrees(angle: float) -> float:
+    """The same rotation in (-180, 180]."""
+    return 180.0 - (180.0 - angle) % 360.0
 
 
 def _phase_shift(ref: np.ndarray, moved: np.ndarray) -> np.ndarray:
@@ -187,16 +274,18 @@ def _log_spectrum(gray: np.ndarray) -> np.ndarray:
 
 
 def _rotation_scale(img: np.ndarray, ref: np.ndarray, allow_scale: bool) -> tuple[float, float]:
-    """Angle (deg) and scale that map `img` onto `ref`, from phase correlation of polar spectra."""
+    """Angle (deg, in [-90, 90)) and scale that map `img` onto `ref` up to a half turn, from phase
+    correlation of the polar spectra over the half circle (the spectrum repeats every 180°)."""
     size = img.shape[0]
     centre, radius = (size / 2.0, size / 2.0), size / 2.0
     n_angle, n_radius = 360, size // 2
-    flags = cv2.INTER_LINEAR | (cv2.WARP_POLAR_LOG if allow_scale else cv2.WARP_POLAR_LINEAR)
-    polar_img = cv2.warpPolar(_log_spectrum(img), (n_radius, n_angle), centre, radius, flags)
-    polar_ref = cv2.warpPolar(_log_spectrum(ref), (n_radius, n_angle), centre, radius, flags)
+    flags = cv2.INTER_LINEAR | cv2.WARP_FILL_OUTLIERS | (cv2.WARP_POLAR_LOG if allow_scale else cv2.WARP_POLAR_LINEAR)
+    half = n_angle // 2
     # Drop the lowest frequencies: they carry the window's shape, not the part's orientation.
     cut = n_radius // 8
-    (shift_r, shift_a), _ = cv2.phaseCorrelate(polar_img[:, cut:].copy(), polar_ref[:, cut:].copy())
+    polar_img, polar_ref = (cv2.warpPolar(_log_spectrum(x), (n_radius, n_angle), centre, radius, flags)[:half, cut:]
+                            for x in (img, ref))
+    (shift_r, shift_a), _ = cv2.phaseCorrelate(np.ascontiguousarray(polar_img), np.ascontiguousarray(polar_ref))
     angle = -shift_a * 360.0 / n_angle
     scale = float(np.exp(-shift_r * np.log(radius) / n_radius)) if allow_scale else 1.0
     return float(angle), scale
@@ -218,6 +307,8 @@ def _refine_ecc(img: np.ndarray, ref: np.ndarray, coarse: np.ndarray, allow_scal
                                            covered, 5)
     except cv2.error:  # no convergence (flat or unrelated content)
         return coarse
+    if not np.isfinite(residual).all():
+        return coarse
     residual = residual.astype(np.float64)  # maps reference coords -> coarse-warped coords
     if allow_scale:
         a = (residual[0, 0] + residual[1, 1]) / 2
@@ -234,20 +325,29 @@ def _refine_ecc(img: np.ndarray, ref: np.ndarray, coarse: np.ndarray, allow_scal
 
 
 def _ncc(img: np.ndarray, ref: np.ndarray, matrix: np.ndarray) -> float:
-    """Zero-mean normalised cross-correlation of the reference and the warped image on their overlap."""
+    """Zero-mean normalised cross-correlation of the reference and the warped image on their overlap;
+    NaN when it is not defined (a non-finite matrix, no overlap, a flat image), so no caller can take
+    an undefined correlation for a poor one."""
+    if not np.isfinite(matrix).all():
+        return math.nan
     size = ref.shape[::-1]
     warped = cv2.warpAffine(img, matrix, size, flags=cv2.INTER_LINEAR)
     covered = cv2.warpAffine(np.ones_like(img, dtype=np.uint8), matrix, size, flags=cv2.INTER_NEAREST) > 0
     if covered.sum() < 16:
-        return 0.0
+        return math.nan
     a, b = warped[covered].astype(np.float64), ref[covered].astype(np.float64)
     a, b = a - a.mean(), b - b.mean()
     denom = np.sqrt((a * a).sum() * (b * b).sum())
-    return float((a * b).sum() / denom) if denom > 0 else 0.0
+    return float((a * b).sum() / denom) if denom > 0 else math.nan
 
 
 def _overlap(img_shape: tuple[int, int], ref_shape: tuple[int, int], matrix: np.ndarray) -> float:
-    """Shared area over the smaller of the two areas, so a crop of the reference still counts as whole."""
+    """Shared area over the smaller of the two areas, so a crop of the reference still counts as whole;
+    NaN for a non-finite or degenerate matrix."""
+    if not np.isfinite(matrix).all():
+        return math.nan
     covered = cv2.warpAffine(np.ones(img_shape, dtype=np.uint8), matrix, ref_shape[::-1], flags=cv2.INTER_NEAREST)
     img_area = img_shape[0] * img_shape[1] * abs(np.linalg.det(matrix[:, :2]))
+    if not img_area > 0:
+        return math.nan
     return float(min(1.0, covered.sum() / min(img_area, ref_shape[0] * ref_shape[1])))

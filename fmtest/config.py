@@ -39,6 +39,7 @@ from fmtest.extensions import named, unknown_name
 from fmtest.pipelines import Pipeline, Task, known_pipelines, load_pipeline, pipeline_class, pipeline_task
 from fmtest.pipelines.base import PipelineContext
 from fmtest.redact import redact_option
+from fmtest.rules import CompareRules, RiskRules, RunRules
 from fmtest.verdict.specs import METRICS
 
 DEFAULT_PROMPT = "defect"
@@ -46,16 +47,6 @@ DEFAULT_PROMPTS = {"industrialsat": "defect", "mvtec": "defect", "oxford_pets": 
                    "elpv": "defect", "folder": "defect"}
 RUN_OPTIONS = tuple(s.key for s in schema.RUN_SETTINGS)  # settable at top level; the command line wins
 ENTRY_KEYS = ("uses", "class", "per_dataset", "per_group")  # keys of [pipelines.<name>] that are no option
-
-
-@dataclass(frozen=True)
-class CompareSpec:
-    """`[compare.<candidate>]`: the candidate is scored against `against` on the same images."""
-
-    candidate: str
-    against: str
-    tolerance: float = 0.02
-    max_new_slips: int = 0
 
 
 @dataclass(frozen=True)
@@ -81,11 +72,11 @@ class Layer:
 @dataclass
 class SuiteConfig:
     path: Path | None = None
-    default_datasets: list[str] = field(default_factory=lambda: ["satsim", "elpv"])
+    default_datasets: list[str] = field(default_factory=lambda: list(schema.TOP.setting("default_datasets").default))
     default_pipelines: list[str] | None = None  # None: every pipeline that applies
-    thresholds: dict[str, float] = field(default_factory=lambda: {"iou": 0.60, "f2": 0.80})
+    thresholds: dict[str, float] = field(default_factory=lambda: schema.THRESHOLDS.check({}, "[thresholds]", None))
     case_thresholds: dict[str, dict[str, float]] = field(default_factory=dict)
-    baseline_tolerance: float = 0.02
+    baseline_tolerance: float = schema.BASELINE.setting("tolerance").default
     pipelines: dict[str, dict] = field(default_factory=dict)  # each table's own options, for the results JSON
     datasets: dict[str, dict] = field(default_factory=dict)  # each dataset's options
     prompts: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_PROMPTS))
@@ -93,10 +84,10 @@ class SuiteConfig:
     risk: dict = field(default_factory=lambda: schema.RISK.check({}, "[risk]", None))
     guardrails: dict = field(default_factory=lambda: schema.GUARDRAILS.check({}, "[guardrails]", None))
     run_options: dict[str, object] = field(default_factory=dict)
-    bootstrap_resamples: int = 1000
-    seed: int = 0
+    bootstrap_resamples: int = schema.TOP.setting("bootstrap_resamples").default
+    seed: int = schema.TOP.setting("seed").default
     history_url: str | None = None
-    compare: dict[str, CompareSpec] = field(default_factory=dict)
+    compare: dict[str, CompareRules] = field(default_factory=dict)
     study_results: dict[str, dict[str, float]] = field(default_factory=dict)  # case id -> metric -> published
     study_cases: list[str] | None = None  # [study] cases: the published grid; None: every applicable case
     mlflow: dict[str, str] = field(default_factory=dict)
@@ -161,6 +152,14 @@ class SuiteConfig:
                               f"a case is <pipeline>-<dataset>, pipelines: {', '.join(self.pipeline_names())}; "
                               f"datasets: {', '.join(self.dataset_names())}", self.path)
         return cases[case_id]
+
+    @property
+    def rules(self) -> RunRules:
+        """What every verdict of a run depends on besides the measured rows (recorded in the results)."""
+        return RunRules(thresholds=dict(self.thresholds), case_thresholds=dict(self.case_thresholds),
+                        bootstrap_resamples=self.bootstrap_resamples, seed=self.seed,
+                        baseline_tolerance=self.baseline_tolerance, risk=RiskRules.from_table(self.risk, self.path),
+                        compare=dict(self.compare), study_results=dict(self.study_results))
 
     # ---- the settings of one case
 
@@ -539,7 +538,7 @@ def _parse_compare(cfg: SuiteConfig, table: dict) -> None:
         _check_name(f"{where} against", checked["against"], pipelines, "pipeline", cfg.path)
         if checked["against"] == candidate:
             raise ConfigError(f"{where} against: a pipeline cannot be compared with itself", cfg.path)
-        cfg.compare[candidate] = CompareSpec(candidate, **checked)
+        cfg.compare[candidate] = CompareRules.from_table(candidate, checked, cfg.path)
 
 
 def _parse_study(cfg: SuiteConfig, table: dict) -> None:
@@ -629,4 +628,4 @@ def _cli_config(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["CompareSpec", "PipelineEntry", "SuiteConfig", "load_config", "parse_config"]
+__all__ = ["PipelineEntry", "SuiteConfig", "load_config", "parse_config"]

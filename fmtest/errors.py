@@ -32,3 +32,7 @@ class Unavailable(FmtestError):
 
 class MissingWeights(Unavailable):
     """A checkpoint file is not in the weights folder."""
+
+
+class PipelineError(FmtestError):
+    """A pipeline broke its contract (predictions per image, masks at the image's size): the case errors."""

@@ -1,7 +1,9 @@
-"""Run one case (pipeline x dataset): fit, predict in batches through the cache, score, judge.
+"""Run one case (pipeline x dataset): fit, predict in batches through the cache, record each image.
 
-This is the only place that sees a pipeline's predictions next to the ground truth; it turns
-them into a CaseResult with per-image records, metrics, intervals and the thresholds' verdict.
+This is the only place that sees a pipeline's predictions next to the ground truth; it turns them
+into per-image rows (label, answer, score, IoU) and what the run cost: a case's evidence. Judging
+it is the verdict's job (`fmtest.verdict.finish.finish_case`), the same for a fresh, a parallel or
+a merged run.
 """
 
 from __future__ import annotations
@@ -13,22 +15,23 @@ import itertools
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from fmtest import metrics
 from fmtest.data.base import Group
-from fmtest.data.sample import NOK, Sample, SampleSet
+from fmtest.data.sample import LABELS, NOK, Sample, SampleSet
+from fmtest.errors import PipelineError
 from fmtest.executors import Executor, PipelineRecipe
 from fmtest.executors.local import LocalExecutor
 from fmtest.overlay import overlay_thumbnail
 from fmtest.pipelines.base import Pipeline, Prediction, Task
 from fmtest.verdict.comparison import comparison_id
-from fmtest.verdict.gates import judge, metric_of_threshold
-from fmtest.verdict.layers import MANIFEST_KEY, LayerStore
-from fmtest.verdict.results import N_THUMBNAILS, CaseResult, ImageResult, Thumbnail
-from fmtest.verdict.scoring import badness, record_invalid_answers, score_case
+from fmtest.verdict.layers import LayerStore
+from fmtest.verdict.results import N_THUMBNAILS, ImageResult, Thumbnail
+from fmtest.verdict.scoring import badness
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,47 @@ class Case:
         if self.against is not None:
             return comparison_id(self.pipeline, self.against, self.dataset)
         return f"{self.pipeline}-{self.dataset}"
+
+
+@dataclass(frozen=True)
+class ShardSlice:
+    """Where a shard's images stand in the whole case (`fmtest merge` puts the rows back in that order)."""
+
+    shard: str  # "K/N"
+    n_images: int  # of the whole case
+    positions: tuple[int, ...]  # of this shard's rows, in the whole case's image order
+
+    def as_dict(self) -> dict:
+        return {"shard": self.shard, "n_images": self.n_images, "positions": list(self.positions)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> ShardSlice:
+        return cls(str(d["shard"]), int(d["n_images"]), tuple(int(p) for p in d["positions"]))
+
+
+@dataclass(frozen=True)
+class CaseEvidence:
+    """What a run measured for one case, before any verdict: its per-image rows and what they cost."""
+
+    id: str
+    pipeline: str
+    dataset: str
+    task: str  # how the rows are scored: "segmentation" (IoU and F2) or "classification" (F2)
+    images: Sequence[ImageResult]
+    thumbnails: Sequence[Thumbnail] = ()
+    model_sha256: str | None = None
+    config_fingerprint: str | None = None
+    dataset_fingerprint: str | None = None
+    predict_seconds: float = 0.0  # inside the pipeline's predict, over `n_predicted` images
+    n_predicted: int = 0  # images predicted this run (the rest came from the cache)
+    fit_seconds: float = 0.0
+    cache_hits: int = 0
+    duration_s: float | None = None
+    usage: Mapping[str, float] = field(default_factory=dict)  # what an API pipeline spent this run
+    train_scores: Sequence[float] | None = None  # good training images' scores: the risk table's operating point
+    data_quality: Sequence[Mapping] = ()  # guardrail findings of the dataset
+    image_layers: Mapping | None = None  # the viewer's layer manifest, when a report is written
+    shard: ShardSlice | None = None
 
 
 def predict_all(pipeline: Pipeline, samples, *, cache=None, progress: bool = True, desc: str = "",
@@ -72,12 +116,14 @@ def predict_all(pipeline: Pipeline, samples, *, cache=None, progress: bool = Tru
         for predictions, seconds in answers:
             batch, cached = looked_up.popleft()
             todo = [s for s in batch if s.sha256 not in cached]
-            fresh = dict(zip((s.sha256 for s in todo), predictions))
+            predictions = list(predictions)
+            if len(predictions) != len(todo):
+                raise PipelineError(f"pipeline {pipeline.name} returned {len(predictions)} predictions for "
+                                    f"{len(todo)} images (expected one per image, in order)")
+            fresh = {s.sha256: checked_prediction(pipeline, s, p) for s, p in zip(todo, predictions, strict=True)}
             if timing is not None and todo:
                 timing["seconds"] = timing.get("seconds", 0.0) + seconds
                 timing["images"] = timing.get("images", 0) + len(todo)
-            for sample in todo:
-                _check_prediction(pipeline, sample, fresh[sample.sha256])
             if cache is not None:  # failed answers are retried on the next run, never cached
                 cache.put_many(pipeline.fingerprint, pipeline.model_id,
                                {k: p for k, p in fresh.items() if p.error is None}, pipeline=pipeline.name)
@@ -90,15 +136,28 @@ def predict_all(pipeline: Pipeline, samples, *, cache=None, progress: bool = Tru
         bar.close()
 
 
-def _check_prediction(pipeline: Pipeline, sample: Sample, prediction: Prediction) -> None:
-    if pipeline.task == "segmentation" and prediction.error is None:
+def checked_prediction(pipeline: Pipeline, sample: Sample, prediction: Prediction) -> Prediction:
+    """The prediction, or a failed one saying what is wrong with it: an answer that is neither OK nor NOK,
+    a non-finite score, a segmentation label that contradicts its mask (NOK iff the mask marks a pixel)
+    are unusable answers, counted by the gate, never read as OK. A missing or misshapen mask is the
+    pipeline's bug and stops the case."""
+    if prediction.error is not None:
+        return prediction
+    where = f"pipeline {pipeline.name} for {sample.id}"
+    if prediction.label not in LABELS:
+        return Prediction.failed(f"{where}: answer {prediction.label!r} is neither OK nor NOK")
+    if prediction.score is not None and not (isinstance(prediction.score, int | float) and
+                                             math.isfinite(prediction.score)):
+        return Prediction.failed(f"{where}: score {prediction.score!r} is not a finite number")
+    if pipeline.task == "segmentation":
         if prediction.mask is None:
-            raise RuntimeError(f"pipeline {pipeline.name} returned no mask for {sample.id}")
+            raise PipelineError(f"{where}: no mask (a segmentation pipeline answers with one)")
         if prediction.mask.shape != sample.image.shape[:2]:
-            raise RuntimeError(
-                f"pipeline {pipeline.name} returned a {prediction.mask.shape} mask for {sample.id}, "
-                f"whose image is {sample.image.shape[:2]}"
-            )
+            raise PipelineError(f"{where}: a {prediction.mask.shape} mask for an image of {sample.image.shape[:2]}")
+        if (prediction.label == NOK) != bool(np.any(prediction.mask)):
+            return Prediction.failed(f"{where}: label {prediction.label} contradicts its mask "
+                                     f"({int(np.count_nonzero(prediction.mask))} pixels marked)")
+    return prediction
 
 
 @dataclass(frozen=True)
@@ -118,24 +177,21 @@ class Part:
                    group.load_reference, group.name, PipelineRecipe.of(pipeline, group))
 
 
-def evaluate_case(
+def collect_case(
     case: Case,
     parts: Sequence[Part],
-    thresholds: Mapping[str, float],
     *,
     has_masks: bool = True,
     dataset_fingerprint: str | None = None,
     cache=None,
     progress: bool = True,
-    n_resamples: int = 1000,
-    seed: int = 0,
     n_thumbnails: int = N_THUMBNAILS,
     desc: str | None = None,
     layers: LayerStore | None = None,
     executor: Executor | None = None,
-) -> CaseResult:
+) -> CaseEvidence:
     """Predict every test image of every part, fitting a part's pipeline only if a prediction is
-    not cached, then pool all images and score. Thresholds judge, never tune.
+    not cached, and record each image, pooled over the parts.
 
     The parts are the source of images: a case's test images, or (robustness) perturbed copies of them.
     `layers`, when given, receives every scored image's full-size layers for the scoreboard's viewer.
@@ -172,7 +228,7 @@ def evaluate_case(
             iou = image_iou(sample, prediction)
         images.append(ImageResult(
             id=sample.id, sha256=sample.sha256, label=sample.label, predicted=prediction.label,
-            score=_finite_or_none(prediction.score), iou=iou, reasoning=prediction.reasoning,
+            score=prediction.score, iou=iou, reasoning=prediction.reasoning,
             error=prediction.error, group=part.group,
             defect_type=_text_or_none(sample.meta.get("defect_type")) if sample.label == NOK else None,
         ))
@@ -191,26 +247,18 @@ def evaluate_case(
 
     first = parts[0].pipeline
     fingerprints = sorted({p.pipeline.fingerprint for p in parts})
-    result = CaseResult(id=case.id, pipeline=case.pipeline, dataset=case.dataset, task=case.task,
-                        images=images, model_sha256=first.model_id,
-                        config_fingerprint=fingerprints[0] if len(fingerprints) == 1 else
-                        hashlib.sha256("".join(fingerprints).encode()).hexdigest()[:16],
-                        dataset_fingerprint=dataset_fingerprint)
-    score_case(result, task=case.task if scored_segmentation else "classification", n_resamples=n_resamples,
-               seed=seed)
-    n_predicted = timing.get("images", 0)
-    result.metrics["images_per_second"] = n_predicted / timing["seconds"] if n_predicted else math.nan
-    result.metrics["fit_seconds"] = fit_seconds["fit"]
-    result.thumbnails = [_thumbnail(s, p, iou) for _, _, s, p, iou in sorted(worst, key=lambda e: -e[0])]
-    result.extra["cache"] = {"hits": n_cached, "predicted": n_predicted}
-    record_invalid_answers(result)
-    if layers is not None:
-        result.extra[MANIFEST_KEY] = layers.manifest()
-    if usage:
-        result.extra["usage"] = usage
-    result.thresholds = {k: float(v) for k, v in thresholds.items() if metric_of_threshold(k) in result.metrics}
-    result.duration_s = time.perf_counter() - started
-    return judge(result)
+    return CaseEvidence(
+        id=case.id, pipeline=case.pipeline, dataset=case.dataset,
+        task=case.task if scored_segmentation else "classification", images=images,
+        thumbnails=[_thumbnail(s, p, iou) for _, _, s, p, iou in sorted(worst, key=lambda e: -e[0])],
+        model_sha256=first.model_id,
+        config_fingerprint=fingerprints[0] if len(fingerprints) == 1 else
+        hashlib.sha256("".join(fingerprints).encode()).hexdigest()[:16],
+        dataset_fingerprint=dataset_fingerprint, predict_seconds=timing.get("seconds", 0.0),
+        n_predicted=timing.get("images", 0), fit_seconds=fit_seconds["fit"], cache_hits=n_cached,
+        duration_s=time.perf_counter() - started, usage=usage,
+        image_layers=layers.manifest() if layers is not None else None,
+    )
 
 
 def image_iou(sample: Sample, prediction: Prediction) -> float:
@@ -230,7 +278,3 @@ def _thumbnail(sample: Sample, prediction: Prediction, iou: float | None) -> Thu
 
 def _text_or_none(x) -> str | None:
     return None if x is None else str(x)
-
-
-def _finite_or_none(x) -> float | None:
-    return None if x is None or not math.isfinite(float(x)) else float(x)

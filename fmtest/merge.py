@@ -1,26 +1,25 @@
 """`fmtest merge`: the partial results of a sharded run (`--fm-shard=K/N`) joined into one verdict.
 
-Nothing a shard judged is kept: every metric, interval, breakdown, risk figure, threshold verdict and
-baseline comparison is recomputed from the merged per-image rows, put back in the unsharded image
-order (each shard records its images' positions), so the merged results equal an unsharded run's.
+Nothing a shard judged is kept: the merged per-image rows, put back in the unsharded image order
+(each shard records its images' positions), are finished by the one function a run finishes a case
+with (`fmtest.verdict.finish.finish_case`), with the rules the run recorded, so every metric,
+interval, breakdown, risk figure, threshold verdict and baseline comparison equals an unsharded
+run's. A candidate-vs-current pair is compared again from its two merged cases.
 Shards of different configs, code versions or datasets, and a shard set with a shard missing or
 given twice, are refused with one line naming the mismatch and the files.
 """
 
 from __future__ import annotations
 
-import math
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
 from fmtest.errors import DataError
-from fmtest.verdict.gates import judge
-from fmtest.verdict.regression import baseline_failures
-from fmtest.verdict.results import N_THUMBNAILS, CaseResult, ImageResult, RunResults, case_properties, read_json
-from fmtest.verdict.scoring import badness, record_invalid_answers, risk_summary, score_case
-
-SHARD_KEY = "shard"  # a shard's record, in the run's config and in each case's extra
+from fmtest.evaluate import CaseEvidence
+from fmtest.rules import RunRules
+from fmtest.verdict.finish import SHARD_KEY, evidence_of, finish_case, finish_comparison, merge_evidence
+from fmtest.verdict.results import CaseResult, ImageResult, RunResults, case_properties, read_json
 
 
 class MergeError(DataError):
@@ -51,8 +50,9 @@ def merge_shards(shards: list[ShardFile], baseline: RunResults | None = None) ->
     """One run from its shards; `baseline`, when given, is compared against as the run would have."""
     _check_compatible(shards)
     config = {k: v for k, v in shards[0].results.config.items() if k != SHARD_KEY}
+    rules = RunRules.from_summary(config, shards[0].path)
     first = shards[0].results
-    cases = [merge_case([s.results.case(c.id) for s in shards], config, baseline) for c in first.cases]
+    cases = [merge_case([s.results.case(c.id) for s in shards], rules, baseline) for c in first.cases]
     return RunResults(cases=cases, config={**config, SHARD_KEY: None, "merged_shards": len(shards)},
                       environment=first.environment, git_commit=first.git_commit,
                       fmtest_version=first.fmtest_version)
@@ -102,85 +102,54 @@ def _check_compatible(shards: list[ShardFile]) -> None:
                     raise MergeError(f"different {what} for case {case.id} ({field}): {head.path}, {s.path}")
 
 
-def merge_case(parts: list[CaseResult], config: dict, baseline: RunResults | None) -> CaseResult:
-    """One case from its shards, scored, judged and compared as `Evaluator.evaluate` does."""
+def merge_case(parts: list[CaseResult], rules: RunRules, baseline: RunResults | None) -> CaseResult:
+    """One case from its shards, finished as the unsharded run finishes it."""
     first = parts[0]
-    if first.task == "robustness":
-        raise MergeError(f"case {first.id}: robustness cases cannot be merged from shards; run them unsharded")
+    if first.task == "comparison":
+        return _merge_comparison(parts, rules)
+    if first.task == "robustness":  # refused when a shard starts; a file from elsewhere is refused here
+        raise MergeError(f"case {first.id}: robustness cases are not sharded; run them unsharded")
     unscored = next((p for p in parts if SHARD_KEY not in p.extra), None)
     if unscored is not None:  # skipped (weights missing) or errored before scoring in some shard
         return unscored
-    images = _images_in_order(parts)
-    segmentation = first.task == "segmentation" and any("iou" in p.metrics for p in parts)
-    task = "segmentation" if segmentation else "classification"
-    n_resamples, seed = int(config.get("bootstrap_resamples", 1000)), int(config.get("seed", 0))
-    result = CaseResult(id=first.id, pipeline=first.pipeline, dataset=first.dataset, task=first.task, images=images,
-                        model_sha256=first.model_sha256, config_fingerprint=first.config_fingerprint,
-                        dataset_fingerprint=first.dataset_fingerprint, thresholds=dict(first.thresholds))
-    score_case(result, task=task, n_resamples=n_resamples, seed=seed)
-    predicted = sum(_cache(p)["predicted"] for p in parts)
-    seconds = sum(_cache(p)["predicted"] / p.metrics["images_per_second"] for p in parts
-                  if _cache(p)["predicted"] and _finite(p.metrics.get("images_per_second")))
-    result.metrics["images_per_second"] = predicted / seconds if seconds else math.nan
-    result.metrics["fit_seconds"] = sum(p.metrics.get("fit_seconds") or 0.0 for p in parts)
-    result.extra["cache"] = {"hits": sum(_cache(p)["hits"] for p in parts), "predicted": predicted}
-    record_invalid_answers(result)
-    usage: dict[str, float] = {}
-    for p in parts:
-        for k, v in (p.extra.get("usage") or {}).items():
-            usage[k] = usage.get(k, 0.0) + float(v)
-    if usage:
-        result.extra["usage"] = usage
-    result.thumbnails = _worst_thumbnails(parts, images)
-    result.duration_s = sum(p.duration_s or 0.0 for p in parts)
-    train_scores = first.extra.get("train_scores")
-    if train_scores is not None:
-        result.extra["train_scores"] = train_scores
-    risk = config.get("risk") or {}
-    result.extra["risk"] = risk_summary(images, train_scores,
-                                        target_slip_rate=float(risk.get("target_slip_rate", 0.01)),
-                                        false_alarm_budget=float(risk.get("false_alarm_budget", 0.01)))
-    if first.extra.get("data_quality"):
-        result.extra["data_quality"] = first.extra["data_quality"]
-    regression = []
-    if baseline is not None:
-        regression = baseline_failures(result, baseline, float(config.get("baseline_tolerance", 0.02)),
-                                       n_resamples=n_resamples, seed=seed)
-    return judge(result, regression)
+    return finish_case(merge_evidence([evidence_of(p) for p in parts], _images_in_order), rules, baseline)
 
 
-def _images_in_order(parts: list[CaseResult]) -> list[ImageResult]:
+def _merge_comparison(parts: list[CaseResult], rules: RunRules) -> CaseResult:
+    """A pair compared again from its candidate's and its reference's merged cases (each shard carries both)."""
+    unmerged = next((p for p in parts if SHARD_KEY not in p.extra), None)
+    if unmerged is not None:  # skipped (a pipeline cannot run) or errored before comparing in some shard
+        return unmerged
+    sides = []
+    for side in ("candidate", "reference"):
+        cases = [CaseResult.from_dict(p.extra[SHARD_KEY][side]) for p in parts]
+        if any(SHARD_KEY not in c.extra for c in cases):  # could not be scored: the pair errors as the run's did
+            return parts[0]
+        sides.append(finish_case(merge_evidence([evidence_of(c) for c in cases], _images_in_order), rules))
+    candidate, reference = sides
+    compare = rules.compare.get(candidate.pipeline)
+    if compare is None:
+        raise MergeError(f"case {parts[0].id}: the shards' config has no [compare.{candidate.pipeline}]")
+    return finish_comparison(candidate, reference, compare, rules)
+
+
+def _images_in_order(parts: list[CaseEvidence]) -> list[ImageResult]:
     """The shards' rows at their recorded positions; a gap or an overlap means the shards do not fit."""
-    n = int(parts[0].extra[SHARD_KEY]["n_images"])
+    n = parts[0].shard.n_images
     slots: list[ImageResult | None] = [None] * n
     for p in parts:
-        record = p.extra[SHARD_KEY]
-        if int(record["n_images"]) != n or len(record["positions"]) != len(p.images):
-            raise MergeError(f"case {p.id}: shard {record['shard']} holds {len(p.images)} of "
-                             f"{record['n_images']} images, another shard counts {n}: different datasets")
-        for position, row in zip(record["positions"], p.images, strict=True):
-            if slots[position] is not None:
+        record = p.shard
+        if record.n_images != n or len(record.positions) != len(p.images):
+            raise MergeError(f"case {p.id}: shard {record.shard} holds {len(p.images)} of "
+                             f"{record.n_images} images, another shard counts {n}: different datasets")
+        for position, row in zip(record.positions, p.images, strict=True):
+            if not 0 <= position < n or slots[position] is not None:
                 raise MergeError(f"case {p.id}: image {row.id} scored by two shards")
             slots[position] = row
     missing = [i for i, row in enumerate(slots) if row is None]
     if missing:
         raise MergeError(f"case {parts[0].id}: {len(missing)} of {n} images scored by no shard")
     return slots  # type: ignore[return-value]
-
-
-def _worst_thumbnails(parts: list[CaseResult], images: list[ImageResult]) -> list:
-    """The shards' thumbnails, worst first: wrong verdicts, then poor overlap (as evaluate ranks them)."""
-    order = {row.id: (-badness(row.label, row.predicted, row.iou), i) for i, row in enumerate(images)}
-    thumbnails = {t.id: t for p in parts for t in p.thumbnails if t.id in order}
-    return sorted(thumbnails.values(), key=lambda t: order[t.id])[:N_THUMBNAILS]
-
-
-def _cache(case: CaseResult) -> dict:
-    return case.extra.get("cache") or {"hits": 0, "predicted": 0}
-
-
-def _finite(x) -> bool:
-    return isinstance(x, int | float) and math.isfinite(x) and x > 0
 
 
 # -- JUnit ------------------------------------------------------------------------------------------

@@ -68,7 +68,9 @@ class FmRun:
 
     def __init__(self, config: pytest.Config):
         from fmtest.runner import Evaluator, ResultStore, resolve_settings
+        from fmtest.threads import pin_one_thread_per_op
 
+        pin_one_thread_per_op()  # the same rows whatever the machine's core count (fmtest.threads)
         self.config = config
         worker = getattr(config, "workerinput", None)
         index = int(worker["workerid"].removeprefix("gw")) if worker else None
@@ -202,6 +204,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc):
         params, ids = [], []  # robustness multiplies the run's cost: it runs when its file is asked for
     elif extra:  # one test per (case, perturbation)
         params = [(c, x) for c in cases if _robustness_applies(run, c) for x in extra(run.settings)]
+        if params and run.settings.shard is not None:
+            raise pytest.UsageError(f"fmtest: --fm-shard={run.settings.shard}: robustness cases compare every image "
+                                    "with its perturbed copies and are not sharded; run "
+                                    f"{Path(str(metafunc.definition.path)).name} unsharded")
         ids = [f"{c.id}-{x}" for c, x in params]
     else:
         params, ids = cases, [c.id for c in cases]
@@ -427,18 +433,18 @@ def pytest_unconfigure(config):
 
 
 def _config_summary(settings) -> dict:
+    """The run's settings as the results record them: what ran, and the rules every verdict used (read back by
+    `fmtest merge`, so a merged run is judged by exactly these)."""
     from fmtest.redact import redact_option, redact_values
 
     cfg = settings.config
     return {
         "config_file": str(cfg.path) if cfg.path else None,
-        "datasets": settings.datasets, "pipelines": settings.pipelines,
-        "thresholds": cfg.thresholds, "case_thresholds": cfg.case_thresholds,
-        "baseline_tolerance": cfg.baseline_tolerance, "device": settings.device,
+        "datasets": settings.datasets, "pipelines": settings.pipelines, "device": settings.device,
         "pipeline_options": {p: {k: redact_option(k, v) for k, v in o.items()} for p, o in cfg.pipelines.items()},
         "dataset_options": redact_values(cfg.datasets), "prompts": cfg.prompts,
-        "bootstrap_resamples": cfg.bootstrap_resamples, "seed": cfg.seed,
-        "risk": cfg.risk, "shard": str(settings.shard) if settings.shard else None,
+        **cfg.rules.as_summary(),
+        "shard": str(settings.shard) if settings.shard else None,
     }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+from dataclasses import replace
 import hashlib
 import json
 import os
@@ -20,17 +21,15 @@ from fmtest.data import Dataset, Group, SampleRef, SampleSet
 from fmtest.data.folds import stratified_folds
 from fmtest.data.shards import Shard
 from fmtest.errors import ConfigError
-from fmtest.evaluate import Case, Part, evaluate_case, predict_all
+from fmtest.evaluate import Case, CaseEvidence, Part, ShardSlice, collect_case, predict_all
 from fmtest.executors import EXECUTORS, PipelineRecipe, make_executor
 from fmtest.fsutil import atomic_write
 from fmtest.pipelines import Pipeline, PipelineContext
-from fmtest.verdict.comparison import compare_candidate
-from fmtest.verdict.gates import judge
+from fmtest.verdict.finish import SHARD_KEY, finish_case, finish_comparison
 from fmtest.verdict.layers import LayerStore
-from fmtest.verdict.regression import baseline_failures, load_baseline
-from fmtest.verdict.results import N_THUMBNAILS, CaseResult, results_json
+from fmtest.verdict.regression import load_baseline
+from fmtest.verdict.results import N_THUMBNAILS, CaseResult, case_dict, results_json
 from fmtest.verdict.robustness import invariance_row, robustness_result
-from fmtest.verdict.scoring import risk_summary
 
 TASK_ORDER = {"segmentation": 0, "classification": 1, "comparison": 2, "robustness": 3}
 
@@ -332,50 +331,38 @@ class Evaluator:
                                    progress=self.progress if progress is None else progress)
 
     def evaluate(self, case: Case) -> CaseResult:
-        """The case's result, judged once: thresholds and the baseline comparison together."""
-        if case.id in self.results and self.results[case.id].outcome in ("passed", "failed"):
-            return self.results[case.id]
-        cfg = self.settings.config
+        """The case's result, finished once per process (`fmtest.verdict.finish.finish_case`)."""
+        if case.id not in self.results:
+            self.results[case.id] = finish_case(self.evidence(case), self.settings.config.rules, self.baseline)
+        return self.results[case.id]
+
+    def evidence(self, case: Case) -> CaseEvidence:
+        """What the run measures for a case: its test images' rows (this shard's under --fm-shard), the good
+        training images' scores for the risk table, the dataset's data-quality findings."""
         layers = LayerStore(self.settings.report, case.id) if self.settings.report else None
-        result = self._evaluate_images(case, self._test_images(case), thresholds=cfg.thresholds_for(case.id),
-                                       layers=layers)
-        if self.settings.shard is not None:
-            result.extra["shard"] = self._shard_record(case)
-        train_scores = self._good_train_scores(case, result)
-        if train_scores is not None:  # kept so `fmtest merge` recomputes the risk figures from the rows
-            result.extra["train_scores"] = train_scores
-        result.extra["risk"] = self._risk(result, train_scores)
-        if case.id in cfg.study_results:  # the published number, shown beside the case
-            result.extra["study"] = dict(cfg.study_results[case.id])
-        findings = self.data_quality(case.dataset)
-        if findings:
-            result.extra["data_quality"] = findings
-        regression = []
-        if self.baseline is not None and self.settings.shard is None:  # a shard's share: `fmtest merge` compares
-            regression = baseline_failures(result, self.baseline, cfg.baseline_tolerance,
-                                           n_resamples=cfg.bootstrap_resamples, seed=cfg.seed)
-        self.results[case.id] = judge(result, regression)
-        return result
+        evidence = self._collect(case, self._test_images(case), layers=layers)
+        return replace(evidence, train_scores=self._good_train_scores(case, evidence),
+                       data_quality=self.data_quality(case.dataset),
+                       shard=self._shard_slice(case) if self.settings.shard is not None else None)
 
     def compare(self, case: Case) -> CaseResult:
-        """A `[compare.<candidate>]` pair on one dataset: both cases evaluated (or reused), then compared."""
-        cfg = self.settings.config
-        spec = cfg.compare[case.pipeline]
+        """A `[compare.<candidate>]` pair on one dataset: both cases evaluated (or reused), then compared.
+        A shard's pair carries both cases, so `fmtest merge` compares the merged cases, never a share."""
+        rules = self.settings.config.rules
         candidate = self.evaluate(Case(case.pipeline, case.dataset, case.task))
         reference = self.evaluate(Case(case.against, case.dataset, case.task))
-        return compare_candidate(candidate, reference, tolerance=spec.tolerance, max_new_slips=spec.max_new_slips,
-                                 n_resamples=cfg.bootstrap_resamples, seed=cfg.seed)
+        result = finish_comparison(candidate, reference, rules.compare[case.pipeline], rules)
+        if self.settings.shard is not None:
+            result.extra[SHARD_KEY] = {"candidate": case_dict(candidate), "reference": case_dict(reference)}
+        return result
 
-    def _evaluate_images(self, case: Case, images: Callable[[Group], SampleSet], *, thresholds: dict,
-                         n_thumbnails: int = N_THUMBNAILS, desc: str | None = None,
-                         layers: LayerStore | None = None) -> CaseResult:
-        """One evaluation of the chosen images of every group, unjudged: the caller judges."""
-        cfg = self.settings.config
+    def _collect(self, case: Case, images: Callable[[Group], SampleSet], *, n_thumbnails: int = N_THUMBNAILS,
+                 desc: str | None = None, layers: LayerStore | None = None) -> CaseEvidence:
+        """The rows of the chosen images of every group."""
         dataset = self.dataset(case.dataset)
-        return evaluate_case(
-            case, self.parts(case, images), thresholds, has_masks=dataset.has_masks,
-            dataset_fingerprint=dataset.fingerprint, cache=self.cache, progress=self.progress,
-            n_resamples=cfg.bootstrap_resamples, seed=cfg.seed, n_thumbnails=n_thumbnails, desc=desc, layers=layers,
+        return collect_case(
+            case, self.parts(case, images), has_masks=dataset.has_masks, dataset_fingerprint=dataset.fingerprint,
+            cache=self.cache, progress=self.progress, n_thumbnails=n_thumbnails, desc=desc, layers=layers,
             executor=self.executor,
         )
 
@@ -440,14 +427,13 @@ class Evaluator:
                 return SampleSet([_perturbed_ref(r, perturb, level, seed) for r in shard_of(group).refs
                                   if r.id in chosen])
 
-            run = self._evaluate_images(case, perturbed, thresholds={}, n_thumbnails=0,
-                                        desc=f"{case.id} {perturbation}={level:g}")
+            run = self._collect(case, perturbed, n_thumbnails=0, desc=f"{case.id} {perturbation}={level:g}")
             rows.append(invariance_row(perturbation, level, clean, run.images))
         thresholds = self.settings.config.thresholds_for(case.id)
         floor = opts.get("min_clean_recall", thresholds.get("recall", thresholds.get("f2", 0.0)))
         return robustness_result(base, perturbation, rows, gate,
-                                 max_flip_rate=float(opts.get("max_flip_rate", 0.10)),
-                                 max_metric_drop=float(opts.get("max_metric_drop", 0.05)),
+                                 max_flip_rate=float(opts["max_flip_rate"]),
+                                 max_metric_drop=float(opts["max_metric_drop"]),
                                  min_clean_recall=float(floor))
 
     def _test_images(self, case: Case) -> Callable[[Group], SampleSet]:
@@ -459,31 +445,24 @@ class Evaluator:
         chosen = {r for g in self.groups(case.dataset) for r in shard.refs(g.test)}
         return lambda g: g.test.filter(lambda r: r in chosen)
 
-    def _shard_record(self, case: Case) -> dict:
-        """What `fmtest merge` needs of a shard: which one it is, and where its images stand in the whole
-        case's image order (so the merged rows, and their bootstrap intervals, equal an unsharded run's)."""
+    def _shard_slice(self, case: Case) -> ShardSlice:
+        """Where this shard's images stand in the whole case's image order, so the merged rows (and their
+        bootstrap intervals) equal an unsharded run's."""
         everything = [r for g in self.case_groups(case) for r in g.test.refs]
         mine = self._test_images(case)
         chosen = {r for g in self.case_groups(case) for r in mine(g).refs}
-        return {"shard": str(self.settings.shard), "n_images": len(everything),
-                "positions": [i for i, r in enumerate(everything) if r in chosen]}
+        return ShardSlice(str(self.settings.shard), len(everything),
+                          tuple(i for i, r in enumerate(everything) if r in chosen))
 
-    def _good_train_scores(self, case: Case, result: CaseResult) -> list[float] | None:
+    def _good_train_scores(self, case: Case, evidence: CaseEvidence) -> list[float] | None:
         """Scores of good TRAINING images, where a scoring pipeline's operating point is set (not for a
         cross-validated pipeline: its training images are the scored ones, seen by the model)."""
         cross_validated = self.settings.config.pipeline_class(case.pipeline).cross_validation_folds
-        if not result.images or any(i.score is None for i in result.images) or cross_validated:
+        if not evidence.images or any(i.score is None for i in evidence.images) or cross_validated:
             return None
-        n = int(self.settings.config.risk.get("n_train_scores", 40))
+        n = int(self.settings.config.risk["n_train_scores"])
         return [p.score for _, p, _ in
                 self.predict(case, lambda g: g.train.filter(lambda r: r.label == "OK")[:n], progress=False)]
-
-    def _risk(self, result: CaseResult, train_scores: list[float] | None) -> dict:
-        """Risk figures at the operating point; recall at the false-alarm budget when `train_scores` are known."""
-        opts = self.settings.config.risk
-        return risk_summary(result.images, train_scores,
-                            target_slip_rate=float(opts.get("target_slip_rate", 0.01)),
-                            false_alarm_budget=float(opts.get("false_alarm_budget", 0.01)))
 
 
 def _perturbed_ref(ref: SampleRef, perturb, level: float, seed: int) -> SampleRef:

@@ -165,3 +165,69 @@ def test_recovers_motion_of_a_texture(angle, shift):
     truth[:, 2] = truth[:, :2] @ [100.0, 100.0] + truth[:, 2] - 100.0
     a = estimate_alignment(image, texture[100:300, 100:300])
     assert a.ok and max_corner_error(a.matrix, truth, (200, 200)) < 1.0
+
+
+# -- same answer on every machine, and non-finite is a failure -----------------------------------
+class _PoisonedPolar:
+    """cv2 as fmtest.align sees it, except that warpPolar writes into memory holding NaN, as a reused
+    buffer can: every sample the transform leaves unwritten stays NaN."""
+
+    def __getattr__(self, name):
+        return getattr(cv2, name)
+
+    @staticmethod
+    def warpPolar(src, dsize, center, max_radius, flags):
+        dst = np.full((dsize[1], dsize[0]), np.nan, np.float32)
+        return cv2.warpPolar(src, dsize, center, max_radius, flags, dst=dst)
+
+
+def test_polar_transform_writes_every_sample(reference, monkeypatch):
+    """Memory the polar transform leaves unwritten must not reach the estimate (it did: a NaN there
+    made the rotation NaN and the result depend on what the process had freed before)."""
+    import fmtest.align as align
+
+    image, truth = moved(reference, 30.0, (2.0, -1.0))
+    clean = estimate_alignment(image, reference)
+    monkeypatch.setattr(align, "cv2", _PoisonedPolar())
+    poisoned = estimate_alignment(image, reference)
+    assert poisoned.ok and np.array_equal(poisoned.matrix, clean.matrix)
+
+
+@pytest.mark.parametrize("where", ["image", "reference"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_pixels_fail_the_alignment_with_the_reason(reference, where, bad):
+    image, _ = moved(reference, 3.0, (1.0, 1.0))
+    spoiled = (image if where == "image" else reference).copy()
+    spoiled[40, 50] = bad
+    a = estimate_alignment(spoiled, reference) if where == "image" else estimate_alignment(image, spoiled)
+    assert not a.ok and f"the {where} has non-finite pixel values" in a.failure
+    assert np.isfinite(a.matrix).all() and a.quality == 0.0
+
+
+def test_undefined_correlation_is_nan_never_zero(reference):
+    """A NaN NCC returned as 0.0 beat a candidate whose NCC is negative; a NaN overlap read as 1."""
+    from fmtest.align import _ncc, _overlap
+
+    ref = reference.astype(np.float32)
+    nan_matrix = np.full((2, 3), np.nan)
+    assert np.isnan(_ncc(ref, ref, nan_matrix)) and np.isnan(_overlap(ref.shape, ref.shape, nan_matrix))
+    assert np.isnan(_ncc(np.zeros_like(ref), ref, np.eye(2, 3)))  # flat: no correlation defined
+    assert _ncc(ref, ref, np.eye(2, 3)) == pytest.approx(1.0)
+
+
+def test_a_half_turn_symmetric_part_keeps_the_smaller_rotation():
+    """Both ends of a half turn fit a point-symmetric part equally well: a rule decides (the smallest
+    rotation), not the last bit of the correlation, which differs between CPUs."""
+    part = package_scan(160, 160, seed=4)
+    symmetric = 0.5 * (part + part[::-1, ::-1])
+    image, _ = moved(symmetric, 2.0, (1.5, -1.0))
+    a = estimate_alignment(image, symmetric)
+    assert a.ok and abs(a.angle_deg) < 10.0
+
+
+def test_a_wrong_orientation_never_wins_a_near_tie_by_coarse_order(reference):
+    """The orientation a part is really in wins on refined correlation, whichever end of a half turn
+    the coarse search put first."""
+    image, truth = moved(reference, 178.0, (2.0, 3.0))
+    a = estimate_alignment(image, reference)
+    assert a.ok and max_corner_error(a.matrix, truth, reference.shape) < 1.0

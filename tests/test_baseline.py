@@ -42,6 +42,7 @@ def _run(*cases: CaseResult, version: str = __version__) -> RunResults:
 
 
 N_GOOD, N_BAD = 40, 40
+BOOT = {"n_resamples": 1000, "seed": 0}
 LABELS = ["OK"] * N_GOOD + ["NOK"] * N_BAD
 RNG = np.random.default_rng(0)
 BASE_IOU = np.concatenate([np.ones(N_GOOD), RNG.uniform(0.5, 0.8, N_BAD)])
@@ -51,7 +52,7 @@ def test_paired_iou_drop_outside_noise_fails_with_a_clear_message():
     base = _case("padim-satsim", LABELS, LABELS, BASE_IOU)
     worse = BASE_IOU.copy()
     worse[N_GOOD:] -= RNG.uniform(0.05, 0.09, N_BAD)  # every defective image a little worse
-    comparison = compare_to_baseline(_run(_case("padim-satsim", LABELS, LABELS, worse)), _run(base), 0.02)["padim-satsim"]
+    comparison = compare_to_baseline(_run(_case("padim-satsim", LABELS, LABELS, worse)), _run(base), 0.02, **BOOT)["padim-satsim"]
     assert comparison.status == "compared" and comparison.paired and comparison.regressed
     iou = comparison.metrics["iou"]
     assert iou.delta == pytest.approx(worse[N_GOOD:].mean() - BASE_IOU[N_GOOD:].mean())
@@ -74,7 +75,7 @@ def test_drop_beyond_tolerance_but_within_noise_still_fails_and_says_so():
     noisy = BASE_IOU.copy()
     swing = np.where(np.arange(N_BAD) % 2 == 0, 0.4, -0.47)  # large per-image swings, small mean drop
     noisy[N_GOOD:] = np.clip(noisy[N_GOOD:] + swing, 0, 1)
-    comparison = compare_to_baseline(_run(_case("padim-satsim", LABELS, LABELS, noisy)), _run(base), 0.02)["padim-satsim"]
+    comparison = compare_to_baseline(_run(_case("padim-satsim", LABELS, LABELS, noisy)), _run(base), 0.02, **BOOT)["padim-satsim"]
     iou = comparison.metrics["iou"]
     assert iou.regressed and iou.delta < -0.02
     assert iou.ci_low < 0 < iou.ci_high and iou.significant is False
@@ -85,7 +86,7 @@ def test_change_within_tolerance_passes():
     base = _case("padim-satsim", LABELS, LABELS, BASE_IOU)
     close = BASE_IOU.copy()
     close[N_GOOD:] -= 0.01
-    comparison = compare_to_baseline(_run(_case("padim-satsim", LABELS, LABELS, close)), _run(base), 0.02)["padim-satsim"]
+    comparison = compare_to_baseline(_run(_case("padim-satsim", LABELS, LABELS, close)), _run(base), 0.02, **BOOT)["padim-satsim"]
     assert comparison.status == "compared" and not comparison.regressed
     assert comparison.metrics["iou"].delta == pytest.approx(-0.01)
     assert "no metric dropped" in format_regression(comparison)
@@ -94,7 +95,7 @@ def test_change_within_tolerance_passes():
 def test_paired_f2_drop_from_missed_defects():
     base = _case("gemini_basic-mvtec", LABELS, LABELS)
     missed = LABELS[:N_GOOD] + ["OK"] * 15 + ["NOK"] * (N_BAD - 15)  # 15 defects now slip
-    comparison = compare_to_baseline(_run(_case("gemini_basic-mvtec", LABELS, missed)), _run(base), 0.02)
+    comparison = compare_to_baseline(_run(_case("gemini_basic-mvtec", LABELS, missed)), _run(base), 0.02, **BOOT)
     f2 = comparison["gemini_basic-mvtec"].metrics["f2"]
     assert f2.baseline == 1.0 and f2.current < 0.8 and f2.regressed
     assert f2.ci_high < 0 and f2.significant
@@ -106,7 +107,7 @@ def test_paired_f2_drop_from_missed_defects():
 def test_more_false_alarms_is_a_regression():
     base = _case("padim-elpv", LABELS, LABELS)
     alarms = ["NOK"] * 10 + LABELS[10:]
-    comparison = compare_to_baseline(_run(_case("padim-elpv", LABELS, alarms)), _run(base), 0.02)["padim-elpv"]
+    comparison = compare_to_baseline(_run(_case("padim-elpv", LABELS, alarms)), _run(base), 0.02, **BOOT)["padim-elpv"]
     far = comparison.metrics["false_alarm_rate"]
     assert far.delta == pytest.approx(0.25) and far.regressed
     assert "false_alarm_rate rose 0.250 (0.000 -> 0.250)" in format_regression(comparison)
@@ -116,7 +117,7 @@ def test_improvement_is_not_a_regression():
     base = _case("padim-satsim", LABELS, LABELS, BASE_IOU)
     better = BASE_IOU.copy()
     better[N_GOOD:] = np.minimum(better[N_GOOD:] + 0.1, 1)
-    comparison = compare_to_baseline(_run(_case("padim-satsim", LABELS, LABELS, better)), _run(base), 0.02)
+    comparison = compare_to_baseline(_run(_case("padim-satsim", LABELS, LABELS, better)), _run(base), 0.02, **BOOT)
     iou = comparison["padim-satsim"].metrics["iou"]
     assert not comparison["padim-satsim"].regressed and iou.delta > 0.05 and iou.ci_low > 0
 
@@ -125,7 +126,7 @@ def test_unpaired_when_the_baseline_has_no_per_image_results():
     base = _case("padim-satsim", LABELS, LABELS, BASE_IOU, with_images=False)
     worse = BASE_IOU.copy()
     worse[N_GOOD:] -= 0.1
-    comparison = compare_to_baseline(_run(_case("padim-satsim", LABELS, LABELS, worse)), _run(base), 0.02)["padim-satsim"]
+    comparison = compare_to_baseline(_run(_case("padim-satsim", LABELS, LABELS, worse)), _run(base), 0.02, **BOOT)["padim-satsim"]
     assert comparison.status == "compared" and not comparison.paired and comparison.regressed
     assert comparison.metrics["iou"].ci_low is None and comparison.metrics["iou"].significant is None
     assert "unpaired comparison (the baseline has no per-image results): no noise estimate" in format_regression(comparison)
@@ -135,7 +136,7 @@ def test_unpaired_when_the_baseline_has_no_per_image_results():
 def test_new_and_vanished_cases_are_reported_not_compared():
     base = _run(_case("padim-satsim", LABELS, LABELS, BASE_IOU), _case("sam_clip-satsim", LABELS, LABELS, BASE_IOU))
     cur = _run(_case("padim-satsim", LABELS, LABELS, BASE_IOU), _case("padim-elpv", LABELS, LABELS))
-    comparisons = compare_to_baseline(cur, base, 0.02)
+    comparisons = compare_to_baseline(cur, base, 0.02, **BOOT)
     assert {k: c.status for k, c in comparisons.items()} == {
         "padim-satsim": "compared", "padim-elpv": "new", "sam_clip-satsim": "vanished"}
     assert not any(c.regressed for c in comparisons.values())
@@ -148,7 +149,7 @@ def test_the_run_summary_reads_what_each_case_recorded_instead_of_comparing_agai
     worse[N_GOOD:] -= 0.2
     base = _run(_case("padim-satsim", LABELS, LABELS, BASE_IOU), _case("sam_clip-satsim", LABELS, LABELS, BASE_IOU))
     cur = _run(_case("padim-satsim", LABELS, LABELS, worse), _case("padim-elpv", LABELS, LABELS))
-    computed = compare_to_baseline(cur, base, 0.02)
+    computed = compare_to_baseline(cur, base, 0.02, **BOOT)
     for case in cur.cases:
         computed[case.id].record(case)
     recorded = recorded_comparisons(cur, base)
@@ -162,7 +163,7 @@ def test_changed_image_hashes_mean_dataset_changed():
     shas = [f"sha{i}" for i in range(len(LABELS))]
     shas[3] = "different"
     cur = _case("padim-satsim", LABELS, LABELS, BASE_IOU - 0.2, shas=shas)
-    comparison = compare_to_baseline(_run(cur), _run(base), 0.02)["padim-satsim"]
+    comparison = compare_to_baseline(_run(cur), _run(base), 0.02, **BOOT)["padim-satsim"]
     assert comparison.status == "dataset_changed" and not comparison.metrics and not comparison.regressed
     assert "1 image(s) with different content (sha256)" in comparison.message
     assert "dataset changed" in format_summary({"padim-satsim": comparison})
@@ -172,7 +173,7 @@ def test_added_images_and_changed_labels_mean_dataset_changed():
     base = _case("padim-satsim", LABELS, LABELS, BASE_IOU)
     relabelled = ["NOK"] + LABELS[1:] + ["OK"]
     cur = _case("padim-satsim", relabelled, relabelled, list(BASE_IOU) + [1.0])
-    message = compare_to_baseline(_run(cur), _run(base), 0.02)["padim-satsim"].message
+    message = compare_to_baseline(_run(cur), _run(base), 0.02, **BOOT)["padim-satsim"].message
     assert "1 image(s) added" in message and "1 label(s) changed" in message
 
 
@@ -180,7 +181,7 @@ def test_dataset_fingerprint_used_when_per_image_results_are_missing():
     base = _case("padim-satsim", LABELS, LABELS, BASE_IOU, with_images=False)
     cur = _case("padim-satsim", LABELS, LABELS, BASE_IOU, with_images=False)
     cur.dataset_fingerprint = "another"
-    comparison = compare_to_baseline(_run(cur), _run(base), 0.02)["padim-satsim"]
+    comparison = compare_to_baseline(_run(cur), _run(base), 0.02, **BOOT)["padim-satsim"]
     assert comparison.status == "dataset_changed" and "fp-satsim -> another" in comparison.message
 
 
@@ -188,7 +189,7 @@ def test_baseline_of_another_major_or_unknown_version_is_incompatible():
     cur = _run(_case("padim-satsim", LABELS, LABELS, BASE_IOU))
     for version in ("unknown", "99.0.0"):
         base = _run(_case("padim-satsim", LABELS, LABELS, BASE_IOU - 0.3), version=version)
-        comparison = compare_to_baseline(cur, base, 0.02)["padim-satsim"]
+        comparison = compare_to_baseline(cur, base, 0.02, **BOOT)["padim-satsim"]
         assert comparison.status == "incompatible" and not comparison.regressed
         assert version in comparison.message and "rerun the baseline" in comparison.message
     assert incompatibility(_run(version=__version__)) is None
@@ -196,17 +197,17 @@ def test_baseline_of_another_major_or_unknown_version_is_incompatible():
 
 def test_baseline_for_other_datasets_says_so():
     base = _run(_case("padim-mvtec", LABELS, LABELS, BASE_IOU))
-    comparisons = compare_to_baseline(_run(_case("padim-satsim", LABELS, LABELS, BASE_IOU)), base, 0.02)
+    comparisons = compare_to_baseline(_run(_case("padim-satsim", LABELS, LABELS, BASE_IOU)), base, 0.02, **BOOT)
     assert "made for other datasets or pipelines" in format_summary(comparisons)
 
 
 def test_non_numeric_baseline_metric_is_incompatible_not_a_crash():
     base = _case("padim-satsim", LABELS, LABELS, BASE_IOU)
     base.metrics["iou"] = "0.6"
-    comparison = compare_to_baseline(_run(_case("padim-satsim", LABELS, LABELS, BASE_IOU)), _run(base), 0.02)
+    comparison = compare_to_baseline(_run(_case("padim-satsim", LABELS, LABELS, BASE_IOU)), _run(base), 0.02, **BOOT)
     assert comparison["padim-satsim"].status == "incompatible" and "iou" in comparison["padim-satsim"].message
     base.metrics = None  # a file whose case holds "metrics": null
-    comparison = compare_to_baseline(_run(_case("padim-satsim", LABELS, LABELS, BASE_IOU)), _run(base), 0.02)
+    comparison = compare_to_baseline(_run(_case("padim-satsim", LABELS, LABELS, BASE_IOU)), _run(base), 0.02, **BOOT)
     assert comparison["padim-satsim"].status == "incompatible" and "no metrics" in comparison["padim-satsim"].message
 
 
@@ -214,14 +215,14 @@ def test_skipped_case_has_nothing_to_compare():
     skipped = CaseResult(id="gdino_sam-satsim", pipeline="gdino_sam", dataset="satsim", task="segmentation",
                          outcome="skipped")
     base = _case("gdino_sam-satsim", LABELS, LABELS, BASE_IOU)
-    comparison = compare_to_baseline(_run(skipped), _run(base), 0.02)["gdino_sam-satsim"]
+    comparison = compare_to_baseline(_run(skipped), _run(base), 0.02, **BOOT)["gdino_sam-satsim"]
     assert comparison.status == "compared" and not comparison.metrics
     assert "nothing to compare (this run: skipped)" in comparison.message
 
 
 def test_negative_tolerance_is_a_config_error():
     with pytest.raises(ConfigError, match="tolerance"):
-        compare_to_baseline(_run(), _run(), -0.1)
+        compare_to_baseline(_run(), _run(), -0.1, **BOOT)
 
 
 def test_load_baseline_round_trip_and_older_file(tmp_path):

@@ -1,4 +1,5 @@
-"""evaluate: per-image scoring, threshold verdicts (minimum and max_ thresholds), cache use, risk."""
+"""evaluate + finish: per-image rows, the checks on a pipeline's answers, threshold verdicts (minimum and
+max_ thresholds), cache use, risk, and an unjudgeable case's withheld figures."""
 
 from __future__ import annotations
 
@@ -8,18 +9,27 @@ import numpy as np
 import pytest
 from toy_fmtest import Toy, ToyEmpty, ToyThreshold
 
+from dataclasses import replace
+
 from fmtest.cache import PredictionCache
-from fmtest.evaluate import Case, Part, evaluate_case, predict_all
-from fmtest.pipelines.base import PipelineContext
+from fmtest.config import SuiteConfig
+from fmtest.errors import PipelineError
+from fmtest.evaluate import Case, Part, collect_case, predict_all
+from fmtest.pipelines.base import PipelineContext, Prediction
+from fmtest.verdict.finish import finish_case
 from fmtest.verdict.gates import threshold_failures
 from fmtest.verdict.results import CaseResult, ImageResult
 from fmtest.verdict.scoring import risk_summary
 
 
+def _rules(thresholds):
+    return replace(SuiteConfig().rules, thresholds=thresholds, bootstrap_resamples=200)
+
+
 def _case(pipeline_cls, thresholds, **kw):
     case = Case(pipeline_cls.name, "toy", "segmentation")
     parts = [Part.of(pipeline_cls(PipelineContext(dataset="toy")), group) for group in Toy().groups()]
-    return evaluate_case(case, parts, thresholds, progress=False, n_resamples=200, **kw)
+    return finish_case(collect_case(case, parts, progress=False, **kw), _rules(thresholds))
 
 
 def test_perfect_pipeline_passes_with_exact_metrics():
@@ -77,13 +87,44 @@ def test_pipeline_returning_a_wrong_size_mask_is_reported():
         def predict(self, samples):
             return [type(p)(label=p.label, mask=p.mask[:-1]) for p in super().predict(samples)]
 
-    with pytest.raises(RuntimeError, match=r"returned a \(31, 32\) mask for test/000, whose image is \(32, 32\)"):
+    with pytest.raises(PipelineError, match=r"toy_threshold for test/000: a \(31, 32\) mask for an image of \(32, 32\)"):
         _case(Wrong, {})
+
+
+@pytest.mark.parametrize("extra", [1, -1])
+def test_a_pipeline_answering_more_or_fewer_images_than_asked_errors(extra):
+    class Miscounting(ToyThreshold):
+        def predict(self, samples):
+            predictions = super().predict(samples)
+            return predictions + predictions[:1] if extra > 0 else predictions[:-1]
+
+    with pytest.raises(PipelineError, match=r"toy_threshold returned (9|7) predictions for 8 images"):
+        _case(Miscounting, {})
+
+
+@pytest.mark.parametrize("spoil, reason", [
+    (lambda p: replace(p, label="maybe"), "answer 'maybe' is neither OK nor NOK"),
+    (lambda p: replace(p, score=math.nan), "score nan is not a finite number"),
+    (lambda p: replace(p, score=math.inf), "score inf is not a finite number"),
+    (lambda p: replace(p, label="OK" if p.label == "NOK" else "NOK"), "contradicts its mask"),
+])
+def test_an_unusable_answer_is_counted_never_read_as_ok(spoil, reason):
+    """An unknown label, a NaN score, a label its own mask contradicts: each is an unusable answer, so the
+    case cannot be judged (max_invalid_answer_rate 0) and shows no figure."""
+    class Spoiled(ToyThreshold):
+        def predict(self, samples):
+            return [spoil(p) for p in super().predict(samples)]
+
+    result = _case(Spoiled, {"iou": 0.6, "max_invalid_answer_rate": 0.0})
+    assert result.outcome == "error" and reason in result.message
+    assert all(i.error is not None and i.predicted == "NOK" for i in result.images)
+    assert "iou" not in result.metrics and "f2" not in result.metrics and not result.breakdown
+    assert result.metrics["invalid_answer_rate"] == 1.0 and result.metrics["n_images"] == 10
 
 
 def test_risk_summary_says_when_the_test_set_is_too_small():
     images = [ImageResult(str(i), "", "NOK" if i < 32 else "OK", "NOK" if i < 32 else "OK") for i in range(263)]
-    risk = risk_summary(images)
+    risk = risk_summary(images, None, SuiteConfig().rules.risk)
     assert risk["slip_rate"] == 0.0 and risk["defectives_needed_for_target"] == 299
     assert risk["slip_rate_upper_95"] == pytest.approx(1 - 0.05 ** (1 / 32))
     assert "NOT enough" in risk["verdict"]

@@ -13,8 +13,10 @@ from test_plugin import run, suite  # noqa: F401  (the toy suite fixture)
 from toy_fmtest import Toy, ToyAlwaysCrash, ToyCrashOnce, ToyThreshold
 
 from fmtest.cache import PredictionCache
-from fmtest.evaluate import Case, Part, evaluate_case
-from fmtest.executors import WorkerError
+from fmtest.config import SuiteConfig
+from fmtest.evaluate import Case, Part, collect_case
+from fmtest.verdict.finish import finish_case
+from fmtest.executors import WorkerError, make_executor
 from fmtest.executors.local import LocalExecutor
 from fmtest.pipelines import PipelineContext
 
@@ -38,8 +40,10 @@ def _evaluate(pipeline_cls, tmp_path, executor, **kw):
     dataset = Toy(n_good=12, n_defective=9)  # 21 images: three batches of 8, the last one short
     context = PipelineContext(dataset="toy", work_dir=tmp_path)
     parts = [Part.of(pipeline_cls(context), g) for g in dataset.groups()]
-    return evaluate_case(Case(pipeline_cls.name, "toy", "segmentation"), parts, {"iou": 0.5}, progress=False,
-                         n_resamples=200, executor=executor, **kw)
+    rules = dataclasses.replace(SuiteConfig().rules, thresholds={"iou": 0.5}, bootstrap_resamples=200)
+    evidence = collect_case(Case(pipeline_cls.name, "toy", "segmentation"), parts, progress=False,
+                            executor=executor, **kw)
+    return finish_case(evidence, rules)
 
 
 def _figures(result):
@@ -48,34 +52,28 @@ def _figures(result):
 
 
 def test_ray_predicts_as_the_local_run_and_only_the_controller_writes_the_cache(cluster, tmp_path):
-    from fmtest.executors.ray import RayExecutor
-
     local = _evaluate(ToyThreshold, tmp_path, LocalExecutor())
     with PredictionCache(tmp_path / "cache") as cache:
-        fanned = _evaluate(ToyThreshold, tmp_path, RayExecutor(actors=2), cache=cache)
+        fanned = _evaluate(ToyThreshold, tmp_path, make_executor("ray", {"actors": 2}), cache=cache)
         assert _figures(fanned) == _figures(local)
         assert fanned.extra["cache"] == {"hits": 0, "predicted": 21}
         assert cache.info()["entries"] == 21
-        again = _evaluate(ToyThreshold, tmp_path, RayExecutor(actors=2), cache=cache)
+        again = _evaluate(ToyThreshold, tmp_path, make_executor("ray", {"actors": 2}), cache=cache)
     assert again.extra["cache"] == {"hits": 21, "predicted": 0} and _figures(again) == _figures(local)
 
 
 @pytest.mark.slow
 def test_a_killed_actor_costs_a_retry_not_the_case(cluster, tmp_path):
-    from fmtest.executors.ray import RayExecutor
-
-    fanned = _evaluate(ToyCrashOnce, tmp_path, RayExecutor(actors=2))
+    fanned = _evaluate(ToyCrashOnce, tmp_path, make_executor("ray", {"actors": 2}))
     assert (tmp_path / "crashed-once").exists()  # an actor did die
     assert _figures(fanned)[:2] == _figures(_evaluate(ToyThreshold, tmp_path, LocalExecutor()))[:2]
 
 
 @pytest.mark.slow
 def test_a_pipeline_that_always_crashes_fails_the_case_with_the_actors_error(cluster, tmp_path):
-    from fmtest.executors.ray import RayExecutor
-
     with pytest.raises(WorkerError, match=r"toy_always_crash: a batch of 8 image\(s\) from test/000 failed twice "
                                           r"on Ray actors: RuntimeError: toy model exploded"):
-        _evaluate(ToyAlwaysCrash, tmp_path, RayExecutor(actors=2))
+        _evaluate(ToyAlwaysCrash, tmp_path, make_executor("ray", {"actors": 2}))
 
 
 @pytest.mark.slow

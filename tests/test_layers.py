@@ -22,7 +22,7 @@ FORBIDDEN = {
                "fmtest.report"),
     "pipelines": ("fmtest.evaluate", "fmtest.verdict", "fmtest.runner", "fmtest.plugin", "fmtest.report"),
     "metrics": ("fmtest.evaluate", "fmtest.verdict", "fmtest.runner", "fmtest.plugin", "fmtest.report"),
-    "verdict": ("fmtest.evaluate", "fmtest.runner", "fmtest.plugin", "fmtest.report"),
+    "verdict": ("fmtest.runner", "fmtest.plugin", "fmtest.report"),
     "evaluate": ("fmtest.runner", "fmtest.plugin", "fmtest.report"),
     "runner": ("fmtest.plugin", "fmtest.report"),
 }

@@ -12,6 +12,7 @@ from fmtest.report.mlflow_log import (
     case_params,
     case_tags,
     image_table,
+    run_status,
     session_metrics,
     session_params,
     session_tags,
@@ -87,3 +88,12 @@ def test_session_run_summarises_the_run():
     tags = session_tags(results)
     assert tags["fmtest.verdict"] == "FAIL" and tags["env.torch"] == "2.14.1" and "env.cuda" not in tags
     assert tags["mlflow.source.git.commit"] == "c0ffee" and tags["fmtest.version"] == results.fmtest_version
+
+
+def test_a_run_is_green_in_the_tracker_only_when_every_case_passed_or_skipped():
+    passed = CaseResult("a-b", "a", "b", "classification", "passed")
+    skipped = CaseResult("c-b", "c", "b", "classification", "skipped")
+    assert run_status([passed, skipped]) == "FINISHED"
+    for outcome in ("failed", "error"):
+        assert run_status([passed, CaseResult("d-b", "d", "b", "classification", outcome)]) == "FAILED"
+    assert run_status([passed], interrupted=True) == "FAILED"

@@ -133,7 +133,7 @@ def test_a_dead_api_errors_and_never_passes(suite):
                                  "first: test/000: gave up after 2 attempt(s): HTTP 503*"])
     case = json.loads((suite.path / "out.json").read_text())["cases"][0]
     assert case["outcome"] == "error" and case["metrics"]["invalid_answer_rate"] == 1.0
-    assert case["metrics"]["f2"] > 0.8  # the number that used to pass
+    assert "f2" not in case["metrics"]  # the F2 above 0.8 that used to pass is withheld: no figure of a broken run
 
 
 def test_an_allowed_share_of_invalid_answers_is_judged_normally(suite):

@@ -144,6 +144,7 @@ def test_a_session_is_one_parent_run_with_a_child_run_per_case(suite, mlflow_ser
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert len(parents) == 1 and len(runs) == 3  # only the xdist controller logged
     parent = parents[0]
+    assert parent.info.status == "FAILED"  # a run with a failed case is not green in the tracker
     children = {r.info.run_name: r for r in runs if r is not parent}
     assert set(children) == {"toy_threshold-toy", "toy_empty-toy"}
     assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children.values())
@@ -162,7 +163,7 @@ def test_a_session_is_one_parent_run_with_a_child_run_per_case(suite, mlflow_ser
         assert run.data.params["config_file"] == str(suite.path / "fmtest.toml")
         assert run.data.tags["threshold.iou"] == "0.6" and run.data.tags["threshold.f2"] == "0.8"
         assert run.data.tags["fmtest.verdict"] == {"passed": "PASS", "failed": "FAIL"}[case["outcome"]]
-        assert run.info.status == "FINISHED"
+        assert run.info.status == {"passed": "FINISHED", "failed": "FAILED"}[case["outcome"]]
         # MlflowClient.load_table searches through the global tracking URI, not the client's: read the artifact
         assert json.loads(run.data.tags["mlflow.loggedArtifacts"]) == [{"path": "images.json", "type": "table"}]
         table = json.loads(Path(client.download_artifacts(run.info.run_id, "images.json", str(suite.path))).read_text())

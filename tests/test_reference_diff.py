@@ -142,11 +142,33 @@ def test_explicit_min_area_is_used():
     assert prediction.label == OK  # the defect is smaller than the required area
 
 
-def test_unalignable_image_is_flagged_not_dropped(fitted):
+def test_unalignable_image_is_a_failed_answer_not_an_ok(fitted):
+    """No trustworthy difference map, no answer: the gate counts it as unusable, it never passes a part."""
     noise = np.random.default_rng(1).random((H, W)).astype(np.float32)
     prediction, = fitted.predict([Sample(id="noise", image=noise, label=OK)])
-    assert prediction.error is None and prediction.mask.shape == (H, W)
-    assert "alignment quality" in prediction.reasoning and "unreliable" in prediction.reasoning
+    assert prediction.error is not None and prediction.label == NOK
+    assert "cannot be aligned" in prediction.error and "quality 0." in prediction.error
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_pixels_are_a_failed_answer_naming_the_cause(fitted, bad):
+    image = sample("bad", seed=11, defect=False).image.copy()
+    image[10, 10] = bad
+    prediction, = fitted.predict([Sample(id="nan", image=image, label=OK)])
+    assert prediction.error is not None and "non-finite" in prediction.error and prediction.label == NOK
+
+
+def test_training_misalignments_are_counted_per_fit():
+    """Each fit reports its own count, not the sum over every fit of the instance."""
+    noise = np.random.default_rng(3).random((H, W)).astype(np.float32)
+    train = SampleSet(train_set(4).refs + [SampleRef(id="train/noise", label=OK,
+                                                     load=lambda: Sample(id="train/noise", image=noise, label=OK))])
+    pipeline = make()
+    counts = []
+    for _ in range(2):
+        pipeline.fit(train, sample("reference", seed=0))
+        counts.append(pipeline.n_train_misaligned)
+    assert counts == [1, 1]
 
 
 def test_deterministic(fitted):

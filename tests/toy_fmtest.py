@@ -72,13 +72,22 @@ class Toy(Dataset):
         return SampleSet([self._ref("train", i, False) for i in range(4)])
 
 
+@dataclass(frozen=True)
+class ToyThresholdOptions:
+    """`[pipelines.toy_threshold]`: the brightness that counts as a defect (0.95 finds none on Toy)."""
+
+    level: float = 0.6
+
+
 class ToyThreshold(Pipeline):
-    """Segments bright pixels: near-perfect on Toy."""
+    """Segments bright pixels: near-perfect on Toy at the default level."""
 
     name, task = "toy_threshold", "segmentation"
+    options_type = ToyThresholdOptions
 
     def predict(self, samples):
-        return [Prediction.from_mask(s.image > 0.6, score=float(s.image.max())) for s in samples]
+        level = self.read_options(self.context.options).level
+        return [Prediction.from_mask(s.image > level, score=float(s.image.max())) for s in samples]
 
 
 class ToyEmpty(Pipeline):

@@ -64,13 +64,18 @@ class Executor(Protocol):
 
 
 def make_executor(kind: str, options: Mapping[str, object] | None = None, address: str | None = None) -> Executor:
-    """The executor a run asked for (`--fm-executor`, `[executor] kind`)."""
+    """The executor a run asked for (`--fm-executor`, `[executor] kind`); `options` are `[executor]`'s keys,
+    the schema's defaults filling what is not set."""
     if kind == "local":
         from fmtest.executors.local import LocalExecutor
 
         return LocalExecutor()
     if kind == "ray":
+        from fmtest import config_schema as schema
         from fmtest.executors.ray import RayExecutor
 
-        return RayExecutor(address=address, **dict(options or {}))
+        table = schema.EXECUTOR.check({k: v for k, v in dict(options or {}).items() if k != "kind"}, "[executor]",
+                                      None)
+        return RayExecutor(address=address, actors=table["actors"], num_gpus=table["num_gpus"],
+                           num_cpus=table["num_cpus"])
     raise ConfigError(f"--fm-executor={kind}: unknown executor; known: {', '.join(EXECUTORS)}")

@@ -30,6 +30,9 @@ class Predictor:
     """The actor's body: one fitted pipeline, built on the first batch."""
 
     def __init__(self, recipe: PipelineRecipe, device: str):
+        from fmtest.threads import pin_one_thread_per_op
+
+        pin_one_thread_per_op()  # the same rows as the controller's local run
         self.recipe, self.device = recipe, device
         self.pipeline: Pipeline | None = None
 
@@ -50,7 +53,7 @@ class _Batch:
 
 
 class RayExecutor:
-    def __init__(self, address: str | None = None, actors: int = 2, num_gpus: float = 0.0, num_cpus: float = 1.0):
+    def __init__(self, *, address: str | None, actors: int, num_gpus: float, num_cpus: float):
         self.address = address or os.environ.get("RAY_ADDRESS") or "local"
         self.n_actors, self.num_gpus, self.num_cpus = int(actors), float(num_gpus), float(num_cpus)
         self._ray = None

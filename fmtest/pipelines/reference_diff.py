@@ -11,13 +11,14 @@ blobs smaller than `min_area`, and the mask warped back onto the image.
 `fit` sets the threshold from the GOOD TRAINING images only: the `threshold_quantile` quantile of
 their smoothed difference values; with `min_area = 0` the minimum blob area is learned as one more
 than the largest blob any training image leaves above that threshold. An image that cannot be
-aligned is still predicted, and its reasoning says so with the alignment quality.
+aligned (quality or overlap too low, or anything non-finite) has no trustworthy difference map: its
+answer is a failed prediction naming the reason, counted as unusable by the gate, never a guess.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import ndimage
@@ -38,7 +39,7 @@ class ReferenceDiffOptions:
     threshold_quantile: float = 0.999  # of the good training images' smoothed difference values
     min_area: int = 0  # pixels (reference frame); 0 = learn from the good training images
     blur_sigma: float = 2.0  # Gaussian smoothing of the difference, pixels
-    min_quality: float = 0.5  # alignment NCC below this is flagged in the reasoning
+    min_quality: float = 0.5  # alignment NCC below this: the image cannot be judged (a failed prediction)
     allow_scale: bool = False  # also estimate a scale (different magnification than the reference)
 
     def __post_init__(self) -> None:
@@ -69,7 +70,7 @@ class ReferenceDiff(Pipeline):
         self._reference: np.ndarray | None = None
         self.threshold: float | None = None
         self.min_area: int | None = None
-        self.n_train_misaligned = 0
+        self.n_train_misaligned = 0  # of the last fit: training images that did not align
 
     def fit(self, train: SampleSet, reference: Sample | None) -> None:
         """Keep the reference; set threshold and minimum blob area from the good training images."""
@@ -79,13 +80,14 @@ class ReferenceDiff(Pipeline):
         self._reference = to_gray(reference.image)
         good = train.filter(lambda ref: ref.label == OK)
         differences = []
+        self.n_train_misaligned = 0
         for batch in tqdm(good.batches(self.batch_size), total=-(-len(good) // self.batch_size),
                           desc="reference_diff: fit", leave=False, disable=not self.context.progress):
             for sample in batch:
                 if sample.sha256 == reference.sha256:
                     continue  # the reference itself differs by nothing and would lower the threshold
                 difference = self._difference(sample)
-                if difference.alignment.ok:
+                if difference.alignment.ok and np.isfinite(difference.smoothed).all():
                     differences.append(difference)
                 else:
                     self.n_train_misaligned += 1
@@ -105,17 +107,17 @@ class ReferenceDiff(Pipeline):
 
     def _predict_one(self, sample: Sample) -> Prediction:
         difference = self._difference(sample)
-        found = _drop_small_blobs((difference.smoothed > self.threshold) & difference.valid, self.min_area)
-        mask = warp_from_reference(found, difference.alignment, sample.image.shape)
         a = difference.alignment
-        peak = float(difference.smoothed.max()) if difference.valid.any() else 0.0
-        if a.ok:
-            reasoning = (f"aligned (shift {a.dx:.1f}, {a.dy:.1f} px, rotation {a.angle_deg:.2f} deg, "
-                         f"quality {a.quality:.2f}); peak difference {peak / self.threshold:.2f} x threshold")
-        else:
-            reasoning = (f"alignment quality {a.quality:.2f} (overlap {a.overlap:.2f}) below "
-                         f"{self.options.min_quality:.2f}: the difference map is unreliable")
-        score_map = warp_from_reference(difference.smoothed / self.threshold, difference.alignment, sample.image.shape)
+        if not a.ok:
+            return Prediction.failed(f"cannot be aligned to the reference ({a.failure}): no difference map to judge")
+        peak = float(difference.smoothed.max())
+        if not np.isfinite(peak):
+            return Prediction.failed("the difference map is not finite (NaN or Inf)")
+        found = _drop_small_blobs((difference.smoothed > self.threshold) & difference.valid, self.min_area)
+        mask = warp_from_reference(found, a, sample.image.shape)
+        reasoning = (f"aligned (shift {a.dx:.1f}, {a.dy:.1f} px, rotation {a.angle_deg:.2f} deg, "
+                     f"quality {a.quality:.2f}); peak difference {peak / self.threshold:.2f} x threshold")
+        score_map = warp_from_reference(difference.smoothed / self.threshold, a, sample.image.shape)
         return Prediction.from_mask(mask, score=peak / self.threshold, reasoning=reasoning, score_map=score_map)
 
     def _difference(self, sample: Sample) -> _Difference:
@@ -129,8 +131,10 @@ class ReferenceDiff(Pipeline):
                                        min_quality=self.options.min_quality)
         warped = warp_to_reference(gray, alignment, reference.shape)
         valid = overlap_mask(alignment, gray.shape, reference.shape)
-        if not valid.any():
-            return _Difference(np.zeros(reference.shape, np.float32), valid, alignment)
+        if not alignment.ok or not valid.any():
+            return _Difference(np.zeros(reference.shape, np.float32), valid,
+                               alignment if not alignment.ok else replace(alignment, ok=False,
+                                                                          failure="no pixel overlaps the reference"))
         diff = np.abs(_robust_normalise(warped, valid) - _robust_normalise(reference, valid))
         smoothed = ndimage.gaussian_filter(diff * valid, self.options.blur_sigma) if self.options.blur_sigma else diff
         return _Difference((smoothed * valid).astype(np.float32), valid, alignment)

@@ -62,6 +62,8 @@ def append_markdown(results: RunResults, path: Path) -> None:
 def _case_rows(case: CaseResult) -> list[list[str]]:
     """One row per judged metric; the case, its verdict and its failing images on the first."""
     verdict = f"{OUTCOME_MARK.get(case.outcome, '')} {OUTCOME_WORD.get(case.outcome, case.outcome.upper())}".strip()
+    if case.outcome == "error":  # no figure of a run that could not be judged: the reason is listed below
+        return [[f"`{case.id}`", verdict, "not judged", "–", "–", "", failing_images_cell(case)]]
     metric_rows = [_metric_cells(case, name, gate) for name, gate in _judged_metrics(case)] or [["", "", "", ""]]
     return [[f"`{case.id}`", verdict, *metric_rows[0], failing_images_cell(case)]] + [
         ["", "", *cells, ""] for cells in metric_rows[1:]]

@@ -65,6 +65,13 @@ def log_run(results: RunResults, tracking_uri: str, experiment: str = DEFAULT_EX
         raise TrackingError(f"could not log to MLflow at {tracking_uri}: {type(e).__name__}: {detail}") from None
 
 
+def run_status(cases, *, interrupted: bool = False) -> str:
+    """MLflow's run status: FAILED when a case failed or could not be judged, or the run was cut short; a
+    green run in the tracker means what a green CI job means."""
+    bad = interrupted or any(c.outcome in ("failed", "error") for c in cases)
+    return "FAILED" if bad else "FINISHED"
+
+
 def _log(results: RunResults, tracking_uri: str, experiment: str, artifacts: Sequence[Path]) -> LoggedRun:
     from mlflow import MlflowClient
 
@@ -85,11 +92,11 @@ def _log(results: RunResults, tracking_uri: str, experiment: str, artifacts: Seq
         _log_batch(client, run.info.run_id, case_metrics(case), case_params(case, results))
         if case.images:
             client.log_table(run.info.run_id, data=image_table(case), artifact_file=IMAGE_TABLE)
-        client.set_terminated(run.info.run_id, status="FAILED" if case.outcome == "error" else "FINISHED")
+        client.set_terminated(run.info.run_id, status=run_status([case]))
     client.log_text(parent_id, results_json(results), RESULTS_ARTIFACT)
     for path in artifacts:
         client.log_artifact(parent_id, str(path))
-    client.set_terminated(parent_id, status="FINISHED")
+    client.set_terminated(parent_id, status=run_status(results.cases, interrupted=results.interrupted))
     return LoggedRun(experiment_id, parent_id, case_runs)
 
 

@@ -37,7 +37,7 @@ def image_changes(candidate: list[ImageResult], reference: list[ImageResult]) ->
 
 
 def compare_candidate(candidate: CaseResult, reference: CaseResult, *, tolerance: float, max_new_slips: int,
-                      n_resamples: int = 1000, seed: int = 0) -> CaseResult:
+                      n_resamples: int, seed: int) -> CaseResult:
     """The comparison case: `delta_<metric>` (candidate - reference) with paired 95 % intervals, the
     verdict changes image by image, judged by the tolerance and `max_new_slips`."""
     result = CaseResult(id=comparison_id(candidate.pipeline, reference.pipeline, candidate.dataset),

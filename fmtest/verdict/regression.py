@@ -127,7 +127,7 @@ def _major(version: str) -> int | None:
 
 
 def compare_to_baseline(current: RunResults, baseline: RunResults, tolerance: float, *,
-                        n_resamples: int = 1000, seed: int = 0) -> dict[str, CaseComparison]:
+                        n_resamples: int, seed: int) -> dict[str, CaseComparison]:
     """One CaseComparison per case of either run, current cases first, then vanished ones."""
     if not tolerance >= 0:
         raise ConfigError(f"baseline tolerance must be a number >= 0, got {tolerance!r}")
@@ -150,15 +150,15 @@ def compare_to_baseline(current: RunResults, baseline: RunResults, tolerance: fl
     return out
 
 
-def compare_case(case: CaseResult, baseline: RunResults, tolerance: float, *, n_resamples: int = 1000,
-                 seed: int = 0) -> CaseComparison:
+def compare_case(case: CaseResult, baseline: RunResults, tolerance: float, *, n_resamples: int,
+                 seed: int) -> CaseComparison:
     """One case against the baseline run (the gate that runs as each case finishes)."""
     return compare_to_baseline(RunResults(cases=[case]), baseline, tolerance, n_resamples=n_resamples,
                                seed=seed)[case.id]
 
 
-def baseline_failures(case: CaseResult, baseline: RunResults, tolerance: float, *, n_resamples: int = 1000,
-                      seed: int = 0) -> list[str]:
+def baseline_failures(case: CaseResult, baseline: RunResults, tolerance: float, *, n_resamples: int,
+                      seed: int) -> list[str]:
     """Compare a case with the baseline, record the comparison in it, and say why it fails, if it does
     (the failures `judge` adds to the thresholds')."""
     comparison = compare_case(case, baseline, tolerance, n_resamples=n_resamples, seed=seed)
@@ -176,8 +176,8 @@ def recorded_comparisons(current: RunResults, baseline: RunResults) -> dict[str,
     return out
 
 
-def compare_results(case: CaseResult, old: CaseResult, tolerance: float, *, n_resamples: int = 1000,
-                    seed: int = 0) -> CaseComparison:
+def compare_results(case: CaseResult, old: CaseResult, tolerance: float, *, n_resamples: int,
+                    seed: int) -> CaseComparison:
     """Two results of the same images (this run and the baseline, or a candidate and the model it would
     replace): each gated metric's change, paired over the images where both runs have per-image rows."""
     changed = _dataset_change(case, old)

@@ -87,7 +87,7 @@ class RunResults:
     unfinished: list[str] = field(default_factory=list)  # planned case ids without a result
 
     def to_dict(self) -> dict:
-        d = asdict(self)
+        d = _finite(asdict(self))
         # fixed key order: the documented head first
         head = ["fmtest_version", "created", "git_commit", "config", "environment", "cases"]
         out = {k: d[k] for k in head}
@@ -124,8 +124,13 @@ def write_json(results: RunResults, path: Path) -> None:
 
 def results_json(results: RunResults | CaseResult, indent: int | None = 1) -> str:
     """The one JSON form of results (strict JSON: NaN becomes null), for files and stores alike."""
-    payload = results.to_dict() if isinstance(results, RunResults) else asdict(results)
-    return json.dumps(_finite(payload), indent=indent, default=_json_default, allow_nan=False)
+    payload = results.to_dict() if isinstance(results, RunResults) else case_dict(results)
+    return json.dumps(payload, indent=indent, default=_json_default, allow_nan=False)
+
+
+def case_dict(case: CaseResult) -> dict:
+    """A case as plain, strict-JSON data (NaN becomes None)."""
+    return _finite(asdict(case))
 
 
 def read_json(path: Path) -> RunResults:

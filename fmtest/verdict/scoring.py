@@ -11,6 +11,7 @@ import numpy as np
 
 from fmtest import metrics
 from fmtest.data.sample import NOK
+from fmtest.rules import RiskRules
 from fmtest.verdict.results import CaseResult, ImageResult
 
 
@@ -27,7 +28,7 @@ def badness(label: str, predicted: str, iou: float | None) -> float:
     return wrong + (1.0 - iou if iou is not None and label == NOK else 0.0)
 
 
-def score_images(images: list[ImageResult], *, task: str, n_resamples: int = 1000, seed: int = 0) -> dict:
+def score_images(images: list[ImageResult], *, task: str, n_resamples: int, seed: int) -> dict:
     """Case metrics from per-image records alone, so a cached or stored run re-scores without images."""
     y_true, y_pred = nok_arrays(images)
     out = dict(metrics.classification_summary(y_true, y_pred, n_resamples=n_resamples, seed=seed))
@@ -37,7 +38,7 @@ def score_images(images: list[ImageResult], *, task: str, n_resamples: int = 100
     return {k: float(v) for k, v in out.items()}
 
 
-def score_case(case: CaseResult, *, task: str, n_resamples: int = 1000, seed: int = 0) -> None:
+def score_case(case: CaseResult, *, task: str, n_resamples: int, seed: int) -> None:
     """Fill a case's metrics and breakdown from its per-image rows: the one scoring of a case, fresh or
     merged from shards."""
     case.metrics = score_images(case.images, task=task, n_resamples=n_resamples, seed=seed)
@@ -77,12 +78,12 @@ def _subset_figures(images: list[ImageResult], task: str) -> dict[str, float]:
     return out
 
 
-def risk_summary(images: list[ImageResult], good_train_scores=None, *, target_slip_rate: float = 0.01,
-                 false_alarm_budget: float = 0.01) -> dict[str, float | str]:
+def risk_summary(images: list[ImageResult], good_train_scores, rules: RiskRules) -> dict[str, float | str]:
     """The factory figures at the operating point: exact intervals, and what the sample size can prove.
 
     AUROC is added only beside these, labelled, because it is threshold-free and not a factory figure.
     """
+    target_slip_rate, false_alarm_budget = rules.target_slip_rate, rules.false_alarm_budget
     y_true, y_pred = nok_arrays(images)
     c = metrics.confusion_counts(y_true, y_pred)
     n_def, n_good = c.tp + c.fn, c.fp + c.tn

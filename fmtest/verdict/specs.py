@@ -104,6 +104,13 @@ def regression_gated() -> list[MetricSpec]:
     return [s for s in METRICS.values() if s.regression_gated]
 
 
+def is_diagnostic(name: str) -> bool:
+    """A figure about the run rather than a result: counts, timing, the share of unusable answers. An
+    unjudgeable case keeps these (they say why it cannot be judged) and no other."""
+    s = spec(name)
+    return s is not None and (s.kind in ("count", "throughput", "seconds") or s.name == "invalid_answer_rate")
+
+
 def lower_is_better(name: str) -> bool:
     s = spec(name)
     return s is not None and s.higher_is_better is False
