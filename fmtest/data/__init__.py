@@ -20,6 +20,8 @@ DATASETS: dict[str, str] = {
     "satsim": "fmtest.data.satsim:SatSim",
     "elpv": "fmtest.data.elpv:Elpv",
     "mvtec": "fmtest.data.mvtec:MVTecAD",
+    "mvtec_ad2": "fmtest.data.mvtec_ad2:MVTecAD2",
+    "visa": "fmtest.data.visa:VisA",
     "oxford_pets": "fmtest.data.oxford_pets:OxfordPets",
     "industrialsat": "fmtest.data.folder:IndustrialSAT",
     "folder": "fmtest.data.folder:FolderDataset",
