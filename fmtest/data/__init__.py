@@ -25,6 +25,9 @@ DATASETS: dict[str, str] = {
     "oxford_pets": "fmtest.data.oxford_pets:OxfordPets",
     "industrialsat": "fmtest.data.folder:IndustrialSAT",
     "folder": "fmtest.data.folder:FolderDataset",
+    "coco": "fmtest.data.coco:CocoDataset",
+    "cvat": "fmtest.data.cvat:CvatDataset",
+    "label_studio": "fmtest.data.label_studio:LabelStudioDataset",
 }
 
 
