@@ -296,6 +296,8 @@ def region_figures_of_maps(score_maps: Sequence[np.ndarray], gt_masks: Sequence[
                            *, fpr_limit: float = DEFAULT_FPR_LIMIT, size_edges: Sequence[int] = DEFAULT_SIZE_EDGES,
                            min_overlap: float = 0.0) -> RegionFigures:
     """The exact figures of maps held in memory: summarised on a grid of their own distinct scores (bound 0)."""
+    if not score_maps:
+        raise MetricInputError("no score maps")
     if not len(score_maps) == len(gt_masks) == len(predicted_masks):
         raise MetricInputError(f"{len(score_maps)} score maps, {len(gt_masks)} ground-truth masks and "
                                f"{len(predicted_masks)} predicted masks")

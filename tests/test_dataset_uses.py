@@ -5,6 +5,8 @@ found end to end by `--fm-dataset`."""
 from __future__ import annotations
 
 import json
+import tomllib
+from pathlib import Path
 
 import pytest
 from fakes import make_visa
@@ -79,3 +81,11 @@ categories = ["candle"]
     visa = run("visa", "toy_empty")  # finds nothing: fails, on VisA's 2 normal and 2 anomalous test images
     assert visa["id"] == "toy_empty-visa" and visa["outcome"] == "failed"
     assert visa["metrics"]["n_images"] == 4 and visa["metrics"]["n_defective"] == 2
+
+
+def test_the_readme_example_of_a_labelled_dataset_is_a_valid_config():
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    block = readme.split("**Your labelling tool's export**", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
+    cfg = parse_config(tomllib.loads(block))
+    assert issubclass(cfg.dataset_class("parts"), CocoDataset)
+    assert cfg.datasets["parts"]["defect_classes"] == ["scratch", "dent"]
