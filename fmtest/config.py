@@ -344,11 +344,19 @@ def _importable_from(folder: Path) -> Iterator[None]:
 
 
 def _parse_datasets(cfg: SuiteConfig, tables: dict) -> None:
+    """Every `[datasets.<name>]`: a built-in or installed dataset's options, the user's class (`class`), or a
+    dataset of a built-in, installed or user kind under a name of its own (`uses`, e.g. a labelling tool's
+    export, with this table's options); `uses` entries last, so they may name a class defined anywhere."""
     builtin = known_datasets()
     for name, table in tables.items():
-        where = f"[datasets.{name}]"
         schema.check_value(schema.TABLE, table, "[datasets]", name, cfg.path)
-        options = {k: v for k, v in table.items() if k != "class"}
+    for name, table in [*((n, t) for n, t in tables.items() if "uses" not in t),
+                        *((n, t) for n, t in tables.items() if "uses" in t)]:
+        where = f"[datasets.{name}]"
+        options = {k: v for k, v in table.items() if k not in ("class", "uses")}
+        if "class" in table and "uses" in table:
+            raise ConfigError(f"{where}: set uses (a dataset of that kind) or class (your own dataset), not both",
+                              cfg.path)
         if "class" in table:
             spec = schema.check_value(schema.CLASS_PATH, table["class"], where, "class", cfg.path)
             if name in builtin:
@@ -356,9 +364,17 @@ def _parse_datasets(cfg: SuiteConfig, tables: dict) -> None:
                                   "another name", cfg.path)
             with _importable_from(cfg.directory):
                 cfg._dataset_classes[name] = load_dataset(spec, name, f"{where} class = \"{spec}\"")
+        elif "uses" in table:
+            base = schema.check_value(schema.STRING, table["uses"], where, "uses", cfg.path)
+            if name in builtin:
+                raise ConfigError(f"{where} uses: {name} is a built-in or installed dataset; give yours another "
+                                  "name", cfg.path)
+            kinds = [*builtin, *(n for n, t in tables.items() if "class" in t)]
+            _check_name(f"{where} uses", base, kinds, "dataset", cfg.path)
+            cfg._dataset_classes[name] = named(cfg.dataset_class(base), name)
         elif name not in builtin:
-            raise ConfigError(f"{where}: {unknown_name('dataset', name, builtin)}; for your own dataset set "
-                              "class = \"module:Class\"", cfg.path)
+            raise ConfigError(f"{where}: {unknown_name('dataset', name, builtin)}; for your own dataset set class = "
+                              "\"module:Class\", for a named dataset of a known kind uses = \"<dataset>\"", cfg.path)
         _restated(where, cfg.path, cfg.dataset_class(name).read_options, options)
         cfg.datasets[name] = options
 

@@ -267,7 +267,9 @@ PER_DATASET = Table("[pipelines.<name>.per_dataset.<dataset>]", "settings for on
 ))
 PER_GROUP = Table('[pipelines.<name>.per_group."<dataset>/<group>"]', "settings for one dataset group (MVTec AD "
                   "category), over the pipeline's and the dataset's", PER_DATASET.settings)
-DATASET = Table("[datasets.<name>]", "a dataset's options; a new name with `class` adds the user's dataset", (
+DATASET = Table("[datasets.<name>]", "a dataset's options; a new name with `uses` or `class` adds a dataset", (
+    Setting("uses", STRING, "this entry is a dataset of that kind (coco, cvat, label_studio, mvtec, ...) with this "
+            "table's options"),
     Setting("class", CLASS_PATH, "this entry is the user's Dataset subclass"),
     Setting("<option>", Kind("what the dataset accepts", None), "the dataset's own options, checked by the "
             "dataset; `fmtest config --case` lists them"),

@@ -1,7 +1,7 @@
 """Small dataset trees on disk, in the real layouts, for tests that need files to read.
 
 Each builder writes real PNG/JPEG/TIFF files under `root` and returns the dataset folder
-(`root/mvtec`, `root/oxford-iiit-pet`, `root/industrialsat`), so `open_dataset(name, root)` finds it.
+(`root/mvtec`, `root/mvtec_ad2`, `root/visa`, `root/oxford-iiit-pet`, `root/industrialsat`), so `open_dataset(name, root)` finds it.
 Contents are seeded, so two calls write identical files.
 """
 
@@ -66,6 +66,56 @@ def make_mvtec(root: Path, categories=("carpet", "grid"), n_train: int = 3, n_go
             image[mask] = 0.02
             _save_uint8(folder / category / "test" / defect / f"{i:03d}.png", image)
             _save_mask(folder / category / "ground_truth" / defect / f"{i:03d}_mask.png", mask)
+    return folder
+
+
+def make_mvtec_ad2(root: Path, categories=("can", "vial"), n_train: int = 3, n_validation: int = 2, n_good: int = 2,
+                   n_defective: int = 2, size: int = 48) -> Path:
+    """MVTec AD 2 layout: train/good, validation/good, test_public/{good,bad}, test_public/ground_truth/bad/*_mask.png."""
+    folder = Path(root) / "mvtec_ad2"
+    for category in categories:
+        base = folder / category
+        for split_dir, count in (("train/good", n_train), ("validation/good", n_validation),
+                                 ("test_public/good", n_good)):
+            for i in range(count):
+                _save_uint8(base / split_dir / f"{i:03d}_regular.png", _texture(_rng(category, split_dir, i), size, 3))
+        for i in range(n_defective):
+            rng = _rng(category, "bad", i)
+            image, mask = _texture(rng, size, 3), _box_mask(rng, size)
+            image[mask] = 0.02
+            _save_uint8(base / "test_public" / "bad" / f"{i:03d}_regular.png", image)
+            _save_mask(base / "test_public" / "ground_truth" / "bad" / f"{i:03d}_regular_mask.png", mask)
+    return folder
+
+
+def make_visa(root: Path, categories=("candle", "pcb1"), n_train: int = 3, n_good: int = 2, n_defective: int = 2,
+              size: int = 48) -> Path:
+    """VisA layout: JPEG images under <category>/Data/Images/{Normal,Anomaly}, label-map masks (defect i + 1)
+    under <category>/Data/Masks/Anomaly, and split_csv/1cls.csv listing them (object,split,label,image,mask)."""
+    folder = Path(root) / "visa"
+    lines = ["object,split,label,image,mask"]
+    for category in categories:
+        images = folder / category / "Data" / "Images"
+        for split, i in [("train", i) for i in range(n_train)] + [("test", n_train + i) for i in range(n_good)]:
+            path = images / "Normal" / f"{i:04d}.JPG"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            image = np.round(_texture(_rng(category, "normal", i), size, 3) * 255).astype(np.uint8)
+            Image.fromarray(image).save(path, quality=95)
+            lines.append(f"{category},{split},normal,{path.relative_to(folder).as_posix()},")
+        for i in range(n_defective):
+            rng = _rng(category, "anomaly", i)
+            image, mask = _texture(rng, size, 3), _box_mask(rng, size)
+            image[mask] = 0.02
+            path = images / "Anomaly" / f"{i:03d}.JPG"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.round(image * 255).astype(np.uint8)).save(path, quality=95)
+            mask_path = folder / category / "Data" / "Masks" / "Anomaly" / f"{i:03d}.png"
+            mask_path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(mask.astype(np.uint8) * (i + 1)).save(mask_path)  # VisA: one small integer per defect
+            lines.append(f"{category},test,anomaly,{path.relative_to(folder).as_posix()},"
+                         f"{mask_path.relative_to(folder).as_posix()}")
+    (folder / "split_csv").mkdir(parents=True, exist_ok=True)
+    (folder / "split_csv" / "1cls.csv").write_text("\n".join(lines) + "\n")
     return folder
 
 

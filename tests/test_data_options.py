@@ -59,3 +59,18 @@ def test_dataset_folder(tmp_path):
         dataset_folder(None, "mvtec", "mvtec")
     with pytest.raises(DataError, match=r"oxford-iiit-pet: dataset folder for oxford_pets not found"):
         dataset_folder(tmp_path, "oxford-iiit-pet", "oxford_pets")
+
+
+@dataclass(frozen=True)
+class EitherOpts:
+    source: str | dict[str, str] | None = None
+
+
+def test_an_option_of_several_types_takes_the_first_that_fits():
+    assert parse_options(EitherOpts, {"source": "a.json"}, "demo").source == "a.json"
+    assert parse_options(EitherOpts, {"source": {"train": "t.json"}}, "demo").source == {"train": "t.json"}
+    assert parse_options(EitherOpts, {"source": None}, "demo").source is None
+    with pytest.raises(ConfigError, match=r"option source must be a string or a table of strings, got \['a'\]"):
+        parse_options(EitherOpts, {"source": ["a"]}, "demo")
+    with pytest.raises(ConfigError, match=r"must be a string or a table of strings, got \{'train': 3\}"):
+        parse_options(EitherOpts, {"source": {"train": 3}}, "demo")

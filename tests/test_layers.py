@@ -22,6 +22,8 @@ FORBIDDEN = {
                "fmtest.report"),
     "pipelines": ("fmtest.evaluate", "fmtest.verdict", "fmtest.runner", "fmtest.plugin", "fmtest.report"),
     "metrics": ("fmtest.evaluate", "fmtest.verdict", "fmtest.runner", "fmtest.plugin", "fmtest.report"),
+    "region_metrics": ("fmtest.data", "fmtest.models", "fmtest.pipelines", "fmtest.evaluate", "fmtest.verdict",
+                       "fmtest.runner", "fmtest.plugin", "fmtest.report"),
     "verdict": ("fmtest.runner", "fmtest.plugin", "fmtest.report"),
     "evaluate": ("fmtest.runner", "fmtest.plugin", "fmtest.report"),
     "runner": ("fmtest.plugin", "fmtest.report"),

@@ -216,7 +216,7 @@ def test_n_good_and_n_defective_are_stratified_by_category(tmp_path):
 
 
 def test_proportional_shares_use_the_largest_remainder():
-    from fmtest.data.mvtec import proportional_shares
+    from fmtest.data.categories import proportional_shares
 
     assert proportional_shares(10, [5, 3, 2]) == [5, 3, 2]
     assert proportional_shares(4, [5, 3, 2]) == [2, 1, 1]  # 2.0, 1.2, 0.8

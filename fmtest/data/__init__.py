@@ -20,9 +20,14 @@ DATASETS: dict[str, str] = {
     "satsim": "fmtest.data.satsim:SatSim",
     "elpv": "fmtest.data.elpv:Elpv",
     "mvtec": "fmtest.data.mvtec:MVTecAD",
+    "mvtec_ad2": "fmtest.data.mvtec_ad2:MVTecAD2",
+    "visa": "fmtest.data.visa:VisA",
     "oxford_pets": "fmtest.data.oxford_pets:OxfordPets",
     "industrialsat": "fmtest.data.folder:IndustrialSAT",
     "folder": "fmtest.data.folder:FolderDataset",
+    "coco": "fmtest.data.coco:CocoDataset",
+    "cvat": "fmtest.data.cvat:CvatDataset",
+    "label_studio": "fmtest.data.label_studio:LabelStudioDataset",
 }
 
 

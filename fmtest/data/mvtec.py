@@ -18,22 +18,17 @@ Which images are scored (`[datasets.mvtec]`):
 - `n_good` / `n_defective`: a seeded subset of those OK / NOK images, stratified by category: each
   category keeps its share of the total (largest remainder), so a quick run still covers them all.
 Draws are seeded per category (`seed` and the category name): adding a category does not change
-the images drawn for the others.
+the images drawn for the others. Groups, references and subsets are `fmtest.data.categories`'s,
+shared with MVTec AD 2 and VisA.
 """
 
 from __future__ import annotations
 
-import zlib
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
-import numpy as np
-
-from fmtest.data.base import Dataset, Group
-from fmtest.data.io import list_images, read_image, read_mask
-from fmtest.data.options import check_mask_options, dataset_folder, require_non_negative, seeded_subset
-from fmtest.data.sample import NOK, OK, Sample, SampleRef, SampleSet
+from fmtest.data.categories import CategoryDataset, CategorySplit, check_category_options, draw
+from fmtest.data.io import list_images
+from fmtest.data.sample import NOK, OK, SampleRef
 from fmtest.errors import ConfigError, DataError
 
 TEXTURE_CATEGORIES = ("carpet", "grid", "leather", "tile", "wood")
@@ -52,105 +47,37 @@ class MVTecOptions:
     empty_nok_masks: str = "error"  # or "exclude": leave defective images with empty masks out of IoU, counted
 
     def __post_init__(self) -> None:
-        require_non_negative("mvtec", n_good=self.n_good, n_defective=self.n_defective)
-        check_mask_options("mvtec", self.mask_threshold, self.empty_nok_masks)
-        if not self.categories:
-            raise ConfigError("option categories must name at least one category", "[datasets.mvtec]")
+        check_category_options("mvtec", self)
         if self.subset not in SUBSETS:
             raise ConfigError(f"option subset must be one of {', '.join(SUBSETS)}, got {self.subset!r}",
                               "[datasets.mvtec]")
 
 
-class MVTecAD(Dataset):
+class MVTecAD(CategoryDataset):
     name = "mvtec"
+    folder_name = "mvtec"
+    title = "MVTec AD"
     options_type = MVTecOptions
-    has_masks = True
 
-    def __init__(self, folder: Path, options: MVTecOptions = MVTecOptions()):
-        self.folder = folder
-        self.options = options
-        self._train_by_category: dict[str, list[SampleRef]] = {}
-        good: dict[str, list[SampleRef]] = {}
-        defective: dict[str, list[SampleRef]] = {}
-        for category in options.categories:
-            train, test = self._train_refs(category), self._test_refs(category)
-            defective[category] = [r for r in test if r.label == NOK]
-            if options.subset == "study":
-                rng = self._rng(category, "study")
-                good[category] = draw(train, study_count(len(train)), rng, "train/good images", folder)
-                defective[category] = draw(defective[category], study_count(len(defective[category])), rng,
-                                           "defective test images", folder)
-                drawn = {r.id for r in good[category]}
-                train = [r for r in train if r.id not in drawn]
-            else:
-                good[category] = [r for r in test if r.label == OK]
-            self._train_by_category[category] = train
-        good = self._stratified(good, options.n_good, "OK images")
-        defective = self._stratified(defective, options.n_defective, "defective images")
-        super().__init__(train=SampleSet([r for c in options.categories for r in self._train_by_category[c]]),
-                         test=SampleSet([r for c in options.categories for r in good[c]]
-                                        + [r for c in options.categories for r in defective[c]]))
-
-    def _rng(self, category: str, purpose: str) -> np.random.Generator:
-        """The category's own seeded stream: its draws do not depend on which other categories run."""
-        return np.random.default_rng([self.options.seed, zlib.crc32(category.encode()),
-                                      zlib.crc32(purpose.encode())])
-
-    def _stratified(self, pools: dict[str, list[SampleRef]], n: int | None, what: str) -> dict[str, list[SampleRef]]:
-        """`n` images over all categories, each category drawing its share of `n` from its own pool."""
-        if not n:
-            return pools
-        sizes = [len(pools[c]) for c in self.options.categories]
-        if n > sum(sizes):
-            raise DataError(f"asked for {n} {what} but the chosen categories hold {sum(sizes)}", self.folder)
-        shares = proportional_shares(n, sizes)
-        return {c: draw(pools[c], share, self._rng(c, what), what, self.folder)
-                for c, share in zip(self.options.categories, shares, strict=True)}
-
-    @classmethod
-    def from_config(cls, root: Path | None, options: Mapping[str, object]) -> MVTecAD:
-        return cls(dataset_folder(root, "mvtec", cls.name), cls.read_options(options))
-
-    @property
-    def reference(self) -> Sample:
-        return self.reference_for_category(self.options.categories[0])
-
-    def groups(self) -> list[Group]:
-        """One group per category: its own reference, its own training images, its own fitted model.
-
-        With `subset = "study"` a category's training images exclude its drawn OK test images.
-        """
-        return [
-            Group(category, SampleSet(self._train_by_category[category]),
-                  self.test.filter(lambda r, c=category: r.id.startswith(f"{c}/")),
-                  lambda c=category: self.reference_for_category(c))
-            for category in self.options.categories
-        ]
-
-    def reference_for(self, sample: Sample) -> Sample:
-        """The defect-free reference of the sample's own category."""
-        return self.reference_for_category(str(sample.meta["category"]))
-
-    def reference_for_category(self, category: str) -> Sample:
-        """The category's first training image (never one of its scored images)."""
-        return self._train_by_category[category][0].get()
-
-    def _category_dir(self, category: str, *parts: str) -> Path:
-        """A folder of the category; a missing category is named as such, before its subfolders."""
-        for path in (self.folder / category, self.folder.joinpath(category, *parts)):
-            if not path.is_dir():
-                raise DataError(f"MVTec AD category {category!r}: folder not found", path)
-        return path
+    def category_split(self, category: str) -> CategorySplit:
+        """train/good, test/good and test/<defect>; with `subset = "study"` the OK images are drawn from
+        train/good (and leave the training split) and the defective ones are a 20 % draw."""
+        train, test = self._train_refs(category), self._test_refs(category)
+        defective = [r for r in test if r.label == NOK]
+        if self.options.subset != "study":
+            return CategorySplit(train, [r for r in test if r.label == OK], defective)
+        rng = self.rng(category, "study")
+        good = draw(train, study_count(len(train)), rng, "train/good images", self.folder)
+        defective = draw(defective, study_count(len(defective)), rng, "defective test images", self.folder)
+        drawn = {r.id for r in good}
+        return CategorySplit([r for r in train if r.id not in drawn], good, defective)
 
     def _train_refs(self, category: str) -> list[SampleRef]:
-        folder = self._category_dir(category, "train", "good")
-        images = list_images(folder)
-        if not images:
-            raise DataError(f"MVTec AD category {category!r}: no training images", folder)
-        return [self._ref(category, "train", "good", image, None) for image in images]
+        images = self.folder_images(category, "train", "good", what="training images")
+        return [self.sample_ref(category, "train", "good", OK, image, None) for image in images]
 
     def _test_refs(self, category: str) -> list[SampleRef]:
-        test_dir = self._category_dir(category, "test")
+        test_dir = self.category_dir(category, "test")
         refs = []
         for defect_dir in sorted(p for p in test_dir.iterdir() if p.is_dir()):
             defect = defect_dir.name
@@ -160,43 +87,12 @@ class MVTecAD(Dataset):
                     mask = self.folder / category / "ground_truth" / defect / f"{image.stem}_mask.png"
                     if not mask.is_file():
                         raise DataError(f"mask of defective image {image} not found", mask)
-                refs.append(self._ref(category, "test", defect, image, mask))
+                refs.append(self.sample_ref(category, "test", defect, OK if defect == "good" else NOK, image, mask))
         if not refs:
-            raise DataError(f"MVTec AD category {category!r}: no test images", test_dir)
+            raise DataError(f"{self.title} category {category!r}: no test images", test_dir)
         return refs
-
-    def _ref(self, category: str, split: str, defect: str, image_path: Path, mask_path: Path | None) -> SampleRef:
-        sample_id = f"{category}/{split}/{defect}/{image_path.stem}"
-        label = OK if defect == "good" else NOK
-        meta = {"category": category, "defect_type": defect, "split": split}
-
-        def load() -> Sample:
-            image = read_image(image_path)
-            mask = np.zeros(image.shape[:2], bool)
-            if mask_path:
-                mask = self.checked_defect_mask(read_mask(mask_path, image.shape, self.options.mask_threshold),
-                                                sample_id, mask_path, self.options.empty_nok_masks)
-            return Sample(id=sample_id, image=image, label=label, mask=mask, meta=meta, source=str(image_path))
-
-        return SampleRef(id=sample_id, label=label, load=load)
-
-
-def draw(pool: list[SampleRef], n: int, rng: np.random.Generator, what: str, where: Path) -> list[SampleRef]:
-    """Exactly `n` of the pool, seeded, in their original order (0 means none here, not all)."""
-    return seeded_subset(pool, n, rng, what, where) if n else []
 
 
 def study_count(n: int) -> int:
     """How many of `n` images the study reconstruction draws: 20 %, rounded to the nearest image."""
     return round(n * STUDY_FRACTION)
-
-
-def proportional_shares(n: int, sizes: Sequence[int]) -> list[int]:
-    """`n` split over pools of `sizes` in proportion (largest remainder; ties go to the earlier pool)."""
-    total = sum(sizes)
-    exact = [n * size / total for size in sizes]
-    shares = [int(x) for x in exact]
-    by_remainder = sorted(range(len(sizes)), key=lambda i: (-(exact[i] - shares[i]), i))
-    for i in by_remainder[: n - sum(shares)]:
-        shares[i] += 1
-    return shares

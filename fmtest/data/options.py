@@ -8,6 +8,7 @@ on-disk dataset under the data root.
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -40,30 +41,36 @@ def parse_options(cls: type[OptionsT], options: Mapping[str, object], dataset: s
 
 
 def _coerce(value: object, hint: object, key: str, where: str) -> object:
-    args = typing.get_args(hint)
-    if type(None) in args:
-        if value is None:
-            return None
-        hint = next(a for a in args if a is not type(None))
+    """`value` as the field's type; a field of several types (`str | dict[str, str]`) takes the first that fits."""
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    alternatives = [a for a in typing.get_args(hint) if a is not type(None)] if union else [hint]
+    if value is None and union and type(None) in typing.get_args(hint):
+        return None
+    expected = []
+    for alternative in alternatives:
+        fits, converted, what = _convert(value, alternative, key)
+        if fits:
+            return converted
+        expected.append(what)
+    raise ConfigError(f"option {key} must be {' or '.join(expected)}, got {value!r}", where)
+
+
+def _convert(value: object, hint: object, key: str) -> tuple[bool, object, str]:
+    """(fits, converted value, what the type accepts in words)."""
     if typing.get_origin(hint) is tuple:
-        if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
-            return tuple(value)
-        expected = "a list of names"
-    elif hint is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        expected = "a number"
-    elif hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        expected = "an integer"
-    elif hint is bool or hint is str:
-        if isinstance(value, hint):
-            return value
-        expected = "true or false" if hint is bool else "a string"
-    else:
-        raise TypeError(f"option {key}: unsupported option type {hint!r}")
-    raise ConfigError(f"option {key} must be {expected}, got {value!r}", where)
+        fits = isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
+        return fits, tuple(value) if fits else None, "a list of names"
+    if typing.get_origin(hint) is dict:
+        fits = isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+        return fits, dict(value) if fits else None, "a table of strings"
+    if hint is float:
+        fits = isinstance(value, int | float) and not isinstance(value, bool)
+        return fits, float(value) if fits else None, "a number"
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool), value, "an integer"
+    if hint is bool or hint is str:
+        return isinstance(value, hint), value, "true or false" if hint is bool else "a string"
+    raise TypeError(f"option {key}: unsupported option type {hint!r}")
 
 
 def require_non_negative(where: str, **values: int | float | None) -> None:
