@@ -70,7 +70,7 @@ class FmRun:
         from fmtest.runner import Evaluator, ResultStore, resolve_settings
         from fmtest.threads import pin_one_thread_per_op
 
-        pin_one_thread_per_op()  # the same rows whatever the machine's core count (fmtest.threads)
+        self.unpin_threads = pin_one_thread_per_op()  # the same rows on any core count (fmtest.threads)
         self.config = config
         worker = getattr(config, "workerinput", None)
         index = int(worker["workerid"].removeprefix("gw")) if worker else None
@@ -428,6 +428,7 @@ def pytest_unconfigure(config):
     run = config.stash.get(RUN_KEY, None)
     if run is not None:
         run.evaluator.close()
+        run.unpin_threads()
     if _RESULTS_DIR_KEY in config.stash:  # the controller's folder; a worker's is the controller's
         shutil.rmtree(config.stash[_RESULTS_DIR_KEY], ignore_errors=True)
 
