@@ -107,9 +107,9 @@ def tiny_models():
 def test_tiny_model_run_keeps_top_k_regions(tiny_models):
     rng = np.random.default_rng(2)
     samples = [Sample(id="grey", image=rng.random((60, 80)).astype(np.float32), label="NOK")]
-    one = saa(top_k=1).predict(samples)[0]
-    many = saa(top_k=5).predict(samples)[0]
-    none = saa(box_threshold=1.0).predict(samples)[0]
+    one = saa(top_k=1, binarisation="top_k_union").predict(samples)[0]
+    many = saa(top_k=5, binarisation="top_k_union").predict(samples)[0]
+    none = saa(box_threshold=1.0, binarisation="top_k_union").predict(samples)[0]
     assert one.mask.shape == many.mask.shape == (60, 80)
     assert one.mask.any() and not (one.mask & ~many.mask).any()  # top-1 region is inside the top-5 union
     assert one.score == many.score > 0
@@ -142,7 +142,7 @@ def test_published_prompts_are_saas_per_category_settings():
 @pytest.mark.parametrize("context,message", [
     (published(group="bottle"), "no SAA\\+ prompts for mvtec group 'bottle'; fmtest has them for carpet, grid"),
     (published(group=None), "no SAA\\+ prompts for mvtec group None"),
-    (published(dataset="industrialsat", group="industrialsat"), "for mvtec only, not 'industrialsat'"),
+    (published(dataset="satsim", group="satsim"), "exist for mvtec, oxford_pets, industrialsat only, not 'satsim'"),
 ])
 def test_published_prompts_only_where_saa_published_them(context, message):
     with pytest.raises(ConfigError, match=message):
@@ -178,7 +178,7 @@ def test_wide_resnet_saliency_replaces_the_sam_embedding_and_keys_the_cache(tiny
 
     image = np.full((96, 128, 3), 120, np.uint8)
     image[40:56, 60:76] = 250
-    wide = saa(saliency="wideresnet50")
+    wide = saa(saliency="wideresnet50", saliency_weights="torchvision")
     maps = imagenet_cnn.stage_maps(tiny_wide_resnet, image, 256)
     expected = cv2.resize(self_dissimilarity(maps, (64, 64), 400), (128, 96), interpolation=cv2.INTER_LINEAR)
     np.testing.assert_allclose(wide.saliency(image, "k"), expected, rtol=1e-5)
@@ -193,6 +193,11 @@ def test_wide_resnet_saliency_without_its_checkpoint_is_unavailable(tiny_models,
     SaaPlus.check_available(PipelineContext(dataset="mvtec", weights_dir=tmp_path))
     with pytest.raises(MissingWeights,
                        match="wide_resnet50_2-95faca4d.pth not found.*download wide_resnet50_2_imagenet"):
+        SaaPlus.check_available(PipelineContext(dataset="mvtec", options={"saliency": "wideresnet50",
+                                                                          "saliency_weights": "torchvision"},
+                                                weights_dir=tmp_path))
+    with pytest.raises(MissingWeights,  # SAA+'s own: timm's file, from the weights folder, never a hub
+                       match="wide_resnet50_racm-8234f177.pth not found.*download wide_resnet50_2_timm"):
         SaaPlus.check_available(PipelineContext(dataset="mvtec", options={"saliency": "wideresnet50"},
                                                 weights_dir=tmp_path))
 
