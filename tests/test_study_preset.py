@@ -159,3 +159,19 @@ def test_fmtest_config_shows_saas_own_carpet_prompts(capsys):
     out = capsys.readouterr().out
     assert '"black hole", "thread"' in out and 'object_prompt = "carpet"  # set by saa_plus for mvtec/carpet' in out
     assert "[study_results]\niou = 0.52" in out
+
+
+def test_fmtest_config_shows_only_the_generation_settings_gemini_is_sent(capsys, tmp_path):
+    from fmtest.cli import main
+
+    assert main(["config", "--config", str(PRESET), "--case", "gemini_basic-mvtec"]) == 0
+    out = capsys.readouterr().out
+    shown = tomllib.loads(out)["pipeline_options"]
+    assert shown["sampling"] == "api_default" and shown["answer_format"] == "json"  # the study's label + reasoning
+    assert "temperature" not in shown and "seed" not in shown  # the API's defaults: nothing is sent
+    assert "# temperature is not set; not used by gemini_basic with these settings" in out
+    fixed = tmp_path / "fixed.toml"
+    fixed.write_text('[pipelines.gemini_basic]\nsampling = "fixed"\n')
+    assert main(["config", "--config", str(fixed), "--case", "gemini_basic-mvtec"]) == 0
+    shown = tomllib.loads(capsys.readouterr().out)["pipeline_options"]
+    assert shown["temperature"] == 0.0 and shown["seed"] == 0

@@ -138,7 +138,7 @@ class MVTecAD(Dataset):
                             self.subset_path)
         for entry in wanted:
             if entry.sample_id not in by_id:
-                raise DataError(f"{entry.path} is not an image of the dataset (no such file with a known image "
+                raise DataError(f"{entry.path!r} is not an image of the dataset (no such file with a known image "
                                 "suffix, or a defective image without its mask)", f"{self.subset_path}:{entry.line}")
         return [by_id[entry.sample_id] for entry in wanted]
 
