@@ -160,7 +160,8 @@ WEIGHTS: dict[str, WeightSpec] = {
                         "other weights than SAA+'s (saa_plus saliency_weights = \"torchvision\")",
         ),
         # SAA+ builds its saliency network with timm.create_model("wide_resnet50_2", pretrained=True); timm's
-        # default weights for that name are these (tag racm_in1k). No published sha256: "unverified".
+        # weights for that name are these (timm 0.6.13, current when SAA+ was published; timm 1.0's racm_in1k).
+        # No published sha256: "unverified".
         WeightSpec(
             key="wide_resnet50_2_timm", filename="wide_resnet50_racm-8234f177.pth", size=None, sha256=None,
             url="https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-weights/"
