@@ -274,6 +274,16 @@ def test_calibrated_binarisation_needs_defect_free_training_images(tiny_models):
     saa(binarisation="top_k_union").fit(sample_set([]), None)  # the old rule needs no calibration
 
 
+def test_a_non_finite_calibration_map_is_an_error_not_a_threshold(tiny_models, monkeypatch):
+    from fmtest.errors import DataError
+
+    pipeline = saa(object_prompt="", box_threshold=0.0)  # every box kept: there are regions to rescore
+    monkeypatch.setattr(pipeline, "saliency", lambda image, key: np.full(image.shape[:2], np.nan, np.float32))
+    with pytest.raises(DataError, match="anomaly map of a calibration image is not finite"):
+        pipeline.fit(sample_set([textured(1)]), None)
+    assert pipeline.threshold is None
+
+
 # --------------------------------------------------------------------------- per-dataset settings, colour order
 
 

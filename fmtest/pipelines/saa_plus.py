@@ -270,6 +270,9 @@ class SaaPlus(DetectorSamPipeline):
         calibration = SampleSet([good.refs[i] for i in drawn])
         maxima = [float(region.anomaly_map().max()) for batch in calibration.batches(self.batch_size)
                   for region in self._regions(batch)]
+        if not np.isfinite(maxima).all():
+            raise DataError(f"{self.name}: SAA+'s anomaly map of a calibration image is not finite, so no threshold "
+                            "can be set on it", self.context.dataset)
         self.threshold = float(np.quantile(maxima, self.options.calibration_quantile))
 
     def predict(self, samples: Sequence[Sample]) -> list[Prediction]:

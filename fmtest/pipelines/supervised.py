@@ -108,9 +108,9 @@ class Supervised(Pipeline):
                                  "no resnet50-0676ba61.pth in the weights folder (`fmtest weights download "
                                  "resnet50_imagenet`), or backbone = \"efficientnet_lite0\"")
         return [backbone,
-                Departure("input", f"whole image squashed to {o.input_size} x {o.input_size}, pooled last stage",
-                          NOT_PUBLISHED, "ImageNet's input size; no crop, so a defect at the border stays in view",
-                          kind="unstated"),
+                Departure("input", f"whole image squashed to {o.input_size} x {o.input_size} (pixel-area shrink), "
+                          "pooled last stage", NOT_PUBLISHED,
+                          "ImageNet's input size; no crop, so a defect at the border stays in view", kind="unstated"),
                 Departure("MLP", f"one hidden layer of {o.hidden_units}, L2 {o.alpha:g}, NOK at p >= "
                           f"{o.decision_threshold:g}", "an MLP (size and training not published)",
                           "a small MLP on standardised features; scikit-learn's defaults otherwise", kind="unstated")]
