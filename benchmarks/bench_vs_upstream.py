@@ -236,7 +236,8 @@ class Fast:
         sam_options = {"sam_precision": args.precision, "sam_attention": args.attention,
                            "sam_batch_size": args.batch_size, "sam_compile": args.compile}
         per_pipeline = {"gdino_sam": {"gdino_precision": args.gdino_precision},
-                        "saa_plus": {"gdino_precision": args.gdino_precision},
+                        # the union of the top-5 regions, as the upstream path here; no calibration to fit
+                        "saa_plus": {"gdino_precision": args.gdino_precision, "binarisation": "top_k_union"},
                         "sam_clip": {"points_per_side": args.points_per_side},
                         "clip_surgery_sam": {"surgery_depth": args.surgery_depth}}
         work_dir = args.compile_cache.parent if args.compile_cache else Path(".fmtest_cache")

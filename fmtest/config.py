@@ -232,6 +232,8 @@ class SuiteConfig:
         dataset_options = _with_defaults(self.dataset_class(dataset).read_options(given_dataset), given_dataset)
 
         def source(key: str) -> str:
+            if options.get(key) is None and from_table.get(key) is not None:
+                return f"not used by {pipeline} with these settings"
             if options.get(key) != from_table.get(key):
                 return f"set by {pipeline} for {dataset}{f'/{group}' if group else ''}"
             return next((layer.where for layer in reversed(layers) if key in layer.values), "default")

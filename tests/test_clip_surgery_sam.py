@@ -141,3 +141,24 @@ def test_model_id_combines_sam_and_clip(models, pipeline_factory):
 def test_bad_options_raise_config_error(tmp_path, options, message):
     with pytest.raises(ConfigError, match=message):
         ClipSurgerySam.check_available(PipelineContext(dataset="satsim", options=options, weights_dir=tmp_path))
+
+
+def test_text2seg_options_prompt_sam_with_text2segs_points(models, samples, pipeline_factory):
+    """clip_input, token_norm and point_coords as Text2Seg: SAM gets the whole-pixel points of Text2Seg's map."""
+    engine, _ = models
+    text2seg = {"clip_input": "text2seg", "token_norm": "across_tokens", "point_coords": "integer"}
+    pipeline = pipeline_factory(**text2seg)
+    predictions = pipeline.predict(samples)
+    images = [to_rgb_uint8(s.image) for s in samples]
+    grids = pipeline.surgery.patch_similarity(images, ["defect"], redundant_texts=[""], clip_input="text2seg",
+                                              token_norm="across_tokens")
+    default_grids = pipeline.surgery.patch_similarity(images, ["defect"], redundant_texts=[""])
+    assert (grids - default_grids).abs().max() > 1e-3
+    reference = SamPredictor(engine.sam)
+    for image, grid, prediction in zip(images, grids[:, 0], predictions):
+        points, labels = similarity_points(grid, image.shape[:2], integer=True)
+        assert (points == np.floor(points)).all()
+        reference.set_image(image)
+        masks, _, _ = reference.predict(point_coords=points, point_labels=labels, multimask_output=False)
+        np.testing.assert_array_equal(prediction.mask, masks[0])
+        assert prediction.score == pytest.approx(float(grid.max()))

@@ -95,7 +95,7 @@ def test_two_sam_pipelines_share_one_embedding_per_image(tiny_models, samples):
     fresh = [Sample(id=f"new{i}", image=s.image[::-1].copy(), label=s.label) for i, s in enumerate(samples)]
     before = calls.images
     GroundingDinoSam(context()).predict(fresh)
-    SaaPlus(PipelineContext(dataset="satsim", prompt="defect")).predict(fresh)
+    SaaPlus(PipelineContext(dataset="satsim", prompt="defect", options={"binarisation": "top_k_union"})).predict(fresh)
     assert calls.images - before == len(fresh)
 
 

@@ -227,3 +227,41 @@ def test_proportional_shares_use_the_largest_remainder():
 def test_unknown_subset(root):
     with pytest.raises(ConfigError, match=r"\[datasets.mvtec\].*subset must be one of all, study, got 'paper'"):
         open_dataset("mvtec", root, {**CATS, "subset": "paper"})
+
+
+# --------------------------------------------------------------------------- a pinned list of images (subset_file)
+
+
+def test_subset_file_scores_exactly_the_listed_images(tmp_path):
+    touch_mvtec(tmp_path, {"carpet": (6, 3), "grid": (5, 2)})
+    listing = tmp_path / "mvtec" / "study_list.txt"
+    listing.write_text("# the study's images\ncarpet/train/good/001.png\ncarpet/test/crack/002.png\n\n"
+                       "grid/test/good/000.png  # a comment\ngrid/train/good/004\ngrid/test/crack/000.png\n")
+    ds = open_dataset("mvtec", tmp_path, {"categories": ["carpet", "grid"], "subset_file": "study_list.txt"})
+    assert ds.test.ids == ["carpet/train/good/001", "grid/test/good/000", "grid/train/good/004",
+                           "carpet/test/crack/002", "grid/test/crack/000"]
+    assert ds.test.labels == ["OK", "OK", "OK", "NOK", "NOK"]
+    train = set(ds.train.ids)
+    assert "carpet/train/good/001" not in train and "grid/train/good/004" not in train and len(train) == 6 + 5 - 2
+    absolute = open_dataset("mvtec", tmp_path, {"categories": ["carpet", "grid"], "subset_file": str(listing)})
+    assert absolute.test.ids == ds.test.ids
+
+
+@pytest.mark.parametrize("lines, message", [
+    ("carpet/test/crack/009.png\n", r"study_list.txt:1: 'carpet/test/crack/009.png' is not an image of the dataset"),
+    ("carpet/train/good/001.png\ncarpet/train/good/001\n", r"study_list.txt:2: .* listed twice \(first on line 1\)"),
+    ("carpet/ground_truth/crack/000_mask.png\n", r"study_list.txt:1: .* is not <category>/train/good/<image>"),
+    ("wood/test/crack/000.png\n", r"study_list.txt:1: .* of category 'wood', not one of the chosen carpet"),
+    ("# nothing\n", r"study_list.txt: subset_file lists no image"),
+])
+def test_subset_file_errors_name_the_line(tmp_path, lines, message):
+    touch_mvtec(tmp_path, {"carpet": (3, 2)})
+    (tmp_path / "mvtec" / "study_list.txt").write_text(lines)
+    with pytest.raises(DataError, match=message):
+        open_dataset("mvtec", tmp_path, {"categories": ["carpet"], "subset_file": "study_list.txt"})
+
+
+def test_subset_file_and_the_study_reconstruction_exclude_each_other(tmp_path):
+    touch_mvtec(tmp_path, {"carpet": (3, 2)})
+    with pytest.raises(ConfigError, match=r"subset_file and subset = 'study' both choose the scored images"):
+        open_dataset("mvtec", tmp_path, {"categories": ["carpet"], "subset": "study", "subset_file": "x.txt"})

@@ -127,3 +127,19 @@ def test_a_cat_without_pet_pixels_is_an_error_or_excluded_and_counted(root):
         ds.test[index]
     ds = open_dataset("oxford_pets", root, {"n_good": 0, "n_defective": 0, "empty_nok_masks": "exclude"})
     assert ds.test[index].mask is None and ds.excluded_from_iou == ["cat/Abyssinian_1"]
+
+
+@pytest.mark.parametrize("border, in_mask", [("pet", True), ("background", False)])
+def test_trimap_border_can_count_as_the_cat_or_as_background(root, border, in_mask):
+    ds = open_dataset("oxford_pets", root, {**SUBSET, "trimap_border": border})
+    for sample in ds.test:
+        trimap = trimap_of(root, sample.id.split("/")[1])
+        assert sample.ignore is None  # every pixel is scored
+        if sample.label == "NOK":
+            expected = (trimap == 1) | (trimap == 3) if in_mask else trimap == 1
+            np.testing.assert_array_equal(sample.mask, expected)
+        else:
+            assert not sample.mask.any()
+    with pytest.raises(ConfigError, match=r"\[datasets.oxford_pets\].*trimap_border must be one of ignore, pet, "
+                                          r"background, got 'fg'"):
+        open_dataset("oxford_pets", root, {**SUBSET, "trimap_border": "fg"})

@@ -107,9 +107,9 @@ def tiny_models():
 def test_tiny_model_run_keeps_top_k_regions(tiny_models):
     rng = np.random.default_rng(2)
     samples = [Sample(id="grey", image=rng.random((60, 80)).astype(np.float32), label="NOK")]
-    one = saa(top_k=1).predict(samples)[0]
-    many = saa(top_k=5).predict(samples)[0]
-    none = saa(box_threshold=1.0).predict(samples)[0]
+    one = saa(top_k=1, binarisation="top_k_union").predict(samples)[0]
+    many = saa(top_k=5, binarisation="top_k_union").predict(samples)[0]
+    none = saa(box_threshold=1.0, binarisation="top_k_union").predict(samples)[0]
     assert one.mask.shape == many.mask.shape == (60, 80)
     assert one.mask.any() and not (one.mask & ~many.mask).any()  # top-1 region is inside the top-5 union
     assert one.score == many.score > 0
@@ -142,7 +142,7 @@ def test_published_prompts_are_saas_per_category_settings():
 @pytest.mark.parametrize("context,message", [
     (published(group="bottle"), "no SAA\\+ prompts for mvtec group 'bottle'; fmtest has them for carpet, grid"),
     (published(group=None), "no SAA\\+ prompts for mvtec group None"),
-    (published(dataset="industrialsat", group="industrialsat"), "for mvtec only, not 'industrialsat'"),
+    (published(dataset="satsim", group="satsim"), "exist for mvtec, oxford_pets, industrialsat only, not 'satsim'"),
 ])
 def test_published_prompts_only_where_saa_published_them(context, message):
     with pytest.raises(ConfigError, match=message):
@@ -178,7 +178,7 @@ def test_wide_resnet_saliency_replaces_the_sam_embedding_and_keys_the_cache(tiny
 
     image = np.full((96, 128, 3), 120, np.uint8)
     image[40:56, 60:76] = 250
-    wide = saa(saliency="wideresnet50")
+    wide = saa(saliency="wideresnet50", saliency_weights="torchvision")
     maps = imagenet_cnn.stage_maps(tiny_wide_resnet, image, 256)
     expected = cv2.resize(self_dissimilarity(maps, (64, 64), 400), (128, 96), interpolation=cv2.INTER_LINEAR)
     np.testing.assert_allclose(wide.saliency(image, "k"), expected, rtol=1e-5)
@@ -193,6 +193,11 @@ def test_wide_resnet_saliency_without_its_checkpoint_is_unavailable(tiny_models,
     SaaPlus.check_available(PipelineContext(dataset="mvtec", weights_dir=tmp_path))
     with pytest.raises(MissingWeights,
                        match="wide_resnet50_2-95faca4d.pth not found.*download wide_resnet50_2_imagenet"):
+        SaaPlus.check_available(PipelineContext(dataset="mvtec", options={"saliency": "wideresnet50",
+                                                                          "saliency_weights": "torchvision"},
+                                                weights_dir=tmp_path))
+    with pytest.raises(MissingWeights,  # SAA+'s own: timm's file, from the weights folder, never a hub
+                       match="wide_resnet50_racm-8234f177.pth not found.*download wide_resnet50_2_timm"):
         SaaPlus.check_available(PipelineContext(dataset="mvtec", options={"saliency": "wideresnet50"},
                                                 weights_dir=tmp_path))
 
@@ -204,3 +209,124 @@ def test_a_case_with_published_prompts_is_checked_before_its_groups_are_known(tm
     context = PipelineContext(dataset="mvtec", options={"published_prompts": True}, weights_dir=tmp_path)
     with pytest.raises(MissingWeights):  # what is missing is the checkpoint, nothing about the prompts
         SaaPlus.check_available(context)
+
+
+# --------------------------------------------------------------------------- binarisation (issue 22)
+
+
+def upstream_confidence_prompting(defect_masks, defect_scores, k_mask):
+    """SAA/model.py confidence_prompting before its resize to out_size: the top-k masks' scores averaged
+    per pixel with a weight map that starts at one."""
+    mask_indx = defect_scores.argsort()[-k_mask:]
+    anomaly_map = np.zeros(defect_masks[0].shape)
+    weight_map = np.ones(defect_masks[0].shape)
+    for indx in mask_indx:
+        anomaly_map += defect_masks[indx] * defect_scores[indx]
+        weight_map += defect_masks[indx] * 1.0
+    anomaly_map[weight_map > 0] /= weight_map[weight_map > 0]
+    return anomaly_map
+
+
+def test_anomaly_map_is_saas_confidence_prompting():
+    from fmtest.pipelines.saa_plus import SaaRegions
+
+    rng = np.random.default_rng(4)
+    masks = rng.random((4, 12, 15)) > 0.6
+    confidence = np.array([0.9, 0.5, 0.7, 0.2])
+    order = np.argsort(-confidence, kind="stable")[:3]
+    ours = SaaRegions(masks[order], confidence[order]).anomaly_map()
+    np.testing.assert_allclose(ours, upstream_confidence_prompting(masks, confidence, 3), rtol=1e-6)
+
+
+def sample_set(samples):
+    from fmtest.data.sample import SampleRef, SampleSet
+
+    return SampleSet([SampleRef(s.id, s.label, load=lambda s=s: s) for s in samples])
+
+
+def textured(seed: int, label: str = "OK") -> Sample:
+    rng = np.random.default_rng(seed)
+    return Sample(id=f"{label}-{seed}", image=rng.random((48, 64)).astype(np.float32), label=label)
+
+
+def test_calibrated_threshold_is_set_on_defect_free_training_images_only(tiny_models):
+    good = [textured(seed) for seed in range(2)]
+    fast = {"object_prompt": "", "calibration_quantile": 0.5}  # one GroundingDINO call per batch
+    pipeline = saa(**fast)
+    pipeline.fit(sample_set([*good, textured(99, "NOK")]), None)  # a defective image never sets the threshold
+    predictions = pipeline.predict(good)
+    scores = [p.score for p in predictions]  # each image's anomaly-map maximum
+    assert max(scores) > 0 and pipeline.threshold == pytest.approx(float(np.quantile(scores, 0.5)))
+    for prediction in predictions:  # the mask is the map above the threshold
+        np.testing.assert_array_equal(prediction.mask, prediction.score_map > 1.0)
+        assert prediction.label == ("NOK" if prediction.score > pipeline.threshold else "OK")
+    one = saa(**fast, calibration_images=1)
+    one.fit(sample_set(good), None)
+    assert min(abs(one.threshold - s) for s in scores) < 1e-6  # one drawn image's maximum
+
+
+def test_calibrated_binarisation_needs_defect_free_training_images(tiny_models):
+    from fmtest.errors import DataError
+
+    with pytest.raises(DataError, match='binarisation = "calibrated" sets its threshold on defect-free training '
+                                        'images.*set binarisation = "top_k_union"'):
+        saa().fit(sample_set([textured(1, "NOK")]), None)
+    saa(binarisation="top_k_union").fit(sample_set([]), None)  # the old rule needs no calibration
+
+
+def test_a_non_finite_calibration_map_is_an_error_not_a_threshold(tiny_models, monkeypatch):
+    from fmtest.errors import DataError
+
+    pipeline = saa(object_prompt="", box_threshold=0.0)  # every box kept: there are regions to rescore
+    monkeypatch.setattr(pipeline, "saliency", lambda image, key: np.full(image.shape[:2], np.nan, np.float32))
+    with pytest.raises(DataError, match="anomaly map of a calibration image is not finite"):
+        pipeline.fit(sample_set([textured(1)]), None)
+    assert pipeline.threshold is None
+
+
+# --------------------------------------------------------------------------- per-dataset settings, colour order
+
+
+def test_the_whole_cat_box_survives_oxfords_settings_and_not_the_object_area_filter():
+    hw = (100, 100)
+    cat = detections([[2, 3, 98, 99]], [0.6], ["cat"])  # the cat fills the frame
+    oxford = SaaPlus(PipelineContext(dataset="oxford_pets", group="oxford_pets", prompt="cat",
+                                     options={"published_prompts": True}))
+    assert oxford.prompts == ["cat"] and oxford.options.object_prompt == ""
+    boxes, _ = oxford.filter_regions(detections([], [], []), [cat], hw)
+    assert len(boxes) == 1
+    generic = SaaPlus(PipelineContext(dataset="oxford_pets", prompt="cat"))  # object "object" finds the cat itself
+    boxes, _ = generic.filter_regions(cat, [cat], hw)
+    assert len(boxes) == 0
+
+
+def test_no_object_prompt_runs_no_object_detection(tiny_models, monkeypatch):
+    detector = saa().detector
+    asked = []
+    detect = detector.detect
+    monkeypatch.setattr(detector, "detect", lambda images, prompt, *a: asked.append(prompt) or detect(images, prompt, *a))
+    saa(object_prompt="", binarisation="top_k_union").predict([textured(3)])
+    assert asked == ["defect"]
+
+
+def test_bgr_colour_order_gives_sam_and_saliency_saas_bgr_array_and_groundingdino_rgb(tiny_models, monkeypatch):
+    from fmtest.data.io import to_rgb_uint8
+
+    rgb = Sample(id="rgb", image=np.random.default_rng(5).random((40, 56, 3)).astype(np.float32), label="NOK")
+    grey = textured(6)
+    pipeline = saa(colour_order="bgr", binarisation="top_k_union")
+    seen = {"gdino": [], "sam": [], "saliency": []}
+    detect, masks_from_boxes, saliency = pipeline.detector.detect, pipeline.engine.masks_from_boxes, pipeline.saliency
+    monkeypatch.setattr(pipeline.detector, "detect",
+                        lambda images, *a: seen["gdino"].append(images[0]) or detect(images, *a))
+    monkeypatch.setattr(pipeline.engine, "masks_from_boxes",
+                        lambda image, key, boxes: seen["sam"].append((image, key)) or masks_from_boxes(image, key, boxes))
+    monkeypatch.setattr(pipeline, "saliency", lambda image, key: seen["saliency"].append(image) or saliency(image, key))
+    pipeline.predict([rgb])
+    expected = to_rgb_uint8(rgb.image)
+    assert all(np.array_equal(image, expected) for image in seen["gdino"])  # SAA+ converts BGR2RGB for DINO
+    assert seen["sam"] and all(np.array_equal(image, expected[..., ::-1]) for image, _ in seen["sam"])
+    assert all(key == f"{rgb.sha256}:bgr" for _, key in seen["sam"])  # never RGB pipelines' cached embedding
+    assert all(np.array_equal(image, expected[..., ::-1]) for image in seen["saliency"])
+    images, keys = pipeline.refiner_inputs([grey])  # greyscale is the same either way: the embedding is shared
+    assert keys == [grey.sha256] and np.array_equal(images[0], to_rgb_uint8(grey.image))

@@ -238,3 +238,19 @@ def test_suite_skips_with_the_missing_file_folder_and_command(suite):
     result.stdout.re_match_lines([rf"SKIPPED \[2\] .*ViT-B-16\.pt not found in {weights} .*"
                                   rf"`fmtest weights download {CLIP_KEY}`"])
     _run(suite, "--fm-strict").assert_outcomes(errors=2)
+
+
+def test_text2seg_crop_option_scores_the_crops_text2seg_hands_clip(tmp_path, models, samples):
+    """Non-square images: Text2Seg's crops (its swapped canvas) score differently from the whole mask's."""
+    from fmtest.pipelines.sam_clip import text2seg_crop
+
+    engine, encoder = models
+    texts = encoder.encode_texts(["defect", "background"])
+    predictions = _pipeline(tmp_path, crop="text2seg").predict(samples)
+    for s, prediction in zip(samples, predictions):
+        image = to_rgb_uint8(s.image)
+        masks = [r["segmentation"] for r in engine.automatic_masks(image, s.sha256, **FAST) if r["segmentation"].any()]
+        probs = prompt_probabilities(encoder.encode_images([text2seg_crop(image, m) for m in masks]), texts, "texts")
+        assert prediction.score == pytest.approx(float(probs.max()))
+    whole = _pipeline(tmp_path).predict(samples)
+    assert any(abs(a.score - b.score) > 1e-4 for a, b in zip(predictions, whole))

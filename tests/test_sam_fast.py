@@ -206,7 +206,8 @@ def sam_pipelines(**options):
     from fmtest.pipelines import pipeline_class
     from fmtest.pipelines.base import PipelineContext
 
-    extra = {"sam_clip": {"points_per_side": 2}, "clip_surgery_sam": {"surgery_depth": 2}}  # tiny CLIP: 4 layers
+    extra = {"sam_clip": {"points_per_side": 2}, "clip_surgery_sam": {"surgery_depth": 2},  # tiny CLIP: 4 layers
+             "saa_plus": {"binarisation": "top_k_union"}}  # predicts without a calibration fit
     return [pipeline_class(name)(PipelineContext(dataset="satsim", options={**options, **extra.get(name, {})}))
             for name in ("gdino_sam", "sam_clip", "clip_surgery_sam", "saa_plus")]
 

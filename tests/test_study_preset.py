@@ -44,8 +44,11 @@ def test_saa_plus_runs_saas_own_settings_on_mvtec():
 
     carpet = effective("mvtec", "carpet")
     assert "black hole" in carpet.anomaly_prompts and carpet.saliency == "wideresnet50"
-    other = effective("oxford_pets", None)
-    assert other.anomaly_prompts == ("{prompt}",) and not other.published_prompts
+    assert carpet.saliency_weights == "timm" and carpet.colour_order == "bgr" and carpet.binarisation == "calibrated"
+    # SAA+ published nothing for Oxford-IIIT-Pet: fmtest's settings of SAA+'s form, which keep the whole-cat box
+    oxford = effective("oxford_pets", "oxford_pets")
+    assert oxford.anomaly_prompts == ("{prompt}",) and oxford.object_prompt == "" and oxford.max_area_ratio == 1.0
+    assert effective("industrialsat", "industrialsat").object_prompt == ""
 
 
 def test_every_dataset_setting_is_accepted_and_mvtec_is_the_study_reconstruction(preset):
@@ -92,7 +95,7 @@ def pytest_configure(config):
     _models.enter_context(registry.inject(gd.WEIGHT_KEY, build_tiny_grounding_dino(tokenizer, num_queries=5)))
     _models.enter_context(registry.inject(CLIP_KEY, ClipEncoder(build_tiny_clip(), "tiny-clip")))
     # a small ResNet stands in for SAA+'s Wide ResNet-50 saliency network: same stages, random weights
-    _models.enter_context(registry.inject(imagenet_cnn.WIDE_RESNET50_KEY, imagenet_cnn.ImageNetCnn(
+    _models.enter_context(registry.inject(imagenet_cnn.WIDE_RESNET50_TIMM_KEY, imagenet_cnn.ImageNetCnn(
         torchvision.models.resnet18().eval(), "tiny-resnet")))
 
 def pytest_unconfigure(config):
@@ -111,7 +114,7 @@ def test_the_preset_runs_end_to_end_on_the_public_layouts(pytester, monkeypatch,
 
     data = tmp_path / "data"
     make_mvtec(data, ("carpet", "grid"), n_train=10, n_good=1, n_defective=5)
-    make_oxford_pets(data, n_cats=5, n_dogs=5)
+    make_oxford_pets(data, n_cats=5, n_dogs=8)  # 3 dogs left for training: SAA+ calibrates its threshold on them
     make_industrialsat(data, n_good=10, n_defective=5)
     suites = Path(__file__).resolve().parents[1] / "suites"
     for name in ("test_segmentation.py", "test_classification.py"):
@@ -156,3 +159,19 @@ def test_fmtest_config_shows_saas_own_carpet_prompts(capsys):
     out = capsys.readouterr().out
     assert '"black hole", "thread"' in out and 'object_prompt = "carpet"  # set by saa_plus for mvtec/carpet' in out
     assert "[study_results]\niou = 0.52" in out
+
+
+def test_fmtest_config_shows_only_the_generation_settings_gemini_is_sent(capsys, tmp_path):
+    from fmtest.cli import main
+
+    assert main(["config", "--config", str(PRESET), "--case", "gemini_basic-mvtec"]) == 0
+    out = capsys.readouterr().out
+    shown = tomllib.loads(out)["pipeline_options"]
+    assert shown["sampling"] == "api_default" and shown["answer_format"] == "json"  # the study's label + reasoning
+    assert "temperature" not in shown and "seed" not in shown  # the API's defaults: nothing is sent
+    assert "# temperature is not set; not used by gemini_basic with these settings" in out
+    fixed = tmp_path / "fixed.toml"
+    fixed.write_text('[pipelines.gemini_basic]\nsampling = "fixed"\n')
+    assert main(["config", "--config", str(fixed), "--case", "gemini_basic-mvtec"]) == 0
+    shown = tomllib.loads(capsys.readouterr().out)["pipeline_options"]
+    assert shown["temperature"] == 0.0 and shown["seed"] == 0

@@ -109,6 +109,15 @@ def test_bad_options(tmp_path, options, message):
         Supervised.check_available(context(tmp_path, **options))
 
 
+def test_auto_runs_the_resnet_file_in_the_weights_folder_and_never_falls_back_from_it(tmp_path):
+    """The study's "pre-trained ResNet": present, it is what runs; a wrong file is refused, not swapped out."""
+    (tmp_path / "resnet50-0676ba61.pth").write_bytes(b"not the published file")
+    pipeline = Supervised(context(tmp_path))
+    assert pipeline.backbone == "resnet50"
+    with pytest.raises(DataError, match="does not start with 0676ba61"):
+        pipeline.features(list(toy_set(1, 1)))
+
+
 def test_torchvision_checkpoint_with_another_hash_is_rejected(tmp_path):
     (tmp_path / "resnet50-0676ba61.pth").write_bytes(b"not the published file")
     with pytest.raises(DataError, match="does not start with 0676ba61"):

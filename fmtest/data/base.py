@@ -13,6 +13,7 @@ import numpy as np
 
 from fmtest.data.options import parse_options
 from fmtest.data.sample import OK, Sample, SampleSet
+from fmtest.departures import Departure
 from fmtest.errors import ConfigError, DataError
 
 
@@ -62,6 +63,18 @@ class Dataset(ABC):
                 raise ConfigError(f"takes no options, got {', '.join(sorted(options))}", f"[datasets.{cls.name}]")
             return None
         return parse_options(cls.options_type, options, cls.name)
+
+    @classmethod
+    def departures(cls, options: Mapping[str, object]) -> list[Departure]:
+        """How this dataset, with its `[datasets.<name>]` options, departs from the study's (which images
+        are scored, how they are annotated); [] when faithful. Reads no data. The default declares none:
+        only the study's datasets have a published version to depart from."""
+        return []
+
+    @classmethod
+    def group_names(cls, options: Mapping[str, object]) -> list[str]:
+        """The names `groups()` will give, from the options alone (no data read): one group by default."""
+        return [cls.name]
 
     @classmethod
     @abstractmethod

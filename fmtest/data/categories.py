@@ -78,6 +78,10 @@ class CategoryDataset(Dataset):
     def from_config(cls, root: Path | None, options: Mapping[str, object]) -> CategoryDataset:
         return cls(dataset_folder(root, cls.folder_name, cls.name), cls.read_options(options))
 
+    @classmethod
+    def group_names(cls, options: Mapping[str, object]) -> list[str]:
+        return list(cls.read_options(options).categories)
+
     def rng(self, category: str, purpose: str) -> np.random.Generator:
         """The category's own seeded stream: its draws do not depend on which other categories run."""
         return np.random.default_rng([self.options.seed, zlib.crc32(category.encode()),

@@ -110,8 +110,8 @@ class ClipEncoder:
         found = len(self.tokenizer.encoder)
         if found != expected:  # an empty or foreign vocabulary would tokenize every prompt to nonsense
             raise DataError(f"CLIP tokenizer has {found} tokens but the model expects {expected}", default_bpe())
-        self._mean = torch.tensor(OPENAI_DATASET_MEAN).view(3, 1, 1)
-        self._std = torch.tensor(OPENAI_DATASET_STD).view(3, 1, 1)
+        self.mean = torch.tensor(OPENAI_DATASET_MEAN).view(3, 1, 1)  # CLIP's input normalisation
+        self.std = torch.tensor(OPENAI_DATASET_STD).view(3, 1, 1)
         size = model.visual.image_size
         self.image_size: tuple[int, int] = (size, size) if isinstance(size, int) else tuple(size)
         self._ensembles: dict[tuple[str, tuple[str, ...]], torch.Tensor] = {}
@@ -124,7 +124,7 @@ class ClipEncoder:
             if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
                 raise ValueError(f"CLIP wants HxWx3 uint8 images, got {image.dtype} {image.shape}")
             resized = np.asarray(Image.fromarray(image).resize((w, h), Image.BICUBIC), dtype=np.float32)
-            batch.append((torch.from_numpy(resized).permute(2, 0, 1) / 255.0 - self._mean) / self._std)
+            batch.append((torch.from_numpy(resized).permute(2, 0, 1) / 255.0 - self.mean) / self.std)
         return torch.stack(batch).to(self.device)
 
     @torch.no_grad()

@@ -21,6 +21,15 @@ unit-normalized per token (cosine similarity, as the paper defines it).
 Texts are encoded as prompt ensembles over the OpenAI ImageNet templates plus five scene templates,
 the set the paper uses (`prompt_templates`; read from open_clip on first use, so importing this module
 stays cheap). Images are squash-resized to the model's input size (224 for ViT-B/16).
+
+Text2Seg's `predict_CLIPS` (text2seg/text2seg.py), which the study ran, differs from that in two
+places this module can reproduce:
+- its CLIP input (`clip_input = "text2seg"`, `text2seg_clip_input`) is GroundingDINO's `load_image`
+  tensor (shortest side resized to 800, longest at most 1333, bilinear; ImageNet mean/std), resized
+  to 224 x 224 as a tensor (bicubic, no antialiasing: torchvision's tensor default when Text2Seg was
+  published) and normalised a second time with CLIP's mean/std;
+- its tokens are divided by their norm along the token axis (`image_features.norm(dim=1)` on the
+  (1, 1 + L, D) output, as CLIP Surgery's demo does too): `token_norm = "across_tokens"`.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 
 if TYPE_CHECKING:
@@ -39,6 +49,11 @@ if TYPE_CHECKING:
 
 SURGERY_DEPTH = 6  # blocks with the dual path: the last 6 of ViT-B/16 in the paper
 SURGERY_TEMPERATURE = 2.0  # sharpens the class weights of feature surgery (paper's value)
+CLIP_INPUTS = ("clip", "text2seg")  # CLIP's own pre-processing, or Text2Seg's (see the module text)
+TOKEN_NORMS = ("per_token", "across_tokens")  # unit tokens (cosine), or Text2Seg's norm along the token axis
+DETR_SHORTEST, DETR_LONGEST = 800, 1333  # GroundingDINO's load_image: RandomResize([800], max_size=1333)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 SCENE_TEMPLATES = ("there is a {} in the scene.", "there is the {} in the scene.", "this is a {} in the scene.",
                    "this is the {} in the scene.", "this is one {} in the scene.")
 
@@ -49,6 +64,39 @@ def prompt_templates() -> tuple[str, ...]:
     from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 
     return tuple(t("{}") for t in OPENAI_IMAGENET_TEMPLATES) + SCENE_TEMPLATES
+
+
+def detr_resized_hw(height: int, width: int, shortest: int = DETR_SHORTEST,
+                    longest: int = DETR_LONGEST) -> tuple[int, int]:
+    """The (height, width) GroundingDINO's (DETR's) resize gives: the shorter side to `shortest` unless the
+    longer would then exceed `longest`; sizes truncated to whole pixels as that code does."""
+    short, long = min(height, width), max(height, width)
+    if long / short * shortest > longest:
+        shortest = int(round(longest * short / long))
+    if short == shortest:
+        return height, width
+    if width < height:
+        return int(shortest * height / width), shortest
+    return shortest, int(shortest * width / height)
+
+
+def text2seg_clip_input(images_rgb: Sequence[np.ndarray], size_hw: tuple[int, int], clip_mean: torch.Tensor,
+                        clip_std: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) CLIP input as Text2Seg's predict_CLIPS builds it from 8-bit RGB images.
+
+    GroundingDINO's load_image tensor (bilinear resize of the PIL image, ImageNet mean/std), then a
+    bicubic tensor resize without antialiasing and CLIP's normalisation applied on top.
+    """
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    batch = []
+    for image in images_rgb:
+        oh, ow = detr_resized_hw(*image.shape[:2])
+        resized = np.asarray(Image.fromarray(image).resize((ow, oh), Image.BILINEAR), dtype=np.float32)
+        tensor = (torch.from_numpy(resized).permute(2, 0, 1) / 255.0 - mean) / std
+        squashed = F.interpolate(tensor[None], size=size_hw, mode="bicubic", align_corners=False, antialias=False)
+        batch.append((squashed[0] - clip_mean.view(3, 1, 1)) / clip_std.view(3, 1, 1))
+    return torch.stack(batch)
 
 
 def dual_attention(attn: nn.MultiheadAttention, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -158,20 +206,41 @@ class ClipSurgery:
         """(T, D) prompt-ensemble embeddings (the encoder remembers them for the session)."""
         return self.encoder.encode_text_ensembles(texts, self.templates)
 
-    def image_tokens(self, images_rgb: Sequence[np.ndarray], batch_size: int = 8) -> torch.Tensor:
-        """(B, 1 + L, D) unit tokens of the surgery encoder, `batch_size` images per forward pass."""
-        chunks = [self.vision(self.encoder.preprocess(images_rgb[i:i + batch_size]))
+    def clip_input(self, images_rgb: Sequence[np.ndarray], clip_input: str = "clip") -> torch.Tensor:
+        """(N, 3, S, S) model input: CLIP's own pre-processing, or Text2Seg's (`CLIP_INPUTS`)."""
+        if clip_input == "clip":
+            return self.encoder.preprocess(images_rgb)
+        if clip_input != "text2seg":
+            raise ValueError(f"clip_input must be one of {', '.join(CLIP_INPUTS)}, got {clip_input!r}")
+        for image in images_rgb:
+            if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+                raise ValueError(f"CLIP wants HxWx3 uint8 images, got {image.dtype} {image.shape}")
+        batch = text2seg_clip_input(images_rgb, self.encoder.image_size, self.encoder.mean, self.encoder.std)
+        return batch.to(self.encoder.device)
+
+    def image_tokens(self, images_rgb: Sequence[np.ndarray], batch_size: int = 8, clip_input: str = "clip",
+                     token_norm: str = "per_token") -> torch.Tensor:
+        """(B, 1 + L, D) tokens of the surgery encoder, `batch_size` images per forward pass: unit tokens, or
+        (`token_norm = "across_tokens"`) divided by each feature's norm over the image's tokens, as Text2Seg."""
+        chunks = [self.vision(self.clip_input(images_rgb[i:i + batch_size], clip_input))
                   for i in range(0, len(images_rgb), batch_size)]
-        return F.normalize(torch.cat(chunks), dim=-1)
+        tokens = torch.cat(chunks)
+        if token_norm == "across_tokens":
+            return tokens / tokens.norm(dim=1, keepdim=True)
+        if token_norm != "per_token":
+            raise ValueError(f"token_norm must be one of {', '.join(TOKEN_NORMS)}, got {token_norm!r}")
+        return F.normalize(tokens, dim=-1)
 
     def patch_similarity(self, images_rgb: Sequence[np.ndarray], texts: Sequence[str],
-                         redundant_texts: Sequence[str] | None = None, batch_size: int = 8) -> torch.Tensor:
+                         redundant_texts: Sequence[str] | None = None, batch_size: int = 8,
+                         clip_input: str = "clip", token_norm: str = "per_token") -> torch.Tensor:
         """(B, T, gh, gw) surgery similarity of every patch to every text.
 
         `redundant_texts` given: their mean ensemble embedding is the redundant feature subtracted
         (the paper's single-prompt form; [""] is its choice). None: class-set surgery over `texts`.
+        `clip_input` and `token_norm` choose CLIP's or Text2Seg's pre-processing (see the module text).
         """
-        tokens = self.image_tokens(images_rgb, batch_size)
+        tokens = self.image_tokens(images_rgb, batch_size, clip_input, token_norm)
         redundant = None
         if redundant_texts is not None:
             redundant = F.normalize(self.text_features(redundant_texts).mean(dim=0), dim=-1)

@@ -4,13 +4,18 @@
   of the supervised reference's MLP. ResNet-50 (`resnet50-0676ba61.pth`) when present, else the
   EfficientNet-Lite0 that ships in a pip package, so the reference runs without any download.
 - `stage_maps`: stages 1-3 of a ResNet, upsampled to stage 1's grid and concatenated (SAA+'s
-  saliency runs a Wide ResNet-50-2 this way).
+  saliency runs a Wide ResNet-50-2 this way, as `SAA/modelinet.py` does with timm's `features_only`).
 
 Checkpoints come through the weights registry; torchvision names each file by the first 8 hex
-digits of its sha256 and the loader checks them, as torch.hub does. Tests inject an `ImageNetCnn`
-(any torchvision ResNet with random weights) under the same key. Images are resized to a square
+digits of its sha256 and the loader checks them, as torch.hub does. timm's Wide ResNet-50-2 file
+(`wide_resnet50_2_timm`, SAA+'s weights) is built with `timm.create_model(pretrained=False)` and
+loaded from the weights folder: nothing is fetched from a hub. Tests inject an `ImageNetCnn` (any
+torchvision or timm ResNet with random weights) under the same key. Images are resized to a square
 without cropping (a defect at the border stays in view), greyscale replicated to RGB, and
 normalised with ImageNet's mean/std (the ResNets) or to [-1, 1] (EfficientNet-Lite0's TF training).
+How they are resized is the caller's: the supervised reference shrinks with pixel-area averaging
+(`cv2.INTER_AREA`, no published code to follow); SAA+'s saliency uses `cv2.resize`'s default,
+bilinear, as SAA+ does.
 """
 
 from __future__ import annotations
@@ -32,8 +37,10 @@ from fmtest.errors import DataError
 from fmtest.models import efficientnet, registry
 
 RESNET50_KEY = "resnet50_imagenet"
-WIDE_RESNET50_KEY = "wide_resnet50_2_imagenet"
+WIDE_RESNET50_KEY = "wide_resnet50_2_imagenet"  # torchvision's weights
+WIDE_RESNET50_TIMM_KEY = "wide_resnet50_2_timm"  # timm's weights: SAA+'s
 ARCHITECTURES = {RESNET50_KEY: "resnet50", WIDE_RESNET50_KEY: "wide_resnet50_2"}  # torchvision.models builders
+TIMM_ARCHITECTURES = {WIDE_RESNET50_TIMM_KEY: "wide_resnet50_2"}  # timm.create_model names
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 POOLED_BACKBONES = ("resnet50", "efficientnet_lite0")
@@ -63,32 +70,48 @@ def load_resnet(key: str, weights_dir: Path | None, device: str = "cpu") -> Imag
         cache_key = (key, str(path), device)
         if cache_key not in _LOADED:
             sha = registry.file_sha256(path)
-            prefix = Path(registry.spec(key).filename).stem.rsplit("-", 1)[-1]
-            if not sha.startswith(prefix):
-                raise DataError(f"sha256 {sha[:16]}... does not start with {prefix}, the hash in torchvision's "
-                                f"file name; re-download with `fmtest weights download {key}`", path)
-            import torchvision
+            if key in TIMM_ARCHITECTURES:
+                import timm
 
-            module = getattr(torchvision.models, ARCHITECTURES[key])(weights=None)
+                module = timm.create_model(TIMM_ARCHITECTURES[key], pretrained=False)
+            else:
+                prefix = Path(registry.spec(key).filename).stem.rsplit("-", 1)[-1]
+                if not sha.startswith(prefix):
+                    raise DataError(f"sha256 {sha[:16]}... does not start with {prefix}, the hash in torchvision's "
+                                    f"file name; re-download with `fmtest weights download {key}`", path)
+                import torchvision
+
+                module = getattr(torchvision.models, ARCHITECTURES[key])(weights=None)
             registry.load_into(module, registry.load_state_dict(path, nested_key=None), path)
             module.eval().requires_grad_(False).to(device)
             _LOADED[cache_key] = ImageNetCnn(module, sha)
         return _LOADED[cache_key]
 
 
+def area_or_linear(image: np.ndarray, size: int) -> int:
+    """cv2 interpolation for squashing `image` to `size`: pixel-area averaging to shrink, bilinear to grow."""
+    return cv2.INTER_AREA if min(image.shape[:2]) > size else cv2.INTER_LINEAR
+
+
 def to_batch(images_rgb: Sequence[np.ndarray], size: int, mean: Sequence[float], std: Sequence[float],
-             device: str | torch.device) -> torch.Tensor:
-    """(B, 3, size, size) float tensor of uint8 RGB images, resized (area/bilinear) and normalised."""
-    resized = [cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA if min(im.shape[:2]) > size
-                          else cv2.INTER_LINEAR) for im in images_rgb]
+             device: str | torch.device,
+             interpolation: Callable[[np.ndarray, int], int] = area_or_linear) -> torch.Tensor:
+    """(B, 3, size, size) float tensor of uint8 images, resized (cv2, `interpolation(image, size)`), normalised."""
+    resized = [cv2.resize(im, (size, size), interpolation=interpolation(im, size)) for im in images_rgb]
     x = torch.from_numpy(np.stack(resized)).permute(0, 3, 1, 2).float().div_(255.0)
     x = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
     return x.to(device)
 
 
+def bilinear(image: np.ndarray, size: int) -> int:
+    """cv2.resize's default, bilinear, whatever the size: what SAA+'s `cv2.resize(image, (256, 256))` does."""
+    return cv2.INTER_LINEAR
+
+
 def resnet_stages(module: nn.Module, x: torch.Tensor, last: int) -> list[torch.Tensor]:
-    """Outputs of `layer1` .. `layer<last>` of a torchvision ResNet."""
-    x = module.maxpool(module.relu(module.bn1(module.conv1(x))))
+    """Outputs of `layer1` .. `layer<last>` of a torchvision or timm ResNet (timm names the stem's ReLU act1)."""
+    stem_activation = module.act1 if hasattr(module, "act1") else module.relu
+    x = module.maxpool(stem_activation(module.bn1(module.conv1(x))))
     outputs = []
     for index in range(1, last + 1):
         x = getattr(module, f"layer{index}")(x)
@@ -97,10 +120,12 @@ def resnet_stages(module: nn.Module, x: torch.Tensor, last: int) -> list[torch.T
 
 
 @torch.no_grad()
-def stage_maps(cnn: ImageNetCnn, image_rgb: np.ndarray, size: int) -> torch.Tensor:
-    """(1, C, h, w): stages 1-3 at `size` x `size` input, nearest-upsampled to stage 1's grid, concatenated."""
+def stage_maps(cnn: ImageNetCnn, image: np.ndarray, size: int) -> torch.Tensor:
+    """(1, C, h, w): stages 1-3 at `size` x `size` input (bilinear resize, as SAA+), nearest-upsampled to stage
+    1's grid, concatenated. The image's channels are normalised with ImageNet's RGB mean/std in the order given."""
     device = next(cnn.module.parameters()).device
-    maps = resnet_stages(cnn.module, to_batch([image_rgb], size, IMAGENET_MEAN, IMAGENET_STD, device), last=3)
+    batch = to_batch([image], size, IMAGENET_MEAN, IMAGENET_STD, device, interpolation=bilinear)
+    maps = resnet_stages(cnn.module, batch, last=3)
     grid = maps[0].shape[-2:]
     return torch.cat([maps[0]] + [nn.functional.interpolate(m, size=grid, mode="nearest") for m in maps[1:]], dim=1)
 

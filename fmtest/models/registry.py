@@ -156,8 +156,19 @@ WEIGHTS: dict[str, WeightSpec] = {
         WeightSpec(
             key="wide_resnet50_2_imagenet", filename="wide_resnet50_2-95faca4d.pth", size=None, sha256=None,
             url=_TORCHVISION_URL + "wide_resnet50_2-95faca4d.pth", license="BSD-3-Clause",
-            description="torchvision Wide ResNet-50-2, ImageNet (IMAGENET1K_V1): SAA+'s saliency "
-                        "(saa_plus saliency = \"wideresnet50\")",
+            description="torchvision Wide ResNet-50-2, ImageNet (IMAGENET1K_V1): SAA+'s saliency network with "
+                        "other weights than SAA+'s (saa_plus saliency_weights = \"torchvision\")",
+        ),
+        # SAA+ builds its saliency network with timm.create_model("wide_resnet50_2", pretrained=True); timm's
+        # weights for that name are these (timm 0.6.13, current when SAA+ was published; timm 1.0's racm_in1k).
+        # No published sha256: "unverified".
+        WeightSpec(
+            key="wide_resnet50_2_timm", filename="wide_resnet50_racm-8234f177.pth", size=None, sha256=None,
+            url="https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-weights/"
+                "wide_resnet50_racm-8234f177.pth",
+            license="Apache-2.0",
+            description="timm Wide ResNet-50-2, ImageNet (racm_in1k, what timm's pretrained=True loads): SAA+'s "
+                        "saliency network (saa_plus saliency = \"wideresnet50\")",
         ),
     )
 }

@@ -13,6 +13,7 @@ from typing import ClassVar, Literal
 import numpy as np
 
 from fmtest.data.sample import NOK, Label, Sample, SampleSet
+from fmtest.departures import Departure
 from fmtest.errors import ConfigError
 from fmtest.pipelines.options import parse_options, table
 
@@ -84,6 +85,9 @@ class Pipeline(ABC):
     # the labelled images (fmtest.data.folds.stratified_folds), one fitted instance per fold.
     cross_validation_folds: ClassVar[int] = 0
     sdk_modules: ClassVar[tuple[str, ...]] = ()  # optional installs (fmtest.extras) check_available requires
+    # The published code (or text) of the study this pipeline runs, for the fidelity table; None: not one of
+    # the study's pipelines.
+    study_source: ClassVar[str | None] = None
 
     def __init__(self, context: PipelineContext):
         self.context = context
@@ -112,6 +116,16 @@ class Pipeline(ABC):
     @classmethod
     def check_options(cls, options) -> None:
         """Ranges and combinations of the pipeline's own options (types are checked already)."""
+
+    @classmethod
+    def departures(cls, context: PipelineContext) -> list[Departure]:
+        """How this pipeline, with the options in effect for the context's dataset and group, departs from
+        the study's run of it (the paper and the upstream code, `study_source`); [] when faithful.
+
+        Loads no model. The default declares none: only the study's pipelines have a published run to
+        depart from, and each of them overrides this.
+        """
+        return []
 
     @classmethod
     def check_available(cls, context: PipelineContext) -> None:

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from fmtest.data.sample import Sample
-from fmtest.pipelines.base import Prediction
+from fmtest.departures import Departure, unless_equal
+from fmtest.pipelines.base import PipelineContext, Prediction
 from fmtest.pipelines.options import require_unit_interval
 from fmtest.pipelines.sam_base import DetectorSamOptions, DetectorSamPipeline
 
@@ -30,6 +31,16 @@ class GroundingDinoSamOptions(DetectorSamOptions):
 class GroundingDinoSam(DetectorSamPipeline):
     name = "gdino_sam"
     options_type = GroundingDinoSamOptions
+    study_source = "Text2Seg `Text2Seg.predict_dino` (text2seg/text2seg.py)"
+
+    @classmethod
+    def departures(cls, context: PipelineContext) -> list[Departure]:
+        """Text2Seg hard-codes box 0.35 / text 0.25 and unions SAM's one mask per box, as fmtest does."""
+        options = cls.read_options(context.options)
+        return (unless_equal("box threshold", options.box_threshold, 0.35, "set by box_threshold; Text2Seg's is 0.35")
+                + unless_equal("text threshold", options.text_threshold, 0.25,
+                               "set by text_threshold; Text2Seg's is 0.25")
+                + super().departures(context))
 
     @classmethod
     def check_options(cls, options: GroundingDinoSamOptions) -> None:

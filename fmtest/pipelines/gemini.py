@@ -31,10 +31,14 @@ import os
 from functools import cache
 from typing import TYPE_CHECKING, ClassVar
 
+from fmtest.departures import NOT_PUBLISHED, Departure, unless_equal
 from fmtest.errors import Unavailable
 from fmtest.pipelines.base import PipelineContext
 from fmtest.pipelines.vlm import (
     ANSWER_SCHEMA,
+    BASIC_PROMPT,
+    REFERENCE_CAPTION,
+    TEST_CAPTION,
     EncodedImage,
     VLMPipeline,
     VLMReply,
@@ -57,6 +61,14 @@ KEY_VARIABLES = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
 BASE_URL_VARIABLE = "FMTEST_GEMINI_BASE_URL"
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 ANSWERED = frozenset({None, "STOP", "FINISH_REASON_UNSPECIFIED"})
+STUDY_MODEL = "gemini-2.5-pro"
+# The study's refined prompts as published (shared/STUDY.md); IndustrialSAT's was never made public.
+PUBLISHED_REFINED_PROMPTS = {
+    "mvtec": "Please determine whether the last image given about object contains anomalies or defects. If so, "
+             "please provide a specific reason. Normally, the image given should depict a clear and identifiable "
+             "object. It may have defects such as broken/bented parts, contaminations, threads, color stains, cuts, "
+             "holes, scratches, liquids, glue, folds, pokes, oil or glue strips.",
+}
 
 
 @cache
@@ -96,6 +108,8 @@ class GeminiBasic(VLMPipeline):
     """The study's basic prompt with the defect-free reference image."""
 
     name = "gemini_basic"
+    study_source = ("the paper (no code published): Gemini 2.5 Pro through its API, given the defect-free reference, "
+                    "the aligned image and the prompt")
     sdk_modules: ClassVar[tuple[str, ...]] = ("google.genai",)
     extra_options: ClassVar[frozenset[str]] = frozenset({"api_version", "base_url", "prompt_file", "sampling",
                                                          "answer_format"})
@@ -118,6 +132,50 @@ class GeminiBasic(VLMPipeline):
         if self.settings.answer_format == "json":
             sent.update(response_mime_type="application/json", response_schema=_gemini_schema(ANSWER_SCHEMA))
         self._config = types.GenerateContentConfig(**sent)
+
+    @classmethod
+    def departures(cls, context: PipelineContext) -> list[Departure]:
+        """Against the study's request: Gemini 2.5 Pro, the reference and the aligned image, the prompt verbatim,
+        an answer of one label and a reasoning string."""
+        settings = cls.read_options(context.options)
+        found = unless_equal("model", settings.model, STUDY_MODEL, "set by model")
+        found += cls.prompt_departures(context, settings)
+        if settings.captions:
+            found.append(Departure("captions", f'"{REFERENCE_CAPTION}" and "{TEST_CAPTION}" before the images',
+                                   "the reference image, the image and the prompt, nothing else",
+                                   "set by captions = true"))
+        if not settings.align:
+            found.append(Departure("alignment", "images sent as scanned", "every image aligned to the reference",
+                                   "set by align = false"))
+        else:
+            fill = "edges replicated" if settings.border_fill == "replicate" else "black"
+            found.append(Departure("border fill", f"uncovered border after alignment: {fill}", NOT_PUBLISHED,
+                                   "replicated edges add no black wedge for the model to call a defect"
+                                   if settings.border_fill == "replicate" else "set by border_fill = \"black\"",
+                                   kind="unstated"))
+        if settings.sampling == "fixed":
+            found.append(Departure("sampling", f"temperature {settings.temperature:g}, seed {settings.seed}",
+                                   "not stated (the API's defaults)", 'set by sampling = "fixed": repeatable answers',
+                                   kind="unstated"))
+        if settings.answer_format == "json":
+            found.append(Departure("answer format", "JSON {label, reasoning} through a response schema",
+                                   "one class label and a reasoning string (how they were asked for is not published)",
+                                   "the structured answer is the study's label and reasoning, with nothing to parse; "
+                                   "the prompt is sent unchanged", kind="unstated"))
+        else:
+            found.append(Departure("answer format", "free text: a stated label or the opening yes/no",
+                                   "one class label and a reasoning string (how they were asked for is not published)",
+                                   'set by answer_format = "free_text", for servers without structured output',
+                                   kind="unstated"))
+        return found
+
+    @classmethod
+    def prompt_departures(cls, context: PipelineContext, settings: VLMSettings) -> list[Departure]:
+        """The basic prompt: the study's MVTec AD text, sent to every dataset."""
+        if settings.prompt_file and cls.prompt_text(context, settings) != BASIC_PROMPT:
+            return [Departure("prompt", f"your {settings.prompt_file}", "the study's basic prompt",
+                              "set by prompt_file")]
+        return []
 
     @classmethod
     def check_endpoint(cls, context: PipelineContext, settings: VLMSettings) -> None:
@@ -171,7 +229,28 @@ class GeminiRefined(GeminiBasic):
 
     @classmethod
     def prompt_text(cls, context: PipelineContext, settings: VLMSettings) -> str:
-        return load_prompt_file(context.suite_dir / (settings.prompt_file or f"prompts/{context.dataset}_refined.txt"))
+        return load_prompt_file(context.suite_dir / cls.prompt_path(context, settings))
+
+    @classmethod
+    def prompt_path(cls, context: PipelineContext, settings: VLMSettings) -> str:
+        return settings.prompt_file or f"prompts/{context.dataset}_refined.txt"
+
+    @classmethod
+    def prompt_departures(cls, context: PipelineContext, settings: VLMSettings) -> list[Departure]:
+        """The refined prompt: published for MVTec AD only; any other is the user's own."""
+        path = cls.prompt_path(context, settings)
+        published = PUBLISHED_REFINED_PROMPTS.get(context.dataset)
+        if published is None:
+            return [Departure("refined prompt", f"your {path}",
+                              "written with process engineers, not public" if context.dataset == "industrialsat"
+                              else NOT_PUBLISHED, "the study's text for this dataset is not published",
+                              kind="unstated")]
+        try:
+            same = cls.prompt_text(context, settings) == published
+        except Unavailable:
+            same = False
+        return [] if same else [Departure("refined prompt", f"{path}, not the published text",
+                                          "the study's refined prompt (shared/STUDY.md)", "set by prompt_file")]
 
 
 def _retry_delay(error: genai_errors.APIError) -> float | None:

@@ -2,7 +2,8 @@
 
 Steps per image, with the paper's defaults (all `[pipelines.saa_plus]` options):
 1. Object region: GroundingDINO on `object_prompt`; the largest kept box (normalised area) is the
-   object's area, 1.0 when none is found (single-object property prompt, as SAA+ on MVTec).
+   object's area, 1.0 when none is found or `object_prompt` is "" (single-object property prompt,
+   as SAA+ on MVTec).
 2. Anomaly region generator: GroundingDINO once per anomaly language prompt (`anomaly_prompts`;
    `{prompt}` is the dataset's text prompt, `{object}` the object prompt), box 0.10 / text 0.10.
 3. Property prompts: a box survives when its score passes `box_threshold`, its normalised area is
@@ -12,16 +13,34 @@ Steps per image, with the paper's defaults (all `[pipelines.saa_plus]` options):
 5. Saliency prompt: per-location self-dissimilarity of a feature map (the mean of the
    `saliency_top_n` (400) largest values of (1 - cos) / 2 to every other location).
    `saliency = "sam_embedding"` (default) reads SAM's image embedding, already computed for the
-   refiner (no extra weights). `saliency = "wideresnet50"` is SAA+'s own: stages 1-3 of an ImageNet
-   Wide ResNet-50-2 (torchvision's `wide_resnet50_2-95faca4d.pth`) on the image resized to 256 x 256.
+   refiner (no extra weights). `saliency = "wideresnet50"` is SAA+'s own (`SAA/modelinet.py`): stages
+   1-3 of an ImageNet Wide ResNet-50-2 on the image resized (bilinear, `cv2.resize`'s default) to
+   256 x 256; `saliency_weights = "timm"` (default) loads the weights SAA+'s `timm.create_model(
+   "wide_resnet50_2", pretrained=True)` gets (`wide_resnet50_racm-8234f177.pth`), "torchvision" the
+   torchvision ones (`wide_resnet50_2-95faca4d.pth`).
 6. Confidence: box score x exp(`saliency_gain` (3) x mean saliency inside the mask); the `top_k` (5)
-   most confident regions with confidence >= `confidence_threshold` form the predicted mask.
-The image score is the best confidence (0 without regions).
+   most confident regions are SAA+'s output.
+
+How the output becomes a mask (`binarisation`), which SAA+ does not do (it reports threshold-free
+AUROC, and F1 at the threshold that is best on the test set, which a gate must never use):
+- "calibrated" (default): SAA+'s anomaly map (`SAA/model.py`, `confidence_prompting`: each pixel the
+  sum of the confidences of the top-k masks covering it over 1 + their count) is thresholded at the
+  `calibration_quantile` (0.99) quantile of its per-image maximum over up to `calibration_images`
+  (20) defect-free training images (a seeded draw, `calibration_seed`), as `padim` sets its image
+  threshold. Pixels above it are the mask; the image score is the map's maximum.
+- "top_k_union": the union of the top-k regions whose confidence is at least `confidence_threshold`
+  (every region SAA+ puts on its map); the image score is the best confidence.
+
+Colour order (`colour_order`): SAA+'s `Model.forward` takes the BGR array `cv2.imread` returns, converts
+it to RGB for GroundingDINO and hands it unconverted to SAM and to the saliency network. "bgr" does
+the same; "rgb" (default) gives every model RGB, as they were trained. Greyscale images are alike
+either way.
 
 `published_prompts = true` takes SAA+'s own per-category prompts, object word, filter words and
-property numbers for the images' dataset group (MVTec AD's texture categories,
-`fmtest.pipelines.saa_prompts`) over the configured ones; `read_options` returns the settings in
-effect, so they can be printed.
+property numbers for the images' dataset group (MVTec AD's texture categories), and fmtest's
+settings of the same form for the study's other datasets (Oxford-IIIT-Pet, IndustrialSAT), over the
+configured ones (`fmtest.pipelines.saa_prompts`); `options_for` returns the settings in effect, so
+they can be printed.
 """
 
 from __future__ import annotations
@@ -36,17 +55,23 @@ import cv2
 import numpy as np
 import torch
 
-from fmtest.data.sample import Sample
-from fmtest.errors import ConfigError
+from fmtest.data.io import to_rgb_uint8
+from fmtest.data.sample import OK, Sample, SampleSet
+from fmtest.departures import NOT_PUBLISHED, Departure, unless_equal
+from fmtest.errors import ConfigError, DataError
 from fmtest.models import imagenet_cnn, registry
 from fmtest.models.grounding_dino import Detections
 from fmtest.pipelines.base import PipelineContext, Prediction
 from fmtest.pipelines.options import require_at_least_one, require_choice, require_unit_interval, table
-from fmtest.pipelines.saa_prompts import published_options
+from fmtest.pipelines.saa_prompts import PUBLISHED, STUDY_DATASETS, published_options
 from fmtest.pipelines.sam_base import DetectorSamOptions, DetectorSamPipeline
 
 SALIENCY_SOURCES = ("sam_embedding", "wideresnet50")
+SALIENCY_WEIGHTS = {"timm": imagenet_cnn.WIDE_RESNET50_TIMM_KEY, "torchvision": imagenet_cnn.WIDE_RESNET50_KEY}
+BINARISATIONS = ("calibrated", "top_k_union")
+COLOUR_ORDERS = ("rgb", "bgr")
 WIDE_RESNET_INPUT = 256  # SAA+ resizes the image to 256 x 256 for its saliency network
+NO_DETECTIONS = Detections(np.zeros((0, 4), dtype=np.float32), np.zeros(0, dtype=np.float32), ())
 
 
 def self_dissimilarity(features: torch.Tensor, valid_hw: tuple[int, int], top_n: int) -> np.ndarray:
@@ -85,12 +110,19 @@ class SaaPlusOptions(DetectorSamOptions):
     saliency_top_n: int = 400
     saliency_gain: float = 3.0
     saliency: str = "sam_embedding"
-    confidence_threshold: float = 0.0
+    saliency_weights: str = "timm"  # with saliency = "wideresnet50": SAA+'s timm weights, or torchvision's
+    colour_order: str = "rgb"  # "bgr": SAM and the saliency network see BGR, as in SAA+
+    binarisation: str = "calibrated"
+    calibration_images: int = 20  # defect-free training images the calibrated threshold is set on, at most
+    calibration_quantile: float = 0.99  # of their anomaly maps' maxima
+    calibration_seed: int = 0  # which of them, when there are more
+    confidence_threshold: float = 0.0  # binarisation = "top_k_union": regions below it are left out
 
 
 class SaaPlus(DetectorSamPipeline):
     name = "saa_plus"
     options_type = SaaPlusOptions
+    study_source = "Segment-Any-Anomaly `SAA/model.py`, `SAA/modelinet.py`, `SAA/prompts/`, `eval_SAA.py`"
 
     def __init__(self, context: PipelineContext):
         super().__init__(context)
@@ -98,6 +130,7 @@ class SaaPlus(DetectorSamPipeline):
                         for t in self.options.anomaly_prompts]
         self.filter_words = [w.format(object=self.options.object_prompt).strip().lower()
                              for w in self.options.filter_words]
+        self.threshold: float | None = None  # binarisation = "calibrated": set by `fit`
 
     @classmethod
     def options_for(cls, context: PipelineContext) -> SaaPlusOptions:
@@ -109,15 +142,86 @@ class SaaPlus(DetectorSamPipeline):
         return options
 
     @classmethod
+    def departures(cls, context: PipelineContext) -> list[Departure]:
+        """Against SAA+'s code: `SAA/model.py` (eval_SAA.py's box/text 0.1), its per-category settings where
+        published, its timm Wide ResNet-50-2 saliency on BGR input, and its threshold-free output."""
+        options = cls.read_options(context.options)
+        if options.published_prompts and context.group is not None:
+            options = cls.options_for(context)
+        found = (unless_equal("box threshold", options.box_threshold, 0.10, "set by box_threshold; SAA+'s is 0.1")
+                 + unless_equal("text threshold", options.text_threshold, 0.10,
+                                "set by text_threshold; SAA+'s is 0.1"))
+        found += cls._prompt_departures(context, options)
+        if options.saliency == "sam_embedding":
+            found.append(Departure("saliency features", "SAM's image embedding",
+                                   "Wide ResNet-50-2 (timm) stages 1-3 at 256 x 256",
+                                   'set by saliency = "sam_embedding": no extra weights; SAA+\'s is "wideresnet50"'))
+        else:
+            found += unless_equal("saliency weights", options.saliency_weights, "timm",
+                                  'set by saliency_weights = "torchvision": torchvision\'s IMAGENET1K_V1 file '
+                                  "(wide_resnet50_2-95faca4d.pth), not timm's default SAA+ loads "
+                                  "(wide_resnet50_racm-8234f177.pth)")
+        found += unless_equal("saliency top-n", options.saliency_top_n, 400, "set by saliency_top_n; SAA+ uses 400")
+        found += unless_equal("saliency gain", options.saliency_gain, 3.0, "set by saliency_gain; SAA+ uses exp(3 x)")
+        if options.colour_order == "rgb":
+            found.append(Departure("colour order", "SAM and the saliency network see RGB",
+                                   "they see the BGR array SAA+ is handed (cv2.imread); GroundingDINO sees RGB",
+                                   'set by colour_order = "rgb": every model gets the colour order it was trained on'))
+        if options.binarisation == "calibrated":
+            found.append(Departure(
+                "binarisation", f"anomaly map > the {options.calibration_quantile:g} quantile of its maximum on up to "
+                f"{options.calibration_images} defect-free training images",
+                "none: a continuous map, scored by AUROC and by F1 at the threshold best on the test set",
+                "a gate needs a mask, and a threshold chosen on test labels would flatter it; set on defect-free "
+                "training images, as padim's"))
+        else:
+            found.append(Departure(
+                "binarisation", f"union of the top-{options.top_k} regions with confidence >= "
+                f"{options.confidence_threshold:g}",
+                "none: a continuous map, scored by AUROC and by F1 at the threshold best on the test set",
+                'set by binarisation = "top_k_union": every region SAA+ puts on its map'))
+        return found + super().departures(context)
+
+    @classmethod
+    def _prompt_departures(cls, context: PipelineContext, options: SaaPlusOptions) -> list[Departure]:
+        """Prompts and property-prompt numbers: SAA+'s per category on MVTec AD, a reconstruction elsewhere."""
+        dataset, word = context.dataset, options.object_prompt
+        texts = ", ".join(f'"{t.format(prompt=context.prompt, object=word)}"' for t in options.anomaly_prompts)
+        if word.strip():
+            prompts = f'{texts}; object "{word}"; box area < {options.max_area_ratio:g} x the object\'s'
+        else:
+            prompts = f"{texts}; no object prompt; box area < {options.max_area_ratio:g} x the image"
+        prompts += f"; top {options.top_k}"
+        if dataset in PUBLISHED:
+            if options.published_prompts:
+                return []
+            return [Departure("prompts", prompts,
+                              "SAA+'s per-category prompts and property prompt (SAA/prompts/mvtec_parameters.py)",
+                              "set published_prompts = true for SAA+'s own")]
+        if options.published_prompts and dataset in STUDY_DATASETS:
+            return [Departure("prompts", prompts, NOT_PUBLISHED,
+                              f"fmtest's settings in SAA+'s form (saa_prompts.py): {STUDY_DATASETS[dataset].why}",
+                              kind="unstated")]
+        return [Departure("prompts", prompts, NOT_PUBLISHED,
+                          "SAA+ publishes per-category settings for MVTec AD only; these are the configured ones",
+                          kind="unstated")]
+
+    @classmethod
     def check_available(cls, context: PipelineContext) -> None:
         super().check_available(context)
-        if cls.read_options(context.options).saliency == "wideresnet50":  # a case's check: no group yet
-            registry.require(imagenet_cnn.WIDE_RESNET50_KEY, context.weights_dir)
+        options = cls.read_options(context.options)  # a case's check: no group yet
+        if options.saliency == "wideresnet50":
+            registry.require(SALIENCY_WEIGHTS[options.saliency_weights], context.weights_dir)
 
     @classmethod
     def check_options(cls, options: SaaPlusOptions) -> None:
-        require_unit_interval(cls.name, box_threshold=options.box_threshold, text_threshold=options.text_threshold)
+        require_unit_interval(cls.name, box_threshold=options.box_threshold, text_threshold=options.text_threshold,
+                              calibration_quantile=options.calibration_quantile)
         require_choice(cls.name, "saliency", options.saliency, SALIENCY_SOURCES)
+        require_choice(cls.name, "saliency_weights", options.saliency_weights, SALIENCY_WEIGHTS)
+        require_choice(cls.name, "colour_order", options.colour_order, COLOUR_ORDERS)
+        require_choice(cls.name, "binarisation", options.binarisation, BINARISATIONS)
+        require_at_least_one(cls.name, calibration_images=options.calibration_images)
         if not options.anomaly_prompts:
             raise ConfigError("anomaly_prompts must name at least one prompt", table(cls.name))
         for template in options.filter_words:
@@ -149,30 +253,75 @@ class SaaPlus(DetectorSamPipeline):
 
     @property
     def saliency_network(self) -> imagenet_cnn.ImageNetCnn:
-        return imagenet_cnn.load_resnet(imagenet_cnn.WIDE_RESNET50_KEY, self.context.weights_dir, self.context.device)
+        return imagenet_cnn.load_resnet(SALIENCY_WEIGHTS[self.options.saliency_weights], self.context.weights_dir,
+                                        self.context.device)
+
+    def fit(self, train: SampleSet, reference: Sample | None) -> None:
+        """binarisation = "calibrated": the threshold from SAA+'s maps of up to `calibration_images` good images."""
+        if self.options.binarisation != "calibrated":
+            return
+        good = train.filter(lambda ref: ref.label == OK)
+        if not len(good):
+            raise DataError(f'{self.name} with binarisation = "calibrated" sets its threshold on defect-free training '
+                            f"images, and {self.context.dataset!r} has none; add some, or set binarisation = "
+                            '"top_k_union"', self.context.dataset)
+        n = min(len(good), self.options.calibration_images)
+        drawn = np.sort(np.random.default_rng(self.options.calibration_seed).choice(len(good), n, replace=False))
+        calibration = SampleSet([good.refs[i] for i in drawn])
+        maxima = [float(region.anomaly_map().max()) for batch in calibration.batches(self.batch_size)
+                  for region in self._regions(batch)]
+        if not np.isfinite(maxima).all():
+            raise DataError(f"{self.name}: SAA+'s anomaly map of a calibration image is not finite, so no threshold "
+                            "can be set on it", self.context.dataset)
+        self.threshold = float(np.quantile(maxima, self.options.calibration_quantile))
 
     def predict(self, samples: Sequence[Sample]) -> list[Prediction]:
-        images, keys = self.embedded_images(samples)
+        if self.options.binarisation == "top_k_union":
+            return [region.union(self.options.confidence_threshold) for region in self._regions(samples)]
+        if self.threshold is None:
+            raise RuntimeError(f'{self.name}: predict() with binarisation = "calibrated" called before fit()')
+        predictions = []
+        for region in self._regions(samples):
+            anomaly_map = region.anomaly_map()
+            predictions.append(Prediction.from_mask(
+                anomaly_map > self.threshold, score=float(anomaly_map.max()),
+                score_map=anomaly_map / self.threshold if self.threshold > 0 else None))
+        return predictions
+
+    def refiner_inputs(self, samples: Sequence[Sample]) -> tuple[list[np.ndarray], list[str]]:
+        """What SAM and the saliency network see, and SAM's embedding keys: RGB, or (`colour_order = "bgr"`) the
+        colour images' channels reversed, under keys of their own (greyscale is alike both ways)."""
+        images = [to_rgb_uint8(s.image) for s in samples]
+        keys = [s.sha256 for s in samples]
+        if self.options.colour_order == "bgr":
+            colour = [s.image.ndim == 3 for s in samples]
+            images = [np.ascontiguousarray(im[..., ::-1]) if c else im for im, c in zip(images, colour, strict=True)]
+            keys = [f"{k}:bgr" if c else k for k, c in zip(keys, colour, strict=True)]
+        self.engine.embed(images, keys)
+        return images, keys
+
+    def _regions(self, samples: Sequence[Sample]) -> list[SaaRegions]:
+        """SAA+'s top-k regions of each sample: GroundingDINO on RGB, SAM and saliency on `refiner_inputs`."""
+        rgb = [to_rgb_uint8(s.image) for s in samples]
+        refiner_images, keys = self.refiner_inputs(samples)
         box_t, text_t = self.options.box_threshold, self.options.text_threshold
         precision = self.options.gdino_precision
-        objects = self.detector.detect(images, self.options.object_prompt, box_t, text_t, precision)
-        per_prompt = [self.detector.detect(images, p, box_t, text_t, precision) for p in self.prompts]
-        return [self._predict_one(image, key, objects[i], [found[i] for found in per_prompt])
-                for i, (image, key) in enumerate(zip(images, keys, strict=True))]
+        objects = (self.detector.detect(rgb, self.options.object_prompt, box_t, text_t, precision)
+                   if self.options.object_prompt.strip() else [NO_DETECTIONS] * len(rgb))
+        per_prompt = [self.detector.detect(rgb, p, box_t, text_t, precision) for p in self.prompts]
+        return [self._regions_of_one(image, key, objects[i], [found[i] for found in per_prompt])
+                for i, (image, key) in enumerate(zip(refiner_images, keys, strict=True))]
 
-    def _predict_one(self, image: np.ndarray, key: str, objects: Detections,
-                     candidates: list[Detections]) -> Prediction:
+    def _regions_of_one(self, image: np.ndarray, key: str, objects: Detections,
+                        candidates: list[Detections]) -> SaaRegions:
         hw = image.shape[:2]
         boxes, scores = self.filter_regions(objects, candidates, hw)
         if len(boxes) == 0:
-            return Prediction.from_mask(np.zeros(hw, dtype=bool), score=0.0)
+            return SaaRegions(np.zeros((0, *hw), dtype=bool), np.zeros(0))
         masks, _ = self.engine.masks_from_boxes(image, key, boxes)
-        saliency = self.saliency(image, key)
-        confidence = self.confidence(masks, scores, saliency)
+        confidence = self.confidence(masks, scores, self.saliency(image, key))
         order = np.argsort(-confidence, kind="stable")[: self.options.top_k]
-        keep = [i for i in order if confidence[i] >= self.options.confidence_threshold]
-        mask = masks[keep].any(axis=0) if keep else np.zeros(hw, dtype=bool)
-        return Prediction.from_mask(mask, score=float(confidence.max()))
+        return SaaRegions(masks[order], confidence[order])
 
     def filter_regions(self, objects: Detections, candidates: list[Detections],
                        hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -208,3 +357,23 @@ class SaaPlus(DetectorSamPipeline):
         gain = self.options.saliency_gain
         factors = np.array([np.exp(gain * saliency[m].mean()) if m.any() else 1.0 for m in masks])
         return scores * factors
+
+
+@dataclass(frozen=True)
+class SaaRegions:
+    """One image's top-k SAA+ regions, most confident first: masks (k, H, W) and their confidences (k,)."""
+
+    masks: np.ndarray
+    confidence: np.ndarray
+
+    def anomaly_map(self) -> np.ndarray:
+        """SAA+'s map (`confidence_prompting`): per pixel, the covering masks' confidences summed over 1 + their count."""
+        covered = self.masks.sum(axis=0, dtype=np.float64)
+        total = np.tensordot(self.confidence.astype(np.float64), self.masks.astype(np.float64), axes=1)
+        return (total / (1.0 + covered)).astype(np.float32)
+
+    def union(self, confidence_threshold: float) -> Prediction:
+        """The regions at or above the threshold as one mask; the image score is the best confidence (0 without)."""
+        keep = self.confidence >= confidence_threshold
+        mask = self.masks[keep].any(axis=0) if keep.any() else np.zeros(self.masks.shape[1:], dtype=bool)
+        return Prediction.from_mask(mask, score=float(self.confidence.max()) if len(self.confidence) else 0.0)

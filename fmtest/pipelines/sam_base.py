@@ -29,6 +29,7 @@ import numpy as np
 
 from fmtest.data.io import to_rgb_uint8
 from fmtest.data.sample import Sample
+from fmtest.departures import Departure, unless_equal
 from fmtest.errors import ConfigError
 from fmtest.extras import require_sdks
 from fmtest.models import clip, grounding_dino, sam_variants
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from fmtest.models.sam import SamEngine
     from fmtest.models.sam_encoder import EncoderSettings
 
+STUDY_SAM_VARIANT = "vit_h"  # the study: SAM ViT-H in every pipeline
 SAM_ATTENTIONS = ("reference", "sdpa")  # fmtest.models.sam_encoder.ATTENTIONS, without importing segment_anything
 COMPILE_CACHE_FOLDER = "torchinductor"  # under the run's work folder
 
@@ -113,6 +115,11 @@ class SamPipeline(Pipeline):
         cls.require_models(context, cls.read_options(context.options))  # a case's check: no group yet
 
     @classmethod
+    def departures(cls, context: PipelineContext) -> list[Departure]:
+        """How SAM runs here against the study's (ViT-H, the official file, float32, segment_anything's code)."""
+        return sam_departures(cls.read_options(context.options))
+
+    @classmethod
     def require_models(cls, context: PipelineContext, options) -> None:
         """Raise MissingWeights for the first registry checkpoint that is neither present nor injected,
         ConfigError for a named checkpoint that does not exist."""
@@ -153,6 +160,24 @@ class SamPipeline(Pipeline):
         return images, keys
 
 
+def sam_departures(options: SamOptions) -> list[Departure]:
+    """The SAM settings of `options` that differ from the study's run of SAM."""
+    found = unless_equal("SAM variant", options.sam_variant, STUDY_SAM_VARIANT,
+                         "set by sam_variant; the study used ViT-H in every pipeline")
+    if options.sam_checkpoint is not None:
+        found.append(Departure("SAM weights", f"your file {options.sam_checkpoint}", "sam_vit_h_4b8939.pth",
+                               "set by sam_checkpoint"))
+    found += unless_equal("SAM precision", options.sam_precision, "fp32",
+                          "set by sam_precision: the encoder under bfloat16 autocast rounds differently")
+    found += unless_equal("SAM attention", options.sam_attention, "reference",
+                          "set by sam_attention: PyTorch's fused attention rounds differently from "
+                          "segment_anything's own")
+    if options.sam_compile:
+        found.append(Departure("SAM compiled", "torch.compile'd encoder", "segment_anything's eager encoder",
+                               "set by sam_compile: compiled kernels round differently"))
+    return found
+
+
 class DetectorSamPipeline(SamPipeline):
     """GroundingDINO proposes boxes from text; SAM turns boxes into masks. Options add `gdino_checkpoint`."""
 
@@ -172,6 +197,17 @@ class DetectorSamPipeline(SamPipeline):
         super().require_models(context, options)
 
     @classmethod
+    def departures(cls, context: PipelineContext) -> list[Departure]:
+        found = super().departures(context)
+        options = cls.read_options(context.options)
+        if options.gdino_checkpoint is not None:
+            found.append(Departure("GroundingDINO weights", f"your file {options.gdino_checkpoint}",
+                                   "groundingdino_swint_ogc.pth", "set by gdino_checkpoint"))
+        found += unless_equal("GroundingDINO precision", options.gdino_precision, "fp32",
+                              "set by gdino_precision: bfloat16 autocast rounds differently")
+        return found
+
+    @classmethod
     def gdino_file(cls, context: PipelineContext, options) -> Path | None:
         return checkpoint_option(context, cls.name, "gdino_checkpoint", options.gdino_checkpoint)
 
@@ -185,6 +221,12 @@ class DetectorSamPipeline(SamPipeline):
         return combined_id(self.detector.model_id, self.engine.model_id)
 
 
+# Text2Seg loads CLIP with `clip.load(..., device="cuda")`, which keeps OpenAI's float16 weights on a GPU.
+CLIP_PRECISION = Departure(
+    "CLIP precision", "float32", "float16 (OpenAI's weights as `clip.load` keeps them on a GPU)",
+    "float32 is the reference arithmetic and runs the same on every device; half precision changes rounding only")
+
+
 class ClipSamPipeline(SamPipeline):
     """CLIP ViT-B/16 (plain, or run as CLIP Surgery) decides where the prompt is; SAM draws the masks.
     Options add `clip_checkpoint`."""
@@ -196,6 +238,16 @@ class ClipSamPipeline(SamPipeline):
         super().require_models(context, options)
         if cls.clip_file(context, options) is None:
             clip.require_clip(context.weights_dir)
+
+    @classmethod
+    def departures(cls, context: PipelineContext) -> list[Departure]:
+        found = super().departures(context)
+        options = cls.read_options(context.options)
+        if options.clip_checkpoint is not None:
+            found.append(Departure("CLIP weights", f"your file {options.clip_checkpoint}",
+                                   "OpenAI ViT-B-16.pt", "set by clip_checkpoint"))
+        found.append(CLIP_PRECISION)
+        return found
 
     @classmethod
     def clip_file(cls, context: PipelineContext, options) -> Path | None:

@@ -2,8 +2,17 @@
 
 SAM's automatic mask generator (its default 32 x 32 point grid and quality filters; Text2Seg's only
 published call sets `points_per_side = 10`, as suites/study.toml does) proposes masks. Each mask
-becomes a crop: its bounding box, with every pixel outside the mask set to black (Text2Seg's cut-out, so CLIP sees the object, not its surroundings). CLIP ViT-B/16 embeds
-all crops of a batch in one pass, and each crop is scored against the prompt:
+becomes a crop with every pixel outside the mask set to black (Text2Seg's cut-out, so CLIP sees the
+object, not its surroundings):
+
+- `crop = "mask_box"` (default): the mask's bounding box, whole.
+- `crop = "text2seg"`: what Text2Seg's `segment_image(...).crop(bbox)` (text2seg/utils.py) hands CLIP.
+  It pastes the cut-out on a canvas made with `Image.new("RGB", image.shape[:2])`, i.e. width and
+  height swapped, so only the top-left min(H, W) square of a non-square image survives; the crop
+  box is SAM's XYWH bbox as [x, y, x + w, y + h], whose right and bottom edges PIL leaves out. A
+  mask one pixel wide, on which Text2Seg fails (an empty crop), gets a one-pixel crop here.
+
+CLIP ViT-B/16 embeds all crops of a batch in one pass, and each crop is scored against the prompt:
 
 - `softmax_over = "texts"` (default, the contract of this project): softmax over the prompt and the
   `negative_texts` ("background"), at CLIP's logit scale 100; the prompt's probability is the score.
@@ -27,13 +36,15 @@ import numpy as np
 import torch
 
 from fmtest.data.sample import Sample
+from fmtest.departures import Departure, unless_equal
 from fmtest.errors import ConfigError
 from fmtest.models import clip
-from fmtest.pipelines.base import Prediction
+from fmtest.pipelines.base import PipelineContext, Prediction
 from fmtest.pipelines.options import require_at_least_one, require_choice, require_unit_interval, table
 from fmtest.pipelines.sam_base import ClipSamPipeline, SamOptions
 
 SOFTMAX_AXES = ("texts", "masks")
+CROPS = ("mask_box", "text2seg")
 
 
 def mask_crop(image_rgb: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
@@ -43,6 +54,26 @@ def mask_crop(image_rgb: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
         return None
     box = (slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1))
     return image_rgb[box] * mask[box][:, :, None].astype(np.uint8)
+
+
+def text2seg_crop(image_rgb: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
+    """The crop Text2Seg's `segment_image(image, mask).crop(convert_box_xywh_to_xyxy(bbox))` makes; None if empty.
+
+    Its canvas is (height, width)-swapped, so only the cut-out's top-left min(H, W) square is on it
+    and the rest of the crop is black; SAM's bbox spans min..max, and PIL's crop leaves the max row
+    and column out (kept at one pixel where that would leave nothing).
+    """
+    rows, cols = np.nonzero(mask)
+    if len(rows) == 0:
+        return None
+    top, left = int(rows.min()), int(cols.min())
+    height, width = max(int(rows.max()) - top, 1), max(int(cols.max()) - left, 1)
+    side = min(mask.shape)
+    crop = np.zeros((height, width, 3), dtype=np.uint8)
+    kept = (slice(top, min(top + height, side)), slice(left, min(left + width, side)))
+    cut = image_rgb[kept] * mask[kept][:, :, None].astype(np.uint8)
+    crop[: cut.shape[0], : cut.shape[1]] = cut
+    return crop
 
 
 def prompt_probabilities(crop_features: torch.Tensor, text_features: torch.Tensor, softmax_over: str) -> np.ndarray:
@@ -74,14 +105,41 @@ class SamClipOptions(GeneratorOptions, SamOptions):
     negative_texts: tuple[str, ...] = ("background",)
     clip_batch_size: int = 32
     clip_checkpoint: str | None = None
+    crop: str = "mask_box"
+
+
+TEXT2SEG_POINTS_PER_SIDE = 10  # the argument of Text2Seg's only published predict_CLIP call
 
 
 class SamClip(ClipSamPipeline):
     name = "sam_clip"
     options_type = SamClipOptions
+    study_source = "Text2Seg `Text2Seg.predict_CLIP` and `retriev` (text2seg/text2seg.py, text2seg/utils.py)"
+
+    @classmethod
+    def departures(cls, context: PipelineContext) -> list[Departure]:
+        options = cls.read_options(context.options)
+        found = unless_equal("crop scoring", options.softmax_over, "masks",
+                             'set by softmax_over: "texts" asks of each crop whether it is the prompt rather than '
+                             "a negative text; Text2Seg's retriev ranks an image's crops against each other")
+        found += unless_equal("crop threshold", options.score_threshold, 0.05,
+                              "set by score_threshold; Text2Seg keeps crops scoring above 0.05")
+        found.append(Departure("point grid", f"points_per_side = {options.points_per_side}",
+                               f"an argument of predict_CLIP; Text2Seg's only published call passes "
+                               f"{TEXT2SEG_POINTS_PER_SIDE}, the study does not say",
+                               "set by points_per_side", kind="unstated"))
+        defaults = GeneratorOptions()
+        for name in ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh"):
+            found += unless_equal(f"SAM {name}", getattr(options, name), getattr(defaults, name),
+                                  f"set by {name}; Text2Seg keeps SamAutomaticMaskGenerator's default")
+        found += unless_equal("crop", options.crop, "text2seg",
+                              'set by crop: "mask_box" shows CLIP the whole mask, where Text2Seg\'s swapped '
+                              "canvas blacks out what lies beyond the shorter side of a non-square image")
+        return found + super().departures(context)
 
     @classmethod
     def check_options(cls, options: SamClipOptions) -> None:
+        require_choice(cls.name, "crop", options.crop, CROPS)
         require_choice(cls.name, "softmax_over", options.softmax_over, SOFTMAX_AXES)
         require_unit_interval(cls.name, score_threshold=options.score_threshold)
         if options.softmax_over == "texts" and not options.negative_texts:
@@ -98,11 +156,12 @@ class SamClip(ClipSamPipeline):
         images, keys = self.embedded_images(samples)
         engine = self.engine
         generator = {f.name: getattr(self.options, f.name) for f in fields(GeneratorOptions)}
+        cut = text2seg_crop if self.options.crop == "text2seg" else mask_crop
         proposals = []  # per image: the non-empty masks and their crops
         for image, key in zip(images, keys, strict=True):
             masks, crops = [], []
             for record in engine.automatic_masks(image, key, **generator):
-                crop = mask_crop(image, record["segmentation"])
+                crop = cut(image, record["segmentation"])
                 if crop is not None:
                     masks.append(record["segmentation"])
                     crops.append(crop)

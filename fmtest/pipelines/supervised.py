@@ -27,6 +27,7 @@ from typing import ClassVar
 import numpy as np
 
 from fmtest.data.sample import NOK, OK, Sample, SampleSet
+from fmtest.departures import NOT_PUBLISHED, Departure
 from fmtest.errors import ConfigError, DataError, MissingWeights
 from fmtest.models import imagenet_cnn, registry
 from fmtest.pipelines.base import Pipeline, PipelineContext, Prediction
@@ -54,6 +55,8 @@ class Supervised(Pipeline):
     batch_size = 32
     options_type = SupervisedOptions
     cross_validation_folds: ClassVar[int] = 5
+    study_source = ("the paper (no code published): a pre-trained ResNet feature extractor + MLP, stratified "
+                    "five-fold cross-validation")
 
     def __init__(self, context: PipelineContext):
         super().__init__(context)
@@ -81,16 +84,41 @@ class Supervised(Pipeline):
 
             efficientnet.weights_path()
 
-    @cached_property
-    def backbone(self) -> str:
+    @classmethod
+    def resolved_backbone(cls, options: SupervisedOptions, weights_dir) -> str:
         """The backbone that runs: "auto" takes ResNet-50 when its checkpoint is present (or injected)."""
-        if self.options.backbone != "auto":
-            return self.options.backbone
+        if options.backbone != "auto":
+            return options.backbone
         try:
-            registry.require(imagenet_cnn.RESNET50_KEY, self.context.weights_dir)
+            registry.require(imagenet_cnn.RESNET50_KEY, weights_dir)
         except MissingWeights:
             return "efficientnet_lite0"
         return "resnet50"
+
+    @classmethod
+    def departures(cls, context: PipelineContext) -> list[Departure]:
+        """The study names a pre-trained ResNet + MLP and five stratified folds, nothing more."""
+        o = cls.read_options(context.options)
+        if cls.resolved_backbone(o, context.weights_dir) == "resnet50":
+            backbone = Departure("backbone", "ResNet-50, torchvision's ImageNet weights (IMAGENET1K_V1)",
+                                 "a pre-trained ResNet (depth and weights not published)",
+                                 "the most widely used ImageNet ResNet", kind="unstated")
+        else:
+            backbone = Departure("backbone", "EfficientNet-Lite0 (ImageNet), not a ResNet", "a pre-trained ResNet",
+                                 "no resnet50-0676ba61.pth in the weights folder (`fmtest weights download "
+                                 "resnet50_imagenet`), or backbone = \"efficientnet_lite0\"")
+        return [backbone,
+                Departure("input", f"whole image squashed to {o.input_size} x {o.input_size} (pixel-area shrink), "
+                          "pooled last stage", NOT_PUBLISHED,
+                          "ImageNet's input size; no crop, so a defect at the border stays in view", kind="unstated"),
+                Departure("MLP", f"one hidden layer of {o.hidden_units}, L2 {o.alpha:g}, NOK at p >= "
+                          f"{o.decision_threshold:g}", "an MLP (size and training not published)",
+                          "a small MLP on standardised features; scikit-learn's defaults otherwise", kind="unstated")]
+
+    @cached_property
+    def backbone(self) -> str:
+        """The backbone that runs: "auto" takes ResNet-50 when its checkpoint is present (or injected)."""
+        return self.resolved_backbone(self.options, self.context.weights_dir)
 
     @property
     def features(self) -> imagenet_cnn.PooledFeatures:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import email.utils
 import hashlib
 import json
@@ -92,8 +93,8 @@ class VLMSettings:
     """`[pipelines.<name>]` options of a VLM pipeline; `None` defaults take a string."""
 
     model: str | None = None
-    temperature: float = 0.0
-    seed: int = 0
+    temperature: float | None = 0.0  # None only in `VLMPipeline.options_for`: not sent
+    seed: int | None = 0
     max_attempts: int = 5  # including the first request
     backoff_initial_s: float = 1.0
     backoff_max_s: float = 60.0  # longest single wait; a server asking for more gives up the image
@@ -520,6 +521,16 @@ class VLMPipeline(Pipeline):
     def read_options(cls, options: Mapping[str, object]) -> VLMSettings:
         return VLMSettings.from_options(cls.name, options, defaults=cls.default_options,
                                         accepted=cls.common_options | cls.extra_options)
+
+    # --- issue 22: what `fmtest config` shows is what is sent --------------------------------------------
+    @classmethod
+    def options_for(cls, context: PipelineContext) -> VLMSettings:
+        """The settings in effect: under sampling = "api_default" no temperature or seed is sent, so neither is set."""
+        settings = cls.read_options(context.options)
+        if settings.sampling == "api_default":
+            return dataclasses.replace(settings, temperature=None, seed=None)
+        return settings
+    # --- end issue 22 ------------------------------------------------------------------------------------
 
     @classmethod
     def prompt_text(cls, context: PipelineContext, settings: VLMSettings) -> str:
