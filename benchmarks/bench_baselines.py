@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fmtest.align import estimate_alignment
+from fmtest.imaging.align import estimate_alignment
 from fmtest.data.satsim import SatSim, SatSimOptions
 from fmtest.pipelines.base import PipelineContext
 from fmtest.pipelines.padim import Padim

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fmtest import metrics
+from fmtest.metrics import functional as metrics
 
 N_PAIRS = 10_000
 N_DISTINCT = 500

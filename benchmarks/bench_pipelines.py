@@ -311,7 +311,7 @@ def measure(name: str, mode: str, models: RandomModels, args: argparse.Namespace
 
 
 def predict_in_batches(pipeline, samples: Sequence[Sample]) -> None:
-    """As fmtest.evaluate does: the pipeline's own batch size."""
+    """As fmtest.run.evaluate does: the pipeline's own batch size."""
     for start in range(0, len(samples), pipeline.batch_size):
         pipeline.predict(samples[start:start + pipeline.batch_size])
 

@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/bench_scaling.py --n-images 400 --cost-ms 50
 
 A pipeline with a fixed CPU cost per image (a busy loop, so it competes for cores as a model
-does) predicts synthetic images through `fmtest.evaluate.predict_all`, the path every case takes,
+does) predicts synthetic images through `fmtest.run.evaluate.predict_all`, the path every case takes,
 once per executor. Ideal wall time is n x cost / workers; the overhead per image is the rest
 (actor start-up, fitting in each actor, pickling the images there and the answers back).
 Ray runs on a local cluster started here with `--cpus` CPUs (default: all).
@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from fmtest.data.sample import Sample, SampleRef, SampleSet
-from fmtest.evaluate import predict_all
-from fmtest.executors import PipelineRecipe, make_executor
-from fmtest.executors.local import LocalExecutor
+from fmtest.run.evaluate import predict_all
+from fmtest.run.executors import PipelineRecipe, make_executor
+from fmtest.run.executors.local import LocalExecutor
 from fmtest.pipelines.base import Pipeline, PipelineContext, Prediction
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -250,7 +250,7 @@ class Fast:
     def run(self, name: str, samples: Sequence[Sample]) -> list[np.ndarray]:
         pipeline = self.pipelines[name]
         masks = []
-        for start in range(0, len(samples), pipeline.batch_size):  # as fmtest.evaluate batches
+        for start in range(0, len(samples), pipeline.batch_size):  # as fmtest.run.evaluate batches
             masks += [p.mask for p in pipeline.predict(samples[start:start + pipeline.batch_size])]
         return masks
 

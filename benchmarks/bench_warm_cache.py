@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from fmtest import metrics
-from fmtest.cache import PredictionCache
+from fmtest.metrics import functional as metrics
+from fmtest.run.cache import PredictionCache
 from fmtest.pipelines.base import Prediction
 
 REPO = Path(__file__).resolve().parent.parent

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from fmtest.align import estimate_alignment, overlap_mask, warp_from_reference, warp_to_reference
+from fmtest.imaging.align import estimate_alignment, overlap_mask, warp_from_reference, warp_to_reference
 from fmtest.errors import DataError
 
 
@@ -169,7 +169,7 @@ def test_recovers_motion_of_a_texture(angle, shift):
 
 # -- same answer on every machine, and non-finite is a failure -----------------------------------
 class _PoisonedPolar:
-    """cv2 as fmtest.align sees it, except that warpPolar writes into memory holding NaN, as a reused
+    """cv2 as fmtest.imaging.align sees it, except that warpPolar writes into memory holding NaN, as a reused
     buffer can: every sample the transform leaves unwritten stays NaN."""
 
     def __getattr__(self, name):
@@ -184,7 +184,7 @@ class _PoisonedPolar:
 def test_polar_transform_writes_every_sample(reference, monkeypatch):
     """Memory the polar transform leaves unwritten must not reach the estimate (it did: a NaN there
     made the rotation NaN and the result depend on what the process had freed before)."""
-    import fmtest.align as align
+    import fmtest.imaging.align as align
 
     image, truth = moved(reference, 30.0, (2.0, -1.0))
     clean = estimate_alignment(image, reference)
@@ -206,7 +206,7 @@ def test_non_finite_pixels_fail_the_alignment_with_the_reason(reference, where, 
 
 def test_undefined_correlation_is_nan_never_zero(reference):
     """A NaN NCC returned as 0.0 beat a candidate whose NCC is negative; a NaN overlap read as 1."""
-    from fmtest.align import _ncc, _overlap
+    from fmtest.imaging.align import _ncc, _overlap
 
     ref = reference.astype(np.float32)
     nan_matrix = np.full((2, 3), np.nan)

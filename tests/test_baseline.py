@@ -9,7 +9,7 @@ import pytest
 
 from fmtest import __version__
 from fmtest.errors import ConfigError, DataError
-from fmtest.metrics import classification_summary, segmentation_summary
+from fmtest.metrics.functional import classification_summary, segmentation_summary
 from fmtest.verdict.regression import (
     compare_to_baseline,
     format_regression,

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from fmtest.data.sample import Sample
-from fmtest.overlay import overlay_thumbnail
+from fmtest.imaging.overlay import overlay_thumbnail
 from fmtest.pipelines.base import Prediction
 from fmtest.report.html import write_html
-from fmtest.verdict.layers import LayerStore
+from fmtest.report.layers import LayerStore
 from fmtest.verdict.results import CaseResult, ImageResult, RunResults, Thumbnail
 
 CHROMIUM = Path("/usr/bin/chromium")

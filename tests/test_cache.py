@@ -11,7 +11,7 @@ import sqlite3
 import numpy as np
 import pytest
 
-from fmtest.cache import (
+from fmtest.run.cache import (
     DB_NAME,
     CacheCorruptionWarning,
     CacheUnavailableWarning,
@@ -122,7 +122,7 @@ def test_flipped_byte_is_caught_by_the_checksum(cache, tmp_path):
 
 
 def test_undecodable_payload_raises_corrupt_entry():
-    from fmtest.cache import CorruptEntry
+    from fmtest.run.cache import CorruptEntry
 
     good = encode_prediction(Prediction.from_mask(np.ones((4, 4), bool)))
     with pytest.raises(CorruptEntry):
@@ -310,7 +310,7 @@ def _load_benchmark(monkeypatch):
 
 
 def test_benchmark_rescoring_from_cache_matches_scoring_in_memory(cache, monkeypatch):
-    from fmtest import metrics
+    from fmtest.metrics import functional as metrics
 
     bench = _load_benchmark(monkeypatch)
     run = bench.fill_cache(cache, n_images=60, size=32, n_distinct=10, progress=False)

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fmtest.config import parse_config
+from fmtest.config.suite import parse_config
 from fmtest.data.base import Dataset, Group
 from fmtest.data.sample import Sample, SampleRef, SampleSet
-from fmtest.evaluate import Case
+from fmtest.run.evaluate import Case
 from fmtest.pipelines.base import Pipeline, Prediction
-from fmtest.runner import Evaluator, Settings
+from fmtest.run.evaluator import Evaluator, Settings
 
 
 class Parts(Dataset):

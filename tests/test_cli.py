@@ -9,7 +9,7 @@ import sqlite3
 import pytest
 
 from fmtest import __version__
-from fmtest.cache import DB_NAME, PredictionCache
+from fmtest.run.cache import DB_NAME, PredictionCache
 from fmtest.cli import format_bytes, main, print_table
 from fmtest.models import registry
 from fmtest.models.registry import WeightSpec

@@ -13,7 +13,7 @@ from fakes import make_visa
 from label_exports import SceneImage, square, write_coco, write_images
 from toy_fmtest import SUITE_CONFIG, make_suite
 
-from fmtest.config import parse_config
+from fmtest.config.suite import parse_config
 from fmtest.data.coco import CocoDataset
 from fmtest.data.mvtec import MVTecAD
 from fmtest.errors import ConfigError

@@ -11,10 +11,10 @@ from toy_fmtest import Toy, ToyEmpty, ToyThreshold
 
 from dataclasses import replace
 
-from fmtest.cache import PredictionCache
-from fmtest.config import SuiteConfig
+from fmtest.run.cache import PredictionCache
+from fmtest.config.suite import SuiteConfig
 from fmtest.errors import PipelineError
-from fmtest.evaluate import Case, Part, collect_case, predict_all
+from fmtest.run.evaluate import Case, Part, collect_case, predict_all
 from fmtest.pipelines.base import PipelineContext, Prediction
 from fmtest.verdict.finish import finish_case
 from fmtest.verdict.gates import threshold_failures

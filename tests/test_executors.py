@@ -12,12 +12,12 @@ import pytest
 from test_plugin import run, suite  # noqa: F401  (the toy suite fixture)
 from toy_fmtest import Toy, ToyAlwaysCrash, ToyCrashOnce, ToyThreshold
 
-from fmtest.cache import PredictionCache
-from fmtest.config import SuiteConfig
-from fmtest.evaluate import Case, Part, collect_case
+from fmtest.run.cache import PredictionCache
+from fmtest.config.suite import SuiteConfig
+from fmtest.run.evaluate import Case, Part, collect_case
 from fmtest.verdict.finish import finish_case
-from fmtest.executors import WorkerError, make_executor
-from fmtest.executors.local import LocalExecutor
+from fmtest.run.executors import WorkerError, make_executor
+from fmtest.run.executors.local import LocalExecutor
 from fmtest.pipelines import PipelineContext
 
 ray = pytest.importorskip("ray")

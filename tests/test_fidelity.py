@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from fmtest.config import load_config, parse_config
-from fmtest.departures import Departure
-from fmtest.fidelity import CaseFidelity, case_fidelity, fidelity_markdown, study_fidelity
+from fmtest.config.suite import load_config, parse_config
+from fmtest.data.departures import Departure
+from fmtest.report.fidelity import CaseFidelity, case_fidelity, fidelity_markdown, study_fidelity
 from fmtest.models import imagenet_cnn, registry
 from fmtest.pipelines import pipeline_class
 from fmtest.pipelines.base import PipelineContext
@@ -173,5 +173,5 @@ def test_docs_fidelity_table_is_generated_from_the_departures():
     text = FIDELITY_DOC.read_text()
     start, end = "<!-- fidelity-table:start -->\n", "<!-- fidelity-table:end -->"
     section = text[text.index(start) + len(start):text.index(end)]
-    assert section == generated, ("docs/FIDELITY.md is stale: regenerate the table with fmtest.fidelity "
+    assert section == generated, ("docs/FIDELITY.md is stale: regenerate the table with fmtest.report.fidelity "
                                   "(study_fidelity(load_config('suites/study.toml')) with every checkpoint present)")

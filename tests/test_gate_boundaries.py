@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fmtest import metrics
+from fmtest.metrics import functional as metrics
 from fmtest.data.sample import Sample
-from fmtest.evaluate import image_iou
+from fmtest.run.evaluate import image_iou
 from fmtest.pipelines.base import Prediction
 from fmtest.verdict.gates import judge, threshold_failures
 from fmtest.verdict.regression import compare_results

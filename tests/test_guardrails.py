@@ -8,7 +8,7 @@ import pytest
 
 from fmtest.data.sample import Sample, SampleRef, SampleSet
 from fmtest.errors import ConfigError, FmtestError
-from fmtest.guardrails import Finding, check_data_quality
+from fmtest.run.guardrails import Finding, check_data_quality
 
 SIZE = 64
 
@@ -196,7 +196,7 @@ def test_saturation_share_limit(tmp_path):
 
 
 def test_stored_bit_depth_is_read_from_the_values():
-    from fmtest.guardrails import stored_bit_depth
+    from fmtest.run.guardrails import stored_bit_depth
 
     assert stored_bit_depth(np.array([0, 17, 255], np.float32) / np.float32(255)) == 8
     assert stored_bit_depth(np.array([0, 300, 65535], np.float32) / np.float32(65535)) == 16

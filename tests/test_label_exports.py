@@ -249,9 +249,9 @@ def test_paths_are_relative_to_the_data_root(tmp_path):
 
 
 def test_without_pycocotools_the_dataset_names_the_extra(tmp_path, monkeypatch):
-    import fmtest.extras
+    import fmtest.util.extras
 
-    monkeypatch.setattr(fmtest.extras, "installed", lambda module: module != "pycocotools")
+    monkeypatch.setattr(fmtest.util.extras, "installed", lambda module: module != "pycocotools")
     with pytest.raises(Unavailable, match=r"dataset coco needs pycocotools, not installed: pip install "
                                           r"'fmtest\[labels\]'"):
         open_dataset("coco", tmp_path, options("coco.json"))

@@ -9,24 +9,24 @@ from pathlib import Path
 import pytest
 
 import fmtest
-from fmtest.verdict import specs
+from fmtest.metrics import specs
 
 PACKAGE = Path(fmtest.__file__).parent
 # the top: the pytest plugin and the command line may import anything, reports only what is below them
 TOP = {"plugin", "pytest_reports", "cli", "report"}
 # what each lower layer must never import (the layers above it)
 FORBIDDEN = {
-    "data": ("fmtest.models", "fmtest.pipelines", "fmtest.evaluate", "fmtest.verdict", "fmtest.runner",
-             "fmtest.plugin", "fmtest.report"),
-    "models": ("fmtest.pipelines", "fmtest.evaluate", "fmtest.verdict", "fmtest.runner", "fmtest.plugin",
+    "data": ("fmtest.models", "fmtest.pipelines", "fmtest.run.evaluate", "fmtest.verdict", "fmtest.run.evaluator",
+             "fmtest.plugin.hooks", "fmtest.report"),
+    "models": ("fmtest.pipelines", "fmtest.run.evaluate", "fmtest.verdict", "fmtest.run.evaluator", "fmtest.plugin.hooks",
                "fmtest.report"),
-    "pipelines": ("fmtest.evaluate", "fmtest.verdict", "fmtest.runner", "fmtest.plugin", "fmtest.report"),
-    "metrics": ("fmtest.evaluate", "fmtest.verdict", "fmtest.runner", "fmtest.plugin", "fmtest.report"),
-    "region_metrics": ("fmtest.data", "fmtest.models", "fmtest.pipelines", "fmtest.evaluate", "fmtest.verdict",
-                       "fmtest.runner", "fmtest.plugin", "fmtest.report"),
-    "verdict": ("fmtest.runner", "fmtest.plugin", "fmtest.report"),
-    "evaluate": ("fmtest.runner", "fmtest.plugin", "fmtest.report"),
-    "runner": ("fmtest.plugin", "fmtest.report"),
+    "pipelines": ("fmtest.run.evaluate", "fmtest.verdict", "fmtest.run.evaluator", "fmtest.plugin.hooks", "fmtest.report"),
+    "metrics": ("fmtest.run.evaluate", "fmtest.verdict", "fmtest.run.evaluator", "fmtest.plugin.hooks", "fmtest.report"),
+    "region_metrics": ("fmtest.data", "fmtest.models", "fmtest.pipelines", "fmtest.run.evaluate", "fmtest.verdict",
+                       "fmtest.run.evaluator", "fmtest.plugin.hooks", "fmtest.report"),
+    "verdict": ("fmtest.run.evaluator", "fmtest.plugin.hooks", "fmtest.report"),
+    "evaluate": ("fmtest.run.evaluator", "fmtest.plugin.hooks", "fmtest.report"),
+    "runner": ("fmtest.plugin.hooks", "fmtest.report"),
 }
 
 

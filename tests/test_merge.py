@@ -12,7 +12,7 @@ from fmtest.cli import main
 from fmtest.data.sample import SampleRef, SampleSet
 from fmtest.data.shards import Shard
 from fmtest.errors import ConfigError
-from fmtest.merge import MergeError, ShardFile, merge_files, merge_shards
+from fmtest.verdict.merge import MergeError, ShardFile, merge_files, merge_shards
 from fmtest.verdict.results import CaseResult, ImageResult, RunResults
 
 pytest_plugins = ["pytester"]

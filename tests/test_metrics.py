@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy.stats import beta, binomtest
 
-from fmtest import metrics as m
+from fmtest.metrics import functional as m
 from fmtest.errors import FmtestError
 
 SETTINGS = settings(max_examples=60, deadline=None)

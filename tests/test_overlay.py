@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from fmtest.errors import DataError
-from fmtest.overlay import (
+from fmtest.imaging.overlay import (
     GT_COLOUR,
     IGNORE_COLOUR,
     LAYER_MAX_SIDE,
@@ -156,7 +156,7 @@ def test_score_map_layer_is_on_one_scale_in_units_of_the_threshold():
 def test_layer_store_writes_as_it_goes_and_shares_the_reference(tmp_path):
     from fmtest.data.sample import Sample
     from fmtest.pipelines.base import Prediction
-    from fmtest.verdict.layers import LayerStore, layers_dir
+    from fmtest.report.layers import LayerStore, layers_dir
 
     report = tmp_path / "out" / "scoreboard.html"
     stale = layers_dir(report) / "padim-satsim" / "old.image.png"

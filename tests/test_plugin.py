@@ -201,7 +201,7 @@ def test_fmtest_stays_out_of_an_unrelated_projects_test_run(pytester):
 
         def test_nothing_heavy_was_imported():
             heavy = [m for m in ("torch", "scipy", "cv2", "segment_anything", "open_clip", "transformers",
-                                 "fmtest.runner", "fmtest.evaluate") if m in sys.modules]
+                                 "fmtest.run.evaluator", "fmtest.run.evaluate") if m in sys.modules]
             assert heavy == []
     """)
     result = pytester.runpytest_subprocess("-p", "no:randomly", "-p", "no:cacheprovider")

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fmtest.config import parse_config
+from fmtest.config.suite import parse_config
 from fmtest.errors import ConfigError
-from fmtest.metrics import iou
+from fmtest.metrics.functional import iou
 from fmtest.pipelines.base import PipelineContext
 
 ROOT = Path(__file__).parent.parent
@@ -87,7 +87,7 @@ def test_plugin_named_by_class_loads_checks_its_options_and_finds_the_defects(tm
 def test_a_broken_plugin_is_one_line_naming_it(tmp_path, module, spec, expected):
     (tmp_path / "broken_plugin.py").write_text(module + "\n")
     (tmp_path / "fmtest.toml").write_text(f'[pipelines.mine]\nclass = "{spec}"\n')
-    from fmtest.config import load_config
+    from fmtest.config.suite import load_config
 
     try:
         with pytest.raises(ConfigError, match=expected) as info:
@@ -100,7 +100,7 @@ def test_a_broken_plugin_is_one_line_naming_it(tmp_path, module, spec, expected)
 def test_a_broken_dataset_plugin_is_one_line_naming_it(tmp_path):
     (tmp_path / "my_data.py").write_text("class Parts:\n    pass\n")
     (tmp_path / "fmtest.toml").write_text('[datasets.parts]\nclass = "my_data:Parts"\n')
-    from fmtest.config import load_config
+    from fmtest.config.suite import load_config
 
     try:
         with pytest.raises(ConfigError, match=r'^.*\[datasets.parts\] class = "my_data:Parts": my_data:Parts is not '

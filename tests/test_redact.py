@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fmtest.redact import redact, redact_values
+from fmtest.util.redact import redact, redact_values
 
 
 @pytest.mark.parametrize("text, shown", [

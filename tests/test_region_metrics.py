@@ -13,8 +13,8 @@ from scipy import ndimage
 from skimage.measure import label as skimage_label
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from fmtest.metrics import MetricInputError, clopper_pearson
-from fmtest.region_metrics import (
+from fmtest.metrics.functional import MetricInputError, clopper_pearson
+from fmtest.metrics.region import (
     DEFAULT_GRID,
     ImageRegionSummary,
     ScoreGrid,

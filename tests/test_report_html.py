@@ -5,7 +5,7 @@ import re
 import numpy as np
 import pytest
 
-from fmtest.overlay import overlay_thumbnail
+from fmtest.imaging.overlay import overlay_thumbnail
 from fmtest.report.html import render_html, write_html
 from fmtest.report.html_case_charts import image_outcome, worst_first
 from fmtest.verdict.results import CaseResult, ImageResult, RunResults, Thumbnail

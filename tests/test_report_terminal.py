@@ -3,7 +3,7 @@ import pytest
 from fmtest.report.terminal import render_scoreboard
 from fmtest.verdict.gates import gates, image_counts, main_metric
 from fmtest.verdict.results import CaseResult, ImageResult, RunResults
-from fmtest.verdict.specs import format_value
+from fmtest.metrics.specs import format_value
 
 
 def seg_case(case_id="saa_plus-mvtec", outcome="failed", iou=0.52, **kw):

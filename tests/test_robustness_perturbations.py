@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from fmtest import robustness as rb
+from fmtest.imaging import perturb as rb
 from fmtest.data.sample import Sample
 from fmtest.errors import ConfigError, FmtestError
 

@@ -9,11 +9,11 @@ import toy_fmtest
 from fakes import make_mvtec
 from toy_fmtest import Toy
 
-from fmtest.config import parse_config
+from fmtest.config.suite import parse_config
 from fmtest.errors import ConfigError
-from fmtest.evaluate import Case
+from fmtest.run.evaluate import Case
 from fmtest.pipelines.base import Pipeline, Prediction
-from fmtest.runner import Evaluator, Settings, plan_cases, resolve_settings
+from fmtest.run.evaluator import Evaluator, Settings, plan_cases, resolve_settings
 
 
 @pytest.fixture(autouse=True)
@@ -154,9 +154,9 @@ def test_a_pipeline_that_learns_from_labels_is_scored_by_cross_validation():
 
 
 def test_every_metric_a_case_records_has_a_spec():
-    """Renderers and gates read fmtest.verdict.specs: a metric without a spec would be shown and
+    """Renderers and gates read fmtest.metrics.specs: a metric without a spec would be shown and
     judged by guesswork."""
-    from fmtest.verdict.specs import spec
+    from fmtest.metrics.specs import spec
 
     evaluator = Evaluator(_settings(raw=ROBUST), progress=False)
     case = Case("toy_threshold", "toy", "segmentation")
@@ -172,9 +172,9 @@ def test_guardrail_findings_are_attached_and_kept_beside_the_cache(tmp_path, mon
     leaks = [f for f in result.extra["data_quality"] if f["kind"] == "near_duplicate"]
     assert [f["image_id"] for f in leaks] == ["test/000"]
 
-    import fmtest.guardrails
+    import fmtest.run.guardrails
 
-    monkeypatch.setattr(fmtest.guardrails, "check_data_quality", lambda *a, **k: pytest.fail("recomputed"))
+    monkeypatch.setattr(fmtest.run.guardrails, "check_data_quality", lambda *a, **k: pytest.fail("recomputed"))
     again = Evaluator(settings, progress=False).evaluate(Case("toy_threshold", "toy", "segmentation"))
     assert again.extra["data_quality"] == result.extra["data_quality"]
 

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from fmtest.sqlite_wal import open_wal
+from fmtest.util.sqlite_wal import open_wal
 
 
 def _create(conn: sqlite3.Connection) -> None:

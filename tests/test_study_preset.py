@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fmtest.config import load_config
+from fmtest.config.suite import load_config
 from fmtest.data.folder import IndustrialSATOptions
 from fmtest.data.mvtec import MVTecOptions
 from fmtest.data.options import parse_options as parse_dataset_options

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fmtest.align import estimate_alignment, warp_to_reference
+from fmtest.imaging.align import estimate_alignment, warp_to_reference
 from fmtest.pipelines.vlm import UnusableAnswer, VLMRequest, encode_png, parse_free_text_answer
 
 

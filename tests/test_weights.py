@@ -11,7 +11,8 @@ import torch
 from tiny_models import build_tiny_sam
 
 from fmtest.errors import DataError, MissingWeights
-from fmtest.models import commands, registry, sam
+from fmtest.cli import weights as commands
+from fmtest.models import registry, sam
 from fmtest.models.registry import WeightSpec
 
 

@@ -2,7 +2,7 @@
 
 Each module defines one Dataset subclass; `open_dataset` builds one from config. A package adds
 its own under the entry-point group `fmtest.datasets`; a suite config names one by path
-(`[datasets.<name>] class = "module:Class"`, see `fmtest.config`).
+(`[datasets.<name>] class = "module:Class"`, see `fmtest.config.suite`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from fmtest.data.base import Dataset, Group
 from fmtest.data.sample import LABELS, NOK, OK, Label, Sample, SampleRef, SampleSet
-from fmtest.extensions import load_class, named, registered_class, registered_names
+from fmtest.util.extensions import load_class, named, registered_class, registered_names
 
 ENTRY_POINT_GROUP = "fmtest.datasets"
 # name -> "module:Class"; imported on use so a dataset's dependencies load only when it runs.

@@ -13,7 +13,7 @@ import numpy as np
 
 from fmtest.data.options import parse_options
 from fmtest.data.sample import OK, Sample, SampleSet
-from fmtest.departures import Departure
+from fmtest.data.departures import Departure
 from fmtest.errors import ConfigError, DataError
 
 

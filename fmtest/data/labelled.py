@@ -42,8 +42,8 @@ from fmtest.data.io import IMAGE_SUFFIXES, read_image
 from fmtest.data.options import EMPTY_NOK_MASKS, seeded_subset
 from fmtest.data.sample import NOK, OK, Sample, SampleRef, SampleSet
 from fmtest.errors import ConfigError, DataError
-from fmtest.extensions import unknown_name
-from fmtest.extras import require_sdks
+from fmtest.util.extensions import unknown_name
+from fmtest.util.extras import require_sdks
 
 DEFAULT_TRAIN_FRACTION = 0.5
 SPLITS = ("train", "test")

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from fmtest.data.sample import Sample
-from fmtest.departures import Departure, unless_equal
+from fmtest.data.departures import Departure, unless_equal
 from fmtest.errors import ConfigError
 from fmtest.models.clip_surgery import CLIP_INPUTS, SURGERY_DEPTH, TOKEN_NORMS, ClipSurgery
 from fmtest.pipelines.base import PipelineContext, Prediction

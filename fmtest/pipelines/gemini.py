@@ -31,7 +31,7 @@ import os
 from functools import cache
 from typing import TYPE_CHECKING, ClassVar
 
-from fmtest.departures import NOT_PUBLISHED, Departure, unless_equal
+from fmtest.data.departures import NOT_PUBLISHED, Departure, unless_equal
 from fmtest.errors import Unavailable
 from fmtest.pipelines.base import PipelineContext
 from fmtest.pipelines.vlm import (
@@ -51,7 +51,7 @@ from fmtest.pipelines.vlm import (
     parse_retry_delay,
     transport_failure,
 )
-from fmtest.redact import redact
+from fmtest.util.redact import redact
 
 if TYPE_CHECKING:
     from google.genai import errors as genai_errors

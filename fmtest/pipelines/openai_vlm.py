@@ -44,7 +44,7 @@ from fmtest.pipelines.vlm import (
     parse_retry_delay,
     transport_failure,
 )
-from fmtest.redact import redact
+from fmtest.util.redact import redact
 
 if TYPE_CHECKING:
     import openai

@@ -3,7 +3,7 @@
 The study found this not enough on SAT images (recording variation and mechanical tolerances
 exceed the defects); fmtest keeps it as the floor every foundation model should beat.
 
-Per image: rigid alignment to the reference (`fmtest.align`), both reduced to greyscale, robust
+Per image: rigid alignment to the reference (`fmtest.imaging.align`), both reduced to greyscale, robust
 intensity normalisation (median and interquartile range on the shared area, so a brightness or
 contrast drift is no difference), absolute difference, Gaussian smoothing, threshold, removal of
 blobs smaller than `min_area`, and the mask warped back onto the image.
@@ -24,7 +24,7 @@ import numpy as np
 from scipy import ndimage
 from tqdm.auto import tqdm
 
-from fmtest.align import Alignment, estimate_alignment, overlap_mask, warp_from_reference, warp_to_reference
+from fmtest.imaging.align import Alignment, estimate_alignment, overlap_mask, warp_from_reference, warp_to_reference
 from fmtest.data.io import to_gray
 from fmtest.data.sample import OK, Sample, SampleSet
 from fmtest.errors import DataError, Unavailable

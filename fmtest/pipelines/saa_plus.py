@@ -57,7 +57,7 @@ import torch
 
 from fmtest.data.io import to_rgb_uint8
 from fmtest.data.sample import OK, Sample, SampleSet
-from fmtest.departures import NOT_PUBLISHED, Departure, unless_equal
+from fmtest.data.departures import NOT_PUBLISHED, Departure, unless_equal
 from fmtest.errors import ConfigError, DataError
 from fmtest.models import imagenet_cnn, registry
 from fmtest.models.grounding_dino import Detections

@@ -29,9 +29,9 @@ import numpy as np
 
 from fmtest.data.io import to_rgb_uint8
 from fmtest.data.sample import Sample
-from fmtest.departures import Departure, unless_equal
+from fmtest.data.departures import Departure, unless_equal
 from fmtest.errors import ConfigError
-from fmtest.extras import require_sdks
+from fmtest.util.extras import require_sdks
 from fmtest.models import clip, grounding_dino, sam_variants
 from fmtest.models.precision import PRECISIONS
 from fmtest.models.registry import combined_id

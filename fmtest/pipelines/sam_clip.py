@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from fmtest.data.sample import Sample
-from fmtest.departures import Departure, unless_equal
+from fmtest.data.departures import Departure, unless_equal
 from fmtest.errors import ConfigError
 from fmtest.models import clip
 from fmtest.pipelines.base import PipelineContext, Prediction

@@ -27,7 +27,7 @@ from typing import ClassVar
 import numpy as np
 
 from fmtest.data.sample import NOK, OK, Sample, SampleSet
-from fmtest.departures import NOT_PUBLISHED, Departure
+from fmtest.data.departures import NOT_PUBLISHED, Departure
 from fmtest.errors import ConfigError, DataError, MissingWeights
 from fmtest.models import imagenet_cnn, registry
 from fmtest.pipelines.base import Pipeline, PipelineContext, Prediction

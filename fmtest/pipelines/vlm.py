@@ -49,14 +49,14 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from fmtest.align import estimate_alignment, warp_to_reference
+from fmtest.imaging.align import estimate_alignment, warp_to_reference
 from fmtest.data.sample import LABELS, NOK, OK, Label, Sample, SampleSet
 from fmtest.errors import ConfigError, DataError, Unavailable
-from fmtest.extras import require_sdks
+from fmtest.util.extras import require_sdks
 from fmtest.pipelines.base import Pipeline, PipelineContext, Prediction
 from fmtest.pipelines.options import parse_options, require_choice, table
-from fmtest.redact import redact
-from fmtest.sqlite_wal import open_wal
+from fmtest.util.redact import redact
+from fmtest.util.sqlite_wal import open_wal
 
 # The study's basic prompt, sent verbatim (suites/prompts/basic.txt holds the same text).
 BASIC_PROMPT = (

@@ -20,11 +20,11 @@ from pathlib import Path
 from tqdm import tqdm
 
 from fmtest.errors import ConfigError, DataError
-from fmtest.fsutil import atomic_write
-from fmtest.verdict import specs
+from fmtest.util.fsutil import atomic_write
+from fmtest.metrics import specs
 from fmtest.verdict.gates import gate_for, main_metric
 from fmtest.verdict.results import OUTCOME_WORD, CaseResult, RunResults, read_json
-from fmtest.verdict.specs import format_value
+from fmtest.metrics.specs import format_value
 
 esc = html.escape
 

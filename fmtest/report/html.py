@@ -2,7 +2,7 @@
 data quality, then the details of every case.
 
 No network at view time: CSS, JS and thumbnails are inlined; the image viewer's full-size layers are
-files in `<report>_files/` next to the page (fmtest.verdict.layers). To stay usable at 200 cases and
+files in `<report>_files/` next to the page (fmtest.report.layers). To stay usable at 200 cases and
 10,000 images, only the matrix and one summary line per case are in the DOM up front; a case's
 details and its per-image table (paginated) are built from embedded JSON when the case is opened.
 Every string from the results (model reasoning included) is escaped here or set as text by the JS.
@@ -20,7 +20,7 @@ import json
 import os
 from importlib import resources
 
-from fmtest.fsutil import atomic_write
+from fmtest.util.fsutil import atomic_write
 from fmtest.report.html_case_details import case_details
 from fmtest.report.html_data_quality import data_quality_section
 from fmtest.report.html_format import esc, first_line, metric_interval, outcome_word
@@ -28,7 +28,7 @@ from fmtest.report.html_risk import risk_overview
 from fmtest.report.html_robustness import robustness_row_id, robustness_section
 from fmtest.verdict.gates import gate_for, image_counts, main_metric, regressed_metrics
 from fmtest.verdict.results import OUTCOME_WORD, CaseResult, RunResults
-from fmtest.verdict.specs import format_value, label
+from fmtest.metrics.specs import format_value, label
 
 OUTCOME_ORDER = ("failed", "error", "passed", "skipped")  # case details: what needs attention first
 CELL_COLOUR_ORDER = ("error", "failed", "passed", "skipped")  # a cell with several cases shows the worst

@@ -9,7 +9,7 @@ import math
 from fmtest.report.html_format import esc, number
 from fmtest.verdict.gates import gate_for
 from fmtest.verdict.results import CaseResult, ImageResult
-from fmtest.verdict.specs import format_value, label
+from fmtest.metrics.specs import format_value, label
 
 N_BINS = 20
 HIST_W, HIST_H, HIST_LEFT, HIST_RIGHT, HIST_TOP, HIST_BOTTOM = 420, 170, 34, 10, 22, 136

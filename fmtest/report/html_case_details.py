@@ -1,7 +1,7 @@
 """The scoreboard's per-case details: a collapsed summary line per case, its body (metrics against
 thresholds, verdicts and scores, breakdown, provenance, extra sections, the image viewer, worst-image
 thumbnails) and its per-image rows as embedded JSON, which scoreboard.js turns into DOM only when the
-case is opened. The viewer's layers are files next to the report (fmtest.verdict.layers), loaded by
+case is opened. The viewer's layers are files next to the report (fmtest.report.layers), loaded by
 the browser when shown; the page embeds only their names."""
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from fmtest.report.html_case_charts import (
 )
 from fmtest.report.html_format import MAX_EXTRA_ROWS, cell_text, esc, first_line, metric_interval, outcome_word
 from fmtest.verdict.gates import gate_for, gates, main_metric
-from fmtest.verdict.layers import MANIFEST_KEY
+from fmtest.report.layers import MANIFEST_KEY
 from fmtest.verdict.results import OUTCOME_WORD, CaseResult, ImageResult
-from fmtest.verdict.specs import format_value, label
+from fmtest.metrics.specs import format_value, label
 
 IMAGE_COLUMNS = ("id", "label", "predicted", "outcome", "score", "iou", "reasoning", "error")
 ALWAYS_SHOWN_COLUMNS = ("id", "label", "predicted", "outcome")

@@ -7,7 +7,7 @@ import html
 import math
 
 from fmtest.verdict.results import OUTCOME_WORD, CaseResult
-from fmtest.verdict.specs import format_value
+from fmtest.metrics.specs import format_value
 
 MAX_EXTRA_ROWS = 500  # a data-quality list of thousands of findings is truncated with a note
 esc = html.escape

@@ -7,7 +7,7 @@ import math
 
 from fmtest.report.html_format import cell_text, esc
 from fmtest.verdict.results import CaseResult
-from fmtest.verdict.specs import format_value
+from fmtest.metrics.specs import format_value
 
 # (heading, is a number): the table's columns after the case, also each value's label when a narrow window
 # shows a case's row as a card

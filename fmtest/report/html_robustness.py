@@ -7,7 +7,7 @@ import math
 
 from fmtest.report.html_format import cell_text, esc, first_line, number, outcome_word
 from fmtest.verdict.results import CaseResult, perturbation_of
-from fmtest.verdict.specs import format_value
+from fmtest.metrics.specs import format_value
 
 ROBUSTNESS_SERIES = (("flip_rate", "flip rate", "s-flip"), ("delta_iou", "\u0394 IoU", "s-iou"),
                      ("delta_f2", "\u0394 F2", "s-f2"))

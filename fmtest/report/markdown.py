@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fmtest.fsutil import atomic_write
+from fmtest.util.fsutil import atomic_write
 from fmtest.report.html_case_charts import image_outcome
 from fmtest.report.html_format import metric_interval
 from fmtest.verdict.gates import Gate, gates, main_metric
 from fmtest.verdict.results import OUTCOME_WORD, CaseResult, ImageResult, RunResults
-from fmtest.verdict.specs import format_value
+from fmtest.metrics.specs import format_value
 
 OUTCOME_MARK = {"passed": "✅", "failed": "❌", "error": "💥", "skipped": "⏭️"}
 MAX_IMAGE_NAMES = 5  # per case: enough to start looking, short enough for a table cell

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from fmtest.errors import FmtestError, Unavailable
-from fmtest.extras import install_hint, installed
+from fmtest.util.extras import install_hint, installed
 from fmtest.verdict.gates import regressed_metrics
 from fmtest.verdict.results import OUTCOME_WORD, CaseResult, RunResults, results_json
 

@@ -12,7 +12,7 @@ from collections import Counter
 
 from fmtest.verdict.gates import gate_for, gates, image_counts, main_metric, regressed_metrics
 from fmtest.verdict.results import OUTCOME_WORD, CaseResult, RunResults, perturbation_of
-from fmtest.verdict.specs import format_metric, format_value
+from fmtest.metrics.specs import format_metric, format_value
 
 TASK_ABBREV = {"segmentation": "seg", "classification": "cls", "comparison": "cmp"}  # robustness cases have their own grid
 COUNT_ORDER = ("failed", "passed", "error", "skipped")

@@ -12,15 +12,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from fmtest.evaluate import CaseEvidence, ShardSlice
-from fmtest.rules import CompareRules, RunRules
+from fmtest.run.evaluate import CaseEvidence, ShardSlice
+from fmtest.config.rules import CompareRules, RunRules
 from fmtest.verdict.comparison import compare_candidate
 from fmtest.verdict.gates import judge, metric_of_threshold
-from fmtest.verdict.layers import MANIFEST_KEY
+from fmtest.report.layers import MANIFEST_KEY
 from fmtest.verdict.regression import baseline_failures
 from fmtest.verdict.results import N_THUMBNAILS, CaseResult, RunResults
 from fmtest.verdict.scoring import badness, record_invalid_answers, risk_summary, score_case
-from fmtest.verdict.specs import is_diagnostic
+from fmtest.metrics.specs import is_diagnostic
 
 SHARD_KEY = "shard"  # a shard's record in a case: where its rows stand in the whole case
 

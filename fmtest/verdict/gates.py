@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 
 from fmtest.verdict.results import CaseResult
-from fmtest.verdict.specs import headline_metric
+from fmtest.metrics.specs import headline_metric
 
 MAX_PREFIX = "max_"
 INVALID_ANSWER_GATE = "max_invalid_answer_rate"  # a miss is an error (the run could not judge), not a FAIL

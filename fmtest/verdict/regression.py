@@ -20,10 +20,10 @@ import numpy as np
 from fmtest import __version__
 from fmtest.data.sample import NOK
 from fmtest.errors import ConfigError, DataError
-from fmtest.metrics import f2_from_labels, mean_along_last_axis, paired_bootstrap_delta
+from fmtest.metrics.functional import f2_from_labels, mean_along_last_axis, paired_bootstrap_delta
 from fmtest.verdict.results import CaseResult, ImageResult, RunResults, read_json
 from fmtest.verdict.scoring import nok_arrays
-from fmtest.verdict.specs import regression_gated, spec
+from fmtest.metrics.specs import regression_gated, spec
 
 COMPARED, NEW, VANISHED, DATASET_CHANGED, INCOMPATIBLE = "compared", "new", "vanished", "dataset_changed", "incompatible"
 STATUSES = (COMPARED, NEW, VANISHED, DATASET_CHANGED, INCOMPATIBLE)

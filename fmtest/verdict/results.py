@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from fmtest import __version__
-from fmtest.fsutil import atomic_write
+from fmtest.util.fsutil import atomic_write
 
 Outcome = str  # "passed" | "failed" | "skipped" | "error"
 OUTCOME_WORD = {"passed": "PASS", "failed": "FAIL", "skipped": "SKIP", "error": "ERROR"}

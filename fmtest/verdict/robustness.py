@@ -1,6 +1,6 @@
 """The robustness verdict: how a case's answers move under one perturbation, level by level.
 
-The clean and the perturbed runs are both ordinary case results (fmtest.evaluate.evaluate_case);
+The clean and the perturbed runs are both ordinary case results (fmtest.run.evaluate.evaluate_case);
 this module compares their per-image rows and holds the gated level to the tolerances.
 """
 
@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from fmtest.robustness import invariance_summary
+from fmtest.imaging.perturb import invariance_summary
 from fmtest.verdict.gates import Gate
 from fmtest.verdict.results import CaseResult, ImageResult
 from fmtest.verdict.scoring import nok_arrays

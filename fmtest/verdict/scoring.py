@@ -1,6 +1,6 @@
 """Case metrics from per-image records alone: a cached, stored or merged run re-scores without images.
 
-Pure functions over `ImageResult` rows; `fmtest.metrics` does the arithmetic.
+Pure functions over `ImageResult` rows; `fmtest.metrics.functional` does the arithmetic.
 """
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import math
 
 import numpy as np
 
-from fmtest import metrics
+from fmtest.metrics import functional as metrics
 from fmtest.data.sample import NOK
-from fmtest.rules import RiskRules
+from fmtest.config.rules import RiskRules
 from fmtest.verdict.results import CaseResult, ImageResult
 
 

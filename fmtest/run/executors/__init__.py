@@ -2,7 +2,7 @@
 
 An executor turns a stream of batches (lists of samples still to predict, an empty list where the
 cache answered the whole batch) into a stream of `(predictions, seconds inside predict)`, one per
-batch and in the same order, so `fmtest.evaluate.predict_all` stays one path whatever runs the model:
+batch and in the same order, so `fmtest.run.evaluate.predict_all` stays one path whatever runs the model:
 the controller alone reads and writes the cache, scores and reports.
 """
 
@@ -67,12 +67,12 @@ def make_executor(kind: str, options: Mapping[str, object] | None = None, addres
     """The executor a run asked for (`--fm-executor`, `[executor] kind`); `options` are `[executor]`'s keys,
     the schema's defaults filling what is not set."""
     if kind == "local":
-        from fmtest.executors.local import LocalExecutor
+        from fmtest.run.executors.local import LocalExecutor
 
         return LocalExecutor()
     if kind == "ray":
-        from fmtest import config_schema as schema
-        from fmtest.executors.ray import RayExecutor
+        from fmtest.config import schema
+        from fmtest.run.executors.ray import RayExecutor
 
         table = schema.EXECUTOR.check({k: v for k, v in dict(options or {}).items() if k != "kind"}, "[executor]",
                                       None)

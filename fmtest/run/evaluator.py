@@ -14,19 +14,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from fmtest import config_schema as schema
-from fmtest.config import SuiteConfig, load_config
-from fmtest.config_lookup import find_config
+from fmtest.config import schema
+from fmtest.config.suite import SuiteConfig, load_config
+from fmtest.config.lookup import find_config
 from fmtest.data import Dataset, Group, SampleRef, SampleSet
 from fmtest.data.folds import stratified_folds
 from fmtest.data.shards import Shard
 from fmtest.errors import ConfigError
-from fmtest.evaluate import Case, CaseEvidence, Part, ShardSlice, collect_case, predict_all
-from fmtest.executors import EXECUTORS, PipelineRecipe, make_executor
-from fmtest.fsutil import atomic_write
+from fmtest.run.evaluate import Case, CaseEvidence, Part, ShardSlice, collect_case, predict_all
+from fmtest.run.executors import EXECUTORS, PipelineRecipe, make_executor
+from fmtest.util.fsutil import atomic_write
 from fmtest.pipelines import Pipeline, PipelineContext
 from fmtest.verdict.finish import SHARD_KEY, finish_case, finish_comparison
-from fmtest.verdict.layers import LayerStore
+from fmtest.report.layers import LayerStore
 from fmtest.verdict.regression import load_baseline
 from fmtest.verdict.results import N_THUMBNAILS, CaseResult, case_dict, results_json
 from fmtest.verdict.robustness import invariance_row, robustness_result
@@ -193,7 +193,7 @@ def _with_compared(settings: Settings) -> list[str]:
 
 def robustness_perturbations(settings: Settings) -> list[str]:
     """Perturbations the robustness suite runs: `[robustness] perturbations`, default all."""
-    from fmtest.robustness import PERTURBATIONS
+    from fmtest.imaging.perturb import PERTURBATIONS
 
     names = settings.config.robustness.get("perturbations") or list(PERTURBATIONS)
     unknown = [n for n in names if n not in PERTURBATIONS]
@@ -227,14 +227,14 @@ class Evaluator:
         """The prediction cache, or None: none asked for, or its folder cannot take a write (one warning,
         then the run goes on predicting everything)."""
         if self._cache is None and self.settings.cache_dir is not None:
-            from fmtest.cache import PredictionCache
+            from fmtest.run.cache import PredictionCache
 
             self._cache = PredictionCache.open_or_none(self.settings.cache_dir) or False
         return self._cache or None
 
     @property
     def executor(self):
-        """Where cache misses are predicted (fmtest.executors), made on first need."""
+        """Where cache misses are predicted (fmtest.run.executors), made on first need."""
         if self._executor is None:
             s = self.settings
             self._executor = make_executor(s.executor, s.executor_options, s.ray_address)
@@ -367,7 +367,7 @@ class Evaluator:
         )
 
     def data_quality(self, name: str) -> list[dict]:
-        """Guardrail findings for a dataset (fmtest.guardrails), computed once and kept beside the cache.
+        """Guardrail findings for a dataset (fmtest.run.guardrails), computed once and kept beside the cache.
 
         `[guardrails] enabled = false` turns them off; `alignment = false` skips the registration check;
         a table `[guardrails.<dataset>]` overrides settings for one dataset.
@@ -388,8 +388,8 @@ class Evaluator:
             if store.exists():
                 self._findings[name] = json.loads(store.read_text())
                 return self._findings[name]
-        from fmtest.align import estimate_alignment
-        from fmtest.guardrails import check_data_quality
+        from fmtest.imaging.align import estimate_alignment
+        from fmtest.run.guardrails import check_data_quality
 
         check_alignment = opts.pop("alignment", True)
         findings = []
@@ -407,7 +407,7 @@ class Evaluator:
     def invariance(self, case: Case, perturbation: str) -> CaseResult:
         """How the case's verdicts and metrics move under one perturbation, level by level: each level
         is an ordinary evaluation of the perturbed images, compared image by image with the clean run."""
-        from fmtest.robustness import PERTURBATIONS, ladders
+        from fmtest.imaging.perturb import PERTURBATIONS, ladders
 
         opts = self.settings.config.robustness
         base = self.evaluate(case)

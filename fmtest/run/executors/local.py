@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from fmtest.executors import Answers, Batches, PipelineRecipe
+from fmtest.run.executors import Answers, Batches, PipelineRecipe
 from fmtest.pipelines.base import Pipeline
 
 

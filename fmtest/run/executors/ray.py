@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from fmtest.errors import ConfigError
-from fmtest.executors import Answers, Batches, PipelineRecipe, WorkerError
+from fmtest.run.executors import Answers, Batches, PipelineRecipe, WorkerError
 from fmtest.pipelines.base import Pipeline
 
 BATCHES_IN_FLIGHT_PER_ACTOR = 2  # one predicting, one queued: an actor never waits for the controller
@@ -30,7 +30,7 @@ class Predictor:
     """The actor's body: one fitted pipeline, built on the first batch."""
 
     def __init__(self, recipe: PipelineRecipe, device: str):
-        from fmtest.threads import pin_one_thread_per_op
+        from fmtest.util.threads import pin_one_thread_per_op
 
         pin_one_thread_per_op()  # the same rows as the controller's local run
         self.recipe, self.device = recipe, device

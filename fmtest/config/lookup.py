@@ -1,6 +1,6 @@
 """Where a run's suite config is: beside the tests named on the command line, else `suites/`.
 
-Kept apart from fmtest.config (and its imports) because the pytest plugin asks it in every pytest
+Kept apart from fmtest.config.suite (and its imports) because the pytest plugin asks it in every pytest
 run, also in projects that have nothing to do with fmtest.
 """
 

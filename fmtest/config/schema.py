@@ -1,11 +1,11 @@
 """The suite config's schema: every table, every key, what it accepts and what it means, written once.
 
-`fmtest.config` checks a suite config against it before any case runs (a key it does not know or a
+`fmtest.config.suite` checks a suite config against it before any case runs (a key it does not know or a
 value it does not accept is one line naming the table, the key and what is accepted), and the
 README's config reference is generated from it (`fmtest config --reference`).
 
 Tables whose keys are names (pipelines, datasets, case ids) are described here by a placeholder
-row (`<case>`); `fmtest.config` checks those names against the known pipelines and datasets.
+row (`<case>`); `fmtest.config.suite` checks those names against the known pipelines and datasets.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from fmtest.errors import ConfigError
 from fmtest.verdict.gates import INVALID_ANSWER_GATE, MAX_PREFIX
-from fmtest.verdict.specs import CASE_TASKS, METRICS
+from fmtest.metrics.specs import CASE_TASKS, METRICS
 
 
 @dataclass(frozen=True)
@@ -238,8 +238,8 @@ ROBUSTNESS = Table("[robustness]", "`pytest suites/test_robustness.py`", (
     Setting("ladders", TABLE, "see [robustness.ladders]"),
 ))
 LADDERS = Table("[robustness.ladders]", "severity ladders, one per perturbation", (
-    Setting("<perturbation>", NUMBERS, "the levels, mildest first (see fmtest.robustness)",
-            shown_default="fmtest.robustness.DEFAULT_LADDERS"),
+    Setting("<perturbation>", NUMBERS, "the levels, mildest first (see fmtest.imaging.perturb)",
+            shown_default="fmtest.imaging.perturb.DEFAULT_LADDERS"),
 ))
 GUARDRAIL_SETTINGS = (
     Setting("enabled", BOOL, "run the data-quality checks", True),

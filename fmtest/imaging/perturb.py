@@ -23,7 +23,7 @@ import numpy as np
 
 from fmtest.data.sample import Sample
 from fmtest.errors import ConfigError
-from fmtest.metrics import (
+from fmtest.metrics.functional import (
     MetricInputError,
     as_nok,
     confusion_counts,

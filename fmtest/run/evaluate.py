@@ -20,16 +20,16 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from tqdm.auto import tqdm
 
-from fmtest import metrics
+from fmtest.metrics import functional as metrics
 from fmtest.data.base import Group
 from fmtest.data.sample import LABELS, NOK, Sample, SampleSet
 from fmtest.errors import PipelineError
-from fmtest.executors import Executor, PipelineRecipe
-from fmtest.executors.local import LocalExecutor
-from fmtest.overlay import overlay_thumbnail
+from fmtest.run.executors import Executor, PipelineRecipe
+from fmtest.run.executors.local import LocalExecutor
+from fmtest.imaging.overlay import overlay_thumbnail
 from fmtest.pipelines.base import Pipeline, Prediction, Task
 from fmtest.verdict.comparison import comparison_id
-from fmtest.verdict.layers import LayerStore
+from fmtest.report.layers import LayerStore
 from fmtest.verdict.results import N_THUMBNAILS, ImageResult, Thumbnail
 from fmtest.verdict.scoring import badness
 

@@ -2,7 +2,7 @@
 
 Every gate (thresholds, baseline, robustness, comparisons) and every renderer (terminal, HTML,
 history, JUnit properties, JSON) reads this table. Adding a metric means one entry here plus its
-pure function in `fmtest.metrics`.
+pure function in `fmtest.metrics.functional`.
 """
 
 from __future__ import annotations

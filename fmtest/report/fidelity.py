@@ -2,7 +2,7 @@
 
 Built from data, never written by hand: every pipeline and dataset declares its departures from the
 study for the options in effect (`Pipeline.departures`, `Dataset.departures`, records of
-`fmtest.departures.Departure`), and this module collects them per case of a suite config's
+`fmtest.data.departures.Departure`), and this module collects them per case of a suite config's
 `[study] cases` (with `[study.results]`, the published numbers). docs/FIDELITY.md is its Markdown,
 generated from `suites/study.toml`; a test keeps the page current.
 """
@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from fmtest.config import SuiteConfig
-from fmtest.departures import Departure
+from fmtest.config.suite import SuiteConfig
+from fmtest.data.departures import Departure
 from fmtest.pipelines.base import PipelineContext
 
 

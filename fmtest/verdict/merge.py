@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fmtest.errors import DataError
-from fmtest.evaluate import CaseEvidence
-from fmtest.rules import RunRules
+from fmtest.run.evaluate import CaseEvidence
+from fmtest.config.rules import RunRules
 from fmtest.verdict.finish import SHARD_KEY, evidence_of, finish_case, finish_comparison, merge_evidence
 from fmtest.verdict.results import CaseResult, ImageResult, RunResults, case_properties, read_json
 

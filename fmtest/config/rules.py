@@ -2,7 +2,7 @@
 
 They come from the suite config when a run starts and are recorded in its results, so `fmtest
 merge` judges shards by exactly the rules the run used. Their defaults are the schema's
-(`fmtest.config_schema`), read here and nowhere else: a rule missing from an older results file
+(`fmtest.config.schema`), read here and nowhere else: a rule missing from an older results file
 gets the same default a config without it gets.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from fmtest import config_schema as schema
+from fmtest.config import schema
 from fmtest.errors import DataError
 
 

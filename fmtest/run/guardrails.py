@@ -74,7 +74,7 @@ def check_data_quality(
     """All findings for a dataset's splits, in check order.
 
     `alignment(image, reference)` returns a registration quality in [0, 1] (e.g. the quality of
-    `fmtest.align.estimate_alignment`); images below `min_alignment_quality` are reported.
+    `fmtest.imaging.align.estimate_alignment`); images below `min_alignment_quality` are reported.
     `outlier_z` is in robust standard deviations (median/MAD of the training images); the default
     is conservative so that a clean dataset yields no intensity findings. A 16-bit greyscale image
     is reported when more than `max_saturated_share` of its pixels exceed 255.

@@ -58,7 +58,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from fmtest.metrics import MetricInputError, clopper_pearson
+from fmtest.metrics.functional import MetricInputError, clopper_pearson
 
 DEFAULT_FPR_LIMIT = 0.3
 DEFAULT_SIZE_EDGES = (16, 64, 256, 1024, 4096)  # region areas in pixels: bins [1, 16), [16, 64), ..., [4096, inf)

@@ -4,7 +4,7 @@ The study (shared/STUDY.md) ran Text2Seg's and SAA+'s published code, Gemini 2.5
 supervised reference. Every way fmtest's run of a published case differs from that, for the
 options in effect, is one `Departure`: what fmtest does, what the paper or the upstream code does,
 and why. `Pipeline.departures` and `Dataset.departures` return them (empty when faithful);
-`fmtest.fidelity` turns them into the fidelity table, and a scoreboard row can show their names
+`fmtest.report.fidelity` turns them into the fidelity table, and a scoreboard row can show their names
 beside the published number so nobody compares a reconstruction with it unknowingly.
 
 This module imports nothing from fmtest: every layer may use it.

@@ -17,7 +17,7 @@ from pathlib import Path
 from fmtest import __version__
 from fmtest.errors import FmtestError
 
-COMMAND_MODULES = ("fmtest.models.commands", "fmtest.cache", "fmtest.report.history", "fmtest.config")
+COMMAND_MODULES = ("fmtest.cli.weights", "fmtest.run.cache", "fmtest.report.history", "fmtest.config.suite")
 _BINARY_UNITS = ("KiB", "MiB", "GiB", "TiB")
 
 
@@ -75,7 +75,7 @@ if __name__ == "__main__":
 
 
 def _register_merge(subparsers: argparse._SubParsersAction) -> None:
-    """`fmtest merge`: the results of a sharded run (fmtest.merge) into one verdict, JSON, HTML and JUnit."""
+    """`fmtest merge`: the results of a sharded run (fmtest.verdict.merge) into one verdict, JSON, HTML and JUnit."""
     parser = subparsers.add_parser("merge", help="join the results of a sharded run (--fm-shard=K/N) into one verdict")
     parser.add_argument("shards", nargs="+", type=Path, metavar="RESULTS", help="each shard's --fm-results JSON")
     parser.add_argument("--results", type=Path, required=True, help="write the merged JSON results here")
@@ -88,8 +88,8 @@ def _register_merge(subparsers: argparse._SubParsersAction) -> None:
 
 def _cli_merge(args: argparse.Namespace) -> int:
     """Exit 1 when a case failed or could not be judged, as the pytest run would."""
-    from fmtest.fsutil import atomic_write
-    from fmtest.merge import junit_xml, merge_files
+    from fmtest.util.fsutil import atomic_write
+    from fmtest.verdict.merge import junit_xml, merge_files
     from fmtest.report.terminal import render_scoreboard
     from fmtest.verdict.regression import load_baseline
     from fmtest.verdict.results import write_json

@@ -1,7 +1,7 @@
 """The scoreboard viewer's full-size image layers on disk: one folder per case, next to the report.
 
 `scoreboard.html` gets `scoreboard_files/<case>/`, holding per scored image its layers as PNG
-(image, gt, prediction, score_map; `fmtest.overlay.image_layers`) and once per reference image
+(image, gt, prediction, score_map; `fmtest.imaging.overlay.image_layers`) and once per reference image
 that reference. Evaluation calls `LayerStore.add` as each image is scored, so a run of thousands
 of images holds one image's layers in memory at a time. The case records `store.manifest()` as
 `CaseResult.extra["image_layers"]`; the HTML report reads only that manifest (folder and file
@@ -16,8 +16,8 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fmtest.fsutil import atomic_write
-from fmtest.overlay import LAYER_MAX_SIDE, image_layers
+from fmtest.util.fsutil import atomic_write
+from fmtest.imaging.overlay import LAYER_MAX_SIDE, image_layers
 
 if TYPE_CHECKING:
     from fmtest.data.sample import Sample

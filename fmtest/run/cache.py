@@ -36,7 +36,7 @@ import numpy as np
 
 from fmtest.errors import ConfigError
 from fmtest.pipelines.base import Prediction
-from fmtest.sqlite_wal import open_wal
+from fmtest.util.sqlite_wal import open_wal
 
 DEFAULT_CACHE_DIR = Path(".fmtest_cache")
 DB_NAME = "predictions.sqlite"

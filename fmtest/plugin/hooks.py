@@ -2,7 +2,7 @@
 properties, and the scoreboard, JSON and HTML at the end of the run.
 
 Hooks and fixtures live here; what a run is (settings, planned cases, evaluation) lives in
-fmtest.runner, scoring in fmtest.evaluate, verdicts in fmtest.verdict, rendering in fmtest.report.
+fmtest.run.evaluator, scoring in fmtest.run.evaluate, verdicts in fmtest.verdict, rendering in fmtest.report.
 
 The plugin loads in every pytest run of an environment where fmtest is installed, so this module
 imports nothing heavy and builds a run only when one is wanted: an `--fm-*` option, a suite config
@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from fmtest.config_lookup import find_config
+from fmtest.config.lookup import find_config
 from fmtest.errors import CannotJudge, ConfigError, FmtestError, Unavailable
 
 if TYPE_CHECKING:
-    from fmtest.evaluate import Case
+    from fmtest.run.evaluate import Case
     from fmtest.verdict.results import CaseResult, RunResults
 
 RUN_KEY = pytest.StashKey["FmRun"]()
@@ -67,10 +67,10 @@ class FmRun:
     """Everything one pytest process knows about the evaluation run."""
 
     def __init__(self, config: pytest.Config):
-        from fmtest.runner import Evaluator, ResultStore, resolve_settings
-        from fmtest.threads import pin_one_thread_per_op
+        from fmtest.run.evaluator import Evaluator, ResultStore, resolve_settings
+        from fmtest.util.threads import pin_one_thread_per_op
 
-        self.unpin_threads = pin_one_thread_per_op()  # the same rows on any core count (fmtest.threads)
+        self.unpin_threads = pin_one_thread_per_op()  # the same rows on any core count (fmtest.util.threads)
         self.config = config
         worker = getattr(config, "workerinput", None)
         index = int(worker["workerid"].removeprefix("gw")) if worker else None
@@ -88,7 +88,7 @@ class FmRun:
         self.output_problems: list[str] = []  # outputs that could not be written, told in the summary
 
     def collect(self, *, interrupted: bool = False) -> RunResults:
-        from fmtest.runner import order_key
+        from fmtest.run.evaluator import order_key
         from fmtest.verdict.results import RunResults, environment, git_commit
 
         cases = sorted(self.store.load_all(), key=order_key(self.settings))
@@ -157,7 +157,7 @@ def pytest_configure(config: pytest.Config):
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(), "fmtest-xdist")
     if config.getoption("htmlpath", None) or config.getoption("xmlpath", None):
-        from fmtest.pytest_reports import register_report_hooks  # pytest-html rows, JUnit properties (xunit2)
+        from fmtest.plugin.reports import register_report_hooks  # pytest-html rows, JUnit properties (xunit2)
 
         register_report_hooks(config)
     if _wants_run(config):
@@ -194,7 +194,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc):
     marker = metafunc.definition.get_closest_marker("fmtest_task")
     if marker is None or "fm_case" not in metafunc.fixturenames:
         return
-    from fmtest.runner import plan_cases
+    from fmtest.run.evaluator import plan_cases
 
     run = _run(metafunc.config)
     task = marker.args[0]
@@ -313,7 +313,7 @@ def pytest_runtest_makereport(item, call):
     report = outcome.get_result()
     result = item.stash.get(_RESULT_KEY, None)
     if call.excinfo is not None and call.excinfo.errisinstance(FmtestError):
-        from fmtest.redact import redact
+        from fmtest.util.redact import redact
 
         report.longrepr = f"{item.nodeid}: {redact(str(call.excinfo.value))}"  # one line, no traceback wall
     if result is None:
@@ -436,7 +436,7 @@ def pytest_unconfigure(config):
 def _config_summary(settings) -> dict:
     """The run's settings as the results record them: what ran, and the rules every verdict used (read back by
     `fmtest merge`, so a merged run is judged by exactly these)."""
-    from fmtest.redact import redact_option, redact_values
+    from fmtest.util.redact import redact_option, redact_values
 
     cfg = settings.config
     return {

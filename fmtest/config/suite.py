@@ -1,7 +1,7 @@
 """The suite config (`fmtest.toml` beside the suites): thresholds, pipelines and their variants,
 datasets, prompts, and the settings of every gate.
 
-The whole file is checked against one schema (`fmtest.config_schema`) when it loads, before any
+The whole file is checked against one schema (`fmtest.config.schema`) when it loads, before any
 case runs: a key nobody reads, a value of the wrong type or range, a case id or a name that does not
 exist is one line naming the table, the key and what is accepted. Pipeline and dataset tables are
 checked by the pipeline and dataset classes themselves (`read_options`), so an unknown option
@@ -31,16 +31,16 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fmtest import config_schema as schema
-from fmtest.config_lookup import CONFIG_NAME, find_config
+from fmtest.config import schema
+from fmtest.config.lookup import CONFIG_NAME, find_config
 from fmtest.data import Dataset, dataset_class, known_datasets, load_dataset
 from fmtest.errors import ConfigError
-from fmtest.extensions import named, unknown_name
+from fmtest.util.extensions import named, unknown_name
 from fmtest.pipelines import Pipeline, Task, known_pipelines, load_pipeline, pipeline_class, pipeline_task
 from fmtest.pipelines.base import PipelineContext
-from fmtest.redact import redact_option
-from fmtest.rules import CompareRules, RiskRules, RunRules
-from fmtest.verdict.specs import METRICS
+from fmtest.util.redact import redact_option
+from fmtest.config.rules import CompareRules, RiskRules, RunRules
+from fmtest.metrics.specs import METRICS
 
 DEFAULT_PROMPT = "defect"
 DEFAULT_PROMPTS = {"industrialsat": "defect", "mvtec": "defect", "oxford_pets": "cat", "satsim": "defect",
@@ -521,8 +521,8 @@ def _parse_robustness(table: dict, path) -> dict:
     ladders = checked.pop("ladders", None)
     if "perturbations" not in checked and ladders is None:
         return checked
-    from fmtest.robustness import PERTURBATIONS
-    from fmtest.robustness import ladders as checked_ladders
+    from fmtest.imaging.perturb import PERTURBATIONS
+    from fmtest.imaging.perturb import ladders as checked_ladders
 
     for name in checked.get("perturbations", []):
         _check_name("[robustness] perturbations", name, list(PERTURBATIONS), "perturbation", path)
