@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from vlm_servers import GeminiServer, Reply, png_pixels, run_pipeline, small_satsim, vlm_context
 
-from fmtest.align import estimate_alignment, warp_to_reference
+from fmtest.imaging.align import estimate_alignment, warp_to_reference
 from fmtest.data.sample import Sample
 from fmtest.errors import ConfigError, Unavailable
 from fmtest.pipelines import pipeline_class

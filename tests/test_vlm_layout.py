@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fmtest.align import estimate_alignment, warp_to_reference
+from fmtest.imaging.align import estimate_alignment, warp_to_reference
 from fmtest.pipelines.vlm.answers import UnusableAnswer, parse_free_text_answer
 from fmtest.pipelines.vlm.images import encode_png
 from fmtest.pipelines.vlm.prompts import VLMRequest

@@ -13,7 +13,7 @@ from typing import ClassVar, Literal
 import numpy as np
 
 from fmtest.data.sample import NOK, Label, Sample, SampleSet
-from fmtest.departures import Departure
+from fmtest.data.departures import Departure
 from fmtest.errors import ConfigError
 from fmtest.pipelines.options import parse_options, table
 
@@ -87,7 +87,7 @@ class Pipeline(ABC):
     # learns from labelled OK and NOK images, so it is scored by stratified k-fold cross-validation over
     # the labelled images (fmtest.data.folds.stratified_folds), one fitted instance per fold.
     cross_validation_folds: ClassVar[int] = 0
-    sdk_modules: ClassVar[tuple[str, ...]] = ()  # optional installs (fmtest.extras) check_available requires
+    sdk_modules: ClassVar[tuple[str, ...]] = ()  # optional installs (fmtest.util.extras) check_available requires
     # The published code (or text) of the study this pipeline runs, for the fidelity table; None: not one of
     # the study's pipelines.
     study_source: ClassVar[str | None] = None

@@ -32,7 +32,7 @@ import os
 from functools import cache
 from typing import TYPE_CHECKING, ClassVar
 
-from fmtest.departures import NOT_PUBLISHED, Departure, unless_equal
+from fmtest.data.departures import NOT_PUBLISHED, Departure, unless_equal
 from fmtest.errors import Unavailable
 from fmtest.pipelines.base import PipelineContext
 from fmtest.pipelines.vlm.answers import ANSWER_SCHEMA
@@ -42,7 +42,7 @@ from fmtest.pipelines.vlm.pipeline import VLMPipeline
 from fmtest.pipelines.vlm.prompts import BASIC_PROMPT, REFERENCE_CAPTION, TEST_CAPTION, VLMRequest, load_prompt_file
 from fmtest.pipelines.vlm.retries import parse_retry_delay
 from fmtest.pipelines.vlm.settings import VLMSettings
-from fmtest.redact import redact
+from fmtest.util.redact import redact
 
 if TYPE_CHECKING:
     from google.genai import errors as genai_errors

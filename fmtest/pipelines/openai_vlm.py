@@ -39,7 +39,7 @@ from fmtest.pipelines.vlm.pipeline import VLMPipeline
 from fmtest.pipelines.vlm.prompts import VLMRequest
 from fmtest.pipelines.vlm.retries import parse_retry_delay
 from fmtest.pipelines.vlm.settings import VLMSettings
-from fmtest.redact import redact
+from fmtest.util.redact import redact
 
 if TYPE_CHECKING:
     import openai

@@ -9,7 +9,7 @@ from io import BytesIO
 import numpy as np
 from PIL import Image
 
-from fmtest.align import estimate_alignment, warp_to_reference
+from fmtest.imaging.align import estimate_alignment, warp_to_reference
 from fmtest.pipelines.vlm.settings import VLMSettings
 
 

@@ -20,7 +20,7 @@ from typing import TypeVar
 
 from fmtest.errors import ConfigError
 from fmtest.pipelines.vlm.settings import VLMSettings
-from fmtest.redact import redact
+from fmtest.util.redact import redact
 
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 # Auth or model-name problems fail every image the same way: stop the case instead of scoring noise.

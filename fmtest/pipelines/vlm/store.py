@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from fmtest.errors import DataError
 from fmtest.pipelines.vlm.prompts import REFERENCE_CAPTION, TEST_CAPTION
-from fmtest.sqlite_wal import open_wal
+from fmtest.util.sqlite_wal import open_wal
 
 if TYPE_CHECKING:
     from fmtest.data.sample import Label
