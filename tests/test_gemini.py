@@ -14,7 +14,7 @@ from fmtest.data.sample import Sample
 from fmtest.errors import ConfigError, Unavailable
 from fmtest.pipelines import pipeline_class
 from fmtest.pipelines.gemini import GeminiBasic, GeminiRefined
-from fmtest.pipelines.vlm import BASIC_PROMPT, REFERENCE_CAPTION, TEST_CAPTION
+from fmtest.pipelines.vlm.prompts import BASIC_PROMPT, REFERENCE_CAPTION, TEST_CAPTION
 
 NOK_ANSWER = '{"label": "NOK", "reasoning": "a bright round void on the die"}'
 

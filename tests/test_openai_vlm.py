@@ -13,7 +13,8 @@ from fmtest.imaging.align import estimate_alignment, warp_to_reference
 from fmtest.errors import ConfigError, Unavailable
 from fmtest.pipelines import pipeline_class
 from fmtest.pipelines.openai_vlm import OpenAIVLM
-from fmtest.pipelines.vlm import ANSWER_SCHEMA, BASIC_PROMPT, REFERENCE_CAPTION, TEST_CAPTION
+from fmtest.pipelines.vlm.answers import ANSWER_SCHEMA
+from fmtest.pipelines.vlm.prompts import BASIC_PROMPT, REFERENCE_CAPTION, TEST_CAPTION
 
 NOK_ANSWER = '{"label": "NOK", "reasoning": "a dark line across the die"}'
 MODEL = "qwen2.5vl:7b"

@@ -14,23 +14,21 @@ import pytest
 from PIL import Image
 
 from fmtest.errors import ConfigError, Unavailable
-from fmtest.pipelines.vlm import (
-    BASIC_PROMPT,
+from fmtest.pipelines.vlm.answers import UnusableAnswer, parse_answer
+from fmtest.pipelines.vlm.client import VLMReply
+from fmtest.pipelines.vlm.images import encode_png
+from fmtest.pipelines.vlm.pipeline import VLMPipeline
+from fmtest.pipelines.vlm.prompts import BASIC_PROMPT, load_prompt_file
+from fmtest.pipelines.vlm.retries import (
     RequestError,
-    RequestStore,
     RetryLog,
     TransientError,
-    UnusableAnswer,
-    VLMPipeline,
-    VLMReply,
-    VLMSettings,
     call_with_retries,
     classify_status,
-    encode_png,
-    load_prompt_file,
-    parse_answer,
     parse_retry_delay,
 )
+from fmtest.pipelines.vlm.settings import VLMSettings
+from fmtest.pipelines.vlm.store import RequestStore
 
 PROMPTS = Path(__file__).resolve().parents[1] / "suites" / "prompts"
 ACCEPTED = VLMPipeline.common_options | {"prompt_file"}

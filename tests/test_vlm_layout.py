@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from fmtest.imaging.align import estimate_alignment, warp_to_reference
-from fmtest.pipelines.vlm import UnusableAnswer, VLMRequest, encode_png, parse_free_text_answer
+from fmtest.pipelines.vlm.answers import UnusableAnswer, parse_free_text_answer
+from fmtest.pipelines.vlm.images import encode_png
+from fmtest.pipelines.vlm.prompts import VLMRequest
 
 
 @pytest.mark.parametrize("text,label", [

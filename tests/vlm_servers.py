@@ -238,12 +238,13 @@ def small_satsim(n_good: int = 3, n_defective: int = 3):
 
 
 def vlm_context(tmp_path, dataset: str = "satsim", **options):
-    """A pipeline context whose request record and suite folder live in `tmp_path`; backoff kept tiny."""
+    """A pipeline context whose request store and suite folder live in `tmp_path`; backoff kept tiny."""
     from fmtest.pipelines.base import PipelineContext
+    from fmtest.pipelines.vlm.store import store_folder
 
     options = {"backoff_initial_s": 0.01, "backoff_max_s": 2.0, "timeout_s": 10.0, **options}
-    return PipelineContext(dataset=dataset, options=options, work_dir=tmp_path / "work", suite_dir=tmp_path,
-                           progress=False)
+    return PipelineContext(dataset=dataset, options=options, request_store=store_folder(tmp_path / "cache"),
+                           suite_dir=tmp_path, progress=False)
 
 
 def run_pipeline(data, tmp_path, samples=None, *, cls, **options):
@@ -256,6 +257,6 @@ def run_pipeline(data, tmp_path, samples=None, *, cls, **options):
 
 def png_pixels(image: np.ndarray) -> np.ndarray:
     """The pixels a server decodes from the PNG this image is sent as."""
-    from fmtest.pipelines.vlm import encode_png
+    from fmtest.pipelines.vlm.images import encode_png
 
     return np.asarray(Image.open(io.BytesIO(encode_png(image).png)))

@@ -61,7 +61,10 @@ class PipelineContext:
     prompt: str = "defect"  # [prompts] entry for the dataset
     weights_dir: Path | None = None
     device: str = "cpu"
-    work_dir: Path = Path(".fmtest_cache")  # where a pipeline may keep records (LVLM request log)
+    work_dir: Path = Path(".fmtest_cache")  # where a pipeline may keep files of its own (compiled kernels)
+    # where a remote-API pipeline keeps its requests and answers (fmtest.pipelines.vlm.store): the run's
+    # cache folder's `vlm_requests`; None (--fm-no-cache): nothing is read from a store or written to one
+    request_store: Path | None = None
     suite_dir: Path = Path(".")  # folder of the suite config: prompt files are relative to it
     progress: bool = True
     data_fingerprint: str = ""  # what `fit` learns from (dataset options, train ids, reference): keys the cache

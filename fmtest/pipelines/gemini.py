@@ -11,7 +11,7 @@ Environment:
 
 Options (`[pipelines.gemini_basic]`, `[pipelines.gemini_refined]`): `model` ("gemini-2.5-pro"),
 `temperature` (0), `seed` (0), `api_version` ("v1beta"), `base_url`, `prompt_file`, and the
-shared ones of `fmtest.pipelines.vlm.VLMSettings` (retries, timeout, concurrency, prices,
+shared ones of `fmtest.pipelines.vlm.settings.VLMSettings` (retries, timeout, concurrency, prices,
 alignment, `captions`, `border_fill`). Prices default to Gemini 2.5 Pro's list price for prompts
 up to 200k tokens. Request layout: `sampling = "api_default"` sends no temperature or seed,
 `answer_format = "free_text"` sends no response schema and reads the label from the prose answer
@@ -19,8 +19,9 @@ up to 200k tokens. Request layout: `sampling = "api_default"` sends no temperatu
 `gemini_refined` reads `prompts/<dataset>_refined.txt` next to the suite config unless
 `prompt_file` says otherwise.
 
-The google-genai SDK is imported when a pipeline is built, not at import: checking for the API
-key (and skipping without one) costs no SDK import.
+`GeminiClient` is the API's side (`fmtest.pipelines.vlm.client.VLMClient`): the request, the reply,
+what the SDK's errors mean. The google-genai SDK is imported when a pipeline is built, not at
+import: checking for the API key (and skipping without one) costs no SDK import.
 """
 
 from __future__ import annotations
@@ -34,23 +35,13 @@ from typing import TYPE_CHECKING, ClassVar
 from fmtest.data.departures import NOT_PUBLISHED, Departure, unless_equal
 from fmtest.errors import Unavailable
 from fmtest.pipelines.base import PipelineContext
-from fmtest.pipelines.vlm import (
-    ANSWER_SCHEMA,
-    BASIC_PROMPT,
-    REFERENCE_CAPTION,
-    TEST_CAPTION,
-    EncodedImage,
-    VLMPipeline,
-    VLMReply,
-    VLMRequest,
-    VLMSettings,
-    classify_status,
-    load_prompt_file,
-    malformed_reply,
-    note_response,
-    parse_retry_delay,
-    transport_failure,
-)
+from fmtest.pipelines.vlm.answers import ANSWER_SCHEMA
+from fmtest.pipelines.vlm.client import VLMClient, VLMReply, note_response
+from fmtest.pipelines.vlm.images import EncodedImage
+from fmtest.pipelines.vlm.pipeline import VLMPipeline
+from fmtest.pipelines.vlm.prompts import BASIC_PROMPT, REFERENCE_CAPTION, TEST_CAPTION, VLMRequest, load_prompt_file
+from fmtest.pipelines.vlm.retries import parse_retry_delay
+from fmtest.pipelines.vlm.settings import VLMSettings
 from fmtest.util.redact import redact
 
 if TYPE_CHECKING:
@@ -83,11 +74,6 @@ def _httpx():
     raise Unavailable("the google-genai SDK needs httpx2 or httpx; neither is installed")
 
 
-def _transport_errors() -> tuple[type[Exception], ...]:
-    """Network-level failures (timeouts, dropped connections) of the httpx our client runs on."""
-    return (_httpx().TimeoutException, _httpx().NetworkError, _httpx().RemoteProtocolError)
-
-
 def _api_key() -> str | None:
     return next((os.environ[v] for v in KEY_VARIABLES if os.environ.get(v)), None)
 
@@ -104,6 +90,71 @@ def _gemini_schema(schema: dict) -> types.Schema:
     )
 
 
+class GeminiClient(VLMClient):
+    """The Gemini API's `generateContent` on the google-genai SDK's asyncio client."""
+
+    def __init__(self, settings: VLMSettings):
+        from google.genai import types
+
+        self.model = settings.model
+        self.api_version = settings.api_version
+        self.base_url = settings.base_url or os.environ.get(BASE_URL_VARIABLE) or None
+        self._http_options = {"base_url": self.base_url, "api_version": settings.api_version,
+                              "timeout": int(settings.timeout_s * 1000)}
+        sent: dict[str, object] = {}
+        if settings.sampling == "fixed":
+            sent.update(temperature=settings.temperature, seed=settings.seed)
+        if settings.answer_format == "json":
+            sent.update(response_mime_type="application/json", response_schema=_gemini_schema(ANSWER_SCHEMA))
+        self._config = types.GenerateContentConfig(**sent)
+
+    @property
+    def endpoint(self) -> str:
+        return redact(f"{(self.base_url or DEFAULT_BASE_URL).rstrip('/')}/{self.api_version}")
+
+    @contextlib.asynccontextmanager
+    async def connect(self):
+        from google import genai
+        from google.genai import types
+
+        async with _httpx().AsyncClient(event_hooks={"response": [note_response]}) as http:
+            options = types.HttpOptions(**self._http_options, httpx_async_client=http)
+            async with genai.Client(api_key=_api_key(), vertexai=False, http_options=options).aio as client:
+                yield client
+
+    async def send(self, connection, request: VLMRequest) -> VLMReply:
+        from google.genai import types
+
+        parts = [types.Part.from_bytes(data=part.png, mime_type="image/png") if isinstance(part, EncodedImage)
+                 else types.Part.from_text(text=part) for part in request.parts()]
+        response = await connection.models.generate_content(
+            model=self.model, contents=[types.Content(role="user", parts=parts)], config=self._config)
+        return _reply(response)
+
+    def error_status(self, error: Exception) -> tuple[int, str] | None:
+        from google.genai import errors as genai_errors
+
+        if isinstance(error, genai_errors.APIError):
+            return error.code, error.message or str(error)
+        return None
+
+    def retry_delay(self, error: genai_errors.APIError) -> float | None:
+        """A Retry-After header, or RetryInfo.retryDelay in the error details."""
+        headers = getattr(error.response, "headers", None)
+        if headers is not None and headers.get("retry-after"):
+            return parse_retry_delay(headers.get("retry-after"))
+        body = error.details if isinstance(error.details, dict) else {}
+        details = (body.get("error") or body).get("details") or []
+        for detail in details if isinstance(details, list) else []:
+            if isinstance(detail, dict) and ("retryDelay" in detail or "retry_delay" in detail):
+                return parse_retry_delay(detail.get("retryDelay", detail.get("retry_delay")))
+        return None
+
+    def transport_errors(self) -> tuple[type[Exception], ...]:
+        """Network-level failures (timeouts, dropped connections) of the httpx our client runs on."""
+        return (_httpx().TimeoutException, _httpx().NetworkError, _httpx().RemoteProtocolError)
+
+
 class GeminiBasic(VLMPipeline):
     """The study's basic prompt with the defect-free reference image."""
 
@@ -118,20 +169,8 @@ class GeminiBasic(VLMPipeline):
         "price_input_per_mtok": 1.25, "price_output_per_mtok": 10.0,
     }
 
-    def __init__(self, context: PipelineContext):
-        from google.genai import types
-
-        super().__init__(context)
-        self.check_endpoint(context, self.settings)
-        self._base_url = self.settings.base_url or os.environ.get(BASE_URL_VARIABLE) or None
-        self._http_options = {"base_url": self._base_url, "api_version": self.settings.api_version,
-                              "timeout": int(self.settings.timeout_s * 1000)}
-        sent: dict[str, object] = {}
-        if self.settings.sampling == "fixed":
-            sent.update(temperature=self.settings.temperature, seed=self.settings.seed)
-        if self.settings.answer_format == "json":
-            sent.update(response_mime_type="application/json", response_schema=_gemini_schema(ANSWER_SCHEMA))
-        self._config = types.GenerateContentConfig(**sent)
+    def make_client(self) -> GeminiClient:
+        return GeminiClient(self.settings)
 
     @classmethod
     def departures(cls, context: PipelineContext) -> list[Departure]:
@@ -183,43 +222,10 @@ class GeminiBasic(VLMPipeline):
             raise Unavailable(f"{cls.name} needs a Gemini API key: set GEMINI_API_KEY (or GOOGLE_API_KEY); "
                               f"for a local Gemini-compatible server also set {BASE_URL_VARIABLE}")
 
-    @property
-    def endpoint(self) -> str:
-        return redact(f"{(self._base_url or DEFAULT_BASE_URL).rstrip('/')}/{self.settings.api_version}")
-
-    @contextlib.asynccontextmanager
-    async def _client(self):
-        from google import genai
-        from google.genai import types
-
-        async with _httpx().AsyncClient(event_hooks={"response": [note_response]}) as http:
-            options = types.HttpOptions(**self._http_options, httpx_async_client=http)
-            async with genai.Client(api_key=_api_key(), vertexai=False, http_options=options).aio as client:
-                yield client
-
     def _request_settings(self) -> dict[str, object]:
         if self.settings.answer_format != "json":
             return super()._request_settings()
         return {**super()._request_settings(), "response_mime_type": "application/json"}
-
-    async def _send(self, client, request: VLMRequest) -> VLMReply:
-        from google.genai import errors as genai_errors
-        from google.genai import types
-
-        parts = [types.Part.from_bytes(data=part.png, mime_type="image/png") if isinstance(part, EncodedImage)
-                 else types.Part.from_text(text=part) for part in request.parts()]
-        try:
-            response = await client.models.generate_content(
-                model=self.settings.model, contents=[types.Content(role="user", parts=parts)], config=self._config)
-        except genai_errors.APIError as error:
-            raise classify_status(error.code, error.message or str(error), _retry_delay(error),
-                                  self.endpoint) from error
-        except _transport_errors() as error:
-            raise transport_failure(error, self.settings.timeout_s, self.endpoint) from error
-        except ValueError as error:  # JSON the SDK cannot decode or validate: an HTML page, a cut-off body
-            raise malformed_reply(self.endpoint, f"{type(error).__name__}: {error}", getattr(error, "doc", None)) \
-                from error
-        return _reply(response)
 
 
 class GeminiRefined(GeminiBasic):
@@ -251,19 +257,6 @@ class GeminiRefined(GeminiBasic):
             same = False
         return [] if same else [Departure("refined prompt", f"{path}, not the published text",
                                           "the study's refined prompt (shared/STUDY.md)", "set by prompt_file")]
-
-
-def _retry_delay(error: genai_errors.APIError) -> float | None:
-    """The server's requested wait: a Retry-After header, or RetryInfo.retryDelay in the error details."""
-    headers = getattr(error.response, "headers", None)
-    if headers is not None and headers.get("retry-after"):
-        return parse_retry_delay(headers.get("retry-after"))
-    body = error.details if isinstance(error.details, dict) else {}
-    details = (body.get("error") or body).get("details") or []
-    for detail in details if isinstance(details, list) else []:
-        if isinstance(detail, dict) and ("retryDelay" in detail or "retry_delay" in detail):
-            return parse_retry_delay(detail.get("retryDelay", detail.get("retry_delay")))
-    return None
 
 
 def _reply(response: types.GenerateContentResponse) -> VLMReply:

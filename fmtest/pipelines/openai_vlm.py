@@ -16,10 +16,11 @@ Missing endpoint, model or key: the case is skipped with that reason (an error u
 
 Options (`[pipelines.openai_vlm]`): `base_url`, `model`, `api_key`, `prompt_file` (default: the
 study's basic prompt), `response_format` ("json_schema", "json_object" or "none" for servers
-that reject it), and the shared ones of `fmtest.pipelines.vlm.VLMSettings`. Prices default to 0.
+that reject it), and the shared ones of `fmtest.pipelines.vlm.settings.VLMSettings`. Prices default to 0.
 
-The openai SDK is imported when a pipeline is built, not at import: checking for the endpoint
-(and skipping without one) costs no SDK import.
+`OpenAIClient` is the API's side (`fmtest.pipelines.vlm.client.VLMClient`). The openai SDK is
+imported when a pipeline is built, not at import: checking for the endpoint (and skipping without
+one) costs no SDK import.
 """
 
 from __future__ import annotations
@@ -31,19 +32,13 @@ from typing import TYPE_CHECKING, ClassVar
 from fmtest.errors import Unavailable
 from fmtest.pipelines.base import PipelineContext
 from fmtest.pipelines.options import require_choice
-from fmtest.pipelines.vlm import (
-    ANSWER_SCHEMA,
-    EncodedImage,
-    VLMPipeline,
-    VLMReply,
-    VLMRequest,
-    VLMSettings,
-    classify_status,
-    malformed_reply,
-    note_response,
-    parse_retry_delay,
-    transport_failure,
-)
+from fmtest.pipelines.vlm.answers import ANSWER_SCHEMA
+from fmtest.pipelines.vlm.client import VLMClient, VLMReply, malformed_reply, note_response
+from fmtest.pipelines.vlm.images import EncodedImage
+from fmtest.pipelines.vlm.pipeline import VLMPipeline
+from fmtest.pipelines.vlm.prompts import VLMRequest
+from fmtest.pipelines.vlm.retries import parse_retry_delay
+from fmtest.pipelines.vlm.settings import VLMSettings
 from fmtest.util.redact import redact
 
 if TYPE_CHECKING:
@@ -73,6 +68,61 @@ def _image_part(image: EncodedImage) -> dict:
     return {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{data}"}}
 
 
+class OpenAIClient(VLMClient):
+    """`POST /chat/completions` on the openai SDK's asyncio client; the SDK's own retries are off (ours run)."""
+
+    def __init__(self, settings: VLMSettings, *, base_url: str, model: str, api_key: str):
+        self.base_url, self.model, self._api_key = base_url, model, api_key
+        self.timeout_s = settings.timeout_s
+        self._sampling = {"temperature": settings.temperature, "seed": settings.seed}
+        self._response_format = RESPONSE_FORMATS[settings.response_format]
+
+    @property
+    def endpoint(self) -> str:
+        return redact(str(self.base_url))
+
+    def connect(self):
+        import openai
+
+        http_client = openai.DefaultAsyncHttpxClient(event_hooks={"response": [note_response]})
+        return openai.AsyncOpenAI(api_key=self._api_key, base_url=self.base_url, max_retries=0,
+                                  timeout=self.timeout_s, http_client=http_client)
+
+    async def send(self, connection, request: VLMRequest) -> VLMReply:
+        from openai.types.chat import ChatCompletion
+
+        content = [_image_part(part) if isinstance(part, EncodedImage) else {"type": "text", "text": part}
+                   for part in request.parts()]
+        extra = {}
+        if self._response_format is not None:
+            extra["response_format"] = self._response_format
+        completion = await connection.chat.completions.create(
+            model=self.model, messages=[{"role": "user", "content": content}], **self._sampling, **extra)
+        if not isinstance(completion, ChatCompletion):  # a non-JSON body (an HTML page) comes back as text
+            raise malformed_reply(self.endpoint, "not a chat completion", str(completion))
+        return _reply(completion)
+
+    def error_status(self, error: Exception) -> tuple[int, str] | None:
+        import openai
+
+        if isinstance(error, openai.APIStatusError):
+            return error.status_code, error.message
+        return None
+
+    def retry_delay(self, error: openai.APIStatusError) -> float | None:
+        """`retry-after-ms` (the OpenAI API's), else `Retry-After`."""
+        headers = error.response.headers
+        if headers.get("retry-after-ms"):
+            milliseconds = parse_retry_delay(headers.get("retry-after-ms"))
+            return None if milliseconds is None else milliseconds / 1000.0
+        return parse_retry_delay(headers.get("retry-after"))
+
+    def transport_errors(self) -> tuple[type[Exception], ...]:
+        import openai
+
+        return (openai.APIConnectionError,)  # includes APITimeoutError
+
+
 class OpenAIVLM(VLMPipeline):
     """A locally served vision-language model, asked exactly what Gemini is asked."""
 
@@ -85,10 +135,9 @@ class OpenAIVLM(VLMPipeline):
         'where NOK means the image to inspect contains an anomaly or defect.'
     )
 
-    def __init__(self, context: PipelineContext):
-        super().__init__(context)
-        self.check_endpoint(context, self.settings)
-        self._base_url, self._model, self._api_key = _resolved(self.settings)
+    def make_client(self) -> OpenAIClient:
+        base_url, model, api_key = _resolved(self.settings)
+        return OpenAIClient(self.settings, base_url=base_url, model=model, api_key=api_key)
 
     @classmethod
     def check_endpoint(cls, context: PipelineContext, settings: VLMSettings) -> None:
@@ -105,53 +154,10 @@ class OpenAIVLM(VLMPipeline):
 
     @property
     def model_id(self) -> str:
-        return f"{self._model}@{self.endpoint}"
-
-    @property
-    def endpoint(self) -> str:
-        return redact(str(self._base_url))
-
-    def _client(self):
-        import openai
-
-        http_client = openai.DefaultAsyncHttpxClient(event_hooks={"response": [note_response]})
-        return openai.AsyncOpenAI(api_key=self._api_key, base_url=self._base_url, max_retries=0,
-                                  timeout=self.settings.timeout_s, http_client=http_client)
+        return f"{self.client.model}@{self.endpoint}"
 
     def _request_settings(self) -> dict[str, object]:
         return {**super()._request_settings(), "response_format": self.settings.response_format}
-
-    async def _send(self, client, request: VLMRequest) -> VLMReply:
-        import openai
-        from openai.types.chat import ChatCompletion
-
-        content = [_image_part(part) if isinstance(part, EncodedImage) else {"type": "text", "text": part}
-                   for part in request.parts()]
-        extra = {}
-        if RESPONSE_FORMATS[self.settings.response_format] is not None:
-            extra["response_format"] = RESPONSE_FORMATS[self.settings.response_format]
-        try:
-            completion = await client.chat.completions.create(
-                model=self._model, messages=[{"role": "user", "content": content}],
-                temperature=self.settings.temperature, seed=self.settings.seed, **extra)
-        except openai.APIStatusError as error:
-            raise classify_status(error.status_code, error.message, _retry_delay(error), self.endpoint) from error
-        except openai.APIConnectionError as error:  # includes APITimeoutError
-            raise transport_failure(error, self.settings.timeout_s, self.endpoint) from error
-        except ValueError as error:  # JSON the SDK cannot decode: a cut-off body, HTML labelled as JSON
-            raise malformed_reply(self.endpoint, f"{type(error).__name__}: {error}", getattr(error, "doc", None)) \
-                from error
-        if not isinstance(completion, ChatCompletion):  # a non-JSON body (an HTML page) comes back as text
-            raise malformed_reply(self.endpoint, "not a chat completion", str(completion))
-        return _reply(completion)
-
-
-def _retry_delay(error: openai.APIStatusError) -> float | None:
-    headers = error.response.headers
-    if headers.get("retry-after-ms"):
-        milliseconds = parse_retry_delay(headers.get("retry-after-ms"))
-        return None if milliseconds is None else milliseconds / 1000.0
-    return parse_retry_delay(headers.get("retry-after"))
 
 
 def _reply(completion) -> VLMReply:
