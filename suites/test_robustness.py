@@ -9,7 +9,7 @@ metric drops by more than its tolerance.
 import pytest
 
 from fmtest.plugin import check_case
-from fmtest.run.evaluator import robustness_perturbations
+from fmtest.run.plan import robustness_perturbations
 
 pytestmark = pytest.mark.fmtest_task("any", expand=robustness_perturbations)
 

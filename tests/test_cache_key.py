@@ -13,7 +13,8 @@ from fmtest.data.base import Dataset, Group
 from fmtest.data.sample import Sample, SampleRef, SampleSet
 from fmtest.run.evaluate import Case
 from fmtest.pipelines.base import Pipeline, Prediction
-from fmtest.run.evaluator import Evaluator, Settings
+from fmtest.config.settings import Settings
+from fmtest.run.evaluator import Evaluator
 
 
 class Parts(Dataset):

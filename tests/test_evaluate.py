@@ -15,7 +15,7 @@ from fmtest.run.cache import PredictionCache
 from fmtest.config.suite import SuiteConfig
 from fmtest.errors import PipelineError
 from fmtest.run.evaluate import Case, Part, collect_case, predict_all
-from fmtest.pipelines.base import PipelineContext, Prediction
+from fmtest.pipelines.base import PipelineContext
 from fmtest.verdict.finish import finish_case
 from fmtest.verdict.gates import threshold_failures
 from fmtest.verdict.results import CaseResult, ImageResult

@@ -19,7 +19,7 @@ from toy_fmtest import SUITE_CONFIG, make_suite
 
 import fmtest
 from fmtest.errors import ConfigError
-from fmtest.run.evaluator import resolve_settings
+from fmtest.config.settings import resolve_settings
 
 pytest_plugins = ["pytester"]
 SUITES = Path(__file__).parent.parent / "suites"

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from fmtest.imaging import perturb as rb
+from fmtest.metrics import functional as m
 from fmtest.data.sample import Sample
 from fmtest.errors import ConfigError, FmtestError
 
@@ -192,7 +193,7 @@ def test_invariance_summary():
     perturbed = np.array([True, True, True, False, True, False, False, False])  # 1 slip, 1 false alarm
     base_ious = np.array([0.8, 0.6, 0.7, 0.5, 1.0, 1.0, 1.0, 1.0])
     perturbed_ious = np.array([0.7, 0.6, 0.6, 0.0, 0.0, 1.0, 1.0, 1.0])
-    s = rb.invariance_summary(base, base_ious, perturbed, perturbed_ious, y_true)
+    s = m.invariance_summary(base, base_ious, perturbed, perturbed_ious, y_true)
     assert s["flip_rate"] == pytest.approx(2 / 8)
     assert s["delta_iou"] == pytest.approx((0.7 + 0.6 + 0.6 + 0.0) / 4 - (0.8 + 0.6 + 0.7 + 0.5) / 4)
     assert s["delta_f2"] == pytest.approx(15 / 20 - 1.0)  # tp 3, fn 1, fp 1: 5*3 / (5*3 + 4*1 + 1)
@@ -201,13 +202,13 @@ def test_invariance_summary():
 
 
 def test_invariance_summary_for_classification_and_string_labels():
-    s = rb.invariance_summary(["OK", "NOK"], None, ["OK", "OK"], None, ["OK", "NOK"])
+    s = m.invariance_summary(["OK", "NOK"], None, ["OK", "OK"], None, ["OK", "NOK"])
     assert math.isnan(s["delta_iou"])
     assert s["flip_rate"] == 0.5 and s["slip_rate"] == 1.0 and s["delta_f2"] == -1.0
 
 
 def test_invariance_summary_rejects_mismatched_inputs():
     with pytest.raises(FmtestError, match="differ in shape"):
-        rb.invariance_summary([True], None, [True, False], None, [True])
+        m.invariance_summary([True], None, [True, False], None, [True])
     with pytest.raises(FmtestError, match="both runs"):
-        rb.invariance_summary([True], [0.5], [True], None, [True])
+        m.invariance_summary([True], [0.5], [True], None, [True])

@@ -13,7 +13,9 @@ from fmtest.config.suite import parse_config
 from fmtest.errors import ConfigError
 from fmtest.run.evaluate import Case
 from fmtest.pipelines.base import Pipeline, Prediction
-from fmtest.run.evaluator import Evaluator, Settings, plan_cases, resolve_settings
+from fmtest.config.settings import Settings, resolve_settings
+from fmtest.run.evaluator import Evaluator
+from fmtest.run.plan import plan_cases
 
 
 @pytest.fixture(autouse=True)

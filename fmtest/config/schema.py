@@ -291,8 +291,9 @@ MLFLOW = Table("[mlflow]", "log the run to MLflow", (
     Setting("tracking_uri", STRING, "the MLflow tracking server or folder"),
     Setting("experiment", STRING, "the experiment the run is logged under"),
 ))
+EXECUTORS = ("local", "ray")  # where predictions are computed (fmtest.run.executors)
 EXECUTOR = Table("[executor]", "where predictions are computed (--fm-executor)", (
-    Setting("kind", choice("local", "ray"), "local: in the pytest process; ray: fanned out to Ray actors "
+    Setting("kind", choice(*EXECUTORS), "local: in the pytest process; ray: fanned out to Ray actors "
             "(--fm-executor, needs fmtest[ray])", "local"),
     Setting("address", STRING, 'the Ray cluster: "local" starts one in-process, "auto" joins `ray start --head` '
             "on this machine, ray://host:10001 a remote one (--fm-ray-address, env RAY_ADDRESS)",

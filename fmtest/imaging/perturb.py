@@ -1,4 +1,4 @@
-"""Perturbations with severity ladders, and how much a pipeline's answers move under them.
+"""Perturbations with severity ladders: the acquisition changes the robustness suite applies.
 
 A robustness case re-runs a pipeline on perturbed test images and compares with the clean run:
 a model that is right for the right reasons keeps its verdict under a small acquisition change
@@ -23,16 +23,6 @@ import numpy as np
 
 from fmtest.data.sample import Sample
 from fmtest.errors import ConfigError
-from fmtest.metrics.functional import (
-    MetricInputError,
-    as_nok,
-    confusion_counts,
-    f2,
-    false_alarm_rate,
-    mean_iou,
-    recall,
-    slip_rate,
-)
 
 ImageOp = Callable[[np.ndarray, float, np.random.Generator], np.ndarray]
 AffineOp = Callable[[tuple[int, int], float], np.ndarray]  # (height, width), level -> 2x3 matrix
@@ -212,46 +202,3 @@ def ladders(overrides: Mapping[str, Sequence[float]] | None = None) -> dict[str,
 
 
 # --------------------------------------------------------------------------- invariance scoring
-
-
-def invariance_summary(base_labels, base_ious, perturbed_labels, perturbed_ious, y_true) -> dict[str, float]:
-    """How far the answers moved between the clean and the perturbed run of the same images.
-
-    Labels are bool (True = NOK) or "OK"/"NOK"; IoU arrays hold one value per image (only defective
-    images are read) or are None for classification, giving delta_iou = nan. flip_rate is the share
-    of images whose verdict changed, split into new slips (defective images caught clean and passed
-    perturbed) and new false alarms (good images passed clean and flagged perturbed); false_alarm_rate
-    and slip_rate are those of the perturbed run, clean_recall and clean_false_alarm_rate of the clean one.
-    """
-    truth = as_nok(y_true, "y_true")
-    base, perturbed = as_nok(base_labels, "base_labels"), as_nok(perturbed_labels, "perturbed_labels")
-    if not truth.shape == base.shape == perturbed.shape:
-        raise MetricInputError(f"label arrays differ in shape: y_true {truth.shape}, base {base.shape}, "
-                          f"perturbed {perturbed.shape}")
-    if (base_ious is None) != (perturbed_ious is None):
-        raise MetricInputError("give per-image IoU for both runs or for neither")
-    if base_ious is None:
-        delta_iou = float("nan")
-    else:
-        base_ious, perturbed_ious = np.asarray(base_ious, float), np.asarray(perturbed_ious, float)
-        if not base_ious.shape == perturbed_ious.shape == truth.shape:
-            raise MetricInputError(f"IoU arrays {base_ious.shape} and {perturbed_ious.shape} do not match "
-                              f"the {truth.shape} labels")
-        delta_iou = mean_iou(perturbed_ious[truth]) - mean_iou(base_ious[truth])
-    perturbed_counts = confusion_counts(truth, perturbed)
-    clean_counts = confusion_counts(truth, base)
-    new_slips = int(np.sum(truth & base & ~perturbed))  # defective, caught clean, passed perturbed
-    new_false_alarms = int(np.sum(~truth & ~base & perturbed))  # good, passed clean, flagged perturbed
-    return {
-        "flip_rate": float(np.mean(base != perturbed)) if truth.size else float("nan"),
-        "new_slips": float(new_slips),
-        "new_false_alarms": float(new_false_alarms),
-        "new_slip_rate": new_slips / clean_counts.n_defective if clean_counts.n_defective else float("nan"),
-        "new_false_alarm_rate": new_false_alarms / clean_counts.n_good if clean_counts.n_good else float("nan"),
-        "clean_recall": recall(clean_counts),
-        "clean_false_alarm_rate": false_alarm_rate(clean_counts),
-        "delta_iou": delta_iou,
-        "delta_f2": f2(perturbed_counts) - f2(confusion_counts(truth, base)),
-        "false_alarm_rate": false_alarm_rate(perturbed_counts),
-        "slip_rate": slip_rate(perturbed_counts),
-    }

@@ -1,8 +1,9 @@
 """pytest plugin: fmtest options, one parametrized case per (pipeline, dataset), metrics as
 properties, and the scoreboard, JSON and HTML at the end of the run.
 
-Hooks and fixtures live here; what a run is (settings, planned cases, evaluation) lives in
-fmtest.run.evaluator, scoring in fmtest.run.evaluate, verdicts in fmtest.verdict, rendering in fmtest.report.
+Hooks and fixtures live here; the settings in fmtest.config.settings, the planned cases in fmtest.run.plan,
+measuring and judging a case in fmtest.plugin.session (fmtest.run measures, fmtest.verdict judges),
+rendering in fmtest.report.
 
 The plugin loads in every pytest run of an environment where fmtest is installed, so this module
 imports nothing heavy and builds a run only when one is wanted: an `--fm-*` option, a suite config
@@ -22,15 +23,12 @@ import pytest
 
 from fmtest.config.lookup import find_config
 from fmtest.errors import CannotJudge, ConfigError, FmtestError, Unavailable
+from fmtest.plugin.keys import PLANNED_KEY, RESULT_KEY, RESULTS_DIR_KEY, RUN_KEY
 
 if TYPE_CHECKING:
-    from fmtest.run.evaluate import Case
+    from fmtest.run.plan import Case
     from fmtest.verdict.results import CaseResult, RunResults
 
-RUN_KEY = pytest.StashKey["FmRun"]()
-_RESULTS_DIR_KEY = pytest.StashKey[Path]()  # the controller's folder for every process's finished cases
-_PLANNED_KEY = pytest.StashKey[list]()  # case ids the session collected, to name the unfinished ones
-_RESULT_KEY = pytest.StashKey["CaseResult"]()  # the case a test item evaluated, for its final outcome
 OPTIONS = [
     ("dataset", "datasets to run, comma separated (default: the config's default_datasets)"),
     ("pipeline", "pipelines to run, comma separated (default: all that apply)"),
@@ -67,7 +65,9 @@ class FmRun:
     """Everything one pytest process knows about the evaluation run."""
 
     def __init__(self, config: pytest.Config):
-        from fmtest.run.evaluator import Evaluator, ResultStore, resolve_settings
+        from fmtest.config.settings import resolve_settings
+        from fmtest.plugin.session import Session
+        from fmtest.plugin.store import ResultStore
         from fmtest.util.threads import pin_one_thread_per_op
 
         self.unpin_threads = pin_one_thread_per_op()  # the same rows on any core count (fmtest.util.threads)
@@ -82,18 +82,18 @@ class FmRun:
         if not worker:
             _check_outputs_writable(self.settings, config)
         progress = config.get_verbosity() >= 0 and not self.is_worker
-        self.evaluator = Evaluator(self.settings, progress=progress)
+        self.session = Session(self.settings, progress=progress)
         self.results: RunResults | None = None  # all workers' cases, collected at session end
         self.published: list[str] = []  # where the Markdown, metrics file and MLflow run went, or why not
         self.output_problems: list[str] = []  # outputs that could not be written, told in the summary
 
     def collect(self, *, interrupted: bool = False) -> RunResults:
-        from fmtest.run.evaluator import order_key
+        from fmtest.plugin.store import order_key
         from fmtest.verdict.results import RunResults, environment, git_commit
 
         cases = sorted(self.store.load_all(), key=order_key(self.settings))
         finished = {c.id for c in cases}
-        unfinished = [c for c in self.config.stash.get(_PLANNED_KEY, []) if c not in finished]
+        unfinished = [c for c in self.config.stash.get(PLANNED_KEY, []) if c not in finished]
         return RunResults(cases=cases, config=_config_summary(self.settings), environment=environment(),
                           git_commit=git_commit(Path(self.config.invocation_params.dir)),
                           interrupted=interrupted, unfinished=unfinished)
@@ -112,9 +112,9 @@ def _run(config: pytest.Config) -> FmRun:
 
 def _results_dir(config: pytest.Config) -> Path:
     """The controller's folder of finished cases (one JSON each), made on first need."""
-    if _RESULTS_DIR_KEY not in config.stash:
-        config.stash[_RESULTS_DIR_KEY] = Path(tempfile.mkdtemp(prefix="fmtest-results-"))
-    return config.stash[_RESULTS_DIR_KEY]
+    if RESULTS_DIR_KEY not in config.stash:
+        config.stash[RESULTS_DIR_KEY] = Path(tempfile.mkdtemp(prefix="fmtest-results-"))
+    return config.stash[RESULTS_DIR_KEY]
 
 
 def _wants_run(config: pytest.Config) -> bool:
@@ -174,7 +174,7 @@ class _XdistHooks:
 
     @pytest.hookimpl
     def pytest_xdist_node_collection_finished(self, node, ids):
-        planned = node.config.stash.setdefault(_PLANNED_KEY, [])
+        planned = node.config.stash.setdefault(PLANNED_KEY, [])
         for nodeid in ids:
             case_id = _case_id_of(nodeid)
             if case_id is not None and case_id not in planned:
@@ -194,7 +194,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc):
     marker = metafunc.definition.get_closest_marker("fmtest_task")
     if marker is None or "fm_case" not in metafunc.fixturenames:
         return
-    from fmtest.run.evaluator import plan_cases
+    from fmtest.run.plan import plan_cases
 
     run = _run(metafunc.config)
     task = marker.args[0]
@@ -222,7 +222,7 @@ def pytest_collection_modifyitems(config, items):
         items[:] = [i for i in items if i not in unplanned]
     planned = [i.callspec.id for i in items if i.get_closest_marker("fmtest_task") and hasattr(i, "callspec")]
     if planned:
-        config.stash[_PLANNED_KEY] = planned
+        config.stash[PLANNED_KEY] = planned
 
 
 def _robustness_applies(run: FmRun, case: Case) -> bool:
@@ -256,9 +256,9 @@ def fm_case(request, fm_run: FmRun):
     case: Case = param[0] if isinstance(param, tuple) else param
     node = request.node
     placeholder = CaseResult(id=node.callspec.id, pipeline=case.pipeline, dataset=case.dataset, task=case.task)
-    node.stash[_RESULT_KEY] = placeholder
+    node.stash[RESULT_KEY] = placeholder
     try:
-        fm_run.evaluator.check_available(case)
+        fm_run.session.evaluator.check_available(case)
     except Unavailable as e:
         placeholder.outcome, placeholder.message = ("error" if fm_run.settings.strict else "skipped"), str(e)
         _record(node, placeholder)
@@ -267,12 +267,12 @@ def fm_case(request, fm_run: FmRun):
         pytest.skip(str(e))
     with _progress_visible(request.config, fm_run):
         if isinstance(param, tuple):  # (case, perturbation): the robustness suite
-            result = fm_run.evaluator.invariance(case, param[1])
+            result = fm_run.session.invariance(case, param[1])
         elif case.against is not None:  # candidate vs the model it would replace
-            result = fm_run.evaluator.compare(case)
+            result = fm_run.session.compare(case)
         else:
-            result = fm_run.evaluator.evaluate(case)
-    node.stash[_RESULT_KEY] = result
+            result = fm_run.session.case(case)
+    node.stash[RESULT_KEY] = result
     _record(node, result)
     if result.outcome == "error":  # the run could not judge: an error, never a pass
         raise CannotJudge(result.message or "the case could not be judged", result.id)
@@ -292,7 +292,7 @@ def check_case(result: CaseResult) -> None:
 def _progress_visible(config, run: FmRun):
     """Progress bars must reach the terminal, so output capture is paused while a case runs."""
     capman = config.pluginmanager.getplugin("capturemanager")
-    if run.evaluator.progress and capman is not None:
+    if run.session.evaluator.progress and capman is not None:
         with capman.global_and_fixture_disabled():
             yield
     else:
@@ -311,7 +311,7 @@ def _record(node, result: CaseResult) -> None:
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
-    result = item.stash.get(_RESULT_KEY, None)
+    result = item.stash.get(RESULT_KEY, None)
     if call.excinfo is not None and call.excinfo.errisinstance(FmtestError):
         from fmtest.util.redact import redact
 
@@ -343,7 +343,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus):
         return
     run = config.stash.get(RUN_KEY, None)
     if run is None:  # under pytest-xdist only the workers planned cases: did any finish?
-        folder = config.stash.get(_RESULTS_DIR_KEY, None)
+        folder = config.stash.get(RESULTS_DIR_KEY, None)
         if folder is None or not any(folder.glob("*.json")):
             return
         run = _run(config)
@@ -398,7 +398,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     quality = _data_quality_summary(results)
     if quality:
         terminalreporter.write_line(quality)
-    baseline = run.evaluator.baseline
+    baseline = run.session.baseline
     if baseline is not None:
         from fmtest.verdict.regression import format_summary, recorded_comparisons
 
@@ -427,10 +427,10 @@ def _data_quality_summary(results: RunResults) -> str:
 def pytest_unconfigure(config):
     run = config.stash.get(RUN_KEY, None)
     if run is not None:
-        run.evaluator.close()
+        run.session.close()
         run.unpin_threads()
-    if _RESULTS_DIR_KEY in config.stash:  # the controller's folder; a worker's is the controller's
-        shutil.rmtree(config.stash[_RESULTS_DIR_KEY], ignore_errors=True)
+    if RESULTS_DIR_KEY in config.stash:  # the controller's folder; a worker's is the controller's
+        shutil.rmtree(config.stash[RESULTS_DIR_KEY], ignore_errors=True)
 
 
 def _config_summary(settings) -> dict:

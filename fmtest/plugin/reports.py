@@ -16,7 +16,7 @@ import html
 
 import pytest
 
-from fmtest.plugin.hooks import _RESULT_KEY
+from fmtest.plugin.keys import RESULT_KEY
 from fmtest.report.html_format import metric_interval
 from fmtest.verdict.gates import gate_for, main_metric
 from fmtest.verdict.results import OUTCOME_WORD, CaseResult
@@ -61,7 +61,7 @@ class CaseOnReport:
     def pytest_runtest_makereport(self, item, call):
         outcome = yield
         report = outcome.get_result()
-        result = item.stash.get(_RESULT_KEY, None)
+        result = item.stash.get(RESULT_KEY, None)
         if result is None:
             return
         setattr(report, CASE_FIELD, case_summary(result))  # the plugin set the case's outcome by now

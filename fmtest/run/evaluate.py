@@ -15,7 +15,8 @@ import itertools
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from typing import Protocol
+from dataclasses import dataclass, field
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -27,27 +28,17 @@ from fmtest.errors import PipelineError
 from fmtest.run.executors import Executor, PipelineRecipe
 from fmtest.run.executors.local import LocalExecutor
 from fmtest.imaging.overlay import overlay_thumbnail
-from fmtest.pipelines.base import Pipeline, Prediction, Task
-from fmtest.verdict.comparison import comparison_id
-from fmtest.report.layers import LayerStore
-from fmtest.verdict.results import N_THUMBNAILS, ImageResult, Thumbnail
-from fmtest.verdict.scoring import badness
+from fmtest.pipelines.base import Pipeline, Prediction
+from fmtest.run.plan import Case
+from fmtest.run.records import N_THUMBNAILS, ImageResult, Thumbnail, badness
 
 
-@dataclass(frozen=True)
-class Case:
-    """A pipeline on a dataset; with `against`, a comparison of that pipeline with another on it."""
+class LayerSink(Protocol):
+    """Receives each scored image's full-size layers for the scoreboard's viewer (`fmtest.report.layers`)."""
 
-    pipeline: str
-    dataset: str
-    task: Task
-    against: str | None = None
+    def add(self, sample: Sample, prediction: Prediction, reference: Sample | None) -> None: ...
 
-    @property
-    def id(self) -> str:
-        if self.against is not None:
-            return comparison_id(self.pipeline, self.against, self.dataset)
-        return f"{self.pipeline}-{self.dataset}"
+    def manifest(self) -> dict: ...
 
 
 @dataclass(frozen=True)
@@ -187,7 +178,7 @@ def collect_case(
     progress: bool = True,
     n_thumbnails: int = N_THUMBNAILS,
     desc: str | None = None,
-    layers: LayerStore | None = None,
+    layers: LayerSink | None = None,
     executor: Executor | None = None,
 ) -> CaseEvidence:
     """Predict every test image of every part, fitting a part's pipeline only if a prediction is

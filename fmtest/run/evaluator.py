@@ -1,209 +1,28 @@
-"""One evaluation run as the plugin sees it: resolved settings, the planned cases, and the
-per-process objects that must exist once (datasets, fitted pipelines, cache, result store)."""
+"""What one process measures: the objects that must exist once (datasets, their groups and folds, fitted
+pipelines, the prediction cache, the executor) and each case's evidence, clean or perturbed. It judges
+nothing: `fmtest.plugin.session` hands the evidence to the verdict layer."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-from dataclasses import replace
 import hashlib
 import json
-import os
 import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Collection
+from dataclasses import replace
 from pathlib import Path
 
-from fmtest.config import schema
-from fmtest.config.suite import SuiteConfig, load_config
-from fmtest.config.lookup import find_config
+from fmtest.config.settings import Settings
 from fmtest.data import Dataset, Group, SampleRef, SampleSet
 from fmtest.data.folds import stratified_folds
-from fmtest.data.shards import Shard
-from fmtest.errors import ConfigError
-from fmtest.run.evaluate import Case, CaseEvidence, Part, ShardSlice, collect_case, predict_all
-from fmtest.run.executors import EXECUTORS, PipelineRecipe, make_executor
-from fmtest.util.fsutil import atomic_write
+from fmtest.imaging.perturb import PERTURBATIONS
 from fmtest.pipelines import Pipeline, PipelineContext
-from fmtest.verdict.finish import SHARD_KEY, finish_case, finish_comparison
-from fmtest.report.layers import LayerStore
-from fmtest.verdict.regression import load_baseline
-from fmtest.verdict.results import N_THUMBNAILS, CaseResult, case_dict, results_json
-from fmtest.verdict.robustness import invariance_row, robustness_result
-
-TASK_ORDER = {"segmentation": 0, "classification": 1, "comparison": 2, "robustness": 3}
-
-
-@dataclass
-class Settings:
-    """Options after precedence is applied: command line > environment > suite config > default."""
-
-    config: SuiteConfig
-    datasets: list[str]
-    pipelines: list[str]
-    data_root: Path | None = None
-    weights_dir: Path | None = None
-    device: str = "cpu"
-    report: Path | None = None
-    results: Path | None = None
-    baseline: Path | None = None
-    cache_dir: Path | None = Path(".fmtest_cache")
-    strict: bool = False
-    markdown: Path | None = None  # the scoreboard as Markdown
-    metrics: Path | None = None  # flat metrics file: JSON (DVC), or OpenMetrics text (.txt, GitLab)
-    step_summary: Path | None = None  # $GITHUB_STEP_SUMMARY: the Markdown scoreboard is appended there
-    mlflow: str | None = None  # tracking URI: --fm-mlflow, $MLFLOW_TRACKING_URI, [mlflow] tracking_uri
-    mlflow_experiment: str = "fmtest"
-    shard: Shard | None = None  # --fm-shard=K/N: this run scores shard K of N of every case's test images
-    executor: str = "local"  # --fm-executor, [executor] kind: where predictions are computed
-    executor_options: dict = dataclasses.field(default_factory=dict)  # [executor] actors, num_gpus, num_cpus
-    ray_address: str | None = None  # --fm-ray-address, $RAY_ADDRESS, [executor] address
-
-
-def _split(value) -> list[str]:
-    if value is None:
-        return []
-    items = value if isinstance(value, list) else str(value).split(",")
-    return [v.strip() for v in items if v.strip()]
-
-
-def resolve_settings(option, invocation_dir: Path, *, worker_index: int | None = None, args=()) -> Settings:
-    """`option(name)` returns the command-line value of `--fm-<name>` (None when not given); `args` are
-    the test paths named on the command line, beside which the suite config is looked for."""
-    cfg_path = option("config")
-    config = load_config(_cli_path(cfg_path, invocation_dir) if cfg_path else find_config(args, invocation_dir))
-    file_opts = config.run_options
-
-    def pick(name, env=None):
-        cli = option(name)
-        if cli not in (None, False, ""):
-            return cli, "cli"
-        if env and os.environ.get(env):
-            return os.environ[env], "cli"  # environment paths are relative to the cwd too
-        if name in file_opts:
-            return file_opts[name], "file"
-        return None, None
-
-    def path(name, env=None):
-        value, origin = pick(name, env)
-        if value is None:
-            return None
-        return _cli_path(value, invocation_dir) if origin == "cli" else config.resolve_path(value)
-
-    datasets = _split(pick("dataset")[0]) or config.default_datasets
-    pipelines = _split(pick("pipeline")[0]) or config.default_pipelines or config.pipeline_names()
-    config.check_selection(datasets, pipelines)
-    data_root = path("data_root", "FMTEST_DATA")
-    if data_root is not None and not data_root.is_dir():
-        raise ConfigError(f"data root {data_root} is not a folder (--fm-data-root / FMTEST_DATA)")
-    no_cache = bool(pick("no_cache")[0])
-    executor = schema.EXECUTOR.check(config.raw.get("executor", {}), "[executor]", config.path)
-    if option("executor") not in (None, *EXECUTORS):
-        raise ConfigError(f"--fm-executor={option('executor')}: unknown executor; known: {', '.join(EXECUTORS)}")
-    return Settings(
-        config=config, datasets=datasets, pipelines=pipelines, data_root=data_root,
-        weights_dir=path("weights", "FMTEST_WEIGHTS"),
-        device=_device(pick("device")[0] or "auto", worker_index),
-        report=path("report"), results=path("results"), baseline=path("baseline"),
-        cache_dir=None if no_cache else (path("cache") or invocation_dir / ".fmtest_cache"),
-        strict=bool(pick("strict")[0]),
-        markdown=path("markdown"), metrics=path("metrics"),
-        step_summary=Path(os.environ["GITHUB_STEP_SUMMARY"]) if os.environ.get("GITHUB_STEP_SUMMARY") else None,
-        mlflow=pick("mlflow", "MLFLOW_TRACKING_URI")[0] or config.mlflow.get("tracking_uri"),
-        mlflow_experiment=os.environ.get("MLFLOW_EXPERIMENT_NAME") or config.mlflow.get("experiment") or "fmtest",
-        shard=Shard.parse(option("shard")) if option("shard") else None,
-        executor=option("executor") or executor["kind"], ray_address=option("ray_address") or os.environ.get(
-            "RAY_ADDRESS") or executor.get("address"),
-        executor_options={k: v for k, v in executor.items() if k in ("actors", "num_gpus", "num_cpus")},
-    )
-
-
-def _cli_path(value, invocation_dir: Path) -> Path:
-    p = Path(str(value)).expanduser()
-    return p if p.is_absolute() else invocation_dir / p
-
-
-def _device(choice: str, worker_index: int | None) -> str:
-    """`auto` picks CUDA when present; pytest-xdist workers are spread one per GPU."""
-    if choice not in ("auto", "cpu", "cuda") and not choice.startswith("cuda:"):
-        raise ConfigError(f"--fm-device must be cpu, cuda or auto, got {choice!r}")
-    if choice == "cpu":
-        return "cpu"
-    import torch
-
-    if not torch.cuda.is_available():
-        if choice == "auto":
-            return "cpu"
-        raise ConfigError("--fm-device=cuda but torch sees no CUDA device")
-    if choice in ("auto", "cuda") and worker_index is not None:
-        return f"cuda:{worker_index % torch.cuda.device_count()}"
-    return "cuda" if choice == "auto" else choice
-
-
-def plan_cases(settings: Settings, task: str) -> list[Case]:
-    """Every (pipeline, dataset) pair that applies to a task.
-
-    Segmentation needs masks; a segmentation pipeline on a labels-only dataset is scored as a
-    classifier (its mask decides OK/NOK), so it appears under classification there.
-    """
-    if task == "comparison":
-        return _comparison_cases(settings)
-    study = settings.config.study_cases  # a preset that names its grid ([study] cases) runs exactly that
-    cases = [c for c in _applicable_cases(settings, task) if study is None or c.id in study]
-    return cases
-
-
-def _applicable_cases(settings: Settings, task: str) -> list[Case]:
-    cases = []
-    for d in settings.datasets:
-        has_masks = dataset_has_masks(settings.config, d)
-        for p in settings.pipelines:
-            pipeline_task = settings.config.pipeline_task(p)
-            if task == "segmentation" and pipeline_task == "segmentation" and has_masks:
-                cases.append(Case(p, d, "segmentation"))
-            elif task == "classification" and (pipeline_task == "classification" or not has_masks):
-                cases.append(Case(p, d, "classification"))
-            elif task == "any":  # the robustness suite: every pipeline on every dataset, scored as it can be
-                cases.append(Case(p, d, "segmentation" if pipeline_task == "segmentation" and has_masks
-                                  else "classification"))
-    return cases
-
-
-def _comparison_cases(settings: Settings) -> list[Case]:
-    """`[compare.<candidate>]` pairs on every dataset of the run where both are scored the same way."""
-    scored = {(c.pipeline, c.dataset): c.task for task in ("segmentation", "classification")
-              for c in plan_cases(dataclasses.replace(settings, pipelines=_with_compared(settings)), task)}
-    cases = []
-    for spec in settings.config.compare.values():
-        if spec.candidate not in settings.pipelines and spec.against not in settings.pipelines:
-            continue  # neither is selected in this run
-        for d in settings.datasets:
-            task = scored.get((spec.candidate, d))
-            if task is not None and task == scored.get((spec.against, d)):
-                cases.append(Case(spec.candidate, d, task, against=spec.against))
-    return cases
-
-
-def _with_compared(settings: Settings) -> list[str]:
-    names = list(settings.pipelines)
-    for spec in settings.config.compare.values():
-        names += [n for n in (spec.candidate, spec.against) if n not in names]
-    return names
-
-
-def robustness_perturbations(settings: Settings) -> list[str]:
-    """Perturbations the robustness suite runs: `[robustness] perturbations`, default all."""
-    from fmtest.imaging.perturb import PERTURBATIONS
-
-    names = settings.config.robustness.get("perturbations") or list(PERTURBATIONS)
-    unknown = [n for n in names if n not in PERTURBATIONS]
-    if unknown:
-        raise ConfigError(f"unknown perturbation(s) {', '.join(unknown)}; known: {', '.join(PERTURBATIONS)}")
-    return list(names)
-
-
-def dataset_has_masks(config: SuiteConfig, name: str) -> bool:
-    return config.dataset_class(name).has_masks and config.datasets.get(name, {}).get("masks", True) is not False
+from fmtest.run.evaluate import CaseEvidence, LayerSink, Part, ShardSlice, collect_case, predict_all
+from fmtest.run.executors import PipelineRecipe, make_executor
+from fmtest.run.plan import Case
+from fmtest.run.records import N_THUMBNAILS
+from fmtest.util.fsutil import atomic_write
 
 
 class Evaluator:
@@ -219,8 +38,6 @@ class Evaluator:
         self._findings: dict[str, list[dict]] = {}
         self._cache = None
         self._executor = None
-        self.results: dict[str, CaseResult] = {}
-        self.baseline = load_baseline(settings.baseline) if settings.baseline else None
 
     @property
     def cache(self):
@@ -330,34 +147,17 @@ class Evaluator:
                                    executor=self.executor, recipe=part.recipe,
                                    progress=self.progress if progress is None else progress)
 
-    def evaluate(self, case: Case) -> CaseResult:
-        """The case's result, finished once per process (`fmtest.verdict.finish.finish_case`)."""
-        if case.id not in self.results:
-            self.results[case.id] = finish_case(self.evidence(case), self.settings.config.rules, self.baseline)
-        return self.results[case.id]
-
-    def evidence(self, case: Case) -> CaseEvidence:
+    def evidence(self, case: Case, layers: LayerSink | None = None) -> CaseEvidence:
         """What the run measures for a case: its test images' rows (this shard's under --fm-shard), the good
-        training images' scores for the risk table, the dataset's data-quality findings."""
-        layers = LayerStore(self.settings.report, case.id) if self.settings.report else None
+        training images' scores for the risk table, the dataset's data-quality findings. `layers` receives
+        each image's full-size layers for the scoreboard's viewer."""
         evidence = self._collect(case, self._test_images(case), layers=layers)
         return replace(evidence, train_scores=self._good_train_scores(case, evidence),
                        data_quality=self.data_quality(case.dataset),
                        shard=self._shard_slice(case) if self.settings.shard is not None else None)
 
-    def compare(self, case: Case) -> CaseResult:
-        """A `[compare.<candidate>]` pair on one dataset: both cases evaluated (or reused), then compared.
-        A shard's pair carries both cases, so `fmtest merge` compares the merged cases, never a share."""
-        rules = self.settings.config.rules
-        candidate = self.evaluate(Case(case.pipeline, case.dataset, case.task))
-        reference = self.evaluate(Case(case.against, case.dataset, case.task))
-        result = finish_comparison(candidate, reference, rules.compare[case.pipeline], rules)
-        if self.settings.shard is not None:
-            result.extra[SHARD_KEY] = {"candidate": case_dict(candidate), "reference": case_dict(reference)}
-        return result
-
     def _collect(self, case: Case, images: Callable[[Group], SampleSet], *, n_thumbnails: int = N_THUMBNAILS,
-                 desc: str | None = None, layers: LayerStore | None = None) -> CaseEvidence:
+                 desc: str | None = None, layers: LayerSink | None = None) -> CaseEvidence:
         """The rows of the chosen images of every group."""
         dataset = self.dataset(case.dataset)
         return collect_case(
@@ -404,37 +204,18 @@ class Evaluator:
                 atomic_write(store, json.dumps(self._findings[name]))
         return self._findings[name]
 
-    def invariance(self, case: Case, perturbation: str) -> CaseResult:
-        """How the case's verdicts and metrics move under one perturbation, level by level: each level
-        is an ordinary evaluation of the perturbed images, compared image by image with the clean run."""
-        from fmtest.imaging.perturb import PERTURBATIONS, ladders
-
-        opts = self.settings.config.robustness
-        base = self.evaluate(case)
-        ladder = [float(x) for x in ladders(opts.get("ladders"))[perturbation]]
-        gate = int(opts.get("gate_level", len(ladder) // 2))
-        if not 0 <= gate < len(ladder):
-            raise ConfigError(f"robustness.gate_level {gate} is outside the {perturbation} ladder {ladder}")
-        test = self.dataset(case.dataset).test
-        chosen = set(test.ids[: int(opts["n_images"])] if opts.get("n_images") else test.ids)
-        clean = [i for i in base.images if i.id in chosen]
+    def perturbed_evidence(self, case: Case, perturbation: str, level: float,
+                           chosen: Collection[str]) -> CaseEvidence:
+        """The rows of the chosen test images perturbed at one level of a ladder: an ordinary evaluation of
+        perturbed copies (each with its own seed, so a rerun hits the cache)."""
         perturb = PERTURBATIONS[perturbation]
         shard_of = self._test_images(case)
         seed = self.settings.config.seed
-        rows = []
-        for level in ladder:
-            def perturbed(group: Group, level=level) -> SampleSet:
-                return SampleSet([_perturbed_ref(r, perturb, level, seed) for r in shard_of(group).refs
-                                  if r.id in chosen])
 
-            run = self._collect(case, perturbed, n_thumbnails=0, desc=f"{case.id} {perturbation}={level:g}")
-            rows.append(invariance_row(perturbation, level, clean, run.images))
-        thresholds = self.settings.config.thresholds_for(case.id)
-        floor = opts.get("min_clean_recall", thresholds.get("recall", thresholds.get("f2", 0.0)))
-        return robustness_result(base, perturbation, rows, gate,
-                                 max_flip_rate=float(opts["max_flip_rate"]),
-                                 max_metric_drop=float(opts["max_metric_drop"]),
-                                 min_clean_recall=float(floor))
+        def perturbed(group: Group) -> SampleSet:
+            return SampleSet([_perturbed_ref(r, perturb, level, seed) for r in shard_of(group).refs if r.id in chosen])
+
+        return self._collect(case, perturbed, n_thumbnails=0, desc=f"{case.id} {perturbation}={level:g}")
 
     def _test_images(self, case: Case) -> Callable[[Group], SampleSet]:
         """Each group's (or fold's) test images, or under --fm-shard only this shard's: chosen per dataset
@@ -469,38 +250,3 @@ def _perturbed_ref(ref: SampleRef, perturb, level: float, seed: int) -> SampleRe
     """The same sample, perturbed on load with a per-image seed so reruns hit the cache."""
     image_seed = seed + int(hashlib.sha256(ref.id.encode()).hexdigest()[:8], 16)
     return SampleRef(ref.id, ref.label, lambda: perturb.apply(ref.get(), level, image_seed), memo=False)
-
-
-class ResultStore:
-    """Finished cases as one JSON file each in a folder shared by all pytest-xdist workers.
-
-    Each case is written the moment it finishes, so an interrupted or crashed run still reports
-    every case that completed.
-    """
-
-    def __init__(self, directory: Path):
-        self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
-
-    def save(self, result: CaseResult) -> None:
-        atomic_write(self.directory / f"{result.id}.json", results_json(result, indent=None))
-
-    def load_all(self) -> list[CaseResult]:
-        cases = []
-        for path in self.directory.glob("*.json"):
-            cases.append(CaseResult.from_dict(json.loads(path.read_text())))
-        return cases
-
-
-def order_key(settings: Settings):
-    """Stable report order: task, then dataset and pipeline as the user listed them."""
-    d_index = {d: i for i, d in enumerate(settings.datasets)}
-    p_index = {p: i for i, p in enumerate(settings.config.pipeline_names())}
-
-    def key(c: CaseResult):
-        return (TASK_ORDER.get(c.task, 9), d_index.get(c.dataset, 99), p_index.get(c.pipeline, 99), c.id)
-
-    return key
-
-
-__all__ = ["Case", "Evaluator", "ResultStore", "Settings", "order_key", "plan_cases", "resolve_settings"]

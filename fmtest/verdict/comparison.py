@@ -10,6 +10,7 @@ pair whatever the averages say.
 from __future__ import annotations
 
 from fmtest.data.sample import NOK, OK
+from fmtest.run.plan import comparison_id
 from fmtest.verdict.gates import MAX_PREFIX, judge
 from fmtest.verdict.regression import COMPARED, compare_results
 from fmtest.verdict.results import CaseResult, ImageResult
@@ -17,10 +18,6 @@ from fmtest.verdict.results import CaseResult, ImageResult
 CHANGES = ("new_slips", "new_false_alarms", "fixed_slips", "fixed_false_alarms")  # worst first
 _CHANGE = {(NOK, NOK, OK): "new_slips", (OK, OK, NOK): "new_false_alarms", (NOK, OK, NOK): "fixed_slips",
            (OK, NOK, OK): "fixed_false_alarms"}  # (truth, reference verdict, candidate verdict)
-
-
-def comparison_id(candidate: str, reference: str, dataset: str) -> str:
-    return f"{candidate}-vs-{reference}-{dataset}"
 
 
 def image_changes(candidate: list[ImageResult], reference: list[ImageResult]) -> list[dict]:

@@ -16,10 +16,10 @@ from fmtest.run.evaluate import CaseEvidence, ShardSlice
 from fmtest.config.rules import CompareRules, RunRules
 from fmtest.verdict.comparison import compare_candidate
 from fmtest.verdict.gates import judge, metric_of_threshold
-from fmtest.report.layers import MANIFEST_KEY
 from fmtest.verdict.regression import baseline_failures
-from fmtest.verdict.results import N_THUMBNAILS, CaseResult, RunResults
-from fmtest.verdict.scoring import badness, record_invalid_answers, risk_summary, score_case
+from fmtest.run.records import N_THUMBNAILS, badness
+from fmtest.verdict.results import CaseResult, RunResults
+from fmtest.verdict.scoring import record_invalid_answers, risk_summary, score_case
 from fmtest.metrics.specs import is_diagnostic
 
 SHARD_KEY = "shard"  # a shard's record in a case: where its rows stand in the whole case
@@ -40,7 +40,7 @@ def finish_case(evidence: CaseEvidence, rules: RunRules, baseline: RunResults | 
     if evidence.usage:
         result.extra["usage"] = dict(evidence.usage)
     if evidence.image_layers is not None:
-        result.extra[MANIFEST_KEY] = evidence.image_layers
+        result.extra["image_layers"] = evidence.image_layers
     if evidence.train_scores is not None:  # kept so `fmtest merge` recomputes the risk figures from the rows
         result.extra["train_scores"] = list(evidence.train_scores)
     result.extra["risk"] = risk_summary(result.images, evidence.train_scores, rules.risk)

@@ -14,38 +14,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from fmtest import __version__
+from fmtest.run.records import ImageResult, Thumbnail
 from fmtest.util.fsutil import atomic_write
 
 Outcome = str  # "passed" | "failed" | "skipped" | "error"
 OUTCOME_WORD = {"passed": "PASS", "failed": "FAIL", "skipped": "SKIP", "error": "ERROR"}
-
-
-@dataclass
-class ImageResult:
-    """Per-image outcome: enough to re-score, compare two runs image by image, and explain a miss."""
-
-    id: str
-    sha256: str
-    label: str
-    predicted: str
-    score: float | None = None
-    iou: float | None = None
-    reasoning: str | None = None
-    error: str | None = None
-    group: str | None = None  # the dataset group (MVTec category) or cross-validation fold that scored it
-    defect_type: str | None = None  # from the dataset (MVTec folder, labels.csv column, satsim's kind)
-
-
-N_THUMBNAILS = 8  # the worst images a case keeps as thumbnails, fresh or merged from shards
-
-
-@dataclass
-class Thumbnail:
-    """A small PNG (base64) of the image with predicted mask and ground truth drawn over it."""
-
-    id: str
-    png_base64: str
-    caption: str = ""
 
 
 @dataclass

@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from fmtest.imaging.perturb import invariance_summary
+from fmtest.metrics.functional import invariance_summary
 from fmtest.verdict.gates import Gate
 from fmtest.verdict.results import CaseResult, ImageResult
 from fmtest.verdict.scoring import nok_arrays

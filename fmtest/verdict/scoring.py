@@ -22,12 +22,6 @@ def nok_arrays(images: list[ImageResult]) -> tuple[np.ndarray, np.ndarray]:
     return y_true, y_pred
 
 
-def badness(label: str, predicted: str, iou: float | None) -> float:
-    """Orders images worst first (the thumbnails strip): wrong verdicts, then poor overlap."""
-    wrong = 2.0 if predicted != label else 0.0
-    return wrong + (1.0 - iou if iou is not None and label == NOK else 0.0)
-
-
 def score_images(images: list[ImageResult], *, task: str, n_resamples: int, seed: int) -> dict:
     """Case metrics from per-image records alone, so a cached or stored run re-scores without images."""
     y_true, y_pred = nok_arrays(images)

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from fmtest.config.schema import EXECUTORS
 from fmtest.errors import ConfigError, FmtestError
 
 if TYPE_CHECKING:
@@ -19,7 +20,6 @@ if TYPE_CHECKING:
     from fmtest.data.sample import Sample, SampleSet
     from fmtest.pipelines.base import Pipeline, PipelineContext, Prediction
 
-EXECUTORS = ("local", "ray")
 
 
 class WorkerError(FmtestError):
