@@ -11,10 +11,10 @@ import pytest
 from fmtest.config.suite import parse_config
 from fmtest.data.base import Dataset, Group
 from fmtest.data.sample import Sample, SampleRef, SampleSet
-from fmtest.run.evaluate import Case
+from fmtest.run.plan import Case
 from fmtest.pipelines.base import Pipeline, Prediction
 from fmtest.config.settings import Settings
-from fmtest.run.evaluator import Evaluator
+from fmtest.plugin.session import Session
 
 
 class Parts(Dataset):
@@ -82,12 +82,12 @@ def fresh(monkeypatch):
 
 
 def predictions_made(cache_dir: Path, raw: dict | None = None, prompt: str = "defect") -> int:
-    """Run the case once in a fresh process-like Evaluator and count the test images the pipeline predicted."""
+    """Run the case once in a fresh process-like session and count the test images the pipeline predicted."""
     config = parse_config({**RAW, **(raw or {}), "prompts": {"parts": prompt}}, Path(__file__))
     settings = Settings(config=config, datasets=["parts"], pipelines=["counting"], cache_dir=cache_dir)
-    evaluator = Evaluator(settings, progress=False)
+    evaluator = Session(settings, progress=False)
     Counting.predicted = 0
-    evaluator.evaluate(Case("counting", "parts", "segmentation"))
+    evaluator.case(Case("counting", "parts", "segmentation"))
     evaluator.close()
     return Counting.predicted
 

@@ -14,7 +14,8 @@ from dataclasses import replace
 from fmtest.run.cache import PredictionCache
 from fmtest.config.suite import SuiteConfig
 from fmtest.errors import PipelineError
-from fmtest.run.evaluate import Case, Part, collect_case, predict_all
+from fmtest.run.evaluate import Part, collect_case, predict_all
+from fmtest.run.plan import Case
 from fmtest.pipelines.base import PipelineContext
 from fmtest.verdict.finish import finish_case
 from fmtest.verdict.gates import threshold_failures

@@ -14,7 +14,8 @@ from toy_fmtest import Toy, ToyAlwaysCrash, ToyCrashOnce, ToyThreshold
 
 from fmtest.run.cache import PredictionCache
 from fmtest.config.suite import SuiteConfig
-from fmtest.run.evaluate import Case, Part, collect_case
+from fmtest.run.evaluate import Part, collect_case
+from fmtest.run.plan import Case
 from fmtest.verdict.finish import finish_case
 from fmtest.run.executors import WorkerError, make_executor
 from fmtest.run.executors.local import LocalExecutor

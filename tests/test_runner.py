@@ -11,10 +11,10 @@ from toy_fmtest import Toy
 
 from fmtest.config.suite import parse_config
 from fmtest.errors import ConfigError
-from fmtest.run.evaluate import Case
+from fmtest.run.plan import Case
 from fmtest.pipelines.base import Pipeline, Prediction
 from fmtest.config.settings import Settings, resolve_settings
-from fmtest.run.evaluator import Evaluator
+from fmtest.plugin.session import Session
 from fmtest.run.plan import plan_cases
 
 
@@ -89,7 +89,7 @@ def test_each_mvtec_category_is_fitted_on_its_own_images_and_reference(tmp_path,
     RecordingFit.fits = []
     settings = _settings(datasets=["mvtec"], pipelines=["recording"], data_root=tmp_path,
                          raw={"datasets": {"mvtec": {"categories": ["carpet", "grid"]}}})
-    result = Evaluator(settings, progress=False).evaluate(Case("recording", "mvtec", "segmentation"))
+    result = Session(settings, progress=False).case(Case("recording", "mvtec", "segmentation"))
     assert RecordingFit.fits == [(["carpet"], "carpet/train/good/000"), (["grid"], "grid/train/good/000")]
     assert result.metrics["n_images"] == 8  # pooled over both categories
 
@@ -101,9 +101,9 @@ def test_fitting_is_skipped_when_every_prediction_is_cached(tmp_path, monkeypatc
     monkeypatch.setitem(fmtest.pipelines.TASKS, "recording", "segmentation")
     RecordingFit.fits = []
     settings = _settings(pipelines=["recording"], cache_dir=tmp_path / "cache")
-    Evaluator(settings, progress=False).evaluate(Case("recording", "toy", "segmentation"))
+    Session(settings, progress=False).case(Case("recording", "toy", "segmentation"))
     assert len(RecordingFit.fits) == 1
-    again = Evaluator(settings, progress=False).evaluate(Case("recording", "toy", "segmentation"))
+    again = Session(settings, progress=False).case(Case("recording", "toy", "segmentation"))
     assert len(RecordingFit.fits) == 1 and again.extra["cache"] == {"hits": 10, "predicted": 0}
 
 
@@ -113,7 +113,7 @@ ROBUST = {"robustness": {"perturbations": ["brightness"], "ladders": {"brightnes
 
 def test_a_model_that_always_answers_ok_is_not_called_robust():
     """It never flips, so a flip-rate gate alone would pass it: its clean recall marks it meaningless."""
-    evaluator = Evaluator(_settings(pipelines=["toy_empty"], raw=ROBUST), progress=False)
+    evaluator = Session(_settings(pipelines=["toy_empty"], raw=ROBUST), progress=False)
     result = evaluator.invariance(Case("toy_empty", "toy", "segmentation"), "brightness")
     assert [row["flip_rate"] for row in result.extra["robustness"]] == [0.0, 0.0, 0.0]
     assert result.id == "toy_empty-toy-brightness" and result.task == "robustness"
@@ -124,12 +124,12 @@ def test_a_model_that_always_answers_ok_is_not_called_robust():
 
 def test_the_recall_floor_follows_the_config():
     raw = {"robustness": {**ROBUST["robustness"], "min_clean_recall": 0.0}}
-    evaluator = Evaluator(_settings(pipelines=["toy_empty"], raw=raw), progress=False)
+    evaluator = Session(_settings(pipelines=["toy_empty"], raw=raw), progress=False)
     assert evaluator.invariance(Case("toy_empty", "toy", "segmentation"), "brightness").outcome == "passed"
 
 
 def test_a_brittle_pipeline_is_caught_at_the_gated_severity():
-    evaluator = Evaluator(_settings(raw=ROBUST), progress=False)
+    evaluator = Session(_settings(raw=ROBUST), progress=False)
     result = evaluator.invariance(Case("toy_threshold", "toy", "segmentation"), "brightness")
     rows = result.extra["robustness"]
     assert rows[0]["flip_rate"] == 0.0  # a small drift leaves the fixed threshold alone
@@ -143,8 +143,8 @@ def test_a_brittle_pipeline_is_caught_at_the_gated_severity():
 
 def test_a_pipeline_that_learns_from_labels_is_scored_by_cross_validation():
     toy_fmtest.ToyLearned.seen.clear()
-    evaluator = Evaluator(_settings(pipelines=["toy_learned"]), progress=False)
-    result = evaluator.evaluate(Case("toy_learned", "toy", "segmentation"))
+    evaluator = Session(_settings(pipelines=["toy_learned"]), progress=False)
+    result = evaluator.case(Case("toy_learned", "toy", "segmentation"))
     folds = toy_fmtest.ToyLearned.seen
     assert len(folds) == 2
     for fitted_on, predicted in folds:
@@ -160,9 +160,9 @@ def test_every_metric_a_case_records_has_a_spec():
     judged by guesswork."""
     from fmtest.metrics.specs import spec
 
-    evaluator = Evaluator(_settings(raw=ROBUST), progress=False)
+    evaluator = Session(_settings(raw=ROBUST), progress=False)
     case = Case("toy_threshold", "toy", "segmentation")
-    recorded = set(evaluator.evaluate(case).metrics) | set(evaluator.invariance(case, "brightness").metrics)
+    recorded = set(evaluator.case(case).metrics) | set(evaluator.invariance(case, "brightness").metrics)
     assert recorded >= {"iou", "f2", "flip_rate", "delta_iou"}
     assert [name for name in recorded if spec(name) is None] == []
 
@@ -170,18 +170,18 @@ def test_every_metric_a_case_records_has_a_spec():
 def test_guardrail_findings_are_attached_and_kept_beside_the_cache(tmp_path, monkeypatch):
     raw = {"datasets": {"toy": {"leak_train_image": True}}, "guardrails": {"alignment": False}}
     settings = _settings(raw=raw, cache_dir=tmp_path)
-    result = Evaluator(settings, progress=False).evaluate(Case("toy_threshold", "toy", "segmentation"))
+    result = Session(settings, progress=False).case(Case("toy_threshold", "toy", "segmentation"))
     leaks = [f for f in result.extra["data_quality"] if f["kind"] == "near_duplicate"]
     assert [f["image_id"] for f in leaks] == ["test/000"]
 
     import fmtest.run.guardrails
 
     monkeypatch.setattr(fmtest.run.guardrails, "check_data_quality", lambda *a, **k: pytest.fail("recomputed"))
-    again = Evaluator(settings, progress=False).evaluate(Case("toy_threshold", "toy", "segmentation"))
+    again = Session(settings, progress=False).case(Case("toy_threshold", "toy", "segmentation"))
     assert again.extra["data_quality"] == result.extra["data_quality"]
 
 
 def test_guardrails_can_be_switched_off_per_dataset():
     raw = {"datasets": {"toy": {"leak_train_image": True}}, "guardrails": {"toy": {"enabled": False}}}
-    result = Evaluator(_settings(raw=raw), progress=False).evaluate(Case("toy_threshold", "toy", "segmentation"))
+    result = Session(_settings(raw=raw), progress=False).case(Case("toy_threshold", "toy", "segmentation"))
     assert "data_quality" not in result.extra

@@ -18,6 +18,7 @@ from fmtest.data import Dataset, Group, SampleRef, SampleSet
 from fmtest.data.folds import stratified_folds
 from fmtest.imaging.perturb import PERTURBATIONS
 from fmtest.pipelines import Pipeline, PipelineContext
+from fmtest.pipelines.vlm.store import store_folder
 from fmtest.run.evaluate import CaseEvidence, LayerSink, Part, ShardSlice, collect_case, predict_all
 from fmtest.run.executors import PipelineRecipe, make_executor
 from fmtest.run.plan import Case
@@ -78,6 +79,7 @@ class Evaluator:
             prompt=cfg.prompt_for(case.dataset, group, case.pipeline),
             weights_dir=self.settings.weights_dir, device=self.settings.device,
             work_dir=self.settings.cache_dir or Path(tempfile.gettempdir()) / "fmtest",
+            request_store=store_folder(self.settings.cache_dir) if self.settings.cache_dir is not None else None,
             suite_dir=cfg.directory, progress=self.progress,
         )
 
