@@ -18,8 +18,8 @@ from fmtest.run.cache import (
     PredictionCache,
     decode_prediction,
     encode_prediction,
-    register_cli,
 )
+from fmtest.cli.cache import register_cli
 from fmtest.errors import ConfigError
 from fmtest.pipelines.base import Prediction
 

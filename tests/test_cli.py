@@ -10,7 +10,8 @@ import pytest
 
 from fmtest import __version__
 from fmtest.run.cache import DB_NAME, PredictionCache
-from fmtest.cli import format_bytes, main, print_table
+from fmtest.cli import main
+from fmtest.cli.format import format_bytes, print_table
 from fmtest.models import registry
 from fmtest.models.registry import WeightSpec
 from fmtest.pipelines.base import Prediction

@@ -4,6 +4,7 @@ import re
 
 import pytest
 
+from fmtest.cli.history import register_cli
 from fmtest.errors import ConfigError, DataError
 from fmtest.report.history import (
     MIN_SPAN,
@@ -12,7 +13,6 @@ from fmtest.report.history import (
     Y_PADDING,
     load_history,
     plot_case,
-    register_cli,
     write_history,
     y_range,
 )

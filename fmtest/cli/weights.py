@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fmtest.cli import format_bytes, print_json, print_table
+from fmtest.cli.format import format_bytes, print_json, print_table
 from fmtest.errors import ConfigError
 from fmtest.models import download, registry
 

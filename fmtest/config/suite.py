@@ -18,7 +18,6 @@ dataset group (`[pipelines.<name>.per_group."<dataset>/<group>"]`); `pipeline_op
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import difflib
@@ -32,7 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fmtest.config import schema
-from fmtest.config.lookup import CONFIG_NAME, find_config
 from fmtest.data import Dataset, dataset_class, known_datasets, load_dataset
 from fmtest.errors import ConfigError
 from fmtest.util.extensions import named, unknown_name
@@ -613,37 +611,6 @@ def _value(value: object) -> str:
     if isinstance(value, dict):
         return "{ " + ", ".join(f"{_key(k)} = {_value(v)}" for k, v in value.items() if v is not None) + " }"
     return json.dumps(str(value))
-
-
-# --------------------------------------------------------------------------- `fmtest config`
-
-
-def register_cli(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("config", help="check the suite config; show a case's effective settings")
-    parser.add_argument("--config", type=Path, help=f"suite config (default suites/{CONFIG_NAME})")
-    parser.add_argument("--case", help="print this case's effective settings as TOML, e.g. saa_plus-mvtec")
-    parser.add_argument("--group", help="the dataset group (MVTec AD category) to show the settings of")
-    parser.add_argument("--reference", action="store_true", help="print the config reference (Markdown)")
-    parser.set_defaults(func=_cli_config)
-
-
-def _cli_config(args: argparse.Namespace) -> int:
-    if args.reference:
-        print(schema.markdown_reference(), end="")
-        return 0
-    path = args.config or find_config([], Path.cwd())
-    config = load_config(path)
-    if args.case:
-        print(config.effective_settings(args.case, args.group), end="")
-        return 0
-    if args.group:
-        raise ConfigError("--group needs --case")
-    defined = [f"{n} (uses {e.uses})" if e.uses else f"{n} (class {e.class_path})"
-               for n, e in config.pipeline_entries.items() if e.uses or e.class_path]
-    print(f"{path or 'no suite config: built-in defaults'}: valid")
-    if defined:
-        print("pipelines defined here: " + ", ".join(defined))
-    return 0
 
 
 __all__ = ["PipelineEntry", "SuiteConfig", "load_config", "parse_config"]

@@ -11,7 +11,6 @@ given twice, are refused with one line naming the mismatch and the files.
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from fmtest.errors import DataError
 from fmtest.run.evaluate import CaseEvidence
 from fmtest.config.rules import RunRules
 from fmtest.verdict.finish import SHARD_KEY, evidence_of, finish_case, finish_comparison, merge_evidence
-from fmtest.verdict.results import CaseResult, ImageResult, RunResults, case_properties, read_json
+from fmtest.verdict.results import CaseResult, ImageResult, RunResults, read_json
 
 
 class MergeError(DataError):
@@ -150,24 +149,3 @@ def _images_in_order(parts: list[CaseEvidence]) -> list[ImageResult]:
     if missing:
         raise MergeError(f"case {parts[0].id}: {len(missing)} of {n} images scored by no shard")
     return slots  # type: ignore[return-value]
-
-
-# -- JUnit ------------------------------------------------------------------------------------------
-def junit_xml(results: RunResults) -> str:
-    """One testcase per case, named as the suite's tests are, its figures as properties."""
-    outcomes = [c.outcome for c in results.cases]
-    suite = ET.Element("testsuite", name="fmtest", tests=str(len(outcomes)), failures=str(outcomes.count("failed")),
-                       errors=str(outcomes.count("error")), skipped=str(outcomes.count("skipped")))
-    for case in results.cases:
-        test = f"test_{case.task}"
-        element = ET.SubElement(suite, "testcase", classname=test, name=f"{test}[{case.id}]",
-                                time=f"{case.duration_s or 0.0:.3f}")
-        properties = ET.SubElement(element, "properties")
-        for name, value in case_properties(case).items():
-            ET.SubElement(properties, "property", name=name, value=str(value))
-        tag = {"failed": "failure", "error": "error", "skipped": "skipped"}.get(case.outcome)
-        if tag:
-            ET.SubElement(element, tag, message=case.message or case.outcome)
-    root = ET.Element("testsuites")
-    root.append(suite)
-    return ET.tostring(root, encoding="unicode", xml_declaration=True)

@@ -1,0 +1,7 @@
+"""`python -m fmtest.cli`: the same as the `fmtest` command."""
+
+import sys
+
+from fmtest.cli import main
+
+sys.exit(main())
