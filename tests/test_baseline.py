@@ -15,10 +15,10 @@ from fmtest.verdict.regression import (
     format_regression,
     format_summary,
     incompatibility,
-    load_baseline,
     recorded_comparisons,
 )
-from fmtest.verdict.results import CaseResult, ImageResult, RunResults, write_json
+from fmtest.report.results_file import read_json, write_json
+from fmtest.verdict.results import CaseResult, ImageResult, RunResults
 
 
 def _case(case_id: str, labels, predicted, ious=None, *, shas=None, with_images: bool = True) -> CaseResult:
@@ -64,10 +64,9 @@ def test_paired_iou_drop_outside_noise_fails_with_a_clear_message():
     assert not comparison.metrics["f2"].regressed  # labels unchanged
     case = _case("padim-satsim", LABELS, LABELS, worse)
     comparison.record(case)
-    extra = case.extra["regression"]
-    assert set(extra["iou"]) == {"baseline", "current", "delta", "ci_low", "ci_high", "regressed", "significant",
-                                 "note"}
-    assert extra["iou"]["regressed"] is True and extra["f2"]["regressed"] is False
+    changes = case.baseline.changes
+    assert changes["iou"].regressed is True and changes["f2"].regressed is False
+    assert case.baseline.status == "compared" and case.baseline.regressed
 
 
 def test_drop_beyond_tolerance_but_within_noise_still_fails_and_says_so():
@@ -225,18 +224,18 @@ def test_negative_tolerance_is_a_config_error():
         compare_to_baseline(_run(), _run(), -0.1, **BOOT)
 
 
-def test_load_baseline_round_trip_and_older_file(tmp_path):
+def test_a_baseline_file_round_trips_and_an_unreadable_one_is_named(tmp_path):
     path = tmp_path / "results.json"
     write_json(_run(_case("padim-satsim", LABELS, LABELS, BASE_IOU)), path)
-    assert load_baseline(path).case("padim-satsim").metrics["iou"] == pytest.approx(BASE_IOU[N_GOOD:].mean())
+    assert read_json(path).case("padim-satsim").metrics["iou"] == pytest.approx(BASE_IOU[N_GOOD:].mean())
 
     old = tmp_path / "old.json"  # an older layout: cases keyed by name, images without hashes
     old.write_text(json.dumps({"fmtest_version": "0.0.3", "cases": [
         {"name": "padim-satsim", "metrics": {"iou": 0.5}, "images": [{"id": "a", "label": "OK"}]}]}))
     with pytest.raises(DataError) as err:
-        load_baseline(old)
-    assert str(old) in str(err.value) and "fmtest 0.0.3" in str(err.value) and "rerun the baseline" in str(err.value)
+        read_json(old)
+    assert str(old) in str(err.value) and "fmtest 0.0.3" in str(err.value) and "rerun" in str(err.value)
 
     with pytest.raises(DataError, match="not a JSON results file"):
         (tmp_path / "broken.json").write_text("{")
-        load_baseline(tmp_path / "broken.json")
+        read_json(tmp_path / "broken.json")

@@ -11,7 +11,16 @@ from fmtest.imaging.overlay import overlay_thumbnail
 from fmtest.pipelines.base import Prediction
 from fmtest.report.html import write_html
 from fmtest.report.layers import LayerStore
-from fmtest.verdict.results import CaseResult, ImageResult, RunResults, Thumbnail
+from fmtest.verdict.results import (
+    CaseResult,
+    ImageResult,
+    LayerManifest,
+    LevelRow,
+    Risk,
+    Robustness,
+    RunResults,
+    Thumbnail,
+)
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -180,15 +189,15 @@ LADDER = (0.5, 1.0, 2.0)
 
 
 def robustness_case(pipeline, dataset, perturbation, flips, deltas, outcome="passed"):
-    rows = [{"perturbation": perturbation, "level": level, "flip_rate": f, "delta_iou": d, "delta_f2": d / 2,
-             "false_alarm_rate": 0.0, "slip_rate": 0.0, "outcome": "passed"}
+    rows = [LevelRow(perturbation, level, flip_rate=f, delta_iou=d, delta_f2=d / 2, false_alarm_rate=0.0, slip_rate=0.0)
             for level, f, d in zip(LADDER, flips, deltas, strict=True)]
-    rows[1]["outcome"] = outcome
+    rows[1].outcome = outcome
     return CaseResult(f"{pipeline}-{dataset}-{perturbation}", pipeline, dataset, "robustness", outcome,
                       "flip rate 0.150 at blur=1 (tolerance 0.100)" if outcome == "failed" else None,
-                      metrics={k: v for k, v in rows[1].items() if isinstance(v, float) and k != "level"},
+                      metrics={"flip_rate": rows[1].flip_rate, "delta_iou": rows[1].delta_iou,
+                               "delta_f2": rows[1].delta_f2, "false_alarm_rate": 0.0, "slip_rate": 0.0},
                       thresholds={"max_flip_rate": 0.1, "max_metric_drop": 0.05},
-                      extra={"robustness": rows, "gate_level": LADDER[1]})
+                      robustness=Robustness(perturbation, LADDER[1], rows))
 
 
 def robustness_run():
@@ -276,18 +285,18 @@ def viewer_run(report):
         store.add(sample, prediction, reference)
         iou = None if label == "OK" else (0.0 if not prediction.mask.any() else 0.2 + i / 50)
         rows.append(ImageResult(sample.id, "sha", label, prediction.label, prediction.score, iou))
-    risk = {"slip_rate": 0.33, "slip_rate_ci_low": 0.1, "slip_rate_ci_high": 0.65, "slip_rate_upper_95": 0.6,
-            "false_alarm_rate": 0.08, "false_alarm_rate_ci_low": 0.01, "false_alarm_rate_ci_high": 0.3,
-            "target_slip_rate": 0.01, "defectives_needed_for_target": 299.0, "n_defective": 12.0,
-            "verdict": "this test set has 12: NOT enough", "auroc_threshold_free_not_a_factory_figure": 0.81}
+    risk = Risk(slip_rate=0.33, slip_rate_ci_low=0.1, slip_rate_ci_high=0.65, slip_rate_upper_95=0.6,
+                false_alarm_rate=0.08, false_alarm_rate_ci_low=0.01, false_alarm_rate_ci_high=0.3,
+                target_slip_rate=0.01, defectives_needed_for_target=299, n_defective=12,
+                verdict="this test set has 12: NOT enough", auroc_threshold_free_not_a_factory_figure=0.81)
     case = CaseResult("padim-satsim", "padim", "satsim", "segmentation", "failed", "iou 0.310 < threshold 0.60",
                       metrics={"iou": 0.31, "iou_ci_low": 0.2, "iou_ci_high": 0.4, "f2": 0.85}, thresholds={"iou": 0.6,
                                                                                                          "f2": 0.8},
-                      images=rows, extra={"image_layers": store.manifest(), "risk": risk},
+                      images=rows, image_layers=LayerManifest(**store.manifest()), risk=risk,
                       breakdown={"die": {"iou": 0.5, "f2": 0.9, "n_images": 12},
                                  "wire bond": {"iou": 0.12, "f2": 0.7, "n_images": 12}})
     long_name = CaseResult("clip_surgery_sam-industrialsat_with_a_long_name", "clip_surgery_sam",
-                           "industrialsat_with_a_long_name", "segmentation", "passed", extra={"risk": risk})
+                           "industrialsat_with_a_long_name", "segmentation", "passed", risk=risk)
     return RunResults(cases=[case, long_name], git_commit="0123abcd")
 
 
@@ -387,7 +396,7 @@ def test_robustness_plot_has_one_zero_label(page, tmp_path):
 
 def test_history_points_name_their_commit_and_flat_series_stay_flat(page, tmp_path):
     from fmtest.report.history import write_history
-    from fmtest.verdict.results import write_json
+    from fmtest.report.results_file import write_json
 
     for day, (iou, commit) in enumerate([(0.62, "aaaa111"), (0.61, "bbbb222"), (0.48, "cccc333")]):
         case = CaseResult("padim-satsim", "padim", "satsim", "segmentation",

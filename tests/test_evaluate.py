@@ -126,7 +126,7 @@ def test_an_unusable_answer_is_counted_never_read_as_ok(spoil, reason):
 def test_risk_summary_says_when_the_test_set_is_too_small():
     images = [ImageResult(str(i), "", "NOK" if i < 32 else "OK", "NOK" if i < 32 else "OK") for i in range(263)]
     risk = risk_summary(images, None, SuiteConfig().rules.risk)
-    assert risk["slip_rate"] == 0.0 and risk["defectives_needed_for_target"] == 299
-    assert risk["slip_rate_upper_95"] == pytest.approx(1 - 0.05 ** (1 / 32))
-    assert "NOT enough" in risk["verdict"]
-    assert "auroc_threshold_free_not_a_factory_figure" not in risk  # no scores, no AUROC
+    assert risk.slip_rate == 0.0 and risk.defectives_needed_for_target == 299
+    assert risk.slip_rate_upper_95 == pytest.approx(1 - 0.05 ** (1 / 32))
+    assert "NOT enough" in risk.verdict
+    assert risk.auroc_threshold_free_not_a_factory_figure is None  # no scores, no AUROC

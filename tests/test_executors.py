@@ -17,6 +17,7 @@ from fmtest.config.suite import SuiteConfig
 from fmtest.run.evaluate import Part, collect_case
 from fmtest.run.plan import Case
 from fmtest.verdict.finish import finish_case
+from fmtest.verdict.results import CacheUse
 from fmtest.run.executors import WorkerError, make_executor
 from fmtest.run.executors.local import LocalExecutor
 from fmtest.pipelines import PipelineContext
@@ -57,10 +58,10 @@ def test_ray_predicts_as_the_local_run_and_only_the_controller_writes_the_cache(
     with PredictionCache(tmp_path / "cache") as cache:
         fanned = _evaluate(ToyThreshold, tmp_path, make_executor("ray", {"actors": 2}), cache=cache)
         assert _figures(fanned) == _figures(local)
-        assert fanned.extra["cache"] == {"hits": 0, "predicted": 21}
+        assert fanned.cache == CacheUse(hits=0, predicted=21)
         assert cache.info()["entries"] == 21
         again = _evaluate(ToyThreshold, tmp_path, make_executor("ray", {"actors": 2}), cache=cache)
-    assert again.extra["cache"] == {"hits": 21, "predicted": 0} and _figures(again) == _figures(local)
+    assert again.cache == CacheUse(hits=21, predicted=0) and _figures(again) == _figures(local)
 
 
 @pytest.mark.slow

@@ -16,7 +16,8 @@ from fmtest.report.history import (
     write_history,
     y_range,
 )
-from fmtest.verdict.results import CaseResult, RunResults, write_json
+from fmtest.report.results_file import write_json
+from fmtest.verdict.results import CaseResult, RunResults
 
 
 def run(created, iou, far=0.05, speed=10.0, commit="c0ffee", flips=0.05):

@@ -12,8 +12,10 @@ from fmtest.cli import main
 from fmtest.data.sample import SampleRef, SampleSet
 from fmtest.data.shards import Shard
 from fmtest.errors import ConfigError
-from fmtest.verdict.merge import MergeError, ShardFile, merge_files, merge_shards
-from fmtest.verdict.results import CaseResult, ImageResult, RunResults
+from fmtest.report.results_file import read_json
+from fmtest.verdict.merge import MergeError, ShardFile, merge_shards
+from fmtest.run.evaluate import ShardSlice
+from fmtest.verdict.results import CaseResult, ImageResult, RunConfig, RunResults
 
 pytest_plugins = ["pytester"]
 PIPELINES = "--fm-pipeline=toy_threshold,toy_empty,toy_learned"  # toy_learned: 2-fold cross-validation
@@ -43,11 +45,15 @@ def test_a_bad_shard_is_one_line(text):
         Shard.parse(text)
 
 
+def merge_files(paths):
+    return merge_shards([ShardFile(p, read_json(p)) for p in paths])
+
+
 def _comparable(case: dict) -> dict:
     """A case without its timing figures, its thumbnails and its shard record."""
     case = {k: v for k, v in case.items() if k not in ("duration_s", "thumbnails")}
     case["metrics"] = {k: v for k, v in case["metrics"].items() if k not in TIMING}
-    case["extra"] = {k: v for k, v in case["extra"].items() if k != "shard"}
+    case.pop("shard", None)
     return case
 
 
@@ -59,7 +65,7 @@ def test_two_shards_merged_equal_the_unsharded_run(suite):  # noqa: F811
     whole = json.loads((suite.path / "all.json").read_text())
     shard1 = json.loads((suite.path / "shard1.json").read_text())
     assert shard1["config"]["shard"] == "1/2"
-    assert all(len(c["images"]) == 5 and c["extra"]["shard"]["shard"] == "1/2" for c in shard1["cases"])
+    assert all(len(c["images"]) == 5 and c["shard"]["shard"] == "1/2" for c in shard1["cases"])
     assert sum(i["label"] == "NOK" for i in shard1["cases"][0]["images"]) == 2  # stratified: 2 of 4 defectives
 
     code = main(["merge", str(suite.path / "shard2.json"), str(suite.path / "shard1.json"),
@@ -68,14 +74,15 @@ def test_two_shards_merged_equal_the_unsharded_run(suite):  # noqa: F811
     assert code == 1  # toy_empty misses every defect, as in the unsharded run
     merged = json.loads((suite.path / "merged.json").read_text())
     assert merged["config"]["merged_shards"] == 2
-    assert {k: v for k, v in merged["config"].items() if k != "merged_shards"} == whole["config"]
+    assert {k: v for k, v in merged["config"].items() if k != "merged_shards"} == {
+        k: v for k, v in whole["config"].items() if k != "merged_shards"}
     assert [c["id"] for c in merged["cases"]] == [c["id"] for c in whole["cases"]]
-    assert "paired over 10 images" in merged["cases"][0]["extra"]["baseline"]["message"]  # merge compared
+    assert "paired over 10 images" in merged["cases"][0]["baseline"]["message"]  # merge compared
     for got, want in zip(merged["cases"], whole["cases"], strict=True):
-        got["extra"] = {k: v for k, v in got["extra"].items() if k not in ("baseline", "regression")}
+        got["baseline"] = None
         assert _comparable(got) == _comparable(want), got["id"]
-    assert merged["cases"][0]["extra"]["train_scores"]  # the risk table's operating point came along
-    assert "recall_at_false_alarm_budget" in merged["cases"][0]["extra"]["risk"]
+    assert merged["cases"][0]["train_scores"]  # the risk table's operating point came along
+    assert merged["cases"][0]["risk"]["recall_at_false_alarm_budget"] is not None
     junit = ET.parse(suite.path / "merged.xml")
     cases = junit.findall(".//testcase")
     assert [c.get("name") for c in cases] == [f"test_segmentation[{c['id']}]" for c in whole["cases"]]
@@ -92,7 +99,7 @@ def test_two_shards_merged_equal_the_unsharded_run(suite):  # noqa: F811
     with pytest.raises(MergeError, match="not a shard's results"):
         merge_files([suite.path / "all.json", paths[0]])
     for edit, message in ((lambda d: d.update(git_commit="0" * 40), r"different code versions \(git commit\)"),
-                          (lambda d: d["config"]["thresholds"].update(f2=0.5), r"different configs \(thresholds\)"),
+                          (lambda d: d["config"]["rules"]["thresholds"].update(f2=0.5), r"different configs \(thresholds\)"),
                           (lambda d: d["cases"][1].update(dataset_fingerprint="x"),
                            r"different datasets for case toy_empty-toy \(dataset_fingerprint\)")):
         data = json.loads(paths[1].read_text())
@@ -105,8 +112,8 @@ def test_two_shards_merged_equal_the_unsharded_run(suite):  # noqa: F811
 def _shard(index: int, positions: list[int], n: int = 4) -> ShardFile:
     rows = [ImageResult(id=f"i{p}", sha256=str(p), label="NOK" if p % 2 else "OK", predicted="OK") for p in positions]
     case = CaseResult(id="a-b", pipeline="a", dataset="b", task="classification", images=rows,
-                      extra={"shard": {"shard": f"{index}/2", "n_images": n, "positions": positions}})
-    return ShardFile(f"s{index}.json", RunResults(cases=[case], config={"shard": f"{index}/2"}, git_commit="c"))
+                      shard=ShardSlice(f"{index}/2", n, tuple(positions)))
+    return ShardFile(f"s{index}.json", RunResults(cases=[case], config=RunConfig(shard=f"{index}/2"), git_commit="c"))
 
 
 def test_shards_whose_images_overlap_or_leave_gaps_are_refused():

@@ -17,7 +17,8 @@ from fmtest.report.mlflow_log import (
     session_params,
     session_tags,
 )
-from fmtest.verdict.results import CaseResult, ImageResult, RunResults
+from fmtest.config.suite import SuiteConfig
+from fmtest.verdict.results import BaselineComparison, CaseResult, ImageResult, MetricChange, RunConfig, RunResults
 
 
 def make_results() -> RunResults:
@@ -29,12 +30,15 @@ def make_results() -> RunResults:
         images=[ImageResult("cell_1.png", "a" * 64, "NOK", "OK", score=0.9, reasoning="looks fine"),
                 ImageResult("cell_2.png", "b" * 64, "OK", "OK", score=math.inf)],
         model_sha256="gemini-2.5-pro", config_fingerprint="cfg1", dataset_fingerprint="data1", duration_s=12.5,
-        extra={"usage": {"prompt_tokens": 1000, "cost_usd": 0.25},
-               "regression": {"f2": {"delta": -0.05, "regressed": True}, "recall": {"delta": 0.0}}})
-    config = {"config_file": "/suite/fmtest.toml", "datasets": ["elpv"], "pipelines": ["gemini_basic", "padim"],
-              "device": "cpu", "seed": 0, "prompts": {"elpv": "a cracked solar cell"},
-              "pipeline_options": {"gemini_basic": {"model": "gemini-2.5-pro", "api_key": "<redacted>",
-                                                    "prompt_file": "x" * 7000}}}
+        usage={"prompt_tokens": 1000, "cost_usd": 0.25},
+        baseline=BaselineComparison("compared", "", 0.02, changes={
+            "f2": MetricChange(baseline=0.75, current=0.7, delta=-0.05, regressed=True),
+            "recall": MetricChange(baseline=0.5, current=0.5, delta=0.0)}))
+    config = RunConfig(config_file="/suite/fmtest.toml", datasets=["elpv"], pipelines=["gemini_basic", "padim"],
+                       device="cpu", prompts={"elpv": "a cracked solar cell"},
+                       pipeline_options={"gemini_basic": {"model": "gemini-2.5-pro", "api_key": "<redacted>",
+                                                          "prompt_file": "x" * 7000}},
+                       rules=SuiteConfig().rules)
     skipped = CaseResult("sam_clip-elpv", "sam_clip", "elpv", "classification", "skipped", "no SAM")
     return RunResults(cases=[case, skipped], config=config, environment={"torch": "2.14.1", "cuda": None},
                       created="2026-11-29T10:00:00Z", git_commit="c0ffee")
@@ -82,7 +86,8 @@ def test_image_table_is_columns_without_empty_ones_or_non_finite_numbers():
 def test_session_run_summarises_the_run():
     results = make_results()
     assert session_params(results) == {"config_file": "/suite/fmtest.toml", "datasets": "elpv",
-                                       "pipelines": "gemini_basic,padim", "device": "cpu", "seed": "0"}
+                                       "pipelines": "gemini_basic,padim", "device": "cpu", "seed": "0",
+                                       "baseline_tolerance": "0.02", "bootstrap_resamples": "1000"}
     assert session_metrics(results) == {"cases_passed": 0.0, "cases_failed": 1.0, "cases_error": 0.0,
                                         "cases_skipped": 1.0}
     tags = session_tags(results)

@@ -27,7 +27,8 @@ def _comparable(case: dict) -> dict:
     """A case without what may differ between the ways of running it: timing, thumbnails, the shard record."""
     case = {k: v for k, v in case.items() if k not in ("duration_s", "thumbnails")}
     case["metrics"] = {k: v for k, v in case["metrics"].items() if k not in TIMING}
-    case["extra"] = {k: v for k, v in case["extra"].items() if k not in ("shard", "cache")}
+    for section in ("shard", "shard_sides", "cache"):
+        case.pop(section, None)
     return case
 
 
@@ -55,7 +56,7 @@ def test_shards_merged_equal_the_run_in_one_process_for_every_case_kind(pairs, n
         assert _comparable(merged[case_id]) == _comparable(case), case_id
     worse = merged["toy_empty-vs-toy_threshold-toy"]  # compared again from both merged cases, not a shard's share
     assert worse["outcome"] == "failed" and worse["metrics"]["new_slips"] == 4
-    assert [c["change"] for c in worse["extra"]["image_changes"]] == ["new_slips"] * 4
+    assert [c["change"] for c in worse["comparison"]["image_changes"]] == ["new_slips"] * 4
     assert "new_slips = 4.000 is above the maximum 0.000" in worse["message"]
     assert merged["toy_same-vs-toy_threshold-toy"]["outcome"] == "passed"
     assert len(merged["toy_learned-toy"]["breakdown"]) >= 2  # each fold's figures, from the merged rows
@@ -70,7 +71,7 @@ def test_a_regression_against_the_baseline_fails_in_process_and_after_merge(suit
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*regression against the baseline: iou dropped 1.000 (1.000 -> 0.000)*"])
     now = _cases(suite.path / "now.json")["toy_threshold-toy"]
-    assert now["outcome"] == "failed" and now["extra"]["regression"]["iou"]["regressed"] is True
+    assert now["outcome"] == "failed" and now["baseline"]["changes"]["iou"]["regressed"] is True
 
     for k in (1, 2):  # the shards are judged at the merge, against the same baseline
         run(suite, "--fm-pipeline=toy_threshold", f"--fm-shard={k}/2", f"--fm-results=s{k}.json")
@@ -100,7 +101,7 @@ def test_a_case_that_cannot_be_judged_shows_no_figure_in_any_output(suite):  # n
     result.assert_outcomes(errors=1)
     case = _cases(suite.path / "out.json")["toy_dead_api-toy"]
     assert case["outcome"] == "error" and "f2" not in case["metrics"] and not case["breakdown"]
-    assert "risk" not in case["extra"]
+    assert case["risk"] is None
     assert set(json.loads((suite.path / "metrics.json").read_text())["toy_dead_api-toy"]) <= {
         "n_images", "n_defective", "invalid_answer_rate", "images_per_second", "fit_seconds"}
     assert 'name="f2"' not in (suite.path / "junit.xml").read_text()

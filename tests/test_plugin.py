@@ -235,7 +235,7 @@ def test_a_candidate_is_compared_with_the_model_it_would_replace_on_the_same_ima
                  "delta_f2_ci_high", "fixed_slips", "new_false_alarms", "fixed_false_alarms"):
         assert name in worse["metrics"], name
     assert worse["metrics"]["delta_iou_ci_high"] < 0
-    changes = worse["extra"]["image_changes"]
+    changes = worse["comparison"]["image_changes"]
     assert [c["change"] for c in changes] == ["new_slips"] * 4 and changes[0]["reference"] == "NOK"
     board = (suite.path / "board.html").read_text()
     assert "Candidate vs reference" in board and "Images whose verdict changes (4, new slips first)" in board

@@ -15,10 +15,10 @@ import pytest
 from fmtest.report.markdown import HEADER, append_markdown, failing_images, render_markdown, write_markdown
 from fmtest.report.metrics_file import case_metrics, render_openmetrics, write_metrics_file
 from fmtest.report.publish import publish
-from fmtest.verdict.results import CaseResult, ImageResult, RunResults
+from fmtest.verdict.results import BaselineComparison, CaseResult, ImageResult, MetricChange, RunResults
 
 
-def seg_case(outcome="failed", **extra):
+def seg_case(outcome="failed", **sections):
     images = [ImageResult("good/ok.png", "s1", "OK", "OK"), ImageResult("void/slip_a.png", "s2", "NOK", "OK"),
               ImageResult("good/alarm.png", "s3", "OK", "NOK"), ImageResult("void/slip_b.png", "s4", "NOK", "OK"),
               ImageResult("void/hit.png", "s5", "NOK", "NOK", iou=0.4),
@@ -27,15 +27,16 @@ def seg_case(outcome="failed", **extra):
                       metrics={"iou": 0.166, "iou_ci_low": 0.126, "iou_ci_high": 0.207, "f2": 0.9,
                                "f2_ci_low": math.nan, "false_alarm_rate": 0.08, "n_images": 90.0,
                                "n_defective": np.int64(30), "images_per_second": np.float32(12.5)},
-                      thresholds={"iou": 0.6, "f2": 0.8, "max_false_alarm_rate": 0.05}, images=images, extra=extra)
+                      thresholds={"iou": 0.6, "f2": 0.8, "max_false_alarm_rate": 0.05}, images=images, **sections)
 
 
 @pytest.fixture
 def results():
-    regression = {"iou": {"baseline": 0.2, "current": 0.166, "delta": -0.034, "regressed": True},
-                  "f2": {"baseline": 0.89, "current": 0.9, "delta": 0.01, "regressed": False}}
+    regression = BaselineComparison("compared", "compared with the baseline", 0.02, changes={
+        "iou": MetricChange(baseline=0.2, current=0.166, delta=-0.034, regressed=True),
+        "f2": MetricChange(baseline=0.89, current=0.9, delta=0.01, regressed=False)})
     return RunResults(cases=[
-        seg_case(regression=regression),
+        seg_case(baseline=regression),
         CaseResult("reference_diff-elpv", "reference_diff", "elpv", "classification", "passed",
                    metrics={"f2": 0.85, "f2_ci_low": 0.81, "f2_ci_high": 0.9}, thresholds={"f2": 0.8}),
         CaseResult("reference_diff-mvtec", "reference_diff", "mvtec", "segmentation", "error",

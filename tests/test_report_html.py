@@ -1,3 +1,4 @@
+import dataclasses
 import html as htmllib
 import json
 import re
@@ -8,7 +9,20 @@ import pytest
 from fmtest.imaging.overlay import overlay_thumbnail
 from fmtest.report.html import render_html, write_html
 from fmtest.report.html_case_charts import image_outcome, worst_first
-from fmtest.verdict.results import CaseResult, ImageResult, RunResults, Thumbnail
+from fmtest.run.guardrails import Finding
+from fmtest.verdict.results import (
+    BaselineComparison,
+    CaseResult,
+    ImageResult,
+    LayerManifest,
+    LevelRow,
+    MetricChange,
+    Risk,
+    Robustness,
+    RunConfig,
+    RunResults,
+    Thumbnail,
+)
 
 EVIL = "<script>alert('x')</script><img src=x onerror=alert(1)>"
 
@@ -32,33 +46,32 @@ def run():
                              ImageResult("test/good/001", "s", "OK", "NOK", 0.7, None)],
                      thumbnails=[thumb("test/void/003"), Thumbnail("bad", 'AAAA"><script>alert(2)</script>')],
                      model_sha256="abc123",
-                     extra={"robustness": [{"perturbation": "blur", "level": 2, "flip_rate": 0.1, "delta_iou": -0.05,
-                                            "delta_f2": -0.02, "false_alarm_rate": 0.03, "slip_rate": 0.01,
-                                            "outcome": "failed"}],
-                            "regression": {"iou": {"baseline": 0.5, "current": 0.41, "delta": -0.09, "ci_low": -0.12,
-                                                   "ci_high": -0.05, "regressed": True}},
-                            "data_quality": [{"kind": "duplicate", "image_id": "test/void/003", "detail": EVIL}],
-                            "custom_section": {"answer": 42}})
+                     robustness=Robustness("blur", 2, [LevelRow("blur", 2, flip_rate=0.1, delta_iou=-0.05,
+                                                                delta_f2=-0.02, false_alarm_rate=0.03, slip_rate=0.01,
+                                                                outcome="failed")]),
+                     baseline=BaselineComparison("compared", "compared with the baseline", 0.02, changes={
+                         "iou": MetricChange(baseline=0.5, current=0.41, delta=-0.09, ci_low=-0.12, ci_high=-0.05,
+                                             regressed=True)}),
+                     data_quality=[Finding("duplicate", "test/void/003", EVIL)])
     cls = CaseResult("gemini_basic-mvtec", "gemini_basic", "mvtec", "classification", "passed",
                      metrics={"f2": 0.99, "f2_ci_low": 0.97, "f2_ci_high": 1.0},
                      thresholds={"f2": 0.8},
                      images=[ImageResult("m/1", "s", "NOK", "NOK", reasoning=EVIL),
                              ImageResult("m/2", "s", "OK", "NOK", error="unparseable answer")],
-                     extra={"risk": {"slip_rate": 0.03, "slip_rate_ci_low": 0.01, "slip_rate_ci_high": 0.08,
-                                     "false_alarm_rate": [0.01, 0.05], "defectives_needed_for_1pct": 299,
-                                     "target_slip_rate": 0.01, "recall_at_false_alarm": {"value": 0.7, "ci_low": 0.5,
-                                                                                         "ci_high": 0.85},
-                                     "auroc_threshold_free_not_a_factory_figure": 0.97},
-                            "usage": {"input_tokens": 1200, "cost_usd": 0.5}, "invalid_answers": 1})
+                     risk=Risk(slip_rate=0.03, slip_rate_ci_low=0.01, slip_rate_ci_high=0.08, false_alarm_rate=0.02,
+                               false_alarm_rate_ci_low=0.01, false_alarm_rate_ci_high=0.05,
+                               defectives_needed_for_target=299, target_slip_rate=0.01,
+                               recall_at_false_alarm_budget=0.7, false_alarm_budget=0.01,
+                               auroc_threshold_free_not_a_factory_figure=0.97),
+                     usage={"input_tokens": 1200, "cost_usd": 0.5}, invalid_answers=1)
     skip = CaseResult("sam_clip-satsim", "sam_clip", "satsim", "segmentation", "skipped",
                       f"weights missing {EVIL}")
     robust = CaseResult("padim-satsim-blur", "padim", "satsim", "robustness", "passed",
                         metrics={"flip_rate": 0.05, "delta_iou": -0.01}, thresholds={"max_flip_rate": 0.1,
                                                                                      "max_metric_drop": 0.05},
-                        extra={"robustness": [{"perturbation": "blur", "level": 2, "flip_rate": 0.05,
-                                               "outcome": "passed"}]})
+                        robustness=Robustness("blur", 2, [LevelRow("blur", 2, flip_rate=0.05)]))
     return RunResults(cases=[seg, cls, skip, robust], created="2026-11-22T18:00:00Z", git_commit="deadbeef",
-                      environment={"python": "3.11.7", "torch": "2.14.1"}, config={"thresholds": {"iou": 0.6}})
+                      environment={"python": "3.11.7", "torch": "2.14.1"}, config=RunConfig(config_file="suites/fmtest.toml"))
 
 
 def case_payloads(document):
@@ -106,18 +119,18 @@ def test_details_carry_metrics_extras_and_thumbnails(run):
     payloads = case_payloads(render_html(run, history_links={"padim-satsim": "history.html#padim-satsim"}))
     seg = payloads["padim-satsim"]["detail_html"]
     for text in ("Regression against the baseline", "REGRESSED", "Robustness", "blur", "Data quality",
-                 "Custom section", "answer", "Worst images", "abc123", "history.html#padim-satsim",
+                 "Worst images", "abc123", "history.html#padim-satsim",
                  "<span class='badge o-failed'>below</span>"):
         assert text in seg, text
     assert re.search(r"<img src='data:image/png;base64,[A-Za-z0-9+/=]+' alt='test/void/003 iou 0.40'>", seg)
     cls = payloads["gemini_basic-mvtec"]["detail_html"]
     assert "Risk at the operating point" in cls
-    assert "0.030 [0.010, 0.080]" in cls and "[0.010, 0.050]" in cls and "0.700 [0.500, 0.850]" in cls
+    assert "0.030 [0.010, 0.080]" in cls and "0.020 [0.010, 0.050]" in cls and "0.700" in cls
     assert "slip rate ci low" not in cls  # folded into the slip rate row
     assert "threshold-free, not a factory figure" in cls
     target_row = re.search(r"<tr><th scope='row' title='target_slip_rate'>target slip rate</th>.*?</tr>", cls).group(0)
     assert "share of defective" not in target_row  # a setting, not a measured rate
-    assert "input tokens" in cls and "1 model answer(s) could not be parsed" in cls
+    assert "input tokens" in cls and "1 model answer(s) were unusable" in cls
 
 
 def test_max_thresholds_bound_their_metric(run):
@@ -167,22 +180,23 @@ LADDER = (0.5, 1.0, 2.0)
 
 def robustness_case(pipeline, dataset, perturbation, flips, delta_iou=(None,) * 3, delta_f2=(0.0,) * 3,
                     outcome="passed", message=None):
-    """Shaped like Evaluator.invariance's result: gated (middle) level in metrics, every level in extra."""
-    rows = [{"perturbation": perturbation, "level": level, "flip_rate": f, "delta_iou": d_iou, "delta_f2": d_f2,
-             "false_alarm_rate": 0.0, "slip_rate": 0.0, "outcome": "passed"}
+    """Shaped like Session.invariance's result: gated (middle) level in metrics, every level in its ladder."""
+    nan = float("nan")
+    rows = [LevelRow(perturbation, level, flip_rate=f, delta_iou=nan if d_iou is None else d_iou, delta_f2=d_f2,
+                     false_alarm_rate=0.0, slip_rate=0.0)
             for level, f, d_iou, d_f2 in zip(LADDER, flips, delta_iou, delta_f2, strict=True)]
-    rows[1]["outcome"] = outcome
-    metrics = {k: (float("nan") if v is None else v) for k, v in rows[1].items() if k not in ("perturbation", "level",
-                                                                                            "outcome")}
+    rows[1].outcome = outcome
+    metrics = {"flip_rate": rows[1].flip_rate, "delta_iou": rows[1].delta_iou, "delta_f2": rows[1].delta_f2,
+               "false_alarm_rate": 0.0, "slip_rate": 0.0}
     return CaseResult(f"{pipeline}-{dataset}-{perturbation}", pipeline, dataset, "robustness", outcome, message,
                       metrics=metrics, thresholds={"max_flip_rate": 0.1, "max_metric_drop": 0.05},
-                      extra={"robustness": rows, "gate_level": LADDER[1]})
+                      robustness=Robustness(perturbation, LADDER[1], rows))
 
 
 @pytest.fixture
 def robust_run(tmp_path):
     """Two pipelines x two perturbations, one pair missing; written and read back so NaN arrives as null."""
-    from fmtest.verdict.results import read_json, write_json
+    from fmtest.report.results_file import read_json, write_json
 
     cases = [robustness_case("padim", "satsim", "blur", (0.02, 0.1, 0.3), (-0.01, -0.05, -0.2), (0.0, -0.02, -0.1),
                              "failed", "flip rate 0.100 ... iou drops 0.050"),
@@ -264,23 +278,22 @@ def test_no_robustness_section_without_robustness_cases(run):
 
 def test_robustness_names_are_escaped():
     case = robustness_case(EVIL, "satsim", "blur", (0.0, 0.0, 0.0), outcome="error", message=EVIL)
-    case.extra["robustness"][0]["perturbation"] = EVIL
+    case.robustness.perturbation = EVIL
+    case.robustness.levels[0].perturbation = EVIL
     document = render_html(RunResults(cases=[case]))
     assert "<script>alert" not in document and "<img src=x" not in document
 
 
 def test_risk_overview_lists_factory_figures_per_case():
-    risk = {"slip_rate": 0.03, "slip_rate_ci_low": 0.01, "slip_rate_ci_high": 0.08, "slip_rate_upper_95": 0.07,
-            "false_alarm_rate": 0.02, "false_alarm_rate_ci_low": 0.005, "false_alarm_rate_ci_high": 0.06,
-            "target_slip_rate": 0.01, "defectives_needed_for_target": 299.0, "n_defective": 76.0,
-            "verdict": "this test set has 76: NOT enough", "auroc_threshold_free_not_a_factory_figure": 0.97,
-            "false_alarm_budget": 0.01, "recall_at_false_alarm_budget": 0.8,
-            "false_alarm_rate_at_budget_threshold": 0.012}
-    enough = {**risk, "n_defective": 400.0, "slip_rate": None}
-    for key in ("auroc_threshold_free_not_a_factory_figure", "recall_at_false_alarm_budget", "false_alarm_budget"):
-        del enough[key]
-    cases = [CaseResult("padim-satsim", "padim", "satsim", "segmentation", extra={"risk": risk}),
-             CaseResult("gemini_basic-mvtec", "gemini_basic", "mvtec", "classification", extra={"risk": enough}),
+    risk = Risk(slip_rate=0.03, slip_rate_ci_low=0.01, slip_rate_ci_high=0.08, slip_rate_upper_95=0.07,
+                false_alarm_rate=0.02, false_alarm_rate_ci_low=0.005, false_alarm_rate_ci_high=0.06,
+                target_slip_rate=0.01, defectives_needed_for_target=299, n_defective=76,
+                verdict="this test set has 76: NOT enough", auroc_threshold_free_not_a_factory_figure=0.97,
+                false_alarm_budget=0.01, recall_at_false_alarm_budget=0.8, false_alarm_rate_at_budget_threshold=0.012)
+    enough = dataclasses.replace(risk, n_defective=400, slip_rate=None, auroc_threshold_free_not_a_factory_figure=None,
+                                 recall_at_false_alarm_budget=None, false_alarm_budget=None)
+    cases = [CaseResult("padim-satsim", "padim", "satsim", "segmentation", risk=risk),
+             CaseResult("gemini_basic-mvtec", "gemini_basic", "mvtec", "classification", risk=enough),
              CaseResult("padim-satsim-blur", "padim", "satsim", "robustness")]
     document = render_html(RunResults(cases=cases))
     table = re.search(r"<table class='risk' id='fm-risk-table'>(.*?)</table>", document).group(1)
@@ -299,14 +312,13 @@ def test_risk_overview_lists_factory_figures_per_case():
 
 
 def test_data_quality_listed_once_per_dataset():
-    duplicate = {"kind": "duplicate", "image_id": "test/void/003", "detail": EVIL}
+    duplicate = Finding("duplicate", "test/void/003", EVIL)
     cases = [CaseResult("padim-satsim", "padim", "satsim", "segmentation",
-                        extra={"data_quality": [duplicate, {"kind": "check_skipped", "image_id": None,
-                                                            "detail": "no reference image"}]}),
-             CaseResult("sam-satsim", "sam", "satsim", "segmentation", extra={"data_quality": [dict(duplicate)]}),
+                        data_quality=[duplicate, Finding("check_skipped", None, "no reference image")]),
+             CaseResult("sam-satsim", "sam", "satsim", "segmentation", data_quality=[duplicate]),
              CaseResult("padim-mvtec", "padim", "mvtec", "segmentation",
-                        extra={"data_quality": [{"kind": "empty_mask", "image_id": "x/1", "detail": "NOK, empty"}]}),
-             CaseResult("padim-elpv", "padim", "elpv", "classification", extra={"data_quality": []})]
+                        data_quality=[Finding("empty_mask", "x/1", "NOK, empty")]),
+             CaseResult("padim-elpv", "padim", "elpv", "classification", data_quality=[])]
     document = render_html(RunResults(cases=cases))
     section = document[document.index("<h2 id='fm-data-quality'>"):document.index("<h2>Cases</h2>")]
     blocks = dict(re.findall(r"<details class='dq' data-dataset='(\w+)' open>(.*?)</details>", section))
@@ -321,13 +333,13 @@ def test_data_quality_listed_once_per_dataset():
 
 # --------------------------------------------------------------------------- drill-down: order, verdicts, viewer
 
-def scored_case(extra=None, images=None, breakdown=None):
+def scored_case(images=None, breakdown=None, **sections):
     images = images or [ImageResult("good/1", "s", "OK", "OK", 0.10), ImageResult("good/2", "s", "OK", "OK", 0.20),
                         ImageResult("good/3", "s", "OK", "NOK", 0.62), ImageResult("void/1", "s", "NOK", "NOK", 0.90, 0.7),
                         ImageResult("void/2", "s", "NOK", "NOK", 0.80, 0.2), ImageResult("void/3", "s", "NOK", "OK", 0.30, 0.0),
                         ImageResult("void/4", "s", "NOK", "OK", 0.05, 0.0)]
     return CaseResult("padim-satsim", "padim", "satsim", "segmentation", "failed", metrics={"iou": 0.3, "f2": 0.7},
-                      thresholds={"iou": 0.6, "f2": 0.8}, images=images, extra=extra or {}, breakdown=breakdown or {})
+                      thresholds={"iou": 0.6, "f2": 0.8}, images=images, breakdown=breakdown or {}, **sections)
 
 
 def test_images_are_ordered_worst_first():
@@ -357,8 +369,6 @@ def test_score_histogram_shows_good_and_defective_parts_and_where_the_verdict_sw
     assert sum(int(n) for css, n in titles if css == "h-nok") == 4
     # no threshold recorded: every NOK verdict scores above every OK verdict, so it switches between 0.30 and 0.62
     assert "verdict switches here: between 0.300 and 0.620" in svg and "class='threshold'" in svg
-    recorded = histogram(scored_case(extra={"operating_threshold": 0.5}))
-    assert "operating threshold 0.500" in recorded and "class='switch'" not in recorded
     mixed = scored_case(images=[ImageResult("a", "s", "OK", "NOK", 0.2), ImageResult("b", "s", "NOK", "OK", 0.9)])
     assert "class='threshold'" not in histogram(mixed) and "No operating threshold" in histogram(mixed)
     verdicts_only = scored_case(images=[ImageResult("a", "s", "OK", "OK")])
@@ -383,7 +393,8 @@ def test_viewer_reads_the_layer_manifest_only_when_there_is_one():
                 "images": {"void/1": {"image": "00000-void_1.image.png", "gt": "00000-void_1.gt.png",
                                       "reference": "reference-ab.png"},
                            "not/in/this/case": {"image": "x.png"}}}
-    payload = case_payloads(render_html(RunResults(cases=[scored_case(extra={"image_layers": manifest})])))["padim-satsim"]
+    payload = case_payloads(render_html(RunResults(cases=[scored_case(image_layers=LayerManifest(**manifest))])))[
+        "padim-satsim"]
     assert payload["layers"] == {"folder": "scoreboard_files/padim-satsim",
                                  "images": {"void/1": manifest["images"]["void/1"]}}
     detail = payload["detail_html"]

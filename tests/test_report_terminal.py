@@ -2,7 +2,15 @@ import pytest
 
 from fmtest.report.terminal import render_scoreboard
 from fmtest.verdict.gates import gates, image_counts, main_metric
-from fmtest.verdict.results import CaseResult, ImageResult, RunResults
+from fmtest.verdict.results import (
+    BaselineComparison,
+    CaseResult,
+    ImageResult,
+    LevelRow,
+    MetricChange,
+    Robustness,
+    RunResults,
+)
 from fmtest.metrics.specs import format_value
 
 
@@ -81,11 +89,9 @@ def test_fits_the_terminal_width(run, width):
 
 
 def test_regression_flag_shown():
-    case = seg_case(outcome="failed", extra={"regression": {
-        "iou": {"baseline": 0.6, "current": 0.52, "delta": -0.08, "ci_low": -0.1, "ci_high": -0.05,
-                "regressed": True},
-        "f2": {"baseline": 0.9, "current": 0.91, "delta": 0.01, "ci_low": -0.01, "ci_high": 0.03,
-               "regressed": False}}})
+    case = seg_case(outcome="failed", baseline=BaselineComparison("compared", "", 0.02, changes={
+        "iou": MetricChange(baseline=0.6, current=0.52, delta=-0.08, ci_low=-0.1, ci_high=-0.05, regressed=True),
+        "f2": MetricChange(baseline=0.9, current=0.91, delta=0.01, ci_low=-0.01, ci_high=0.03, regressed=False)}))
     text = render_scoreboard(RunResults(cases=[case]))
     assert "REGRESSED iou -0.080" in text and "REGRESSED f2" not in text
 
@@ -105,8 +111,8 @@ def rob_case(pipeline, dataset, perturbation, flip, outcome="passed", message=No
     return CaseResult(f"{pipeline}-{dataset}-{perturbation}", pipeline, dataset, "robustness", outcome, message,
                       metrics={"flip_rate": flip, "delta_iou": -0.01, "delta_f2": float("nan")},
                       thresholds={"max_flip_rate": 0.1, "max_metric_drop": 0.05},
-                      extra={"robustness": [{"perturbation": perturbation, "level": gate_level, "flip_rate": flip,
-                                             "outcome": outcome}], "gate_level": gate_level})
+                      robustness=Robustness(perturbation, gate_level, [LevelRow(perturbation, gate_level, flip_rate=flip,
+                                                                                outcome=outcome)]))
 
 
 PERTURBATIONS = ("brightness", "contrast", "gamma", "gaussian_noise", "blur", "jpeg", "gain_offset", "translate",

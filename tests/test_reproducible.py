@@ -69,7 +69,7 @@ def test_rows_do_not_depend_on_order_history_threads_or_cache(small_suite, monke
 
     small_suite.runpytest(*common, "--fm-cache=cache", "--fm-results=warm.json")  # every prediction cached
     warm = json.loads((small_suite.path / "warm.json").read_text())
-    assert all(c["extra"]["cache"]["predicted"] == 0 for c in warm["cases"] if c["outcome"] != "error")
+    assert all(c["cache"]["predicted"] == 0 for c in warm["cases"] if c["outcome"] != "error")
     assert digests(small_suite.path / "warm.json") == first
 
     # another order, after the cases above ran in this process, without the cache

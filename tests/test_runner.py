@@ -104,7 +104,7 @@ def test_fitting_is_skipped_when_every_prediction_is_cached(tmp_path, monkeypatc
     Session(settings, progress=False).case(Case("recording", "toy", "segmentation"))
     assert len(RecordingFit.fits) == 1
     again = Session(settings, progress=False).case(Case("recording", "toy", "segmentation"))
-    assert len(RecordingFit.fits) == 1 and again.extra["cache"] == {"hits": 10, "predicted": 0}
+    assert len(RecordingFit.fits) == 1 and again.cache.hits == 10 and again.cache.predicted == 0
 
 
 ROBUST = {"robustness": {"perturbations": ["brightness"], "ladders": {"brightness": [0.05, 0.1, 0.35]},
@@ -115,7 +115,7 @@ def test_a_model_that_always_answers_ok_is_not_called_robust():
     """It never flips, so a flip-rate gate alone would pass it: its clean recall marks it meaningless."""
     evaluator = Session(_settings(pipelines=["toy_empty"], raw=ROBUST), progress=False)
     result = evaluator.invariance(Case("toy_empty", "toy", "segmentation"), "brightness")
-    assert [row["flip_rate"] for row in result.extra["robustness"]] == [0.0, 0.0, 0.0]
+    assert [row.flip_rate for row in result.robustness.levels] == [0.0, 0.0, 0.0]
     assert result.id == "toy_empty-toy-brightness" and result.task == "robustness"
     assert result.outcome == "skipped" and result.metrics["clean_recall"] == 0.0
     assert result.message.startswith("not meaningful: the unperturbed run finds 0.0% of the defects, below the "
@@ -131,12 +131,12 @@ def test_the_recall_floor_follows_the_config():
 def test_a_brittle_pipeline_is_caught_at_the_gated_severity():
     evaluator = Session(_settings(raw=ROBUST), progress=False)
     result = evaluator.invariance(Case("toy_threshold", "toy", "segmentation"), "brightness")
-    rows = result.extra["robustness"]
-    assert rows[0]["flip_rate"] == 0.0  # a small drift leaves the fixed threshold alone
-    assert rows[2]["flip_rate"] >= 0.5 and rows[2]["false_alarm_rate"] > 0.5  # background crosses it
+    rows = result.robustness.levels
+    assert rows[0].flip_rate == 0.0  # a small drift leaves the fixed threshold alone
+    assert rows[2].flip_rate >= 0.5 and rows[2].false_alarm_rate > 0.5  # background crosses it
     # the flips are good parts turned NOK: new false alarms, not new slips
-    assert rows[2]["new_false_alarms"] == 6 * rows[2]["new_false_alarm_rate"] > 0 and rows[2]["new_slips"] == 0
-    assert rows[2]["clean_recall"] == 1.0 and rows[2]["clean_false_alarm_rate"] == 0.0
+    assert rows[2].new_false_alarms == 6 * rows[2].new_false_alarm_rate > 0 and rows[2].new_slips == 0
+    assert rows[2].clean_recall == 1.0 and rows[2].clean_false_alarm_rate == 0.0
     assert result.outcome == "failed"
     assert "of verdicts flip at brightness=0.35 (tolerance 10.0%)" in result.message
 
@@ -171,17 +171,17 @@ def test_guardrail_findings_are_attached_and_kept_beside_the_cache(tmp_path, mon
     raw = {"datasets": {"toy": {"leak_train_image": True}}, "guardrails": {"alignment": False}}
     settings = _settings(raw=raw, cache_dir=tmp_path)
     result = Session(settings, progress=False).case(Case("toy_threshold", "toy", "segmentation"))
-    leaks = [f for f in result.extra["data_quality"] if f["kind"] == "near_duplicate"]
-    assert [f["image_id"] for f in leaks] == ["test/000"]
+    leaks = [f for f in result.data_quality if f.kind == "near_duplicate"]
+    assert [f.image_id for f in leaks] == ["test/000"]
 
     import fmtest.run.guardrails
 
     monkeypatch.setattr(fmtest.run.guardrails, "check_data_quality", lambda *a, **k: pytest.fail("recomputed"))
     again = Session(settings, progress=False).case(Case("toy_threshold", "toy", "segmentation"))
-    assert again.extra["data_quality"] == result.extra["data_quality"]
+    assert again.data_quality == result.data_quality
 
 
 def test_guardrails_can_be_switched_off_per_dataset():
     raw = {"datasets": {"toy": {"leak_train_image": True}}, "guardrails": {"toy": {"enabled": False}}}
     result = Session(_settings(raw=raw), progress=False).case(Case("toy_threshold", "toy", "segmentation"))
-    assert "data_quality" not in result.extra
+    assert result.data_quality == []

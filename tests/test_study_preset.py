@@ -145,7 +145,7 @@ def test_the_preset_runs_end_to_end_on_the_public_layouts(pytester, monkeypatch,
         expected = "skipped" if case_id.startswith("gemini") else ("passed", "failed")
         assert case["outcome"] in expected, (case_id, case["outcome"], case["message"])
     mvtec = cases["saa_plus-mvtec"]
-    assert set(mvtec["breakdown"]) >= {"carpet", "grid"} and mvtec["extra"]["study"] == {"iou": 0.52}
+    assert set(mvtec["breakdown"]) >= {"carpet", "grid"} and mvtec["study"] == {"iou": 0.52}
     assert len(mvtec["images"]) == 2 * (2 + 1)  # per category: 20 % of 10 train/good, 20 % of 5 defectives
     supervised = cases["supervised-industrialsat"]
     assert {f"industrialsat/fold{k}" for k in range(1, 6)} <= set(supervised["breakdown"])

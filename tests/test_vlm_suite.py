@@ -60,7 +60,7 @@ def test_gemini_and_openai_vlm_run_through_the_suite_and_resume_for_free(tmp_pat
             assert case["task"] == "classification" and case["outcome"] in ("passed", "failed")
             assert case["metrics"]["n_images"] == 7 and case["metrics"]["f2_ci_low"] is not None
             assert all(i["reasoning"].endswith(tuple("0123456789")) for i in case["images"])
-            assert case["extra"]["usage"]["prompt_tokens"] > 0
+            assert case["usage"]["prompt_tokens"] > 0
         assert gemini.count == 7 and openai.count == 7  # one request per test image
 
         second = _run(tmp_path, env)

@@ -23,12 +23,11 @@ def _cli_merge(args: argparse.Namespace) -> int:
     from fmtest.report.junit import junit_xml
     from fmtest.report.terminal import render_scoreboard
     from fmtest.util.fsutil import atomic_write
-    from fmtest.verdict.merge import merge_files
-    from fmtest.verdict.regression import load_baseline
-    from fmtest.verdict.results import write_json
+    from fmtest.report.results_file import read_json, write_json
+    from fmtest.verdict.merge import ShardFile, merge_shards
 
-    baseline = load_baseline(args.baseline) if args.baseline else None
-    results = merge_files(args.shards, baseline)
+    baseline = read_json(args.baseline) if args.baseline else None
+    results = merge_shards([ShardFile(path, read_json(path)) for path in args.shards], baseline)
     write_json(results, args.results)
     if args.report:
         from fmtest.report.html import write_html

@@ -17,8 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from fmtest.errors import ConfigError
-from fmtest.verdict.gates import INVALID_ANSWER_GATE, MAX_PREFIX
-from fmtest.metrics.specs import CASE_TASKS, METRICS
+from fmtest.metrics.specs import CASE_TASKS, DEFAULT_MAX_INVALID_ANSWER_RATE, INVALID_ANSWER_GATE, MAX_PREFIX, METRICS
 
 
 @dataclass(frozen=True)
@@ -170,7 +169,8 @@ def threshold_settings() -> tuple[Setting, ...]:
         key = spec.name if spec.higher_is_better else f"{MAX_PREFIX}{spec.name}"
         bound = "minimum" if spec.higher_is_better else "maximum"
         settings.append(Setting(key, RATE, f"{bound} {spec.description}", defaults.get(key),
-                                shown_default="0" if key == INVALID_ANSWER_GATE else None))
+                                shown_default=_literal(DEFAULT_MAX_INVALID_ANSWER_RATE) if key == INVALID_ANSWER_GATE
+                                else None))
     return tuple(settings)
 
 

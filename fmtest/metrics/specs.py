@@ -11,6 +11,9 @@ import math
 from dataclasses import dataclass
 
 INTERVAL_SUFFIXES = ("_ci_low", "_ci_high")
+MAX_PREFIX = "max_"  # a threshold `max_<metric>` is a maximum; one named like the metric a minimum
+INVALID_ANSWER_GATE = "max_invalid_answer_rate"  # a miss is an error (the run could not judge), not a FAIL
+DEFAULT_MAX_INVALID_ANSWER_RATE = 0.0  # no unusable answer is allowed unless the config says so
 CASE_TASKS = ("segmentation", "classification")
 ROBUSTNESS = ("robustness",)
 COMPARISON = ("comparison",)

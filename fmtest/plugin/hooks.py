@@ -27,7 +27,7 @@ from fmtest.plugin.keys import PLANNED_KEY, RESULT_KEY, RESULTS_DIR_KEY, RUN_KEY
 
 if TYPE_CHECKING:
     from fmtest.run.plan import Case
-    from fmtest.verdict.results import CaseResult, RunResults
+    from fmtest.verdict.results import CaseResult, RunConfig, RunResults
 
 OPTIONS = [
     ("dataset", "datasets to run, comma separated (default: the config's default_datasets)"),
@@ -89,7 +89,8 @@ class FmRun:
 
     def collect(self, *, interrupted: bool = False) -> RunResults:
         from fmtest.plugin.store import order_key
-        from fmtest.verdict.results import RunResults, environment, git_commit
+        from fmtest.util.provenance import environment, git_commit
+        from fmtest.verdict.results import RunResults
 
         cases = sorted(self.store.load_all(), key=order_key(self.settings))
         finished = {c.id for c in cases}
@@ -366,7 +367,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus):
 
 def _outputs(run: FmRun):
     """(label, path, writer) of every output file this run asked for."""
-    from fmtest.verdict.results import write_json
+    from fmtest.report.results_file import write_json
 
     s = run.settings
     if s.results:
@@ -414,11 +415,11 @@ def _data_quality_summary(results: RunResults) -> str:
     """One line per dataset with guardrail findings, counted by kind; the HTML lists each image."""
     by_dataset: dict[str, dict[str, int]] = {}
     for case in results.cases:
-        if case.dataset in by_dataset or not case.extra.get("data_quality"):
+        if case.dataset in by_dataset or not case.data_quality:
             continue
         counts: dict[str, int] = {}
-        for finding in case.extra["data_quality"]:
-            counts[finding["kind"]] = counts.get(finding["kind"], 0) + 1
+        for finding in case.data_quality:
+            counts[finding.kind] = counts.get(finding.kind, 0) + 1
         by_dataset[case.dataset] = counts
     return "\n".join(f"data quality, {d}: " + ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in c.items())
                      for d, c in by_dataset.items())
@@ -433,20 +434,19 @@ def pytest_unconfigure(config):
         shutil.rmtree(config.stash[RESULTS_DIR_KEY], ignore_errors=True)
 
 
-def _config_summary(settings) -> dict:
+def _config_summary(settings) -> RunConfig:
     """The run's settings as the results record them: what ran, and the rules every verdict used (read back by
     `fmtest merge`, so a merged run is judged by exactly these)."""
     from fmtest.util.redact import redact_option, redact_values
+    from fmtest.verdict.results import RunConfig
 
     cfg = settings.config
-    return {
-        "config_file": str(cfg.path) if cfg.path else None,
-        "datasets": settings.datasets, "pipelines": settings.pipelines, "device": settings.device,
-        "pipeline_options": {p: {k: redact_option(k, v) for k, v in o.items()} for p, o in cfg.pipelines.items()},
-        "dataset_options": redact_values(cfg.datasets), "prompts": cfg.prompts,
-        **cfg.rules.as_summary(),
-        "shard": str(settings.shard) if settings.shard else None,
-    }
+    return RunConfig(
+        config_file=str(cfg.path) if cfg.path else None, datasets=list(settings.datasets),
+        pipelines=list(settings.pipelines), device=settings.device,
+        pipeline_options={p: {k: redact_option(k, v) for k, v in o.items()} for p, o in cfg.pipelines.items()},
+        dataset_options=redact_values(cfg.datasets), prompts=dict(cfg.prompts), rules=cfg.rules,
+        shard=str(settings.shard) if settings.shard else None)
 
 
 __all__ = ["ConfigError", "check_case"]

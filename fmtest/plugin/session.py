@@ -12,9 +12,9 @@ from fmtest.errors import ConfigError
 from fmtest.report.layers import LayerStore
 from fmtest.run.evaluator import Evaluator
 from fmtest.run.plan import Case
-from fmtest.verdict.finish import SHARD_KEY, finish_case, finish_comparison
-from fmtest.verdict.regression import load_baseline
-from fmtest.verdict.results import CaseResult, RunResults, case_dict
+from fmtest.report.results_file import read_json
+from fmtest.verdict.finish import finish_case, finish_comparison
+from fmtest.verdict.results import CaseResult, RunResults, ShardSides
 from fmtest.verdict.robustness import invariance_row, robustness_result
 
 
@@ -24,7 +24,7 @@ class Session:
     def __init__(self, settings: Settings, *, progress: bool = True):
         self.settings = settings
         self.evaluator = Evaluator(settings, progress=progress)
-        self.baseline: RunResults | None = load_baseline(settings.baseline) if settings.baseline else None
+        self.baseline: RunResults | None = read_json(settings.baseline) if settings.baseline else None
         self._finished: dict[str, CaseResult] = {}
 
     @property
@@ -45,7 +45,7 @@ class Session:
         reference = self.case(Case(case.against, case.dataset, case.task))
         result = finish_comparison(candidate, reference, self.rules.compare[case.pipeline], self.rules)
         if self.settings.shard is not None:
-            result.extra[SHARD_KEY] = {"candidate": case_dict(candidate), "reference": case_dict(reference)}
+            result.shard_sides = ShardSides(candidate, reference)
         return result
 
     def invariance(self, case: Case, perturbation: str) -> CaseResult:

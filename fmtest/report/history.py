@@ -21,7 +21,8 @@ from fmtest.errors import ConfigError, DataError
 from fmtest.util.fsutil import atomic_write
 from fmtest.metrics import specs
 from fmtest.verdict.gates import gate_for, main_metric
-from fmtest.verdict.results import OUTCOME_WORD, CaseResult, RunResults, read_json
+from fmtest.report.results_file import read_json
+from fmtest.verdict.results import OUTCOME_WORD, CaseResult, RunResults
 from fmtest.metrics.specs import format_value
 
 esc = html.escape

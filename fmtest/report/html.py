@@ -27,7 +27,7 @@ from fmtest.report.html_format import esc, first_line, metric_interval, outcome_
 from fmtest.report.html_risk import risk_overview
 from fmtest.report.html_robustness import robustness_row_id, robustness_section
 from fmtest.verdict.gates import gate_for, image_counts, main_metric, regressed_metrics
-from fmtest.verdict.results import OUTCOME_WORD, CaseResult, RunResults
+from fmtest.verdict.results import OUTCOME_WORD, CaseResult, RunResults, to_plain
 from fmtest.metrics.specs import format_value, label
 
 OUTCOME_ORDER = ("failed", "error", "passed", "skipped")  # case details: what needs attention first
@@ -86,8 +86,8 @@ def _header(results: RunResults) -> str:
             f"<span>fmtest {esc(results.fmtest_version)}</span>"]
     env = "".join(f"<li>{esc(str(k))} <code>{esc(str(v))}</code></li>" for k, v in results.environment.items())
     config = ""
-    if results.config:
-        dumped = json.dumps(results.config, indent=1, sort_keys=True, default=str)
+    if results.config.config_file or results.config.datasets:
+        dumped = json.dumps(to_plain(results.config), indent=1, sort_keys=True, default=str)
         config = f"<details><summary>suite config</summary><pre class='config'>{esc(dumped)}</pre></details>"
     return (f"<header><h1>fmtest scoreboard</h1><p class='meta'>{''.join(meta)}</p>"
             f"<ul class='env'>{env}</ul>{config}</header>")

@@ -66,16 +66,10 @@ def confusion_matrix(images: list[ImageResult]) -> str:
 
 
 def operating_threshold(case: CaseResult) -> tuple[float, float, str] | None:
-    """(low, high, wording) of where the verdict changes on the score axis.
-
-    A threshold the case records (`extra["operating_threshold"]`) is a line (low == high); without one,
-    when every NOK verdict scores above every OK verdict, the verdict switches somewhere in the gap
-    between them, which is drawn as a band. None when the verdict is not one cut on this score (masks
-    decide, or groups were fitted with thresholds of their own).
+    """(low, high, wording) of where the verdict changes on the score axis: when every NOK verdict scores
+    above every OK verdict, the verdict switches somewhere in the gap between them, drawn as a band. None when
+    the verdict is not one cut on this score (masks decide, or groups were fitted with thresholds of their own).
     """
-    recorded = number(case.extra.get("operating_threshold"))
-    if not math.isnan(recorded):
-        return recorded, recorded, f"operating threshold {format_value(recorded)}"
     scored = [(number(i.score), i.predicted) for i in case.images if i.error is None and not math.isnan(number(i.score))]
     passed = [s for s, p in scored if p == "OK"]
     flagged = [s for s, p in scored if p == "NOK"]

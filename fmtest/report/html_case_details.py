@@ -6,6 +6,8 @@ the browser when shown; the page embeds only their names."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import re
 
@@ -18,7 +20,6 @@ from fmtest.report.html_case_charts import (
 )
 from fmtest.report.html_format import MAX_EXTRA_ROWS, cell_text, esc, first_line, metric_interval, outcome_word
 from fmtest.verdict.gates import gate_for, gates, main_metric
-from fmtest.report.layers import MANIFEST_KEY
 from fmtest.verdict.results import OUTCOME_WORD, CaseResult, ImageResult
 from fmtest.metrics.specs import format_value, label
 
@@ -27,10 +28,9 @@ ALWAYS_SHOWN_COLUMNS = ("id", "label", "predicted", "outcome")
 IMAGE_OUTCOMES = (("correct", "correct"), ("found", "found (defect flagged)"), ("passed", "passed (good part OK)"),
                   ("miss", "all misses"), ("slip", "slip (defect passed as OK)"),
                   ("false alarm", "false alarm (good part flagged)"), ("error", "error"))
-SHOWN_ELSEWHERE = ("study", "image_changes", "reference", "candidate", MANIFEST_KEY, "operating_threshold")  # extras with their own place in the details
-EXTRA_TITLES = {"regression": "Regression against the baseline", "risk": "Risk at the operating point",
-                "robustness": "Robustness", "data_quality": "Data quality", "usage": "Usage and cost",
-                "invalid_answers": "Invalid answers"}
+SECTION_TITLES = {"baseline": "Regression against the baseline", "risk": "Risk at the operating point",
+                  "robustness": "Robustness", "data_quality": "Data quality", "usage": "Usage and cost",
+                  "invalid_answers": "Invalid answers"}  # the case's sections shown in its details, in this order
 RISK_NOTES = {  # matched as key prefixes, first match wins: most specific first
     "auroc": "threshold-free, not a factory figure",
     "recall_at": "recall at the stated false-alarm budget",
@@ -75,9 +75,8 @@ def _detail_html(case: CaseResult, history_link: str | None) -> str:
              f"<b>{esc(case.dataset)}</b>"
              + (f" &middot; <a href='{esc(history_link, quote=True)}'>metric history</a>" if history_link else "")
              + "</p>"]
-    study = case.extra.get("study")
-    if isinstance(study, dict) and study:
-        published = ", ".join(f"{esc(k)} {esc(format_value(v, 2))}" for k, v in study.items())
+    if case.study:
+        published = ", ".join(f"{esc(k)} {esc(format_value(v, 2))}" for k, v in case.study.items())
         parts.append(f"<p class='study'>Published in the study: <b>{published}</b></p>")
     if case.message:
         parts.append(f"<pre class='message'>{esc(case.message)}</pre>")
@@ -92,11 +91,10 @@ def _detail_html(case: CaseResult, history_link: str | None) -> str:
     if case.task == "comparison":
         parts.append(_comparison_section(case))
     parts.append(_provenance(case))
-    extra_keys = [k for k in case.extra if k not in EXTRA_TITLES and k not in SHOWN_ELSEWHERE]
-    for key in [*EXTRA_TITLES, *extra_keys]:
-        if key in case.extra and not (key == "invalid_answers" and case.extra[key] == 0):  # only LVLMs have any
-            title = EXTRA_TITLES.get(key, key.replace("_", " ").capitalize())
-            parts.append(f"<h3>{esc(title)}</h3>{_extra_section(key, case.extra[key])}")
+    for key, title in SECTION_TITLES.items():
+        section = _section(case, key)
+        if section:
+            parts.append(f"<h3>{esc(title)}</h3>{section}")
     if _layers(case):
         parts.append("<h3>Image viewer</h3>" + _viewer_shell())
     if case.thumbnails:
@@ -108,23 +106,23 @@ def _detail_html(case: CaseResult, history_link: str | None) -> str:
 
 def _comparison_section(case: CaseResult) -> str:
     """The pair side by side, and the images whose verdict differs, new slips first."""
-    reference = case.extra.get("reference") if isinstance(case.extra.get("reference"), dict) else {}
-    candidate = case.extra.get("candidate") if isinstance(case.extra.get("candidate"), dict) else {}
+    pair = case.comparison
+    if pair is None:  # the pair could not be compared: its message says why
+        return ""
+    candidate, reference = pair.candidate, pair.reference
     head = (f"<table class='pair'><thead><tr><th scope='col'></th><th scope='col'>candidate</th>"
             f"<th scope='col'>reference</th></tr></thead><tbody>"
-            f"<tr><th scope='row'>case</th><td>{esc(str(candidate.get('case', case.pipeline)))}</td>"
-            f"<td>{esc(str(reference.get('case', '')))}</td></tr>"
-            f"<tr><th scope='row'>verdict</th><td>{esc(str(candidate.get('outcome', '')))}</td>"
-            f"<td>{esc(str(reference.get('outcome', '')))}</td></tr>"
-            f"<tr><th scope='row'>model</th><td><code>{esc(str(case.model_sha256 or ''))}</code></td>"
-            f"<td><code>{esc(str(reference.get('model_sha256') or ''))}</code></td></tr></tbody></table>")
-    changes = case.extra.get("image_changes") or []
+            f"<tr><th scope='row'>case</th><td>{esc(candidate.case)}</td><td>{esc(reference.case)}</td></tr>"
+            f"<tr><th scope='row'>verdict</th><td>{esc(candidate.outcome)}</td><td>{esc(reference.outcome)}</td></tr>"
+            f"<tr><th scope='row'>model</th><td><code>{esc(str(candidate.model_sha256 or ''))}</code></td>"
+            f"<td><code>{esc(str(reference.model_sha256 or ''))}</code></td></tr></tbody></table>")
+    changes = pair.image_changes
     if not changes:
         return f"<h3>Candidate vs reference</h3>{head}<p>No image changes its verdict.</p>"
     rows = "".join(
-        f"<tr class='{esc(r['change'])}'><td>{esc(label(r['change']))}</td><td>{esc(str(r['id']))}</td>"
-        f"<td>{esc(str(r['label']))}</td><td>{esc(str(r['reference']))} &rarr; {esc(str(r['candidate']))}</td>"
-        f"<td class='num'>{esc(format_value(r.get('reference_iou')))} &rarr; {esc(format_value(r.get('candidate_iou')))}"
+        f"<tr class='{esc(r.change)}'><td>{esc(label(r.change))}</td><td>{esc(r.id)}</td>"
+        f"<td>{esc(r.label)}</td><td>{esc(r.reference)} &rarr; {esc(r.candidate)}</td>"
+        f"<td class='num'>{esc(format_value(r.reference_iou))} &rarr; {esc(format_value(r.candidate_iou))}"
         "</td></tr>" for r in changes[:MAX_EXTRA_ROWS])
     more = f"<p class='note'>{len(changes) - MAX_EXTRA_ROWS} more not shown.</p>" if len(changes) > MAX_EXTRA_ROWS else ""
     return (f"<h3>Candidate vs reference</h3>{head}<h3>Images whose verdict changes ({len(changes)}, new slips "
@@ -165,17 +163,26 @@ def _provenance(case: CaseResult) -> str:
     return f"<p class='note'>{' &middot; '.join(shown)}</p>" if shown else ""
 
 
-def _extra_section(key: str, value: object) -> str:
-    """Known sections get their own touch (regression badges, risk notes); anything else renders generically."""
-    if key == "regression" and isinstance(value, dict):
-        rows = [{"metric": metric, **row} for metric, row in value.items() if isinstance(row, dict)]
-        return _records_table(rows)
-    if key == "risk" and isinstance(value, dict):
-        return _mapping_table(value, notes=True)
-    if key == "invalid_answers" and isinstance(value, int | float):
-        return (f"<p class='warn'>{format_value(value)} model answer(s) could not be parsed; "
-                "each is counted as NOK.</p>")
-    return _generic(value)
+def _section(case: CaseResult, key: str) -> str:
+    """One of the case's sections as HTML, or "" when the case has none: regression badges, risk notes, the
+    robustness ladder, the data-quality findings, what an API spent, the unusable answers."""
+    if key == "baseline" and case.baseline is not None:
+        return (f"<p>{esc(case.baseline.message)}</p>"
+                + _records_table([{"metric": name, **dataclasses.asdict(change)}
+                                  for name, change in case.baseline.changes.items()]) if case.baseline.changes else
+                f"<p>{esc(case.baseline.message)}</p>")
+    if key == "risk" and case.risk is not None:
+        return _mapping_table(dataclasses.asdict(case.risk), notes=True)
+    if key == "robustness" and case.robustness is not None:
+        return _records_table([dataclasses.asdict(row) for row in case.robustness.levels])
+    if key == "data_quality" and case.data_quality:
+        return _records_table([dataclasses.asdict(f) for f in case.data_quality])
+    if key == "usage" and case.usage:
+        return _mapping_table(case.usage)
+    if key == "invalid_answers" and case.invalid_answers:  # only API pipelines have any
+        return (f"<p class='warn'>{case.invalid_answers} model answer(s) were unusable; "
+                "the case is judged only when their share is within max_invalid_answer_rate.</p>")
+    return ""
 
 
 def _generic(value: object) -> str:
@@ -260,14 +267,12 @@ def _image_rows(images: list[ImageResult]) -> dict:
 
 def _layers(case: CaseResult) -> dict | None:
     """The viewer's files for this case's images, from the manifest evaluation recorded; None without one."""
-    manifest = case.extra.get(MANIFEST_KEY)
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("folder"), str):
+    manifest = case.image_layers
+    if manifest is None:
         return None
-    images = manifest.get("images")
     known = {img.id for img in case.images}
-    files = {image_id: {str(k): str(v) for k, v in layers.items()} for image_id, layers in images.items()
-             if image_id in known and isinstance(layers, dict)} if isinstance(images, dict) else {}
-    return {"folder": manifest["folder"], "images": files} if files else None
+    files = {image_id: dict(layers) for image_id, layers in manifest.images.items() if image_id in known}
+    return {"folder": manifest.folder, "images": files} if files else None
 
 
 VIEWER_TOGGLES = (("gt", "ground truth", "g", True), ("prediction", "prediction", "p", True),

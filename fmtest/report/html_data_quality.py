@@ -5,28 +5,25 @@ from __future__ import annotations
 from collections import Counter
 
 from fmtest.report.html_format import MAX_EXTRA_ROWS, esc
+from fmtest.run.guardrails import Finding
 from fmtest.verdict.results import CaseResult
 
 
 def data_quality_section(cases: list[CaseResult]) -> str:
     """Findings per dataset, once each: every case of a dataset carries the same guardrail findings."""
-    by_dataset: dict[str, dict[tuple, dict]] = {}
+    by_dataset: dict[str, dict[Finding, None]] = {}
     for case in cases:
-        findings = case.extra.get("data_quality")
-        if not isinstance(findings, list):
-            continue
         seen = by_dataset.setdefault(case.dataset, {})
-        for f in findings:
-            if isinstance(f, dict):
-                seen.setdefault((str(f.get("kind")), str(f.get("image_id")), str(f.get("detail"))), f)
+        for finding in case.data_quality:
+            seen.setdefault(finding, None)
     blocks = []
     for dataset, unique in by_dataset.items():
         if not unique:
             continue
-        findings = list(unique.values())
-        kinds = ", ".join(f"{n} {k}" for k, n in Counter(str(f.get("kind")) for f in findings).items())
-        rows = "".join(f"<tr><td>{esc(str(f.get('kind')))}</td><td><code>{esc(str(f.get('image_id') or '(dataset)'))}"
-                       f"</code></td><td>{esc(str(f.get('detail', '')))}</td></tr>" for f in findings[:MAX_EXTRA_ROWS])
+        findings = list(unique)
+        kinds = ", ".join(f"{n} {k}" for k, n in Counter(f.kind for f in findings).items())
+        rows = "".join(f"<tr><td>{esc(f.kind)}</td><td><code>{esc(f.image_id or '(dataset)')}"
+                       f"</code></td><td>{esc(f.detail)}</td></tr>" for f in findings[:MAX_EXTRA_ROWS])
         more = len(findings) - MAX_EXTRA_ROWS
         note = f"<p class='note'>&hellip; and {more} more not shown.</p>" if more > 0 else ""
         blocks.append(f"<details class='dq' data-dataset='{esc(dataset, quote=True)}'{' open' if len(findings) <= 20 else ''}>"

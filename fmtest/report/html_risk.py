@@ -3,6 +3,7 @@ set holds enough defectives) side by side; each case's details keep its full ris
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from fmtest.report.html_format import cell_text, esc
@@ -20,9 +21,9 @@ def risk_overview(cases: list[CaseResult]) -> str:
     """The factory figures of every case side by side; each case's details keep the full risk table."""
     rows = []
     for case in cases:
-        risk = case.extra.get("risk")
-        if not isinstance(risk, dict) or not risk:
+        if case.risk is None:
             continue
+        risk = dataclasses.asdict(case.risk)
         rows.append(f"<tr data-case='{esc(case.id, quote=True)}'><th scope='row'><a href='#{esc(case.id, quote=True)}'>"
                     f"{esc(case.id)}</a></th>{_risk_cells(risk)}</tr>")
     if not rows:

@@ -3,6 +3,8 @@ level, and per case an inline SVG plot of flip rate and metric change against se
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 
 from fmtest.report.html_format import cell_text, esc, first_line, number, outcome_word
@@ -48,7 +50,7 @@ def robustness_row_id(case: CaseResult) -> str:
 
 
 def _gate_heading(perturbation: str, cases: list[CaseResult]) -> str:
-    levels = {number(c.extra.get("gate_level")) for c in cases if perturbation_of(c) == perturbation}
+    levels = {number(c.robustness.gate_level) for c in cases if perturbation_of(c) == perturbation and c.robustness}
     levels = {v for v in levels if not math.isnan(v)}
     return f"<span class='gate-level'>gate level {levels.pop():g}</span>" if len(levels) == 1 else ""
 
@@ -75,7 +77,8 @@ def _robustness_cell(case: CaseResult | None) -> str:
             lines.append(f"<span class='drop'>{esc(drop[0])} {drop[1]:+.3f}</span>")
     else:
         lines.append(f"<span class='reason'>{esc(first_line(case.message) or case.outcome)}</span>")
-    title = case.message or f"{perturbation_of(case)}: within tolerance at level {cell_text(case.extra.get('gate_level'))}"
+    gate = case.robustness.gate_level if case.robustness else None
+    title = case.message or f"{perturbation_of(case)}: within tolerance at level {cell_text(gate)}"
     return (f"<td class='cell o-{outcome}' data-case='{esc(case.id, quote=True)}'><a href='#{esc(case.id, quote=True)}'"
             f" title='{esc(title, quote=True)}'>{''.join(lines)}</a></td>")
 
@@ -88,9 +91,8 @@ def _worst_drop(metrics: dict) -> tuple[str, float] | None:
 
 
 def _levels(case: CaseResult) -> list[dict]:
-    rows = case.extra.get("robustness")
-    rows = [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
-    return sorted((r for r in rows if not math.isnan(number(r.get("level")))), key=lambda r: number(r["level"]))
+    rows = [dataclasses.asdict(r) for r in case.robustness.levels] if case.robustness else []
+    return sorted((r for r in rows if not math.isnan(number(r["level"]))), key=lambda r: number(r["level"]))
 
 
 def _plot_row(pipeline: str, dataset: str, cases: list[CaseResult], open_attr: str) -> str:
@@ -106,7 +108,7 @@ def _plot_row(pipeline: str, dataset: str, cases: list[CaseResult], open_attr: s
 def _plot_figure(case: CaseResult) -> str:
     name = perturbation_of(case)
     levels = _levels(case)
-    body = _severity_plot(name, levels, number(case.extra.get("gate_level")),
+    body = _severity_plot(name, levels, number(case.robustness.gate_level if case.robustness else None),
                           number(case.thresholds.get("max_flip_rate")), number(case.thresholds.get("max_metric_drop"))
                           ) if levels else "<p class='note'>no levels recorded</p>"
     return (f"<figure class='rob-figure o-{esc(case.outcome, quote=True)}' data-case='{esc(case.id, quote=True)}'>"

@@ -4,7 +4,7 @@
 (image, gt, prediction, score_map; `fmtest.imaging.overlay.image_layers`) and once per reference image
 that reference. Evaluation calls `LayerStore.add` as each image is scored, so a run of thousands
 of images holds one image's layers in memory at a time. The case records `store.manifest()` as
-`CaseResult.extra["image_layers"]`; the HTML report reads only that manifest (folder and file
+`CaseResult.image_layers`; the HTML report reads only that manifest (folder and file
 names), and the browser loads a layer when it is shown.
 """
 
@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from fmtest.data.sample import Sample
     from fmtest.pipelines.base import Prediction
 
-MANIFEST_KEY = "image_layers"  # where a case keeps its manifest in CaseResult.extra
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 

@@ -95,12 +95,11 @@ def _metric_cells(case: CaseResult, name: str, gate: Gate | None) -> list[str]:
 
 def _baseline_delta(case: CaseResult, name: str) -> str:
     """The change against the baseline, flagged when the regression gate failed it."""
-    section = case.extra.get("regression")
-    row = section.get(name) if isinstance(section, dict) else None
-    if not isinstance(row, dict) or not isinstance(row.get("delta"), int | float):
+    change = case.baseline.changes.get(name) if case.baseline is not None else None
+    if change is None:
         return ""
-    text = f"{row['delta']:+.3f}"
-    return f"**{text}** regressed" if row.get("regressed") else text
+    text = f"{change.delta:+.3f}"
+    return f"**{text}** regressed" if change.regressed else text
 
 
 def failing_images(case: CaseResult) -> list[ImageResult]:

@@ -26,7 +26,8 @@ from pathlib import Path
 from fmtest.errors import FmtestError, Unavailable
 from fmtest.util.extras import install_hint, installed
 from fmtest.verdict.gates import regressed_metrics
-from fmtest.verdict.results import OUTCOME_WORD, CaseResult, RunResults, results_json
+from fmtest.report.results_file import results_json
+from fmtest.verdict.results import OUTCOME_WORD, CaseResult, RunResults
 
 DEFAULT_EXPERIMENT = "fmtest"
 IMAGE_TABLE = "images.json"
@@ -138,9 +139,13 @@ def session_tags(results: RunResults) -> dict[str, str]:
 
 
 def session_params(results: RunResults) -> dict[str, str]:
-    cfg = results.config
-    keys = ("config_file", "datasets", "pipelines", "device", "baseline_tolerance", "bootstrap_resamples", "seed")
-    return {k: _param_value(cfg[k]) for k in keys if cfg.get(k) is not None}
+    cfg, rules = results.config, results.config.rules
+    values = {"config_file": cfg.config_file, "datasets": cfg.datasets, "pipelines": cfg.pipelines,
+              "device": cfg.device}
+    if rules is not None:
+        values.update(baseline_tolerance=rules.baseline_tolerance, bootstrap_resamples=rules.bootstrap_resamples,
+                      seed=rules.seed)
+    return {k: _param_value(v) for k, v in values.items() if v is not None}
 
 
 def session_metrics(results: RunResults) -> dict[str, float]:
@@ -151,10 +156,10 @@ def session_metrics(results: RunResults) -> dict[str, float]:
 def case_params(case: CaseResult, results: RunResults) -> dict[str, str]:
     cfg = results.config
     params = {"pipeline": case.pipeline, "dataset": case.dataset, "task": case.task,
-              "model_sha256": case.model_sha256, "config_file": cfg.get("config_file"),
-              "prompt": (cfg.get("prompts") or {}).get(case.dataset),
+              "model_sha256": case.model_sha256, "config_file": cfg.config_file,
+              "prompt": cfg.prompts.get(case.dataset),
               "config_fingerprint": case.config_fingerprint, "dataset_fingerprint": case.dataset_fingerprint}
-    options = (cfg.get("pipeline_options") or {}).get(case.pipeline) or {}
+    options = cfg.pipeline_options.get(case.pipeline) or {}
     params.update({f"option.{k}": v for k, v in options.items()})
     return {k: _param_value(v) for k, v in params.items() if v is not None}
 
@@ -164,9 +169,7 @@ def case_metrics(case: CaseResult) -> dict[str, float]:
     spent. An undefined metric (NaN, or null once read back from JSON) is logged as NaN: MLflow shows it
     as such, where leaving it out would look like a metric never computed."""
     values = dict(case.metrics)
-    usage = case.extra.get("usage")
-    if isinstance(usage, dict):
-        values.update(usage)
+    values.update(case.usage)
     if case.duration_s is not None:
         values["duration_s"] = case.duration_s
     return {k: math.nan if v is None else float(v) for k, v in values.items()

@@ -108,7 +108,7 @@ def _other_gates(case: CaseResult, main: str | None) -> str:
             shown = gate.relation if gate.met(value) else ("<" if not gate.upper else ">")
             parts.append(f"{gate.metric} {format_metric(gate.metric, value)}{shown}"
                          f"{format_metric(gate.metric, gate.limit, 2)}")
-    study = case.extra.get("study")
+    study = case.study
     if isinstance(study, dict) and main in study:
         parts.append(f"study: {format_metric(main, study[main], 2)}")
     for name, delta in regressed_metrics(case).items():
@@ -154,7 +154,7 @@ def _robustness_cell(case: CaseResult | None) -> str:
 
 
 def _gate_text(name: str, cases: list[CaseResult]) -> str:
-    levels = {c.extra.get("gate_level") for c in cases if perturbation_of(c) == name}
+    levels = {c.robustness.gate_level for c in cases if perturbation_of(c) == name and c.robustness}
     levels = {float(v) for v in levels if isinstance(v, int | float) and not isinstance(v, bool)}
     return f"@{levels.pop():g}" if len(levels) == 1 else ""
 

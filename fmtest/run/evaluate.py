@@ -26,6 +26,7 @@ from fmtest.data.base import Group
 from fmtest.data.sample import LABELS, NOK, Sample, SampleSet
 from fmtest.errors import PipelineError
 from fmtest.run.executors import Executor, PipelineRecipe
+from fmtest.run.guardrails import Finding
 from fmtest.run.executors.local import LocalExecutor
 from fmtest.imaging.overlay import overlay_thumbnail
 from fmtest.pipelines.base import Pipeline, Prediction
@@ -77,7 +78,7 @@ class CaseEvidence:
     duration_s: float | None = None
     usage: Mapping[str, float] = field(default_factory=dict)  # what an API pipeline spent this run
     train_scores: Sequence[float] | None = None  # good training images' scores: the risk table's operating point
-    data_quality: Sequence[Mapping] = ()  # guardrail findings of the dataset
+    data_quality: Sequence[Finding] = ()  # guardrail findings of the dataset
     image_layers: Mapping | None = None  # the viewer's layer manifest, when a report is written
     shard: ShardSlice | None = None
 

@@ -21,6 +21,7 @@ from fmtest.pipelines import Pipeline, PipelineContext
 from fmtest.pipelines.vlm.store import store_folder
 from fmtest.run.evaluate import CaseEvidence, LayerSink, Part, ShardSlice, collect_case, predict_all
 from fmtest.run.executors import PipelineRecipe, make_executor
+from fmtest.run.guardrails import Finding, check_data_quality
 from fmtest.run.plan import Case
 from fmtest.run.records import N_THUMBNAILS
 from fmtest.util.fsutil import atomic_write
@@ -36,7 +37,7 @@ class Evaluator:
         self._groups: dict[str, list[Group]] = {}
         self._pipelines: dict[tuple[str, str], Pipeline] = {}
         self._fitted: set[tuple[str, str]] = set()
-        self._findings: dict[str, list[dict]] = {}
+        self._findings: dict[str, list[Finding]] = {}
         self._cache = None
         self._executor = None
 
@@ -168,16 +169,14 @@ class Evaluator:
             executor=self.executor,
         )
 
-    def data_quality(self, name: str) -> list[dict]:
+    def data_quality(self, name: str) -> list[Finding]:
         """Guardrail findings for a dataset (fmtest.run.guardrails), computed once and kept beside the cache.
 
         `[guardrails] enabled = false` turns them off; `alignment = false` skips the registration check;
         a table `[guardrails.<dataset>]` overrides settings for one dataset.
         """
-        table = self.settings.config.raw.get("guardrails", {})
-        opts = {k: v for k, v in table.items() if not isinstance(v, dict)}
-        opts.update(table.get(name, {}))
-        if not opts.pop("enabled", True):
+        opts = self.settings.config.guardrails_for(name)
+        if not opts.pop("enabled"):
             return []
         if name in self._findings:
             return self._findings[name]
@@ -187,24 +186,23 @@ class Evaluator:
                                              [self._data_fingerprint(name, g) for g in self.groups(name)]],
                                             sort_keys=True, default=str).encode()).hexdigest()[:16]
             store = Path(self.settings.cache_dir) / "guardrails" / f"{name}-{key}.json"
-            if store.exists():
-                self._findings[name] = json.loads(store.read_text())
+            with contextlib.suppress(OSError, ValueError, TypeError):  # absent or damaged: computed again
+                self._findings[name] = [Finding(**f) for f in json.loads(store.read_text())]
                 return self._findings[name]
         from fmtest.imaging.align import estimate_alignment
-        from fmtest.run.guardrails import check_data_quality
 
-        check_alignment = opts.pop("alignment", True)
+        check_alignment = opts.pop("alignment")
         findings = []
         for group in self.groups(name):
             findings += check_data_quality(
                 group.train, group.test, group.load_reference(), progress=self.progress,
                 alignment=(lambda image, ref: estimate_alignment(image, ref).quality) if check_alignment else None,
                 **opts)
-        self._findings[name] = [dataclasses.asdict(f) for f in findings]
+        self._findings[name] = findings
         if store is not None:
             with contextlib.suppress(OSError):  # a full disk costs the next run a recomputation, nothing more
-                atomic_write(store, json.dumps(self._findings[name]))
-        return self._findings[name]
+                atomic_write(store, json.dumps([dataclasses.asdict(f) for f in findings]))
+        return findings
 
     def perturbed_evidence(self, case: Case, perturbation: str, level: float,
                            chosen: Collection[str]) -> CaseEvidence:

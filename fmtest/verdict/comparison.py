@@ -11,16 +11,17 @@ from __future__ import annotations
 
 from fmtest.data.sample import NOK, OK
 from fmtest.run.plan import comparison_id
-from fmtest.verdict.gates import MAX_PREFIX, judge
+from fmtest.metrics.specs import MAX_PREFIX
+from fmtest.verdict.gates import judge
 from fmtest.verdict.regression import COMPARED, compare_results
-from fmtest.verdict.results import CaseResult, ImageResult
+from fmtest.verdict.results import CaseRef, CaseResult, Comparison, ImageChange, ImageResult
 
 CHANGES = ("new_slips", "new_false_alarms", "fixed_slips", "fixed_false_alarms")  # worst first
 _CHANGE = {(NOK, NOK, OK): "new_slips", (OK, OK, NOK): "new_false_alarms", (NOK, OK, NOK): "fixed_slips",
            (OK, NOK, OK): "fixed_false_alarms"}  # (truth, reference verdict, candidate verdict)
 
 
-def image_changes(candidate: list[ImageResult], reference: list[ImageResult]) -> list[dict]:
+def image_changes(candidate: list[ImageResult], reference: list[ImageResult]) -> list[ImageChange]:
     """The images whose verdict differs, worst first: each with both verdicts and IoUs."""
     before = {i.id: i for i in reference}
     rows = []
@@ -28,9 +29,9 @@ def image_changes(candidate: list[ImageResult], reference: list[ImageResult]) ->
         old = before.get(image.id)
         change = _CHANGE.get((image.label, old.predicted, image.predicted)) if old is not None else None
         if change is not None:
-            rows.append({"id": image.id, "change": change, "label": image.label, "candidate": image.predicted,
-                         "reference": old.predicted, "candidate_iou": image.iou, "reference_iou": old.iou})
-    return sorted(rows, key=lambda r: CHANGES.index(r["change"]))
+            rows.append(ImageChange(id=image.id, change=change, label=image.label, candidate=image.predicted,
+                                    reference=old.predicted, candidate_iou=image.iou, reference_iou=old.iou))
+    return sorted(rows, key=lambda r: CHANGES.index(r.change))
 
 
 def compare_candidate(candidate: CaseResult, reference: CaseResult, *, tolerance: float, max_new_slips: int,
@@ -41,9 +42,10 @@ def compare_candidate(candidate: CaseResult, reference: CaseResult, *, tolerance
                         pipeline=candidate.pipeline, dataset=candidate.dataset, task="comparison",
                         model_sha256=candidate.model_sha256, config_fingerprint=candidate.config_fingerprint,
                         dataset_fingerprint=candidate.dataset_fingerprint)
-    result.extra["reference"] = {"pipeline": reference.pipeline, "case": reference.id,
-                                 "model_sha256": reference.model_sha256, "outcome": reference.outcome}
-    result.extra["candidate"] = {"case": candidate.id, "outcome": candidate.outcome}
+    result.comparison = Comparison(
+        candidate=CaseRef(candidate.id, candidate.pipeline, candidate.outcome, candidate.model_sha256),
+        reference=CaseRef(reference.id, reference.pipeline, reference.outcome, reference.model_sha256),
+        tolerance=tolerance)
     for unjudged in (candidate, reference):
         if unjudged.outcome in ("error", "skipped"):
             result.outcome, result.message = "error", f"{unjudged.id} could not be judged: {unjudged.message}"
@@ -63,10 +65,9 @@ def compare_candidate(candidate: CaseResult, reference: CaseResult, *, tolerance
             result.thresholds[f"{MAX_PREFIX}delta_{name}"] = tolerance
     changes = image_changes(candidate.images, reference.images)
     for kind in CHANGES:
-        result.metrics[kind] = float(sum(r["change"] == kind for r in changes))
+        result.metrics[kind] = float(sum(r.change == kind for r in changes))
     result.metrics["n_images"] = float(len(candidate.images))
     result.metrics["n_defective"] = float(sum(i.label == NOK for i in candidate.images))
     result.thresholds[f"{MAX_PREFIX}new_slips"] = float(max_new_slips)
-    result.extra["image_changes"] = changes
-    result.extra["tolerance"] = tolerance
+    result.comparison.image_changes = changes
     return judge(result)

@@ -12,18 +12,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from fmtest.run.evaluate import CaseEvidence, ShardSlice
+from fmtest.run.evaluate import CaseEvidence
 from fmtest.config.rules import CompareRules, RunRules
 from fmtest.verdict.comparison import compare_candidate
 from fmtest.verdict.gates import judge, metric_of_threshold
 from fmtest.verdict.regression import baseline_failures
 from fmtest.run.records import N_THUMBNAILS, badness
-from fmtest.verdict.results import CaseResult, RunResults
+from fmtest.verdict.results import CacheUse, CaseResult, LayerManifest, RunResults
 from fmtest.verdict.scoring import record_invalid_answers, risk_summary, score_case
 from fmtest.metrics.specs import is_diagnostic
-
-SHARD_KEY = "shard"  # a shard's record in a case: where its rows stand in the whole case
-
 
 def finish_case(evidence: CaseEvidence, rules: RunRules, baseline: RunResults | None = None) -> CaseResult:
     """The case's result from its measured rows: scored, thresholded, compared with `baseline`, judged."""
@@ -35,21 +32,17 @@ def finish_case(evidence: CaseEvidence, rules: RunRules, baseline: RunResults | 
     result.metrics["images_per_second"] = (evidence.n_predicted / evidence.predict_seconds
                                            if evidence.n_predicted and evidence.predict_seconds > 0 else math.nan)
     result.metrics["fit_seconds"] = evidence.fit_seconds
-    result.extra["cache"] = {"hits": evidence.cache_hits, "predicted": evidence.n_predicted}
+    result.cache = CacheUse(hits=evidence.cache_hits, predicted=evidence.n_predicted)
     record_invalid_answers(result)
-    if evidence.usage:
-        result.extra["usage"] = dict(evidence.usage)
+    result.usage = dict(evidence.usage)
     if evidence.image_layers is not None:
-        result.extra["image_layers"] = evidence.image_layers
+        result.image_layers = LayerManifest(**evidence.image_layers)
     if evidence.train_scores is not None:  # kept so `fmtest merge` recomputes the risk figures from the rows
-        result.extra["train_scores"] = list(evidence.train_scores)
-    result.extra["risk"] = risk_summary(result.images, evidence.train_scores, rules.risk)
-    if evidence.id in rules.study_results:  # the published number, shown beside the case
-        result.extra["study"] = dict(rules.study_results[evidence.id])
-    if evidence.data_quality:
-        result.extra["data_quality"] = list(evidence.data_quality)
-    if evidence.shard is not None:
-        result.extra[SHARD_KEY] = evidence.shard.as_dict()
+        result.train_scores = list(evidence.train_scores)
+    result.risk = risk_summary(result.images, evidence.train_scores, rules.risk)
+    result.study = dict(rules.study_results.get(evidence.id, {}))  # the published number, shown beside the case
+    result.data_quality = list(evidence.data_quality)
+    result.shard = evidence.shard
     result.thresholds = {k: float(v) for k, v in rules.thresholds_for(evidence.id).items()
                          if metric_of_threshold(k) in result.metrics}
     regression = []
@@ -74,26 +67,23 @@ def withhold_figures(result: CaseResult) -> None:
     judged), never a metric, interval, breakdown or risk figure that a reader could take for a result."""
     result.metrics = {k: v for k, v in result.metrics.items() if is_diagnostic(k)}
     result.breakdown = {}
-    result.extra.pop("risk", None)
+    result.risk = None
 
 
 def evidence_of(result: CaseResult) -> CaseEvidence:
     """What a stored case measured, read back from its results (a shard's, to be merged)."""
-    cache = result.extra.get("cache") or {}
+    cache = result.cache or CacheUse()
     rate = result.metrics.get("images_per_second")
-    predicted = int(cache.get("predicted", 0))
-    seconds = predicted / rate if predicted and isinstance(rate, int | float) and math.isfinite(rate) and rate > 0 \
-        else 0.0
-    shard = result.extra.get(SHARD_KEY)
+    seconds = (cache.predicted / rate if cache.predicted and isinstance(rate, int | float) and math.isfinite(rate)
+               and rate > 0 else 0.0)
     return CaseEvidence(
         id=result.id, pipeline=result.pipeline, dataset=result.dataset, task=result.task, images=list(result.images),
         thumbnails=list(result.thumbnails), model_sha256=result.model_sha256,
         config_fingerprint=result.config_fingerprint, dataset_fingerprint=result.dataset_fingerprint,
-        predict_seconds=seconds, n_predicted=predicted, fit_seconds=float(result.metrics.get("fit_seconds") or 0.0),
-        cache_hits=int(cache.get("hits", 0)), duration_s=result.duration_s,
-        usage={k: float(v) for k, v in (result.extra.get("usage") or {}).items()},
-        train_scores=result.extra.get("train_scores"), data_quality=list(result.extra.get("data_quality") or []),
-        image_layers=None, shard=ShardSlice.from_dict(shard) if isinstance(shard, dict) else None)
+        predict_seconds=seconds, n_predicted=cache.predicted, fit_seconds=float(result.metrics.get("fit_seconds") or 0.0),
+        cache_hits=cache.hits, duration_s=result.duration_s, usage=dict(result.usage),
+        train_scores=result.train_scores, data_quality=list(result.data_quality), image_layers=None,
+        shard=result.shard)
 
 
 def merge_evidence(parts: Sequence[CaseEvidence], place) -> CaseEvidence:
@@ -118,4 +108,4 @@ def merge_evidence(parts: Sequence[CaseEvidence], place) -> CaseEvidence:
         data_quality=first.data_quality, image_layers=None, shard=None)
 
 
-__all__ = ["SHARD_KEY", "evidence_of", "finish_case", "finish_comparison", "merge_evidence", "withhold_figures"]
+__all__ = ["evidence_of", "finish_case", "finish_comparison", "merge_evidence", "withhold_figures"]

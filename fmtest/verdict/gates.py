@@ -11,11 +11,8 @@ import math
 from dataclasses import dataclass
 
 from fmtest.verdict.results import CaseResult
-from fmtest.metrics.specs import headline_metric
+from fmtest.metrics.specs import DEFAULT_MAX_INVALID_ANSWER_RATE, INVALID_ANSWER_GATE, MAX_PREFIX, headline_metric
 
-MAX_PREFIX = "max_"
-INVALID_ANSWER_GATE = "max_invalid_answer_rate"  # a miss is an error (the run could not judge), not a FAIL
-DEFAULT_MAX_INVALID_ANSWER_RATE = 0.0
 
 
 @dataclass(frozen=True)
@@ -127,12 +124,11 @@ def image_counts(case: CaseResult) -> tuple[int | None, int | None]:
     return (None if n_images is None else int(n_images), None if n_defective is None else int(n_defective))
 
 
-def regressed_metrics(case: CaseResult) -> dict[str, float | None]:
+def regressed_metrics(case: CaseResult) -> dict[str, float]:
     """Metric -> delta for metrics the baseline comparison flagged as regressed."""
-    section = case.extra.get("regression")
-    if not isinstance(section, dict):
+    if case.baseline is None:
         return {}
-    return {name: row.get("delta") for name, row in section.items() if isinstance(row, dict) and row.get("regressed")}
+    return {name: change.delta for name, change in case.baseline.changes.items() if change.regressed}
 
 
 __all__ = ["Gate", "gate_for", "gate_of", "gates", "image_counts", "judge", "main_metric",

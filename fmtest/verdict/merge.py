@@ -11,14 +11,14 @@ given twice, are refused with one line naming the mismatch and the files.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from fmtest.errors import DataError
 from fmtest.run.evaluate import CaseEvidence
 from fmtest.config.rules import RunRules
-from fmtest.verdict.finish import SHARD_KEY, evidence_of, finish_case, finish_comparison, merge_evidence
-from fmtest.verdict.results import CaseResult, ImageResult, RunResults, read_json
+from fmtest.verdict.finish import evidence_of, finish_case, finish_comparison, merge_evidence
+from fmtest.verdict.results import CaseResult, ImageResult, RunConfig, RunResults, to_plain
 
 
 class MergeError(DataError):
@@ -32,7 +32,7 @@ class ShardFile:
 
     @property
     def shard(self) -> tuple[int, int]:
-        text = self.results.config.get(SHARD_KEY)
+        text = self.results.config.shard
         try:
             index, count = (int(x) for x in str(text).split("/"))
         except ValueError:
@@ -41,18 +41,13 @@ class ShardFile:
         return index, count
 
 
-def merge_files(paths: list[Path], baseline: RunResults | None = None) -> RunResults:
-    return merge_shards([ShardFile(Path(p), read_json(Path(p))) for p in paths], baseline)
-
-
 def merge_shards(shards: list[ShardFile], baseline: RunResults | None = None) -> RunResults:
     """One run from its shards; `baseline`, when given, is compared against as the run would have."""
     _check_compatible(shards)
-    config = {k: v for k, v in shards[0].results.config.items() if k != SHARD_KEY}
-    rules = RunRules.from_summary(config, shards[0].path)
     first = shards[0].results
+    rules = first.config.rules or RunRules.from_summary({}, shards[0].path)
     cases = [merge_case([s.results.case(c.id) for s in shards], rules, baseline) for c in first.cases]
-    return RunResults(cases=cases, config={**config, SHARD_KEY: None, "merged_shards": len(shards)},
+    return RunResults(cases=cases, config=replace(first.config, shard=None, merged_shards=len(shards)),
                       environment=first.environment, git_commit=first.git_commit,
                       fmtest_version=first.fmtest_version)
 
@@ -86,9 +81,8 @@ def _check_compatible(shards: list[ShardFile]) -> None:
                            ("code versions (git commit)", head.results.git_commit, s.results.git_commit)):
             if a != b:
                 raise MergeError(f"different {what}: {a} in {head.path}, {b} in {s.path}")
-        for key in sorted(set(head.results.config) | set(s.results.config)):
-            if key != SHARD_KEY and head.results.config.get(key) != s.results.config.get(key):
-                raise MergeError(f"different configs ({key}): {head.path}, {s.path}")
+        for key in _config_differences(head.results.config, s.results.config):
+            raise MergeError(f"different configs ({key}): {head.path}, {s.path}")
         ids_a, ids_b = [c.id for c in head.results.cases], [c.id for c in s.results.cases]
         if sorted(ids_a) != sorted(ids_b):
             odd = sorted(set(ids_a) ^ set(ids_b))
@@ -101,6 +95,20 @@ def _check_compatible(shards: list[ShardFile]) -> None:
                     raise MergeError(f"different {what} for case {case.id} ({field}): {head.path}, {s.path}")
 
 
+def _config_differences(a: RunConfig, b: RunConfig) -> list[str]:
+    """What two shards' configs disagree on, the shard itself aside; the rules by their own keys."""
+    plain_a, plain_b = to_plain(a), to_plain(b)
+    found = []
+    for key in plain_a:
+        if key in ("shard", "merged_shards"):
+            continue
+        if key == "rules" and isinstance(plain_a[key], dict) and isinstance(plain_b[key], dict):
+            found += [rule for rule in plain_a[key] if plain_a[key][rule] != plain_b[key].get(rule)]
+        elif plain_a[key] != plain_b[key]:
+            found.append(key)
+    return found
+
+
 def merge_case(parts: list[CaseResult], rules: RunRules, baseline: RunResults | None) -> CaseResult:
     """One case from its shards, finished as the unsharded run finishes it."""
     first = parts[0]
@@ -108,7 +116,7 @@ def merge_case(parts: list[CaseResult], rules: RunRules, baseline: RunResults | 
         return _merge_comparison(parts, rules)
     if first.task == "robustness":  # refused when a shard starts; a file from elsewhere is refused here
         raise MergeError(f"case {first.id}: robustness cases are not sharded; run them unsharded")
-    unscored = next((p for p in parts if SHARD_KEY not in p.extra), None)
+    unscored = next((p for p in parts if p.shard is None), None)
     if unscored is not None:  # skipped (weights missing) or errored before scoring in some shard
         return unscored
     return finish_case(merge_evidence([evidence_of(p) for p in parts], _images_in_order), rules, baseline)
@@ -116,13 +124,13 @@ def merge_case(parts: list[CaseResult], rules: RunRules, baseline: RunResults | 
 
 def _merge_comparison(parts: list[CaseResult], rules: RunRules) -> CaseResult:
     """A pair compared again from its candidate's and its reference's merged cases (each shard carries both)."""
-    unmerged = next((p for p in parts if SHARD_KEY not in p.extra), None)
+    unmerged = next((p for p in parts if p.shard_sides is None), None)
     if unmerged is not None:  # skipped (a pipeline cannot run) or errored before comparing in some shard
         return unmerged
     sides = []
     for side in ("candidate", "reference"):
-        cases = [CaseResult.from_dict(p.extra[SHARD_KEY][side]) for p in parts]
-        if any(SHARD_KEY not in c.extra for c in cases):  # could not be scored: the pair errors as the run's did
+        cases = [getattr(p.shard_sides, side) for p in parts]
+        if any(c.shard is None for c in cases):  # could not be scored: the pair errors as the run's did
             return parts[0]
         sides.append(finish_case(merge_evidence([evidence_of(c) for c in cases], _images_in_order), rules))
     candidate, reference = sides

@@ -10,20 +10,18 @@ difference meaningless.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from fmtest import __version__
 from fmtest.data.sample import NOK
-from fmtest.errors import ConfigError, DataError
+from fmtest.errors import ConfigError
 from fmtest.metrics.functional import f2_from_labels, mean_along_last_axis, paired_bootstrap_delta
-from fmtest.verdict.results import CaseResult, ImageResult, RunResults, read_json
+from fmtest.verdict.results import BaselineComparison, CaseResult, ImageResult, MetricChange, RunResults
 from fmtest.verdict.scoring import nok_arrays
-from fmtest.metrics.specs import regression_gated, spec
+from fmtest.metrics.specs import regression_gated
 
 COMPARED, NEW, VANISHED, DATASET_CHANGED, INCOMPATIBLE = "compared", "new", "vanished", "dataset_changed", "incompatible"
 STATUSES = (COMPARED, NEW, VANISHED, DATASET_CHANGED, INCOMPATIBLE)
@@ -31,34 +29,9 @@ STATUSES = (COMPARED, NEW, VANISHED, DATASET_CHANGED, INCOMPATIBLE)
 
 
 @dataclass
-class MetricChange:
-    """One metric in both runs. `delta` = current - baseline; the interval is of that delta."""
-
-    baseline: float
-    current: float
-    delta: float
-    ci_low: float | None = None
-    ci_high: float | None = None
-    regressed: bool = False
-    significant: bool | None = None  # interval excludes 0; None without a paired interval
-    higher_is_better: bool = True
-    note: str = ""  # why there is no interval, when there is none
-
-    def as_dict(self) -> dict[str, object]:
-        return {"baseline": self.baseline, "current": self.current, "delta": self.delta, "ci_low": self.ci_low,
-                "ci_high": self.ci_high, "regressed": self.regressed, "significant": self.significant,
-                "note": self.note}
-
-    @classmethod
-    def from_dict(cls, name: str, d: dict) -> MetricChange:
-        metric = spec(name)
-        return cls(baseline=d["baseline"], current=d["current"], delta=d["delta"], ci_low=d.get("ci_low"),
-                   ci_high=d.get("ci_high"), regressed=bool(d.get("regressed")), significant=d.get("significant"),
-                   higher_is_better=metric is None or metric.higher_is_better is not False, note=d.get("note", ""))
-
-
-@dataclass
 class CaseComparison:
+    """One case against the baseline (or a candidate against its reference): what `record` stores in the case."""
+
     case_id: str
     status: str
     message: str
@@ -71,42 +44,15 @@ class CaseComparison:
         return any(m.regressed for m in self.metrics.values())
 
     def record(self, case: CaseResult) -> None:
-        """Store the comparison in the case (extra "baseline" and "regression"), so every report and the
-        run's summary read it from the results instead of comparing again."""
-        case.extra["baseline"] = {"status": self.status, "message": self.message, "tolerance": self.tolerance,
-                                  "paired": self.paired}
-        case.extra["regression"] = {name: change.as_dict() for name, change in self.metrics.items()}
+        """Store the comparison in the case, so every report and the run's summary read it from the results
+        instead of comparing again."""
+        case.baseline = BaselineComparison(self.status, self.message, self.tolerance, self.paired, dict(self.metrics))
 
     @classmethod
     def recorded(cls, case: CaseResult) -> CaseComparison | None:
         """The comparison `record` stored in a case, or None when the case was not compared."""
-        head, rows = case.extra.get("baseline"), case.extra.get("regression")
-        if not isinstance(head, dict) or "status" not in head:
-            return None
-        changes = {name: MetricChange.from_dict(name, row) for name, row in (rows or {}).items()
-                   if isinstance(row, dict)}
-        return cls(case.id, head["status"], head.get("message", ""), changes, float(head.get("tolerance", 0.0)),
-                   bool(head.get("paired", False)))
-
-
-def load_baseline(path: Path | str) -> RunResults:
-    """Read a baseline results file; one this fmtest cannot parse raises DataError saying why."""
-    try:
-        return read_json(Path(path))
-    except (TypeError, KeyError, AttributeError, ValueError) as e:
-        version = _declared_version(Path(path))
-        raise DataError(
-            f"cannot read this baseline written by fmtest {version} ({type(e).__name__}: {e}); "
-            f"rerun the baseline with fmtest {__version__}", path,
-        ) from None
-
-
-def _declared_version(path: Path) -> str:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return "unknown"
-    return str(data.get("fmtest_version", "unknown")) if isinstance(data, dict) else "unknown"
+        b = case.baseline
+        return None if b is None else cls(case.id, b.status, b.message, dict(b.changes), b.tolerance, b.paired)
 
 
 def incompatibility(baseline: RunResults) -> str | None:

@@ -6,20 +6,21 @@ this module compares their per-image rows and holds the gated level to the toler
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 
 from fmtest.metrics.functional import invariance_summary
 from fmtest.verdict.gates import Gate
-from fmtest.verdict.results import CaseResult, ImageResult
+from fmtest.verdict.results import CaseResult, ImageResult, LevelRow, Robustness
 from fmtest.verdict.scoring import nok_arrays
 
 DELTA_METRICS = ("delta_iou", "delta_f2")
 
 
 def invariance_row(perturbation: str, level: float, clean: list[ImageResult],
-                   perturbed: list[ImageResult]) -> dict[str, float | str]:
+                   perturbed: list[ImageResult]) -> LevelRow:
     """One ladder level: flip rate, metric deltas and the perturbed run's error rates, image by image."""
     by_id = {i.id: i for i in perturbed}
     if [i.id for i in clean] != [i.id for i in perturbed if i.id in by_id] or len(by_id) != len(clean):
@@ -31,43 +32,41 @@ def invariance_row(perturbation: str, level: float, clean: list[ImageResult],
     ious = (np.array([math.nan if i.iou is None else i.iou for i in clean]),
             np.array([math.nan if i.iou is None else i.iou for i in paired])) if scored_iou else (None, None)
     summary = invariance_summary(clean_nok, ious[0], perturbed_nok, ious[1], y_true)
-    return {"perturbation": perturbation, "level": float(level), **{k: float(v) for k, v in summary.items()}}
+    return LevelRow(perturbation=perturbation, level=float(level), **{k: float(v) for k, v in summary.items()})
 
 
-def robustness_result(base: CaseResult, perturbation: str, rows: list[dict], gate_index: int, *,
+def robustness_result(base: CaseResult, perturbation: str, rows: list[LevelRow], gate_index: int, *,
                       max_flip_rate: float, max_metric_drop: float, min_clean_recall: float) -> CaseResult:
     """The case `<pipeline>-<dataset>-<perturbation>`, judged at the gated level of its ladder.
 
     A case whose unperturbed recall is below `min_clean_recall` is skipped as not meaningful: a model
     that (almost) always answers OK keeps its answers under any perturbation, and that is no robustness."""
     gated = rows[gate_index]
-    where = f"{perturbation}={gated['level']:g}"
+    where = f"{perturbation}={gated.level:g}"
     failures = []
-    if not Gate("max_flip_rate", "flip_rate", max_flip_rate, upper=True).met(gated["flip_rate"]):
-        failures.append(f"{gated['flip_rate']:.1%} of verdicts flip at {where} (tolerance {max_flip_rate:.1%})")
+    if not Gate("max_flip_rate", "flip_rate", max_flip_rate, upper=True).met(gated.flip_rate):
+        failures.append(f"{gated.flip_rate:.1%} of verdicts flip at {where} (tolerance {max_flip_rate:.1%})")
     for metric in DELTA_METRICS:
-        value = gated.get(metric, math.nan)
+        value = getattr(gated, metric)
         if math.isnan(value):  # that metric does not apply to this case
             continue
         if not Gate("max_metric_drop", metric, -max_metric_drop, upper=False).met(value):
             failures.append(f"{metric.removeprefix('delta_')} drops {-value:.3f} at {where} "
                             f"(tolerance {max_metric_drop:.3f})")
     for row in rows:
-        row["outcome"] = "failed" if row is gated and failures else "passed"
+        row.outcome = "failed" if row is gated and failures else "passed"
+    figures = {k: v for k, v in dataclasses.asdict(gated).items() if isinstance(v, float)}
     result = CaseResult(
         id=f"{base.id}-{perturbation}", pipeline=base.pipeline, dataset=base.dataset, task="robustness",
-        outcome="failed" if failures else "passed", message="; ".join(failures) or None,
-        metrics={k: v for k, v in gated.items() if isinstance(v, float)},
+        outcome="failed" if failures else "passed", message="; ".join(failures) or None, metrics=figures,
         thresholds={"max_flip_rate": max_flip_rate, "max_metric_drop": max_metric_drop},
         model_sha256=base.model_sha256, config_fingerprint=base.config_fingerprint,
         dataset_fingerprint=base.dataset_fingerprint,
+        robustness=Robustness(perturbation=perturbation, gate_level=gated.level, levels=rows),
     )
-    result.extra["robustness"] = rows
-    result.extra["gate_level"] = gated["level"]
-    clean_recall = gated.get("clean_recall", math.nan)
-    if not clean_recall >= min_clean_recall:
+    if not gated.clean_recall >= min_clean_recall:
         result.outcome = "skipped"
-        result.message = (f"not meaningful: the unperturbed run finds {clean_recall:.1%} of the defects, below the "
-                          f"floor {min_clean_recall:.1%} ([robustness] min_clean_recall); a model that answers OK "
+        result.message = (f"not meaningful: the unperturbed run finds {gated.clean_recall:.1%} of the defects, below "
+                          f"the floor {min_clean_recall:.1%} ([robustness] min_clean_recall); a model that answers OK "
                           f"keeps its answers under any perturbation")
     return result

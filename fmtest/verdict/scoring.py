@@ -12,7 +12,7 @@ import numpy as np
 from fmtest.metrics import functional as metrics
 from fmtest.data.sample import NOK
 from fmtest.config.rules import RiskRules
-from fmtest.verdict.results import CaseResult, ImageResult
+from fmtest.verdict.results import CaseResult, ImageResult, Risk
 
 
 def nok_arrays(images: list[ImageResult]) -> tuple[np.ndarray, np.ndarray]:
@@ -41,8 +41,8 @@ def score_case(case: CaseResult, *, task: str, n_resamples: int, seed: int) -> N
 
 def record_invalid_answers(case: CaseResult) -> None:
     """How many answers were unusable, and their share: the gate's `max_invalid_answer_rate` reads it."""
-    case.extra["invalid_answers"] = sum(i.error is not None for i in case.images)
-    case.metrics["invalid_answer_rate"] = case.extra["invalid_answers"] / len(case.images) if case.images else math.nan
+    case.invalid_answers = sum(i.error is not None for i in case.images)
+    case.metrics["invalid_answer_rate"] = case.invalid_answers / len(case.images) if case.images else math.nan
 
 
 def breakdown(images: list[ImageResult], *, task: str) -> dict[str, dict[str, float]]:
@@ -72,7 +72,7 @@ def _subset_figures(images: list[ImageResult], task: str) -> dict[str, float]:
     return out
 
 
-def risk_summary(images: list[ImageResult], good_train_scores, rules: RiskRules) -> dict[str, float | str]:
+def risk_summary(images: list[ImageResult], good_train_scores, rules: RiskRules) -> Risk:
     """The factory figures at the operating point: exact intervals, and what the sample size can prove.
 
     AUROC is added only beside these, labelled, because it is threshold-free and not a factory figure.
@@ -84,24 +84,20 @@ def risk_summary(images: list[ImageResult], good_train_scores, rules: RiskRules)
     slip_lo, slip_hi = metrics.clopper_pearson(c.fn, n_def) if n_def else (math.nan, math.nan)
     fa_lo, fa_hi = metrics.clopper_pearson(c.fp, n_good) if n_good else (math.nan, math.nan)
     needed = metrics.defectives_needed(target_slip_rate)
-    risk: dict[str, float | str] = {
-        "slip_rate": metrics.slip_rate(c), "slip_rate_ci_low": slip_lo, "slip_rate_ci_high": slip_hi,
-        "slip_rate_upper_95": metrics.slip_rate_upper(c.fn, n_def) if n_def else math.nan,
-        "false_alarm_rate": metrics.false_alarm_rate(c), "false_alarm_rate_ci_low": fa_lo,
-        "false_alarm_rate_ci_high": fa_hi,
-        "target_slip_rate": target_slip_rate,
-        "defectives_needed_for_target": float(needed),
-        "n_defective": float(n_def),
-        "verdict": (f"showing a slip rate below {target_slip_rate:.1%} with 95% confidence needs >= {needed} "
-                    f"defective images and zero slips; this test set has {n_def}: "
-                    + ("enough" if n_def >= needed else "NOT enough")),
-    }
+    risk = Risk(
+        slip_rate=metrics.slip_rate(c), slip_rate_ci_low=slip_lo, slip_rate_ci_high=slip_hi,
+        slip_rate_upper_95=metrics.slip_rate_upper(c.fn, n_def) if n_def else math.nan,
+        false_alarm_rate=metrics.false_alarm_rate(c), false_alarm_rate_ci_low=fa_lo, false_alarm_rate_ci_high=fa_hi,
+        target_slip_rate=target_slip_rate, defectives_needed_for_target=needed, n_defective=n_def,
+        verdict=(f"showing a slip rate below {target_slip_rate:.1%} with 95% confidence needs >= {needed} "
+                 f"defective images and zero slips; this test set has {n_def}: "
+                 + ("enough" if n_def >= needed else "NOT enough")))
     scores = [i.score for i in images]
     if all(s is not None for s in scores) and images:
-        risk["auroc_threshold_free_not_a_factory_figure"] = metrics.auroc(np.array(scores, float), y_true)
+        risk.auroc_threshold_free_not_a_factory_figure = metrics.auroc(np.array(scores, float), y_true)
         if good_train_scores is not None and len(good_train_scores):
             at = metrics.recall_at_false_alarm(good_train_scores, np.array(scores, float), y_true, false_alarm_budget)
-            risk["false_alarm_budget"] = false_alarm_budget
-            risk["recall_at_false_alarm_budget"] = at["recall"]
-            risk["false_alarm_rate_at_budget_threshold"] = at["false_alarm_rate"]
+            risk.false_alarm_budget = false_alarm_budget
+            risk.recall_at_false_alarm_budget = at["recall"]
+            risk.false_alarm_rate_at_budget_threshold = at["false_alarm_rate"]
     return risk
