@@ -18,6 +18,7 @@ EXTRA_OF_MODULE = {
     "google.genai": "gemini",
     "openai": "openai",
     "mlflow": "mlflow",
+    "anomalib": "anomalib",
 }
 
 
