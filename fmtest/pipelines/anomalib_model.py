@@ -139,8 +139,9 @@ class Anomalib(Pipeline):
     def path(self) -> Path:
         return self.checkpoint_path(self.context, self.options)
 
-    @property
+    @cached_property
     def model_id(self) -> str:
+        """Hashed once: an instance keeps naming the file it was set up with."""
         if self.path.suffix == ".xml":
             return registry.combined_id(registry.file_sha256(self.path),
                                         registry.file_sha256(self.path.with_suffix(".bin")))
