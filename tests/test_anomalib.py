@@ -213,6 +213,19 @@ def test_a_checkpoint_without_thresholds_asks_for_calibration(run, tmp_path):
     assert {p.label for p in calibrated.predict([read_sample(f) for f in run.test_files])} == {OK, NOK}
 
 
+def test_a_checkpoint_of_a_pretrained_backbone_loads_without_a_download(run, tmp_path, monkeypatch):
+    """Trained with `pre_trained = True` (anomalib's default), the weights are in the checkpoint: nothing is fetched."""
+    checkpoint = torch.load(run.folder / "models" / "patchcore.ckpt", weights_only=False)
+    checkpoint["hyper_parameters"]["pre_trained"] = True
+    (tmp_path / "models").mkdir()
+    torch.save(checkpoint, tmp_path / "models" / "patchcore.ckpt")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    run_here = AnomalibRun(tmp_path, [], [], run.train_files, [], [], [])
+    samples = [read_sample(f) for f in run.test_files[:2]]
+    for a, b in zip(fitted(run_here).predict(samples), fitted(run).predict(samples)):
+        assert a.score == b.score
+
+
 # --- configuration and refusals --------------------------------------------------------------------
 
 def test_a_checkpoint_names_its_model_class(run):

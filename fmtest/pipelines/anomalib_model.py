@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import difflib
 import inspect
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -184,7 +183,6 @@ class Anomalib(Pipeline):
 
     def _load_module(self):
         """The anomalib module (pre-processor, torch model, post-processor) from a .ckpt or a torch export."""
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a model that would download weights fails instead
         from anomalib.models import AnomalibModule
 
         if self.path.suffix == ".ckpt":
