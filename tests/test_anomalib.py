@@ -17,13 +17,16 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from test_padim import board
+from test_padim import board, sample
+from test_padim import train_set as boards
 
 from fmtest.data.sample import NOK, OK, Sample, SampleRef, SampleSet
 from fmtest.errors import ConfigError, DataError, Unavailable
 from fmtest.extras import installed
+from fmtest.models import registry
 from fmtest.pipelines.anomalib_model import Anomalib
 from fmtest.pipelines.base import PipelineContext
+from fmtest.pipelines.patchcore import FEATURE_LIMIT, GridPoints, Patchcore, gaussian_blur, greedy_coreset
 
 pytestmark = pytest.mark.skipif(not installed("anomalib"), reason="needs anomalib: pip install 'fmtest[anomalib]'")
 
@@ -82,7 +85,7 @@ def run(tmp_path_factory) -> AnomalibRun:
         write_png(data / "bad" / f"{i}.png", crop(image))
         write_png(data / "mask" / f"{i}.png", crop(mask.astype(np.float32)))
         write_png(data / "test_good" / f"{i}.png", crop(board(300 + i)[0]))
-    test_files = [root / "test" / f"bad_{i}.png" for i in range(3)] + [root / "test" / f"good_{i}.png" for i in range(3)]
+    test_files = [root / "test" / f"{kind}_{i}.png" for kind in ("bad", "good") for i in range(3)]
     wide_files = [root / "wide" / f.name for f in test_files]
     for i in range(3):
         for files, shape in ((test_files, crop), (wide_files, lambda x: x)):
@@ -255,14 +258,20 @@ def test_a_missing_or_unknown_file_is_one_config_line(tmp_path):
         Anomalib(PipelineContext(dataset="boards", options={"checkpoint": "model.onnx"}))
 
 
+@pytest.mark.skipif(installed("openvino"), reason="checks the message shown where openvino is not installed")
+def test_an_openvino_model_without_openvino_is_skipped_naming_the_command(tmp_path):
+    (tmp_path / "model.xml").write_text("<net/>")
+    (tmp_path / "model.bin").write_bytes(b"")
+    with pytest.raises(Unavailable, match="openvino is not installed: pip install openvino"):
+        Anomalib.check_available(PipelineContext(dataset="boards", options={"checkpoint": "model.xml"},
+                                                 suite_dir=tmp_path))
+
+
 # --- fmtest's PatchCore beside anomalib's ----------------------------------------------------------
 
 def test_fmtest_patchcore_scores_as_anomalibs_patchcore_on_the_same_features():
     """Same encoder and memory bank: anomalib's PatchcoreModel gives the same image scores and anomaly maps."""
     from anomalib.models.image.patchcore.torch_model import PatchcoreModel
-    from test_padim import sample, train_set as boards
-
-    from fmtest.pipelines.patchcore import Patchcore
 
     ours = Patchcore(PipelineContext(dataset="toy", options={"calibration_fraction": 0.5, "coreset_ratio": 0.1},
                                      progress=False))
@@ -281,7 +290,6 @@ def test_fmtest_patchcore_scores_as_anomalibs_patchcore_on_the_same_features():
         answer = theirs.eval()(torch.stack([ours._encoder_input(s) for s in samples]))
     for i, s in enumerate(samples):
         features = ours._patch_features([s])[0]
-        from fmtest.pipelines.patchcore import FEATURE_LIMIT, GridPoints, gaussian_blur
         score, patch_scores = ours.bank.score(GridPoints.of(features.flatten(1).T, FEATURE_LIMIT, ours._scale))
         assert score == pytest.approx(float(answer.pred_score[i]), rel=1e-5)
         upsampled = torch.nn.functional.interpolate(patch_scores.reshape(features.shape[-2:])[None, None],
@@ -293,8 +301,6 @@ def test_fmtest_patchcore_scores_as_anomalibs_patchcore_on_the_same_features():
 def test_fmtest_coreset_is_anomalibs_k_center_greedy():
     """Given the same start and no projection, anomalib's KCenterGreedy picks the same patches."""
     from anomalib.models.components import KCenterGreedy
-
-    from fmtest.pipelines.patchcore import FEATURE_LIMIT, GridPoints, greedy_coreset
 
     points = GridPoints.of(torch.randn(3000, 40, generator=torch.Generator().manual_seed(1)) * 3, FEATURE_LIMIT,
                            2.0 ** 13)
@@ -312,3 +318,20 @@ def test_fmtest_coreset_is_anomalibs_k_center_greedy():
     start = int(torch.randint(high=3000, size=(1,)))
     torch.manual_seed(5)  # anomalib draws its first centre from torch's global generator
     assert sampler.select_coreset_idxs() == greedy_coreset(points, 150, start).tolist()
+
+
+@pytest.mark.slow  # exporting through ONNX takes ~10 s
+@pytest.mark.skipif(not (installed("openvino") and installed("onnxscript")),
+                    reason="needs openvino and onnxscript (pip install openvino onnxscript)")
+def test_openvino_export_answers_as_the_checkpoint(run, from_checkpoint):
+    from anomalib.models import Patchcore
+
+    module = Patchcore.load_from_checkpoint(run.folder / "models" / "patchcore.ckpt", pre_trained=False).eval()
+    xml = module.to_openvino(export_root=run.folder / "openvino")
+    exported = fitted(run, checkpoint=str(xml.relative_to(run.folder)), model=None)
+    assert exported.model_id == registry.combined_id(registry.file_sha256(xml),
+                                                     registry.file_sha256(xml.with_suffix(".bin")))
+    samples = [read_sample(f) for f in run.test_files]  # at the model's input size: no resizing on either side
+    for a, b in zip(exported.predict(samples), from_checkpoint.predict(samples)):
+        assert a.label == b.label and np.array_equal(a.mask, b.mask) and a.score_map is None
+        assert 0.0 <= a.score <= 1.0  # the graph ends in anomalib's normalisation

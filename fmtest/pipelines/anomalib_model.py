@@ -14,7 +14,10 @@ Formats, by the file's suffix:
   TRUST_REMOTE_CODE=1.
 - `.xml` with its `.bin`: an OpenVINO export, where openvino is installed. The exported graph ends in anomalib's
   post-processing, so only normalised outputs exist: the score is anomalib's normalised score (clamped to
-  [0, 1]), the mask its `pred_mask` resized (nearest) to the image, and there is no score map to view.
+  [0, 1]), the mask its `pred_mask` resized (nearest) to the image, and there is no score map to view. It runs
+  at `openvino_precision` (default f32, where OpenVINO's CPU default is bf16 on CPUs that have it: answers
+  would then depend on the machine). anomalib's export resizes without antialiasing (an ONNX limit), so on
+  images larger than the model's input its answers can differ from the checkpoint's.
 
 A Lightning checkpoint or torch export runs as anomalib's Engine.predict does, one image at a time: the model's
 pre-processing transform, its torch model (raw image score and anomaly map at the model's input size), the map
@@ -58,6 +61,7 @@ from fmtest.pipelines.options import parse_options, require_choice, require_unit
 
 FORMATS = {".ckpt": "Lightning checkpoint", ".pt": "torch export", ".pth": "torch export", ".xml": "OpenVINO model"}
 THRESHOLDS = ("model", "calibrate")
+OPENVINO_PRECISIONS = ("f32", "bf16", "f16")
 # Pre-processing steps that keep the whole image in view: the anomaly map can be laid back onto the image.
 _WHOLE_IMAGE_TRANSFORMS = {"Compose", "Resize", "Normalize", "ToDtype", "ToImage", "ToPureTensor",
                            "ConvertImageDtype", "Grayscale", "RGB"}
@@ -73,6 +77,7 @@ class AnomalibOptions:
     image_quantile: float = 0.99  # calibrate: of the good training images' scores
     pixel_quantile: float = 0.999  # calibrate: of their map values
     trust_remote_code: bool = False  # a torch export is a pickle: loading it runs code from the file
+    openvino_precision: str = "f32"  # OpenVINO's inference precision; its CPU default is bf16 where the CPU has it
 
 
 @dataclass(frozen=True)
@@ -102,6 +107,7 @@ class Anomalib(Pipeline):
     def read_options(cls, options: Mapping[str, object]) -> AnomalibOptions:
         o = parse_options(AnomalibOptions, cls.name, options)
         require_choice(cls.name, "threshold", o.threshold, THRESHOLDS)
+        require_choice(cls.name, "openvino_precision", o.openvino_precision, OPENVINO_PRECISIONS)
         require_unit_interval(cls.name, image_quantile=o.image_quantile, pixel_quantile=o.pixel_quantile)
         if o.checkpoint is not None and Path(o.checkpoint).suffix not in FORMATS:
             raise ConfigError(f"checkpoint = {o.checkpoint!r}: anomalib models are read from "
@@ -149,7 +155,7 @@ class Anomalib(Pipeline):
     @cached_property
     def model(self) -> _TorchModel | _OpenVinoModel:
         if self.path.suffix == ".xml":
-            return _OpenVinoModel(self.path)
+            return _OpenVinoModel(self.path, self.options.openvino_precision)
         return _TorchModel(self._load_module(), self.path, self.context.device)
 
     def fit(self, train: SampleSet, reference: Sample | None) -> None:
@@ -251,7 +257,8 @@ class _TorchModel:
         self.module = module.eval().to(self.device)
         self.transform = module.pre_processor.transform if module.pre_processor is not None else None
         steps = self.transform.transforms if type(self.transform).__name__ == "Compose" else [self.transform]
-        cropping = [type(t).__name__ for t in steps if t is not None and type(t).__name__ not in _WHOLE_IMAGE_TRANSFORMS]
+        names = [type(t).__name__ for t in steps if t is not None]
+        cropping = [name for name in names if name not in _WHOLE_IMAGE_TRANSFORMS]
         if cropping:
             raise DataError(f"the model's pre-processing ({', '.join(cropping)}) does not keep the whole image in "
                             "view, so its anomaly map cannot be laid back onto the image; fmtest reads models "
@@ -296,13 +303,14 @@ class _TorchModel:
 class _OpenVinoModel:
     """An anomalib OpenVINO export: pre- and post-processing are inside the graph, as anomalib's OpenVINOInferencer."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, precision: str):
         import openvino as ov
 
         self.path = path
         core = ov.Core()
         try:
-            self.compiled = core.compile_model(core.read_model(path, path.with_suffix(".bin")), "CPU")
+            self.compiled = core.compile_model(core.read_model(path, path.with_suffix(".bin")), "CPU",
+                                               {"INFERENCE_PRECISION_HINT": precision})
         except Exception as e:  # OpenVINO raises RuntimeError subclasses for unreadable or foreign files
             raise DataError(f"not a readable OpenVINO model ({str(e).splitlines()[0][:300]})", path) from None
         names = {name for output in self.compiled.outputs for name in output.get_names()}

@@ -56,7 +56,8 @@ class Thresholds:
                           score_map=score_map.astype(np.float32))
 
 
-def split_good(train: SampleSet, fraction: float, seed: int, pipeline: str, dataset: str) -> tuple[SampleSet, SampleSet]:
+def split_good(train: SampleSet, fraction: float, seed: int, pipeline: str,
+               dataset: str) -> tuple[SampleSet, SampleSet]:
     """(fit part, calibration part) of the good training images: a seeded split, calibration at least one."""
     good = train.filter(lambda ref: ref.label == OK)
     if len(good) < 2:
