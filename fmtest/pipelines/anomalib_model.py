@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -189,7 +190,9 @@ class Anomalib(Pipeline):
 
     def _load_module(self):
         """The anomalib module (pre-processor, torch model, post-processor) from a .ckpt or a torch export."""
-        from anomalib.models import AnomalibModule
+        with warnings.catch_warnings():  # anomalib's own imports warn about its deprecations: nothing a user can do
+            warnings.simplefilter("ignore", FutureWarning)
+            from anomalib.models import AnomalibModule
 
         if self.path.suffix == ".ckpt":
             cls = _model_class(self.options.model, self.name)
