@@ -15,6 +15,7 @@ from fmtest.errors import ConfigError, DataError, MissingWeights
 from fmtest.models import efficientnet, imagenet_cnn, registry
 from fmtest.pipelines import pipeline_class
 from fmtest.pipelines.base import PipelineContext
+from fmtest.pipelines.calibration import Thresholds
 from fmtest.pipelines.patchcore import (FEATURE_LIMIT, GridPoints, MemoryBank, Patchcore, greedy_coreset,
                                         grid_scale, sparse_projection)
 
@@ -199,6 +200,13 @@ def test_an_image_with_non_finite_values_is_a_failed_answer(fitted):
     image[10, 10] = np.nan
     prediction, = fitted.predict([Sample(id="nan", image=image, label=OK)])
     assert prediction.label == NOK and "non-finite" in prediction.error
+
+
+def test_thresholds_refuse_non_finite_calibration_values():
+    """A NaN quantile would pass every part."""
+    for scores, maps in (([1.0, np.nan], [np.zeros((2, 2))]), ([1.0, 2.0], [np.full((2, 2), np.inf)])):
+        with pytest.raises(DataError, match="toy: non-finite anomaly scores on the good training images"):
+            Thresholds.from_good(scores, maps, 0.99, 0.999, "toy")
 
 
 def test_needs_two_good_training_images():

@@ -170,7 +170,8 @@ class Anomalib(Pipeline):
                             self.context.dataset)
         answers = [self.model.answer(s.image) for batch in good.batches(self.batch_size) for s in batch]
         self.thresholds = Thresholds.from_good([a.score for a in answers], [a.anomaly_map for a in answers],
-                                               self.options.image_quantile, self.options.pixel_quantile)
+                                               self.options.image_quantile, self.options.pixel_quantile,
+                                               f"{self.path} on {self.context.dataset}")
 
     def predict(self, samples: Sequence[Sample]) -> list[Prediction]:
         predictions = []
@@ -182,6 +183,8 @@ class Anomalib(Pipeline):
                 predictions.append(self.thresholds.predict(answer.score, answer.anomaly_map))
             elif not np.isfinite(answer.score) or not np.isfinite(answer.anomaly_map).all():
                 predictions.append(Prediction.failed(f"non-finite anomaly score from {self.path.name}"))
+            elif answer.flagged is None:  # its post-processor gave no OK/NOK: never a silent pass
+                predictions.append(Prediction.failed(f"{self.path.name} gave no OK/NOK answer"))
             else:
                 mask = answer.mask if answer.flagged else np.zeros(answer.anomaly_map.shape, bool)
                 predictions.append(Prediction(label=NOK if answer.flagged else OK, score=answer.score, mask=mask,

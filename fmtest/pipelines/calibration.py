@@ -38,9 +38,13 @@ class Thresholds:
 
     @classmethod
     def from_good(cls, scores: Sequence[float], maps: Sequence[np.ndarray], image_quantile: float,
-                  pixel_quantile: float) -> Thresholds:
-        """Quantiles of the scores and of all map values of held-out good images."""
+                  pixel_quantile: float, source: str) -> Thresholds:
+        """Quantiles of the scores and of all map values of held-out good images (`source` names them in errors).
+
+        A non-finite score or map value is refused: a NaN quantile would pass every part."""
         values = np.concatenate([np.ravel(m) for m in maps])
+        if not (np.isfinite(scores).all() and np.isfinite(values).all()):
+            raise DataError("non-finite anomaly scores on the good training images: no threshold can be set", source)
         return cls(image=float(np.quantile(np.asarray(scores, dtype=np.float64), image_quantile)),
                    pixel=float(np.quantile(values, pixel_quantile)), floor=min(0.0, float(values.min())))
 

@@ -286,7 +286,8 @@ class Patchcore(Pipeline):
                                     self.context.dataset)
                 scores.append(score)
                 maps.append(anomaly_map)
-        self.thresholds = Thresholds.from_good(scores, maps, self.options.image_quantile, self.options.pixel_quantile)
+        self.thresholds = Thresholds.from_good(scores, maps, self.options.image_quantile, self.options.pixel_quantile,
+                                               self.context.dataset)
 
     def predict(self, samples: Sequence[Sample]) -> list[Prediction]:
         if self.bank is None or self.thresholds is None:
