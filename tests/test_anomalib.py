@@ -22,7 +22,7 @@ from test_padim import train_set as boards
 
 from fmtest.data.sample import NOK, OK, Sample, SampleRef, SampleSet
 from fmtest.errors import ConfigError, DataError, Unavailable
-from fmtest.extras import installed
+from fmtest.util.extras import installed
 from fmtest.models import registry
 from fmtest.pipelines.anomalib_model import Anomalib
 from fmtest.pipelines.base import PipelineContext

@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from fmtest.extras import EXTRA_OF_MODULE, install_hint, installed
+from fmtest.util.extras import EXTRA_OF_MODULE, install_hint, installed
 
 SDKS = ("segment_anything", "open_clip", "transformers", "google.genai", "openai", "mlflow", "anomalib")
 EXPECTED_HINT = {
@@ -48,7 +48,7 @@ from fmtest.pipelines import PIPELINES, pipeline_class
 from fmtest.pipelines.base import PipelineContext
 from fmtest.report.publish import publish
 from fmtest.verdict.results import CaseResult, RunResults
-import fmtest.cli, fmtest.plugin
+import fmtest.cli, fmtest.plugin.hooks
 
 empty = Path(sys.argv[2])
 outcomes = {}

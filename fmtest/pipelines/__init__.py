@@ -2,7 +2,7 @@
 
 Built-in pipelines are one module each, imported on use so heavy model code loads only when needed.
 A package adds its own under the entry-point group `fmtest.pipelines` (`name = "module:Class"`);
-a suite config adds variants and classes by path (`fmtest.config`).
+a suite config adds variants and classes by path (`fmtest.config.suite`).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import get_args
 
 from fmtest.errors import ConfigError
-from fmtest.extensions import load_class, named, registered_class, registered_names
+from fmtest.util.extensions import load_class, named, registered_class, registered_names
 from fmtest.pipelines.base import Pipeline, PipelineContext, Prediction, Task
 
 ENTRY_POINT_GROUP = "fmtest.pipelines"

@@ -54,7 +54,7 @@ import torch.nn.functional as F
 
 from fmtest.data.sample import NOK, OK, Sample, SampleSet
 from fmtest.errors import ConfigError, DataError, Unavailable
-from fmtest.extras import installed, require_sdks
+from fmtest.util.extras import installed, require_sdks
 from fmtest.models import registry
 from fmtest.pipelines.base import Pipeline, PipelineContext, Prediction
 from fmtest.pipelines.calibration import Thresholds
