@@ -17,11 +17,11 @@ import pytest
 
 from fmtest.util.extras import EXTRA_OF_MODULE, install_hint, installed
 
-SDKS = ("segment_anything", "open_clip", "transformers", "google.genai", "openai", "mlflow")
+SDKS = ("segment_anything", "open_clip", "transformers", "google.genai", "openai", "mlflow", "anomalib")
 EXPECTED_HINT = {
     "gdino_sam": "fmtest[sam,gdino]", "saa_plus": "fmtest[sam,gdino]", "sam_clip": "fmtest[sam,clip]",
     "clip_surgery_sam": "fmtest[sam,clip]", "gemini_basic": "fmtest[gemini]", "gemini_refined": "fmtest[gemini]",
-    "openai_vlm": "fmtest[openai]",
+    "openai_vlm": "fmtest[openai]", "anomalib": "fmtest[anomalib]",
 }
 AVAILABILITY_VARIABLES = ("FMTEST_WEIGHTS", "GEMINI_API_KEY", "GOOGLE_API_KEY", "OPENAI_API_KEY",
                           "FMTEST_OPENAI_BASE_URL", "FMTEST_OPENAI_MODEL", "MLFLOW_TRACKING_URI")
@@ -81,6 +81,7 @@ def test_baselines_run_without_any_extra(without_extras):
     report, _ = without_extras
     assert report["outcomes"]["reference_diff"] == "available"
     assert report["outcomes"]["padim"] == "available"
+    assert report["outcomes"]["patchcore"] == "available"
     assert report["loaded"] == []
 
 

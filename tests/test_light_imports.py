@@ -14,9 +14,9 @@ import sys
 
 import pytest
 
-HEAVY = ("segment_anything", "open_clip", "google.genai", "openai")
+HEAVY = ("segment_anything", "open_clip", "google.genai", "openai", "anomalib", "lightning")
 FOUNDATION_PIPELINES = ("gdino_sam", "sam_clip", "clip_surgery_sam", "saa_plus", "gemini_basic", "gemini_refined",
-                        "openai_vlm")
+                        "openai_vlm", "anomalib")
 # Anything that would make a pipeline available: each check must end in Unavailable.
 AVAILABILITY_VARIABLES = ("FMTEST_WEIGHTS", "GEMINI_API_KEY", "GOOGLE_API_KEY", "OPENAI_API_KEY",
                           "FMTEST_OPENAI_BASE_URL", "FMTEST_OPENAI_MODEL")

@@ -18,6 +18,7 @@ PIPELINES: dict[str, str] = {
     # baselines: no download needed, so they run by default
     "reference_diff": "fmtest.pipelines.reference_diff:ReferenceDiff",
     "padim": "fmtest.pipelines.padim:Padim",
+    "patchcore": "fmtest.pipelines.patchcore:Patchcore",
     # zero-shot foundation-model segmentation (the study's four)
     "gdino_sam": "fmtest.pipelines.gdino_sam:GroundingDinoSam",
     "sam_clip": "fmtest.pipelines.sam_clip:SamClip",
@@ -28,12 +29,13 @@ PIPELINES: dict[str, str] = {
     "gemini_refined": "fmtest.pipelines.gemini:GeminiRefined",
     "openai_vlm": "fmtest.pipelines.openai_vlm:OpenAIVLM",
     "supervised": "fmtest.pipelines.supervised:Supervised",  # the study's supervised reference (labelled folds)
+    "anomalib": "fmtest.pipelines.anomalib_model:Anomalib",  # the team's own anomalib model (`checkpoint = ...`)
 }
 TASKS: dict[str, Task] = {  # of the built-ins, so planning a run imports none of them
-    "reference_diff": "segmentation", "padim": "segmentation", "gdino_sam": "segmentation",
+    "reference_diff": "segmentation", "padim": "segmentation", "patchcore": "segmentation", "gdino_sam": "segmentation",
     "sam_clip": "segmentation", "clip_surgery_sam": "segmentation", "saa_plus": "segmentation",
     "gemini_basic": "classification", "gemini_refined": "classification", "openai_vlm": "classification",
-    "supervised": "classification",
+    "supervised": "classification", "anomalib": "segmentation",
 }
 
 

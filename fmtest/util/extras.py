@@ -19,6 +19,7 @@ EXTRA_OF_MODULE = {
     "openai": "openai",
     "mlflow": "mlflow",
     "pycocotools": "labels",
+    "anomalib": "anomalib",
 }
 
 
