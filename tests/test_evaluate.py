@@ -107,10 +107,10 @@ def test_a_pipeline_answering_more_or_fewer_images_than_asked_errors(extra):
     (lambda p: replace(p, label="maybe"), "answer 'maybe' is neither OK nor NOK"),
     (lambda p: replace(p, score=math.nan), "score nan is not a finite number"),
     (lambda p: replace(p, score=math.inf), "score inf is not a finite number"),
-    (lambda p: replace(p, label="OK" if p.label == "NOK" else "NOK"), "contradicts its mask"),
+    (lambda p: replace(p, label="OK"), "label OK contradicts its mask, which marks 100 defect pixels"),
 ])
 def test_an_unusable_answer_is_counted_never_read_as_ok(spoil, reason):
-    """An unknown label, a NaN score, a label its own mask contradicts: each is an unusable answer, so the
+    """An unknown label, a NaN score, a defect mask under an OK label: each is an unusable answer, so the
     case cannot be judged (max_invalid_answer_rate 0) and shows no figure."""
     class Spoiled(ToyThreshold):
         def predict(self, samples):
@@ -118,9 +118,22 @@ def test_an_unusable_answer_is_counted_never_read_as_ok(spoil, reason):
 
     result = _case(Spoiled, {"iou": 0.6, "max_invalid_answer_rate": 0.0})
     assert result.outcome == "error" and reason in result.message
-    assert all(i.error is not None and i.predicted == "NOK" for i in result.images)
+    spoiled = [i for i in result.images if i.error is not None]
+    assert spoiled and all(i.predicted == "NOK" for i in spoiled)
     assert "iou" not in result.metrics and "f2" not in result.metrics and not result.breakdown
-    assert result.metrics["invalid_answer_rate"] == 1.0 and result.metrics["n_images"] == 10
+    assert result.metrics["invalid_answer_rate"] == len(spoiled) / 10 and result.metrics["n_images"] == 10
+
+
+def test_a_defect_found_but_not_located_is_an_answer_with_no_overlap():
+    """NOK with an empty mask: the part is rejected (no slip), the defect was not located (IoU 0)."""
+    class Unlocated(ToyThreshold):
+        def predict(self, samples):
+            return [replace(p, mask=np.zeros_like(p.mask)) for p in super().predict(samples)]
+
+    result = _case(Unlocated, {"iou": 0.6})
+    defective = [i for i in result.images if i.label == "NOK"]
+    assert all(i.error is None and i.predicted == "NOK" and i.iou == 0.0 for i in defective)
+    assert result.outcome == "failed" and result.metrics["recall"] == 1.0 and result.metrics["iou"] == 0.0
 
 
 def test_risk_summary_says_when_the_test_set_is_too_small():

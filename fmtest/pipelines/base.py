@@ -24,8 +24,9 @@ Task = Literal["segmentation", "classification"]
 class Prediction:
     """A pipeline's answer for one image.
 
-    `mask` (bool, image size) is set by segmentation pipelines; their label is NOK iff the mask is
-    non-empty. `score` is a continuous anomaly score (higher = more defective) when the pipeline has
+    `mask` (bool, image size) is set by segmentation pipelines. A mask that marks a defect makes the
+    answer NOK (`from_mask`); one under an OK label is a contradiction the run counts as an unusable
+    answer. NOK with an empty mask is allowed: a defect found but not located (IoU 0). `score` is a continuous anomaly score (higher = more defective) when the pipeline has
     one. `error` records an answer that could not be used (malformed, refused): such a prediction
     is counted and reported, and its label is NOK so a broken answer never passes a part.
     `score_map` (float32, image size), when the pipeline computes one, is the per-pixel score in

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from fmtest.metrics import functional as metrics
 from fmtest.data.base import Group
-from fmtest.data.sample import LABELS, NOK, Sample, SampleSet
+from fmtest.data.sample import LABELS, NOK, OK, Sample, SampleSet
 from fmtest.errors import PipelineError
 from fmtest.run.executors import Executor, PipelineRecipe
 from fmtest.run.guardrails import Finding
@@ -130,9 +130,9 @@ def predict_all(pipeline: Pipeline, samples, *, cache=None, progress: bool = Tru
 
 def checked_prediction(pipeline: Pipeline, sample: Sample, prediction: Prediction) -> Prediction:
     """The prediction, or a failed one saying what is wrong with it: an answer that is neither OK nor NOK,
-    a non-finite score, a segmentation label that contradicts its mask (NOK iff the mask marks a pixel)
-    are unusable answers, counted by the gate, never read as OK. A missing or misshapen mask is the
-    pipeline's bug and stops the case."""
+    a non-finite score, a segmentation mask that marks a defect under an OK label are unusable answers,
+    counted by the gate, never read as OK. (NOK with an empty mask is an answer: a defect found but not
+    located, IoU 0.) A missing or misshapen mask is the pipeline's bug and stops the case."""
     if prediction.error is not None:
         return prediction
     where = f"pipeline {pipeline.name} for {sample.id}"
@@ -146,9 +146,9 @@ def checked_prediction(pipeline: Pipeline, sample: Sample, prediction: Predictio
             raise PipelineError(f"{where}: no mask (a segmentation pipeline answers with one)")
         if prediction.mask.shape != sample.image.shape[:2]:
             raise PipelineError(f"{where}: a {prediction.mask.shape} mask for an image of {sample.image.shape[:2]}")
-        if (prediction.label == NOK) != bool(np.any(prediction.mask)):
-            return Prediction.failed(f"{where}: label {prediction.label} contradicts its mask "
-                                     f"({int(np.count_nonzero(prediction.mask))} pixels marked)")
+        if prediction.label == OK and np.any(prediction.mask):
+            return Prediction.failed(f"{where}: label OK contradicts its mask, which marks "
+                                     f"{int(np.count_nonzero(prediction.mask))} defect pixels")
     return prediction
 
 
