@@ -3,6 +3,8 @@ again; change nothing, and a rerun predicts nothing. A failed answer is never se
 
 from __future__ import annotations
 
+import dataclasses
+
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +15,7 @@ from fmtest.data.base import Dataset, Group
 from fmtest.data.sample import Sample, SampleRef, SampleSet
 from fmtest.run.plan import Case
 from fmtest.pipelines.base import Pipeline, Prediction
-from fmtest.config.settings import Settings
+from fmtest.config.settings import resolve_settings
 from fmtest.plugin.session import Session
 
 
@@ -84,7 +86,8 @@ def fresh(monkeypatch):
 def predictions_made(cache_dir: Path, raw: dict | None = None, prompt: str = "defect") -> int:
     """Run the case once in a fresh process-like session and count the test images the pipeline predicted."""
     config = parse_config({**RAW, **(raw or {}), "prompts": {"parts": prompt}}, Path(__file__))
-    settings = Settings(config=config, datasets=["parts"], pipelines=["counting"], cache_dir=cache_dir)
+    settings = dataclasses.replace(resolve_settings({"device": "cpu"}.get, Path(__file__).parent), config=config,
+                                   datasets=["parts"], pipelines=["counting"], cache_dir=cache_dir)
     evaluator = Session(settings, progress=False)
     Counting.predicted = 0
     evaluator.case(Case("counting", "parts", "segmentation"))

@@ -119,7 +119,7 @@ def test_tables_of_other_features_are_parsed_into_fields():
     })
     assert config.history_url == "https://ci.example/history.html"
     assert config.thresholds["max_invalid_answer_rate"] == 0.05
-    assert config.mlflow == {"tracking_uri": "file:./mlruns", "experiment": "sam-ft"}
+    assert config.file_settings["[mlflow]"] == {"tracking_uri": "file:./mlruns", "experiment": "sam-ft"}
     spec = config.compare["sam_ft"]
     assert (spec.candidate, spec.against, spec.tolerance, spec.max_new_slips) == ("sam_ft", "gdino_sam", 0.01, 2)
     assert parse_config({"compare": {"padim": {"against": "reference_diff"}}}).compare["padim"].max_new_slips == 0

@@ -83,13 +83,30 @@ TABLE = Kind("a table", lambda v: v if isinstance(v, dict) else None)
 
 @dataclass(frozen=True)
 class Setting:
-    """One key. `default` is filled in when the key is absent; `shown_default` documents one set elsewhere."""
+    """One key. `default` is filled in when the key is absent; `shown_default` documents one set elsewhere.
+    A setting with a `flag` is also the pytest option `--fm-<flag>`, and one with an `env` also that
+    environment variable: the command line wins, then the environment, then the file, then the default."""
 
     key: str
     kind: Kind
     meaning: str
     default: object = None
     shown_default: str | None = None
+    flag: str | None = None
+    env: str | None = None
+
+    @property
+    def option(self) -> str | None:
+        """`--fm-<flag>`, as the command line spells it."""
+        return f"--fm-{self.flag}" if self.flag else None
+
+    @property
+    def help(self) -> str:
+        """The option's help: the meaning, the environment variable, the default."""
+        extra = [f"env {self.env}"] if self.env else []
+        if self.default_text and self.kind is not BOOL:
+            extra.append(f"default {self.default_text}")
+        return self.meaning + (f" ({', '.join(extra)})" if extra else "")
 
     @property
     def default_text(self) -> str:
@@ -177,21 +194,33 @@ def threshold_settings() -> tuple[Setting, ...]:
 THRESHOLDS = Table("[thresholds]", "defaults every case is held to", threshold_settings())
 CASE_THRESHOLDS = Table('[thresholds."<case>"]', "one case's thresholds over the defaults; <case> is "
                         "`<pipeline>-<dataset>`", tuple(Setting(s.key, s.kind, s.meaning) for s in THRESHOLDS.settings))
-RUN_SETTINGS = (  # the command line's --fm-<name> options, settable in the file; the command line wins
-    Setting("dataset", NAMES, "datasets to run (--fm-dataset)", shown_default="default_datasets"),
-    Setting("pipeline", NAMES, "pipelines to run (--fm-pipeline)", shown_default="default_pipelines"),
-    Setting("data_root", PATH, "folder holding the dataset folders (--fm-data-root, env FMTEST_DATA)"),
-    Setting("weights", PATH, "folder holding model checkpoints (--fm-weights, env FMTEST_WEIGHTS)"),
-    Setting("device", DEVICE, "where models run (--fm-device)", shown_default='"auto"'),
-    Setting("report", PATH, "write the HTML scoreboard here (--fm-report)"),
-    Setting("results", PATH, "write the JSON results here (--fm-results)"),
-    Setting("cache", PATH, "prediction cache folder (--fm-cache)", shown_default='".fmtest_cache"'),
-    Setting("no_cache", BOOL, "do not read or write the prediction cache (--fm-no-cache)", shown_default="false"),
-    Setting("markdown", PATH, "write the scoreboard as a Markdown table here (--fm-markdown)"),
-    Setting("metrics", PATH, "write a flat metrics file here: .json for DVC, .txt OpenMetrics for GitLab "
-            "(--fm-metrics)"),
-    Setting("strict", BOOL, "a pipeline that cannot run errors instead of skipping (--fm-strict)",
-            shown_default="false"),
+SHARD = Kind("K/N with 1 <= K <= N", lambda v: v if isinstance(v, str) and re.fullmatch(r"\s*\d+\s*/\s*\d+\s*", v)
+             else None)
+COMMAND_LINE = Table("(command line)", "options that only the command line sets", (
+    Setting("config", PATH, "the suite config, TOML", shown_default="fmtest.toml beside the tests named, else "
+            "suites/fmtest.toml", flag="config"),
+    Setting("shard", SHARD, "score only shard K of N of every case's test images (stratified); `fmtest merge` "
+            "joins the shards", flag="shard"),
+))
+RUN_SETTINGS = (  # also the command line's --fm-<flag> options; the command line wins
+    Setting("dataset", NAMES, "datasets to run, comma separated on the command line",
+            shown_default="default_datasets", flag="dataset"),
+    Setting("pipeline", NAMES, "pipelines to run, comma separated on the command line",
+            shown_default="default_pipelines", flag="pipeline"),
+    Setting("data_root", PATH, "folder holding the dataset folders", flag="data-root", env="FMTEST_DATA"),
+    Setting("weights", PATH, "folder holding model checkpoints", shown_default="~/.cache/fmtest/weights",
+            flag="weights", env="FMTEST_WEIGHTS"),
+    Setting("device", DEVICE, "where models run; under -n, workers are spread one per GPU", "auto", flag="device"),
+    Setting("report", PATH, "write the HTML scoreboard here", flag="report"),
+    Setting("results", PATH, "write the JSON results here", flag="results"),
+    Setting("cache", PATH, "prediction cache folder (relative to the current folder unless set in the file)",
+            ".fmtest_cache", flag="cache"),
+    Setting("no_cache", BOOL, "do not read or write the prediction cache", False, flag="no-cache"),
+    Setting("markdown", PATH, "write the scoreboard as a Markdown table here (also appended to "
+            "$GITHUB_STEP_SUMMARY when that is set)", flag="markdown"),
+    Setting("metrics", PATH, "write a flat metrics file here: .json for DVC, .txt OpenMetrics for GitLab",
+            flag="metrics"),
+    Setting("strict", BOOL, "a pipeline that cannot run errors instead of skipping", False, flag="strict"),
 )
 TOP = Table("", "top level", (
     Setting("default_datasets", NAMES, "datasets a run uses when none is named", ["satsim", "elpv"]),
@@ -210,7 +239,8 @@ TOP = Table("", "top level", (
 ))
 BASELINE = Table("[baseline]", "the earlier run a metric must not drop against (--fm-baseline)", (
     Setting("tolerance", number(0.0, 1.0), "allowed drop of a gated metric before it is a regression", 0.02),
-    Setting("results", PATH, "the earlier JSON results (--fm-baseline)"),
+    Setting("results", PATH, "earlier JSON results; a metric that drops by more than the tolerance fails",
+            flag="baseline"),
 ))
 PROMPTS = Table("[prompts]", "the text prompt per dataset, or per dataset group", (
     Setting("<dataset>", STRING, "prompt for every case of the dataset", shown_default='"defect"'),
@@ -288,35 +318,41 @@ STUDY = Table("[study]", "the published study this suite reproduces", (
     Setting("cases", NAMES, "the study's grid: the run plans exactly these case ids (within the selection)"),
 ))
 MLFLOW = Table("[mlflow]", "log the run to MLflow", (
-    Setting("tracking_uri", STRING, "the MLflow tracking server or folder"),
-    Setting("experiment", STRING, "the experiment the run is logged under"),
+    Setting("tracking_uri", STRING, "log the run to this MLflow tracking server or folder (needs fmtest[mlflow])",
+            flag="mlflow", env="MLFLOW_TRACKING_URI"),
+    Setting("experiment", STRING, "the experiment the run is logged under", "fmtest", env="MLFLOW_EXPERIMENT_NAME"),
 ))
 EXECUTORS = ("local", "ray")  # where predictions are computed (fmtest.run.executors)
 EXECUTOR = Table("[executor]", "where predictions are computed (--fm-executor)", (
-    Setting("kind", choice(*EXECUTORS), "local: in the pytest process; ray: fanned out to Ray actors "
-            "(--fm-executor, needs fmtest[ray])", "local"),
+    Setting("kind", choice(*EXECUTORS), "where predictions are computed: local, in the pytest process; ray, "
+            "fanned out to Ray actors (needs fmtest[ray])", "local", flag="executor"),
     Setting("address", STRING, 'the Ray cluster: "local" starts one in-process, "auto" joins `ray start --head` '
-            "on this machine, ray://host:10001 a remote one (--fm-ray-address, env RAY_ADDRESS)",
-            shown_default='"local"'),
+            "on this machine, ray://host:10001 a remote one", "local", flag="ray-address", env="RAY_ADDRESS"),
     Setting("actors", integer(1), "Ray actors per case group, each holding the pipeline fitted once", 2),
     Setting("num_gpus", number(0.0), "GPUs each actor reserves (its model runs on cuda when > 0)", 0.0),
     Setting("num_cpus", number(0.0), "CPUs each actor reserves", 1.0),
 ))
-SCHEMA: tuple[Table, ...] = (TOP, THRESHOLDS, CASE_THRESHOLDS, BASELINE, PROMPTS, PIPELINE, PER_DATASET, PER_GROUP,
+SCHEMA: tuple[Table, ...] = (COMMAND_LINE, TOP, THRESHOLDS, CASE_THRESHOLDS, BASELINE, PROMPTS, PIPELINE, PER_DATASET, PER_GROUP,
                              DATASET, RISK, ROBUSTNESS, LADDERS, GUARDRAILS, DATASET_GUARDRAILS, COMPARE, STUDY,
                              STUDY_RESULTS, MLFLOW, EXECUTOR)
 
 
+def options() -> list[tuple[Table, Setting]]:
+    """Every setting the command line sets (`--fm-<flag>`), in the reference's order: the pytest options."""
+    return [(table, s) for table in SCHEMA for s in table.settings if s.flag]
+
+
 def markdown_reference() -> str:
-    """The README's config reference: one row per key of every table."""
-    lines = ["| table | key | accepts | default | meaning |", "|---|---|---|---|---|"]
+    """The README's reference of every setting: one row per key of every table, with its option and variable."""
+    lines = ["| table | key | accepts | default | command line, environment | meaning |", "|---|---|---|---|---|---|"]
     for table in SCHEMA:
         name = table.name or "(top level)"
         for s in table.settings:
             if s.kind is TABLE:
                 continue  # a sub-table: it has rows of its own
+            switches = ", ".join(f"`{x}`" for x in (s.option, s.env) if x)
             cells = [f"`{name}`", f"`{s.key}`", s.kind.accepts, f"`{s.default_text}`" if s.default_text else "",
-                     s.meaning]
+                     switches, s.meaning]
             lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -6,7 +6,6 @@ option, the config key, its type, default and help are written once there.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,28 +19,28 @@ from fmtest.errors import ConfigError
 
 @dataclass
 class Settings:
-    """Options after precedence is applied: command line > environment > suite config > default."""
+    """What a run was asked for, each value resolved from its schema setting (`resolve_settings`)."""
 
     config: SuiteConfig
     datasets: list[str]
     pipelines: list[str]
-    data_root: Path | None = None
-    weights_dir: Path | None = None
-    device: str = "cpu"
-    report: Path | None = None
-    results: Path | None = None
-    baseline: Path | None = None
-    cache_dir: Path | None = Path(".fmtest_cache")
-    strict: bool = False
-    markdown: Path | None = None  # the scoreboard as Markdown
-    metrics: Path | None = None  # flat metrics file: JSON (DVC), or OpenMetrics text (.txt, GitLab)
-    step_summary: Path | None = None  # $GITHUB_STEP_SUMMARY: the Markdown scoreboard is appended there
-    mlflow: str | None = None  # tracking URI: --fm-mlflow, $MLFLOW_TRACKING_URI, [mlflow] tracking_uri
-    mlflow_experiment: str = "fmtest"
-    shard: Shard | None = None  # --fm-shard=K/N: this run scores shard K of N of every case's test images
-    executor: str = "local"  # --fm-executor, [executor] kind: where predictions are computed
-    executor_options: dict = dataclasses.field(default_factory=dict)  # [executor] actors, num_gpus, num_cpus
-    ray_address: str | None = None  # --fm-ray-address, $RAY_ADDRESS, [executor] address
+    data_root: Path | None
+    weights_dir: Path | None
+    device: str
+    report: Path | None
+    results: Path | None
+    baseline: Path | None
+    cache_dir: Path | None  # None: --fm-no-cache
+    strict: bool
+    markdown: Path | None  # the scoreboard as Markdown
+    metrics: Path | None  # flat metrics file: JSON (DVC), or OpenMetrics text (.txt, GitLab)
+    step_summary: Path | None  # $GITHUB_STEP_SUMMARY: the Markdown scoreboard is appended there
+    mlflow: str | None  # tracking URI
+    mlflow_experiment: str
+    shard: Shard | None  # this run scores shard K of N of every case's test images
+    executor: str  # where predictions are computed
+    executor_options: dict[str, float]  # [executor] actors, num_gpus, num_cpus
+    ray_address: str
 
 
 def _split(value) -> list[str]:
@@ -52,54 +51,63 @@ def _split(value) -> list[str]:
 
 
 def resolve_settings(option, invocation_dir: Path, *, worker_index: int | None = None, args=()) -> Settings:
-    """`option(name)` returns the command-line value of `--fm-<name>` (None when not given); `args` are
-    the test paths named on the command line, beside which the suite config is looked for."""
-    cfg_path = option("config")
+    """Each setting from, in order: its command-line option (`option(flag)` returns `--fm-<flag>`'s value, None
+    when not given), its environment variable, the suite config, the schema's default. `args` are the test
+    paths named on the command line, beside which the suite config is looked for. Paths from the command line,
+    the environment or a default are relative to `invocation_dir`, paths in the file to the file."""
+    cfg_path = option(schema.COMMAND_LINE.setting("config").flag)
     config = load_config(_cli_path(cfg_path, invocation_dir) if cfg_path else find_config(args, invocation_dir))
-    file_opts = config.run_options
 
-    def pick(name, env=None):
-        cli = option(name)
-        if cli not in (None, False, ""):
-            return cli, "cli"
-        if env and os.environ.get(env):
-            return os.environ[env], "cli"  # environment paths are relative to the cwd too
-        if name in file_opts:
-            return file_opts[name], "file"
-        return None, None
-
-    def path(name, env=None):
-        value, origin = pick(name, env)
-        if value is None:
+    def get(table: schema.Table, key: str):
+        setting = table.setting(key)
+        value, origin = setting.default, "default"
+        if setting.flag and option(setting.flag) not in (None, False, ""):
+            value, origin = option(setting.flag), "command line"
+        elif setting.env and os.environ.get(setting.env):
+            value, origin = os.environ[setting.env], "environment"
+        elif key in config.file_settings.get(table.name, {}):
+            value, origin = config.file_settings[table.name][key], "file"
+        elif setting.kind is schema.PATH and value is None:
             return None
-        return _cli_path(value, invocation_dir) if origin == "cli" else config.resolve_path(value)
+        if origin in ("command line", "environment"):
+            value = _checked(setting, value)
+        if setting.kind is schema.PATH:
+            return config.resolve_path(value) if origin == "file" else _cli_path(value, invocation_dir)
+        return value
 
-    datasets = _split(pick("dataset")[0]) or config.default_datasets
-    pipelines = _split(pick("pipeline")[0]) or config.default_pipelines or config.pipeline_names()
+    top, run = schema.TOP, lambda key: get(schema.TOP, key)
+    datasets = _split(run("dataset")) or config.default_datasets
+    pipelines = _split(run("pipeline")) or config.default_pipelines or config.pipeline_names()
     config.check_selection(datasets, pipelines)
-    data_root = path("data_root", "FMTEST_DATA")
+    data_root = run("data_root")
     if data_root is not None and not data_root.is_dir():
-        raise ConfigError(f"data root {data_root} is not a folder (--fm-data-root / FMTEST_DATA)")
-    no_cache = bool(pick("no_cache")[0])
-    executor = schema.EXECUTOR.check(config.raw.get("executor", {}), "[executor]", config.path)
-    if option("executor") not in (None, *schema.EXECUTORS):
-        raise ConfigError(f"--fm-executor={option('executor')}: unknown executor; known: {', '.join(schema.EXECUTORS)}")
+        raise ConfigError(f"data root {data_root} is not a folder ({top.setting('data_root').option} / "
+                          f"{top.setting('data_root').env})")
+    shard = get(schema.COMMAND_LINE, "shard")
     return Settings(
-        config=config, datasets=datasets, pipelines=pipelines, data_root=data_root,
-        weights_dir=path("weights", "FMTEST_WEIGHTS"),
-        device=_device(pick("device")[0] or "auto", worker_index),
-        report=path("report"), results=path("results"), baseline=path("baseline"),
-        cache_dir=None if no_cache else (path("cache") or invocation_dir / ".fmtest_cache"),
-        strict=bool(pick("strict")[0]),
-        markdown=path("markdown"), metrics=path("metrics"),
+        config=config, datasets=datasets, pipelines=pipelines, data_root=data_root, weights_dir=run("weights"),
+        device=_device(run("device"), worker_index), report=run("report"), results=run("results"),
+        baseline=get(schema.BASELINE, "results"), cache_dir=None if run("no_cache") else run("cache"),
+        strict=bool(run("strict")), markdown=run("markdown"), metrics=run("metrics"),
         step_summary=Path(os.environ["GITHUB_STEP_SUMMARY"]) if os.environ.get("GITHUB_STEP_SUMMARY") else None,
-        mlflow=pick("mlflow", "MLFLOW_TRACKING_URI")[0] or config.mlflow.get("tracking_uri"),
-        mlflow_experiment=os.environ.get("MLFLOW_EXPERIMENT_NAME") or config.mlflow.get("experiment") or "fmtest",
-        shard=Shard.parse(option("shard")) if option("shard") else None,
-        executor=option("executor") or executor["kind"], ray_address=option("ray_address") or os.environ.get(
-            "RAY_ADDRESS") or executor.get("address"),
-        executor_options={k: v for k, v in executor.items() if k in ("actors", "num_gpus", "num_cpus")},
+        mlflow=get(schema.MLFLOW, "tracking_uri"), mlflow_experiment=get(schema.MLFLOW, "experiment"),
+        shard=Shard.parse(shard) if shard else None, executor=get(schema.EXECUTOR, "kind"),
+        executor_options={k: get(schema.EXECUTOR, k) for k in ("actors", "num_gpus", "num_cpus")},
+        ray_address=get(schema.EXECUTOR, "address"),
     )
+
+
+def _checked(setting: schema.Setting, value: object) -> object:
+    """A value from the command line or the environment (text), checked like the file's, one line naming the option."""
+    if setting.kind is schema.BOOL or setting.kind is schema.NAMES:
+        return value
+    if setting.kind is schema.SHARD:
+        return value  # Shard.parse names the option
+    converted = setting.kind(value)
+    if converted is None:
+        where = setting.option or setting.env
+        raise ConfigError(f"{where}={value}: accepted: {setting.kind.accepts}")
+    return converted
 
 
 def _cli_path(value, invocation_dir: Path) -> Path:
@@ -108,9 +116,8 @@ def _cli_path(value, invocation_dir: Path) -> Path:
 
 
 def _device(choice: str, worker_index: int | None) -> str:
-    """`auto` picks CUDA when present; pytest-xdist workers are spread one per GPU."""
-    if choice not in ("auto", "cpu", "cuda") and not choice.startswith("cuda:"):
-        raise ConfigError(f"--fm-device must be cpu, cuda or auto, got {choice!r}")
+    """`auto` picks CUDA when present; pytest-xdist workers are spread one per GPU. `choice` is checked already
+    (the schema's DEVICE)."""
     if choice == "cpu":
         return "cpu"
     import torch

@@ -81,14 +81,14 @@ class SuiteConfig:
     robustness: dict = field(default_factory=lambda: schema.ROBUSTNESS.check({}, "[robustness]", None))
     risk: dict = field(default_factory=lambda: schema.RISK.check({}, "[risk]", None))
     guardrails: dict = field(default_factory=lambda: schema.GUARDRAILS.check({}, "[guardrails]", None))
-    run_options: dict[str, object] = field(default_factory=dict)
+    file_settings: dict[str, dict[str, object]] = field(default_factory=dict)  # table -> the keys the file sets
+    # that a command-line option also sets (fmtest.config.settings resolves which wins)
     bootstrap_resamples: int = schema.TOP.setting("bootstrap_resamples").default
     seed: int = schema.TOP.setting("seed").default
     history_url: str | None = None
     compare: dict[str, CompareRules] = field(default_factory=dict)
     study_results: dict[str, dict[str, float]] = field(default_factory=dict)  # case id -> metric -> published
     study_cases: list[str] | None = None  # [study] cases: the published grid; None: every applicable case
-    mlflow: dict[str, str] = field(default_factory=dict)
     pipeline_entries: dict[str, PipelineEntry] = field(default_factory=dict)
     raw: dict = field(default_factory=dict)
     _pipeline_classes: dict[str, type[Pipeline]] = field(default_factory=dict, repr=False)
@@ -287,7 +287,8 @@ def parse_config(raw: dict, path: Path | None = None) -> SuiteConfig:
     cfg = SuiteConfig(path=path.resolve() if path else None, raw=raw)
     where = cfg.path
     for key in raw:
-        home = next((t.name for t in schema.SCHEMA if t.name and t.setting(key)), None)
+        home = next((t.name for t in schema.SCHEMA if t.name and t is not schema.COMMAND_LINE and t.setting(key)),
+                    None)
         if schema.TOP.setting(key) is None and home is not None:
             raise ConfigError(f"{key}: not a top-level key; it belongs in {home}", where)
     top = schema.TOP.check(raw, "", where)
@@ -297,25 +298,27 @@ def parse_config(raw: dict, path: Path | None = None) -> SuiteConfig:
     if "default_pipelines" in top:
         cfg.default_pipelines = _names(top["default_pipelines"], "default_pipelines", cfg.pipeline_names(),
                                        "pipeline", where)
-    cfg.run_options = {k: top[k] for k in RUN_OPTIONS if k in top}
+    run = {k: top[k] for k in RUN_OPTIONS if k in raw}
     for key, known, kind in (("dataset", cfg.dataset_names(), "dataset"), ("pipeline", cfg.pipeline_names(), "pipeline")):
-        if key in cfg.run_options:
-            cfg.run_options[key] = _names([n.strip() for v in cfg.run_options[key] for n in v.split(",") if n.strip()],
-                                          key, known, kind, where)
+        if key in run:
+            run[key] = _names([n.strip() for v in run[key] for n in v.split(",") if n.strip()], key, known, kind, where)
     cfg.bootstrap_resamples, cfg.seed = top["bootstrap_resamples"], top["seed"]
     cfg.history_url = top.get("history_url")
     _parse_thresholds(cfg, top.get("thresholds", {}))
     baseline = schema.BASELINE.check(top.get("baseline", {}), "[baseline]", where)
     cfg.baseline_tolerance = baseline["tolerance"]
-    if "results" in baseline:  # the run option --fm-baseline, set in the file
-        cfg.run_options["baseline"] = baseline["results"]
     _parse_prompts(cfg, top.get("prompts", {}))
     cfg.risk = schema.RISK.check(top.get("risk", {}), "[risk]", where)
     cfg.robustness = _parse_robustness(top.get("robustness", {}), where)
     cfg.guardrails = _parse_guardrails(cfg, top.get("guardrails", {}))
     _parse_compare(cfg, top.get("compare", {}))
     _parse_study(cfg, top.get("study", {}))
-    cfg.mlflow = schema.MLFLOW.check(top.get("mlflow", {}), "[mlflow]", where)
+    cfg.file_settings = {
+        schema.TOP.name: run,
+        schema.BASELINE.name: {k: v for k, v in baseline.items() if k in top.get("baseline", {})},
+        schema.MLFLOW.name: schema.MLFLOW.check(top.get("mlflow", {}), "[mlflow]", where, fill=False),
+        schema.EXECUTOR.name: schema.EXECUTOR.check(top.get("executor", {}), "[executor]", where, fill=False),
+    }
     return cfg
 
 

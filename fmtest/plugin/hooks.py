@@ -29,36 +29,17 @@ if TYPE_CHECKING:
     from fmtest.run.plan import Case
     from fmtest.verdict.results import CaseResult, RunConfig, RunResults
 
-OPTIONS = [
-    ("dataset", "datasets to run, comma separated (default: the config's default_datasets)"),
-    ("pipeline", "pipelines to run, comma separated (default: all that apply)"),
-    ("config", "suite config, TOML (default suites/fmtest.toml)"),
-    ("data-root", "folder holding the dataset folders (env FMTEST_DATA)"),
-    ("weights", "folder holding model checkpoints (env FMTEST_WEIGHTS)"),
-    ("device", "where models run: cpu, cuda or auto (default auto)"),
-    ("report", "write the HTML scoreboard here"),
-    ("results", "write the JSON results here"),
-    ("baseline", "earlier JSON results; a metric that drops by more than the tolerance fails"),
-    ("cache", "prediction cache folder (default .fmtest_cache)"),
-    ("markdown", "write the scoreboard as Markdown here (it is appended to $GITHUB_STEP_SUMMARY whenever that is set)"),
-    ("metrics", "write a flat metrics file here: JSON for dvc metrics, OpenMetrics for a .txt (GitLab)"),
-    ("mlflow", "log the run to this MLflow tracking URI (env MLFLOW_TRACKING_URI), needs fmtest[mlflow]"),
-    ("shard", "score only shard K/N of every case's test images (stratified); `fmtest merge` joins the shards"),
-    ("executor", "where predictions are computed: local (default) or ray (needs fmtest[ray])"),
-    ("ray-address", "Ray cluster for --fm-executor=ray: local (in-process), auto, ray://host:10001 (env RAY_ADDRESS)"),
-]
-FLAGS = [
-    ("no-cache", "do not read or write the prediction cache"),
-    ("strict", "a pipeline whose weights or API key is missing errors instead of skipping"),
-]
-
-
 def pytest_addoption(parser):
+    """One `--fm-<flag>` per setting of the schema that has one (its help, env variable and default are there)."""
+    from fmtest.config.schema import BOOL, options
+
     group = parser.getgroup("fmtest", "foundation-model evaluation")
-    for name, help_ in OPTIONS:
-        group.addoption(f"--fm-{name}", dest=f"fm_{name.replace('-', '_')}", default=None, help=help_)
-    for name, help_ in FLAGS:
-        group.addoption(f"--fm-{name}", dest=f"fm_{name.replace('-', '_')}", action="store_true", help=help_)
+    for _, setting in options():
+        dest = f"fm_{setting.flag.replace('-', '_')}"
+        if setting.kind is BOOL:
+            group.addoption(setting.option, dest=dest, action="store_true", help=setting.help)
+        else:
+            group.addoption(setting.option, dest=dest, default=None, help=setting.help)
 
 
 class FmRun:
@@ -74,7 +55,7 @@ class FmRun:
         self.config = config
         worker = getattr(config, "workerinput", None)
         index = int(worker["workerid"].removeprefix("gw")) if worker else None
-        self.settings = resolve_settings(lambda n: config.getoption(f"fm_{n}"),
+        self.settings = resolve_settings(lambda flag: config.getoption(f"fm_{flag.replace('-', '_')}"),
                                          Path(config.invocation_params.dir), worker_index=index,
                                          args=config.args)
         self.is_worker = worker is not None
@@ -121,7 +102,9 @@ def _results_dir(config: pytest.Config) -> Path:
 def _wants_run(config: pytest.Config) -> bool:
     """An `--fm-*` option was given or a suite config sits beside the tests named: build the run now, so a
     bad config or an unwritable output stops the session before any case runs."""
-    if any(config.getoption(f"fm_{name.replace('-', '_')}") for name, _ in OPTIONS + FLAGS):
+    from fmtest.config.schema import options
+
+    if any(config.getoption(f"fm_{s.flag.replace('-', '_')}") for _, s in options()):
         return True
     try:
         return find_config(config.args, Path(config.invocation_params.dir)) is not None

@@ -56,7 +56,7 @@ class Evaluator:
         """Where cache misses are predicted (fmtest.run.executors), made on first need."""
         if self._executor is None:
             s = self.settings
-            self._executor = make_executor(s.executor, s.executor_options, s.ray_address)
+            self._executor = make_executor(s.executor, {**s.executor_options, "address": s.ray_address})
         return self._executor
 
     def close(self) -> None:

@@ -63,9 +63,9 @@ class Executor(Protocol):
     def close(self) -> None: ...
 
 
-def make_executor(kind: str, options: Mapping[str, object] | None = None, address: str | None = None) -> Executor:
-    """The executor a run asked for (`--fm-executor`, `[executor] kind`); `options` are `[executor]`'s keys,
-    the schema's defaults filling what is not set."""
+def make_executor(kind: str, options: Mapping[str, object] | None = None) -> Executor:
+    """The executor a run asked for (`--fm-executor`, `[executor] kind`); `options` are `[executor]`'s other keys
+    (address, actors, num_gpus, num_cpus), the schema's defaults filling what is not set."""
     if kind == "local":
         from fmtest.run.executors.local import LocalExecutor
 
@@ -76,6 +76,6 @@ def make_executor(kind: str, options: Mapping[str, object] | None = None, addres
 
         table = schema.EXECUTOR.check({k: v for k, v in dict(options or {}).items() if k != "kind"}, "[executor]",
                                       None)
-        return RayExecutor(address=address, actors=table["actors"], num_gpus=table["num_gpus"],
+        return RayExecutor(address=table["address"], actors=table["actors"], num_gpus=table["num_gpus"],
                            num_cpus=table["num_cpus"])
     raise ConfigError(f"--fm-executor={kind}: unknown executor; known: {', '.join(EXECUTORS)}")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import collections
 import itertools
-import os
 import re
 import time
 from collections.abc import Callable
@@ -53,8 +52,8 @@ class _Batch:
 
 
 class RayExecutor:
-    def __init__(self, *, address: str | None, actors: int, num_gpus: float, num_cpus: float):
-        self.address = address or os.environ.get("RAY_ADDRESS") or "local"
+    def __init__(self, *, address: str, actors: int, num_gpus: float, num_cpus: float):
+        self.address = address
         self.n_actors, self.num_gpus, self.num_cpus = int(actors), float(num_gpus), float(num_cpus)
         self._ray = None
         self._started_here = False
