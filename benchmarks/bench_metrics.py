@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 
 from fmtest.metrics import functional as metrics
+from fmtest.metrics.specs import IOUS, VERDICTS
+from fmtest.verdict.scoring import score_inputs
 
 N_PAIRS = 10_000
 N_DISTINCT = 500
@@ -41,7 +43,8 @@ def scored_run():
 def _score(preds, targets, ignores, y_true, y_pred, use_ignore: bool):
     ious = np.concatenate([metrics.iou_batch(preds, targets, ignores if use_ignore else None)
                            for _ in range(N_PAIRS // N_DISTINCT)])
-    return ious, metrics.classification_summary(y_true, y_pred, n_resamples=1000)
+    return ious, score_inputs({VERDICTS: (y_true, y_pred), IOUS: (ious,)},
+                              task="classification", n_resamples=1000, seed=0)
 
 
 @pytest.mark.parametrize("use_ignore", [False, True], ids=["plain", "with_ignore"])

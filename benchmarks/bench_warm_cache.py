@@ -28,6 +28,8 @@ import numpy as np
 from tqdm import tqdm
 
 from fmtest.metrics import functional as metrics
+from fmtest.metrics.specs import IOUS, VERDICTS
+from fmtest.verdict.scoring import score_inputs
 from fmtest.run.cache import PredictionCache
 from fmtest.pipelines.base import Prediction
 
@@ -153,9 +155,8 @@ def rescore(cache: PredictionCache, run: SyntheticRun, n_resamples: int = 1000, 
                 if y_true[i]:
                     ious.append(metrics.iou(prediction.mask, target))
             bar.update(len(chunk))
-    summary = metrics.classification_summary(y_true, y_pred, n_resamples=n_resamples)
-    summary.update(metrics.segmentation_summary(ious, n_resamples=n_resamples))
-    return summary
+    return score_inputs({VERDICTS: (y_true, y_pred), IOUS: (np.array(ious, dtype=np.float64),)}, task="segmentation",
+                        n_resamples=n_resamples, seed=0)
 
 
 def bench_rescore(n_images: int, size: int, n_distinct: int, n_resamples: int,

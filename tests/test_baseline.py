@@ -9,7 +9,6 @@ import pytest
 
 from fmtest import __version__
 from fmtest.errors import ConfigError, DataError
-from fmtest.metrics.functional import classification_summary, segmentation_summary
 from fmtest.verdict.regression import (
     compare_to_baseline,
     format_regression,
@@ -19,6 +18,7 @@ from fmtest.verdict.regression import (
 )
 from fmtest.report.results_file import read_json, write_json
 from fmtest.verdict.results import CaseResult, ImageResult, RunResults
+from fmtest.verdict.scoring import score_images
 
 
 def _case(case_id: str, labels, predicted, ious=None, *, shas=None, with_images: bool = True) -> CaseResult:
@@ -28,10 +28,8 @@ def _case(case_id: str, labels, predicted, ious=None, *, shas=None, with_images:
     ious = list(ious) if ious is not None else [None] * n
     images = [ImageResult(id=f"img{i:03d}", sha256=shas[i], label=labels[i], predicted=predicted[i], iou=ious[i])
               for i in range(n)]
-    metrics = classification_summary(labels, predicted, n_resamples=200)
-    defect_ious = [v for v, lab in zip(ious, labels) if lab == "NOK" and v is not None]
-    if defect_ious:
-        metrics |= segmentation_summary(defect_ious, n_resamples=200)
+    scored = any(v is not None for v, lab in zip(ious, labels) if lab == "NOK")
+    metrics = score_images(images, task="segmentation" if scored else "classification", n_resamples=200, seed=0)
     pipeline, dataset = case_id.split("-")
     return CaseResult(id=case_id, pipeline=pipeline, dataset=dataset, task="segmentation",
                       metrics=metrics, images=images if with_images else [], dataset_fingerprint="fp-" + dataset)
@@ -99,8 +97,9 @@ def test_paired_f2_drop_from_missed_defects():
     assert f2.baseline == 1.0 and f2.current < 0.8 and f2.regressed
     assert f2.ci_high < 0 and f2.significant
     recall = comparison["gemini_basic-mvtec"].metrics["recall"]
-    assert recall.regressed and recall.ci_low is None  # gated, but without a paired interval
-    assert "no paired interval for recall: no noise estimate" in format_regression(comparison["gemini_basic-mvtec"])
+    assert recall.regressed and recall.ci_high < 0 and recall.significant  # every gated metric gets its paired interval
+    assert "recall dropped 0.375 (1.000 -> 0.625), tolerance 0.02; paired bootstrap 95% CI of the change" in \
+        format_regression(comparison["gemini_basic-mvtec"])
 
 
 def test_more_false_alarms_is_a_regression():

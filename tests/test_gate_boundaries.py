@@ -14,6 +14,7 @@ from fmtest.pipelines.base import Prediction
 from fmtest.verdict.gates import judge, threshold_failures
 from fmtest.verdict.regression import compare_results
 from fmtest.verdict.results import CaseResult, ImageResult
+from fmtest.verdict.scoring import score_images
 
 
 def _case(metrics_: dict, thresholds: dict) -> CaseResult:
@@ -52,7 +53,9 @@ def test_the_interval_reported_as_95_percent_is_the_95_percent_one():
     rng = np.random.default_rng(3)
     truth = np.repeat([True, False], [30, 60])
     verdict = np.where(rng.random(90) < 0.3, ~truth, truth)
-    summary = metrics.classification_summary(truth, verdict, n_resamples=400, seed=7)
+    rows = [ImageResult(f"i{k}", "", "NOK" if t else "OK", "NOK" if v else "OK") for k, (t, v) in
+            enumerate(zip(truth, verdict, strict=True))]
+    summary = score_images(rows, task="classification", n_resamples=400, seed=7)
     at_95 = metrics.bootstrap_ci(metrics.f2_from_labels, truth, verdict, n_resamples=400, seed=7, strata=truth,
                                  confidence=0.95)
     at_90 = metrics.bootstrap_ci(metrics.f2_from_labels, truth, verdict, n_resamples=400, seed=7, strata=truth,

@@ -13,6 +13,8 @@ from scipy.stats import beta, binomtest
 
 from fmtest.metrics import functional as m
 from fmtest.errors import FmtestError
+from fmtest.verdict.results import ImageResult
+from fmtest.verdict.scoring import score_images
 
 SETTINGS = settings(max_examples=60, deadline=None)
 
@@ -278,37 +280,61 @@ def test_stratified_bootstrap_keeps_stratum_sizes():
 # --------------------------------------------------------------------------- summaries
 
 
-def test_classification_summary():
+def _rows(y_true, y_pred, ious=None):
+    ious = ious if ious is not None else [None] * len(y_true)
+    return [ImageResult(f"i{k}", "", "NOK" if t else "OK", "NOK" if p else "OK", iou=iou)
+            for k, (t, p, iou) in enumerate(zip(y_true, y_pred, ious, strict=True))]
+
+
+def test_a_case_scores_every_verdict_metric_from_its_rows():
     y_true = np.array([True] * 10 + [False] * 30)
     y_pred = y_true.copy()
     y_pred[:2] = False  # 2 slips
     y_pred[10:13] = True  # 3 false alarms
-    s = m.classification_summary(y_true, y_pred, n_resamples=300)
+    s = score_images(_rows(y_true, y_pred), task="classification", n_resamples=300, seed=0)
     assert set(s) == {"f2", "f2_ci_low", "f2_ci_high", "precision", "recall", "false_alarm_rate", "slip_rate",
                       "slip_rate_upper", "n_images", "n_defective"}
     assert all(isinstance(v, float) for v in s.values())
-    assert s["f2"] == pytest.approx(m.f2(m.Counts(tp=8, fp=3, fn=2, tn=27)))
+    assert s["f2"] == m.f2(m.Counts(tp=8, fp=3, fn=2, tn=27))
     assert s["f2_ci_low"] <= s["f2"] <= s["f2_ci_high"]
     assert (s["n_images"], s["n_defective"], s["slip_rate"]) == (40.0, 10.0, 0.2)
     assert s["false_alarm_rate"] == pytest.approx(0.1)
     assert s["slip_rate_upper"] == pytest.approx(beta.ppf(0.95, 3, 8))
-    assert s == m.classification_summary(y_true, y_pred, n_resamples=300)
+    assert s == score_images(_rows(y_true, y_pred), task="classification", n_resamples=300, seed=0)
 
 
-def test_classification_summary_all_ok_truth():
-    s = m.classification_summary(np.zeros(5, bool), np.zeros(5, bool), n_resamples=50)
+def test_an_all_good_set_has_no_f2_and_a_trivial_slip_bound():
+    s = score_images(_rows(np.zeros(5, bool), np.zeros(5, bool)), task="classification", n_resamples=50, seed=0)
     assert math.isnan(s["f2"]) and math.isnan(s["f2_ci_low"]) and math.isnan(s["recall"])
     assert s["false_alarm_rate"] == 0.0 and s["slip_rate_upper"] == 1.0
 
 
-def test_segmentation_summary():
-    ious = np.array([0.1, 0.5, 0.9, 0.7])
-    s = m.segmentation_summary(ious, n_resamples=300)
-    assert s["iou"] == pytest.approx(0.55)
-    assert s["iou_ci_low"] < 0.55 < s["iou_ci_high"]
-    assert all(math.isnan(v) for v in m.segmentation_summary([]).values())
+def test_a_segmentation_case_scores_the_mean_iou_of_its_defective_images():
+    truth = np.array([True, True, True, True, False])
+    rows = _rows(truth, truth, [0.1, 0.5, 0.9, 0.7, None])
+    s = score_images(rows, task="segmentation", n_resamples=300, seed=0)
+    assert s["iou"] == pytest.approx(0.55) and s["iou_ci_low"] < 0.55 < s["iou_ci_high"]
+    empty = score_images(_rows(truth[4:], truth[4:], [None]), task="segmentation", n_resamples=50, seed=0)
+    assert math.isnan(empty["iou"]) and math.isnan(empty["iou_ci_low"])
     with pytest.raises(FmtestError, match=r"\[0, 1\]"):
-        m.segmentation_summary([0.5, math.nan])
+        score_images(_rows(truth[:2], truth[:2], [0.5, math.nan]), task="segmentation", n_resamples=50, seed=0)
+
+
+@SETTINGS
+@given(st.integers(0, 40).flatmap(lambda n: st.tuples(arrays(bool, n), arrays(bool, n))))
+def test_each_vectorised_statistic_equals_its_count_form(pair):
+    """The statistics a case, its bootstrap and its paired comparisons use, against the count-based definitions."""
+    y_true, y_pred = pair
+    counts = m.confusion_counts(y_true, y_pred)
+    for statistic, reference in ((m.f2_from_labels, m.f2), (m.precision_from_labels, m.precision),
+                                 (m.recall_from_labels, m.recall), (m.false_alarm_rate_from_labels, m.false_alarm_rate),
+                                 (m.slip_rate_from_labels, m.slip_rate)):
+        got = float(statistic(y_true[None], y_pred[None])[0]) if len(y_true) else math.nan
+        want = reference(counts)
+        assert got == want or (math.isnan(got) and math.isnan(want)), statistic.__name__
+    if len(y_true):
+        assert m.slip_rate_upper_from_labels(y_true[None], y_pred[None])[0] == m.slip_rate_upper(counts.fn,
+                                                                                                  counts.n_defective)
 
 
 # --------------------------------------------------------------------------- risk
@@ -369,7 +395,7 @@ def test_classification_interval_keeps_the_number_of_defective_images_fixed():
     rng = np.random.default_rng(2)
     y_true = rng.random(60) < 0.15
     y_pred = y_true ^ (rng.random(60) < 0.2)
-    s = m.classification_summary(y_true, y_pred, n_resamples=200, seed=4)
+    s = score_images(_rows(y_true, y_pred), task="classification", n_resamples=200, seed=4)
     stratified = m.bootstrap_ci(m.f2_from_labels, y_true, y_pred, n_resamples=200, seed=4, strata=y_true)
     plain = m.bootstrap_ci(m.f2_from_labels, y_true, y_pred, n_resamples=200, seed=4)
     assert (s["f2_ci_low"], s["f2_ci_high"]) == stratified != plain

@@ -196,6 +196,62 @@ def f2_from_labels(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
         return np.where(tp + fn > 0, 5.0 * tp / (5.0 * tp + 4.0 * fn + fp), np.nan)
 
 
+def _counts_along_last_axis(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(tp, fp, fn, tn) along the last axis of bool label arrays."""
+    y_true, y_pred = np.asarray(y_true, dtype=bool), np.asarray(y_pred, dtype=bool)
+    tp = np.count_nonzero(y_true & y_pred, axis=-1)
+    fp = np.count_nonzero(~y_true & y_pred, axis=-1)
+    fn = np.count_nonzero(y_true & ~y_pred, axis=-1)
+    return tp, fp, fn, y_true.shape[-1] - tp - fp - fn
+
+
+def _ratio_along(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+
+
+def precision_from_labels(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+    """tp / (tp + fp) along the last axis; nan where nothing is flagged NOK."""
+    tp, fp, _, _ = _counts_along_last_axis(y_true, y_pred)
+    return _ratio_along(tp, tp + fp)
+
+
+def recall_from_labels(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+    """tp / (tp + fn) along the last axis; nan where no image is defective."""
+    tp, _, fn, _ = _counts_along_last_axis(y_true, y_pred)
+    return _ratio_along(tp, tp + fn)
+
+
+def false_alarm_rate_from_labels(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+    """fp / (fp + tn) along the last axis; nan where no image is good."""
+    _, fp, _, tn = _counts_along_last_axis(y_true, y_pred)
+    return _ratio_along(fp, fp + tn)
+
+
+def slip_rate_from_labels(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+    """fn / (tp + fn) along the last axis; nan where no image is defective."""
+    tp, _, fn, _ = _counts_along_last_axis(y_true, y_pred)
+    return _ratio_along(fn, tp + fn)
+
+
+def slip_rate_upper_from_labels(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+    """The one-sided 95 % Clopper-Pearson bound of the slip rate along the last axis (`slip_rate_upper`); 1.0, the
+    trivial bound, where no image is defective."""
+    tp, _, fn, _ = _counts_along_last_axis(y_true, y_pred)
+    bound = np.vectorize(lambda k, n: slip_rate_upper(int(k), int(n)), otypes=[np.float64])
+    return bound(fn, tp + fn)
+
+
+def images_from_labels(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+    """How many images, along the last axis."""
+    return np.full(np.shape(y_true)[:-1], np.shape(y_true)[-1], dtype=np.float64)
+
+
+def defectives_from_labels(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+    """How many defective images, along the last axis."""
+    return np.count_nonzero(np.asarray(y_true, dtype=bool), axis=-1).astype(np.float64)
+
+
 def mean_along_last_axis(values: np.ndarray) -> np.ndarray:
     """Vectorised mean (e.g. of per-image IoU) for `bootstrap_ci` and `paired_bootstrap_delta`."""
     return np.mean(values, axis=-1)
@@ -358,44 +414,6 @@ def paired_bootstrap_delta(
               - np.asarray(statistic(*(x[idx] for x in b_arrays)), dtype=np.float64))
     low, high = _percentile_interval(deltas, confidence)
     return delta, low, high
-
-
-# --------------------------------------------------------------------------- case summaries
-
-
-def classification_summary(
-    y_true, y_pred, *, n_resamples: int = 1000, seed: int = 0, confidence: float = 0.95
-) -> dict[str, float]:
-    """Every classification figure a case reports (DESIGN.md section 3), nan where undefined.
-
-    The F2 interval resamples defective and good images separately: the test set's composition is
-    fixed by design, and a resample without any defective image would have no F2.
-    """
-    t, p = _pair(y_true, y_pred)
-    counts = confusion_counts(t, p)
-    low, high = bootstrap_ci(f2_from_labels, t, p, n_resamples=n_resamples, confidence=confidence,
-                             seed=seed, strata=t)
-    return {
-        "f2": f2(counts),
-        "f2_ci_low": low,
-        "f2_ci_high": high,
-        "precision": precision(counts),
-        "recall": recall(counts),
-        "false_alarm_rate": false_alarm_rate(counts),
-        "slip_rate": slip_rate(counts),
-        "slip_rate_upper": slip_rate_upper(counts.fn, counts.n_defective, confidence),
-        "n_images": float(counts.n),
-        "n_defective": float(counts.n_defective),
-    }
-
-
-def segmentation_summary(ious, *, n_resamples: int = 1000, seed: int = 0, confidence: float = 0.95) -> dict[str, float]:
-    """Mean IoU over the defective images given, with its percentile bootstrap interval."""
-    ious = np.asarray(ious, dtype=np.float64)
-    if np.isnan(ious).any() or ((ious < 0) | (ious > 1)).any():
-        raise MetricInputError("per-image IoU values must lie in [0, 1] (no nan)")
-    low, high = bootstrap_ci(mean_along_last_axis, ious, n_resamples=n_resamples, confidence=confidence, seed=seed)
-    return {"iou": mean_iou(ious), "iou_ci_low": low, "iou_ci_high": high}
 
 
 # --------------------------------------------------------------------------- risk at the operating point

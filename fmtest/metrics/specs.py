@@ -1,13 +1,15 @@
-"""What each metric means, written once: direction, headline status, regression gating, display.
+"""What each metric is, written once: its label, direction, headline status, regression gating, display, and
+how it is computed from a case's rows (a statistic vectorised for the bootstrap and the paired comparison).
 
-Every gate (thresholds, baseline, robustness, comparisons) and every renderer (terminal, HTML,
-history, JUnit properties, JSON) reads this table. Adding a metric means one entry here plus its
-pure function in `fmtest.metrics.functional`.
+Every gate (thresholds, baseline, robustness, comparisons), the scoring of a case and its breakdown, the
+config schema's threshold keys and every renderer (terminal, HTML, history, JUnit properties, JSON) read
+this table. Adding a metric means one entry here plus its statistic in `fmtest.metrics.functional`.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 INTERVAL_SUFFIXES = ("_ci_low", "_ci_high")
@@ -19,11 +21,19 @@ ROBUSTNESS = ("robustness",)
 COMPARISON = ("comparison",)
 
 
+VERDICTS, IOUS = "verdicts", "ious"  # what a metric is computed from: every image's (truth, verdict), or the
+# per-image IoU of the defective images
+
+
 @dataclass(frozen=True)
 class MetricSpec:
-    """One metric. `higher_is_better` is None for figures that are not a quality (counts, timing)."""
+    """One metric, whole: its name and label, its direction, the tasks it heads and records, and how it is
+    computed. `statistic` names its function, vectorised along the last axis of the arrays `rows` names; the case's
+    value, its bootstrap interval (`interval`) and the paired interval of a change between two runs all come
+    from it. `higher_is_better` is None for figures that are not a quality (counts, timing)."""
 
     name: str
+    label: str
     description: str
     higher_is_better: bool | None
     kind: str = "score"  # score | rate | count | seconds | throughput | delta | setting
@@ -31,6 +41,17 @@ class MetricSpec:
     regression_gated: bool = False  # compared against the baseline and in candidate-vs-current pairs
     recorded_by: tuple[str, ...] = CASE_TASKS  # the tasks whose cases record it: a threshold can judge only these
     digits: int = 3
+    rows: str | None = None  # VERDICTS or IOUS: computed from a case's per-image rows; None: recorded otherwise
+    statistic: str | None = None  # its function in fmtest.metrics.functional (named: this table imports no numpy)
+    interval: str | None = None  # "bootstrap", or "stratified" (good and defective images resampled apart)
+    in_breakdown: bool = False  # also shown per group and defect type
+
+    @property
+    def compute(self) -> Callable:
+        """The statistic itself, vectorised along the last axis of the arrays `rows` names."""
+        from fmtest.metrics import functional
+
+        return getattr(functional, self.statistic)
 
     @property
     def quality(self) -> bool:
@@ -48,44 +69,61 @@ def _specs(*specs: MetricSpec) -> dict[str, MetricSpec]:
 
 
 METRICS: dict[str, MetricSpec] = _specs(
-    MetricSpec("iou", "mean IoU over defective images", True, headline_of=("segmentation",), regression_gated=True),
-    MetricSpec("f2", "F2 of OK/NOK verdicts, defective = positive", True, headline_of=("classification",),
-               regression_gated=True),
-    MetricSpec("precision", "share of NOK verdicts that are defective", True, "rate", regression_gated=True),
-    MetricSpec("recall", "share of defective parts flagged NOK", True, "rate", regression_gated=True),
-    MetricSpec("false_alarm_rate", "share of good parts flagged NOK", False, "rate", regression_gated=True),
-    MetricSpec("slip_rate", "share of defective parts passed as OK", False, "rate"),
-    MetricSpec("slip_rate_upper", "95 % upper bound (Clopper-Pearson) of the slip rate", False, "rate"),
-    MetricSpec("invalid_answer_rate", "share of images whose answer was unusable (API failure, refusal, "
-               "malformed reply): judged by max_invalid_answer_rate, above it the case errors", False, "rate"),
-    MetricSpec("n_images", "images scored", None, "count"),
-    MetricSpec("n_defective", "defective images scored", None, "count"),
-    MetricSpec("images_per_second", "throughput of the prediction step", None, "throughput", digits=1),
-    MetricSpec("fit_seconds", "time spent fitting on training images", None, "seconds", digits=1),
-    MetricSpec("flip_rate", "share of verdicts that flip under a perturbation", False, "rate",
+    MetricSpec("iou", "IoU", "mean IoU over defective images", True, headline_of=("segmentation",),
+               regression_gated=True, recorded_by=("segmentation",), rows=IOUS, statistic="mean_along_last_axis",
+               interval="bootstrap", in_breakdown=True),
+    MetricSpec("f2", "F2", "F2 of OK/NOK verdicts, defective = positive", True, headline_of=("classification",),
+               regression_gated=True, rows=VERDICTS, statistic="f2_from_labels", interval="stratified",
+               in_breakdown=True),
+    MetricSpec("precision", "precision", "share of NOK verdicts that are defective", True, "rate",
+               regression_gated=True, rows=VERDICTS, statistic="precision_from_labels"),
+    MetricSpec("recall", "recall", "share of defective parts flagged NOK", True, "rate", regression_gated=True,
+               rows=VERDICTS, statistic="recall_from_labels", in_breakdown=True),
+    MetricSpec("false_alarm_rate", "false-alarm rate", "share of good parts flagged NOK", False, "rate",
+               regression_gated=True, rows=VERDICTS, statistic="false_alarm_rate_from_labels"),
+    MetricSpec("slip_rate", "slip rate", "share of defective parts passed as OK", False, "rate", rows=VERDICTS,
+               statistic="slip_rate_from_labels"),
+    MetricSpec("slip_rate_upper", "slip rate, 95 % upper bound", "95 % upper bound (Clopper-Pearson) of the slip "
+               "rate", False, "rate", rows=VERDICTS, statistic="slip_rate_upper_from_labels"),
+    MetricSpec("invalid_answer_rate", "unusable answers", "share of images whose answer was unusable (API failure, "
+               "refusal, malformed reply): judged by max_invalid_answer_rate, above it the case errors", False, "rate"),
+    MetricSpec("n_images", "images", "images scored", None, "count", rows=VERDICTS, statistic="images_from_labels",
+               in_breakdown=True),
+    MetricSpec("n_defective", "defective images", "defective images scored", None, "count", rows=VERDICTS,
+               statistic="defectives_from_labels", in_breakdown=True),
+    MetricSpec("images_per_second", "images per second", "throughput of the prediction step", None, "throughput",
+               digits=1),
+    MetricSpec("fit_seconds", "fit time (s)", "time spent fitting on training images", None, "seconds", digits=1),
+    MetricSpec("flip_rate", "flip rate", "share of verdicts that flip under a perturbation", False, "rate",
                headline_of=("robustness",), recorded_by=ROBUSTNESS),
-    MetricSpec("level", "severity of the perturbation at the gated level", None, "setting", digits=2, recorded_by=ROBUSTNESS),
-    MetricSpec("new_slips", "defective images caught before (unperturbed, or by the reference) and passed as OK "
-               "now", False, "count", recorded_by=ROBUSTNESS + COMPARISON),
-    MetricSpec("new_false_alarms", "good images passed before (unperturbed, or by the reference) and flagged NOK "
-               "now", False, "count", recorded_by=ROBUSTNESS + COMPARISON),
-    MetricSpec("new_slip_rate", "share of defective images that become slips under the perturbation", False,
-               "rate", recorded_by=ROBUSTNESS),
-    MetricSpec("new_false_alarm_rate", "share of good images that become false alarms under the perturbation",
-               False, "rate", recorded_by=ROBUSTNESS),
-    MetricSpec("clean_recall", "recall of the unperturbed run on the same images", True, "rate", recorded_by=ROBUSTNESS),
-    MetricSpec("clean_false_alarm_rate", "false-alarm rate of the unperturbed run on the same images", False,
-               "rate", recorded_by=ROBUSTNESS),
-    MetricSpec("delta_iou", "change of IoU: perturbed minus clean run, or candidate minus reference", True,
-               "delta", headline_of=("comparison",), recorded_by=ROBUSTNESS + COMPARISON),
-    MetricSpec("delta_f2", "change of F2: perturbed minus clean run, or candidate minus reference", True, "delta", recorded_by=ROBUSTNESS + COMPARISON),
-    MetricSpec("delta_precision", "change of precision, candidate minus reference", True, "delta", recorded_by=COMPARISON),
-    MetricSpec("delta_recall", "change of recall, candidate minus reference", True, "delta", recorded_by=COMPARISON),
-    MetricSpec("delta_false_alarm_rate", "change of the false-alarm rate, candidate minus reference", False,
-               "delta", recorded_by=COMPARISON),
-    MetricSpec("fixed_slips", "defective images the reference passed and the candidate catches", None, "count", recorded_by=COMPARISON),
-    MetricSpec("fixed_false_alarms", "good images the reference flagged and the candidate passes", None,
-               "count", recorded_by=COMPARISON),
+    MetricSpec("level", "level", "severity of the perturbation at the gated level", None, "setting", digits=2,
+               recorded_by=ROBUSTNESS),
+    MetricSpec("new_slips", "new slips", "defective images caught before (unperturbed, or by the reference) and "
+               "passed as OK now", False, "count", recorded_by=ROBUSTNESS + COMPARISON),
+    MetricSpec("new_false_alarms", "new false alarms", "good images passed before (unperturbed, or by the "
+               "reference) and flagged NOK now", False, "count", recorded_by=ROBUSTNESS + COMPARISON),
+    MetricSpec("new_slip_rate", "new slip rate", "share of defective images that become slips under the "
+               "perturbation", False, "rate", recorded_by=ROBUSTNESS),
+    MetricSpec("new_false_alarm_rate", "new false-alarm rate", "share of good images that become false alarms "
+               "under the perturbation", False, "rate", recorded_by=ROBUSTNESS),
+    MetricSpec("clean_recall", "clean recall", "recall of the unperturbed run on the same images", True, "rate",
+               recorded_by=ROBUSTNESS),
+    MetricSpec("clean_false_alarm_rate", "clean false-alarm rate", "false-alarm rate of the unperturbed run on the "
+               "same images", False, "rate", recorded_by=ROBUSTNESS),
+    MetricSpec("delta_iou", "\u0394 IoU", "change of IoU: perturbed minus clean run, or candidate minus reference",
+               True, "delta", headline_of=("comparison",), recorded_by=ROBUSTNESS + COMPARISON),
+    MetricSpec("delta_f2", "\u0394 F2", "change of F2: perturbed minus clean run, or candidate minus reference", True,
+               "delta", recorded_by=ROBUSTNESS + COMPARISON),
+    MetricSpec("delta_precision", "\u0394 precision", "change of precision, candidate minus reference", True, "delta",
+               recorded_by=COMPARISON),
+    MetricSpec("delta_recall", "\u0394 recall", "change of recall, candidate minus reference", True, "delta",
+               recorded_by=COMPARISON),
+    MetricSpec("delta_false_alarm_rate", "\u0394 false-alarm rate", "change of the false-alarm rate, candidate minus "
+               "reference", False, "delta", recorded_by=COMPARISON),
+    MetricSpec("fixed_slips", "fixed slips", "defective images the reference passed and the candidate catches",
+               None, "count", recorded_by=COMPARISON),
+    MetricSpec("fixed_false_alarms", "fixed false alarms", "good images the reference flagged and the candidate "
+               "passes", None, "count", recorded_by=COMPARISON),
 )
 
 
@@ -142,32 +180,22 @@ def format_value(value: object, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
-# Short names for people, where a metric or risk key reads badly as written. Renderers show
-# `label(key)`; keys without an entry fall back to their words (`fit_seconds` -> "fit seconds").
+# How keys that are no metric read for people (the risk table's); a metric's label is on its spec, and any other
+# key falls back to its words (`fit_seconds` -> "fit seconds").
 LABELS = {
-    "iou": "IoU",
-    "f2": "F2",
-    "auroc": "AUROC",
-    "n_images": "images",
-    "n_defective": "defective images",
-    "images_per_second": "images per second",
-    "fit_seconds": "fit time (s)",
-    "flip_rate": "flip rate",
-    "delta_iou": "\u0394 IoU",
-    "delta_f2": "\u0394 F2",
-    "slip_rate_upper": "slip rate, 95 % upper bound",
     "slip_rate_upper_95": "slip rate, 95 % upper bound",
     "target_slip_rate": "target slip rate",
     "defectives_needed_for_target": "defectives needed for the target",
     "auroc_threshold_free_not_a_factory_figure": "AUROC (threshold-free)",
+    "auroc": "AUROC",
     "false_alarm_budget": "false-alarm budget",
     "recall_at_false_alarm_budget": "recall at the false-alarm budget",
     "false_alarm_rate_at_budget_threshold": "false-alarm rate at the budget's threshold",
-    "false_alarm_rate": "false-alarm rate",
     "verdict": "can the test set show the target?",
 }
 
 
 def label(key: str) -> str:
     """How a metric or risk key is shown to people: `slip_rate_upper_95` -> "slip rate, 95 % upper bound"."""
-    return LABELS.get(key) or key.replace("_", " ")
+    found = METRICS.get(key)
+    return found.label if found is not None else LABELS.get(key) or key.replace("_", " ")

@@ -18,10 +18,10 @@ import numpy as np
 from fmtest import __version__
 from fmtest.data.sample import NOK
 from fmtest.errors import ConfigError
-from fmtest.metrics.functional import f2_from_labels, mean_along_last_axis, paired_bootstrap_delta
+from fmtest.metrics.functional import paired_bootstrap_delta
 from fmtest.verdict.results import BaselineComparison, CaseResult, ImageResult, MetricChange, RunResults
 from fmtest.verdict.scoring import nok_arrays
-from fmtest.metrics.specs import regression_gated
+from fmtest.metrics.specs import IOUS, regression_gated, spec
 
 COMPARED, NEW, VANISHED, DATASET_CHANGED, INCOMPATIBLE = "compared", "new", "vanished", "dataset_changed", "incompatible"
 STATUSES = (COMPARED, NEW, VANISHED, DATASET_CHANGED, INCOMPATIBLE)
@@ -195,23 +195,22 @@ def _pairable(case: CaseResult, old: CaseResult) -> tuple[list[tuple[ImageResult
 
 def _add_paired_interval(change: MetricChange, name: str, pairs: list[tuple[ImageResult, ImageResult]],
                          n_resamples: int, seed: int) -> None:
-    if name == "iou":
+    """The paired bootstrap interval of the change, from the metric's own statistic over the same images."""
+    metric = spec(name)
+    if metric is None or metric.statistic is None:
+        change.note = f"no paired interval for {name}"
+        return
+    if metric.rows == IOUS:
         defective = [(a, b) for a, b in pairs if a.label == NOK]
         if any(a.iou is None or b.iou is None for a, b in defective):
             change.note = "unpaired comparison (a defective image has no per-image IoU)"
             return
-        current = np.array([a.iou for a, _ in defective], dtype=np.float64)
-        before = np.array([b.iou for _, b in defective], dtype=np.float64)
-        _, low, high = paired_bootstrap_delta(current, before, mean_along_last_axis, n_resamples=n_resamples,
-                                              seed=seed)
-    elif name == "f2":
-        truth, current = nok_arrays([a for a, _ in pairs])
-        _, before = nok_arrays([b for _, b in pairs])
-        _, low, high = paired_bootstrap_delta((truth, current), (truth, before), f2_from_labels,
-                                              n_resamples=n_resamples, seed=seed)
+        current = (np.array([a.iou for a, _ in defective], dtype=np.float64),)
+        before = (np.array([b.iou for _, b in defective], dtype=np.float64),)
     else:
-        change.note = f"no paired interval for {name}"
-        return
+        truth, verdicts = nok_arrays([a for a, _ in pairs])
+        current, before = (truth, verdicts), (truth, nok_arrays([b for _, b in pairs])[1])
+    _, low, high = paired_bootstrap_delta(current, before, metric.compute, n_resamples=n_resamples, seed=seed)
     if math.isnan(low) or math.isnan(high):
         change.note = "paired interval undefined (no defective image)"
         return

@@ -12,6 +12,7 @@ import numpy as np
 from fmtest.metrics import functional as metrics
 from fmtest.data.sample import NOK
 from fmtest.config.rules import RiskRules
+from fmtest.metrics.specs import IOUS, METRICS, VERDICTS, MetricSpec
 from fmtest.verdict.results import CaseResult, ImageResult, Risk
 
 
@@ -22,14 +23,42 @@ def nok_arrays(images: list[ImageResult]) -> tuple[np.ndarray, np.ndarray]:
     return y_true, y_pred
 
 
-def score_images(images: list[ImageResult], *, task: str, n_resamples: int, seed: int) -> dict:
-    """Case metrics from per-image records alone, so a cached or stored run re-scores without images."""
-    y_true, y_pred = nok_arrays(images)
-    out = dict(metrics.classification_summary(y_true, y_pred, n_resamples=n_resamples, seed=seed))
-    if task == "segmentation":
-        ious = np.array([i.iou for i in images if i.label == NOK and i.iou is not None], dtype=float)
-        out.update(metrics.segmentation_summary(ious, n_resamples=n_resamples, seed=seed))
-    return {k: float(v) for k, v in out.items()}
+def row_inputs(images: list[ImageResult]) -> dict[str, tuple[np.ndarray, ...]]:
+    """The arrays a metric's statistic reads (`MetricSpec.rows`): every image's (truth, verdict), and the IoU of
+    the defective images that have one."""
+    ious = np.array([i.iou for i in images if i.label == NOK and i.iou is not None], dtype=np.float64)
+    if np.isnan(ious).any() or ((ious < 0) | (ious > 1)).any():
+        raise metrics.MetricInputError("per-image IoU values must lie in [0, 1] (no nan)")
+    return {VERDICTS: nok_arrays(images), IOUS: (ious,)}
+
+
+def value_of(spec: MetricSpec, arrays: tuple[np.ndarray, ...]) -> float:
+    """The metric's value on the whole set: its statistic on one row; nan on no images."""
+    if spec.rows == IOUS and not len(arrays[0]):  # no defective image: no mean IoU
+        return math.nan
+    return float(np.asarray(spec.compute(*(a[None] for a in arrays)))[0])
+
+
+def score_images(images: list[ImageResult], *, task: str, n_resamples: int, seed: int) -> dict[str, float]:
+    """Every metric a case of `task` computes from its rows, with the intervals their specs ask for: from per-image
+    records alone, so a cached, stored or merged run re-scores without images."""
+    return score_inputs(row_inputs(images), task=task, n_resamples=n_resamples, seed=seed)
+
+
+def score_inputs(inputs: dict[str, tuple[np.ndarray, ...]], *, task: str, n_resamples: int,
+                 seed: int) -> dict[str, float]:
+    """`score_images` on the arrays `row_inputs` makes of the rows (benchmarks score arrays directly)."""
+    out: dict[str, float] = {}
+    for spec in METRICS.values():
+        if spec.rows is None or task not in spec.recorded_by:
+            continue
+        arrays = inputs[spec.rows]
+        out[spec.name] = value_of(spec, arrays)
+        if spec.interval is not None:
+            strata = arrays[0] if spec.interval == "stratified" else None
+            out[f"{spec.name}_ci_low"], out[f"{spec.name}_ci_high"] = metrics.bootstrap_ci(
+                spec.compute, *arrays, n_resamples=n_resamples, seed=seed, strata=strata)
+    return out
 
 
 def score_case(case: CaseResult, *, task: str, n_resamples: int, seed: int) -> None:
@@ -62,14 +91,10 @@ def breakdown(images: list[ImageResult], *, task: str) -> dict[str, dict[str, fl
 
 
 def _subset_figures(images: list[ImageResult], task: str) -> dict[str, float]:
-    y_true, y_pred = nok_arrays(images)
-    counts = metrics.confusion_counts(y_true, y_pred)
-    out = {"f2": metrics.f2(counts), "recall": metrics.recall(counts), "n_images": float(counts.n),
-           "n_defective": float(counts.n_defective)}
-    if task == "segmentation":
-        ious = [i.iou for i in images if i.label == NOK and i.iou is not None]
-        out = {"iou": metrics.mean_iou(ious) if ious else math.nan, **out}
-    return out
+    """The breakdown's figures of one group or defect type (specs with `in_breakdown`), without intervals."""
+    inputs = row_inputs(images)
+    return {s.name: value_of(s, inputs[s.rows]) for s in METRICS.values()
+            if s.in_breakdown and task in s.recorded_by}
 
 
 def risk_summary(images: list[ImageResult], good_train_scores, rules: RiskRules) -> Risk:
