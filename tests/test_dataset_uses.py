@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from fakes import make_visa
 from label_exports import SceneImage, square, write_coco, write_images
-from toy_fmtest import SUITE_CONFIG, make_suite
+from toy_fmtest import make_suite
 
 from fmtest.config.suite import parse_config
 from fmtest.data.coco import CocoDataset
@@ -59,15 +59,14 @@ def test_a_coco_export_and_visa_run_as_cases(pytester, tmp_path):
     write_images(tmp_path / "parts" / "images", scene)
     write_coco(tmp_path / "parts" / "coco.json", scene)
     make_visa(tmp_path, categories=("candle",))
-    config = f'data_root = "{tmp_path}"\n' + SUITE_CONFIG + """
+    suite = make_suite(pytester, f'data_root = "{tmp_path}"', """
 [datasets.parts]
 uses = "coco"
 annotations = "parts/coco.json"
 images = "parts/images"
 [datasets.visa]
 categories = ["candle"]
-"""
-    suite = make_suite(pytester, config)
+""")
 
     def run(dataset, pipeline):
         suite.runpytest("-p", "no:randomly", "--fm-config=fmtest.toml", "--fm-no-cache", "-q",

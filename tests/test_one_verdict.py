@@ -8,14 +8,15 @@ import json
 import shutil
 
 import pytest
-from test_plugin import COMPARE, CONFIG, SUITES, run, suite  # noqa: F401  (the toy suite fixture)
+from test_plugin import COMPARE, SUITES, run, suite  # noqa: F401  (the toy suite fixture)
+from toy_fmtest import toy_config
 
 from fmtest.cli import main
 
 pytest_plugins = ["pytester"]
 PIPELINES = "--fm-pipeline=toy_threshold,toy_empty,toy_learned,toy_same"  # toy_learned: 2-fold cross-validation
 TIMING = {"images_per_second", "fit_seconds"}
-ZERO_THRESHOLDS = CONFIG.replace("iou = 0.60\nf2 = 0.80", "iou = 0.0\nf2 = 0.0")  # only a baseline can fail a case
+ZERO_THRESHOLDS = "[thresholds]\niou = 0.0\nf2 = 0.0"  # only a baseline can fail a case
 WORSE = "[pipelines.toy_threshold]\nlevel = 0.95\n"  # finds no defect: IoU 1.0 -> 0.0
 
 
@@ -36,7 +37,7 @@ def _comparable(case: dict) -> dict:
 def pairs(suite):  # noqa: F811
     """The toy suite with its comparison file and two pairs: a copy of the reference, and a worse candidate."""
     shutil.copy(SUITES / "test_comparison.py", suite.path / "test_comparison.py")
-    (suite.path / "fmtest.toml").write_text(CONFIG + COMPARE)
+    (suite.path / "fmtest.toml").write_text(toy_config(COMPARE))
     return suite
 
 
@@ -63,9 +64,9 @@ def test_shards_merged_equal_the_run_in_one_process_for_every_case_kind(pairs, n
 
 
 def test_a_regression_against_the_baseline_fails_in_process_and_after_merge(suite):  # noqa: F811
-    (suite.path / "fmtest.toml").write_text(ZERO_THRESHOLDS)
+    (suite.path / "fmtest.toml").write_text(toy_config(ZERO_THRESHOLDS))
     run(suite, "--fm-pipeline=toy_threshold", "--fm-results=base.json").assert_outcomes(passed=1)
-    (suite.path / "fmtest.toml").write_text(ZERO_THRESHOLDS + WORSE)
+    (suite.path / "fmtest.toml").write_text(toy_config(ZERO_THRESHOLDS, WORSE))
 
     result = run(suite, "--fm-pipeline=toy_threshold", "--fm-baseline=base.json", "--fm-results=now.json")
     result.assert_outcomes(failed=1)
@@ -94,8 +95,8 @@ def test_robustness_cases_are_refused_when_a_shard_starts_not_after_the_work(sui
 def test_a_case_that_cannot_be_judged_shows_no_figure_in_any_output(suite):  # noqa: F811
     """Every answer failed: F2 would be high (failed answers count as NOK). The case errors, and its F2 is
     in none of the outputs: JSON, JUnit, the metrics file, the Markdown page."""
-    (suite.path / "fmtest.toml").write_text(CONFIG.replace('["toy_threshold", "toy_empty"]', '["toy_dead_api"]')
-                                            + '[datasets.toy]\nn_good = 1\nn_defective = 9\n')
+    (suite.path / "fmtest.toml").write_text(toy_config('default_pipelines = ["toy_dead_api"]',
+                                                       "[datasets.toy]\nn_good = 1\nn_defective = 9"))
     result = run(suite, "--fm-results=out.json", "--fm-metrics=metrics.json", "--fm-markdown=board.md",
                  "--junitxml=junit.xml")
     result.assert_outcomes(errors=1)

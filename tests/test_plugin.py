@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from toy_fmtest import SUITE_CONFIG, make_suite
+from toy_fmtest import SUITE_CONFIG, make_suite, toy_config
 
 pytest_plugins = ["pytester"]
 SUITES = Path(__file__).parent.parent / "suites"
@@ -76,7 +76,7 @@ def test_missing_weights_skip_with_reason_or_error_when_strict(suite):
 
 
 def test_corrupt_image_errors_one_case_and_keeps_the_others(suite):
-    (suite.path / "fmtest.toml").write_text(CONFIG + "[datasets.toy]\ncorrupt_index = 3\n")
+    (suite.path / "fmtest.toml").write_text(toy_config("[datasets.toy]\ncorrupt_index = 3\n"))
     result = run(suite, "--fm-pipeline=toy_threshold,toy_noweights", "--fm-results=out.json",
                  "--fm-report=board.html")
     result.assert_outcomes(errors=1, skipped=1)
@@ -104,7 +104,7 @@ def test_ctrl_c_keeps_the_cases_already_finished(suite, monkeypatch):
 
 
 def test_scoreboard_links_each_case_to_its_history(suite):
-    (suite.path / "fmtest.toml").write_text('history_url = "../history/history.html"\n' + CONFIG)
+    (suite.path / "fmtest.toml").write_text(toy_config('history_url = "../history/history.html"'))
     run(suite, "--fm-pipeline=toy_threshold", "--fm-report=board.html")
     assert "href='../history/history.html#toy_threshold-toy'" in (suite.path / "board.html").read_text()
 
@@ -123,9 +123,8 @@ def test_xdist_workers_merge_into_one_results_file(suite, monkeypatch):
 
 def test_a_dead_api_errors_and_never_passes(suite):
     """Failed answers count as NOK, so on a mostly defective set a dead API would score a high F2."""
-    (suite.path / "fmtest.toml").write_text(CONFIG.replace('["toy_threshold", "toy_empty"]', '["toy_dead_api"]')
-                                            .replace("iou = 0.60", "iou = 0.0")
-                                            + '[datasets.toy]\nn_good = 1\nn_defective = 9\n')
+    (suite.path / "fmtest.toml").write_text(toy_config('default_pipelines = ["toy_dead_api"]',
+                                                       "[thresholds]\niou = 0.0", "[datasets.toy]\nn_good = 1\nn_defective = 9"))
     result = run(suite, "--fm-results=out.json")
     result.assert_outcomes(errors=1)
     assert result.ret != 0
@@ -137,8 +136,8 @@ def test_a_dead_api_errors_and_never_passes(suite):
 
 
 def test_an_allowed_share_of_invalid_answers_is_judged_normally(suite):
-    (suite.path / "fmtest.toml").write_text(CONFIG.replace('["toy_threshold", "toy_empty"]', '["toy_dead_api"]')
-                                            .replace("f2 = 0.80", "f2 = 0.80\nmax_invalid_answer_rate = 1.0"))
+    (suite.path / "fmtest.toml").write_text(toy_config('default_pipelines = ["toy_dead_api"]',
+                                                       "[thresholds]\nmax_invalid_answer_rate = 1.0"))
     run(suite).assert_outcomes(failed=1)  # judged: IoU 0 misses its threshold
 
 
@@ -147,8 +146,8 @@ def test_an_allowed_share_of_invalid_answers_is_judged_normally(suite):
     ("n_good = 0\nn_defective = 0", "no test images: nothing to judge"),
 ])
 def test_degenerate_cases_say_what_is_wrong(suite, dataset, message):
-    (suite.path / "fmtest.toml").write_text(CONFIG.replace('["toy_threshold", "toy_empty"]', '["toy_threshold"]')
-                                            + f"[datasets.toy]\n{dataset}\n")
+    (suite.path / "fmtest.toml").write_text(toy_config('default_pipelines = ["toy_threshold"]',
+                                                       f"[datasets.toy]\n{dataset}\n"))
     result = run(suite, "--fm-results=out.json")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines([f"*toy_threshold-toy*{message}*"])
@@ -222,7 +221,7 @@ tolerance = 0.05
 
 def test_a_candidate_is_compared_with_the_model_it_would_replace_on_the_same_images(suite):
     shutil.copy(SUITES / "test_comparison.py", suite.path / "test_comparison.py")
-    (suite.path / "fmtest.toml").write_text(CONFIG + COMPARE)
+    (suite.path / "fmtest.toml").write_text(toy_config(COMPARE))
     result = run(suite, "test_comparison.py", "--fm-results=out.json", "--fm-report=board.html")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*toy_empty-vs-toy_threshold-toy: delta_iou = -1.000 (95% CI *) is below the "

@@ -15,7 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from toy_fmtest import SUITE_CONFIG, make_suite
+from toy_fmtest import SUITE_CONFIG, make_suite, toy_config
 
 import fmtest
 from fmtest.errors import ConfigError
@@ -24,13 +24,16 @@ from fmtest.config.settings import resolve_settings
 pytest_plugins = ["pytester"]
 SUITES = Path(__file__).parent.parent / "suites"
 TOY = Path(__file__).parent / "toy_fmtest.py"
-CONFIG = SUITE_CONFIG.split('[thresholds."toy_empty-toy"]')[0]
+CONFIG = SUITE_CONFIG.split('[thresholds."toy_empty-toy"]')[0]  # toy_empty held to every threshold
 SERVER_START_LIMIT_S = 240  # a cold `mlflow server` creates its SQLite schema first: ~40 s on 2 busy cores
 
 
 @pytest.fixture
 def suite(pytester):
-    return make_suite(pytester, CONFIG)
+    (pytester.path / "fmtest.toml").write_text("")
+    make_suite(pytester)
+    (pytester.path / "fmtest.toml").write_text(toy_config(base=CONFIG))
+    return pytester
 
 
 def test_one_run_writes_the_markdown_summary_and_metrics_file(suite, monkeypatch):

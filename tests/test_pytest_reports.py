@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("pytest_html")
-from toy_fmtest import SUITE_CONFIG, make_suite  # noqa: E402
+from toy_fmtest import make_suite  # noqa: E402
 
 pytest_plugins = ["pytester"]
 SUITES = Path(__file__).parent.parent / "suites"
 TOY = Path(__file__).parent / "toy_fmtest.py"
-CONFIG = SUITE_CONFIG.replace("bootstrap_resamples = 200", "bootstrap_resamples = 50")
+CONFIG = "bootstrap_resamples = 50"
 
 
 @pytest.fixture

@@ -20,20 +20,13 @@ from fmtest.plugin.session import Session
 from fmtest.run.plan import plan_cases
 
 
-@pytest.fixture(autouse=True)
-def toy_registry(monkeypatch):
-    import fmtest.data
-    import fmtest.pipelines
-
-    monkeypatch.setattr(fmtest.data, "DATASETS", dict(fmtest.data.DATASETS))
-    monkeypatch.setattr(fmtest.pipelines, "PIPELINES", dict(fmtest.pipelines.PIPELINES))
-    monkeypatch.setattr(fmtest.pipelines, "TASKS", dict(fmtest.pipelines.TASKS))
-    toy_fmtest.register()
+RECORDING = {"pipelines": {"recording": {"class": f"{__name__}:RecordingFit"}}}
 
 
 def _settings(**kw) -> Settings:
-    """The settings of a run with `raw` as its config, without a prediction cache unless `cache_dir` is given."""
-    config = parse_config(kw.pop("raw", {}))
+    """The settings of a run with `raw` as its config (the toy classes declared in it), without a prediction cache
+    unless `cache_dir` is given."""
+    config = parse_config(toy_fmtest.merge_tables(toy_fmtest.toy_tables(), kw.pop("raw", {})))
     base = resolve_settings({"no-cache": True, "device": "cpu"}.get, Path(__file__).parent)
     return dataclasses.replace(base, **{"config": config, "datasets": ["toy"], "pipelines": ["toy_threshold"], **kw})
 
@@ -84,26 +77,18 @@ class RecordingFit(Pipeline):
 
 
 def test_each_mvtec_category_is_fitted_on_its_own_images_and_reference(tmp_path, monkeypatch):
-    import fmtest.pipelines
-
     make_mvtec(tmp_path, categories=("carpet", "grid"), n_train=3, n_good=2, n_defective=2)
-    monkeypatch.setitem(fmtest.pipelines.PIPELINES, "recording", f"{__name__}:RecordingFit")
-    monkeypatch.setitem(fmtest.pipelines.TASKS, "recording", "segmentation")
     RecordingFit.fits = []
     settings = _settings(datasets=["mvtec"], pipelines=["recording"], data_root=tmp_path,
-                         raw={"datasets": {"mvtec": {"categories": ["carpet", "grid"]}}})
+                         raw={**RECORDING, "datasets": {"mvtec": {"categories": ["carpet", "grid"]}}})
     result = Session(settings, progress=False).case(Case("recording", "mvtec", "segmentation"))
     assert RecordingFit.fits == [(["carpet"], "carpet/train/good/000"), (["grid"], "grid/train/good/000")]
     assert result.metrics["n_images"] == 8  # pooled over both categories
 
 
 def test_fitting_is_skipped_when_every_prediction_is_cached(tmp_path, monkeypatch):
-    import fmtest.pipelines
-
-    monkeypatch.setitem(fmtest.pipelines.PIPELINES, "recording", f"{__name__}:RecordingFit")
-    monkeypatch.setitem(fmtest.pipelines.TASKS, "recording", "segmentation")
     RecordingFit.fits = []
-    settings = _settings(pipelines=["recording"], cache_dir=tmp_path / "cache")
+    settings = _settings(pipelines=["recording"], cache_dir=tmp_path / "cache", raw=RECORDING)
     Session(settings, progress=False).case(Case("recording", "toy", "segmentation"))
     assert len(RecordingFit.fits) == 1
     again = Session(settings, progress=False).case(Case("recording", "toy", "segmentation"))

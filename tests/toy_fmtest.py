@@ -1,12 +1,16 @@
 """A toy dataset and toy pipelines for testing the plugin without models: squares on noise.
 
-Registered into fmtest's name registries by the pytester conftest in tests/test_plugin.py.
+A toy suite declares them as a user declares their own classes (`[pipelines.<name>] class = "toy_fmtest:..."`,
+see `toy_config`), so no test touches fmtest's registries.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -174,16 +178,50 @@ class ToyNoWeights(Pipeline):
         raise AssertionError
 
 
-def register():
-    import fmtest.data
-    import fmtest.pipelines
+TOY_PIPELINES = {"toy_threshold": "ToyThreshold", "toy_empty": "ToyEmpty", "toy_noweights": "ToyNoWeights",
+                 "toy_interrupt": "ToyInterrupt", "toy_learned": "ToyLearned", "toy_dead_api": "ToyDeadApi"}
 
-    fmtest.data.DATASETS["toy"] = "toy_fmtest:Toy"
-    for name, cls in (("toy_threshold", "ToyThreshold"), ("toy_empty", "ToyEmpty"),
-                      ("toy_noweights", "ToyNoWeights"), ("toy_interrupt", "ToyInterrupt"),
-                      ("toy_learned", "ToyLearned"), ("toy_dead_api", "ToyDeadApi")):
-        fmtest.pipelines.PIPELINES[name] = f"toy_fmtest:{cls}"
-        fmtest.pipelines.TASKS[name] = "segmentation"
+
+def toy_tables() -> dict:
+    """The toy dataset and pipelines as a suite declares its own classes (no registry is touched)."""
+    return {"datasets": {"toy": {"class": "toy_fmtest:Toy"}},
+            "pipelines": {name: {"class": f"toy_fmtest:{cls}"} for name, cls in TOY_PIPELINES.items()}}
+
+
+def toy_config(*snippets: str, base: str | None = None) -> str:
+    """The toy suite's fmtest.toml: `base` (SUITE_CONFIG), then each TOML snippet merged over it (later keys win,
+    tables merge), with the toy classes declared."""
+    merged = merge_tables(toy_tables(), tomllib.loads(SUITE_CONFIG if base is None else base))
+    for snippet in snippets:
+        merged = merge_tables(merged, tomllib.loads(snippet))
+    return dump_toml(merged)
+
+
+def merge_tables(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for key, value in b.items():
+        out[key] = merge_tables(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def dump_toml(data: dict, prefix: str = "") -> str:
+    """Nested dicts of strings, numbers, booleans and lists as TOML: scalars first, then each sub-table."""
+    def key(k: str) -> str:
+        return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else json.dumps(k)
+
+    def value(v) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return json.dumps(v) if isinstance(v, str) else repr(v)
+
+    lines = [f"{key(k)} = {value(v)}" for k, v in data.items() if not isinstance(v, dict)]
+    for k, v in data.items():
+        if isinstance(v, dict):
+            name = f"{prefix}.{key(k)}" if prefix else key(k)
+            lines += ["", f"[{name}]", dump_toml(v, name)]
+    return "\n".join(lines).strip() + "\n"
 
 
 SUITES = Path(__file__).parent.parent / "suites"
@@ -199,12 +237,11 @@ iou = 0.0
 """
 
 
-def make_suite(pytester, config: str = SUITE_CONFIG, files=("test_segmentation.py", "test_classification.py")):
-    """A suite folder like the shipped one (its test files copied), with the toy dataset and pipelines
-    registered by a conftest and `config` as its fmtest.toml."""
+def make_suite(pytester, *snippets: str, files=("test_segmentation.py", "test_classification.py")):
+    """A suite folder like the shipped one (its test files copied), its fmtest.toml the toy config with
+    `snippets` merged over it (`toy_config`)."""
     pytester.syspathinsert(Path(__file__).parent)
     for name in files:
         shutil.copy(SUITES / name, pytester.path / name)
-    pytester.makeconftest("import toy_fmtest\ntoy_fmtest.register()\n")
-    (pytester.path / "fmtest.toml").write_text(config)
+    (pytester.path / "fmtest.toml").write_text(toy_config(*snippets))
     return pytester
