@@ -16,6 +16,10 @@ from PIL import Image
 
 from fmtest.data.satsim import DEFECT_TYPES, Nuisance, render_part
 
+TESTS = Path(__file__).resolve().parent  # where the test helpers live (on sys.path for every test)
+REPO = TESTS.parent
+SUITES = REPO / "suites"
+FILES = TESTS / "files"  # recorded files the tests read (upstream key layouts, an older results file)
 MVTEC_DEFECTS = ("hole", "thread")
 GREYSCALE_CATEGORIES = ("grid",)
 

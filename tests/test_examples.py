@@ -14,9 +14,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from fakes import REPO
 
 yaml = pytest.importorskip("yaml")
-EXAMPLES = Path(__file__).parent.parent / "examples"
+EXAMPLES = REPO / "examples"
 BASH = shutil.which("bash")  # found before a test narrows PATH
 pytestmark = pytest.mark.skipif(BASH is None, reason="the CI steps are bash scripts")
 

