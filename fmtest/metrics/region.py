@@ -41,7 +41,7 @@ the exact value computed from every pixel's score, derived from the counts alone
   pixels above it and that with none of them and all the bin's defect pixels (ties may carry it to the
   bin's end); the bound is the mean of those ranges over all defect pixels.
 Scores beyond +-1e6 or within +-1e-6 of 0 share the end bins; the bounds cover that too. Measured on
-20 smooth 256 x 256 maps (tests/test_region_metrics.py): errors 1e-6 (AUROC), 1e-5 (AU-PRO) and 9e-5
+20 smooth 256 x 256 maps (tests/metrics/test_region_metrics.py): errors 1e-6 (AUROC), 1e-5 (AU-PRO) and 9e-5
 (AP), bounds 6e-5, 3e-4 and 6e-3, and 7 KB of JSON per image against 256 KB for its float32 score map.
 Recall by size uses the predicted masks' exact pixel counts: it has no grid error. A grid built from
 the data's own scores (`ScoreGrid.of_scores`, one bin per distinct score; `region_figures_of_maps`)

@@ -1,7 +1,7 @@
 """PatchCore (Roth et al., "Towards Total Recall in Industrial Anomaly Detection", CVPR 2022): a reference baseline.
 
 The standard unsupervised detector a team would try first, beside padim. The algorithm is the paper's as
-anomalib implements it (`anomalib.models.image.patchcore`; tests/test_anomalib.py compares the two when anomalib
+anomalib implements it (`anomalib.models.image.patchcore`; tests/pipelines/test_anomalib.py compares the two when anomalib
 is installed). fmtest runs its own implementation so that it needs no extra, no download and no Lightning, fits
 the default run's time, and is bit-reproducible:
 
