@@ -215,6 +215,15 @@ class ToyAlwaysCrash(ToyThreshold):
         raise RuntimeError("toy model exploded")
 
 
+class ToyClassifier(Pipeline):
+    """A classifier: NOK when the image has a bright spot. Its cases record F2, never IoU."""
+
+    name, task = "toy_classifier", "classification"
+
+    def predict(self, samples):
+        return [Prediction("NOK" if s.image.max() > 0.6 else "OK", score=float(s.image.max())) for s in samples]
+
+
 class ToyNoWeights(Pipeline):
     name, task = "toy_noweights", "segmentation"
 
@@ -229,7 +238,8 @@ class ToyNoWeights(Pipeline):
 TOY_PIPELINES = {"toy_threshold": "ToyThreshold", "toy_empty": "ToyEmpty", "toy_noweights": "ToyNoWeights",
                  "toy_interrupt": "ToyInterrupt", "toy_learned": "ToyLearned", "toy_dead_api": "ToyDeadApi",
                  "toy_flaky_api": "ToyFlakyApi", "toy_outage_when_perturbed": "ToyOutageWhenPerturbed",
-                 "toy_always_nok": "ToyAlwaysNok", "toy_terminate": "ToyTerminate"}
+                 "toy_always_nok": "ToyAlwaysNok", "toy_terminate": "ToyTerminate",
+                 "toy_classifier": "ToyClassifier"}
 
 
 def toy_tables() -> dict:

@@ -349,6 +349,10 @@ def pytest_runtest_makereport(item, call):
         from fmtest.util.redact import redact
 
         report.longrepr = f"{item.nodeid}: {redact(str(call.excinfo.value))}"  # one line, no traceback wall
+    elif result is not None and report.failed and report.longrepr is not None:
+        from fmtest.util.redact import redact
+
+        report.longrepr = redact(str(report.longrepr))  # a user's traceback, shown and in JUnit, minus credentials
     if result is None:
         return
     final = (report.when == "call") or (report.when == "setup" and not report.passed)
@@ -371,9 +375,10 @@ def _exception_line(excinfo, root: Path) -> str:
     from fmtest.util.redact import redact
 
     error = excinfo.value
-    text = redact(" ".join(str(error).split()))[:500]
+    text = redact(" ".join(str(error).split()))
     if isinstance(error, FmtestError):
         return text
+    text = text[:500]  # someone else's message: the first 500 characters say what happened
     entries = list(excinfo.traceback)
     outside = [e for e in entries if not _library_file(Path(str(e.path)))]
     entry = (outside or entries)[-1] if entries else None
