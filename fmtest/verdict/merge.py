@@ -92,9 +92,9 @@ def shard_disagreements(shards: list[ShardFile]) -> list[str]:
             if case.shard is None or case.task in ("comparison", "robustness"):
                 continue  # not scored in this shard: nothing recorded to check
             from_rows = finish_case(evidence_of(case), rules)
-            differ = [f"{name} {_shown(case.metrics.get(name))} recorded, {_shown(value)} from the rows"
-                      for name, value in from_rows.metrics.items() if _summary_figure(name)
-                      and not _same(case.metrics.get(name), value)]
+            differ = [f"{name} {_shown(case.metrics[name])} recorded, {_shown(value)} from the rows"
+                      for name, value in from_rows.metrics.items() if name in case.metrics and _summary_figure(name)
+                      and not _same(case.metrics[name], value)]
             if case.invalid_answers != from_rows.invalid_answers:
                 differ.append(f"invalid_answers {case.invalid_answers} recorded, {from_rows.invalid_answers} from "
                               "the rows")
