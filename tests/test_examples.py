@@ -139,3 +139,17 @@ def test_gitlab_without_results_on_the_default_branch_runs_without_a_baseline(gi
     assert done.returncode == 0, done.stderr
     assert done.stdout.rstrip().endswith("BASELINE_OPT=")
     assert "no results from main yet; running without a baseline" in done.stdout
+
+
+def test_every_ci_example_fails_a_run_that_judged_nothing():
+    """A runner missing every key or checkpoint skips every case: the documented CI must not show that as green."""
+    def commands(name: str, start: str) -> list[str]:
+        lines = (EXAMPLES / name).read_text().splitlines()
+        return [line for line in lines if line.strip().lstrip("- ").startswith(start)]
+
+    for name in ("github-actions.yml", "gitlab-ci.yml"):
+        (run,) = commands(name, "pytest suites")
+        assert "--fm-require-judged" in run, name
+    for name in ("github-actions-sharded.yml", "gitlab-ci-sharded.yml"):  # the merge judges a sharded run
+        (merge,) = commands(name, "fmtest merge")
+        assert "--require-judged" in merge, name

@@ -136,6 +136,54 @@ class ToyDeadApi(Pipeline):
         return [Prediction.failed("gave up after 2 attempt(s): HTTP 503 from http://127.0.0.1:9/v1") for _ in samples]
 
 
+class ToyFlakyApi(ToyThreshold):
+    """An API that fails one image in three (503), answering the rest as ToyThreshold does."""
+
+    name = "toy_flaky_api"
+    remote_api = True
+
+    def predict(self, samples):
+        answers = super().predict(samples)
+        return [Prediction.failed("HTTP 503 from http://127.0.0.1:9/v1") if int(s.id[-3:]) % 3 == 0 else a
+                for s, a in zip(samples, answers, strict=True)]
+
+
+class ToyOutageWhenPerturbed(ToyThreshold):
+    """An API that answers the clean images, then goes down while the perturbed copies are sent."""
+
+    name = "toy_outage_when_perturbed"
+    remote_api = True
+
+    def predict(self, samples):
+        if any("perturbation" in s.meta for s in samples):
+            return [Prediction.failed("gave up after 2 attempt(s): HTTP 503 from http://127.0.0.1:9/v1")
+                    for _ in samples]
+        return super().predict(samples)
+
+
+class ToyAlwaysNok(Pipeline):
+    """Answers NOK for every image, the whole image marked: a broken model that never flips."""
+
+    name, task = "toy_always_nok", "segmentation"
+
+    def predict(self, samples):
+        return [Prediction.from_mask(np.ones(s.image.shape[:2], bool), score=1.0) for s in samples]
+
+
+class ToyTerminate(Pipeline):
+    """Stands for CI stopping the job (a timeout, a cancel): SIGTERM to its own process mid-case."""
+
+    name, task = "toy_terminate", "segmentation"
+
+    def predict(self, samples):
+        import signal
+        import time
+
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)  # the signal arrives here; without a handler the process dies at once
+        raise AssertionError("SIGTERM did not stop the case")
+
+
 class ToyInterrupt(Pipeline):
     """Stands for a user pressing Ctrl-C in the middle of a case."""
 
@@ -167,6 +215,15 @@ class ToyAlwaysCrash(ToyThreshold):
         raise RuntimeError("toy model exploded")
 
 
+class ToyClassifier(Pipeline):
+    """A classifier: NOK when the image has a bright spot. Its cases record F2, never IoU."""
+
+    name, task = "toy_classifier", "classification"
+
+    def predict(self, samples):
+        return [Prediction("NOK" if s.image.max() > 0.6 else "OK", score=float(s.image.max())) for s in samples]
+
+
 class ToyNoWeights(Pipeline):
     name, task = "toy_noweights", "segmentation"
 
@@ -179,7 +236,10 @@ class ToyNoWeights(Pipeline):
 
 
 TOY_PIPELINES = {"toy_threshold": "ToyThreshold", "toy_empty": "ToyEmpty", "toy_noweights": "ToyNoWeights",
-                 "toy_interrupt": "ToyInterrupt", "toy_learned": "ToyLearned", "toy_dead_api": "ToyDeadApi"}
+                 "toy_interrupt": "ToyInterrupt", "toy_learned": "ToyLearned", "toy_dead_api": "ToyDeadApi",
+                 "toy_flaky_api": "ToyFlakyApi", "toy_outage_when_perturbed": "ToyOutageWhenPerturbed",
+                 "toy_always_nok": "ToyAlwaysNok", "toy_terminate": "ToyTerminate",
+                 "toy_classifier": "ToyClassifier"}
 
 
 def toy_tables() -> dict:

@@ -31,7 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except FmtestError as e:
-        print(f"fmtest: error: {e}", file=sys.stderr)
+        from fmtest.util.redact import redact
+
+        print(f"fmtest: error: {redact(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

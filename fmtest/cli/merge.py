@@ -15,19 +15,41 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--junitxml", type=Path, help="write JUnit XML (one testcase per case) here")
     parser.add_argument("--baseline", type=Path, help="earlier JSON results; a metric that drops by more than "
                         "the tolerance fails")
+    parser.add_argument("--require-judged", action="store_true", help="exit 1 when no case was judged (every "
+                        "case skipped), as --fm-require-judged does for a run")
     parser.set_defaults(func=_cli_merge)
 
 
 def _cli_merge(args: argparse.Namespace) -> int:
-    """Exit 1 when a case failed or could not be judged, as the pytest run would."""
+    """Exit 1 when a case failed or could not be judged, as the pytest run would (and, with --require-judged,
+    when no case was judged at all)."""
+    import sys
+
+    from fmtest.errors import ConfigError
     from fmtest.report.junit import junit_xml
     from fmtest.report.terminal import render_scoreboard
-    from fmtest.util.fsutil import atomic_write
+    from fmtest.util.fsutil import atomic_write, why_unwritable
+    from fmtest.util.redact import redact_values
     from fmtest.report.results_file import read_json, write_json
-    from fmtest.verdict.merge import ShardFile, merge_shards
+    from fmtest.verdict.merge import ShardFile, merge_shards, shard_disagreements
 
+    outputs = {"--results": args.results, "--report": args.report, "--junitxml": args.junitxml}
+    taken: dict[Path, str] = {}
+    for option, path in outputs.items():  # before reading anything: no merge is lost to an unwritable output
+        if path is None:
+            continue
+        problem = why_unwritable(path)
+        if problem:
+            raise ConfigError(f"{option}: cannot write {path}: {problem}")
+        if path.resolve() in taken or path.resolve() in {p.resolve() for p in args.shards}:
+            raise ConfigError(f"{option}: {path} is also {taken.get(path.resolve(), 'an input')}: give each file "
+                              "its own path")
+        taken[path.resolve()] = option
     baseline = read_json(args.baseline) if args.baseline else None
-    results = merge_shards([ShardFile(path, read_json(path)) for path in args.shards], baseline)
+    shards = [ShardFile(path, read_json(path)) for path in args.shards]
+    results = redact_values(merge_shards(shards, baseline))
+    for line in shard_disagreements(shards):
+        print(f"fmtest: warning: {line}", file=sys.stderr)
     write_json(results, args.results)
     if args.report:
         from fmtest.report.html import write_html
@@ -37,4 +59,9 @@ def _cli_merge(args: argparse.Namespace) -> int:
         atomic_write(args.junitxml, junit_xml(results))
     print(render_scoreboard(results))
     print(f"merged {len(args.shards)} shard(s) into {args.results}")
+    if not any(c.outcome in ("passed", "failed") for c in results.cases):
+        print(f"NO CASE WAS JUDGED ({len(results.cases)} case(s), none passed or failed a gate)"
+              + ("" if args.require_judged else ": --require-judged makes this merge fail"))
+        if args.require_judged:
+            return 1
     return 1 if any(c.outcome in ("failed", "error") for c in results.cases) else 0

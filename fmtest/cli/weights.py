@@ -100,7 +100,12 @@ def _verify(key: str, path: Path) -> bool:
         print(f"{key}: BAD SIZE {path}: {size} bytes, expected {spec.size}")
         return False
     sha = registry.file_sha256(path)
-    if spec.sha256 is None:
+    if spec.sha256 is None and spec.sha256_prefix is not None:
+        if not sha.startswith(spec.sha256_prefix):
+            print(f"{key}: BAD SHA256 {path}: {sha} does not start with {spec.sha256_prefix}, the hash in its name")
+            return False
+        print(f"{key}: OK {path} (sha256 starts with {spec.sha256_prefix}, the hash in its name)")
+    elif spec.sha256 is None:
         print(f"{key}: unverified (no published sha256) {path} sha256={sha}")
     elif sha != spec.sha256:
         print(f"{key}: BAD SHA256 {path}: {sha}, expected {spec.sha256}")

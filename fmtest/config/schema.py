@@ -208,6 +208,8 @@ RUN_SETTINGS = (  # also the command line's --fm-<flag> options; the command lin
     Setting("pipeline", NAMES, "pipelines to run, comma separated on the command line",
             shown_default="default_pipelines", flag="pipeline"),
     Setting("data_root", PATH, "folder holding the dataset folders", flag="data-root", env="FMTEST_DATA"),
+    Setting("follow_outside_links", BOOL, "read files that a symbolic link inside a dataset folder points to outside "
+            "the data root (refused otherwise, naming the link)", False, flag="follow-outside-links"),
     Setting("weights", PATH, "folder holding model checkpoints", shown_default="~/.cache/fmtest/weights",
             flag="weights", env="FMTEST_WEIGHTS"),
     Setting("device", DEVICE, "where models run; under -n, workers are spread one per GPU", "auto", flag="device"),
@@ -221,6 +223,8 @@ RUN_SETTINGS = (  # also the command line's --fm-<flag> options; the command lin
     Setting("metrics", PATH, "write a flat metrics file here: .json for DVC, .txt OpenMetrics for GitLab",
             flag="metrics"),
     Setting("strict", BOOL, "a pipeline that cannot run errors instead of skipping", False, flag="strict"),
+    Setting("require_judged", BOOL, "a run that judged no case (every case skipped or in error) fails, so CI is "
+            "never green on a run that tested nothing", False, flag="require-judged"),
 )
 TOP = Table("", "top level", (
     Setting("default_datasets", NAMES, "datasets a run uses when none is named", ["satsim", "elpv"]),
@@ -265,6 +269,9 @@ ROBUSTNESS = Table("[robustness]", "`pytest suites/test_robustness.py`", (
     Setting("min_clean_recall", RATE, "below this recall of the unperturbed run a robustness case is not "
             "meaningful (a model that always answers OK never flips) and is skipped with the reason",
             shown_default="the case's recall threshold, else its f2 threshold"),
+    Setting("max_clean_false_alarm_rate", RATE, "above this false-alarm rate of the unperturbed run a robustness "
+            "case is not meaningful (a model that always answers NOK never flips) and is skipped with the reason",
+            0.5),
     Setting("ladders", TABLE, "see [robustness.ladders]"),
 ))
 LADDERS = Table("[robustness.ladders]", "severity ladders, one per perturbation", (
@@ -277,6 +284,8 @@ GUARDRAIL_SETTINGS = (
     Setting("min_alignment_quality", RATE, "alignment quality below this is a finding", 0.5),
     Setting("duplicate_correlation", RATE, "correlation above this across train and test is a near-duplicate", 0.95),
     Setting("outlier_z", number(0.0, low_open=True), "intensity statistics this many robust SDs from training", 5.0),
+    Setting("max_mask_coverage", RATE, "a defect mask covering more of its image than this is a finding (an "
+            "inverted mask: defect black, background white?)", 0.9),
 )
 GUARDRAILS = Table("[guardrails]", "data-quality checks before scoring", (
     *GUARDRAIL_SETTINGS, Setting("<dataset>", TABLE, "see [guardrails.<dataset>]")))

@@ -25,6 +25,7 @@ class Settings:
     datasets: list[str]
     pipelines: list[str]
     data_root: Path | None
+    follow_outside_links: bool  # read what a symbolic link in a dataset folder points to outside the data root
     weights_dir: Path | None
     device: str
     report: Path | None
@@ -32,6 +33,7 @@ class Settings:
     baseline: Path | None
     cache_dir: Path | None  # None: --fm-no-cache
     strict: bool
+    require_judged: bool  # a run that judged no case fails
     markdown: Path | None  # the scoreboard as Markdown
     metrics: Path | None  # flat metrics file: JSON (DVC), or OpenMetrics text (.txt, GitLab)
     step_summary: Path | None  # $GITHUB_STEP_SUMMARY: the Markdown scoreboard is appended there
@@ -85,10 +87,11 @@ def resolve_settings(option, invocation_dir: Path, *, worker_index: int | None =
                           f"{top.setting('data_root').env})")
     shard = get(schema.COMMAND_LINE, "shard")
     return Settings(
-        config=config, datasets=datasets, pipelines=pipelines, data_root=data_root, weights_dir=run("weights"),
+        config=config, datasets=datasets, pipelines=pipelines, data_root=data_root,
+        follow_outside_links=bool(run("follow_outside_links")), weights_dir=run("weights"),
         device=_device(run("device"), worker_index), report=run("report"), results=run("results"),
         baseline=get(schema.BASELINE, "results"), cache_dir=None if run("no_cache") else run("cache"),
-        strict=bool(run("strict")), markdown=run("markdown"), metrics=run("metrics"),
+        strict=bool(run("strict")), require_judged=bool(run("require_judged")), markdown=run("markdown"), metrics=run("metrics"),
         step_summary=Path(os.environ["GITHUB_STEP_SUMMARY"]) if os.environ.get("GITHUB_STEP_SUMMARY") else None,
         mlflow=get(schema.MLFLOW, "tracking_uri"), mlflow_experiment=get(schema.MLFLOW, "experiment"),
         shard=Shard.parse(shard) if shard else None, executor=get(schema.EXECUTOR, "kind"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
@@ -12,9 +13,11 @@ from typing import ClassVar
 import numpy as np
 
 from fmtest.data.options import parse_options
-from fmtest.data.sample import OK, Sample, SampleSet
+from fmtest.data.sample import NOK, OK, Sample, SampleSet
 from fmtest.data.departures import Departure
 from fmtest.errors import ConfigError, DataError
+
+MAX_NAMED_EMPTY_MASKS = 10  # an error about empty masks names this many, then counts the rest
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,8 @@ class Dataset(ABC):
     def __init__(self, train: SampleSet, test: SampleSet):
         self._train = train
         self._test = test
-        self._excluded_from_iou: set[str] = set()
+        self._excluded_from_iou: dict[str, str] = {}  # image id -> its mask's file
+        self._empty_masks: list[str] | None = None  # while every defective image is checked: those found empty
 
     @classmethod
     def read_options(cls, options: Mapping[str, object]) -> object:
@@ -82,6 +86,12 @@ class Dataset(ABC):
         """Build from the data root (may be None for generated or packaged data) and `[datasets.<name>]`."""
 
     @property
+    def folders(self) -> tuple[Path, ...]:
+        """The folders on disk the dataset reads its images and masks from; a symbolic link in one that leaves
+        the data root is refused (`fmtest.data.io.refuse_links_leaving`). None for generated or packaged data."""
+        return ()
+
+    @property
     def test(self) -> SampleSet:
         return self._test
 
@@ -107,20 +117,46 @@ class Dataset(ABC):
     def excluded_from_iou(self) -> list[str]:
         """Defective images left out of IoU because their mask is empty (`empty_nok_masks = "exclude"`),
         among those loaded so far: complete once the test split has been read."""
-        return sorted(self._excluded_from_iou)
+        return sorted(self.excluded_mask_files)
+
+    @property
+    def excluded_mask_files(self) -> dict[str, str]:
+        """The images of `excluded_from_iou` with the file (mask or annotation export) that left them empty
+        (none for a dataset that builds its splits itself, without `Dataset.__init__`)."""
+        return dict(sorted(getattr(self, "_excluded_from_iou", {}).items()))
 
     def checked_defect_mask(self, mask: np.ndarray, sample_id: str, path: object, empty: str) -> np.ndarray | None:
         """The mask of a defective (NOK) image. An empty one would score a missed defect as IoU 1.0:
-        with `empty` = "error" it raises DataError naming the file; with "exclude" the image keeps its
-        label, is left out of IoU (mask None) and is listed in `excluded_from_iou`."""
+        with `empty` = "error" it raises DataError naming the file, and every other defective test image
+        whose mask is empty too, so one run finds all of them; with "exclude" the image keeps its label, is
+        left out of IoU (mask None) and is listed in `excluded_from_iou`."""
         if mask.any():
             return mask
         if empty == "error":
+            if self._empty_masks is not None:  # checking every defective image: collect, do not stop
+                self._empty_masks.append(f"{sample_id} ({path})")
+                return None
+            found = self._all_empty_masks()
+            listed = "; ".join(found[:MAX_NAMED_EMPTY_MASKS]) + (
+                f"; and {len(found) - MAX_NAMED_EMPTY_MASKS} more" if len(found) > MAX_NAMED_EMPTY_MASKS else "")
             raise DataError(f"defective (NOK) image {sample_id} has an empty mask, which would score a missed defect "
-                            f"as IoU 1.0; fix the mask, or set empty_nok_masks = \"exclude\" in "
+                            f"as IoU 1.0; {len(found)} of the {self.test.n_defective} defective test images have one: "
+                            f"{listed}; fix the masks, or set empty_nok_masks = \"exclude\" in "
                             f"[datasets.{self.name}] to leave such images out of IoU", path)
-        self._excluded_from_iou.add(sample_id)
+        self._excluded_from_iou[sample_id] = str(path)
         return None
+
+    def _all_empty_masks(self) -> list[str]:
+        """Every defective test image whose mask is empty, `id (file)` each: read once, on the error path only."""
+        self._empty_masks = []
+        try:
+            for ref in self.test.refs:
+                if ref.label == NOK:
+                    with contextlib.suppress(DataError):  # another problem with that image is told when it loads
+                        ref.load()  # not through the memo: nothing read here is kept
+        finally:
+            found, self._empty_masks = self._empty_masks, None
+        return found
 
     def groups(self) -> list[Group]:
         """One group by default; datasets of several products (MVTec categories) override this."""

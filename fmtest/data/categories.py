@@ -70,6 +70,10 @@ class CategoryDataset(Dataset):
                          test=SampleSet([r for c in categories for r in good[c]]
                                         + [r for c in categories for r in defective[c]]))
 
+    @property
+    def folders(self) -> tuple[Path, ...]:
+        return tuple(self.folder / category for category in self.options.categories)
+
     @abstractmethod
     def category_split(self, category: str) -> CategorySplit:
         """The category's training, good and defective images; a missing folder or file names itself."""
@@ -143,7 +147,8 @@ class CategoryDataset(Dataset):
         """A lazily decoded sample with id `<category>/<split>/<defect>/<stem>`; a NOK image's mask is read
         from `mask_path` and checked (`empty_nok_masks`); a good image's mask is empty."""
         sample_id = f"{category}/{split}/{defect}/{image_path.stem}"
-        meta = {"category": category, "defect_type": defect, "split": split}
+        meta = {"category": category, "defect_type": defect, "split": split,
+                **({"mask_file": str(mask_path)} if label == NOK and mask_path else {})}
 
         def load() -> Sample:
             image = read_image(image_path)

@@ -178,6 +178,10 @@ class FolderDataset(Dataset):
     def reference(self) -> Sample:
         return self._reference.get()
 
+    @property
+    def folders(self) -> tuple[Path, ...]:
+        return (self.folder,)
+
     def _ref(self, row: Row) -> SampleRef:
         options = self.options
 
@@ -194,7 +198,8 @@ class FolderDataset(Dataset):
                     mask = self.checked_defect_mask(mask, row.id, row.mask, options.empty_nok_masks)
             return Sample(id=row.id, image=image, label=row.label, mask=mask, source=str(row.image),
                           meta={"split": row.split, "line": row.line,
-                                **({"defect_type": row.defect_type} if row.defect_type else {})})
+                                **({"defect_type": row.defect_type} if row.defect_type else {}),
+                                **({"mask_file": str(row.mask)} if row.mask else {})})
 
         return SampleRef(id=row.id, label=row.label, load=load)
 

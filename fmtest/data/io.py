@@ -12,6 +12,7 @@ near black and white read as intended and a background stored as 1 is background
 
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Sequence
 from pathlib import Path
@@ -191,3 +192,38 @@ def to_gray(image: np.ndarray) -> np.ndarray:
 def list_images(folder: Path) -> list[Path]:
     """Image files of one folder, sorted by name so ids and subsets are stable across machines."""
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def links_leaving(folder: Path, roots: Sequence[Path]) -> list[tuple[Path, Path]]:
+    """(link, target) of every symbolic link under `folder`, to a file or a folder (never followed), whose
+    target lies outside every one of `roots`, in path order."""
+    inside = [Path(r).resolve() for r in roots]
+    found = []
+    pending = [Path(folder)]
+    while pending:
+        try:
+            entries = sorted(os.scandir(pending.pop()), key=lambda e: e.name)
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            continue
+        for entry in entries:
+            path = Path(entry.path)
+            if entry.is_symlink():
+                target = path.resolve()
+                if not any(target.is_relative_to(root) for root in inside):
+                    found.append((path, target))
+            elif entry.is_dir():
+                pending.append(path)
+    return sorted(found)
+
+
+def refuse_links_leaving(folders: Sequence[Path], root: Path | None) -> None:
+    """DataError naming the first symbolic link in `folders` whose target lies outside the data root and outside
+    its dataset folder, and how many there are: a dataset reads only files under its root."""
+    found = [link for folder in folders for link in links_leaving(folder, [folder, *([root] if root else [])])]
+    if not found:
+        return
+    link, target = found[0]
+    more = f" ({len(found) - 1} more such link(s) in the dataset)" if len(found) > 1 else ""
+    where = f"the data root {root}" if root else "its dataset folder"
+    raise DataError(f"a symbolic link to {target}, outside {where}: refused{more}; set follow_outside_links = true "
+                    "(--fm-follow-outside-links) to read files there", link)

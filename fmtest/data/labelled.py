@@ -294,6 +294,10 @@ class LabelExportDataset(Dataset):
     def read_export(cls, path: Path) -> Export:
         """Read and check the export file; every problem names the file and the entry."""
 
+    @property
+    def folders(self) -> tuple[Path, ...]:
+        return (self.images_folder,)
+
     @classmethod
     def from_config(cls, root: Path | None, options: Mapping[str, object]) -> LabelExportDataset:
         return cls(root, cls.read_options(options))

@@ -97,6 +97,10 @@ class OxfordPets(Dataset):
                     raise DataError(f"file for {entry.name} (list.txt line {entry.line}) not found", path)
         super().__init__(train=SampleSet([self._ref(e) for e in dogs if e.name not in chosen]), test=SampleSet(test))
 
+    @property
+    def folders(self) -> tuple[Path, ...]:
+        return (self.folder,)
+
     @classmethod
     def from_config(cls, root: Path | None, options: Mapping[str, object]) -> OxfordPets:
         folder = dataset_folder(root, "oxford-iiit-pet", cls.name)

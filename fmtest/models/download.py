@@ -2,10 +2,13 @@
 
 Only `fmtest weights download` calls this; nothing downloads at import or model-build time. A
 transfer writes `<name>.part` next to the target and resumes from it with an HTTP Range request;
-the file gets its final name only after its size and sha256 (where the registry knows them) match,
-so a half-downloaded or corrupt checkpoint is never picked up by a loader. What the server says is
+the file gets its final name only after its size and sha256 (where the registry knows them, or the
+leading digits of the sha256 that torchvision puts in a file name) match, so a half-downloaded or corrupt
+checkpoint is never picked up by a loader; a file whose size nobody states (no pinned size, no
+Content-Length) and that no hash checks is refused, since a cut transfer would look whole. What the server says is
 checked too: a body shorter than its Content-Length is an interrupted transfer (kept, to resume),
-a 206 reply must start where the `.part` ends (else the download starts over from byte 0), and a
+a 206 reply must start where the `.part` ends (else the download starts over from byte 0), a 416 on
+resume counts as complete only when the server's total equals the `.part` (or a hash will check it), and a
 redirect may not leave the host's own servers (`TRUSTED_REDIRECTS`) or drop from HTTPS to HTTP.
 """
 
@@ -38,7 +41,8 @@ def download(spec: WeightSpec, folder: Path, progress: bool = True, timeout: flo
     """Fetch one registry entry into `folder`; an HF-layout entry fetches each of its pinned files."""
     folder = Path(folder)
     if not spec.is_folder:
-        return fetch(spec.url, spec.path_in(folder), spec.sha256, spec.size, progress, timeout)
+        return fetch(spec.url, spec.path_in(folder), spec.sha256, spec.size, progress, timeout,
+                     sha256_prefix=spec.sha256_prefix)
     target = spec.path_in(folder)
     for pinned in spec.files:
         fetch(spec.url + pinned.name, target / pinned.name, pinned.sha256, pinned.size, progress, timeout)
@@ -46,15 +50,22 @@ def download(spec: WeightSpec, folder: Path, progress: bool = True, timeout: flo
 
 
 def fetch(url: str, dest: Path, sha256: str | None = None, size: int | None = None,
-          progress: bool = True, timeout: float = 60.0) -> Path:
-    """Download `url` to `dest`, resuming `dest.part`; raise DownloadError on size/sha256 mismatch."""
+          progress: bool = True, timeout: float = 60.0, *, sha256_prefix: str | None = None) -> Path:
+    """Download `url` to `dest`, resuming `dest.part`; raise DownloadError on a size, sha256 or sha256-prefix
+    mismatch, and on a file whose completeness nothing can show (no size known, no hash to check)."""
     dest = Path(dest)
-    if dest.is_file() and _matches(dest, sha256, size):
+    if dest.is_file() and _matches(dest, sha256, size) and _has_prefix(dest, sha256_prefix):
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
-    expected = _transfer(url, part, size, progress, timeout)
+    hashed = sha256 is not None or sha256_prefix is not None
+    expected = _transfer(url, part, size, progress, timeout, hashed)
     actual_size = part.stat().st_size
+    if expected is None and not hashed:
+        part.unlink()
+        raise DownloadError(f"the server did not say how long the file is (no Content-Length) and the registry pins "
+                            f"no size or sha256 for it: {actual_size} bytes arrived, but a transfer cut short cannot "
+                            "be told from a whole file, so nothing was kept; run the same command again", dest)
     if expected is not None and actual_size != expected:
         part.unlink()
         raise DownloadError(f"downloaded {actual_size} bytes, expected {expected}; the partial file was removed "
@@ -64,6 +75,11 @@ def fetch(url: str, dest: Path, sha256: str | None = None, size: int | None = No
         if actual != sha256:
             part.unlink()
             raise DownloadError(f"sha256 mismatch: got {actual}, expected {sha256}; the file was removed", dest)
+    if not _has_prefix(part, sha256_prefix):
+        actual = file_sha256(part)
+        part.unlink()
+        raise DownloadError(f"sha256 {actual[:16]}... does not start with {sha256_prefix}, the hash in its file name; "
+                            "the file was removed", dest)
     os.replace(part, dest)
     return dest
 
@@ -72,6 +88,10 @@ def _matches(path: Path, sha256: str | None, size: int | None) -> bool:
     if size is not None and path.stat().st_size != size:
         return False
     return sha256 is None or file_sha256(path) == sha256
+
+
+def _has_prefix(path: Path, prefix: str | None) -> bool:
+    return prefix is None or file_sha256(path).startswith(prefix)
 
 
 class _NoForeignRedirects(urllib.request.HTTPRedirectHandler):
@@ -100,8 +120,9 @@ def _open(url: str, offset: int, timeout: float):
     return opener.open(urllib.request.Request(url, headers=headers), timeout=timeout)
 
 
-def _transfer(url: str, part: Path, size: int | None, progress: bool, timeout: float) -> int | None:
-    """Bring `part` up to the whole file; returns the size the file must have (pinned, else the server's)."""
+def _transfer(url: str, part: Path, size: int | None, progress: bool, timeout: float, hashed: bool) -> int | None:
+    """Bring `part` up to the whole file; returns the size the file must have (pinned, else the server's).
+    `hashed`: a sha256 (or its prefix) will check the file, so a size nobody states can be left to it."""
     offset = part.stat().st_size if part.exists() else 0
     if size is not None and offset >= size:
         return size  # a previous run got every byte (or too many: the size check says so) before verifying
@@ -110,10 +131,10 @@ def _transfer(url: str, part: Path, size: int | None, progress: bool, timeout: f
     except urllib.error.HTTPError as e:
         if e.code == 416 and offset:  # the range starts at the end: complete, if the server's total agrees
             total = _range(e.headers.get("Content-Range"))[2]
-            if total is None or total == offset:
+            if total == offset or (total is None and hashed):  # else a stale .part: start over
                 return size if size is not None else total
             part.unlink()
-            return _transfer(url, part, size, progress, timeout)
+            return _transfer(url, part, size, progress, timeout, hashed)
         raise DownloadError(f"HTTP {e.code} {e.reason}", url) from None
     except (urllib.error.URLError, OSError) as e:
         raise DownloadError(f"cannot connect ({getattr(e, 'reason', e)})", url) from None
@@ -124,7 +145,7 @@ def _transfer(url: str, part: Path, size: int | None, progress: bool, timeout: f
             if start != offset:  # not the bytes after our .part: start over from byte 0
                 response.close()
                 part.unlink()
-                return _transfer(url, part, size, progress, timeout)
+                return _transfer(url, part, size, progress, timeout, hashed)
         else:
             offset, total = 0, None  # a whole file (the server ignored the Range header): start over
         length = response.headers.get("Content-Length")

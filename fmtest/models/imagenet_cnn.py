@@ -75,7 +75,7 @@ def load_resnet(key: str, weights_dir: Path | None, device: str = "cpu") -> Imag
 
                 module = timm.create_model(TIMM_ARCHITECTURES[key], pretrained=False)
             else:
-                prefix = Path(registry.spec(key).filename).stem.rsplit("-", 1)[-1]
+                prefix = registry.spec(key).sha256_prefix or ""
                 if not sha.startswith(prefix):
                     raise DataError(f"sha256 {sha[:16]}... does not start with {prefix}, the hash in torchvision's "
                                     f"file name; re-download with `fmtest weights download {key}`", path)

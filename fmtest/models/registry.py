@@ -54,6 +54,7 @@ class WeightSpec:
     description: str
     main_file: str | None = None
     files: tuple[PinnedFile, ...] = ()
+    sha256_prefix: str | None = None  # the leading hex digits of its sha256 in its file name (torchvision's)
 
     @property
     def is_folder(self) -> bool:
@@ -149,12 +150,14 @@ WEIGHTS: dict[str, WeightSpec] = {
         # prefix (as torch.hub does), the only published hash.
         WeightSpec(
             key="resnet50_imagenet", filename="resnet50-0676ba61.pth", size=None, sha256=None,
+            sha256_prefix="0676ba61",
             url=_TORCHVISION_URL + "resnet50-0676ba61.pth", license="BSD-3-Clause",
             description="torchvision ResNet-50, ImageNet (IMAGENET1K_V1): features of the supervised "
                         "reference (without it: the bundled EfficientNet-Lite0)",
         ),
         WeightSpec(
             key="wide_resnet50_2_imagenet", filename="wide_resnet50_2-95faca4d.pth", size=None, sha256=None,
+            sha256_prefix="95faca4d",
             url=_TORCHVISION_URL + "wide_resnet50_2-95faca4d.pth", license="BSD-3-Clause",
             description="torchvision Wide ResNet-50-2, ImageNet (IMAGENET1K_V1): SAA+'s saliency network with "
                         "other weights than SAA+'s (saa_plus saliency_weights = \"torchvision\")",

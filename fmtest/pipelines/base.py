@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib.metadata
 import json
+import sys
+import sysconfig
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -12,6 +16,7 @@ from typing import ClassVar, Literal
 
 import numpy as np
 
+from fmtest import __version__
 from fmtest.data.sample import NOK, Label, Sample, SampleSet
 from fmtest.data.departures import Departure
 from fmtest.errors import ConfigError
@@ -149,10 +154,45 @@ class Pipeline(ABC):
 
     @property
     def fingerprint(self) -> str:
-        """Changes whenever a setting that can change a prediction changes: keys the prediction cache."""
+        """Changes whenever a setting that can change a prediction changes (the pipeline's code among them):
+        keys the prediction cache."""
         blob = json.dumps(
             {"name": self.name, "options": dict(self.context.options), "prompt": self.context.prompt,
-             "model": self.model_id, "dataset": self.context.dataset, "data": self.context.data_fingerprint},
+             "model": self.model_id, "dataset": self.context.dataset, "data": self.context.data_fingerprint,
+             "code": code_fingerprint(type(self))},
             sort_keys=True, default=str,
         )
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@functools.cache
+def code_fingerprint(cls: type) -> str:
+    """What a pipeline's code is, so an edited pipeline is predicted again rather than served from the cache:
+    fmtest's version, and for every class of its lineage below `Pipeline` its module's source and, when that
+    module comes from an installed distribution, the distribution's name, version and recorded files (which
+    also cover the package's other modules). Read once per class and process."""
+    h = hashlib.sha256(f"fmtest {__version__}\n".encode())
+    for klass in cls.__mro__:
+        if klass is Pipeline or not issubclass(klass, Pipeline):
+            continue
+        module = sys.modules.get(klass.__module__)
+        source = getattr(module, "__file__", None)
+        h.update(f"{klass.__module__}:{klass.__qualname__}\n".encode())
+        if not source or not Path(source).is_file():
+            continue
+        h.update(Path(source).read_bytes())
+        if _installed(Path(source)):
+            for dist in _distributions(klass.__module__.partition(".")[0]):
+                h.update(f"{dist.metadata['Name']}=={dist.version}\n{dist.read_text('RECORD') or ''}".encode())
+    return h.hexdigest()[:16]
+
+
+def _installed(path: Path) -> bool:
+    """A file of an installed (not editable) distribution, under site-packages."""
+    return any(path.is_relative_to(sysconfig.get_path(kind)) for kind in ("purelib", "platlib"))
+
+
+def _distributions(package: str) -> list[importlib.metadata.Distribution]:
+    """The installed distributions that provide a top-level package."""
+    names = importlib.metadata.packages_distributions().get(package, [])
+    return [importlib.metadata.distribution(name) for name in dict.fromkeys(names)]

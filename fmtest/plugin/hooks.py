@@ -13,9 +13,12 @@ beside the tests named, or a test that asks for an fmtest case.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
+from collections import Counter
+import signal
+import sysconfig
 import tempfile
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,6 +27,8 @@ import pytest
 from fmtest.config.lookup import find_config
 from fmtest.errors import CannotJudge, ConfigError, FmtestError, Unavailable
 from fmtest.plugin.keys import PLANNED_KEY, RESULT_KEY, RESULTS_DIR_KEY, RUN_KEY
+
+JUDGED = ("passed", "failed")  # a case held to its gates; skipped and error cases were not judged
 
 if TYPE_CHECKING:
     from fmtest.run.plan import Case
@@ -49,9 +54,11 @@ class FmRun:
         from fmtest.config.settings import resolve_settings
         from fmtest.plugin.session import Session
         from fmtest.plugin.store import ResultStore
+        from fmtest.run.plan import check_case_thresholds
         from fmtest.util.threads import pin_one_thread_per_op
 
         self.unpin_threads = pin_one_thread_per_op()  # the same rows on any core count (fmtest.util.threads)
+        self.sigterm = SigtermAsInterrupt()
         self.config = config
         worker = getattr(config, "workerinput", None)
         index = int(worker["workerid"].removeprefix("gw")) if worker else None
@@ -60,25 +67,54 @@ class FmRun:
                                          args=config.args)
         self.is_worker = worker is not None
         self.store = ResultStore(Path(worker["fmtest_results_dir"]) if worker else _results_dir(config))
+        check_case_thresholds(self.settings.config)
         if not worker:
             _check_outputs_writable(self.settings, config)
+            if self.settings.executor == "ray":  # a dead cluster address fails now, not after the first fit
+                from fmtest.run.executors.ray import check_address
+
+                check_address(self.settings.ray_address)
         progress = config.get_verbosity() >= 0 and not self.is_worker
         self.session = Session(self.settings, progress=progress)
         self.results: RunResults | None = None  # all workers' cases, collected at session end
         self.published: list[str] = []  # where the Markdown, metrics file and MLflow run went, or why not
         self.output_problems: list[str] = []  # outputs that could not be written, told in the summary
+        self.judged_nothing = False  # no case passed or failed a gate: every one skipped or in error
 
     def collect(self, *, interrupted: bool = False) -> RunResults:
         from fmtest.plugin.store import order_key
         from fmtest.util.provenance import environment, git_commit
+        from fmtest.util.redact import redact_values
         from fmtest.verdict.results import RunResults
 
         cases = sorted(self.store.load_all(), key=order_key(self.settings))
         finished = {c.id for c in cases}
         unfinished = [c for c in self.config.stash.get(PLANNED_KEY, []) if c not in finished]
-        return RunResults(cases=cases, config=_config_summary(self.settings), environment=environment(),
-                          git_commit=git_commit(Path(self.config.invocation_params.dir)),
-                          interrupted=interrupted, unfinished=unfinished)
+        return redact_values(RunResults(cases=cases, config=_config_summary(self.settings), environment=environment(),
+                                        git_commit=git_commit(Path(self.config.invocation_params.dir)),
+                                        interrupted=interrupted, unfinished=unfinished))
+
+
+class SigtermAsInterrupt:
+    """CI stops a job with SIGTERM (a timeout, a cancel): treated like Ctrl-C, so the session ends as interrupted,
+    every output is written with the finished cases and the unfinished ones, and temporary stores are removed.
+    Once the outputs are being written (`finishing`), a further SIGTERM is ignored so they are not cut short."""
+
+    def __init__(self):
+        self.finishing = False
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():  # only the main thread may set a handler
+            self._previous = signal.signal(signal.SIGTERM, self._interrupt)
+
+    def _interrupt(self, signum, frame):
+        if not self.finishing:
+            self.finishing = True
+            raise KeyboardInterrupt("SIGTERM")
+
+    def restore(self) -> None:
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == \
+                self._interrupt:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if self._previous is None else self._previous)
 
 
 def _run(config: pytest.Config) -> FmRun:
@@ -88,7 +124,9 @@ def _run(config: pytest.Config) -> FmRun:
         try:
             run = config.stash[RUN_KEY] = FmRun(config)
         except FmtestError as e:
-            raise pytest.UsageError(f"fmtest: {e}") from None
+            from fmtest.util.redact import redact
+
+            raise pytest.UsageError(f"fmtest: {redact(str(e))}") from None
     return run
 
 
@@ -113,27 +151,31 @@ def _wants_run(config: pytest.Config) -> bool:
 
 
 def _check_outputs_writable(settings, config: pytest.Config) -> None:
-    """Refuse, before hours of predictions, an output file that could not be written at the end."""
-    outputs = {"--fm-results": settings.results, "--fm-report": settings.report,
-               "--junitxml": config.getoption("xmlpath", None)}
+    """Refuse, before hours of predictions, an output that could not be written at the end (the report's image
+    folder included), and two outputs on one path, which would overwrite each other."""
+    from fmtest.report.layers import layers_dir
+    from fmtest.util.fsutil import why_unwritable
+
+    outputs = {"--fm-results": settings.results, "--fm-report": settings.report, "--fm-markdown": settings.markdown,
+               "--fm-metrics": settings.metrics, "--junitxml": config.getoption("xmlpath", None),
+               "--html": config.getoption("htmlpath", None), "$GITHUB_STEP_SUMMARY": settings.step_summary}
+    taken: dict[Path, str] = {}
     for option, path in outputs.items():
-        if path:
-            problem = _unwritable(Path(path))
-            if problem:
-                raise ConfigError(f"{option}: cannot write {path}: {problem}")
-
-
-def _unwritable(path: Path) -> str | None:
-    if path.is_dir():
-        return "it is a folder"
-    if path.exists():
-        return None if os.access(path, os.W_OK) else "no permission to overwrite it"
-    parent = path.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        return f"{parent} is a file, not a folder"
-    return None if os.access(parent, os.W_OK | os.X_OK) else f"no permission to write in {parent}"
+        if not path:
+            continue
+        problem = why_unwritable(Path(path))
+        if problem:
+            raise ConfigError(f"{option}: cannot write {path}: {problem}")
+        where = Path(path).resolve()
+        if where in taken:
+            raise ConfigError(f"{option} and {taken[where]} both write {path}: one would overwrite the other; "
+                              "give each output its own file")
+        taken[where] = option
+    if settings.report:
+        folder = layers_dir(settings.report)
+        problem = why_unwritable(folder, folder=True)
+        if problem:
+            raise ConfigError(f"--fm-report: cannot write the report's image folder {folder}: {problem}")
 
 
 def pytest_configure(config: pytest.Config):
@@ -234,6 +276,7 @@ def fm_run(request) -> FmRun:
 @pytest.fixture
 def fm_case(request, fm_run: FmRun):
     """Evaluates the case (or skips it when the pipeline cannot run here) and records its properties."""
+    from fmtest.util.redact import redact, redact_values
     from fmtest.verdict.results import CaseResult
 
     param = request.param
@@ -244,11 +287,12 @@ def fm_case(request, fm_run: FmRun):
     try:
         fm_run.session.evaluator.check_available(case)
     except Unavailable as e:
-        placeholder.outcome, placeholder.message = ("error" if fm_run.settings.strict else "skipped"), str(e)
+        reason = redact(str(e))
+        placeholder.outcome, placeholder.message = ("error" if fm_run.settings.strict else "skipped"), reason
         _record(node, placeholder)
         if fm_run.settings.strict:
             raise
-        pytest.skip(str(e))
+        pytest.skip(reason)
     with _progress_visible(request.config, fm_run):
         if isinstance(param, tuple):  # (case, perturbation): the robustness suite
             result = fm_run.session.invariance(case, param[1])
@@ -256,6 +300,7 @@ def fm_case(request, fm_run: FmRun):
             result = fm_run.session.compare(case)
         else:
             result = fm_run.session.case(case)
+    result = redact_values(result)  # JUnit properties, the failure line and the stored case carry no credentials
     node.stash[RESULT_KEY] = result
     _record(node, result)
     if result.outcome == "error":  # the run could not judge: an error, never a pass
@@ -296,10 +341,18 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     result = item.stash.get(RESULT_KEY, None)
+    crash = None
+    if call.excinfo is not None and result is not None and not call.excinfo.errisinstance(
+            (pytest.fail.Exception, pytest.skip.Exception)):
+        crash = _exception_line(call.excinfo, Path(item.config.invocation_params.dir))
     if call.excinfo is not None and call.excinfo.errisinstance(FmtestError):
         from fmtest.util.redact import redact
 
         report.longrepr = f"{item.nodeid}: {redact(str(call.excinfo.value))}"  # one line, no traceback wall
+    elif result is not None and report.failed and report.longrepr is not None:
+        from fmtest.util.redact import redact
+
+        report.longrepr = redact(str(report.longrepr))  # a user's traceback, shown and in JUnit, minus credentials
     if result is None:
         return
     final = (report.when == "call") or (report.when == "setup" and not report.passed)
@@ -307,12 +360,43 @@ def pytest_runtest_makereport(item, call):
         return
     if report.when == "setup" and report.failed:
         result.outcome = "error"
-        result.message = result.message or _short(report)
+        result.message = result.message or crash or _short(report)
     elif report.when == "call" and result.outcome == "passed" and not report.passed:
         # the verdict layer judged the case; only a test body that failed or skipped on its own changes it
         result.outcome = "skipped" if report.skipped else "failed"
         result.message = result.message or _short(report)
     _run(item.config).store.save(result)
+
+
+def _exception_line(excinfo, root: Path) -> str:
+    """An exception as one line: its own message for fmtest's errors; for any other, where it was raised in
+    the user's code (the deepest frame outside fmtest, pytest and the Python installation), its type and
+    its message (`userpipe.py:8: KeyError: 'missing-key'`)."""
+    from fmtest.util.redact import redact
+
+    error = excinfo.value
+    text = redact(" ".join(str(error).split()))
+    if isinstance(error, FmtestError):
+        return text
+    text = text[:500]  # someone else's message: the first 500 characters say what happened
+    entries = list(excinfo.traceback)
+    outside = [e for e in entries if not _library_file(Path(str(e.path)))]
+    entry = (outside or entries)[-1] if entries else None
+    where = ""
+    if entry is not None:
+        path = Path(str(entry.path))
+        shown = path.relative_to(root) if path.is_relative_to(root) else path
+        where = f"{shown}:{entry.lineno + 1}: "
+    return f"{where}{type(error).__name__}" + (f": {text}" if text else "")
+
+
+def _library_file(path: Path) -> bool:
+    """Code the user did not write: fmtest itself, pytest and its plugins, the standard library, installed packages."""
+    import fmtest
+
+    homes = [Path(fmtest.__file__).parent, *(Path(p) for k, p in sysconfig.get_paths().items()
+                                               if k in ("stdlib", "platstdlib", "purelib", "platlib"))]
+    return any(path.is_relative_to(home) for home in homes)
 
 
 def _short(report) -> str:
@@ -331,8 +415,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus):
         if folder is None or not any(folder.glob("*.json")):
             return
         run = _run(config)
+    run.sigterm.finishing = True  # the outputs are written now: a SIGTERM must not cut them short
     results = run.collect(interrupted=exitstatus == pytest.ExitCode.INTERRUPTED)
     run.results = results
+    run.judged_nothing = not any(c.outcome in JUDGED for c in results.cases)
+    if run.judged_nothing and run.settings.require_judged and exitstatus in (pytest.ExitCode.OK,
+                                                                            pytest.ExitCode.NO_TESTS_COLLECTED):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
     if not results.cases and not results.unfinished:
         return
     for label, path, write in _outputs(run):
@@ -370,7 +459,11 @@ def _outputs(run: FmRun):
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     run = config.stash.get(RUN_KEY, None)
     results = run.results if run is not None else None
-    if run is None or run.is_worker or results is None or not (results.cases or results.unfinished):
+    if run is None or run.is_worker or results is None:
+        return
+    if not (results.cases or results.unfinished):
+        if run.judged_nothing and run.settings.require_judged:
+            terminalreporter.write_line(_judged_nothing_line(results, run.settings.require_judged), red=True)
         return
     from fmtest.report.terminal import render_scoreboard
 
@@ -379,6 +472,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if results.interrupted:
         terminalreporter.write_line(f"INTERRUPTED: {len(results.unfinished)} case(s) did not finish: "
                                     + ", ".join(results.unfinished), red=True)
+    if run.judged_nothing:
+        terminalreporter.write_line(_judged_nothing_line(results, run.settings.require_judged), red=True)
     quality = _data_quality_summary(results)
     if quality:
         terminalreporter.write_line(quality)
@@ -392,6 +487,14 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.write_line(problem or f"{label}: {path}", red=problem is not None)
     for line in run.published:
         terminalreporter.write_line(line, yellow=line.startswith("fmtest: warning"))
+
+
+def _judged_nothing_line(results: RunResults, required: bool) -> str:
+    """Says that the run judged no case, and what that does to its exit status."""
+    counts = ", ".join(f"{n} {o}" for o, n in Counter(c.outcome for c in results.cases).items()) or "no case ran"
+    verdict = ("so this run fails (--fm-require-judged)" if required else
+               "a run that tested nothing is not a pass: --fm-require-judged makes it fail")
+    return f"NO CASE WAS JUDGED ({counts}): {verdict}"
 
 
 def _data_quality_summary(results: RunResults) -> str:
@@ -413,6 +516,7 @@ def pytest_unconfigure(config):
     if run is not None:
         run.session.close()
         run.unpin_threads()
+        run.sigterm.restore()
     if RESULTS_DIR_KEY in config.stash:  # the controller's folder; a worker's is the controller's
         shutil.rmtree(config.stash[RESULTS_DIR_KEY], ignore_errors=True)
 

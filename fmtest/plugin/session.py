@@ -62,13 +62,14 @@ class Session:
         test = self.evaluator.dataset(case.dataset).test
         chosen = set(test.ids[: int(opts["n_images"])] if opts.get("n_images") else test.ids)
         clean = [i for i in base.images if i.id in chosen]
-        rows = [invariance_row(perturbation, level, clean,
-                               self.evaluator.perturbed_evidence(case, perturbation, level, chosen).images)
-                for level in ladder]
+        perturbed = [self.evaluator.perturbed_evidence(case, perturbation, level, chosen).images for level in ladder]
+        rows = [invariance_row(perturbation, level, clean, images) for level, images in zip(ladder, perturbed)]
         thresholds = self.rules.thresholds_for(case.id)
         floor = opts.get("min_clean_recall", thresholds.get("recall", thresholds.get("f2", 0.0)))
-        return robustness_result(base, perturbation, rows, gate, max_flip_rate=float(opts["max_flip_rate"]),
-                                 max_metric_drop=float(opts["max_metric_drop"]), min_clean_recall=float(floor))
+        return robustness_result(base, perturbation, rows, gate, perturbed=perturbed,
+                                 max_flip_rate=float(opts["max_flip_rate"]),
+                                 max_metric_drop=float(opts["max_metric_drop"]), min_clean_recall=float(floor),
+                                 max_clean_false_alarm_rate=float(opts["max_clean_false_alarm_rate"]))
 
     def close(self) -> None:
         self.evaluator.close()

@@ -28,6 +28,10 @@ def render_markdown(results: RunResults) -> str:
     ran = [c for c in results.cases if c.outcome != "skipped"]
     skipped = [c for c in results.cases if c.outcome == "skipped"]
     lines = [f"### fmtest scoreboard: {_counts(results.cases)}", ""]
+    if results.interrupted or results.unfinished:  # never read as a finished run: say what did not run
+        lines[0] = f"### fmtest scoreboard: INTERRUPTED, {_counts(results.cases)}"
+        unfinished = ", ".join(f"`{c}`" for c in results.unfinished) or "none recorded"
+        lines += [f"**Interrupted run:** {len(results.unfinished)} planned case(s) did not finish: {unfinished}", ""]
     provenance = [results.created] + ([f"commit `{results.git_commit[:10]}`"] if results.git_commit else [])
     lines += [" · ".join(p for p in provenance if p), ""]
     if ran:

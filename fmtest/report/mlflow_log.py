@@ -23,6 +23,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from fmtest.util.redact import redact
 from fmtest.errors import FmtestError, Unavailable
 from fmtest.util.extras import install_hint, installed
 from fmtest.verdict.gates import regressed_metrics
@@ -63,7 +64,8 @@ def log_run(results: RunResults, tracking_uri: str, experiment: str = DEFAULT_EX
             return _log(results, tracking_uri, experiment, artifacts)
     except Exception as e:  # noqa: BLE001 - network, server, permissions, bad URI: whatever the tracker does, the run goes on
         detail = (str(e).strip().splitlines() or [""])[0][:300]
-        raise TrackingError(f"could not log to MLflow at {tracking_uri}: {type(e).__name__}: {detail}") from None
+        raise TrackingError(redact(f"could not log to MLflow at {tracking_uri}: {type(e).__name__}: {detail}")) \
+            from None
 
 
 def run_status(cases, *, interrupted: bool = False) -> str:

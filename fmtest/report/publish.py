@@ -14,6 +14,7 @@ from pathlib import Path
 from fmtest.errors import FmtestError
 from fmtest.report.markdown import append_markdown, write_markdown
 from fmtest.report.metrics_file import write_metrics_file
+from fmtest.util.redact import redact
 from fmtest.verdict.results import RunResults
 
 
@@ -46,8 +47,8 @@ def publish(results: RunResults, *, markdown: Path | None = None, step_summary: 
         try:
             logged = log_run(results, mlflow_uri, mlflow_experiment, artifacts=written)
         except FmtestError as e:
-            lines.append(f"fmtest: warning: {e}")
+            lines.append(f"fmtest: warning: {redact(str(e))}")
         else:
             lines.append(f"MLflow: run {logged.run_id} ({len(logged.case_run_ids)} cases) in experiment "
-                         f"{mlflow_experiment!r} at {mlflow_uri}")
+                         f"{mlflow_experiment!r} at {redact(mlflow_uri)}")
     return lines

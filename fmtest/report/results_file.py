@@ -47,5 +47,19 @@ def read_json(path: Path) -> RunResults:
         raise
     except (TypeError, KeyError, AttributeError, ValueError) as e:
         version = data.get("fmtest_version", "unknown")
-        raise DataError(f"cannot read these results written by fmtest {version} ({type(e).__name__}: {e}); "
+        where = _malformed_case(data["cases"])
+        if version == __version__:  # written by this fmtest: damaged or edited, not a version mismatch
+            raise DataError(f"malformed results{where} ({type(e).__name__}: {e})", path) from None
+        raise DataError(f"cannot read these results written by fmtest {version}{where} ({type(e).__name__}: {e}); "
                         f"rerun with fmtest {__version__}", path) from None
+
+
+def _malformed_case(cases: list) -> str:
+    """`: case 2 (id)` for the first case that cannot be read, so the line names where the file is wrong."""
+    for index, case in enumerate(cases, start=1):
+        try:
+            CaseResult.from_dict(case)
+        except (TypeError, KeyError, AttributeError, ValueError):
+            name = case.get("id") if isinstance(case, dict) else None
+            return f": case {index}" + (f" ({name})" if isinstance(name, str) else "")
+    return ""

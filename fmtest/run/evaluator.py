@@ -16,6 +16,7 @@ from pathlib import Path
 from fmtest.config.settings import Settings
 from fmtest.data import Dataset, Group, SampleRef, SampleSet
 from fmtest.data.folds import stratified_folds
+from fmtest.data.io import refuse_links_leaving
 from fmtest.imaging.perturb import PERTURBATIONS
 from fmtest.pipelines import Pipeline, PipelineContext
 from fmtest.pipelines.vlm.store import store_folder
@@ -67,10 +68,13 @@ class Evaluator:
             self._executor.close()
 
     def dataset(self, name: str) -> Dataset:
+        """The dataset, opened once; a symbolic link in its folders that leaves the data root is refused."""
         if name not in self._datasets:
             config = self.settings.config
-            self._datasets[name] = config.dataset_class(name).from_config(self.settings.data_root,
-                                                                          config.datasets.get(name, {}))
+            dataset = config.dataset_class(name).from_config(self.settings.data_root, config.datasets.get(name, {}))
+            if not self.settings.follow_outside_links:
+                refuse_links_leaving(dataset.folders, self.settings.data_root)
+            self._datasets[name] = dataset
         return self._datasets[name]
 
     def context(self, case: Case, group: str | None = None) -> PipelineContext:
@@ -156,8 +160,18 @@ class Evaluator:
         each image's full-size layers for the scoreboard's viewer."""
         evidence = self._collect(case, self._test_images(case), layers=layers)
         return replace(evidence, train_scores=self._good_train_scores(case, evidence),
-                       data_quality=self.data_quality(case.dataset),
+                       data_quality=self.data_quality(case.dataset) + self._excluded_from_iou(case, evidence),
                        shard=self._shard_slice(case) if self.settings.shard is not None else None)
+
+    def _excluded_from_iou(self, case: Case, evidence: CaseEvidence) -> list[Finding]:
+        """One finding per defective image the case scored without IoU because the dataset left its empty mask
+        out (`empty_nok_masks = "exclude"`), naming the file, so reports count them (also with guardrails off)."""
+        if evidence.task != "segmentation":
+            return []
+        files = self.dataset(case.dataset).excluded_mask_files
+        return [Finding("excluded_from_iou", row.id, f"{files[row.id]}: the mask of this defective image is empty; "
+                        "left out of IoU (empty_nok_masks = \"exclude\")")
+                for row in evidence.images if row.label == "NOK" and row.iou is None and row.id in files]
 
     def _collect(self, case: Case, images: Callable[[Group], SampleSet], *, n_thumbnails: int = N_THUMBNAILS,
                  desc: str | None = None, layers: LayerSink | None = None) -> CaseEvidence:

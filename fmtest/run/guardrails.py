@@ -2,7 +2,8 @@
 
 Five checks, each cheap and needing no model:
 - near-duplicates across train and test (leakage inflates every score),
-- label/mask disagreement (NOK with an empty mask, OK with a non-empty one),
+- label/mask disagreement (NOK with an empty mask, OK with a non-empty one), and a defect mask that covers
+  almost the whole image (an inverted mask: defect black, background white),
 - intensity outliers: images whose brightness statistics sit far outside the training images',
 - alignment failures: images a registration callable cannot align to the reference,
 - 16-bit greyscale images that a naive 8-bit conversion would saturate: PIL's `convert("RGB")` (as
@@ -40,8 +41,8 @@ UINT8_MAX, UINT16_MAX = 255, 65535
 class Finding:
     """One data problem; `image_id` is None for a finding about a whole split or check."""
 
-    kind: str  # near_duplicate | label_mask_disagreement | intensity_outlier | alignment_failure |
-    #            saturates_8bit | check_skipped
+    kind: str  # near_duplicate | label_mask_disagreement | mask_covers_image | intensity_outlier |
+    #            alignment_failure | saturates_8bit | excluded_from_iou | check_skipped
     image_id: str | None
     detail: str
 
@@ -69,6 +70,7 @@ def check_data_quality(
     duplicate_correlation: float = 0.95,
     outlier_z: float = 5.0,
     max_saturated_share: float = 0.01,
+    max_mask_coverage: float = 0.9,
     progress: bool = True,
 ) -> list[Finding]:
     """All findings for a dataset's splits, in check order.
@@ -95,7 +97,7 @@ def check_data_quality(
     profiles = {"train": [], "test": []}
     for split, samples in (("train", train), ("test", test)):
         for sample in _iterate(samples, f"guardrails ({split})", progress):
-            findings.extend(_label_mask_findings(sample, split))
+            findings.extend(_label_mask_findings(sample, split, max_mask_coverage))
             findings.extend(_saturation_findings(sample, split, max_saturated_share))
             if alignment is not None and sample.id != reference.id:
                 findings.extend(_alignment_findings(sample, reference, alignment, min_alignment_quality))
@@ -127,12 +129,18 @@ def _profile(sample: Sample, split: str) -> _Profile:
 # --------------------------------------------------------------------------- per-image checks
 
 
-def _label_mask_findings(sample: Sample, split: str) -> list[Finding]:
+def _label_mask_findings(sample: Sample, split: str, max_coverage: float) -> list[Finding]:
     if sample.mask is None:  # labels-only dataset: nothing to compare
         return []
     n_marked = int(np.count_nonzero(sample.mask))
     if sample.label == NOK and n_marked == 0:
         return [Finding("label_mask_disagreement", sample.id, f"{split} image labelled NOK but its mask is empty")]
+    coverage = n_marked / sample.mask.size
+    if coverage > max_coverage:
+        file = sample.meta.get("mask_file") or sample.source or sample.id
+        return [Finding("mask_covers_image", sample.id,
+                        f"{file}: the defect mask covers {coverage:.0%} of the {split} image (above {max_coverage:.0%}):"
+                        " an inverted mask (defect black, background white)?")]
     if sample.label == OK and n_marked:
         return [Finding("label_mask_disagreement", sample.id,
                         f"{split} image labelled OK but its mask marks {n_marked} defect pixels")]

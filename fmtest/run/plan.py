@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from fmtest.config.settings import Settings
 from fmtest.config.suite import SuiteConfig
 from fmtest.errors import ConfigError
+from fmtest.metrics.specs import MAX_PREFIX, METRICS
 from fmtest.pipelines.base import Task
 
 
@@ -48,17 +49,30 @@ def plan_cases(settings: Settings, task: str) -> list[Case]:
 def _applicable_cases(settings: Settings, task: str) -> list[Case]:
     cases = []
     for d in settings.datasets:
-        has_masks = dataset_has_masks(settings.config, d)
         for p in settings.pipelines:
-            pipeline_task = settings.config.pipeline_task(p)
-            if task == "segmentation" and pipeline_task == "segmentation" and has_masks:
-                cases.append(Case(p, d, "segmentation"))
-            elif task == "classification" and (pipeline_task == "classification" or not has_masks):
-                cases.append(Case(p, d, "classification"))
-            elif task == "any":  # the robustness suite: every pipeline on every dataset, scored as it can be
-                cases.append(Case(p, d, "segmentation" if pipeline_task == "segmentation" and has_masks
-                                  else "classification"))
+            scored_as = case_task(settings.config, p, d)
+            if task in (scored_as, "any"):  # any: the robustness suite, every pipeline on every dataset
+                cases.append(Case(p, d, scored_as))
     return cases
+
+
+def case_task(config: SuiteConfig, pipeline: str, dataset: str) -> Task:
+    """How a pipeline's case on a dataset is scored: segmentation needs a segmentation pipeline and masks."""
+    segments = config.pipeline_task(pipeline) == "segmentation" and dataset_has_masks(config, dataset)
+    return "segmentation" if segments else "classification"
+
+
+def check_case_thresholds(config: SuiteConfig) -> None:
+    """Refuse a `[thresholds."<case>"]` key on a metric the case does not record (IoU on a classification
+    case): it would be accepted and never judged."""
+    for case_id, table in config.case_thresholds.items():
+        pipeline, dataset = config.split_case_id(case_id, f'[thresholds."{case_id}"]')
+        task = case_task(config, pipeline, dataset)
+        for key in table:
+            spec = METRICS.get(key.removeprefix(MAX_PREFIX))
+            if spec is not None and task not in spec.recorded_by:
+                raise ConfigError(f'[thresholds."{case_id}"] {key}: case {case_id} is scored as {task} and records '
+                                  f"no {spec.name} (recorded by {' and '.join(spec.recorded_by)} cases)", config.path)
 
 
 def _comparison_cases(settings: Settings) -> list[Case]:

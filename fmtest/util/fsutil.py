@@ -25,3 +25,23 @@ def atomic_write(path: Path | str, data: str | bytes, *, mode: int = 0o644) -> P
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def why_unwritable(path: Path | str, *, folder: bool = False) -> str | None:
+    """Why a file (or, with `folder`, a folder) could not be written at `path`, or None when it could: checked
+    before a long run, so its outputs are not lost at the end."""
+    path = Path(path)
+    if path.exists():
+        if folder and not path.is_dir():
+            return "a file is in the way of that folder"
+        if not folder and path.is_dir():
+            return "it is a folder"
+        if folder:
+            return None if os.access(path, os.W_OK | os.X_OK) else "no permission to write in it"
+        return None if os.access(path, os.W_OK) else "no permission to overwrite it"
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"{parent} is a file, not a folder"
+    return None if os.access(parent, os.W_OK | os.X_OK) else f"no permission to write in {parent}"

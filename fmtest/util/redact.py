@@ -8,6 +8,7 @@ the request record, results, reports) passes it through `redact` first.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 
@@ -19,13 +20,19 @@ _USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)[^\s/?#]+@")
 
 def redact(text: str) -> str:
     """`text` with the userinfo of every URL in it replaced: http://u:p@host/v1 -> http://<redacted>@host/v1."""
+    if "://" not in text:  # the common case, and every image's base64 thumbnail: no URL at all
+        return text
     return _USERINFO.sub(lambda m: f"{m['scheme']}{REDACTED}@", text)
 
 
 def redact_values(value: object) -> object:
-    """`redact` applied to every string inside JSON-like data (dicts, lists, tuples); other values as they are."""
+    """`redact` applied to every string inside data: dataclasses (a copy, each field redacted), dicts, lists,
+    tuples; other values as they are. Results pass through it before any output is written."""
     if isinstance(value, str):
         return redact(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.replace(value, **{f.name: redact_values(getattr(value, f.name))
+                                             for f in dataclasses.fields(value) if f.init})
     if isinstance(value, Mapping):
         return {k: redact_values(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

@@ -8,9 +8,10 @@ the case (the robustness suite's `max_metric_drop`), shown but never judged here
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from fmtest.verdict.results import CaseResult
+from fmtest.verdict.results import CaseResult, ImageResult
 from fmtest.metrics.specs import DEFAULT_MAX_INVALID_ANSWER_RATE, INVALID_ANSWER_GATE, MAX_PREFIX, headline_metric
 
 
@@ -81,17 +82,16 @@ def threshold_failures(case: CaseResult) -> list[str]:
 
 
 def cannot_judge(case: CaseResult) -> list[str]:
-    """Why the case's numbers cannot be judged at all: no images, too many unusable answers, a gated
-    metric the test set leaves undefined. Such a case is an error, never a pass or a plain miss."""
+    """Why the case's numbers cannot be judged at all: no images, no usable answer (whatever
+    max_invalid_answer_rate allows), too many unusable answers, a gated metric the test set leaves
+    undefined. Such a case is an error, never a pass or a plain miss."""
     n_images, n_defective = image_counts(case)
     if not n_images:
         return ["no test images: nothing to judge"]
     problems = []
-    invalid = [i for i in case.images if i.error is not None]
-    limit = case.thresholds.get(INVALID_ANSWER_GATE, DEFAULT_MAX_INVALID_ANSWER_RATE)
-    if invalid and len(invalid) / len(case.images) > limit:
-        problems.append(f"{len(invalid)} of {len(case.images)} answers unusable ({len(invalid) / len(case.images):.1%}"
-                        f" > {INVALID_ANSWER_GATE} {limit:.1%}); first: {invalid[0].id}: {invalid[0].error}")
+    unusable = unusable_answers(case.images, invalid_answer_limit(case))
+    if unusable:
+        problems.append(unusable)
     for gate in gates(case):
         value = case.metrics.get(gate.metric) if gate.metric else None
         if gate.name == INVALID_ANSWER_GATE or not isinstance(value, float) or not math.isnan(value):
@@ -103,6 +103,27 @@ def cannot_judge(case: CaseResult) -> list[str]:
         else:
             problems.append(f"{gate.metric} undefined on these {n_images} images ({n_defective} defective)")
     return list(dict.fromkeys(problems))
+
+
+def invalid_answer_limit(case: CaseResult) -> float:
+    """The share of unusable answers the case allows (`max_invalid_answer_rate`, default none)."""
+    return case.thresholds.get(INVALID_ANSWER_GATE, DEFAULT_MAX_INVALID_ANSWER_RATE)
+
+
+def unusable_answers(images: Sequence[ImageResult], limit: float) -> str | None:
+    """Why these answers cannot be judged, or None: more unusable than `limit` allows, or none usable at all
+    (whatever the limit: a case without one usable answer is never judged)."""
+    invalid = [i for i in images if i.error is not None]
+    if not invalid:
+        return None
+    first = f"first: {invalid[0].id}: {invalid[0].error}"
+    if len(invalid) / len(images) > limit:
+        return (f"{len(invalid)} of {len(images)} answers unusable ({len(invalid) / len(images):.1%} > "
+                f"{INVALID_ANSWER_GATE} {limit:.1%}); {first}")
+    if len(invalid) == len(images):
+        return (f"no usable answer: {len(invalid)} of {len(images)} answers unusable, and a case without one is "
+                f"never judged, whatever {INVALID_ANSWER_GATE} allows; {first}")
+    return None
 
 
 def judge(case: CaseResult, extra_failures: list[str] = ()) -> CaseResult:
@@ -131,5 +152,5 @@ def regressed_metrics(case: CaseResult) -> dict[str, float]:
     return {name: change.delta for name, change in case.baseline.changes.items() if change.regressed}
 
 
-__all__ = ["Gate", "gate_for", "gate_of", "gates", "image_counts", "judge", "main_metric",
-           "metric_of_threshold", "regressed_metrics", "threshold_failures"]
+__all__ = ["Gate", "gate_for", "gate_of", "gates", "image_counts", "invalid_answer_limit", "judge", "main_metric",
+           "metric_of_threshold", "regressed_metrics", "threshold_failures", "unusable_answers"]

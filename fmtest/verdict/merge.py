@@ -11,12 +11,15 @@ given twice, are refused with one line naming the mismatch and the files.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from fmtest.data.sample import LABELS
 from fmtest.errors import DataError
 from fmtest.run.evaluate import CaseEvidence
 from fmtest.config.rules import RunRules
+from fmtest.metrics.specs import format_value, spec
 from fmtest.verdict.finish import evidence_of, finish_case, finish_comparison, merge_evidence
 from fmtest.verdict.results import CaseResult, ImageResult, RunConfig, RunResults, to_plain
 
@@ -43,13 +46,80 @@ class ShardFile:
 
 def merge_shards(shards: list[ShardFile], baseline: RunResults | None = None) -> RunResults:
     """One run from its shards; `baseline`, when given, is compared against as the run would have."""
+    for shard in shards:
+        _check_shape(shard)
     _check_compatible(shards)
     first = shards[0].results
     rules = first.config.rules or RunRules.from_summary({}, shards[0].path)
-    cases = [merge_case([s.results.case(c.id) for s in shards], rules, baseline) for c in first.cases]
+    cases = []
+    for case in first.cases:
+        try:
+            cases.append(merge_case([s.results.case(case.id) for s in shards], rules, baseline))
+        except (TypeError, ValueError, AttributeError, KeyError) as e:  # a damaged file the checks let through
+            raise MergeError(f"case {case.id} is malformed in one of {_names(shards)} ({type(e).__name__}: {e})") \
+                from None
     return RunResults(cases=cases, config=replace(first.config, shard=None, merged_shards=len(shards)),
                       environment=first.environment, git_commit=first.git_commit,
                       fmtest_version=first.fmtest_version)
+
+
+def _check_shape(shard: ShardFile) -> None:
+    """Each case's rows and shard record have the types a run writes; else one line naming the file and case."""
+    for index, case in enumerate(shard.results.cases, start=1):
+        where = f"case {index} ({case.id})" if isinstance(case.id, str) else f"case {index}"
+        if not isinstance(case.id, str) or not isinstance(case.task, str):
+            raise MergeError(f"{where}: no id or task", shard.path)
+        if not isinstance(case.images, list) or not all(isinstance(i, ImageResult) and isinstance(i.id, str)
+                                                        and i.label in LABELS for i in case.images):
+            raise MergeError(f"{where}: its images are not rows of id, label (OK/NOK) and answer", shard.path)
+        record = case.shard
+        if record is not None and not (_whole(record.n_images) and isinstance(record.positions, tuple)
+                                       and all(_whole(p) for p in record.positions)):
+            raise MergeError(f"{where}: its shard record (n_images, positions) is malformed", shard.path)
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def shard_disagreements(shards: list[ShardFile]) -> list[str]:
+    """Where a shard's recorded figures (counts, metrics) differ from what its own rows give: an edited or
+    damaged file. The merge scores the rows whatever the summary says; these lines say so."""
+    lines = []
+    for shard in shards:
+        rules = shard.results.config.rules or RunRules.from_summary({}, shard.path)
+        for case in shard.results.cases:
+            if case.shard is None or case.task in ("comparison", "robustness"):
+                continue  # not scored in this shard: nothing recorded to check
+            from_rows = finish_case(evidence_of(case), rules)
+            differ = [f"{name} {_shown(case.metrics[name])} recorded, {_shown(value)} from the rows"
+                      for name, value in from_rows.metrics.items() if name in case.metrics and _summary_figure(name)
+                      and not _same(case.metrics[name], value)]
+            if case.invalid_answers != from_rows.invalid_answers:
+                differ.append(f"invalid_answers {case.invalid_answers} recorded, {from_rows.invalid_answers} from "
+                              "the rows")
+            if differ:
+                lines.append(f"{shard.path}: case {case.id}: its summary disagrees with its own rows "
+                             f"({'; '.join(differ)}); the merge uses the rows")
+    return lines
+
+
+def _summary_figure(name: str) -> bool:
+    """A recorded figure the rows determine (not a timing)."""
+    found = spec(name)
+    return found is not None and found.kind not in ("throughput", "seconds")
+
+
+def _same(recorded: object, computed: float) -> bool:
+    if not isinstance(recorded, int | float) or isinstance(recorded, bool):
+        return False
+    if math.isnan(recorded) or math.isnan(computed):
+        return math.isnan(recorded) and math.isnan(computed)
+    return math.isclose(recorded, computed, rel_tol=1e-9, abs_tol=1e-12)
+
+
+def _shown(value: object) -> str:
+    return format_value(value) if value is not None else "none"
 
 
 def _names(shards: list[ShardFile]) -> str:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
 from fmtest.metrics.functional import invariance_summary
-from fmtest.verdict.gates import Gate
+from fmtest.verdict.gates import Gate, invalid_answer_limit, unusable_answers
 from fmtest.verdict.results import CaseResult, ImageResult, LevelRow, Robustness
 from fmtest.verdict.scoring import nok_arrays
 
@@ -36,11 +37,17 @@ def invariance_row(perturbation: str, level: float, clean: list[ImageResult],
 
 
 def robustness_result(base: CaseResult, perturbation: str, rows: list[LevelRow], gate_index: int, *,
-                      max_flip_rate: float, max_metric_drop: float, min_clean_recall: float) -> CaseResult:
+                      perturbed: Sequence[Sequence[ImageResult]], max_flip_rate: float, max_metric_drop: float,
+                      min_clean_recall: float, max_clean_false_alarm_rate: float) -> CaseResult:
     """The case `<pipeline>-<dataset>-<perturbation>`, judged at the gated level of its ladder.
 
-    A case whose unperturbed recall is below `min_clean_recall` is skipped as not meaningful: a model
-    that (almost) always answers OK keeps its answers under any perturbation, and that is no robustness."""
+    `perturbed` holds each level's rows. A case whose unperturbed run could not be judged, or one level of
+    whose answers are unusable beyond the case's `max_invalid_answer_rate` (an API outage while the
+    perturbed copies were sent), is an error: failed answers are NOK, and a model that answers NOK
+    everywhere flips nothing. A case whose unperturbed recall is below `min_clean_recall`, or whose
+    unperturbed false-alarm rate is above `max_clean_false_alarm_rate`, is skipped as not meaningful: a
+    model that (almost) always answers OK, or always NOK, keeps its answers under any perturbation, and
+    that is no robustness."""
     gated = rows[gate_index]
     where = f"{perturbation}={gated.level:g}"
     failures = []
@@ -64,9 +71,33 @@ def robustness_result(base: CaseResult, perturbation: str, rows: list[LevelRow],
         dataset_fingerprint=base.dataset_fingerprint,
         robustness=Robustness(perturbation=perturbation, gate_level=gated.level, levels=rows),
     )
-    if not gated.clean_recall >= min_clean_recall:
+    errors = _cannot_judge(base, perturbation, rows, perturbed)
+    if errors:
+        result.outcome, result.message = "error", "; ".join(errors)
+        result.metrics = {}  # no flip rate of a broken run may be read as a result
+    elif not gated.clean_recall >= min_clean_recall:
         result.outcome = "skipped"
         result.message = (f"not meaningful: the unperturbed run finds {gated.clean_recall:.1%} of the defects, below "
                           f"the floor {min_clean_recall:.1%} ([robustness] min_clean_recall); a model that answers OK "
                           f"keeps its answers under any perturbation")
+    elif gated.clean_false_alarm_rate > max_clean_false_alarm_rate:
+        result.outcome = "skipped"
+        result.message = (f"not meaningful: the unperturbed run flags {gated.clean_false_alarm_rate:.1%} of the good "
+                          f"images NOK, above the ceiling {max_clean_false_alarm_rate:.1%} ([robustness] "
+                          f"max_clean_false_alarm_rate); a model that answers NOK keeps its answers under any "
+                          f"perturbation")
     return result
+
+
+def _cannot_judge(base: CaseResult, perturbation: str, rows: list[LevelRow],
+                  perturbed: Sequence[Sequence[ImageResult]]) -> list[str]:
+    """Why the ladder cannot be judged: the clean case could not be, or a level's answers are unusable."""
+    if base.outcome == "error":
+        return [f"the unperturbed case {base.id} could not be judged: {base.message}"]
+    limit = invalid_answer_limit(base)
+    problems = []
+    for row, images in zip(rows, perturbed, strict=True):
+        unusable = unusable_answers(images, limit)
+        if unusable:
+            problems.append(f"at {perturbation}={row.level:g}: {unusable}")
+    return problems

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 import http.server
@@ -21,7 +22,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
     """Serves PAYLOAD at every path, honouring `Range: bytes=N-` unless the server says otherwise.
 
     `/redirect?to=URL` answers 302 to URL; `server.fault` set to "cut" sends a third of the body and
-    closes, "from_zero" answers every Range request with a 206 that restarts at byte 0.
+    closes, "cut_no_length" does so without a Content-Length, "from_zero" answers every Range request with a
+    206 that restarts at byte 0.
     """
 
     def do_GET(self):  # noqa: N802 (http.server API)
@@ -39,6 +41,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if fault == "cut":
             self.send_response(200)
             self.send_header("Content-Length", str(len(PAYLOAD)))
+            self.end_headers()
+            self.wfile.write(PAYLOAD[: len(PAYLOAD) // 3])
+            self.close_connection = True
+            return
+        if fault == "cut_no_length":  # no Content-Length: the end of the body is where the connection closes
+            self.send_response(200)
             self.end_headers()
             self.wfile.write(PAYLOAD[: len(PAYLOAD) // 3])
             self.close_connection = True
@@ -173,6 +181,41 @@ def test_a_stale_part_file_longer_than_the_pinned_size_is_refused_and_removed(se
     with pytest.raises(dl.DownloadError, match=f"expected {len(PAYLOAD)}"):
         dl.fetch(server.url + "/model.pth", dest, SHA, len(PAYLOAD), progress=False)
     assert not dest.with_name("model.pth.part").exists()
+
+
+def test_a_416_on_resume_of_an_unpinned_file_starts_over_instead_of_keeping_the_stale_part(server, tmp_path):
+    dest = tmp_path / "vocab.txt"
+    dest.with_name("vocab.txt.part").write_bytes(PAYLOAD + b"stale tail from another version")
+    dl.fetch(server.url + "/vocab.txt", dest, None, None, progress=False)  # no size, no hash pinned
+    assert dest.read_bytes() == PAYLOAD
+    assert server.requests == [("/vocab.txt", f"bytes={len(PAYLOAD) + 31}-"), ("/vocab.txt", None)]
+
+
+def test_a_cut_without_content_length_is_not_taken_for_the_whole_file(server, tmp_path):
+    server.fault = "cut_no_length"
+    dest = tmp_path / "vocab.txt"
+    with pytest.raises(dl.DownloadError, match=rf"vocab.txt: the server did not say how long the file is \(no "
+                       rf"Content-Length\) and the registry pins no size or sha256 for it: {len(PAYLOAD) // 3} bytes"):
+        dl.fetch(server.url + "/vocab.txt", dest, None, None, progress=False)
+    assert not dest.exists() and not dest.with_name("vocab.txt.part").exists()
+
+
+def test_the_sha256_prefix_in_a_file_name_is_checked_before_the_file_is_moved_into_place(server, tmp_path):
+    spec = WeightSpec(key="cnn", filename=f"cnn-{SHA[:8]}.pth", size=None, sha256=None, url=server.url + "/cnn.pth",
+                      license="t", description="t", sha256_prefix=SHA[:8])
+    assert dl.download(spec, tmp_path, progress=False).read_bytes() == PAYLOAD
+    server.fault = "cut_no_length"  # a cut the prefix catches: no Content-Length needed
+    wrong = dataclasses.replace(spec, filename="cnn-deadbeef.pth", sha256_prefix="deadbeef")
+    with pytest.raises(dl.DownloadError, match=r"cnn-deadbeef.pth: sha256 [0-9a-f]{16}\.\.\. does not start with "
+                       r"deadbeef, the hash in its file name; the file was removed"):
+        dl.download(wrong, tmp_path, progress=False)
+    assert not (tmp_path / "cnn-deadbeef.pth").exists() and not (tmp_path / "cnn-deadbeef.pth.part").exists()
+
+
+def test_torchvisions_files_carry_their_hash_prefix():
+    for key in ("resnet50_imagenet", "wide_resnet50_2_imagenet"):
+        spec = WEIGHTS[key]
+        assert spec.filename == f"{spec.filename.rsplit('-', 1)[0]}-{spec.sha256_prefix}.pth"
 
 
 def test_a_redirect_to_another_host_is_refused(server, tmp_path):

@@ -9,6 +9,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from fakes import REPO
 from vlm_servers import GeminiServer, OpenAIServer
 
@@ -79,3 +81,63 @@ def test_without_key_or_endpoint_both_skip_with_a_reason(tmp_path):
     assert run.returncode == 0, out
     assert "2 skipped" in out.strip().splitlines()[-1]
     assert "GEMINI_API_KEY" in out and "FMTEST_OPENAI_BASE_URL" in out
+
+
+def _gemini_only(tmp_path, server, *args, env_extra=None):
+    """One run of gemini_basic on satsim through `pytest suites`, pointed at `server`."""
+    env = {**os.environ, "GEMINI_API_KEY": "test-key", "FMTEST_GEMINI_BASE_URL": server.base_url, **(env_extra or {})}
+    command = [sys.executable, "-m", "pytest", str(ROOT / "suites"), "-p", "no:randomly", "-p", "no:cacheprovider",
+               f"--fm-config={tmp_path / 'fmtest.toml'}", "--fm-dataset=satsim", "--fm-pipeline=gemini_basic",
+               f"--fm-results={tmp_path / 'results.json'}", "-q", *args]
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    (case,) = json.loads((tmp_path / "results.json").read_text())["cases"]
+    return done, case
+
+
+@pytest.mark.slow
+def test_the_request_store_follows_the_cache_option_and_cache_clear(tmp_path):
+    """Answers are kept in the run's cache folder and replayed; `fmtest cache clear` removes them; under
+    --fm-no-cache nothing is replayed and no store is made anywhere (not in the shared temporary folder)."""
+    (tmp_path / "fmtest.toml").write_text(CONFIG)
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    with GeminiServer(script=lambda n, r: _nok_if_bright(n, r, GeminiServer)) as server:
+        cached = (f"--fm-cache={tmp_path / 'cache'}",)
+        _, case = _gemini_only(tmp_path, server, *cached)
+        assert case["outcome"] in ("passed", "failed") and server.count == 7
+        _gemini_only(tmp_path, server, *cached)
+        assert server.count == 7  # replayed from the store (and the prediction cache)
+        cleared = subprocess.run([sys.executable, "-m", "fmtest.cli", "cache", "clear", "--dir", str(tmp_path / "cache")],
+                                 cwd=tmp_path, capture_output=True, text=True, timeout=120, env=os.environ)
+        assert cleared.returncode == 0, cleared.stderr
+        _gemini_only(tmp_path, server, *cached)
+        assert server.count == 14  # nothing stored any more: every image asked again
+        for expected in (21, 28):
+            _gemini_only(tmp_path, server, "--fm-no-cache", env_extra={"TMPDIR": str(temp)})
+            assert server.count == expected  # no store: every run asks
+        assert not list(temp.rglob("requests.sqlite"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", ["read-only", "a file in its place"])
+def test_a_cache_folder_that_cannot_be_written_leaves_a_vlm_case_a_result(tmp_path, fault):
+    if fault == "read-only" and os.geteuid() == 0:
+        pytest.skip("root writes into read-only folders")
+    (tmp_path / "fmtest.toml").write_text(CONFIG)
+    cache = tmp_path / "cache"
+    if fault == "read-only":
+        cache.mkdir()
+        cache.chmod(0o555)
+    else:
+        cache.write_text("not a folder")
+    try:
+        with GeminiServer(script=lambda n, r: _nok_if_bright(n, r, GeminiServer)) as server:
+            done, case = _gemini_only(tmp_path, server, f"--fm-cache={cache}")
+    finally:
+        if cache.is_dir():
+            cache.chmod(0o755)
+    out = done.stdout + done.stderr
+    assert done.returncode in (0, 1), out
+    assert case["outcome"] in ("passed", "failed"), case["message"]  # a result, never an error
+    assert server.count == 7
+    assert out.count("RequestStoreUnavailableWarning") == 1 and "PermissionError" not in out

@@ -4,7 +4,7 @@ again; change nothing, and a rerun predicts nothing. A failed answer is never se
 from __future__ import annotations
 
 import dataclasses
-
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +20,18 @@ from fmtest.config.settings import resolve_settings
 from fmtest.plugin.session import Session
 
 
+@dataclasses.dataclass(frozen=True)
+class PartsOptions:
+    """`[datasets.parts]`: a setting the pipeline may learn from (it changes no image)."""
+
+    lot: str = "A"
+
+
 class Parts(Dataset):
     """Four good training images, a reference and six test images; the test sets what each one holds."""
 
     name = "parts"
+    options_type = PartsOptions
     train_offset = 0.0  # brightness added to the training images, keeping their ids
     train_labels = "OK"
     n_train = 4
@@ -58,10 +66,18 @@ class Parts(Dataset):
         return [Group(self.name, self.train, self.test, lambda: reference)]
 
 
+@dataclasses.dataclass(frozen=True)
+class CountingOptions:
+    """`[pipelines.counting]`: the brightness that counts as a defect."""
+
+    level: float = 0.6
+
+
 class Counting(Pipeline):
     """Thresholds bright pixels; counts the test images it predicts. `fail` makes every answer a failed one."""
 
     name, task = "counting", "segmentation"
+    options_type = CountingOptions
     predicted = 0
     fail = False
 
@@ -69,7 +85,8 @@ class Counting(Pipeline):
         Counting.predicted += sum(s.id.startswith("test/") for s in samples)
         if Counting.fail:
             return [Prediction.failed("HTTP 503 from http://127.0.0.1:9/v1") for _ in samples]
-        return [Prediction.from_mask(s.image > 0.6, score=float(s.image.max())) for s in samples]
+        level = self.read_options(self.context.options).level
+        return [Prediction.from_mask(s.image > level, score=float(s.image.max())) for s in samples]
 
 
 RAW = {"default_datasets": ["parts"], "datasets": {"parts": {"class": "test_cache_key:Parts"}},
@@ -119,6 +136,76 @@ def test_what_the_pipeline_learned_from_keys_the_cache(tmp_path, change):
 def test_the_prompt_keys_the_cache(tmp_path, raw, prompt):
     assert predictions_made(tmp_path) == 6
     assert predictions_made(tmp_path, raw, prompt=prompt) == 6
+
+
+SETTINGS = {
+    "a pipeline option": {"pipelines": {"counting": {"class": "test_cache_key:Counting", "level": 0.5}}},
+    "a dataset option": {"datasets": {"parts": {"class": "test_cache_key:Parts", "lot": "B"}}},
+}
+
+
+@pytest.mark.parametrize("setting", list(SETTINGS))
+def test_a_pipeline_or_dataset_option_keys_the_cache(tmp_path, setting):
+    assert predictions_made(tmp_path) == 6
+    assert predictions_made(tmp_path, SETTINGS[setting]) == 6
+    assert predictions_made(tmp_path, SETTINGS[setting]) == 0
+
+
+def test_the_prompt_files_content_keys_the_cache(tmp_path, monkeypatch):
+    """Editing the prompt file under the same name changes what is asked: the predictions are made again."""
+    from fmtest.pipelines.base import PipelineContext
+    from fmtest.pipelines.gemini import GeminiBasic
+
+    monkeypatch.setenv("GEMINI_API_KEY", "test-key")
+    (tmp_path / "prompt.txt").write_text("Is this part defective? Answer OK or NOK.")
+
+    def fingerprint() -> str:
+        context = PipelineContext(dataset="satsim", options={"prompt_file": "prompt.txt"}, suite_dir=tmp_path)
+        return GeminiBasic(context).fingerprint
+
+    before = fingerprint()
+    assert fingerprint() == before
+    (tmp_path / "prompt.txt").write_text("Is there a void under the die? Answer OK or NOK.")
+    assert fingerprint() != before
+
+
+PIPELINE_SOURCE = """
+from fmtest.pipelines.base import Pipeline, Prediction
+
+
+class Edited(Pipeline):
+    name, task = "edited", "classification"
+
+    def predict(self, samples):
+        return [Prediction("OK") for _ in samples]  # EDIT
+"""
+
+
+def _load(path: Path, module: str, monkeypatch) -> type:
+    """The module imported afresh from `path`, as a new run imports the user's file."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(module, path)
+    loaded = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, module, loaded)
+    spec.loader.exec_module(loaded)
+    return loaded.Edited
+
+
+def test_the_pipelines_code_and_fmtests_version_key_the_cache(tmp_path, monkeypatch):
+    """A user's pipeline edited between runs is predicted again (its module's source is in the key), and so is
+    every pipeline under another fmtest version."""
+    import fmtest.pipelines.base as base
+
+    path = tmp_path / "edited_pipeline.py"
+    path.write_text(PIPELINE_SOURCE)
+    first = base.code_fingerprint(_load(path, "edited_pipeline", monkeypatch))
+    assert base.code_fingerprint(_load(path, "edited_pipeline", monkeypatch)) == first  # the same code, the same key
+    path.write_text(PIPELINE_SOURCE.replace('Prediction("OK")', 'Prediction("NOK")'))
+    edited = _load(path, "edited_pipeline", monkeypatch)
+    assert base.code_fingerprint(edited) != first
+    monkeypatch.setattr(base, "__version__", "99.0")
+    assert base.code_fingerprint.__wrapped__(edited) != base.code_fingerprint(edited)
 
 
 def test_a_failed_answer_is_predicted_again_on_the_next_run(tmp_path):

@@ -122,3 +122,71 @@ def test_shards_whose_images_overlap_or_leave_gaps_are_refused():
         merge_shards([_shard(1, [0, 1]), _shard(2, [1, 2])])
     with pytest.raises(MergeError, match="1 of 4 images scored by no shard"):
         merge_shards([_shard(1, [0]), _shard(2, [1, 2])])
+
+
+def _written(tmp_path, *shards: ShardFile) -> list:
+    """Each shard finished as a run finishes it and written as its results file."""
+    from fmtest.config.rules import RunRules
+    from fmtest.report.results_file import write_json
+    from fmtest.verdict.finish import evidence_of, finish_case
+
+    paths = []
+    for shard in shards:
+        finished = [finish_case(evidence_of(c), RunRules.from_summary({})) for c in shard.results.cases]
+        path = tmp_path / shard.path
+        write_json(RunResults(cases=finished, config=shard.results.config, git_commit="c"), path)
+        paths.append(path)
+    return paths
+
+
+def _edited(path, edit) -> None:
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+
+
+def test_merge_says_in_one_line_what_is_wrong_with_a_file(tmp_path, capsys):
+    first, second = _written(tmp_path, _shard(1, [0, 3]), _shard(2, [1, 2]))
+    binary = tmp_path / "binary.json"
+    binary.write_bytes(bytes(range(256)) * 4)
+    images = tmp_path / "images.json"
+    images.write_text(second.read_text())
+    _edited(images, lambda d: d["cases"][0]["images"].__setitem__(0, "not a row"))
+    positions = tmp_path / "positions.json"
+    positions.write_text(second.read_text())
+    _edited(positions, lambda d: d["cases"][0]["shard"].update(positions=None))
+    (tmp_path / "folder").mkdir()
+    for inputs, output, message in (
+            ([binary, second], "merged.json", f"{binary}: not a JSON results file (not UTF-8 text)"),
+            ([first, images], "merged.json", f"{images}: malformed results: case 1 (a-b) (AttributeError: "),
+            ([first, positions], "merged.json", f"{positions}: case 1 (a-b): its shard record (n_images, positions) "
+                                                "is malformed"),
+            ([first, second], "folder", f"--results: cannot write {tmp_path / 'folder'}: it is a folder")):
+        code = main(["merge", *map(str, inputs), "--results", str(tmp_path / output)])
+        err = capsys.readouterr().err
+        assert code == 2 and err.startswith(f"fmtest: error: {message}") and len(err.splitlines()) == 1, err
+
+
+def test_a_shard_whose_summary_disagrees_with_its_rows_is_merged_from_the_rows_and_said_so(tmp_path, capsys):
+    first, second = _written(tmp_path, _shard(1, [0, 3]), _shard(2, [1, 2]))
+    args = ["merge", str(first), str(second), "--results", str(tmp_path / "merged.json")]
+    main(args)
+    assert "disagrees" not in capsys.readouterr().err  # shards as the run wrote them: nothing to say
+    _edited(second, lambda d: d["cases"][0]["metrics"].update(n_images=9, recall=1.0))
+    assert main(args) == 1  # the verdict of the rows: every answer OK, F2 0 misses its threshold
+    err = capsys.readouterr().err
+    assert f"fmtest: warning: {second}: case a-b: its summary disagrees with its own rows (" in err
+    assert "n_images 9 recorded, 2 from the rows" in err and "recall 1.000 recorded, 0.000 from the rows" in err
+    assert err.rstrip().endswith("the merge uses the rows")
+    assert json.loads((tmp_path / "merged.json").read_text())["cases"][0]["metrics"]["n_images"] == 4
+
+
+def test_a_merge_that_judged_nothing_fails_when_judging_is_required(tmp_path, capsys):
+    first, second = _written(tmp_path, _shard(1, [0, 3]), _shard(2, [1, 2]))
+    for path in (first, second):
+        _edited(path, lambda d: d["cases"][0].update(outcome="skipped", message="no key", shard=None))
+    args = ["merge", str(first), str(second), "--results", str(tmp_path / "merged.json")]
+    assert main(args) == 0
+    assert "NO CASE WAS JUDGED (1 case(s), none passed or failed a gate): --require-judged makes this merge fail" \
+        in capsys.readouterr().out
+    assert main([*args, "--require-judged"]) == 1

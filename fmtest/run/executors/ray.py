@@ -6,6 +6,8 @@ A batch whose actor died (process killed, out of memory) or whose pipeline raise
 fresh actor if the old one is gone; a second failure ends the case with a WorkerError quoting the actor's error.
 Needs `pip install fmtest[ray]`. The address is `--fm-ray-address`, else `$RAY_ADDRESS`, else `[executor]
 address`; `local` starts a cluster inside this process, `auto` joins the one `ray start --head` started here.
+A `host:port` (or `ray://host:port`) where nothing answers within CONNECT_TIMEOUT_S (10 s) is refused in one
+line naming it, instead of Ray waiting minutes for a head node that is not there.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import collections
 import itertools
 import re
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,8 +23,12 @@ from dataclasses import dataclass
 from fmtest.errors import ConfigError
 from fmtest.run.executors import Answers, Batches, PipelineRecipe, WorkerError
 from fmtest.pipelines.base import Pipeline
+from fmtest.util.redact import redact
 
 BATCHES_IN_FLIGHT_PER_ACTOR = 2  # one predicting, one queued: an actor never waits for the controller
+CONNECT_TIMEOUT_S = 10.0  # an address where nothing answers within this is refused (Ray would wait for minutes)
+# host:port, optionally behind ray:// (Ray Client) and with user info (redacted in messages)
+_HOST_PORT = re.compile(r"(?:ray://)?(?:[^@/]*@)?(?P<host>\[[^\]]+\]|[^:/@]+):(?P<port>\d+)/?")
 _END = object()
 
 
@@ -65,7 +72,12 @@ class RayExecutor:
             except ImportError:
                 raise ConfigError("--fm-executor=ray needs Ray: pip install 'fmtest[ray]'") from None
             if not ray.is_initialized():
-                ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
+                check_address(self.address)
+                try:
+                    ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
+                except Exception as e:  # noqa: BLE001 - whatever Ray says, one line naming the address
+                    raise ConfigError(f"cannot join the Ray cluster at {redact(self.address)} (--fm-ray-address, "
+                                      f"[executor] address): {_actor_error(e)}") from None
                 self._started_here = True
             self._ray = ray
         return self._ray
@@ -130,9 +142,25 @@ class RayExecutor:
 
 
 def _actor_error(error: Exception) -> str:
-    """One line from Ray's error: the pipeline's own exception, or why the actor died."""
+    """One line from Ray's error, credentials redacted: the pipeline's own exception, or why the actor died."""
     cause = getattr(error, "cause", None)
     if isinstance(cause, Exception) and not type(cause).__module__.startswith("ray."):
-        return f"{type(cause).__name__}: {cause}"
+        return redact(f"{type(cause).__name__}: {cause}")
     text = re.sub(r"\s+", " ", str(error)).strip()
-    return text[:400]
+    return redact(text[:400])
+
+
+def check_address(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """Refuse, within `timeout_s`, a cluster address where nothing answers: Ray itself would wait for its head
+    node for minutes. `local` (a cluster started here) and `auto` (the one `ray start` recorded) are Ray's to find."""
+    match = _HOST_PORT.fullmatch(address.strip())
+    if match is None:
+        return
+    host, port = match["host"].strip("[]"), int(match["port"])
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as e:
+        reason = "no answer" if isinstance(e, TimeoutError) else (e.strerror or type(e).__name__)
+        raise ConfigError(f"Ray cluster at {redact(address)} (--fm-ray-address, [executor] address): nothing answers "
+                          f"at {host}:{port} within {timeout_s:g} s ({reason}); start it (`ray start --head`) or "
+                          "fix the address") from None
