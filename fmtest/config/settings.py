@@ -7,6 +7,7 @@ option, the config key, its type, default and help are written once there.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,7 +122,7 @@ def _cli_path(value, invocation_dir: Path) -> Path:
 def _device(choice: str, worker_index: int | None) -> str:
     """`auto` picks CUDA when present; pytest-xdist workers are spread one per GPU. `choice` is checked already
     (the schema's DEVICE)."""
-    if choice == "cpu":
+    if choice == "cpu" or (choice == "auto" and not _gpu_device_files()):
         return "cpu"
     import torch
 
@@ -134,3 +135,11 @@ def _device(choice: str, worker_index: int | None) -> str:
     return "cuda" if choice == "auto" else choice
 
 
+# Device files a GPU that torch can use shows on Linux: NVIDIA's driver, AMD's ROCm, WSL2's GPU passthrough.
+_GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/kfd", "/dev/dxg")
+
+
+def _gpu_device_files() -> bool:
+    """Whether this machine may have a GPU: on Linux without any of its device files `auto` is the CPU, known
+    without importing torch (seconds a rerun whose predictions are all cached need not pay); elsewhere, ask torch."""
+    return sys.platform != "linux" or any(os.path.exists(path) for path in _GPU_DEVICE_FILES)

@@ -187,12 +187,16 @@ def _smooth_noise(rng: np.random.Generator, size: int, sigma: float) -> np.ndarr
 
 
 def _fill_rect(img: np.ndarray, rect, value: float) -> None:
-    """Paint an axis-aligned rectangle with exact sub-pixel coverage at its edges."""
+    """Paint an axis-aligned rectangle with exact sub-pixel coverage at its edges. Only the rows and columns it
+    covers are touched: blending with coverage 0 leaves a pixel as it was, so the image is the same."""
     y0, x0, y1, x1 = rect
     ys, xs = np.arange(img.shape[0]), np.arange(img.shape[1])
     cov_y = np.clip(np.minimum(ys + 1, y1) - np.maximum(ys, y0), 0, 1)
     cov_x = np.clip(np.minimum(xs + 1, x1) - np.maximum(xs, x0), 0, 1)
-    _blend(img, np.outer(cov_y, cov_x), value)
+    rows, cols = np.flatnonzero(cov_y), np.flatnonzero(cov_x)
+    if rows.size and cols.size:
+        r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+        _blend(img, np.outer(cov_y[r0:r1], cov_x[c0:c1]), value, np.s_[r0:r1, c0:c1])
 
 
 def _blend(img: np.ndarray, coverage: np.ndarray, value: float, where=np.s_[:, :]) -> None:
@@ -367,6 +371,8 @@ class SatSim(Dataset):
     def __init__(self, options: SatSimOptions = SatSimOptions()):
         self.options = options
         o = options
+        # one reference sample, so the sample memo renders it once per run
+        self._reference = self._ref("reference", "good", 0, replace(NOMINAL, noise=o.noise))
         defective = [self._ref("test", o.defect_types[i % len(o.defect_types)], i // len(o.defect_types))
                      for i in range(o.n_test_defective)]
         super().__init__(train=SampleSet([self._ref("train", "good", i) for i in range(o.n_train)]),
@@ -378,7 +384,7 @@ class SatSim(Dataset):
 
     @property
     def reference(self) -> Sample:
-        return self._ref("reference", "good", 0, replace(NOMINAL, noise=self.options.noise)).get()
+        return self._reference.get()
 
     def _ref(self, split: str, kind: str, index: int, nuisance: Nuisance | None = None) -> SampleRef:
         sample_id = f"{split}/{kind}/{index:03d}"

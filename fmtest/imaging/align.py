@@ -33,11 +33,19 @@ differs between CPU instruction sets (OpenCV's and numpy's SIMD paths round diff
   estimate depending on what the process had freed before.
 - Anything non-finite (pixels, an estimate, a matrix) makes the alignment a failure with its reason,
   never an NCC of 0 that a worse candidate could lose to, nor an overlap of min(1, NaN) = 1.
+
+Each alignment is computed once per process: the result is remembered by the content of both images and
+the options (`estimate_alignment`), so the guardrails' check and reference_diff, its fit and its scoring
+of the same training images share one registration. Being a function of those alone (the rules above),
+a remembered alignment is the one a fresh computation gives.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import cv2
@@ -55,6 +63,7 @@ _ECC_MAX_TILT_DEG = 3.0
 # Coarse candidates whose NCC differs by less than this are a tie; rounding differences between
 # machines are below 1e-5, real differences between orientations of one part above 1e-3.
 _NCC_TIE = 1e-4
+_REMEMBERED = 16_384  # alignments kept (a few hundred bytes each): every image of a large dataset
 
 
 @dataclass(frozen=True)
@@ -90,8 +99,35 @@ def _gray(image: np.ndarray) -> np.ndarray:
 
 def estimate_alignment(image: np.ndarray, reference: np.ndarray, *, allow_scale: bool = False,
                        min_quality: float = 0.5) -> Alignment:
-    """Register `image` to `reference` (translation + rotation, and scale if `allow_scale`)."""
+    """Register `image` to `reference` (translation + rotation, and scale if `allow_scale`); computed once per
+    process for the same image and reference content and options."""
     img, ref = _gray(image), _gray(reference)
+    key = (_content_key(img), _content_key(ref), allow_scale, min_quality)
+    with _MEMO_LOCK:
+        found = _MEMO.get(key)
+        if found is not None:
+            _MEMO.move_to_end(key)
+            return found
+    alignment = _estimate(img, ref, allow_scale, min_quality)
+    alignment.matrix.setflags(write=False)  # shared by every caller that asks again
+    with _MEMO_LOCK:
+        _MEMO[key] = alignment
+        while len(_MEMO) > _REMEMBERED:
+            _MEMO.popitem(last=False)
+    return alignment
+
+
+_MEMO: OrderedDict[tuple, Alignment] = OrderedDict()
+_MEMO_LOCK = threading.Lock()
+
+
+def _content_key(gray: np.ndarray) -> str:
+    h = hashlib.sha256(f"{gray.shape}{gray.dtype.str}".encode())
+    h.update(np.ascontiguousarray(gray).tobytes())
+    return h.hexdigest()
+
+
+def _estimate(img: np.ndarray, ref: np.ndarray, allow_scale: bool, min_quality: float) -> Alignment:
     for what, gray in (("image", img), ("reference", ref)):
         if not np.isfinite(gray).all():
             return _failed(f"the {what} has non-finite pixel values (NaN or Inf)")

@@ -180,19 +180,19 @@ def _outline(mask: np.ndarray) -> np.ndarray:
 
 
 def _encode_png(rgb: np.ndarray) -> bytes:
-    """Full colour when it fits the budget (exact colours), else an adaptive palette: noisy scans compress badly."""
+    """Full colour when it fits the budget (exact colours), else an adaptive palette: noisy scans compress badly.
+    zlib's default level: its strongest (`optimize`) took three times as long for a few percent on noisy
+    scans, a second of every run that writes a case's thumbnails."""
     image = Image.fromarray(rgb)
-    data = _png_bytes(image, optimize=True)
+    data = _png_bytes(image)
     for colours in _PALETTE_SIZES:
         if len(data) <= MAX_PNG_BYTES:
             break
-        data = _png_bytes(image.quantize(colours, method=Image.Quantize.MEDIANCUT), optimize=True)
+        data = _png_bytes(image.quantize(colours, method=Image.Quantize.MEDIANCUT))
     return data
 
 
-def _png_bytes(image: Image.Image, *, optimize: bool = False) -> bytes:
-    """`optimize` tries harder for a smaller file: worth it for the few inlined thumbnails, not for
-    thousands of viewer layers."""
+def _png_bytes(image: Image.Image) -> bytes:
     buf = io.BytesIO()
-    image.save(buf, format="PNG", optimize=optimize)
+    image.save(buf, format="PNG")
     return buf.getvalue()

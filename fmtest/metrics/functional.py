@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats as _stats
+from scipy import special as _special  # not scipy.stats: a second to import, in every run
 
 from fmtest.errors import FmtestError
 
@@ -275,8 +275,8 @@ def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, fl
     _check_binomial(k, n)
     _check_confidence(confidence)
     alpha = 1.0 - confidence
-    low = 0.0 if k == 0 else float(_stats.beta.ppf(alpha / 2, k, n - k + 1))
-    high = 1.0 if k == n else float(_stats.beta.ppf(1 - alpha / 2, k + 1, n - k))
+    low = 0.0 if k == 0 else _beta_quantile(alpha / 2, k, n - k + 1)
+    high = 1.0 if k == n else _beta_quantile(1 - alpha / 2, k + 1, n - k)
     return low, high
 
 
@@ -284,7 +284,13 @@ def binomial_upper_bound(k: int, n: int, confidence: float = 0.95) -> float:
     """One-sided exact (Clopper-Pearson) upper bound: P(rate <= bound) holds at `confidence`."""
     _check_binomial(k, n)
     _check_confidence(confidence)
-    return 1.0 if k == n else float(_stats.beta.ppf(confidence, k + 1, n - k))
+    return 1.0 if k == n else _beta_quantile(confidence, k + 1, n - k)
+
+
+def _beta_quantile(q: float, a: float, b: float) -> float:
+    """The q-quantile of Beta(a, b): the inverse regularised incomplete beta function, the same Boost routine
+    (and the same bits) as scipy.stats.beta.ppf."""
+    return float(_special.betaincinv(a, b, q))
 
 
 def slip_rate_upper(n_slipped: int, n_defective: int, confidence: float = 0.95) -> float:
@@ -462,9 +468,23 @@ def auroc(scores, y_true) -> float:
     n_neg = positive.size - n_pos
     if n_pos == 0 or n_neg == 0:
         return math.nan
-    ranks = _stats.rankdata(scores)  # average ranks: the Mann-Whitney U statistic handles ties as 1/2
+    ranks = _average_ranks(scores)  # the Mann-Whitney U statistic handles ties as 1/2
     u = ranks[positive].sum() - n_pos * (n_pos + 1) / 2
     return float(u / (n_pos * n_neg))
+
+
+def _average_ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks of a 1-D array, tied values sharing the mean of their ranks (scipy.stats.rankdata's
+    "average"); every rank NaN when a value is NaN."""
+    if np.isnan(values).any():
+        return np.full(values.shape, np.nan)
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])  # first position of each run of ties
+    ends = np.r_[starts[1:], ordered.size]
+    ranks = np.empty(values.shape, dtype=np.float64)
+    ranks[order] = np.repeat((starts + 1 + ends) / 2, ends - starts)
+    return ranks
 
 
 def invariance_summary(base_labels, base_ious, perturbed_labels, perturbed_ious, y_true) -> dict[str, float]:

@@ -34,14 +34,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
 
 from fmtest.errors import DataError, MissingWeights
 from fmtest.models import registry
+from fmtest.util.lazy import lazy_module
 
 if TYPE_CHECKING:
     import open_clip
+
+torch = lazy_module("torch")
 
 CLIP_KEY = "clip_vit_b16_openai"
 ARCHITECTURE = "ViT-B-16"
@@ -127,35 +129,35 @@ class ClipEncoder:
             batch.append((torch.from_numpy(resized).permute(2, 0, 1) / 255.0 - self.mean) / self.std)
         return torch.stack(batch).to(self.device)
 
-    @torch.no_grad()
     def encode_images(self, images_rgb: Sequence[np.ndarray], batch_size: int = 32) -> torch.Tensor:
         """(N, D) unit image embeddings, `batch_size` images per forward pass."""
-        chunks = [
-            self.model.encode_image(self.preprocess(images_rgb[i:i + batch_size]), normalize=True)
-            for i in range(0, len(images_rgb), batch_size)
-        ]
+        with torch.no_grad():
+            chunks = [
+                self.model.encode_image(self.preprocess(images_rgb[i:i + batch_size]), normalize=True)
+                for i in range(0, len(images_rgb), batch_size)
+            ]
         if not chunks:
             return torch.empty(0, self.model.text_projection.shape[1], device=self.device)
         return torch.cat(chunks)
 
-    @torch.no_grad()
     def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
         """(T, D) unit text embeddings."""
         tokens = self.tokenizer(list(texts)).to(self.device)
-        return self.model.encode_text(tokens, normalize=True)
+        with torch.no_grad():
+            return self.model.encode_text(tokens, normalize=True)
 
-    @torch.no_grad()
     def encode_text_ensembles(self, texts: Sequence[str], templates: Sequence[str]) -> torch.Tensor:
         """(T, D): per text, the renormalized mean of its unit embeddings over `templates` ("... {} ...").
 
         Remembered per (text, templates): an 85-template ensemble is worth encoding once per session.
         """
         templates = tuple(templates)
-        for text in dict.fromkeys(texts):
-            if (text, templates) not in self._ensembles:
-                mean = self.encode_texts([t.format(text) for t in templates]).mean(dim=0)
-                self._ensembles[text, templates] = torch.nn.functional.normalize(mean, dim=-1)
-        return torch.stack([self._ensembles[text, templates] for text in texts])
+        with torch.no_grad():
+            for text in dict.fromkeys(texts):
+                if (text, templates) not in self._ensembles:
+                    mean = self.encode_texts([t.format(text) for t in templates]).mean(dim=0)
+                    self._ensembles[text, templates] = torch.nn.functional.normalize(mean, dim=-1)
+            return torch.stack([self._ensembles[text, templates] for text in texts])
 
 
 # open_clip exports of the same OpenAI weights, accepted when ViT-B-16.pt is absent. The folder is the
@@ -183,6 +185,19 @@ def require_clip(weights_dir: Path | None) -> None:
     """Raise MissingWeights unless a CLIP checkpoint is present or a ClipEncoder is injected."""
     if registry.injected(CLIP_KEY) is None:
         clip_checkpoint(weights_dir)
+
+
+def model_id(weights_dir: Path | None, checkpoint: Path | None = None) -> str:
+    """The model id `clip_encoder` reports for these arguments, without loading the model."""
+    if checkpoint is None:
+        injected = registry.injected(CLIP_KEY)
+        if injected is not None:
+            return injected.model_id  # type: ignore[attr-defined]
+        checkpoint = clip_checkpoint(weights_dir)
+    path = Path(checkpoint).resolve()
+    if not path.is_file():
+        raise DataError("CLIP checkpoint file not found", path)
+    return registry.identify(path, "clip_checkpoint")
 
 
 _LOADED: dict[tuple[str, str], ClipEncoder] = {}

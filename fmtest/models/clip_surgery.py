@@ -39,13 +39,16 @@ from functools import cache
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image
-from torch import nn
+
+from fmtest.util.lazy import lazy_module
 
 if TYPE_CHECKING:
     from fmtest.models.clip import ClipEncoder
+
+torch = lazy_module("torch")
+nn = lazy_module("torch.nn")
+F = lazy_module("torch.nn.functional")
 
 SURGERY_DEPTH = 6  # blocks with the dual path: the last 6 of ViT-B/16 in the paper
 SURGERY_TEMPERATURE = 2.0  # sharpens the class weights of feature surgery (paper's value)
@@ -115,11 +118,12 @@ def dual_attention(attn: nn.MultiheadAttention, x: torch.Tensor) -> tuple[torch.
     return attend(q, k), attend(v, v)
 
 
-class SurgeryVisionEncoder(nn.Module):
-    """An open_clip VisionTransformer run with the surgery architecture; returns all tokens, projected."""
+class SurgeryVisionEncoder:
+    """An open_clip VisionTransformer run with the surgery architecture; called on a batch, returns all tokens,
+    projected. A plain callable around the model's layers (not an nn.Module subclass, so defining it imports
+    no torch)."""
 
     def __init__(self, visual: nn.Module, depth: int = SURGERY_DEPTH):
-        super().__init__()
         blocks = visual.transformer.resblocks
         if not 1 <= depth <= len(blocks):
             raise ValueError(f"surgery depth must be 1..{len(blocks)}, got {depth}")
@@ -134,9 +138,12 @@ class SurgeryVisionEncoder(nn.Module):
     def grid(self) -> tuple[int, int]:
         return self.visual.grid_size
 
-    @torch.no_grad()
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 1 + gh*gw, D): token 0 is plain CLIP's image embedding, the rest the surgery patch tokens."""
+        with torch.no_grad():
+            return self._tokens(images)
+
+    def _tokens(self, images: torch.Tensor) -> torch.Tensor:
         visual = self.visual
         blocks = visual.transformer.resblocks
         x = visual._embeds(images)

@@ -16,11 +16,11 @@ import re
 import threading
 from pathlib import Path
 
-import torch
-from torch import nn
-
 from fmtest.errors import DataError, MissingWeights
 from fmtest.models import registry
+from fmtest.util.lazy import lazy_module
+
+torch = lazy_module("torch")
 
 INPUT_MEAN = (0.5, 0.5, 0.5)
 INPUT_STD = (0.5, 0.5, 0.5)
@@ -35,7 +35,7 @@ _OTHER_BLOCKS = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "c
                  "_project_conv": "conv_pwl", "_bn2": "bn3"}
 _BLOCK_KEY = re.compile(r"_blocks\.(\d+)\.(\w+)\.(\w+)$")
 
-_CACHE: dict[str, nn.Module] = {}
+_CACHE: dict[str, LiteFeatures] = {}
 _CACHE_LOCK = threading.Lock()
 
 
@@ -57,7 +57,7 @@ def weights_sha256() -> str:
     return registry.file_sha256(weights_path())
 
 
-def build_efficientnet_lite0() -> nn.Module:
+def build_efficientnet_lite0() -> torch.nn.Module:
     """The full ImageNet classifier (timm `tf_efficientnet_lite0`) with the packaged weights, eval mode."""
     import timm
 
@@ -68,15 +68,16 @@ def build_efficientnet_lite0() -> nn.Module:
     return model.eval()
 
 
-class LiteFeatures(nn.Module):
-    """EfficientNet-Lite0 cut after its stride-16 stage: returns the maps at FEATURE_STRIDES."""
+class LiteFeatures:
+    """EfficientNet-Lite0 cut after its stride-16 stage: called on a batch, returns the maps at FEATURE_STRIDES.
 
-    def __init__(self, classifier: nn.Module):
-        super().__init__()
-        self.stem = nn.Sequential(classifier.conv_stem, classifier.bn1)
-        self.blocks = classifier.blocks[: max(_FEATURE_BLOCKS) + 1]
+    A plain callable around the classifier's layers (not an nn.Module subclass, so defining it imports no torch)."""
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def __init__(self, classifier: torch.nn.Module):
+        self.stem = torch.nn.Sequential(classifier.conv_stem, classifier.bn1).train(classifier.training)
+        self.blocks = classifier.blocks[: max(_FEATURE_BLOCKS) + 1].train(classifier.training)
+
+    def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.stem(x)
         maps = []
         for index, block in enumerate(self.blocks):
@@ -91,9 +92,7 @@ def load_efficientnet_lite0(device: str | torch.device = "cpu") -> LiteFeatures:
     key = str(torch.device(device))
     with _CACHE_LOCK:
         if key not in _CACHE:
-            features = LiteFeatures(build_efficientnet_lite0()).to(key).eval()
-            features.requires_grad_(False)
-            _CACHE[key] = features
+            _CACHE[key] = LiteFeatures(build_efficientnet_lite0().to(key).eval().requires_grad_(False))
         return _CACHE[key]
 
 

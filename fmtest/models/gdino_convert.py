@@ -24,9 +24,10 @@ import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-import torch
-
 from fmtest.errors import DataError
+from fmtest.util.lazy import lazy_module
+
+torch = lazy_module("torch")
 
 # Heads of the deformable/text attention in both official configs (GroundingDINO_SwinT_OGC.py, _SwinB_cfg.py).
 ATTENTION_HEADS = 8

@@ -27,11 +27,13 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from fmtest.errors import DataError, MissingWeights
 from fmtest.models import gdino_convert, registry
 from fmtest.models.precision import autocast
+from fmtest.util.lazy import lazy_module
+
+torch = lazy_module("torch")
 
 WEIGHT_KEY = "groundingdino_swint_ogc"  # the transformers folder; also the key tests inject a detector under
 ORIGINAL_KEY = "groundingdino_swint_ogc_pth"  # the same Swin-T OGC model, as the original release file
@@ -94,7 +96,6 @@ class GroundingDino:
         self.model_id = model_id
         self.device = device
 
-    @torch.no_grad()
     def forward(self, images_rgb: Sequence[np.ndarray], caption: str, precision: str = "fp32"):
         """Raw model outputs and the token ids for a batch of RGB uint8 images and one caption.
 
@@ -107,7 +108,7 @@ class GroundingDino:
         pixels = self.image_processor(images=list(images_rgb), return_tensors="pt")
         text = self.tokenizer([caption] * len(images_rgb), padding="longest", return_tensors="pt")
         inputs = {**pixels, **text}
-        with autocast(self.device, precision):
+        with torch.no_grad(), autocast(self.device, precision):
             outputs = self.model(**{k: v.to(self.device) for k, v in inputs.items()})
         return outputs, text["input_ids"]
 
@@ -198,6 +199,22 @@ def grounding_dino(weights_dir: Path | None, device: str, checkpoint: Path | Non
     if checkpoint.is_dir():
         return _load_folder(checkpoint, device)
     return _load_original(checkpoint, resolve_vocabulary(weights_dir).resolve(), device)
+
+
+def model_id(weights_dir: Path | None, checkpoint: Path | None = None) -> str:
+    """The model id `grounding_dino` reports for these arguments, without loading the model: the sha256 of
+    a folder's model.safetensors or of an original-layout file, or an injected detector's id."""
+    if checkpoint is None:
+        injected = registry.injected(WEIGHT_KEY)
+        if injected is not None:
+            return injected.model_id  # type: ignore[attr-defined]
+        checkpoint = resolve(weights_dir)
+    checkpoint = Path(checkpoint).resolve()
+    if checkpoint.is_dir() and (checkpoint / "model.safetensors").is_file():
+        return registry.file_sha256(checkpoint / "model.safetensors")
+    if checkpoint.is_file():
+        return registry.identify(checkpoint, "gdino_checkpoint")
+    return grounding_dino(weights_dir, "cpu", checkpoint).model_id  # not loadable: loading says why
 
 
 def resolve(weights_dir: Path | None) -> Path:

@@ -28,13 +28,14 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
-from torch import nn
 
 from fmtest.data.io import to_rgb_uint8
 from fmtest.data.sample import Sample
 from fmtest.errors import DataError
 from fmtest.models import efficientnet, registry
+from fmtest.util.lazy import lazy_module
+
+torch = lazy_module("torch")
 
 RESNET50_KEY = "resnet50_imagenet"
 WIDE_RESNET50_KEY = "wide_resnet50_2_imagenet"  # torchvision's weights
@@ -52,7 +53,7 @@ BATCH = 16
 class ImageNetCnn:
     """A torchvision ResNet-family classifier (eval mode, frozen) and what produced it (file sha256)."""
 
-    module: nn.Module
+    module: torch.nn.Module
     model_id: str
 
 
@@ -88,6 +89,23 @@ def load_resnet(key: str, weights_dir: Path | None, device: str = "cpu") -> Imag
         return _LOADED[cache_key]
 
 
+def checkpoint_id(key: str, weights_dir: Path | None) -> str:
+    """The model id `load_resnet(key, ...)` reports, without loading it: the file's sha256 or an injected model's id."""
+    injected = registry.injected(key)
+    if injected is not None:
+        return injected.model_id  # type: ignore[attr-defined]
+    return registry.file_sha256(registry.resolve(key, weights_dir).resolve())
+
+
+def pooled_model_id(backbone: str, weights_dir: Path | None) -> str:
+    """The model id of `pooled_features(backbone, ...)`, without building the extractor."""
+    if backbone == "resnet50":
+        return checkpoint_id(RESNET50_KEY, weights_dir)
+    if backbone == "efficientnet_lite0":
+        return efficientnet.weights_sha256()
+    raise ValueError(f"unknown backbone {backbone!r}; known: {', '.join(POOLED_BACKBONES)}")
+
+
 def area_or_linear(image: np.ndarray, size: int) -> int:
     """cv2 interpolation for squashing `image` to `size`: pixel-area averaging to shrink, bilinear to grow."""
     return cv2.INTER_AREA if min(image.shape[:2]) > size else cv2.INTER_LINEAR
@@ -108,7 +126,7 @@ def bilinear(image: np.ndarray, size: int) -> int:
     return cv2.INTER_LINEAR
 
 
-def resnet_stages(module: nn.Module, x: torch.Tensor, last: int) -> list[torch.Tensor]:
+def resnet_stages(module: torch.nn.Module, x: torch.Tensor, last: int) -> list[torch.Tensor]:
     """Outputs of `layer1` .. `layer<last>` of a torchvision or timm ResNet (timm names the stem's ReLU act1)."""
     stem_activation = module.act1 if hasattr(module, "act1") else module.relu
     x = module.maxpool(stem_activation(module.bn1(module.conv1(x))))
@@ -119,15 +137,16 @@ def resnet_stages(module: nn.Module, x: torch.Tensor, last: int) -> list[torch.T
     return outputs
 
 
-@torch.no_grad()
 def stage_maps(cnn: ImageNetCnn, image: np.ndarray, size: int) -> torch.Tensor:
     """(1, C, h, w): stages 1-3 at `size` x `size` input (bilinear resize, as SAA+), nearest-upsampled to stage
     1's grid, concatenated. The image's channels are normalised with ImageNet's RGB mean/std in the order given."""
     device = next(cnn.module.parameters()).device
     batch = to_batch([image], size, IMAGENET_MEAN, IMAGENET_STD, device, interpolation=bilinear)
-    maps = resnet_stages(cnn.module, batch, last=3)
-    grid = maps[0].shape[-2:]
-    return torch.cat([maps[0]] + [nn.functional.interpolate(m, size=grid, mode="nearest") for m in maps[1:]], dim=1)
+    with torch.no_grad():
+        maps = resnet_stages(cnn.module, batch, last=3)
+        grid = maps[0].shape[-2:]
+        return torch.cat([maps[0]] + [torch.nn.functional.interpolate(m, size=grid, mode="nearest")
+                                      for m in maps[1:]], dim=1)
 
 
 class PooledFeatures:
@@ -144,14 +163,14 @@ class PooledFeatures:
         self._remembered: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
 
-    @torch.no_grad()
     def __call__(self, samples: Sequence[Sample]) -> np.ndarray:
         """(N, D) float32, one row per sample."""
         missing = [s for s in samples if s.sha256 not in self._remembered]
         for start in range(0, len(missing), BATCH):
             chunk = missing[start:start + BATCH]
             x = to_batch([to_rgb_uint8(s.image) for s in chunk], self._size, self._mean, self._std, self._device)
-            vectors = self._forward(x).float().cpu().numpy()
+            with torch.no_grad():
+                vectors = self._forward(x).float().cpu().numpy()
             with self._lock:
                 for sample, vector in zip(chunk, vectors, strict=True):
                     self._remembered[sample.sha256] = vector

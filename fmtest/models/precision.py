@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 
-import torch
+from fmtest.util.lazy import lazy_module
+
+torch = lazy_module("torch")
 
 PRECISIONS = ("fp32", "bf16")
 

@@ -49,8 +49,6 @@ from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from fmtest.data.sample import NOK, OK, Sample, SampleSet
 from fmtest.errors import ConfigError, DataError, Unavailable
@@ -59,6 +57,10 @@ from fmtest.models import registry
 from fmtest.pipelines.base import Pipeline, PipelineContext, Prediction
 from fmtest.pipelines.calibration import Thresholds
 from fmtest.pipelines.options import parse_options, require_choice, require_unit_interval, table
+from fmtest.util.lazy import lazy_module
+
+torch = lazy_module("torch")
+F = lazy_module("torch.nn.functional")
 
 FORMATS = {".ckpt": "Lightning checkpoint", ".pt": "torch export", ".pth": "torch export", ".xml": "OpenVINO model"}
 THRESHOLDS = ("model", "calibrate")
@@ -278,8 +280,11 @@ class _TorchModel:
                             "that has defective images): set threshold = \"calibrate\" to let fmtest set them on "
                             "good training images", self.path)
 
-    @torch.no_grad()
     def answer(self, image: np.ndarray) -> ModelAnswer:
+        with torch.no_grad():
+            return self._answer(image)
+
+    def _answer(self, image: np.ndarray) -> ModelAnswer:
         from anomalib.data import InferenceBatch
 
         shape = image.shape[:2]

@@ -30,8 +30,6 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from fmtest.data.sample import Sample
 from fmtest.data.departures import Departure, unless_equal
@@ -40,6 +38,10 @@ from fmtest.models.clip_surgery import CLIP_INPUTS, SURGERY_DEPTH, TOKEN_NORMS, 
 from fmtest.pipelines.base import PipelineContext, Prediction
 from fmtest.pipelines.options import require_at_least_one, require_choice, require_unit_interval, table
 from fmtest.pipelines.sam_base import ClipSamPipeline, SamOptions
+from fmtest.util.lazy import lazy_module
+
+torch = lazy_module("torch")
+F = lazy_module("torch.nn.functional")
 
 POINT_COORDS = ("exact", "integer")
 

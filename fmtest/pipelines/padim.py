@@ -24,10 +24,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from fmtest.data.sample import OK, Sample, SampleSet
@@ -35,6 +34,10 @@ from fmtest.errors import DataError
 from fmtest.models import efficientnet
 from fmtest.pipelines.base import Pipeline, PipelineContext, Prediction
 from fmtest.pipelines.options import require_in_range
+from fmtest.util.lazy import lazy_module
+
+torch = lazy_module("torch")
+F = lazy_module("torch.nn.functional")
 
 _FEATURE_STRIDE = efficientnet.FEATURE_STRIDES[0]
 
@@ -83,11 +86,6 @@ class Padim(Pipeline):
     def __init__(self, context: PipelineContext):
         super().__init__(context)
         self.options = self.read_options(context.options)
-        self.device = torch.device(context.device)
-        n_all = sum(efficientnet.FEATURE_CHANNELS)
-        n_keep = self.options.n_features or n_all
-        generator = torch.Generator().manual_seed(self.options.seed)
-        self._channels = torch.randperm(n_all, generator=generator)[:n_keep].sort().values.to(self.device)
         self._gaussians: _Gaussians | None = None
         self.pixel_threshold: float | None = None
         self.image_threshold: float | None = None
@@ -100,9 +98,21 @@ class Padim(Pipeline):
     def model_id(self) -> str:
         return efficientnet.weights_sha256()
 
+    @cached_property
+    def device(self) -> torch.device:
+        return torch.device(self.context.device)
+
     @property
-    def encoder(self) -> torch.nn.Module:
+    def encoder(self) -> efficientnet.LiteFeatures:
         return efficientnet.load_efficientnet_lite0(self.device)
+
+    @cached_property
+    def _channels(self) -> torch.Tensor:
+        """The seeded random subset of feature channels (PaDiM's dimensionality reduction)."""
+        n_all = sum(efficientnet.FEATURE_CHANNELS)
+        n_keep = self.options.n_features or n_all
+        generator = torch.Generator().manual_seed(self.options.seed)
+        return torch.randperm(n_all, generator=generator)[:n_keep].sort().values.to(self.device)
 
     def fit(self, train: SampleSet, reference: Sample | None) -> None:
         """Gaussians from part of the good training images, thresholds from the rest."""
@@ -145,14 +155,14 @@ class Padim(Pipeline):
         return tqdm(samples.batches(self.batch_size), total=n, desc=desc, leave=False,
                     disable=not self.context.progress)
 
-    @torch.no_grad()
     def _embed(self, samples: Sequence[Sample]) -> torch.Tensor:
         """(B, P, d) features on the stride-8 grid, P = (image_size / 8)^2."""
-        x = torch.stack([self._encoder_input(s) for s in samples])
-        fine, coarse = self.encoder(x)
-        coarse = F.interpolate(coarse, size=fine.shape[-2:], mode="nearest")
-        features = torch.cat([fine, coarse], dim=1).index_select(1, self._channels)
-        return features.flatten(2).transpose(1, 2).contiguous()
+        with torch.no_grad():
+            x = torch.stack([self._encoder_input(s) for s in samples])
+            fine, coarse = self.encoder(x)
+            coarse = F.interpolate(coarse, size=fine.shape[-2:], mode="nearest")
+            features = torch.cat([fine, coarse], dim=1).index_select(1, self._channels)
+            return features.flatten(2).transpose(1, 2).contiguous()
 
     def _encoder_input(self, sample: Sample) -> torch.Tensor:
         image = np.asarray(sample.image, dtype=np.float32)
@@ -168,17 +178,17 @@ class Padim(Pipeline):
         std = torch.tensor(efficientnet.INPUT_STD, device=self.device)[:, None, None]
         return (x - mean) / std
 
-    @torch.no_grad()
     def _score_maps(self, samples: Sequence[Sample]) -> list[np.ndarray]:
         """Smoothed Mahalanobis maps, one per sample at its own size (float32 numpy)."""
-        distances = _mahalanobis(self._embed(samples), self._gaussians)
-        side = self.options.image_size // _FEATURE_STRIDE
-        maps = distances.reshape(-1, 1, side, side)
-        size = (self.options.image_size, self.options.image_size)
-        maps = _gaussian_blur(F.interpolate(maps, size=size, mode="bilinear", align_corners=False),
-                              self.options.blur_sigma)
-        return [F.interpolate(m[None], size=s.image.shape[:2], mode="bilinear", align_corners=False)[0, 0]
-                .cpu().numpy() for m, s in zip(maps, samples)]
+        with torch.no_grad():
+            distances = _mahalanobis(self._embed(samples), self._gaussians)
+            side = self.options.image_size // _FEATURE_STRIDE
+            maps = distances.reshape(-1, 1, side, side)
+            size = (self.options.image_size, self.options.image_size)
+            maps = _gaussian_blur(F.interpolate(maps, size=size, mode="bilinear", align_corners=False),
+                                  self.options.blur_sigma)
+            return [F.interpolate(m[None], size=s.image.shape[:2], mode="bilinear", align_corners=False)[0, 0]
+                    .cpu().numpy() for m, s in zip(maps, samples)]
 
 
 def _fit_gaussians(embeddings: torch.Tensor, eps: float) -> _Gaussians:

@@ -45,8 +45,6 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from fmtest.data.sample import Sample, SampleSet
@@ -55,6 +53,10 @@ from fmtest.models import efficientnet, imagenet_cnn, registry
 from fmtest.pipelines.base import Pipeline, PipelineContext, Prediction
 from fmtest.pipelines.calibration import Thresholds, split_good
 from fmtest.pipelines.options import parse_options, require_choice, require_in_range
+from fmtest.util.lazy import lazy_module
+
+torch = lazy_module("torch")
+F = lazy_module("torch.nn.functional")
 
 BACKBONES = ("auto", "wide_resnet50_2", "efficientnet_lite0")
 FEATURE_LIMIT = 256.0  # features are clamped to +-this before gridding; ImageNet CNN stages stay below ~50
@@ -82,7 +84,6 @@ class _Stages:
     """An ImageNet CNN read at its stride-8 and stride-16 stages, and how its input is normalised."""
 
     name: str
-    model_id: str
     forward: Callable[[torch.Tensor], list[torch.Tensor]]
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
@@ -201,7 +202,6 @@ class Patchcore(Pipeline):
     def __init__(self, context: PipelineContext):
         super().__init__(context)
         self.options: PatchcoreOptions = self.read_options(context.options)
-        self.device = torch.device(context.device)
         self.bank: MemoryBank | None = None
         self.thresholds: Thresholds | None = None
         self._scale: float | None = None
@@ -233,6 +233,10 @@ class Patchcore(Pipeline):
             efficientnet.weights_path()
 
     @cached_property
+    def device(self) -> torch.device:
+        return torch.device(self.context.device)
+
+    @cached_property
     def backbone(self) -> str:
         """The backbone that runs: "auto" takes Wide ResNet-50-2 when its checkpoint is present (or injected)."""
         if self.options.backbone != "auto":
@@ -248,14 +252,17 @@ class Patchcore(Pipeline):
         if self.backbone == "wide_resnet50_2":
             cnn = imagenet_cnn.load_resnet(imagenet_cnn.WIDE_RESNET50_KEY, self.context.weights_dir,
                                            str(self.device))
-            return _Stages(self.backbone, cnn.model_id, lambda x: imagenet_cnn.resnet_stages(cnn.module, x, 3)[1:],
+            return _Stages(self.backbone, lambda x: imagenet_cnn.resnet_stages(cnn.module, x, 3)[1:],
                            imagenet_cnn.IMAGENET_MEAN, imagenet_cnn.IMAGENET_STD)
-        return _Stages(self.backbone, efficientnet.weights_sha256(), efficientnet.load_efficientnet_lite0(self.device),
+        return _Stages(self.backbone, efficientnet.load_efficientnet_lite0(self.device),
                        efficientnet.INPUT_MEAN, efficientnet.INPUT_STD)
 
     @property
     def model_id(self) -> str:
-        return f"{self.backbone}:{self.stages.model_id}"
+        """Read from the checkpoint file (hashed once per process): a cached rerun builds no network."""
+        if self.backbone == "wide_resnet50_2":
+            return f"{self.backbone}:{imagenet_cnn.checkpoint_id(imagenet_cnn.WIDE_RESNET50_KEY, self.context.weights_dir)}"
+        return f"{self.backbone}:{efficientnet.weights_sha256()}"
 
     def fit(self, train: SampleSet, reference: Sample | None) -> None:
         """Memory bank from part of the good training images, thresholds from the rest."""
@@ -305,13 +312,13 @@ class Patchcore(Pipeline):
         return tqdm(samples.batches(self.batch_size), total=math.ceil(len(samples) / self.batch_size), desc=desc,
                     leave=False, disable=not self.context.progress)
 
-    @torch.no_grad()
     def _patch_features(self, samples: Sequence[Sample]) -> torch.Tensor:
         """(B, d, h, w) locally aware patch features on the stride-8 grid."""
-        x = torch.stack([self._encoder_input(s) for s in samples])
-        fine, coarse = (F.avg_pool2d(m, kernel_size=3, stride=1, padding=1) for m in self.stages.forward(x))
-        coarse = F.interpolate(coarse, size=fine.shape[-2:], mode="bilinear", align_corners=False)
-        return torch.cat([fine, coarse], dim=1)
+        with torch.no_grad():
+            x = torch.stack([self._encoder_input(s) for s in samples])
+            fine, coarse = (F.avg_pool2d(m, kernel_size=3, stride=1, padding=1) for m in self.stages.forward(x))
+            coarse = F.interpolate(coarse, size=fine.shape[-2:], mode="bilinear", align_corners=False)
+            return torch.cat([fine, coarse], dim=1)
 
     def _encoder_input(self, sample: Sample) -> torch.Tensor:
         image = np.asarray(sample.image, dtype=np.float32)

@@ -53,7 +53,6 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-import torch
 
 from fmtest.data.io import to_rgb_uint8
 from fmtest.data.sample import OK, Sample, SampleSet
@@ -65,6 +64,9 @@ from fmtest.pipelines.base import PipelineContext, Prediction
 from fmtest.pipelines.options import require_at_least_one, require_choice, require_unit_interval, table
 from fmtest.pipelines.saa_prompts import PUBLISHED, STUDY_DATASETS, published_options
 from fmtest.pipelines.sam_base import DetectorSamOptions, DetectorSamPipeline
+from fmtest.util.lazy import lazy_module
+
+torch = lazy_module("torch")
 
 SALIENCY_SOURCES = ("sam_embedding", "wideresnet50")
 SALIENCY_WEIGHTS = {"timm": imagenet_cnn.WIDE_RESNET50_TIMM_KEY, "torchvision": imagenet_cnn.WIDE_RESNET50_KEY}
@@ -242,7 +244,8 @@ class SaaPlus(DetectorSamPipeline):
     @property
     def model_id(self) -> str:
         if self.options.saliency == "wideresnet50":
-            return registry.combined_id(super().model_id, self.saliency_network.model_id)
+            return registry.combined_id(super().model_id, imagenet_cnn.checkpoint_id(
+                SALIENCY_WEIGHTS[self.options.saliency_weights], self.context.weights_dir))
         return super().model_id
 
     @property

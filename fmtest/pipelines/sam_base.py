@@ -152,6 +152,12 @@ class SamPipeline(Pipeline):
             engine = sam_engine(self.context.weights_dir, self.context.device, self.options.sam_variant)
         return engine.configured(self.encoder_settings)
 
+    @property
+    def sam_model_id(self) -> str:
+        """The engine's model id, read from its file without loading it, so a cached rerun loads no SAM."""
+        return sam_variants.model_id(self.context.weights_dir, self.options.sam_variant,
+                                     self.sam_file(self.context, self.options))
+
     def embedded_images(self, samples: Sequence[Sample]) -> tuple[list[np.ndarray], list[str]]:
         """The samples as RGB uint8 and their keys, with SAM's embedding of each computed (or cached)."""
         images = [to_rgb_uint8(s.image) for s in samples]
@@ -218,7 +224,8 @@ class DetectorSamPipeline(SamPipeline):
 
     @property
     def model_id(self) -> str:
-        return combined_id(self.detector.model_id, self.engine.model_id)
+        return combined_id(grounding_dino.model_id(self.context.weights_dir, self.gdino_file(self.context, self.options)),
+                           self.sam_model_id)
 
 
 # Text2Seg loads CLIP with `clip.load(..., device="cuda")`, which keeps OpenAI's float16 weights on a GPU.
@@ -260,4 +267,5 @@ class ClipSamPipeline(SamPipeline):
 
     @property
     def model_id(self) -> str:
-        return combined_id(self.engine.model_id, self.encoder.model_id)
+        return combined_id(self.sam_model_id, clip.model_id(self.context.weights_dir,
+                                                            self.clip_file(self.context, self.options)))

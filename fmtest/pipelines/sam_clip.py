@@ -33,7 +33,6 @@ from dataclasses import dataclass, fields
 from functools import cached_property
 
 import numpy as np
-import torch
 
 from fmtest.data.sample import Sample
 from fmtest.data.departures import Departure, unless_equal
@@ -42,6 +41,9 @@ from fmtest.models import clip
 from fmtest.pipelines.base import PipelineContext, Prediction
 from fmtest.pipelines.options import require_at_least_one, require_choice, require_unit_interval, table
 from fmtest.pipelines.sam_base import ClipSamPipeline, SamOptions
+from fmtest.util.lazy import lazy_module
+
+torch = lazy_module("torch")
 
 SOFTMAX_AXES = ("texts", "masks")
 CROPS = ("mask_box", "text2seg")

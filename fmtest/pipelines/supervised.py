@@ -127,7 +127,8 @@ class Supervised(Pipeline):
 
     @property
     def model_id(self) -> str:
-        return f"{self.backbone}:{self.features.model_id}"
+        """Read from the checkpoint file (hashed once per process): a cached rerun builds no network."""
+        return f"{self.backbone}:{imagenet_cnn.pooled_model_id(self.backbone, self.context.weights_dir)}"
 
     def fit(self, train: SampleSet, reference: Sample | None) -> None:
         """Fit the MLP on labelled training images, which must hold both OK and NOK ones."""

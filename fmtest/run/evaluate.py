@@ -94,11 +94,12 @@ def predict_all(pipeline: Pipeline, samples, *, cache=None, progress: bool = Tru
     the answers come back in order and only this process reads and writes the cache.
     """
     looked_up: collections.deque = collections.deque()  # (batch, cached) of every batch handed to the executor
+    # the cache key, once: one model answers for all of these samples
+    fingerprint, model_id = (pipeline.fingerprint, pipeline.model_id) if cache is not None else ("", "")
 
     def misses():
         for batch in samples.batches(pipeline.batch_size):
-            cached = (cache.get_many(pipeline.fingerprint, pipeline.model_id, [s.sha256 for s in batch])
-                      if cache is not None else {})
+            cached = cache.get_many(fingerprint, model_id, [s.sha256 for s in batch]) if cache is not None else {}
             looked_up.append((batch, cached))
             yield [s for s in batch if s.sha256 not in cached]
 
@@ -116,9 +117,9 @@ def predict_all(pipeline: Pipeline, samples, *, cache=None, progress: bool = Tru
             if timing is not None and todo:
                 timing["seconds"] = timing.get("seconds", 0.0) + seconds
                 timing["images"] = timing.get("images", 0) + len(todo)
-            if cache is not None:  # failed answers are retried on the next run, never cached
-                cache.put_many(pipeline.fingerprint, pipeline.model_id,
-                               {k: p for k, p in fresh.items() if p.error is None}, pipeline=pipeline.name)
+            if cache is not None:
+                cache.put_many(fingerprint, model_id, {k: p for k, p in fresh.items() if cacheable(pipeline, p)},
+                               pipeline=pipeline.name)
             for sample in batch:
                 hit = sample.sha256 in cached
                 yield sample, cached[sample.sha256] if hit else fresh[sample.sha256], hit
@@ -126,6 +127,14 @@ def predict_all(pipeline: Pipeline, samples, *, cache=None, progress: bool = Tru
     finally:
         answers.close()
         bar.close()
+
+
+def cacheable(pipeline: Pipeline, prediction: Prediction) -> bool:
+    """Whether a rerun may take this answer from the cache instead of asking again. A local pipeline's
+    failed answer (an image that cannot be aligned, a non-finite score) is what the same image and
+    settings give every time, so it is cached like any answer; a remote service's failure (refused,
+    timed out, malformed) may not recur and is asked again on the next run."""
+    return prediction.error is None or not pipeline.remote_api
 
 
 def checked_prediction(pipeline: Pipeline, sample: Sample, prediction: Prediction) -> Prediction:

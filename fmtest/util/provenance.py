@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import platform
 import subprocess
+import sys
 from pathlib import Path
 
 VERSIONED = ("numpy", "torch", "torchvision", "segment-anything", "open-clip-torch", "transformers", "google-genai",
@@ -11,7 +12,8 @@ VERSIONED = ("numpy", "torch", "torchvision", "segment-anything", "open-clip-tor
 
 
 def environment() -> dict[str, str | None]:
-    """Package versions that can change a number: recorded so two runs can be compared honestly."""
+    """Package versions that can change a number: recorded so two runs can be compared honestly; the CUDA version
+    when a model ran (importing torch only to ask would cost a cached rerun seconds)."""
     from importlib import metadata
 
     env: dict[str, str | None] = {"python": platform.python_version(), "platform": platform.platform()}
@@ -20,12 +22,9 @@ def environment() -> dict[str, str | None]:
             env[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             pass
-    try:
-        import torch
-
+    torch = sys.modules.get("torch")  # loaded by a model that ran; a run whose predictions were all cached ran none
+    if torch is not None:
         env["cuda"] = torch.version.cuda if torch.cuda.is_available() else None
-    except ImportError:
-        pass
     return env
 
 

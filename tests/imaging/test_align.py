@@ -187,10 +187,27 @@ def test_polar_transform_writes_every_sample(reference, monkeypatch):
     import fmtest.imaging.align as align
 
     image, truth = moved(reference, 30.0, (2.0, -1.0))
-    clean = estimate_alignment(image, reference)
+    clean = align._estimate(image, reference, False, 0.5)  # computed, not the process's remembered alignment
     monkeypatch.setattr(align, "cv2", _PoisonedPolar())
-    poisoned = estimate_alignment(image, reference)
+    poisoned = align._estimate(image, reference, False, 0.5)
     assert poisoned.ok and np.array_equal(poisoned.matrix, clean.matrix)
+
+
+def test_an_alignment_is_computed_once_per_content_and_options(reference, monkeypatch):
+    """The guardrails and reference_diff align the same images to the same reference: the second asks get the
+    first answer, found by content (a copy of the image is the same image), not by which array was passed."""
+    import fmtest.imaging.align as align
+
+    computed = []
+    estimate = align._estimate
+    monkeypatch.setattr(align, "_estimate", lambda *args: computed.append(args[2:]) or estimate(*args))
+    image, _ = moved(reference, 4.0, (1.0, 2.0), seed=11)
+    first = estimate_alignment(image, reference)
+    assert estimate_alignment(image.copy(), reference.copy()) is first and len(computed) == 1
+    assert not first.matrix.flags.writeable  # shared: nobody may change it for the others
+    assert estimate_alignment(image, reference, min_quality=0.9) is not first  # other options: computed anew
+    assert estimate_alignment(np.clip(image + 0.01, 0, 1), reference) is not first  # other content: too
+    assert computed == [(False, 0.5), (False, 0.9), (False, 0.5)]
 
 
 @pytest.mark.parametrize("where", ["image", "reference"])

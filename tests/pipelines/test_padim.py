@@ -67,7 +67,8 @@ def test_packaged_weights_are_real_imagenet_weights():
 def test_feature_extractor_is_cached_and_multi_scale():
     features = efficientnet.load_efficientnet_lite0("cpu")
     assert features is efficientnet.load_efficientnet_lite0("cpu")
-    assert not features.training and not any(p.requires_grad for p in features.parameters())
+    layers = (features.stem, features.blocks)
+    assert not any(m.training for m in layers) and not any(p.requires_grad for m in layers for p in m.parameters())
     with torch.no_grad():
         maps = features(torch.zeros(1, 3, 64, 96))
     assert [tuple(m.shape[1:]) for m in maps] == [(40, 8, 12), (112, 4, 6)]

@@ -240,7 +240,7 @@ def test_backbone_is_the_papers_wide_resnet_when_its_checkpoint_is_present(tmp_p
         Patchcore.check_available(pipeline.context)
         pipeline.fit(train_set(4), None)
         prediction, = pipeline.predict([sample("bad", seed=5, defect=True)])
-    assert pipeline.model_id == "wide_resnet50_2:" + "f" * 64
+        assert pipeline.model_id == "wide_resnet50_2:" + "f" * 64
     assert pipeline.bank.points.values.shape[1] == 128 + 256  # layer2 + layer3 channels
     assert prediction.mask.shape == (H, W)
 

@@ -1,5 +1,6 @@
 """The prediction cache key covers every input a prediction depends on: change one, and a rerun predicts
-again; change nothing, and a rerun predicts nothing. A failed answer is never served from the cache."""
+again; change nothing, and a rerun predicts nothing. A remote service's failed answer is never served from
+the cache; a local pipeline's is, like any answer."""
 
 from __future__ import annotations
 
@@ -208,9 +209,16 @@ def test_the_pipelines_code_and_fmtests_version_key_the_cache(tmp_path, monkeypa
     assert base.code_fingerprint.__wrapped__(edited) != base.code_fingerprint(edited)
 
 
-def test_a_failed_answer_is_predicted_again_on_the_next_run(tmp_path):
+def test_a_remote_services_failed_answer_is_predicted_again_on_the_next_run(tmp_path, monkeypatch):
+    monkeypatch.setattr(Counting, "remote_api", True)
     Counting.fail = True
     assert predictions_made(tmp_path) == 6
     Counting.fail = False
     assert predictions_made(tmp_path) == 6  # none of the failed answers was stored
+    assert predictions_made(tmp_path) == 0
+
+
+def test_a_local_pipelines_failed_answer_is_cached_like_any_answer(tmp_path):
+    Counting.fail = True  # a local pipeline fails the same image the same way every time (cannot be aligned)
+    assert predictions_made(tmp_path) == 6
     assert predictions_made(tmp_path) == 0
