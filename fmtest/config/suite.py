@@ -32,6 +32,7 @@ from pathlib import Path
 
 from fmtest.config import schema
 from fmtest.data import Dataset, dataset_class, known_datasets, load_dataset
+from fmtest.data.departures import Departure
 from fmtest.errors import ConfigError
 from fmtest.util.extensions import named, unknown_name
 from fmtest.pipelines import Pipeline, Task, known_pipelines, load_pipeline, pipeline_class, pipeline_task
@@ -202,6 +203,21 @@ class SuiteConfig:
         if group is not None and f"{dataset}/{group}" in self.prompts:
             return self.prompts[f"{dataset}/{group}"]
         return self.prompts.get(dataset, DEFAULT_PROMPT)
+
+    def case_departures(self, pipeline: str, dataset: str, weights_dir: Path | None = None) -> tuple[Departure, ...]:
+        """How a case departs from the study's run of it, for this config's settings: the pipeline's departures over
+        every group of the dataset, then the dataset's. `weights_dir` decides what runs where a file may be missing
+        (the supervised reference's ResNet-50). Loads no model and reads no data."""
+        pipeline_class = self.pipeline_class(pipeline)
+        dataset_class = self.dataset_class(dataset)
+        dataset_options = self.datasets.get(dataset, {})
+        found: list[Departure] = []
+        for group in dataset_class.group_names(dataset_options):
+            context = PipelineContext(dataset=dataset, group=group, options=self.pipeline_options(pipeline, dataset, group),
+                                      weights_dir=weights_dir, prompt=self.prompt_for(dataset, group, pipeline),
+                                      suite_dir=self.directory)
+            found += [d for d in pipeline_class.departures(context) if d not in found]
+        return (*found, *dataset_class.departures(dataset_options))
 
     def guardrails_for(self, dataset: str) -> dict[str, object]:
         """`[guardrails]` with the dataset's own `[guardrails.<dataset>]` on top."""

@@ -106,7 +106,7 @@ class Supervised(Pipeline):
         else:
             backbone = Departure("backbone", "EfficientNet-Lite0 (ImageNet), not a ResNet", "a pre-trained ResNet",
                                  "no resnet50-0676ba61.pth in the weights folder (`fmtest weights download "
-                                 "resnet50_imagenet`), or backbone = \"efficientnet_lite0\"")
+                                 "resnet50_imagenet`), or backbone = \"efficientnet_lite0\"", comparable=False)
         return [backbone,
                 Departure("input", f"whole image squashed to {o.input_size} x {o.input_size} (pixel-area shrink), "
                           "pooled last stage", NOT_PUBLISHED,

@@ -372,14 +372,15 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     results = run.results if run is not None else None
     if run is None or run.is_worker or results is None or not (results.cases or results.unfinished):
         return
-    from fmtest.report.terminal import render_scoreboard
+    from fmtest.report.terminal import data_quality_line, markup_paint, render_scoreboard
 
     terminalreporter.section("fmtest scoreboard")
-    terminalreporter.write_line(render_scoreboard(results, width=terminalreporter._tw.fullwidth))
+    terminalreporter.write_line(render_scoreboard(results, width=terminalreporter._tw.fullwidth,
+                                                  paint=markup_paint(terminalreporter._tw.markup)))
     if results.interrupted:
         terminalreporter.write_line(f"INTERRUPTED: {len(results.unfinished)} case(s) did not finish: "
                                     + ", ".join(results.unfinished), red=True)
-    quality = _data_quality_summary(results)
+    quality = data_quality_line(results)
     if quality:
         terminalreporter.write_line(quality)
     baseline = run.session.baseline
@@ -392,20 +393,6 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.write_line(problem or f"{label}: {path}", red=problem is not None)
     for line in run.published:
         terminalreporter.write_line(line, yellow=line.startswith("fmtest: warning"))
-
-
-def _data_quality_summary(results: RunResults) -> str:
-    """One line per dataset with guardrail findings, counted by kind; the HTML lists each image."""
-    by_dataset: dict[str, dict[str, int]] = {}
-    for case in results.cases:
-        if case.dataset in by_dataset or not case.data_quality:
-            continue
-        counts: dict[str, int] = {}
-        for finding in case.data_quality:
-            counts[finding.kind] = counts.get(finding.kind, 0) + 1
-        by_dataset[case.dataset] = counts
-    return "\n".join(f"data quality, {d}: " + ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in c.items())
-                     for d, c in by_dataset.items())
 
 
 def pytest_unconfigure(config):

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from fmtest.metrics import functional as metrics
 from fmtest.data.base import Group
+from fmtest.data.departures import Departure
 from fmtest.data.sample import LABELS, NOK, OK, Sample, SampleSet
 from fmtest.errors import PipelineError
 from fmtest.run.executors import Executor, PipelineRecipe
@@ -81,6 +82,7 @@ class CaseEvidence:
     data_quality: Sequence[Finding] = ()  # guardrail findings of the dataset
     image_layers: Mapping | None = None  # the viewer's layer manifest, when a report is written
     shard: ShardSlice | None = None
+    departures: Sequence[Departure] = ()  # how the case departs from the study's run of it (fmtest.data.departures)
 
 
 def predict_all(pipeline: Pipeline, samples, *, cache=None, progress: bool = True, desc: str = "",

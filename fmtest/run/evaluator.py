@@ -152,11 +152,13 @@ class Evaluator:
 
     def evidence(self, case: Case, layers: LayerSink | None = None) -> CaseEvidence:
         """What the run measures for a case: its test images' rows (this shard's under --fm-shard), the good
-        training images' scores for the risk table, the dataset's data-quality findings. `layers` receives
+        training images' scores for the risk table, the dataset's data-quality findings, how the case departs from
+        the study (shown beside its published number). `layers` receives
         each image's full-size layers for the scoreboard's viewer."""
         evidence = self._collect(case, self._test_images(case), layers=layers)
+        departures = self.settings.config.case_departures(case.pipeline, case.dataset, self.settings.weights_dir)
         return replace(evidence, train_scores=self._good_train_scores(case, evidence),
-                       data_quality=self.data_quality(case.dataset),
+                       data_quality=self.data_quality(case.dataset), departures=departures,
                        shard=self._shard_slice(case) if self.settings.shard is not None else None)
 
     def _collect(self, case: Case, images: Callable[[Group], SampleSet], *, n_thumbnails: int = N_THUMBNAILS,

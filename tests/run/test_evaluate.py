@@ -45,7 +45,7 @@ def test_perfect_pipeline_passes_with_exact_metrics():
 def test_failure_message_gives_value_interval_and_threshold():
     result = _case(ToyEmpty, {"iou": 0.6})
     assert result.outcome == "failed"
-    assert result.message.startswith("iou = 0.000 (95% CI 0.000-0.000) is below the threshold 0.600")
+    assert result.message.startswith("iou = 0.000 (95% CI [0.000, 0.000]) is below the threshold 0.600")
     # the worst images strip starts with the missed defects
     assert result.thumbnails[0].caption.endswith("NOK -> OK, IoU 0.00")
 
@@ -57,7 +57,7 @@ def test_max_thresholds_are_upper_limits():
     r.metrics["false_alarm_rate"] = 0.05
     assert threshold_failures(r) == []
     r.metrics["f2"] = math.nan
-    assert threshold_failures(r) == ["f2 = nan is below the threshold 0.800"]
+    assert threshold_failures(r) == ["f2 = n/a is below the threshold 0.800"]
 
 
 def test_thresholds_for_metrics_a_case_lacks_are_not_applied():
