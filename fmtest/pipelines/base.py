@@ -31,7 +31,8 @@ class Prediction:
     is counted and reported, and its label is NOK so a broken answer never passes a part.
     `score_map` (float32, image size), when the pipeline computes one, is the per-pixel score in
     units of its pixel threshold, so 1.0 is the mask's edge whatever the pipeline: the scoreboard's
-    viewer shows it on one colour scale. It is for viewing only and is not cached.
+    viewer shows it on one colour scale. It is for viewing only; the prediction cache keeps it as the viewer
+    draws it (its colour levels, at most 256 pixels on the long side).
     """
 
     label: Label

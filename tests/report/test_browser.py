@@ -338,9 +338,20 @@ def test_viewer_shows_every_image_full_size_with_layer_toggles(page, tmp_path):
                            "return i.complete && i.naturalWidth > 0; }")
     assert reference.is_visible() and reference.evaluate("i => i.naturalWidth") == W
 
-    viewer.locator("select.viewer-zoom").select_option("4")  # a 3-pixel void becomes 12 screen pixels
-    stack = viewer.locator(".viewer-stage .layer-stack")
-    assert stack.evaluate("s => s.getBoundingClientRect().width") == pytest.approx(4 * W, abs=1)
+    # "fit" shows the whole image in its pane, filling it one way; each zoom step enlarges from there
+    stack, stage = viewer.locator(".viewer-stage .layer-stack"), viewer.locator(".viewer-stage")
+    fit = stack.bounding_box()
+    room_w = stage.evaluate("f => f.clientWidth")
+    room_h = stage.evaluate("f => parseFloat(getComputedStyle(f).maxHeight) - f.querySelector('figcaption').offsetHeight")
+    assert fit["width"] <= room_w + 1 and fit["height"] <= room_h + 1
+    assert fit["width"] == pytest.approx(room_w, abs=2) or fit["height"] == pytest.approx(room_h, abs=2)
+    assert fit["width"] / fit["height"] == pytest.approx(W / H, rel=0.02)
+    widths = {}
+    for zoom in ("2", "4", "pixels"):
+        viewer.locator("select.viewer-zoom").select_option(zoom)
+        widths[zoom] = stack.evaluate("s => s.getBoundingClientRect().width")
+    assert widths["2"] == pytest.approx(2 * fit["width"], abs=1) and widths["4"] == pytest.approx(4 * fit["width"], abs=1)
+    assert widths["pixels"] == pytest.approx(W, abs=1)  # one layer pixel per screen pixel
     viewer.locator("select.viewer-zoom").select_option("fit")
     page.screenshot(path=str(tmp_path / "viewer.png"), full_page=False)
     case.locator(".viewer").screenshot(path=str(tmp_path / "viewer_panel.png"))
