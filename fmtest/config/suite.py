@@ -535,6 +535,14 @@ def _parse_prompts(cfg: SuiteConfig, table: dict) -> None:
 
 def _parse_robustness(table: dict, path) -> dict:
     checked = schema.ROBUSTNESS.check(table, "[robustness]", path)
+    if "n_images" in checked:
+        floor = robustness_floor(checked["max_flip_rate"])
+        if checked["n_images"] < floor:
+            n = checked["n_images"]
+            raise ConfigError(f"[robustness] n_images = {n}: too few images to judge; one flipped verdict would be "
+                              f"{1 / n:.1%}, above max_flip_rate {checked['max_flip_rate']:.1%}, so the gate could "
+                              f"tolerate no flip; at least {floor} (a stratified subset: good and defective images)",
+                              path)
     ladders = checked.pop("ladders", None)
     if "perturbations" not in checked and ladders is None:
         return checked
@@ -550,6 +558,12 @@ def _parse_robustness(table: dict, path) -> dict:
         _restated("[robustness.ladders]", path, checked_ladders, ladders)
         checked["ladders"] = ladders
     return checked
+
+
+def robustness_floor(max_flip_rate: float) -> int:
+    """The fewest images a robustness subset may have: one of each label, and enough that a single flipped verdict
+    is within `max_flip_rate` (fewer, and the tolerance the config sets could not be met by any flip)."""
+    return max(2, math.ceil(1 / max_flip_rate - 1e-9)) if max_flip_rate > 0 else 2
 
 
 def _parse_guardrails(cfg: SuiteConfig, table: dict) -> dict:
