@@ -21,6 +21,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
 def _cli_merge(args: argparse.Namespace) -> int:
     """Exit 1 when a case failed or could not be judged, as the pytest run would."""
     from fmtest.report.junit import junit_xml
+    from fmtest.util.text import plural
     from fmtest.report.terminal import render_scoreboard
     from fmtest.util.fsutil import atomic_write
     from fmtest.report.results_file import read_json, write_json
@@ -36,5 +37,5 @@ def _cli_merge(args: argparse.Namespace) -> int:
     if args.junitxml:
         atomic_write(args.junitxml, junit_xml(results))
     print(render_scoreboard(results))
-    print(f"merged {len(args.shards)} shard(s) into {args.results}")
+    print(f"merged {plural(len(args.shards), 'shard')} into {args.results}")
     return 1 if any(c.outcome in ("failed", "error") for c in results.cases) else 0

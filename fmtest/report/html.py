@@ -77,8 +77,9 @@ def _interrupted(results: RunResults) -> str:
     if not (results.interrupted or results.unfinished):
         return ""
     names = ", ".join(esc(c) for c in results.unfinished) or "none recorded"
-    return (f"<p class='interrupted' role='alert'><strong>Interrupted run:</strong> {len(results.unfinished)} "
-            f"planned case(s) did not finish and are not judged: {names}.</p>")
+    return (f"<p class='interrupted' role='alert'><strong>Interrupted run:</strong> "
+            f"{plural(len(results.unfinished), 'planned case')} did not finish and {'is' if len(results.unfinished) == 1 else 'are'} "
+            f"not judged: {names}.</p>")
 
 
 def _rank(outcome: str) -> int:

@@ -25,6 +25,7 @@ from fmtest.report.html_format import MAX_EXTRA_ROWS, cell_text, esc, first_line
 from fmtest.verdict.gates import Gate, gate_for, gates, main_metric
 from fmtest.verdict.results import OUTCOME_WORD, CaseResult, ImageResult
 from fmtest.metrics.specs import format_metric, format_value, label
+from fmtest.util.text import plural
 
 IMAGE_COLUMNS = ("id", "label", "predicted", "outcome", "score", "iou", "reasoning", "error")
 ALWAYS_SHOWN_COLUMNS = ("id", "label", "predicted", "outcome")
@@ -207,7 +208,8 @@ def _section(case: CaseResult, key: str) -> str:
     if key == "usage" and case.usage:
         return _mapping_table(case.usage)
     if key == "invalid_answers" and case.invalid_answers:  # only API pipelines have any
-        return (f"<p class='warn'>{case.invalid_answers} model answer(s) were unusable; "
+        return (f"<p class='warn'>{plural(case.invalid_answers, 'model answer')} "
+                f"{'was' if case.invalid_answers == 1 else 'were'} unusable; "
                 "the case is judged only when their share is within max_invalid_answer_rate.</p>")
     return ""
 

@@ -90,7 +90,7 @@ def test_ctrl_c_keeps_the_cases_already_finished(suite, monkeypatch):
     data = json.loads((suite.path / "out.json").read_text())
     assert data["interrupted"] is True and data["unfinished"] == ["toy_interrupt-toy"]
     board = (suite.path / "board.html").read_text()
-    assert "toy_threshold-toy" in board and "Interrupted run:</strong> 1 planned case(s) did not finish" in board
+    assert "toy_threshold-toy" in board and "Interrupted run:</strong> 1 planned case did not finish" in board
     result.stdout.fnmatch_lines(["INTERRUPTED: 1 case(s) did not finish: toy_interrupt-toy"])
 
 

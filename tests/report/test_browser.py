@@ -11,6 +11,7 @@ from fmtest.imaging.overlay import overlay_thumbnail
 from fmtest.pipelines.base import Prediction
 from fmtest.report.html import write_html
 from fmtest.report.layers import LayerStore
+from fmtest.report.outcomes import STYLES
 from fmtest.verdict.results import (
     CaseResult,
     ImageResult,
@@ -25,8 +26,15 @@ from fmtest.verdict.results import (
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run"]
-TINTS = {"passed": "rgb(220, 241, 234)", "failed": "rgb(251, 228, 212)", "error": "rgb(244, 224, 238)",
-         "skipped": "rgb(236, 236, 236)"}
+
+
+def rgb(hex_colour: str) -> str:
+    """`#007a5a` as a browser's computed style writes it: rgb(0, 122, 90)."""
+    return "rgb({}, {}, {})".format(*(int(hex_colour[i:i + 2], 16) for i in (1, 3, 5)))
+
+
+TINTS = {outcome: rgb(s.tint) for outcome, s in STYLES.items()}  # the one outcome table every surface reads
+COLOURS = {outcome: rgb(s.html) for outcome, s in STYLES.items()}
 XSS = "<img src=x onerror='window.__pwned = 1'> crack near pin 3"
 
 pytestmark = [
@@ -260,7 +268,7 @@ def test_many_robustness_cases_keep_plots_out_of_the_dom_until_opened(page, tmp_
 
 # --------------------------------------------------------------------------- drill-down
 
-PASSED_COLOUR = "rgb(0, 122, 90)"
+PASSED_COLOUR = COLOURS["passed"]
 H, W = 300, 400  # larger than a thumbnail (160 px): the viewer must show the layers at full size
 
 

@@ -130,7 +130,7 @@ def test_details_carry_metrics_extras_and_thumbnails(run):
     assert "threshold-free, not a factory figure" in cls
     target_row = re.search(r"<tr><th scope='row' title='target_slip_rate'>target slip rate</th>.*?</tr>", cls).group(0)
     assert "share of defective" not in target_row  # a setting, not a measured rate
-    assert "input tokens" in cls and "1 model answer(s) were unusable" in cls
+    assert "input tokens" in cls and "1 model answer was unusable" in cls
 
 
 def test_max_thresholds_bound_their_metric(run):
