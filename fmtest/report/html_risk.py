@@ -14,7 +14,7 @@ from fmtest.metrics.specs import format_value
 # shows a case's row as a card
 RISK_COLUMNS = (("slip rate [95 % CI]", True), ("slip rate, 95 % upper bound", True),
                 ("false-alarm rate [95 % CI]", True), ("defectives: have / needed", True), ("verdict", False),
-                ("recall at a threshold set on good training images for the false-alarm budget", True),
+                ("recall at a training-set threshold for the false-alarm budget", True),
                 ("AUROC (threshold-free)", True))
 
 
@@ -51,7 +51,7 @@ def _risk_cells(case: CaseResult, risk: dict) -> str:
     cells = [esc(_with_interval(risk, "slip_rate")), esc(cell_text(_risk_value(risk, "slip_rate_upper"))),
              esc(_with_interval(risk, "false_alarm_rate")), needed_text, _risk_verdict(risk, have, needed),
              recall_at_budget(risk, case.train_scores), esc(cell_text(_risk_value(risk, "auroc")))]
-    return "".join(f"<td{' class=num' if numeric else ''} data-label='{esc(heading, quote=True)}'>{cell}</td>"
+    return "".join(f"<td{' class=num' if numeric else ''} data-label='{esc(heading, quote=True)}'><span>{cell}</span></td>"
                    for (heading, numeric), cell in zip(RISK_COLUMNS, cells, strict=True))
 
 

@@ -441,3 +441,41 @@ def test_history_points_name_their_commit_and_flat_series_stay_flat(page, tmp_pa
     frame = page.locator("figure.metric-plot[data-metric=f2] rect.panel").bounding_box()
     assert frame["y"] + 0.2 * frame["height"] < ys.pop() < frame["y"] + 0.8 * frame["height"]  # mid-panel, not stretched
     page.locator("section").first.screenshot(path=str(tmp_path / "history.png"))
+
+
+def test_every_outcome_badge_has_its_outcomes_colour_whatever_cell_it_sits_in(page, tmp_path):
+    """A passing case whose robustness cases failed sits in a failed (red) cell: its own badge stays green."""
+    base = CaseResult("padim-satsim", "padim", "satsim", "segmentation", "passed", metrics={"iou": 0.7},
+                      thresholds={"iou": 0.6})
+    brittle = CaseResult("padim-satsim-blur", "padim", "satsim", "robustness", "failed", "flips",
+                         metrics={"flip_rate": 0.3}, thresholds={"max_flip_rate": 0.1},
+                         robustness=Robustness("blur", 1.0, [LevelRow("blur", 1.0, flip_rate=0.3)]))
+    skipped = CaseResult("gdino_sam-satsim", "gdino_sam", "satsim", "segmentation", "skipped", "weights missing")
+    report = tmp_path / "scoreboard.html"
+    write_html(RunResults(cases=[base, brittle, skipped]), report)
+    page.goto(report.as_uri())
+    cell = page.locator("td.cell[data-case='padim-satsim']")
+    assert "o-failed" in cell.get_attribute("class")  # the cell shows the worst of its cases
+    assert cell.locator("a").first.locator(".badge").evaluate("b => getComputedStyle(b).backgroundColor") == \
+        COLOURS["passed"]
+    words = {s.word: outcome for outcome, s in STYLES.items()}
+    badges = page.locator(".badge").evaluate_all(
+        "bs => bs.map(b => [b.textContent.trim(), getComputedStyle(b).backgroundColor])")
+    checked = [(text, colour) for text, colour in badges if text in words]
+    assert len(checked) >= 6
+    assert all(colour == COLOURS[words[text]] for text, colour in checked), checked
+
+
+def test_a_phone_sized_window_scrolls_no_part_of_the_page_sideways(page, tmp_path):
+    report = tmp_path / "scoreboard.html"
+    write_html(viewer_run(report), report)
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(report.as_uri() + "#padim-satsim")
+    viewer = page.locator("[id='padim-satsim'] .viewer")
+    viewer.locator("img.layer[data-layer=gt]").wait_for(timeout=10_000)
+    page.wait_for_function("() => { const i = document.querySelector('.viewer-stage img.layer'); "
+                           "return i.complete && i.naturalWidth > 0; }")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    stack = viewer.locator(".viewer-stage .layer-stack").bounding_box()
+    assert stack["x"] >= 0 and stack["x"] + stack["width"] <= 390  # "fit" fits the phone's pane
+    page.screenshot(path=str(tmp_path / "phone.png"), full_page=True)

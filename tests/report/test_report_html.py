@@ -329,7 +329,7 @@ def test_risk_overview_lists_factory_figures_per_case():
     assert "<th class=num>AUROC (threshold-free)</th>" in table
     rows = dict(re.findall(r"<tr data-case='([\w-]+)'>(.*?)</tr>", table))
     assert list(rows) == ["padim-satsim", "gemini_basic-mvtec"]  # cases without a risk table are left out
-    cells = re.findall(r"<td[^>]*>(.*?)</td>", rows["padim-satsim"])
+    cells = re.findall(r"<td[^>]*><span>(.*?)</span></td>", rows["padim-satsim"])
     assert cells[:3] == ["0.030 [0.010, 0.080]", "0.070", "0.020 [0.005, 0.060]"]
     assert cells[3].startswith("76 / 299") and "slip &lt; 1.0%" in cells[3]
     assert "<b>NOT</b> enough defectives" in cells[4] and "title='this test set has 76" in cells[4]
@@ -337,7 +337,7 @@ def test_risk_overview_lists_factory_figures_per_case():
     assert cells[5].startswith("0.800") and "threshold from 40 good training images for a 1.0% budget" in cells[5]
     assert "on good test parts it flagged 1.2%" in cells[5] and "budget missed" in cells[5]
     assert cells[6] == "0.970"
-    cells = re.findall(r"<td[^>]*>(.*?)</td>", rows["gemini_basic-mvtec"])
+    cells = re.findall(r"<td[^>]*><span>(.*?)</span></td>", rows["gemini_basic-mvtec"])
     assert cells[0].startswith("n/a") and ">enough defectives<" in cells[4]
     assert "n/a" in cells[5] and cells[6] == "n/a"
 
