@@ -219,6 +219,14 @@ class SuiteConfig:
             found += [d for d in pipeline_class.departures(context) if d not in found]
         return (*found, *dataset_class.departures(dataset_options))
 
+    def effective_options(self, pipeline: str, dataset: str) -> dict[str, object]:
+        """Every option a pipeline runs with on a dataset, its defaults and what a variant inherits from its base
+        included, secrets hidden: what a case records of its settings (`fmtest config --case` shows them with
+        their sources). Options a pipeline sets per group (SAA+'s prompts) are the dataset's, not a group's."""
+        given = self.pipeline_options(pipeline, dataset)
+        parsed = self.pipeline_class(pipeline).options_for(PipelineContext(dataset=dataset, options=given))
+        return {k: redact_option(k, v) for k, v in _with_defaults(parsed, given).items()}
+
     def guardrails_for(self, dataset: str) -> dict[str, object]:
         """`[guardrails]` with the dataset's own `[guardrails.<dataset>]` on top."""
         return {**{k: v for k, v in self.guardrails.items() if not isinstance(v, dict)},

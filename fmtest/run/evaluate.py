@@ -83,6 +83,8 @@ class CaseEvidence:
     image_layers: Mapping | None = None  # the viewer's layer manifest, when a report is written
     shard: ShardSlice | None = None
     departures: Sequence[Departure] = ()  # how the case departs from the study's run of it (fmtest.data.departures)
+    options: Mapping[str, object] = field(default_factory=dict)  # every option the pipeline ran with (defaults too)
+    started: str | None = None  # when the case started, UTC (ISO 8601): where a tracker places its run in time
 
 
 def predict_all(pipeline: Pipeline, samples, *, cache=None, progress: bool = True, desc: str = "",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import hashlib
 import json
 import tempfile
@@ -153,12 +154,15 @@ class Evaluator:
     def evidence(self, case: Case, layers: LayerSink | None = None) -> CaseEvidence:
         """What the run measures for a case: its test images' rows (this shard's under --fm-shard), the good
         training images' scores for the risk table, the dataset's data-quality findings, how the case departs from
-        the study (shown beside its published number). `layers` receives
+        the study (shown beside its published number), its options and start time (for trackers). `layers` receives
         each image's full-size layers for the scoreboard's viewer."""
+        started = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         evidence = self._collect(case, self._test_images(case), layers=layers)
-        departures = self.settings.config.case_departures(case.pipeline, case.dataset, self.settings.weights_dir)
+        config = self.settings.config
         return replace(evidence, train_scores=self._good_train_scores(case, evidence),
-                       data_quality=self.data_quality(case.dataset), departures=departures,
+                       data_quality=self.data_quality(case.dataset), started=started,
+                       departures=config.case_departures(case.pipeline, case.dataset, self.settings.weights_dir),
+                       options=config.effective_options(case.pipeline, case.dataset),
                        shard=self._shard_slice(case) if self.settings.shard is not None else None)
 
     def _collect(self, case: Case, images: Callable[[Group], SampleSet], *, n_thumbnails: int = N_THUMBNAILS,

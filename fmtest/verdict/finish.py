@@ -42,6 +42,7 @@ def finish_case(evidence: CaseEvidence, rules: RunRules, baseline: RunResults | 
     result.risk = risk_summary(result.images, evidence.train_scores, rules.risk)
     result.study = dict(rules.study_results.get(evidence.id, {}))  # the published number, shown beside the case
     result.departures = list(evidence.departures)
+    result.options, result.started = dict(evidence.options), evidence.started
     result.data_quality = list(evidence.data_quality)
     result.shard = evidence.shard
     result.thresholds = {k: float(v) for k, v in rules.thresholds_for(evidence.id).items()
@@ -84,7 +85,7 @@ def evidence_of(result: CaseResult) -> CaseEvidence:
         predict_seconds=seconds, n_predicted=cache.predicted, fit_seconds=float(result.metrics.get("fit_seconds") or 0.0),
         cache_hits=cache.hits, duration_s=result.duration_s, usage=dict(result.usage),
         train_scores=result.train_scores, data_quality=list(result.data_quality), image_layers=None,
-        shard=result.shard, departures=tuple(result.departures))
+        shard=result.shard, departures=tuple(result.departures), options=dict(result.options), started=result.started)
 
 
 def merge_evidence(parts: Sequence[CaseEvidence], place) -> CaseEvidence:
@@ -106,7 +107,8 @@ def merge_evidence(parts: Sequence[CaseEvidence], place) -> CaseEvidence:
         predict_seconds=sum(p.predict_seconds for p in parts), n_predicted=sum(p.n_predicted for p in parts),
         fit_seconds=sum(p.fit_seconds for p in parts), cache_hits=sum(p.cache_hits for p in parts),
         duration_s=sum(p.duration_s or 0.0 for p in parts), usage=usage, train_scores=first.train_scores,
-        data_quality=first.data_quality, image_layers=None, shard=None, departures=first.departures)
+        data_quality=first.data_quality, image_layers=None, shard=None, departures=first.departures,
+        options=first.options, started=min((p.started for p in parts if p.started), default=None))
 
 
 __all__ = ["evidence_of", "finish_case", "finish_comparison", "merge_evidence", "withhold_figures"]

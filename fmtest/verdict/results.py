@@ -186,6 +186,8 @@ class CaseResult:
     train_scores: list[float] | None = None  # good training images' scores: where the risk table's threshold is set
     study: dict[str, float] = field(default_factory=dict)  # the published figures, shown beside the case
     departures: list[Departure] = field(default_factory=list)  # how this run departs from the study's, for its row
+    options: dict[str, object] = field(default_factory=dict)  # every option the pipeline ran with, defaults included
+    started: str | None = None  # when the case started (UTC, ISO 8601); `duration_s` is how long it took
     data_quality: list[Finding] = field(default_factory=list)
     image_layers: LayerManifest | None = None
     shard: ShardSlice | None = None  # a shard's place in the whole case, for `fmtest merge`

@@ -50,7 +50,7 @@ def merge_files(paths):
 
 def _comparable(case: dict) -> dict:
     """A case without its timing figures, its thumbnails and its shard record."""
-    case = {k: v for k, v in case.items() if k not in ("duration_s", "thumbnails")}
+    case = {k: v for k, v in case.items() if k not in ("duration_s", "started", "thumbnails")}
     case["metrics"] = {k: v for k, v in case["metrics"].items() if k not in TIMING}
     case.pop("shard", None)
     return case

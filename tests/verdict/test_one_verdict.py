@@ -23,8 +23,8 @@ def _cases(path) -> dict[str, dict]:
 
 
 def _comparable(case: dict) -> dict:
-    """A case without what may differ between the ways of running it: timing, thumbnails, the shard record."""
-    case = {k: v for k, v in case.items() if k not in ("duration_s", "thumbnails")}
+    """A case without what may differ between the ways of running it: timing (and when it started), thumbnails, the shard record."""
+    case = {k: v for k, v in case.items() if k not in ("duration_s", "started", "thumbnails")}
     case["metrics"] = {k: v for k, v in case["metrics"].items() if k not in TIMING}
     for section in ("shard", "shard_sides", "cache"):
         case.pop(section, None)
@@ -104,5 +104,5 @@ def test_a_case_that_cannot_be_judged_shows_no_figure_in_any_output(suite):
     assert set(json.loads((suite.path / "metrics.json").read_text())["toy_dead_api-toy"]) <= {
         "n_images", "n_defective", "invalid_answer_rate", "images_per_second", "fit_seconds"}
     assert 'name="f2"' not in (suite.path / "junit.xml").read_text()
-    row = next(line for line in (suite.path / "board.md").read_text().splitlines() if "`toy_dead_api-toy`" in line)
+    row = next(line for line in (suite.path / "board.md").read_text().splitlines() if line.startswith("| `toy_dead_api-toy`"))
     assert "ERROR" in row and "not judged" in row and "0.9" not in row
