@@ -102,7 +102,7 @@ def test_no_import_cycles_between_modules():
 
 def test_the_architecture_document_draws_the_same_layers():
     text = (REPO / "docs" / "ARCHITECTURE.md").read_text()
-    drawn = re.search(r"^util -> .*$", text, re.M)
+    drawn = re.search(r"^util -> .*$", text, re.MULTILINE)
     assert drawn is not None, "docs/ARCHITECTURE.md lost its layer line"
     assert [p.strip() for p in re.split(r"->|,", drawn.group(0))] == list(LAYERS)
     for layer in LAYERS:

@@ -11,7 +11,13 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+from segment_anything.modeling import (
+    ImageEncoderViT,
+    MaskDecoder,
+    PromptEncoder,
+    Sam,
+    TwoWayTransformer,
+)
 
 from fmtest.models.grounding_dino import GroundingDino
 

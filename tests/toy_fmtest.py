@@ -94,6 +94,17 @@ class ToyThreshold(Pipeline):
         return [Prediction.from_mask(s.image > level, score=float(s.image.max())) for s in samples]
 
 
+class ToyMapped(ToyThreshold):
+    """ToyThreshold with a score map (brightness in units of its level), as anomaly detectors give one."""
+
+    name = "toy_mapped"
+
+    def predict(self, samples):
+        level = self.read_options(self.context.options).level
+        return [Prediction.from_mask(s.image > level, score=float(s.image.max()), score_map=s.image / level)
+                for s in samples]
+
+
 class ToyEmpty(Pipeline):
     """Never finds anything: IoU 0, recall 0."""
 

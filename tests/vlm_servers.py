@@ -83,7 +83,7 @@ class FakeServer(ABC):
         server = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 (http.server's naming)
+            def do_POST(self):
                 server._handle(self)
 
             def log_message(self, *args):  # keep test output quiet

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from fmtest.report import history as report_history
 from fmtest.report.history import DEFAULT_TOLERANCE, write_history
+from fmtest.util.text import plural
 
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
@@ -26,5 +27,6 @@ def _run_cli(args: argparse.Namespace) -> int:
     for problem in history.problems:
         print(f"fmtest history: skipped {problem}", file=sys.stderr)
     n_regressions = sum(len(found) for found in history.regressions.values())
-    print(f"{args.out}: {len(history.runs)} runs, {len(history.case_ids())} cases, {n_regressions} regression(s)")
+    print(f"{args.out}: {plural(len(history.runs), 'run')}, {plural(len(history.case_ids()), 'case')}, "
+          f"{plural(n_regressions, 'regression')}")
     return 0

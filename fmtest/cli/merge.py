@@ -27,10 +27,11 @@ def _cli_merge(args: argparse.Namespace) -> int:
 
     from fmtest.errors import ConfigError
     from fmtest.report.junit import junit_xml
+    from fmtest.report.results_file import read_json, write_json
     from fmtest.report.terminal import render_scoreboard
     from fmtest.util.fsutil import atomic_write, why_unwritable
     from fmtest.util.redact import redact_values
-    from fmtest.report.results_file import read_json, write_json
+    from fmtest.util.text import plural
     from fmtest.verdict.merge import ShardFile, merge_shards, shard_disagreements
 
     outputs = {"--results": args.results, "--report": args.report, "--junitxml": args.junitxml}
@@ -58,7 +59,7 @@ def _cli_merge(args: argparse.Namespace) -> int:
     if args.junitxml:
         atomic_write(args.junitxml, junit_xml(results))
     print(render_scoreboard(results))
-    print(f"merged {len(args.shards)} shard(s) into {args.results}")
+    print(f"merged {plural(len(args.shards), 'shard')} into {args.results}")
     if not any(c.outcome in ("passed", "failed") for c in results.cases):
         print(f"NO CASE WAS JUDGED ({len(results.cases)} case(s), none passed or failed a gate)"
               + ("" if args.require_judged else ": --require-judged makes this merge fail"))

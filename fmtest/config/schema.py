@@ -17,7 +17,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from fmtest.errors import ConfigError
-from fmtest.metrics.specs import CASE_TASKS, DEFAULT_MAX_INVALID_ANSWER_RATE, INVALID_ANSWER_GATE, MAX_PREFIX, METRICS
+from fmtest.metrics.specs import (
+    CASE_TASKS,
+    DEFAULT_MAX_INVALID_ANSWER_RATE,
+    INVALID_ANSWER_GATE,
+    MAX_PREFIX,
+    METRICS,
+)
 
 
 @dataclass(frozen=True)
@@ -265,7 +271,8 @@ ROBUSTNESS = Table("[robustness]", "`pytest suites/test_robustness.py`", (
     Setting("max_metric_drop", RATE, "allowed drop of IoU or F2 at the gate level", 0.05),
     Setting("include_remote_api", BOOL, "also perturb through API pipelines (costs requests)", False),
     Setting("run_by_default", BOOL, "run robustness cases also when the file is not named", False),
-    Setting("n_images", integer(1), "perturb only the first n test images", shown_default="all"),
+    Setting("n_images", integer(2), "perturb only n test images: a stratified subset (both labels, the test set's "
+            "share of defectives, the same images for every pipeline); at least 1 / max_flip_rate", shown_default="all"),
     Setting("min_clean_recall", RATE, "below this recall of the unperturbed run a robustness case is not "
             "meaningful (a model that always answers OK never flips) and is skipped with the reason",
             shown_default="the case's recall threshold, else its f2 threshold"),

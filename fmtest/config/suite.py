@@ -31,14 +31,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fmtest.config import schema
-from fmtest.data import Dataset, dataset_class, known_datasets, load_dataset
-from fmtest.errors import ConfigError
-from fmtest.util.extensions import named, unknown_name
-from fmtest.pipelines import Pipeline, Task, known_pipelines, load_pipeline, pipeline_class, pipeline_task
-from fmtest.pipelines.base import PipelineContext
-from fmtest.util.redact import redact_option
 from fmtest.config.rules import CompareRules, RiskRules, RunRules
+from fmtest.data import Dataset, dataset_class, known_datasets, load_dataset
+from fmtest.data.departures import Departure
+from fmtest.errors import ConfigError
 from fmtest.metrics.specs import METRICS
+from fmtest.pipelines import (
+    Pipeline,
+    Task,
+    known_pipelines,
+    load_pipeline,
+    pipeline_class,
+    pipeline_task,
+)
+from fmtest.pipelines.base import PipelineContext
+from fmtest.util.extensions import named, unknown_name
+from fmtest.util.redact import redact_option
 
 DEFAULT_PROMPT = "defect"
 DEFAULT_PROMPTS = {"industrialsat": "defect", "mvtec": "defect", "oxford_pets": "cat", "satsim": "defect",
@@ -202,6 +210,29 @@ class SuiteConfig:
         if group is not None and f"{dataset}/{group}" in self.prompts:
             return self.prompts[f"{dataset}/{group}"]
         return self.prompts.get(dataset, DEFAULT_PROMPT)
+
+    def case_departures(self, pipeline: str, dataset: str, weights_dir: Path | None = None) -> tuple[Departure, ...]:
+        """How a case departs from the study's run of it, for this config's settings: the pipeline's departures over
+        every group of the dataset, then the dataset's. `weights_dir` decides what runs where a file may be missing
+        (the supervised reference's ResNet-50). Loads no model and reads no data."""
+        pipeline_class = self.pipeline_class(pipeline)
+        dataset_class = self.dataset_class(dataset)
+        dataset_options = self.datasets.get(dataset, {})
+        found: list[Departure] = []
+        for group in dataset_class.group_names(dataset_options):
+            context = PipelineContext(dataset=dataset, group=group, options=self.pipeline_options(pipeline, dataset, group),
+                                      weights_dir=weights_dir, prompt=self.prompt_for(dataset, group, pipeline),
+                                      suite_dir=self.directory)
+            found += [d for d in pipeline_class.departures(context) if d not in found]
+        return (*found, *dataset_class.departures(dataset_options))
+
+    def effective_options(self, pipeline: str, dataset: str) -> dict[str, object]:
+        """Every option a pipeline runs with on a dataset, its defaults and what a variant inherits from its base
+        included, secrets hidden: what a case records of its settings (`fmtest config --case` shows them with
+        their sources). Options a pipeline sets per group (SAA+'s prompts) are the dataset's, not a group's."""
+        given = self.pipeline_options(pipeline, dataset)
+        parsed = self.pipeline_class(pipeline).options_for(PipelineContext(dataset=dataset, options=given))
+        return {k: redact_option(k, v) for k, v in _with_defaults(parsed, given).items()}
 
     def guardrails_for(self, dataset: str) -> dict[str, object]:
         """`[guardrails]` with the dataset's own `[guardrails.<dataset>]` on top."""
@@ -519,6 +550,14 @@ def _parse_prompts(cfg: SuiteConfig, table: dict) -> None:
 
 def _parse_robustness(table: dict, path) -> dict:
     checked = schema.ROBUSTNESS.check(table, "[robustness]", path)
+    if "n_images" in checked:
+        floor = robustness_floor(checked["max_flip_rate"])
+        if checked["n_images"] < floor:
+            n = checked["n_images"]
+            raise ConfigError(f"[robustness] n_images = {n}: too few images to judge; one flipped verdict would be "
+                              f"{1 / n:.1%}, above max_flip_rate {checked['max_flip_rate']:.1%}, so the gate could "
+                              f"tolerate no flip; at least {floor} (a stratified subset: good and defective images)",
+                              path)
     ladders = checked.pop("ladders", None)
     if "perturbations" not in checked and ladders is None:
         return checked
@@ -534,6 +573,12 @@ def _parse_robustness(table: dict, path) -> dict:
         _restated("[robustness.ladders]", path, checked_ladders, ladders)
         checked["ladders"] = ladders
     return checked
+
+
+def robustness_floor(max_flip_rate: float) -> int:
+    """The fewest images a robustness subset may have: one of each label, and enough that a single flipped verdict
+    is within `max_flip_rate` (fewer, and the tolerance the config sets could not be met by any flip)."""
+    return max(2, math.ceil(1 / max_flip_rate - 1e-9)) if max_flip_rate > 0 else 2
 
 
 def _parse_guardrails(cfg: SuiteConfig, table: dict) -> dict:

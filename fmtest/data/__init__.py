@@ -51,6 +51,19 @@ def open_dataset(name: str, root: Path | None, options: Mapping[str, object] | N
 
 
 __all__ = [
-    "DATASETS", "ENTRY_POINT_GROUP", "Dataset", "Group", "LABELS", "Label", "NOK", "OK", "Sample", "SampleRef",
-    "SampleSet", "dataset_class", "known_datasets", "load_dataset", "open_dataset",
+    "DATASETS",
+    "ENTRY_POINT_GROUP",
+    "LABELS",
+    "NOK",
+    "OK",
+    "Dataset",
+    "Group",
+    "Label",
+    "Sample",
+    "SampleRef",
+    "SampleSet",
+    "dataset_class",
+    "known_datasets",
+    "load_dataset",
+    "open_dataset",
 ]

@@ -12,9 +12,9 @@ from typing import ClassVar
 
 import numpy as np
 
+from fmtest.data.departures import Departure
 from fmtest.data.options import parse_options
 from fmtest.data.sample import NOK, OK, Sample, SampleSet
-from fmtest.data.departures import Departure
 from fmtest.errors import ConfigError, DataError
 
 MAX_NAMED_EMPTY_MASKS = 10  # an error about empty masks names this many, then counts the rest

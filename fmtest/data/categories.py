@@ -24,7 +24,12 @@ import numpy as np
 
 from fmtest.data.base import Dataset, Group
 from fmtest.data.io import list_images, read_image, read_mask
-from fmtest.data.options import check_mask_options, dataset_folder, require_non_negative, seeded_subset
+from fmtest.data.options import (
+    check_mask_options,
+    dataset_folder,
+    require_non_negative,
+    seeded_subset,
+)
 from fmtest.data.sample import NOK, Label, Sample, SampleRef, SampleSet
 from fmtest.errors import ConfigError, DataError
 

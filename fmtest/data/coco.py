@@ -23,8 +23,16 @@ from pathlib import Path
 
 import numpy as np
 
-from fmtest.data.labelled import Annotation, Export, ExportedImage, LabelExportDataset, Polygons, box_polygon
-from fmtest.data.labelled import decode_coco_rle, read_json_export
+from fmtest.data.labelled import (
+    Annotation,
+    Export,
+    ExportedImage,
+    LabelExportDataset,
+    Polygons,
+    box_polygon,
+    decode_coco_rle,
+    read_json_export,
+)
 from fmtest.errors import DataError
 
 

@@ -19,14 +19,21 @@ video export (`<track>`) is refused: export the task as CVAT for images 1.1.
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
 from pathlib import Path
+from xml.etree import ElementTree
 
 import numpy as np
 
-from fmtest.data.labelled import Annotation, Export, ExportedImage, LabelExportDataset, Polygons, box_polygon
-from fmtest.data.labelled import ellipse_polygon
+from fmtest.data.labelled import (
+    Annotation,
+    Export,
+    ExportedImage,
+    LabelExportDataset,
+    Polygons,
+    box_polygon,
+    ellipse_polygon,
+)
 from fmtest.errors import DataError
 
 AREA_SHAPES = ("box", "polygon", "ellipse", "mask")

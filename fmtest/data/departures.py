@@ -30,6 +30,9 @@ class Departure:
     upstream: str  # what the paper or the upstream code does (NOT_PUBLISHED when neither says)
     reason: str  # why fmtest does it this way
     kind: DepartureKind = "differs"
+    # False: fmtest runs another model than the study's (not a setting of the same one), so the published number
+    # is no yardstick for this case and no report prints it beside fmtest's as if it were
+    comparable: bool = True
 
     def __post_init__(self) -> None:
         for field_name in ("name", "ours", "upstream", "reason"):

@@ -34,8 +34,16 @@ from pathlib import Path
 import numpy as np
 
 from fmtest.data.io import IMAGE_SUFFIXES
-from fmtest.data.labelled import Annotation, Export, ExportedImage, LabelExportDataset, Polygons, box_polygon
-from fmtest.data.labelled import ellipse_polygon, read_json_export
+from fmtest.data.labelled import (
+    Annotation,
+    Export,
+    ExportedImage,
+    LabelExportDataset,
+    Polygons,
+    box_polygon,
+    ellipse_polygon,
+    read_json_export,
+)
 from fmtest.errors import DataError
 
 

@@ -34,10 +34,15 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from fmtest.data.categories import CategoryDataset, CategorySplit, check_category_options, draw
+from fmtest.data.categories import (
+    CategoryDataset,
+    CategorySplit,
+    check_category_options,
+    draw,
+)
+from fmtest.data.departures import Departure
 from fmtest.data.io import IMAGE_SUFFIXES, list_images
 from fmtest.data.sample import NOK, OK, SampleRef
-from fmtest.data.departures import Departure
 from fmtest.errors import ConfigError, DataError
 
 TEXTURE_CATEGORIES = ("carpet", "grid", "leather", "tile", "wood")

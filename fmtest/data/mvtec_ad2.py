@@ -19,7 +19,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fmtest.data.categories import CategoryDataset, CategorySplit, check_category_options
+from fmtest.data.categories import (
+    CategoryDataset,
+    CategorySplit,
+    check_category_options,
+)
 from fmtest.data.io import list_images
 from fmtest.data.sample import NOK, OK
 from fmtest.errors import DataError

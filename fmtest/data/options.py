@@ -73,7 +73,7 @@ def _convert(value: object, hint: object, key: str) -> tuple[bool, object, str]:
     raise TypeError(f"option {key}: unsupported option type {hint!r}")
 
 
-def require_non_negative(where: str, **values: int | float | None) -> None:
+def require_non_negative(where: str, **values: float | None) -> None:
     """Counts and strengths below zero are configuration mistakes."""
     for key, value in values.items():
         if value is not None and value < 0:

@@ -19,10 +19,15 @@ from pathlib import Path
 import numpy as np
 
 from fmtest.data.base import Dataset
-from fmtest.data.io import check_size, read_image, read_pixels
-from fmtest.data.options import check_mask_options, dataset_folder, require_non_negative, seeded_subset
-from fmtest.data.sample import NOK, OK, Sample, SampleRef, SampleSet
 from fmtest.data.departures import NOT_PUBLISHED, Departure
+from fmtest.data.io import check_size, read_image, read_pixels
+from fmtest.data.options import (
+    check_mask_options,
+    dataset_folder,
+    require_non_negative,
+    seeded_subset,
+)
+from fmtest.data.sample import NOK, OK, Sample, SampleRef, SampleSet
 from fmtest.errors import ConfigError, DataError
 
 CAT, DOG = "1", "2"  # the SPECIES column of list.txt

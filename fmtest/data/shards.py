@@ -46,5 +46,22 @@ class Shard:
         return [r for i, r in enumerate(samples.refs) if i in chosen]
 
 
+def stratified_subset(samples: SampleSet, n: int) -> list[SampleRef]:
+    """`n` refs of `samples` keeping the set's share of defectives, at least one of each label the set has (so a
+    subset of a set with both labels always holds both), each label's taken in the order of the hash of their ids:
+    the same images for every pipeline and run. In the set's order; all of them when `n` covers the set."""
+    if n >= len(samples):
+        return list(samples.refs)
+    by_label = {label: sorted((i for i, r in enumerate(samples.refs) if r.label == label),
+                              key=lambda i: (_id_hash(samples.refs[i].id), i)) for label in LABELS}
+    present = [label for label in LABELS if by_label[label]]
+    want = {label: max(1, round(n * len(by_label[label]) / len(samples))) for label in present}
+    while sum(want.values()) > n:  # rounding up both labels of a small subset: the larger gives one back
+        largest = max(present, key=lambda label: want[label])
+        want[largest] -= 1
+    chosen = {i for label in present for i in by_label[label][: want[label]]}
+    return [r for i, r in enumerate(samples.refs) if i in chosen]
+
+
 def _id_hash(image_id: str) -> str:
     return hashlib.sha256(image_id.encode()).hexdigest()

@@ -23,7 +23,11 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from fmtest.data.categories import CategoryDataset, CategorySplit, check_category_options
+from fmtest.data.categories import (
+    CategoryDataset,
+    CategorySplit,
+    check_category_options,
+)
 from fmtest.data.io import check_size, read_pixels
 from fmtest.data.sample import NOK, OK
 from fmtest.errors import DataError

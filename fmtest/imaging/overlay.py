@@ -85,7 +85,8 @@ def image_layers(
     `image` (float in [0, 1], grey or RGB) as scanned; `gt` the true defect outlined, pixels left out
     of scoring hatched, transparent elsewhere; `prediction` the predicted mask as a translucent fill;
     `score_map` the pipeline's per-pixel score in units of its pixel threshold (1.0 = the edge of the
-    mask), colour-mapped from 0 to SCORE_MAP_TOP. A layer whose input is None is left out.
+    mask), colour-mapped from 0 to SCORE_MAP_TOP, at the image's size or shrunk to its shape as the prediction
+    cache keeps it (`score_map_levels`). A layer whose input is None is left out.
     """
     name = image_id or "layer image"
     if max_side < 8:
@@ -94,8 +95,7 @@ def image_layers(
     height, width = grey_or_rgb.shape[:2]
     masks = {key: _check_mask(m, key, (height, width), name)
              for key, m in (("pred_mask", pred_mask), ("gt_mask", gt_mask), ("ignore", ignore))}
-    scale = min(1.0, max_side / max(height, width))
-    out_hw = (max(1, round(height * scale)), max(1, round(width * scale)))
+    out_hw = shrunk_size((height, width), max_side)
     layers = {"image": _png_bytes(_resized(grey_or_rgb, out_hw))}
     small = {key: _shrink_mask(m, out_hw) for key, m in masks.items() if m is not None}
     if "gt_mask" in small or "ignore" in small:
@@ -132,18 +132,35 @@ def _resized(pixels: np.ndarray, out_hw: tuple[int, int]) -> Image.Image:
     return image if pixels.shape[:2] == out_hw else image.resize(out_hw[::-1], Image.Resampling.BOX)
 
 
+def shrunk_size(hw: tuple[int, int], max_side: int) -> tuple[int, int]:
+    """(height, width) scaled down so the long side is at most `max_side` (never up), each side at least 1."""
+    scale = min(1.0, max_side / max(hw))
+    return max(1, round(hw[0] * scale)), max(1, round(hw[1] * scale))
+
+
+def score_map_levels(score_map: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
+    """A score map as the viewer's 256 colour levels at `out_hw`: 0 -> 0, SCORE_MAP_TOP and above -> 255 (NaN as
+    0). What the scoreboard shows of a map, and all the prediction cache keeps of it."""
+    shrunk = np.asarray(_resized(np.nan_to_num(np.asarray(score_map, dtype=np.float32), nan=0.0), out_hw),
+                        dtype=np.float32)
+    return np.rint(np.clip(shrunk / SCORE_MAP_TOP, 0.0, 1.0) * 255).astype(np.uint8)
+
+
+def score_map_from_levels(levels: np.ndarray) -> np.ndarray:
+    """The score map (in units of the pixel threshold) that `score_map_levels` turns back into the same levels."""
+    return np.asarray(levels, dtype=np.float32) * np.float32(SCORE_MAP_TOP / 255)
+
+
 def _score_map_image(score_map: np.ndarray, hw: tuple[int, int], out_hw: tuple[int, int], name: str) -> Image.Image:
     """A one-byte-per-pixel palette image: 0 -> darkest, SCORE_MAP_TOP and above -> brightest."""
     from matplotlib import colormaps
 
     score_map = np.asarray(score_map, dtype=np.float32)
-    if score_map.shape != hw:
-        raise DataError(f"score_map must be a HxW map at the image's size {hw[1]}x{hw[0]}, got shape "
-                        f"{score_map.shape}", name)
-    shrunk = np.asarray(_resized(np.nan_to_num(score_map, nan=0.0), out_hw), dtype=np.float32)
-    levels = np.rint(np.clip(shrunk / SCORE_MAP_TOP, 0.0, 1.0) * 255).astype(np.uint8)
+    if score_map.ndim != 2 or (score_map.shape != hw and score_map.shape != shrunk_size(hw, max(score_map.shape))):
+        raise DataError(f"score_map must be a HxW map at the image's size {hw[1]}x{hw[0]} (or that size shrunk), "
+                        f"got shape {score_map.shape}", name)
     palette = np.rint(colormaps[SCORE_MAP_COLOURMAP](np.linspace(0.0, 1.0, 256))[:, :3] * 255).astype(np.uint8)
-    image = Image.fromarray(levels)
+    image = Image.fromarray(score_map_levels(score_map, out_hw))
     image.putpalette(palette.tobytes())
     return image
 

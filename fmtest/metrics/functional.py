@@ -12,7 +12,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import special as _special  # not scipy.stats: a second to import, in every run
+from scipy import (
+    special as _special,  # not scipy.stats: a second to import, in every run
+)
 
 from fmtest.errors import FmtestError
 

@@ -142,7 +142,10 @@ class GroundingDino:
 def load_grounding_dino(folder: Path, device: str = "cpu", model_id: str | None = None) -> GroundingDino:
     """Load a transformers-layout GroundingDINO folder offline; every failure names the folder."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from transformers import GroundingDinoForObjectDetection, GroundingDinoImageProcessor
+    from transformers import (
+        GroundingDinoForObjectDetection,
+        GroundingDinoImageProcessor,
+    )
 
     folder = Path(folder)
     weights = folder / "model.safetensors"

@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import get_args
 
 from fmtest.errors import ConfigError
-from fmtest.util.extensions import load_class, named, registered_class, registered_names
 from fmtest.pipelines.base import Pipeline, PipelineContext, Prediction, Task
+from fmtest.util.extensions import load_class, named, registered_class, registered_names
 
 ENTRY_POINT_GROUP = "fmtest.pipelines"
 PIPELINES: dict[str, str] = {

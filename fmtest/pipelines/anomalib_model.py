@@ -52,11 +52,16 @@ import numpy as np
 
 from fmtest.data.sample import NOK, OK, Sample, SampleSet
 from fmtest.errors import ConfigError, DataError, Unavailable
-from fmtest.util.extras import installed, require_sdks
 from fmtest.models import registry
 from fmtest.pipelines.base import Pipeline, PipelineContext, Prediction
 from fmtest.pipelines.calibration import Thresholds
-from fmtest.pipelines.options import parse_options, require_choice, require_unit_interval, table
+from fmtest.pipelines.options import (
+    parse_options,
+    require_choice,
+    require_unit_interval,
+    table,
+)
+from fmtest.util.extras import installed, require_sdks
 from fmtest.util.lazy import lazy_module
 
 torch = lazy_module("torch")

@@ -17,8 +17,8 @@ from typing import ClassVar, Literal
 import numpy as np
 
 from fmtest import __version__
-from fmtest.data.sample import NOK, Label, Sample, SampleSet
 from fmtest.data.departures import Departure
+from fmtest.data.sample import NOK, Label, Sample, SampleSet
 from fmtest.errors import ConfigError
 from fmtest.pipelines.options import parse_options, table
 
@@ -36,7 +36,8 @@ class Prediction:
     is counted and reported, and its label is NOK so a broken answer never passes a part.
     `score_map` (float32, image size), when the pipeline computes one, is the per-pixel score in
     units of its pixel threshold, so 1.0 is the mask's edge whatever the pipeline: the scoreboard's
-    viewer shows it on one colour scale. It is for viewing only and is not cached.
+    viewer shows it on one colour scale. It is for viewing only; the prediction cache keeps it as the viewer
+    draws it (its colour levels, at most 256 pixels on the long side).
     """
 
     label: Label

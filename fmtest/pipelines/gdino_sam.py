@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fmtest.data.sample import Sample
 from fmtest.data.departures import Departure, unless_equal
+from fmtest.data.sample import Sample
 from fmtest.pipelines.base import PipelineContext, Prediction
 from fmtest.pipelines.options import require_unit_interval
 from fmtest.pipelines.sam_base import DetectorSamOptions, DetectorSamPipeline

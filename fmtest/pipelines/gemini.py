@@ -39,7 +39,13 @@ from fmtest.pipelines.vlm.answers import ANSWER_SCHEMA
 from fmtest.pipelines.vlm.client import VLMClient, VLMReply, note_response
 from fmtest.pipelines.vlm.images import EncodedImage
 from fmtest.pipelines.vlm.pipeline import VLMPipeline
-from fmtest.pipelines.vlm.prompts import BASIC_PROMPT, REFERENCE_CAPTION, TEST_CAPTION, VLMRequest, load_prompt_file
+from fmtest.pipelines.vlm.prompts import (
+    BASIC_PROMPT,
+    REFERENCE_CAPTION,
+    TEST_CAPTION,
+    VLMRequest,
+    load_prompt_file,
+)
 from fmtest.pipelines.vlm.retries import parse_retry_delay
 from fmtest.pipelines.vlm.settings import VLMSettings
 from fmtest.util.redact import redact

@@ -33,7 +33,12 @@ from fmtest.errors import Unavailable
 from fmtest.pipelines.base import PipelineContext
 from fmtest.pipelines.options import require_choice
 from fmtest.pipelines.vlm.answers import ANSWER_SCHEMA
-from fmtest.pipelines.vlm.client import VLMClient, VLMReply, malformed_reply, note_response
+from fmtest.pipelines.vlm.client import (
+    VLMClient,
+    VLMReply,
+    malformed_reply,
+    note_response,
+)
 from fmtest.pipelines.vlm.images import EncodedImage
 from fmtest.pipelines.vlm.pipeline import VLMPipeline
 from fmtest.pipelines.vlm.prompts import VLMRequest

@@ -24,10 +24,16 @@ import numpy as np
 from scipy import ndimage
 from tqdm.auto import tqdm
 
-from fmtest.imaging.align import Alignment, estimate_alignment, overlap_mask, warp_from_reference, warp_to_reference
 from fmtest.data.io import to_gray
 from fmtest.data.sample import OK, Sample, SampleSet
 from fmtest.errors import DataError, Unavailable
+from fmtest.imaging.align import (
+    Alignment,
+    estimate_alignment,
+    overlap_mask,
+    warp_from_reference,
+    warp_to_reference,
+)
 from fmtest.pipelines.base import Pipeline, PipelineContext, Prediction
 from fmtest.pipelines.options import require_in_range
 

@@ -54,14 +54,19 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from fmtest.data.departures import NOT_PUBLISHED, Departure, unless_equal
 from fmtest.data.io import to_rgb_uint8
 from fmtest.data.sample import OK, Sample, SampleSet
-from fmtest.data.departures import NOT_PUBLISHED, Departure, unless_equal
 from fmtest.errors import ConfigError, DataError
 from fmtest.models import imagenet_cnn, registry
 from fmtest.models.grounding_dino import Detections
 from fmtest.pipelines.base import PipelineContext, Prediction
-from fmtest.pipelines.options import require_at_least_one, require_choice, require_unit_interval, table
+from fmtest.pipelines.options import (
+    require_at_least_one,
+    require_choice,
+    require_unit_interval,
+    table,
+)
 from fmtest.pipelines.saa_prompts import PUBLISHED, STUDY_DATASETS, published_options
 from fmtest.pipelines.sam_base import DetectorSamOptions, DetectorSamPipeline
 from fmtest.util.lazy import lazy_module

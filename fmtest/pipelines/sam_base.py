@@ -27,16 +27,21 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
+from fmtest.data.departures import Departure, unless_equal
 from fmtest.data.io import to_rgb_uint8
 from fmtest.data.sample import Sample
-from fmtest.data.departures import Departure, unless_equal
 from fmtest.errors import ConfigError
-from fmtest.util.extras import require_sdks
 from fmtest.models import clip, grounding_dino, sam_variants
 from fmtest.models.precision import PRECISIONS
 from fmtest.models.registry import combined_id
 from fmtest.pipelines.base import Pipeline, PipelineContext
-from fmtest.pipelines.options import parse_options, require_at_least_one, require_choice, table
+from fmtest.pipelines.options import (
+    parse_options,
+    require_at_least_one,
+    require_choice,
+    table,
+)
+from fmtest.util.extras import require_sdks
 
 if TYPE_CHECKING:
     from fmtest.models.sam import SamEngine

@@ -34,12 +34,17 @@ from functools import cached_property
 
 import numpy as np
 
-from fmtest.data.sample import Sample
 from fmtest.data.departures import Departure, unless_equal
+from fmtest.data.sample import Sample
 from fmtest.errors import ConfigError
 from fmtest.models import clip
 from fmtest.pipelines.base import PipelineContext, Prediction
-from fmtest.pipelines.options import require_at_least_one, require_choice, require_unit_interval, table
+from fmtest.pipelines.options import (
+    require_at_least_one,
+    require_choice,
+    require_unit_interval,
+    table,
+)
 from fmtest.pipelines.sam_base import ClipSamPipeline, SamOptions
 from fmtest.util.lazy import lazy_module
 

@@ -26,12 +26,17 @@ from typing import ClassVar
 
 import numpy as np
 
-from fmtest.data.sample import NOK, OK, Sample, SampleSet
 from fmtest.data.departures import NOT_PUBLISHED, Departure
+from fmtest.data.sample import NOK, OK, Sample, SampleSet
 from fmtest.errors import ConfigError, DataError, MissingWeights
 from fmtest.models import imagenet_cnn, registry
 from fmtest.pipelines.base import Pipeline, PipelineContext, Prediction
-from fmtest.pipelines.options import parse_options, require_at_least_one, require_choice, require_unit_interval
+from fmtest.pipelines.options import (
+    parse_options,
+    require_at_least_one,
+    require_choice,
+    require_unit_interval,
+)
 
 BACKBONES = ("auto", *imagenet_cnn.POOLED_BACKBONES)
 
@@ -106,7 +111,7 @@ class Supervised(Pipeline):
         else:
             backbone = Departure("backbone", "EfficientNet-Lite0 (ImageNet), not a ResNet", "a pre-trained ResNet",
                                  "no resnet50-0676ba61.pth in the weights folder (`fmtest weights download "
-                                 "resnet50_imagenet`), or backbone = \"efficientnet_lite0\"")
+                                 "resnet50_imagenet`), or backbone = \"efficientnet_lite0\"", comparable=False)
         return [backbone,
                 Departure("input", f"whole image squashed to {o.input_size} x {o.input_size} (pixel-area shrink), "
                           "pooled last stage", NOT_PUBLISHED,

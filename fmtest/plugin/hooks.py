@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-from collections import Counter
 import signal
 import sysconfig
 import tempfile
 import threading
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -183,7 +183,9 @@ def pytest_configure(config: pytest.Config):
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(), "fmtest-xdist")
     if config.getoption("htmlpath", None) or config.getoption("xmlpath", None):
-        from fmtest.plugin.reports import register_report_hooks  # pytest-html rows, JUnit properties (xunit2)
+        from fmtest.plugin.reports import (
+            register_report_hooks,  # pytest-html rows, JUnit properties (xunit2)
+        )
 
         register_report_hooks(config)
     if _wants_run(config):
@@ -429,7 +431,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus):
             write(results, path)
         except (OSError, FmtestError) as e:
             run.output_problems.append(f"{label} not written to {path}: {e}")
-    from fmtest.report.publish import publish  # after the JSON and HTML: its failures cost only its own outputs
+    from fmtest.report.publish import (
+        publish,  # after the JSON and HTML: its failures cost only its own outputs
+    )
 
     s = run.settings
     run.published = publish(results, markdown=s.markdown, step_summary=s.step_summary, metrics=s.metrics,
@@ -465,16 +469,21 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         if run.judged_nothing and run.settings.require_judged:
             terminalreporter.write_line(_judged_nothing_line(results, run.settings.require_judged), red=True)
         return
-    from fmtest.report.terminal import render_scoreboard
+    from fmtest.report.terminal import (
+        data_quality_line,
+        markup_paint,
+        render_scoreboard,
+    )
 
     terminalreporter.section("fmtest scoreboard")
-    terminalreporter.write_line(render_scoreboard(results, width=terminalreporter._tw.fullwidth))
+    terminalreporter.write_line(render_scoreboard(results, width=terminalreporter._tw.fullwidth,
+                                                  paint=markup_paint(terminalreporter._tw.markup)))
     if results.interrupted:
         terminalreporter.write_line(f"INTERRUPTED: {len(results.unfinished)} case(s) did not finish: "
                                     + ", ".join(results.unfinished), red=True)
     if run.judged_nothing:
         terminalreporter.write_line(_judged_nothing_line(results, run.settings.require_judged), red=True)
-    quality = _data_quality_summary(results)
+    quality = data_quality_line(results)
     if quality:
         terminalreporter.write_line(quality)
     baseline = run.session.baseline
@@ -495,20 +504,6 @@ def _judged_nothing_line(results: RunResults, required: bool) -> str:
     verdict = ("so this run fails (--fm-require-judged)" if required else
                "a run that tested nothing is not a pass: --fm-require-judged makes it fail")
     return f"NO CASE WAS JUDGED ({counts}): {verdict}"
-
-
-def _data_quality_summary(results: RunResults) -> str:
-    """One line per dataset with guardrail findings, counted by kind; the HTML lists each image."""
-    by_dataset: dict[str, dict[str, int]] = {}
-    for case in results.cases:
-        if case.dataset in by_dataset or not case.data_quality:
-            continue
-        counts: dict[str, int] = {}
-        for finding in case.data_quality:
-            counts[finding.kind] = counts.get(finding.kind, 0) + 1
-        by_dataset[case.dataset] = counts
-    return "\n".join(f"data quality, {d}: " + ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in c.items())
-                     for d, c in by_dataset.items())
 
 
 def pytest_unconfigure(config):

@@ -16,11 +16,11 @@ import html
 
 import pytest
 
+from fmtest.metrics.specs import format_value, label
 from fmtest.plugin.keys import RESULT_KEY
 from fmtest.report.html_format import metric_interval
 from fmtest.verdict.gates import gate_for, main_metric
 from fmtest.verdict.results import OUTCOME_WORD, CaseResult
-from fmtest.metrics.specs import format_value, label
 
 CASE_FIELD = "fmtest_case"  # the report attribute: {"id", "metric", "interval", "verdict"}
 HTML_COLUMNS = (("metric", "fmtest metric"), ("interval", "95 % CI"), ("verdict", "fmtest verdict"))

@@ -8,11 +8,12 @@ and `fmtest merge` finishes merged evidence with the same verdict functions.
 from __future__ import annotations
 
 from fmtest.config.settings import Settings
+from fmtest.data.shards import stratified_subset
 from fmtest.errors import ConfigError
 from fmtest.report.layers import LayerStore
+from fmtest.report.results_file import read_json
 from fmtest.run.evaluator import Evaluator
 from fmtest.run.plan import Case
-from fmtest.report.results_file import read_json
 from fmtest.verdict.finish import finish_case, finish_comparison
 from fmtest.verdict.results import CaseResult, RunResults, ShardSides
 from fmtest.verdict.robustness import invariance_row, robustness_result
@@ -50,7 +51,8 @@ class Session:
 
     def invariance(self, case: Case, perturbation: str) -> CaseResult:
         """How the case's verdicts and metrics move under one perturbation, level by level: each level an
-        ordinary evaluation of perturbed copies, compared image by image with the finished clean case."""
+        ordinary evaluation of perturbed copies, compared image by image with the finished clean case. With
+        `[robustness] n_images`, a stratified subset of the test images (both labels, the set's share)."""
         from fmtest.imaging.perturb import ladders
 
         opts = self.settings.config.robustness
@@ -60,7 +62,7 @@ class Session:
         if not 0 <= gate < len(ladder):
             raise ConfigError(f"robustness.gate_level {gate} is outside the {perturbation} ladder {ladder}")
         test = self.evaluator.dataset(case.dataset).test
-        chosen = set(test.ids[: int(opts["n_images"])] if opts.get("n_images") else test.ids)
+        chosen = {r.id for r in (stratified_subset(test, int(opts["n_images"])) if opts.get("n_images") else test.refs)}
         clean = [i for i in base.images if i.id in chosen]
         perturbed = [self.evaluator.perturbed_evidence(case, perturbation, level, chosen).images for level in ladder]
         rows = [invariance_row(perturbation, level, clean, images) for level, images in zip(ladder, perturbed)]

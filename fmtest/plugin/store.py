@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 from fmtest.config.settings import Settings
-from fmtest.util.fsutil import atomic_write
 from fmtest.report.results_file import results_json
+from fmtest.util.fsutil import atomic_write
 from fmtest.verdict.results import CaseResult
 
 TASK_ORDER = {"segmentation": 0, "classification": 1, "comparison": 2, "robustness": 3}

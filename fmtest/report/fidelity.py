@@ -5,6 +5,11 @@ study for the options in effect (`Pipeline.departures`, `Dataset.departures`, re
 `fmtest.data.departures.Departure`), and this module collects them per case of a suite config's
 `[study] cases` (with `[study.results]`, the published numbers). docs/FIDELITY.md is its Markdown,
 generated from `suites/study.toml`; a test keeps the page current.
+
+A run records each case's departures in its results (`CaseResult.departures`), and every scoreboard (terminal,
+HTML, Markdown) shows them in a word or two beside the published number through `study_note`, so nobody compares a
+reconstruction with the paper unknowingly; where a departure makes the number incomparable (another model than the
+study's), the published number is not printed beside the case at all.
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ from pathlib import Path
 
 from fmtest.config.suite import SuiteConfig
 from fmtest.data.departures import Departure
-from fmtest.pipelines.base import PipelineContext
+from fmtest.metrics.specs import format_metric
+from fmtest.verdict.results import CaseResult
 
 
 @dataclass(frozen=True)
@@ -34,18 +40,9 @@ def case_fidelity(config: SuiteConfig, case_id: str, weights_dir: Path | None = 
     """A case's departures for the config's settings; `weights_dir` decides what runs where a file may be missing
     (the supervised reference's ResNet-50). Loads no model and reads no data."""
     pipeline, dataset = config.split_case_id(case_id, "fidelity")
-    pipeline_class = config.pipeline_class(pipeline)
-    dataset_class = config.dataset_class(dataset)
-    dataset_options = config.datasets.get(dataset, {})
-    found: list[Departure] = []
-    for group in dataset_class.group_names(dataset_options):
-        options = config.pipeline_options(pipeline, dataset, group)
-        context = PipelineContext(dataset=dataset, group=group, options=options, weights_dir=weights_dir,
-                                  prompt=config.prompt_for(dataset, group, pipeline), suite_dir=config.directory)
-        found += [d for d in pipeline_class.departures(context) if d not in found]
-    found += dataset_class.departures(dataset_options)
     return CaseFidelity(case_id, pipeline, dataset, dict(config.study_results.get(case_id, {})),
-                        pipeline_class.study_source or "", tuple(found))
+                        config.pipeline_class(pipeline).study_source or "",
+                        config.case_departures(pipeline, dataset, weights_dir))
 
 
 def study_fidelity(config: SuiteConfig, weights_dir: Path | None = None) -> list[CaseFidelity]:
@@ -77,4 +74,32 @@ def _row(cells: Sequence[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-__all__ = ["CaseFidelity", "case_fidelity", "fidelity_markdown", "study_fidelity"]
+FIDELITY_DOC = "docs/FIDELITY.md"  # the study preset's table; `fmtest config --fidelity` prints any config's
+
+
+def incomparable(case: CaseResult) -> list[Departure]:
+    """The departures that make the study's number no yardstick for this case (another model than the study's)."""
+    return [d for d in case.departures if not d.comparable]
+
+
+def study_note(case: CaseResult, metric: str | None) -> str:
+    """What a case's row says about the study, in a few words: the published number of `metric` and the names of the
+    departures ("study 0.82; departs: input, MLP"), "as published" when there are none; when the model is not the
+    study's, the departure that says so instead of the number. Empty for a case the study did not publish and that
+    runs the study's model (or none)."""
+    other_model = "; ".join(f"{d.name} {d.ours}" for d in incomparable(case))
+    names = [d.name for d in case.departures if d.comparable]
+    if not case.study:
+        return other_model
+    if other_model:
+        head = f"not comparable with the study ({other_model})"
+    elif metric in case.study:
+        head = f"study {format_metric(metric, case.study[metric], 2)}"
+    else:
+        head = "study " + ", ".join(f"{k} {format_metric(k, v, 2)}" for k, v in case.study.items())
+    if names:
+        return f"{head}; departs: {', '.join(names)}"
+    return head if other_model else f"{head}, as published"
+
+
+__all__ = ["FIDELITY_DOC", "CaseFidelity", "case_fidelity", "fidelity_markdown", "incomparable", "study_fidelity", "study_note"]

@@ -18,12 +18,14 @@ from pathlib import Path
 from tqdm import tqdm
 
 from fmtest.errors import ConfigError, DataError
-from fmtest.util.fsutil import atomic_write
 from fmtest.metrics import specs
-from fmtest.verdict.gates import gate_for, main_metric
-from fmtest.report.results_file import read_json
-from fmtest.verdict.results import OUTCOME_WORD, CaseResult, RunResults
 from fmtest.metrics.specs import format_value
+from fmtest.report.outcomes import STYLES, css_variables
+from fmtest.report.results_file import read_json
+from fmtest.util.fsutil import atomic_write
+from fmtest.util.text import plural
+from fmtest.verdict.gates import gate_for, main_metric
+from fmtest.verdict.results import OUTCOME_WORD, CaseResult, RunResults
 
 esc = html.escape
 
@@ -35,7 +37,7 @@ _FLOAT_SLACK = 1e-9  # 0.60 -> 0.58 is a drop of exactly the tolerance, not more
 MAX_X_TICKS = 6  # run dates on the x axis; more would overlap
 Y_PADDING = 0.1  # share of the y range left free above and below the data, so no point sits on the frame
 MIN_SPAN = 0.1  # smallest y range of a score or rate: five times the default tolerance, so noise looks small
-PLOT_W, PLOT_H, PLOT_LEFT, PLOT_RIGHT, PLOT_TOP, PLOT_BOTTOM = 250, 140, 40, 8, 8, 118
+PLOT_W, PLOT_H, PLOT_LEFT, PLOT_RIGHT, PLOT_TOP, PLOT_BOTTOM = 250, 150, 40, 8, 8, 118
 
 
 @dataclass
@@ -153,7 +155,15 @@ def find_regressions(history: History, case_id: str) -> list[Regression]:
     return found
 
 
+def served_from_cache(case: CaseResult | None) -> bool:
+    """Every prediction of the case came from the cache: nothing was fitted or predicted, so its timings are no
+    measurement."""
+    return case is not None and case.cache is not None and case.cache.predicted == 0 and case.cache.hits > 0
+
+
 def _value(case: CaseResult | None, metric: str) -> float | None:
+    if metric.endswith(TIMING_SUFFIXES) and served_from_cache(case):
+        return None  # a fit time of 0 would read as a fast fit: such a run is marked cached instead
     value = None if case is None else case.metrics.get(metric)
     if not isinstance(value, int | float) or isinstance(value, bool) or math.isnan(value):
         return None
@@ -230,17 +240,31 @@ def _metric_plot(history: History, case_id: str, series: list[CaseResult | None]
         else:
             parts.append(f"<circle class='point' data-run='{i}' cx='{x(i):.1f}' cy='{y(value):.1f}' r='3.2'>"
                          f"<title>{title}</title></circle>")
+    if metric.endswith(TIMING_SUFFIXES):
+        for i, case in enumerate(series):
+            if served_from_cache(case):
+                parts.append(f"<text class='cached' data-run='{i}' x='{x(i):.1f}' y='{PLOT_BOTTOM - 4}' "
+                             f"text-anchor='middle'>cached<title>run {i}: every prediction from the cache, so "
+                             "nothing was fitted or timed</title></text>")
     step = max(1, math.ceil(len(series) / MAX_X_TICKS))
     for i in range(0, len(series), step):
-        parts.append(f"<text class='tick' x='{x(i):.1f}' y='{PLOT_BOTTOM + 13}' text-anchor='middle'>"
-                     f"{history.runs[i].created.strftime('%m-%d')}</text>")
+        when, commit = run_label(history.runs[i], i)
+        parts.append(f"<text class='tick x-tick' x='{x(i):.1f}' y='{PLOT_BOTTOM + 11}' text-anchor='middle'>"
+                     f"<tspan x='{x(i):.1f}'>{esc(when)}</tspan><tspan x='{x(i):.1f}' dy='10'>{esc(commit)}</tspan>"
+                     "</text>")
     for value in (bottom_value, top_value):
         parts.append(f"<text class='tick y-tick' x='{PLOT_LEFT - 4}' y='{y(value) + 3:.1f}' text-anchor='end'>"
                      f"{_tick(value)}</text>")
-    summary = f"{metric} over {len(series)} runs: " + ", ".join("-" if v is None else format_value(v) for v in values)
+    summary = f"{metric} over {plural(len(series), 'run')}: " + ", ".join("-" if v is None else format_value(v) for v in values)
     return (f"<figure class='metric-plot' data-metric='{esc(metric, quote=True)}'><figcaption>"
             f"{esc(specs.label(metric))}</figcaption><svg viewBox='0 0 {PLOT_W} {PLOT_H}' width='{PLOT_W}' "
             f"height='{PLOT_H}' role='img' aria-label='{esc(summary, quote=True)}'>{''.join(parts)}</svg></figure>")
+
+
+def run_label(run: Run, index: int) -> tuple[str, str]:
+    """A run on the x axis: its time (day and minute, UTC) and its commit (its number when it has none)."""
+    commit = (run.results.git_commit or "")[:7] or f"run {index}"
+    return run.created.astimezone(dt.UTC).strftime("%m-%d %H:%M"), commit
 
 
 def _runs_of_points(*columns: list[float | None]) -> list[list[int]]:
@@ -283,7 +307,7 @@ def render_history_html(history: History, *, progress: bool = True) -> str:
     for case_id in tqdm(case_ids, desc="history plots", unit="case", disable=not progress):
         regressions = history.regressions.get(case_id, [])
         latest = next(c for c in reversed(history.series(case_id)) if c is not None)
-        flag = f" <span class='regressed'>{len(regressions)} regression(s)</span>" if regressions else ""
+        flag = f" <span class='regressed'>{plural(len(regressions), 'regression')}</span>" if regressions else ""
         toc.append(f"<li><a href='#{esc(case_id, quote=True)}'>{esc(case_id)}</a>{flag}</li>")
         sections.append(
             f"<section id='{esc(case_id, quote=True)}'><h2>{esc(case_id)} "
@@ -298,10 +322,12 @@ def render_history_html(history: History, *, progress: bool = True) -> str:
         problems = f"<h2>Skipped files</h2><ul class='problems'>{items}</ul>"
     return (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>fmtest history</title>"
-        f"<style>{_CSS}</style></head><body><h1>fmtest history</h1>"
-        f"<p class='note'>{len(history.runs)} runs, {len(case_ids)} cases. A regression (&#9660;) is a drop from "
+        f"<style>{css_variables()}{_CSS}</style></head><body><h1>fmtest history</h1>"
+        f"<p class='note'>{plural(len(history.runs), 'run')}, {plural(len(case_ids), 'case')}. A regression (&#9660;) is a drop from "
         f"the case's previous run larger than {esc(format_value(history.tolerance))} (a rise, for "
-        f"{esc(', '.join(sorted(n for n, m in specs.METRICS.items() if m.higher_is_better is False)))} and metrics with a maximum). Dashed line: threshold; band: 95 % interval; hover a point for its run and commit.</p>"
+        f"{esc(', '.join(sorted(n for n, m in specs.METRICS.items() if m.higher_is_better is False)))} and metrics with a maximum). Dashed line: threshold; band: 95 % interval; x axis: each run's time (UTC) and commit; "
+        "hover a point for its run. A run served entirely from the prediction cache fitted and timed nothing: its "
+        "timings are marked cached, not plotted.</p>"
         f"{problems}{_runs_table(history)}<h2>Cases</h2><ul class='toc'>{''.join(toc)}</ul>{''.join(sections)}"
         "</body></html>\n")
 
@@ -309,7 +335,7 @@ def render_history_html(history: History, *, progress: bool = True) -> str:
 def _runs_table(history: History) -> str:
     rows = []
     for i, run in enumerate(history.runs):
-        counts = {o: sum(c.outcome == o for c in run.results.cases) for o in OUTCOME_WORD}
+        counts = {o: sum(c.outcome == o for c in run.results.cases) for o in STYLES}
         summary = ", ".join(f"{n} {o}" for o, n in counts.items() if n)
         rows.append(f"<tr><td>{i}</td><td>{esc(run.results.created)}</td>"
                     f"<td><code>{esc((run.results.git_commit or '')[:10])}</code></td>"
@@ -335,9 +361,9 @@ body { font: 14px/1.4 system-ui, sans-serif; margin: 0 auto; padding: 1em 2em; m
 h1 { font-size: 1.5em; } h2 { font-size: 1.15em; margin-top: 1.6em; }
 .note { color: #5a5a5a; } code { font-size: .9em; }
 .badge { display: inline-block; padding: 0 .4em; border-radius: 3px; color: #fff; font-size: .75em; font-weight: 700; }
-.o-passed { background: #007a5a; } .o-failed { background: #b34f00; } .o-error { background: #8e3a7a; }
-.o-skipped { background: #5f5f5f; }
-.regressed, .regressions { color: #b34f00; font-weight: 600; }
+.o-passed { background: var(--passed); } .o-failed { background: var(--failed); } .o-error { background: var(--error); }
+.o-skipped { background: var(--skipped); }
+.regressed, .regressions { color: var(--failed); font-weight: 600; }
 .toc { columns: 3 18em; } .problems { color: #8e3a7a; }
 table { border-collapse: collapse; } th, td { text-align: left; padding: .2em .6em; border-bottom: 1px solid #ddd; }
 .plots { display: flex; flex-wrap: wrap; gap: .6em; }
@@ -345,8 +371,9 @@ figure.metric-plot { margin: 0; } figure.metric-plot figcaption { font-weight: 6
 figure.metric-plot svg { display: block; font: 9px system-ui, sans-serif; }
 svg .panel { fill: #fafafa; stroke: #ddd; } svg .band { fill: #56b4e9; opacity: .3; }
 svg .line { fill: none; stroke: #0072b2; stroke-width: 1.5; } svg .point { fill: #0072b2; cursor: help; }
-svg .point:hover { stroke: #1a1a1a; stroke-width: 2; } svg .point.regression { fill: #d55e00; }
+svg .point:hover { stroke: #1a1a1a; stroke-width: 2; } svg .point.regression { fill: var(--failed); }
 svg .threshold { stroke: #555; stroke-dasharray: 4 3; } svg .tick { fill: #5a5a5a; }
+svg .cached { fill: #5a5a5a; font-style: italic; cursor: help; }
 """
 
 
@@ -356,7 +383,7 @@ def write_history(directory: str | os.PathLike, out: str | os.PathLike, *, toler
     history = load_history(directory, tolerance=tolerance)
     if not history.runs:
         raise DataError("no readable fmtest results JSON in this folder"
-                        + (f" ({len(history.problems)} file(s) skipped)" if history.problems else ""), directory)
+                        + (f" ({plural(len(history.problems), 'file')} skipped)" if history.problems else ""), directory)
     document = render_history_html(history, progress=progress)
     atomic_write(out, document)
     return history

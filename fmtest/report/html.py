@@ -9,7 +9,7 @@ Every string from the results (model reasoning included) is escaped here or set 
 
 This module writes the page: its skeleton (header, outcome counts, footer) and the pipeline x dataset
 matrix. Each other part has its own module: html_risk (risk overview), html_robustness (robustness matrix
-and severity plots), html_data_quality (data-quality list), html_case_details (per-case details and image
+and severity plots), html_data_quality (data-quality list), html_fidelity (departures from the study), html_case_details (per-case details and image
 tables, image viewer), html_case_charts (worst-first order, confusion matrix, score histogram, breakdown);
 html_format holds the escaping and number formatting they all share.
 """
@@ -20,15 +20,19 @@ import json
 import os
 from importlib import resources
 
-from fmtest.util.fsutil import atomic_write
+from fmtest.metrics.specs import format_metric, format_value, label
+from fmtest.report.fidelity import study_note
 from fmtest.report.html_case_details import case_details
 from fmtest.report.html_data_quality import data_quality_section
+from fmtest.report.html_fidelity import fidelity_section
 from fmtest.report.html_format import esc, first_line, metric_interval, outcome_word
 from fmtest.report.html_risk import risk_overview
 from fmtest.report.html_robustness import robustness_row_id, robustness_section
+from fmtest.report.outcomes import css_variables
+from fmtest.util.fsutil import atomic_write
+from fmtest.util.text import plural
 from fmtest.verdict.gates import gate_for, image_counts, main_metric, regressed_metrics
 from fmtest.verdict.results import OUTCOME_WORD, CaseResult, RunResults, to_plain
-from fmtest.metrics.specs import format_value, label
 
 OUTCOME_ORDER = ("failed", "error", "passed", "skipped")  # case details: what needs attention first
 CELL_COLOUR_ORDER = ("error", "failed", "passed", "skipped")  # a cell with several cases shows the worst
@@ -48,7 +52,7 @@ def render_html(results: RunResults, *, history_links: dict[str, str] | None = N
     parts = [
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>",
         "<meta name='viewport' content='width=device-width, initial-scale=1'>",
-        f"<title>fmtest scoreboard {esc(results.created)}</title><style>{css}</style></head><body>",
+        f"<title>fmtest scoreboard {esc(results.created)}</title><style>{css_variables()}\n{css}</style></head><body>",
         _header(results),
         _interrupted(results),
         _counts(results.cases),
@@ -57,6 +61,7 @@ def render_html(results: RunResults, *, history_links: dict[str, str] | None = N
         risk_overview(results.cases),
         robustness_section(results.cases),
         data_quality_section(results.cases),
+        fidelity_section(results.cases),
         "<h2>Cases</h2><div id='fm-cases'>",
         *(case_details(i, c, links.get(c.id)) for i, c in enumerate(cases)),
         "</div>",
@@ -72,8 +77,9 @@ def _interrupted(results: RunResults) -> str:
     if not (results.interrupted or results.unfinished):
         return ""
     names = ", ".join(esc(c) for c in results.unfinished) or "none recorded"
-    return (f"<p class='interrupted' role='alert'><strong>Interrupted run:</strong> {len(results.unfinished)} "
-            f"planned case(s) did not finish and are not judged: {names}.</p>")
+    return (f"<p class='interrupted' role='alert'><strong>Interrupted run:</strong> "
+            f"{plural(len(results.unfinished), 'planned case')} did not finish and {'is' if len(results.unfinished) == 1 else 'are'} "
+            f"not judged: {names}.</p>")
 
 
 def _rank(outcome: str) -> int:
@@ -100,7 +106,8 @@ def _counts(cases: list[CaseResult]) -> str:
         n = sum(c.outcome == outcome for c in cases)
         boxes.append(f"<label class='o-{outcome}'><input type='checkbox' checked data-outcome='{outcome}'> "
                      f"<span class='badge'>{OUTCOME_WORD[outcome]}</span> {n}</label>")
-    return f"<div class='counts' role='group' aria-label='show cases'>{len(cases)} cases: {''.join(boxes)}</div>"
+    return (f"<div class='counts' role='group' aria-label='show cases'>{plural(len(cases), 'case')}: {''.join(boxes)}"
+            "</div>")
 
 
 def _matrix(cases: list[CaseResult]) -> str:
@@ -159,12 +166,17 @@ def _cell_link(case: CaseResult) -> str:
             lines.append(f"<span class='ci'>{interval}</span>")
         gate = gate_for(case, name)
         if gate:
-            lines.append(f"<span class='thr'>{'max' if gate.upper else 'threshold'} {format_value(gate.limit, 2)}</span>")
+            lines.append(f"<span class='thr'>{'max' if gate.upper else 'threshold'} {format_metric(name, gate.limit, 2)}"
+                         "</span>")
         n_images, n_defective = image_counts(case)
         if n_images is not None:
             lines.append(f"<span class='n'>n={n_images}" + (f" ({n_defective} NOK)" if n_defective is not None else "")
                          + "</span>")
     if regressed_metrics(case):
         lines.append(f"<span class='regressed'>&#9660; regressed: {esc(', '.join(regressed_metrics(case)))}</span>")
-    title = esc(case.message or "", quote=True)
-    return f"<a href='#{esc(case.id, quote=True)}' title='{title}'>{''.join(lines)}</a>"
+    note = study_note(case, name)
+    if note:
+        lines.append(f"<span class='study-note'>{esc(note)}</span>")
+    title = esc(case.message or "", quote=True)  # the link's own outcome: its badge is its case's colour, not the cell's
+    return (f"<a class='o-{esc(case.outcome, quote=True)}' href='#{esc(case.id, quote=True)}' title='{title}'>"
+            f"{''.join(lines)}</a>")

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import math
 
+from fmtest.metrics.specs import format_value, label
 from fmtest.report.html_format import esc, number
+from fmtest.util.text import plural
 from fmtest.verdict.gates import gate_for
 from fmtest.verdict.results import CaseResult, ImageResult
-from fmtest.metrics.specs import format_value, label
 
 N_BINS = 20
 HIST_W, HIST_H, HIST_LEFT, HIST_RIGHT, HIST_TOP, HIST_BOTTOM = 420, 170, 34, 10, 22, 136
@@ -60,7 +61,7 @@ def confusion_matrix(images: list[ImageResult]) -> str:
                          f"<span class='note'>{share}</span></td>")
         rows.append(f"<tr><th scope='row'>{heading}</th>{''.join(cells)}</tr>")
     errors = sum(i.error is not None for i in images)
-    note = (f"<p class='note'>{errors} answer(s) could not be used; each counts as NOK.</p>" if errors else "")
+    note = (f"<p class='note'>{plural(errors, 'answer')} could not be used; each counts as NOK.</p>" if errors else "")
     return ("<table class='confusion'><thead><tr><th></th><th scope='col'>verdict OK</th><th scope='col'>verdict NOK"
             f"</th></tr></thead><tbody>{''.join(rows)}</tbody></table>{note}")
 

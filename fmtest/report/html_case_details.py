@@ -7,10 +7,12 @@ the browser when shown; the page embeds only their names."""
 from __future__ import annotations
 
 import dataclasses
-
 import json
+import math
 import re
 
+from fmtest.metrics.specs import format_metric, format_value, label
+from fmtest.report.fidelity import study_note
 from fmtest.report.html_case_charts import (
     breakdown_table,
     confusion_matrix,
@@ -18,10 +20,19 @@ from fmtest.report.html_case_charts import (
     score_histogram,
     worst_first,
 )
-from fmtest.report.html_format import MAX_EXTRA_ROWS, cell_text, esc, first_line, metric_interval, outcome_word
-from fmtest.verdict.gates import gate_for, gates, main_metric
+from fmtest.report.html_fidelity import fidelity_id
+from fmtest.report.html_format import (
+    MAX_EXTRA_ROWS,
+    cell_text,
+    esc,
+    first_line,
+    metric_interval,
+    outcome_word,
+)
+from fmtest.report.html_robustness import ladder_table
+from fmtest.util.text import plural
+from fmtest.verdict.gates import Gate, gate_for, gates, main_metric
 from fmtest.verdict.results import OUTCOME_WORD, CaseResult, ImageResult
-from fmtest.metrics.specs import format_value, label
 
 IMAGE_COLUMNS = ("id", "label", "predicted", "outcome", "score", "iou", "reasoning", "error")
 ALWAYS_SHOWN_COLUMNS = ("id", "label", "predicted", "outcome")
@@ -33,11 +44,11 @@ SECTION_TITLES = {"baseline": "Regression against the baseline", "risk": "Risk a
                   "invalid_answers": "Invalid answers"}  # the case's sections shown in its details, in this order
 RISK_NOTES = {  # matched as key prefixes, first match wins: most specific first
     "auroc": "threshold-free, not a factory figure",
-    "recall_at": "recall at the stated false-alarm budget",
+    "recall_at": "recall at the score threshold set on good training images for the false-alarm budget",
     "defectives_needed": "defective images (with zero slips) needed to show the target slip rate",
     "slip_rate_upper": "95 % upper bound on the slip rate",
     "slip_rate": "share of defective parts passed as OK",
-    "false_alarm_rate_at": "false-alarm rate of that operating point",
+    "false_alarm_rate_at": "share of good test parts that threshold flagged: above the budget, the budget was missed",
     "false_alarm_rate": "share of good parts flagged NOK",
 }
 _BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
@@ -47,11 +58,11 @@ def case_details(index: int, case: CaseResult, history_link: str | None) -> str:
     """A collapsed summary line; the body is filled from the JSON script next to it when opened."""
     name = main_metric(case)
     headline = ""
-    if name is not None and name in case.metrics:
-        headline = f"{esc(label(name))} {format_value(case.metrics[name])} {metric_interval(case, name)}"
+    if name is not None and name in case.metrics and case.outcome in ("passed", "failed"):  # a skip has no figure
+        headline = f"{esc(label(name))} {format_metric(name, case.metrics[name])} {metric_interval(case, name)}"
         gate = gate_for(case, name)
         if gate:
-            headline += f" / {'max' if gate.upper else 'threshold'} {format_value(gate.limit, 2)}"
+            headline += f" / {'max' if gate.upper else 'threshold'} {format_metric(name, gate.limit, 2)}"
     history = f" <a href='{esc(history_link, quote=True)}'>history</a>" if history_link else ""
     payload = {"detail_html": _detail_html(case, history_link), **_image_rows(case.images), "layers": _layers(case)}
     outcome = esc(case.outcome, quote=True)
@@ -75,13 +86,18 @@ def _detail_html(case: CaseResult, history_link: str | None) -> str:
              f"<b>{esc(case.dataset)}</b>"
              + (f" &middot; <a href='{esc(history_link, quote=True)}'>metric history</a>" if history_link else "")
              + "</p>"]
-    if case.study:
-        published = ", ".join(f"{esc(k)} {esc(format_value(v, 2))}" for k, v in case.study.items())
-        parts.append(f"<p class='study'>Published in the study: <b>{published}</b></p>")
+    note = study_note(case, main_metric(case))
+    if note:
+        link = f" <a href='#{esc(fidelity_id(case), quote=True)}'>how and why</a>" if case.departures else ""
+        parts.append(f"<p class='study'>{esc(note)}{link}</p>")
     if case.message:
         parts.append(f"<pre class='message'>{esc(case.message)}</pre>")
-    if case.metrics or case.thresholds:
-        parts.append("<h3>Metrics</h3>" + _metrics_table(case))
+    if case.task == "robustness" and case.outcome == "skipped":  # no figure: the reason is the message above
+        pass
+    elif case.metrics or case.thresholds:
+        at = (f" at the gated severity {case.robustness.gate_level:g}" if case.task == "robustness" and case.robustness
+              else "")
+        parts.append(f"<h3>Metrics{at}</h3>" + _metrics_table(case))
     if case.images and case.task != "robustness":
         parts.append("<h3>Verdicts and scores</h3><div class='verdict-charts'>"
                      f"<div>{confusion_matrix(case.images)}</div><div>{score_histogram(case)}</div></div>")
@@ -133,26 +149,45 @@ def _comparison_section(case: CaseResult) -> str:
 
 def _metrics_table(case: CaseResult) -> str:
     """One row per metric: value, its interval, its threshold and whether it meets it; then bare settings."""
-    case_gates = gates(case)
+    case_gates = judged_gates(case)
     names = [n for n in dict.fromkeys([*(g.metric for g in case_gates if g.metric), *case.metrics])
              if not n.endswith(("_ci_low", "_ci_high"))]
     rows = []
     for name in names:
-        value, gate = case.metrics.get(name), gate_for(case, name)
+        value, gate = case.metrics.get(name), next((g for g in case_gates if g.metric == name), None)
         limit = verdict = ""
         if gate:
-            limit = f"{'&le;' if gate.upper else '&ge;'} {format_value(gate.limit, 2)}"
+            limit = f"{'&le;' if gate.upper else '&ge;'} {format_metric(name, gate.limit, 2)}"
             miss = "above" if gate.upper else "below"
             verdict = (f"<span class='badge o-{'passed' if gate.met(value) else 'failed'}'>"
                        f"{'meets' if gate.met(value) else miss}</span>")
         rows.append(f"<tr><th scope='row' title='{esc(name, quote=True)}'>{esc(label(name))}</th>"
-                    f"<td class='num'>{esc(format_value(value))}</td>"
+                    f"<td class='num'>{esc(_figure(name, value))}</td>"
                     f"<td class='num'>{metric_interval(case, name)}</td><td class='num'>{limit}</td><td>{verdict}</td></tr>")
-    for gate in (g for g in case_gates if g.metric is None):
+    judged = {g.name for g in case_gates}
+    for gate in (g for g in gates(case) if g.metric is None and g.name not in judged):
         rows.append(f"<tr><th scope='row' title='{esc(gate.name, quote=True)}'>{esc(label(gate.name))}</th><td></td><td></td>"
                     f"<td class='num'>{format_value(gate.limit)}</td><td class='note'>setting</td></tr>")
     return ("<table class='metrics'><thead><tr><th>metric</th><th class='num'>value</th><th class='num'>95 % CI</th>"
             f"<th class='num'>threshold</th><th></th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
+
+
+def judged_gates(case: CaseResult) -> list[Gate]:
+    """The gates a case was judged by: its thresholds', and for a robustness case also the metric drop it allows
+    (`max_metric_drop` judges each metric change at the gated level, as `fmtest.verdict.robustness` does)."""
+    found = [g for g in gates(case) if g.metric is not None]
+    drop = case.thresholds.get("max_metric_drop")
+    if case.task == "robustness" and drop is not None:
+        found += [Gate("max_metric_drop", m, -float(drop), upper=False) for m in ("delta_iou", "delta_f2")
+                  if isinstance(case.metrics.get(m), int | float) and not math.isnan(case.metrics[m])]
+    return found
+
+
+def _figure(name: str, value: object) -> str:
+    """A metric's value as its spec reads it; a severity level as the ladder writes it."""
+    if name == "level" and isinstance(value, int | float):
+        return f"{value:g}"
+    return format_metric(name, value)
 
 
 def _provenance(case: CaseResult) -> str:
@@ -171,16 +206,17 @@ def _section(case: CaseResult, key: str) -> str:
                 + _records_table([{"metric": name, **dataclasses.asdict(change)}
                                   for name, change in case.baseline.changes.items()]) if case.baseline.changes else
                 f"<p>{esc(case.baseline.message)}</p>")
-    if key == "risk" and case.risk is not None:
+    if key == "risk" and case.risk is not None:  # overview columns are in html_risk; here every figure, noted
         return _mapping_table(dataclasses.asdict(case.risk), notes=True)
-    if key == "robustness" and case.robustness is not None:
-        return _records_table([dataclasses.asdict(row) for row in case.robustness.levels])
+    if key == "robustness" and case.robustness is not None and case.outcome != "skipped":
+        return ladder_table(case)
     if key == "data_quality" and case.data_quality:
         return _records_table([dataclasses.asdict(f) for f in case.data_quality])
     if key == "usage" and case.usage:
         return _mapping_table(case.usage)
     if key == "invalid_answers" and case.invalid_answers:  # only API pipelines have any
-        return (f"<p class='warn'>{case.invalid_answers} model answer(s) were unusable; "
+        return (f"<p class='warn'>{plural(case.invalid_answers, 'model answer')} "
+                f"{'was' if case.invalid_answers == 1 else 'were'} unusable; "
                 "the case is judged only when their share is within max_invalid_answer_rate.</p>")
     return ""
 
@@ -213,7 +249,8 @@ def _record_cell(column: str, value: object) -> str:
         return (f"<td><span class='badge o-{'failed' if value else 'passed'}'>"
                 f"{'REGRESSED' if value else 'ok'}</span></td>")
     numeric = isinstance(value, int | float) and not isinstance(value, bool)
-    return f"<td{' class=num' if numeric else ''}>{esc(cell_text(value))}</td>"
+    text = format_metric(column, value) if numeric else cell_text(value)
+    return f"<td{' class=num' if numeric else ''}>{esc(text)}</td>"
 
 
 def _mapping_table(mapping: dict, *, notes: bool = False) -> str:
@@ -284,7 +321,7 @@ def _viewer_shell() -> str:
     toggles = "".join(f"<label title='key {key}'><input type='checkbox' data-layer='{layer}'"
                       f"{' checked' if on else ''}> {text}</label>" for layer, text, key, on in VIEWER_TOGGLES)
     zooms = "".join(f"<option value='{v}'{' selected' if v == 'fit' else ''}>{t}</option>"
-                    for v, t in (("fit", "fit"), ("1", "100 %"), ("2", "200 %"), ("4", "400 %")))
+                    for v, t in (("fit", "fit"), ("2", "2\u00d7 fit"), ("4", "4\u00d7 fit"), ("pixels", "1:1 pixels")))
     return ("<div class='viewer' tabindex='0' aria-label='image viewer: left and right arrows step through the images'>"
             "<div class='viewer-bar'><button type='button' class='viewer-prev'>&larr;</button>"
             "<span class='viewer-position'></span><button type='button' class='viewer-next'>&rarr;</button>"

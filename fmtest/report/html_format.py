@@ -6,8 +6,8 @@ from __future__ import annotations
 import html
 import math
 
-from fmtest.verdict.results import OUTCOME_WORD, CaseResult
 from fmtest.metrics.specs import format_value
+from fmtest.verdict.results import OUTCOME_WORD, CaseResult
 
 MAX_EXTRA_ROWS = 500  # a data-quality list of thousands of findings is truncated with a note
 esc = html.escape

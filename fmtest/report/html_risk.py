@@ -6,15 +6,16 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from fmtest.metrics.specs import format_value
 from fmtest.report.html_format import cell_text, esc
 from fmtest.verdict.results import CaseResult
-from fmtest.metrics.specs import format_value
 
 # (heading, is a number): the table's columns after the case, also each value's label when a narrow window
 # shows a case's row as a card
 RISK_COLUMNS = (("slip rate [95 % CI]", True), ("slip rate, 95 % upper bound", True),
                 ("false-alarm rate [95 % CI]", True), ("defectives: have / needed", True), ("verdict", False),
-                ("recall at false-alarm budget", True), ("AUROC (threshold-free)", True))
+                ("recall at a training-set threshold for the false-alarm budget", True),
+                ("AUROC (threshold-free)", True))
 
 
 def risk_overview(cases: list[CaseResult]) -> str:
@@ -25,7 +26,7 @@ def risk_overview(cases: list[CaseResult]) -> str:
             continue
         risk = dataclasses.asdict(case.risk)
         rows.append(f"<tr data-case='{esc(case.id, quote=True)}'><th scope='row'><a href='#{esc(case.id, quote=True)}'>"
-                    f"{esc(case.id)}</a></th>{_risk_cells(risk)}</tr>")
+                    f"{esc(case.id)}</a></th>{_risk_cells(case, risk)}</tr>")
     if not rows:
         return ""
     head = "<th>case</th>" + "".join(f"<th{' class=num' if numeric else ''}>{esc(heading)}</th>"
@@ -33,11 +34,14 @@ def risk_overview(cases: list[CaseResult]) -> str:
     return ("<h2 id='fm-risk'>Risk at the operating point</h2><div class='table-wrap'><table class='risk' id='fm-risk-table'>"
             f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
             "<p class='note'>A slip is a defective part passed as OK. &ldquo;Needed&rdquo; is how many defective "
-            "images, with zero slips, it takes to show the target slip rate with 95 % confidence. AUROC does not "
-            "depend on the operating point and is not a factory figure.</p>")
+            "images, with zero slips, it takes to show the target slip rate with 95 % confidence. The recall column "
+            "moves the operating point to the score threshold that flags at most the false-alarm budget of the good "
+            "<em>training</em> images (never the test images), and says how many good <em>test</em> parts that "
+            "threshold really flagged: a budget it missed is said so. AUROC does not depend on the operating point "
+            "and is not a factory figure.</p>")
 
 
-def _risk_cells(risk: dict) -> str:
+def _risk_cells(case: CaseResult, risk: dict) -> str:
     needed = _risk_value(risk, "defectives_needed")
     have = risk.get("n_defective")
     target = risk.get("target_slip_rate")
@@ -46,8 +50,8 @@ def _risk_cells(risk: dict) -> str:
         needed_text += f" <span class='note'>for slip &lt; {target:.1%}</span>"
     cells = [esc(_with_interval(risk, "slip_rate")), esc(cell_text(_risk_value(risk, "slip_rate_upper"))),
              esc(_with_interval(risk, "false_alarm_rate")), needed_text, _risk_verdict(risk, have, needed),
-             _recall_at_budget(risk), esc(cell_text(_risk_value(risk, "auroc")))]
-    return "".join(f"<td{' class=num' if numeric else ''} data-label='{esc(heading, quote=True)}'>{cell}</td>"
+             recall_at_budget(risk, case.train_scores), esc(cell_text(_risk_value(risk, "auroc")))]
+    return "".join(f"<td{' class=num' if numeric else ''} data-label='{esc(heading, quote=True)}'><span>{cell}</span></td>"
                    for (heading, numeric), cell in zip(RISK_COLUMNS, cells, strict=True))
 
 
@@ -68,26 +72,32 @@ def _with_interval(risk: dict, key: str) -> str:
 
 
 def _risk_verdict(risk: dict, have: object, needed: object) -> str:
-    """A badge for whether the test set can show the target at all; the full sentence as its tooltip."""
+    """Whether the test set can show the target at all, as a flag (not an outcome colour: no case passes or fails
+    by it); the full sentence as its tooltip."""
     sentence = risk.get("verdict") if isinstance(risk.get("verdict"), str) else ""
     numbers = all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in (have, needed))
     if numbers:
-        enough = have >= needed
-        word = "enough defectives" if enough else "NOT enough defectives"
-        return (f"<span class='badge o-{'passed' if enough else 'failed'}' title='{esc(sentence, quote=True)}'>"
-                f"{word}</span>")
+        word = "enough defectives" if have >= needed else "<b>NOT</b> enough defectives"
+        return f"<span class='flag' title='{esc(sentence, quote=True)}'>{word}</span>"
     return esc(sentence or "n/a")
 
 
-def _recall_at_budget(risk: dict) -> str:
+def recall_at_budget(risk: dict, train_scores: list[float] | None) -> str:
+    """The recall at the score threshold set on good training images for the false-alarm budget, with where that
+    threshold comes from and the false-alarm rate it really gave on the good test images; a missed budget is said
+    plainly."""
     recall = _risk_value(risk, "recall_at")
     if recall is None:
-        return "<span class='note'>n/a (no scores)</span>"
+        return "<span class='note'>n/a (no scores on good training images)</span>"
     text = esc(cell_text(recall))
     budget, measured = risk.get("false_alarm_budget"), risk.get("false_alarm_rate_at_budget_threshold")
-    if isinstance(budget, int | float):
-        text += f" <span class='note'>budget {budget:.1%}"
-        if isinstance(measured, int | float) and math.isfinite(measured):
-            text += f", test false alarms {measured:.1%}"
-        text += "</span>"
-    return text
+    if not isinstance(budget, int | float):
+        return text
+    origin = f"{len(train_scores)} good training images" if train_scores else "good training images"
+    text += f" <span class='note'>threshold from {origin} for a {budget:.1%} budget"
+    if isinstance(measured, int | float) and math.isfinite(measured):
+        text += f"; on good test parts it flagged {measured:.1%}"
+        if measured > budget:
+            text += "</span> <span class='flag missed'>budget missed</span>"
+            return text
+    return text + "</span>"

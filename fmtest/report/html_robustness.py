@@ -4,12 +4,11 @@ level, and per case an inline SVG plot of flip rate and metric change against se
 from __future__ import annotations
 
 import dataclasses
-
 import math
 
+from fmtest.metrics.specs import format_metric, format_value
 from fmtest.report.html_format import cell_text, esc, first_line, number, outcome_word
 from fmtest.verdict.results import CaseResult, perturbation_of
-from fmtest.metrics.specs import format_value
 
 ROBUSTNESS_SERIES = (("flip_rate", "flip rate", "s-flip"), ("delta_iou", "\u0394 IoU", "s-iou"),
                      ("delta_f2", "\u0394 F2", "s-f2"))
@@ -52,7 +51,7 @@ def robustness_row_id(case: CaseResult) -> str:
 def _gate_heading(perturbation: str, cases: list[CaseResult]) -> str:
     levels = {number(c.robustness.gate_level) for c in cases if perturbation_of(c) == perturbation and c.robustness}
     levels = {v for v in levels if not math.isnan(v)}
-    return f"<span class='gate-level'>gate level {levels.pop():g}</span>" if len(levels) == 1 else ""
+    return f"<span class='gate-level'>gated at severity {levels.pop():g}</span>" if len(levels) == 1 else ""
 
 
 def _tolerance_note(cases: list[CaseResult]) -> str:
@@ -70,17 +69,60 @@ def _robustness_cell(case: CaseResult | None) -> str:
         return "<td class='cell empty' title='not run'>&ndash;</td>"
     outcome = esc(case.outcome, quote=True)
     lines = [f"<span class='badge'>{outcome_word(case.outcome)}</span>"]
-    if case.metrics:
-        lines.append(f"<span class='metric'>flip {format_value(case.metrics.get('flip_rate'))}</span>")
+    if case.metrics and case.outcome in ("passed", "failed"):  # a skipped case has no figure, only its reason
+        limit = number(case.thresholds.get("max_flip_rate"))
+        bound = "" if math.isnan(limit) else f" {'&le;' if number(case.metrics.get('flip_rate')) <= limit else '&gt;'} " \
+                                              f"{format_value(limit, 2)}"
+        lines.append(f"<span class='metric'>flip {format_value(case.metrics.get('flip_rate'))}{bound}</span>")
         drop = _worst_drop(case.metrics)
         if drop:
             lines.append(f"<span class='drop'>{esc(drop[0])} {drop[1]:+.3f}</span>")
     else:
-        lines.append(f"<span class='reason'>{esc(first_line(case.message) or case.outcome)}</span>")
+        lines.append(f"<span class='reason'>{esc('skipped: ' if case.outcome == 'skipped' else '')}"
+                     f"{esc(first_line(case.message) or case.outcome)}</span>")
     gate = case.robustness.gate_level if case.robustness else None
     title = case.message or f"{perturbation_of(case)}: within tolerance at level {cell_text(gate)}"
     return (f"<td class='cell o-{outcome}' data-case='{esc(case.id, quote=True)}'><a href='#{esc(case.id, quote=True)}'"
             f" title='{esc(title, quote=True)}'>{''.join(lines)}</a></td>")
+
+
+LADDER_COLUMNS = (("flip_rate", "flip rate"), ("delta_iou", "\u0394 IoU"), ("delta_f2", "\u0394 F2"),
+                  ("new_slips", "new slips"), ("new_false_alarms", "new false alarms"),
+                  ("slip_rate", "slip rate"), ("false_alarm_rate", "false-alarm rate"))
+
+
+def ladder_table(case: CaseResult) -> str:
+    """A robustness case's ladder, one row per severity: each figure, its tolerance in the heading, and the result
+    only where the gate is held (the gated level); a figure beyond its tolerance at another level is marked, not
+    judged."""
+    rows = _levels(case)
+    gate = number(case.robustness.gate_level if case.robustness else None)
+    limits = {"flip_rate": (number(case.thresholds.get("max_flip_rate")), True)}
+    drop = number(case.thresholds.get("max_metric_drop"))
+    limits.update({k: (-drop, False) for k in ("delta_iou", "delta_f2")})
+    columns = [(k, text) for k, text in LADDER_COLUMNS if any(not math.isnan(number(r.get(k))) for r in rows)]
+    head = "<th scope='col' class='num'>severity</th>"
+    for key, text in columns:
+        limit, upper = limits.get(key, (math.nan, True))
+        bound = "" if math.isnan(limit) else f" <span class='note'>({'&le;' if upper else '&ge;'} {format_value(limit, 2)})</span>"
+        head += f"<th scope='col' class='num'>{esc(text)}{bound}</th>"
+    body = []
+    for row in rows:
+        gated = number(row["level"]) == gate
+        cells = f"<th scope='row' class='num'>{number(row['level']):g}</th>"
+        for key, _ in columns:
+            value = number(row.get(key))
+            limit, upper = limits.get(key, (math.nan, True))
+            beyond = not math.isnan(limit) and not math.isnan(value) and (value > limit if upper else value < limit)
+            mark = (" beyond' title='beyond the tolerance" + ("" if gated else "; this level is not gated")) if beyond else ""
+            cells += f"<td class='num{mark}'>{esc(format_metric(key, row.get(key)))}</td>"
+        result = (f"<span class='badge o-{esc(case.outcome, quote=True)}'>{outcome_word(case.outcome)}</span> gated"
+                  if gated else "<span class='note'>not gated</span>")
+        body.append(f"<tr{' class=gated' if gated else ''}>{cells}<td>{result}</td></tr>")
+    name = esc(case.robustness.perturbation if case.robustness else "")
+    return (f"<table class='ladder'><caption>{name}: one row per severity, the gate held at one</caption>"
+            f"<thead><tr>{head}<th scope='col'>result</th></tr></thead>"
+            f"<tbody>{''.join(body)}</tbody></table>")
 
 
 def _worst_drop(metrics: dict) -> tuple[str, float] | None:

@@ -16,8 +16,8 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fmtest.util.fsutil import atomic_write
 from fmtest.imaging.overlay import LAYER_MAX_SIDE, image_layers
+from fmtest.util.fsutil import atomic_write
 
 if TYPE_CHECKING:
     from fmtest.data.sample import Sample

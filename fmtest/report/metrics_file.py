@@ -17,9 +17,9 @@ import numbers
 import re
 from pathlib import Path
 
+from fmtest.metrics.specs import is_count
 from fmtest.util.fsutil import atomic_write
 from fmtest.verdict.results import RunResults
-from fmtest.metrics.specs import is_count
 
 OPENMETRICS_SUFFIXES = (".txt", ".prom")
 _NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_:]")

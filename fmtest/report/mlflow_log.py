@@ -23,11 +23,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from fmtest.util.redact import redact
 from fmtest.errors import FmtestError, Unavailable
-from fmtest.util.extras import install_hint, installed
-from fmtest.verdict.gates import regressed_metrics
 from fmtest.report.results_file import results_json
+from fmtest.util.extras import install_hint, installed
+from fmtest.util.redact import redact
+from fmtest.verdict.gates import regressed_metrics
 from fmtest.verdict.results import OUTCOME_WORD, CaseResult, RunResults
 
 DEFAULT_EXPERIMENT = "fmtest"

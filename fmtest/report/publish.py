@@ -15,6 +15,7 @@ from fmtest.errors import FmtestError
 from fmtest.report.markdown import append_markdown, write_markdown
 from fmtest.report.metrics_file import write_metrics_file
 from fmtest.util.redact import redact
+from fmtest.util.text import plural
 from fmtest.verdict.results import RunResults
 
 
@@ -49,6 +50,6 @@ def publish(results: RunResults, *, markdown: Path | None = None, step_summary: 
         except FmtestError as e:
             lines.append(f"fmtest: warning: {redact(str(e))}")
         else:
-            lines.append(f"MLflow: run {logged.run_id} ({len(logged.case_run_ids)} cases) in experiment "
+            lines.append(f"MLflow: run {logged.run_id} ({plural(len(logged.case_run_ids), 'case')}) in experiment "
                          f"{mlflow_experiment!r} at {redact(mlflow_uri)}")
     return lines

@@ -68,6 +68,7 @@
       e.preventDefault();
     });
     table.onRowClick = function (id) { self.show(id); self.holder.scrollIntoView({ block: "nearest" }); };
+    window.addEventListener("resize", function () { if (self.current !== null) self.draw(); });
     var first = table.visibleIds().filter(function (id) { return self.files[id]; })[0];
     if (first) this.show(first);
   }
@@ -109,9 +110,7 @@
     [this.stage, this.reference].forEach(function (figure) {
       figure.classList.toggle("zoomed", zoom !== "fit");
       var base = figure.querySelector("img.layer");
-      var setWidth = function () {
-        base.parentElement.style.width = zoom === "fit" ? "" : (base.naturalWidth * Number(zoom)) + "px";
-      };
+      var setWidth = function () { self.size(figure, base, zoom); };
       if (base.complete) setWidth(); else base.onload = setWidth;
     });
     var row = this.table.row(this.current);
@@ -152,6 +151,19 @@
   ImageTable.prototype.row = function (imageId) {
     var i = this.columns.indexOf("id");
     return this.rows.filter(function (row) { return row[i] === imageId; })[0] || null;
+  };
+
+  // "fit": the whole image in the pane, as wide as the pane allows and never taller than it; 2x and 4x are
+  // multiples of that, so each step enlarges; "pixels": one layer pixel per screen pixel.
+  Viewer.prototype.size = function (figure, base, zoom) {
+    var stack = base.parentElement;
+    if (!base.naturalWidth || figure.hidden) return;
+    var style = getComputedStyle(figure);
+    var roomW = figure.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+    var roomH = parseFloat(style.maxHeight) || window.innerHeight * 0.8;
+    var fit = Math.max(1, Math.min(roomW, (roomH - figure.querySelector("figcaption").offsetHeight) *
+                                        base.naturalWidth / base.naturalHeight));
+    stack.style.width = (zoom === "pixels" ? base.naturalWidth : zoom === "fit" ? fit : fit * Number(zoom)) + "px";
   };
 
   ImageTable.prototype.describe = function (row) {  // one line for the viewer's caption

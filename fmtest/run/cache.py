@@ -9,7 +9,8 @@ The store is one SQLite database (stdlib, no home-made format) rather than one f
   concurrent writers wait their turn instead of failing;
 - size reports, per-pipeline counts and clearing one pipeline are single queries, and a CI
   cache step saves one file instead of tens of thousands.
-Each entry also carries a checksum of its blob, so damage SQLite cannot see (a truncated or
+A prediction's score map is kept only as the scoreboard's viewer draws it (`SCORE_MAP_SIDE`), so a run served
+from the cache shows score maps too. Each entry also carries a checksum of its blob, so damage SQLite cannot see (a truncated or
 bit-flipped blob, a file restored badly by a CI cache) is caught: the entry is reported
 (`stats.corrupt` and a `CacheCorruptionWarning` naming the key), deleted and treated as a miss.
 A cache folder that cannot be written (read-only, a file in its place) is not a reason to fail a
@@ -34,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from fmtest.errors import ConfigError
+from fmtest.imaging.overlay import score_map_from_levels, score_map_levels, shrunk_size
 from fmtest.pipelines.base import Prediction
 from fmtest.util.sqlite_wal import open_wal
 
@@ -42,6 +44,10 @@ DB_NAME = "predictions.sqlite"
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_S = 60.0
 _HEADER = struct.Struct("<I")  # length of the JSON metadata that precedes the packed mask bits
+# A score map is kept as the viewer shows it (its 256 colour levels, `fmtest.imaging.overlay.score_map_levels`)
+# at most this many pixels on its long side: a heat map at this size costs a few KiB an entry, where the map at
+# the image's size in float32 would outweigh everything else in the cache.
+SCORE_MAP_SIDE = 256
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS predictions (
@@ -84,7 +90,8 @@ class CacheStats:
 
 
 def encode_prediction(prediction: Prediction) -> bytes:
-    """Serialise a Prediction: JSON metadata plus the mask as packed bits, zlib-compressed."""
+    """Serialise a Prediction: JSON metadata, the mask as packed bits and the score map as the viewer's colour
+    levels (`SCORE_MAP_SIDE`), zlib-compressed."""
     mask = prediction.mask
     shape = None
     bits = b""
@@ -94,6 +101,10 @@ def encode_prediction(prediction: Prediction) -> bytes:
             raise TypeError(f"a cached mask must be a 2-D bool array, got {mask.dtype} {mask.shape}")
         shape = list(mask.shape)
         bits = np.packbits(mask, axis=None).tobytes()
+    levels = None
+    if prediction.score_map is not None:
+        score_map = np.asarray(prediction.score_map)
+        levels = score_map_levels(score_map, shrunk_size(score_map.shape, SCORE_MAP_SIDE))
     meta = {
         "label": prediction.label,
         "score": None if prediction.score is None else float(prediction.score),
@@ -101,9 +112,11 @@ def encode_prediction(prediction: Prediction) -> bytes:
         "error": prediction.error,
         "usage": {k: float(v) for k, v in dict(prediction.usage).items()},
         "mask_shape": shape,
+        "score_map_shape": None if levels is None else list(levels.shape),
     }
     head = json.dumps(meta, separators=(",", ":")).encode()
-    return zlib.compress(_HEADER.pack(len(head)) + head + bits, level=1)
+    tail = b"" if levels is None else levels.tobytes()
+    return zlib.compress(_HEADER.pack(len(head)) + head + bits + tail, level=1)
 
 
 def decode_prediction(payload: bytes) -> Prediction:
@@ -112,7 +125,10 @@ def decode_prediction(payload: bytes) -> Prediction:
         raw = zlib.decompress(payload)
         (n_head,) = _HEADER.unpack_from(raw)
         meta = json.loads(raw[_HEADER.size : _HEADER.size + n_head])
-        bits = np.frombuffer(raw, dtype=np.uint8, offset=_HEADER.size + n_head)
+        rest = np.frombuffer(raw, dtype=np.uint8, offset=_HEADER.size + n_head)
+        map_hw = meta.get("score_map_shape")  # absent in entries written before score maps were kept
+        n_levels = 0 if map_hw is None else map_hw[0] * map_hw[1]
+        bits, levels = rest[: rest.size - n_levels], rest[rest.size - n_levels :]
         mask = None
         if meta["mask_shape"] is not None:
             h, w = meta["mask_shape"]
@@ -121,8 +137,11 @@ def decode_prediction(payload: bytes) -> Prediction:
             mask = np.unpackbits(bits, count=h * w).view(np.bool_).reshape(h, w)
         elif bits.size:
             raise CorruptEntry(f"{bits.size} stray bytes after the metadata")
+        if levels.size != n_levels:
+            raise CorruptEntry(f"score map has {levels.size} bytes, {map_hw} needs {n_levels}")
+        score_map = None if map_hw is None else score_map_from_levels(levels.reshape(map_hw))
         return Prediction(label=meta["label"], score=meta["score"], mask=mask, reasoning=meta["reasoning"],
-                          error=meta["error"], usage=meta["usage"])
+                          error=meta["error"], usage=meta["usage"], score_map=score_map)
     except CorruptEntry:
         raise
     except (zlib.error, struct.error, ValueError, KeyError, TypeError) as e:

@@ -15,21 +15,22 @@ import itertools
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Protocol
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from fmtest.metrics import functional as metrics
 from fmtest.data.base import Group
+from fmtest.data.departures import Departure
 from fmtest.data.sample import LABELS, NOK, OK, Sample, SampleSet
 from fmtest.errors import PipelineError
-from fmtest.run.executors import Executor, PipelineRecipe
-from fmtest.run.guardrails import Finding
-from fmtest.run.executors.local import LocalExecutor
 from fmtest.imaging.overlay import overlay_thumbnail
+from fmtest.metrics import functional as metrics
 from fmtest.pipelines.base import Pipeline, Prediction
+from fmtest.run.executors import Executor, PipelineRecipe
+from fmtest.run.executors.local import LocalExecutor
+from fmtest.run.guardrails import Finding
 from fmtest.run.plan import Case
 from fmtest.run.records import N_THUMBNAILS, ImageResult, Thumbnail, badness
 
@@ -81,6 +82,9 @@ class CaseEvidence:
     data_quality: Sequence[Finding] = ()  # guardrail findings of the dataset
     image_layers: Mapping | None = None  # the viewer's layer manifest, when a report is written
     shard: ShardSlice | None = None
+    departures: Sequence[Departure] = ()  # how the case departs from the study's run of it (fmtest.data.departures)
+    options: Mapping[str, object] = field(default_factory=dict)  # every option the pipeline ran with (defaults too)
+    started: str | None = None  # when the case started, UTC (ISO 8601): where a tracker places its run in time
 
 
 def predict_all(pipeline: Pipeline, samples, *, cache=None, progress: bool = True, desc: str = "",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import hashlib
 import json
 import tempfile
@@ -20,7 +21,14 @@ from fmtest.data.io import refuse_links_leaving
 from fmtest.imaging.perturb import PERTURBATIONS
 from fmtest.pipelines import Pipeline, PipelineContext
 from fmtest.pipelines.vlm.store import store_folder
-from fmtest.run.evaluate import CaseEvidence, LayerSink, Part, ShardSlice, collect_case, predict_all
+from fmtest.run.evaluate import (
+    CaseEvidence,
+    LayerSink,
+    Part,
+    ShardSlice,
+    collect_case,
+    predict_all,
+)
 from fmtest.run.executors import PipelineRecipe, make_executor
 from fmtest.run.guardrails import Finding, check_data_quality
 from fmtest.run.plan import Case
@@ -156,11 +164,17 @@ class Evaluator:
 
     def evidence(self, case: Case, layers: LayerSink | None = None) -> CaseEvidence:
         """What the run measures for a case: its test images' rows (this shard's under --fm-shard), the good
-        training images' scores for the risk table, the dataset's data-quality findings. `layers` receives
+        training images' scores for the risk table, the dataset's data-quality findings, how the case departs from
+        the study (shown beside its published number), its options and start time (for trackers). `layers` receives
         each image's full-size layers for the scoreboard's viewer."""
+        started = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         evidence = self._collect(case, self._test_images(case), layers=layers)
+        config = self.settings.config
         return replace(evidence, train_scores=self._good_train_scores(case, evidence),
                        data_quality=self.data_quality(case.dataset) + self._excluded_from_iou(case, evidence),
+                       started=started,
+                       departures=config.case_departures(case.pipeline, case.dataset, self.settings.weights_dir),
+                       options=config.effective_options(case.pipeline, case.dataset),
                        shard=self._shard_slice(case) if self.settings.shard is not None else None)
 
     def _excluded_from_iou(self, case: Case, evidence: CaseEvidence) -> list[Finding]:

@@ -18,7 +18,7 @@ from types import ModuleType
 class LazyModule:
     """Stands for the module `name` and imports it when one of its attributes is first looked up."""
 
-    __slots__ = ("_name", "_module")
+    __slots__ = ("_module", "_name")
 
     def __init__(self, name: str):
         self._name = name

@@ -10,11 +10,17 @@ pair whatever the averages say.
 from __future__ import annotations
 
 from fmtest.data.sample import NOK, OK
-from fmtest.run.plan import comparison_id
 from fmtest.metrics.specs import MAX_PREFIX
+from fmtest.run.plan import comparison_id
 from fmtest.verdict.gates import judge
 from fmtest.verdict.regression import COMPARED, compare_results
-from fmtest.verdict.results import CaseRef, CaseResult, Comparison, ImageChange, ImageResult
+from fmtest.verdict.results import (
+    CaseRef,
+    CaseResult,
+    Comparison,
+    ImageChange,
+    ImageResult,
+)
 
 CHANGES = ("new_slips", "new_false_alarms", "fixed_slips", "fixed_false_alarms")  # worst first
 _CHANGE = {(NOK, NOK, OK): "new_slips", (OK, OK, NOK): "new_false_alarms", (NOK, OK, NOK): "fixed_slips",

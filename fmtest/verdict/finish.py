@@ -12,15 +12,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from fmtest.run.evaluate import CaseEvidence
 from fmtest.config.rules import CompareRules, RunRules
+from fmtest.metrics.specs import is_diagnostic
+from fmtest.run.evaluate import CaseEvidence
+from fmtest.run.records import N_THUMBNAILS, badness
 from fmtest.verdict.comparison import compare_candidate
 from fmtest.verdict.gates import judge, metric_of_threshold
 from fmtest.verdict.regression import baseline_failures
-from fmtest.run.records import N_THUMBNAILS, badness
 from fmtest.verdict.results import CacheUse, CaseResult, LayerManifest, RunResults
 from fmtest.verdict.scoring import record_invalid_answers, risk_summary, score_case
-from fmtest.metrics.specs import is_diagnostic
+
 
 def finish_case(evidence: CaseEvidence, rules: RunRules, baseline: RunResults | None = None) -> CaseResult:
     """The case's result from its measured rows: scored, thresholded, compared with `baseline`, judged."""
@@ -41,6 +42,8 @@ def finish_case(evidence: CaseEvidence, rules: RunRules, baseline: RunResults | 
         result.train_scores = list(evidence.train_scores)
     result.risk = risk_summary(result.images, evidence.train_scores, rules.risk)
     result.study = dict(rules.study_results.get(evidence.id, {}))  # the published number, shown beside the case
+    result.departures = list(evidence.departures)
+    result.options, result.started = dict(evidence.options), evidence.started
     result.data_quality = list(evidence.data_quality)
     result.shard = evidence.shard
     result.thresholds = {k: float(v) for k, v in rules.thresholds_for(evidence.id).items()
@@ -83,7 +86,7 @@ def evidence_of(result: CaseResult) -> CaseEvidence:
         predict_seconds=seconds, n_predicted=cache.predicted, fit_seconds=float(result.metrics.get("fit_seconds") or 0.0),
         cache_hits=cache.hits, duration_s=result.duration_s, usage=dict(result.usage),
         train_scores=result.train_scores, data_quality=list(result.data_quality), image_layers=None,
-        shard=result.shard)
+        shard=result.shard, departures=tuple(result.departures), options=dict(result.options), started=result.started)
 
 
 def merge_evidence(parts: Sequence[CaseEvidence], place) -> CaseEvidence:
@@ -105,7 +108,8 @@ def merge_evidence(parts: Sequence[CaseEvidence], place) -> CaseEvidence:
         predict_seconds=sum(p.predict_seconds for p in parts), n_predicted=sum(p.n_predicted for p in parts),
         fit_seconds=sum(p.fit_seconds for p in parts), cache_hits=sum(p.cache_hits for p in parts),
         duration_s=sum(p.duration_s or 0.0 for p in parts), usage=usage, train_scores=first.train_scores,
-        data_quality=first.data_quality, image_layers=None, shard=None)
+        data_quality=first.data_quality, image_layers=None, shard=None, departures=first.departures,
+        options=first.options, started=min((p.started for p in parts if p.started), default=None))
 
 
 __all__ = ["evidence_of", "finish_case", "finish_comparison", "merge_evidence", "withhold_figures"]

@@ -11,9 +11,14 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from fmtest.metrics.specs import (
+    DEFAULT_MAX_INVALID_ANSWER_RATE,
+    INVALID_ANSWER_GATE,
+    MAX_PREFIX,
+    format_metric,
+    headline_metric,
+)
 from fmtest.verdict.results import CaseResult, ImageResult
-from fmtest.metrics.specs import DEFAULT_MAX_INVALID_ANSWER_RATE, INVALID_ANSWER_GATE, MAX_PREFIX, headline_metric
-
 
 
 @dataclass(frozen=True)
@@ -75,9 +80,10 @@ def threshold_failures(case: CaseResult) -> list[str]:
         if gate.met(value):
             continue
         lo, hi = case.metrics.get(f"{gate.metric}_ci_low"), case.metrics.get(f"{gate.metric}_ci_high")
-        interval = f" (95% CI {lo:.3f}-{hi:.3f})" if lo is not None and hi is not None else ""
+        interval = f" (95% CI [{lo:.3f}, {hi:.3f}])" if lo is not None and hi is not None else ""
         side = "above the maximum" if gate.upper else "below the threshold"
-        lines.append(f"{gate.metric} = {value:.3f}{interval} is {side} {gate.limit:.3f}")
+        lines.append(f"{gate.metric} = {format_metric(gate.metric, value)}{interval} is {side} "
+                     f"{format_metric(gate.metric, gate.limit)}")
     return lines
 
 

@@ -15,13 +15,24 @@ import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from fmtest.config.rules import RunRules
 from fmtest.data.sample import LABELS
 from fmtest.errors import DataError
-from fmtest.run.evaluate import CaseEvidence
-from fmtest.config.rules import RunRules
 from fmtest.metrics.specs import format_value, spec
-from fmtest.verdict.finish import evidence_of, finish_case, finish_comparison, merge_evidence
-from fmtest.verdict.results import CaseResult, ImageResult, RunConfig, RunResults, to_plain
+from fmtest.run.evaluate import CaseEvidence
+from fmtest.verdict.finish import (
+    evidence_of,
+    finish_case,
+    finish_comparison,
+    merge_evidence,
+)
+from fmtest.verdict.results import (
+    CaseResult,
+    ImageResult,
+    RunConfig,
+    RunResults,
+    to_plain,
+)
 
 
 class MergeError(DataError):

@@ -19,9 +19,15 @@ from fmtest import __version__
 from fmtest.data.sample import NOK
 from fmtest.errors import ConfigError
 from fmtest.metrics.functional import paired_bootstrap_delta
-from fmtest.verdict.results import BaselineComparison, CaseResult, ImageResult, MetricChange, RunResults
-from fmtest.verdict.scoring import nok_arrays
 from fmtest.metrics.specs import IOUS, regression_gated, spec
+from fmtest.verdict.results import (
+    BaselineComparison,
+    CaseResult,
+    ImageResult,
+    MetricChange,
+    RunResults,
+)
+from fmtest.verdict.scoring import nok_arrays
 
 COMPARED, NEW, VANISHED, DATASET_CHANGED, INCOMPATIBLE = "compared", "new", "vanished", "dataset_changed", "incompatible"
 STATUSES = (COMPARED, NEW, VANISHED, DATASET_CHANGED, INCOMPATIBLE)

@@ -18,8 +18,9 @@ from pathlib import Path
 
 from fmtest import __version__
 from fmtest.config.rules import RunRules
+from fmtest.data.departures import Departure
 from fmtest.errors import DataError
-from fmtest.metrics.specs import is_count
+from fmtest.metrics.specs import MAX_PREFIX, is_count
 from fmtest.run.evaluate import ShardSlice
 from fmtest.run.guardrails import Finding
 from fmtest.run.records import ImageResult, Thumbnail
@@ -184,6 +185,9 @@ class CaseResult:
     risk: Risk | None = None
     train_scores: list[float] | None = None  # good training images' scores: where the risk table's threshold is set
     study: dict[str, float] = field(default_factory=dict)  # the published figures, shown beside the case
+    departures: list[Departure] = field(default_factory=list)  # how this run departs from the study's, for its row
+    options: dict[str, object] = field(default_factory=dict)  # every option the pipeline ran with, defaults included
+    started: str | None = None  # when the case started (UTC, ISO 8601); `duration_s` is how long it took
     data_quality: list[Finding] = field(default_factory=list)
     image_layers: LayerManifest | None = None
     shard: ShardSlice | None = None  # a shard's place in the whole case, for `fmtest merge`
@@ -367,7 +371,7 @@ def case_properties(case: CaseResult) -> dict[str, object]:
 
     props: dict[str, object] = {"pipeline": case.pipeline, "dataset": case.dataset, "task": case.task}
     props.update({k: value(k, v) for k, v in case.metrics.items()})
-    props.update({f"threshold_{k}": value(k, v) for k, v in case.thresholds.items()})
+    props.update({f"threshold_{k}": value(k.removeprefix(MAX_PREFIX), v) for k, v in case.thresholds.items()})
     for part, figures in case.breakdown.items():
         props.update({f"{k}[{part}]": value(k, v) for k, v in figures.items()})
     props.update({k: value(k, case.usage[k]) for k in ("prompt_tokens", "output_tokens", "cost_usd") if k in case.usage})

@@ -9,9 +9,9 @@ import math
 
 import numpy as np
 
-from fmtest.metrics import functional as metrics
-from fmtest.data.sample import NOK
 from fmtest.config.rules import RiskRules
+from fmtest.data.sample import NOK
+from fmtest.metrics import functional as metrics
 from fmtest.metrics.specs import IOUS, METRICS, VERDICTS, MetricSpec
 from fmtest.verdict.results import CaseResult, ImageResult, Risk
 

@@ -9,12 +9,12 @@ import sqlite3
 import pytest
 
 from fmtest import __version__
-from fmtest.run.cache import DB_NAME, PredictionCache
 from fmtest.cli import main
 from fmtest.cli.format import format_bytes, print_table
 from fmtest.models import registry
 from fmtest.models.registry import WeightSpec
 from fmtest.pipelines.base import Prediction
+from fmtest.run.cache import DB_NAME, PredictionCache
 
 
 def test_version(capsys):

@@ -12,9 +12,9 @@ import pytest
 from fakes import REPO
 
 from fmtest.cli import main as fmtest_main
-from fmtest.config.suite import load_config, parse_config
 from fmtest.config.lookup import find_config
 from fmtest.config.schema import markdown_reference
+from fmtest.config.suite import load_config, parse_config
 from fmtest.errors import ConfigError
 from fmtest.pipelines import PIPELINES
 from fmtest.pipelines.base import PipelineContext

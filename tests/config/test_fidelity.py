@@ -10,10 +10,15 @@ from fakes import REPO
 
 from fmtest.config.suite import load_config, parse_config
 from fmtest.data.departures import Departure
-from fmtest.report.fidelity import CaseFidelity, case_fidelity, fidelity_markdown, study_fidelity
 from fmtest.models import imagenet_cnn, registry
 from fmtest.pipelines import pipeline_class
 from fmtest.pipelines.base import PipelineContext
+from fmtest.report.fidelity import (
+    CaseFidelity,
+    case_fidelity,
+    fidelity_markdown,
+    study_fidelity,
+)
 
 ROOT = REPO
 PRESET = ROOT / "suites" / "study.toml"

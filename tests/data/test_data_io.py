@@ -9,7 +9,14 @@ import pytest
 import tifffile
 from PIL import Image
 
-from fmtest.data.io import list_images, read_image, read_mask, read_pixels, to_gray, to_rgb_uint8
+from fmtest.data.io import (
+    list_images,
+    read_image,
+    read_mask,
+    read_pixels,
+    to_gray,
+    to_rgb_uint8,
+)
 from fmtest.errors import DataError
 
 

@@ -18,7 +18,6 @@ from fmtest.data.mvtec import MVTecAD
 from fmtest.errors import ConfigError
 
 
-
 def test_a_named_dataset_runs_its_kind_with_its_own_options():
     cfg = parse_config({"datasets": {"parts": {"uses": "coco", "annotations": "p/coco.json", "images": "p/img"},
                                      "carpets": {"uses": "mvtec", "categories": ["carpet"]}}})

@@ -7,9 +7,9 @@ import re
 import numpy as np
 import pytest
 import tifffile
+from fakes import make_industrialsat
 from PIL import Image
 
-from fakes import make_industrialsat
 from fmtest.data import open_dataset
 from fmtest.data.io import read_mask
 from fmtest.errors import ConfigError, DataError

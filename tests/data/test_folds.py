@@ -37,7 +37,7 @@ def test_label_proportions_and_fold_sizes_are_balanced():
 
 def test_deterministic_by_seed():
     samples = labelled(30, 10)
-    ids = lambda seed: [test.ids for _, test in stratified_folds(samples, 5, seed)]  # noqa: E731
+    ids = lambda seed: [test.ids for _, test in stratified_folds(samples, 5, seed)]
     assert ids(7) == ids(7)
     assert ids(7) != ids(8)
 

@@ -6,9 +6,9 @@ import re
 
 import numpy as np
 import pytest
+from fakes import make_oxford_pets
 from PIL import Image
 
-from fakes import make_oxford_pets
 from fmtest.data import open_dataset
 from fmtest.data.io import read_pixels
 from fmtest.errors import ConfigError, DataError

@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 
 from fmtest.data import open_dataset
-from fmtest.data.satsim import DEFECT_TYPES, NOMINAL, Nuisance, SatSim, SatSimOptions, render_part
+from fmtest.data.satsim import (
+    DEFECT_TYPES,
+    NOMINAL,
+    Nuisance,
+    SatSim,
+    SatSimOptions,
+    render_part,
+)
 from fmtest.errors import ConfigError
 
 SIZE = 96

@@ -6,8 +6,13 @@ import cv2
 import numpy as np
 import pytest
 
-from fmtest.imaging.align import estimate_alignment, overlap_mask, warp_from_reference, warp_to_reference
 from fmtest.errors import DataError
+from fmtest.imaging.align import (
+    estimate_alignment,
+    overlap_mask,
+    warp_from_reference,
+    warp_to_reference,
+)
 
 
 def package_scan(h: int = 160, w: int = 200, seed: int = 0) -> np.ndarray:
@@ -184,7 +189,7 @@ class _PoisonedPolar:
 def test_polar_transform_writes_every_sample(reference, monkeypatch):
     """Memory the polar transform leaves unwritten must not reach the estimate (it did: a NaN there
     made the rotation NaN and the result depend on what the process had freed before)."""
-    import fmtest.imaging.align as align
+    from fmtest.imaging import align
 
     image, truth = moved(reference, 30.0, (2.0, -1.0))
     clean = align._estimate(image, reference, False, 0.5)  # computed, not the process's remembered alignment
@@ -196,7 +201,7 @@ def test_polar_transform_writes_every_sample(reference, monkeypatch):
 def test_an_alignment_is_computed_once_per_content_and_options(reference, monkeypatch):
     """The guardrails and reference_diff align the same images to the same reference: the second asks get the
     first answer, found by content (a copy of the image is the same image), not by which array was passed."""
-    import fmtest.imaging.align as align
+    from fmtest.imaging import align
 
     computed = []
     estimate = align._estimate

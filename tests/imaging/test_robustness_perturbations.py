@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from fmtest.imaging import perturb as rb
-from fmtest.metrics import functional as m
 from fmtest.data.sample import Sample
 from fmtest.errors import ConfigError, FmtestError
+from fmtest.imaging import perturb as rb
+from fmtest.metrics import functional as m
 
 
 def make_sample(rgb: bool = False, ignore: bool = False, sample_id: str = "test/void/001") -> Sample:

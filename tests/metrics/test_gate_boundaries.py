@@ -7,10 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fmtest.metrics import functional as metrics
 from fmtest.data.sample import Sample
-from fmtest.run.evaluate import image_iou
+from fmtest.metrics import functional as metrics
 from fmtest.pipelines.base import Prediction
+from fmtest.run.evaluate import image_iou
 from fmtest.verdict.gates import judge, threshold_failures
 from fmtest.verdict.regression import compare_results
 from fmtest.verdict.results import CaseResult, ImageResult

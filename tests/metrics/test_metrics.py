@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy.stats import beta, binomtest
 
-from fmtest.metrics import functional as m
 from fmtest.errors import FmtestError
+from fmtest.metrics import functional as m
 from fmtest.verdict.results import ImageResult
 from fmtest.verdict.scoring import score_images
 
@@ -30,7 +30,7 @@ def mask_triples(draw):
 
 
 def naive_iou(pred, target, ignore):
-    coords = lambda a: {(int(y), int(x)) for y, x in zip(*np.nonzero(a))}  # noqa: E731
+    coords = lambda a: {(int(y), int(x)) for y, x in zip(*np.nonzero(a))}
     skip = coords(ignore) if ignore is not None else set()
     p, g = coords(pred) - skip, coords(target) - skip
     union = p | g
@@ -126,7 +126,7 @@ def test_counts_and_rates_match_loops(pair):
     tp, fp, fn, tn = naive_counts(y_true, y_pred)
     c = m.confusion_counts(y_true, y_pred)
     assert (c.tp, c.fp, c.fn, c.tn) == (tp, fp, fn, tn)
-    nan_or = lambda num, den: num / den if den else math.nan  # noqa: E731
+    nan_or = lambda num, den: num / den if den else math.nan
     P, R = nan_or(tp, tp + fp), nan_or(tp, tp + fn)
     for got, want in [(m.precision(c), P), (m.recall(c), R), (m.false_alarm_rate(c), nan_or(fp, fp + tn)),
                       (m.slip_rate(c), nan_or(fn, tp + fn))]:

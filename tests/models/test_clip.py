@@ -15,7 +15,12 @@ from tiny_models import build_tiny_clip
 
 from fmtest.errors import DataError, MissingWeights
 from fmtest.models import clip, registry
-from fmtest.models.clip import CLIP_KEY, ClipEncoder, load_clip_weights, read_clip_state_dict
+from fmtest.models.clip import (
+    CLIP_KEY,
+    ClipEncoder,
+    load_clip_weights,
+    read_clip_state_dict,
+)
 
 
 @pytest.fixture(scope="module")

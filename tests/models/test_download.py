@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import re
 import http.server
+import re
 import threading
 from pathlib import Path
 
@@ -26,7 +26,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
     206 that restarts at byte 0.
     """
 
-    def do_GET(self):  # noqa: N802 (http.server API)
+    def do_GET(self):
         self.server.requests.append((self.path, self.headers.get("Range")))
         if self.path.endswith("/missing"):
             self.send_error(404)

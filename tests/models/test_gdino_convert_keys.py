@@ -13,13 +13,13 @@ import os
 from pathlib import Path
 
 import pytest
-from fakes import FILES
 import torch
+from fakes import FILES
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from fmtest.errors import DataError  # noqa: E402
-from fmtest.models import gdino_convert  # noqa: E402
+from fmtest.errors import DataError
+from fmtest.models import gdino_convert
 
 LAYOUTS = json.loads((FILES / "gdino_original_keys.json").read_text())
 SWIN = {"swint_ogc": (96, [2, 2, 6, 2], [3, 6, 12, 24], 7), "swinb_cogcoor": (128, [2, 2, 18, 2], [4, 8, 16, 32], 12)}

@@ -10,8 +10,8 @@ import pytest
 import torch
 from tiny_models import build_tiny_sam
 
-from fmtest.errors import DataError, MissingWeights
 from fmtest.cli import weights as commands
+from fmtest.errors import DataError, MissingWeights
 from fmtest.models import registry, sam
 from fmtest.models.registry import WeightSpec
 

@@ -8,9 +8,8 @@ Lightning costs about 10 s once per module.
 
 from __future__ import annotations
 
-import math
-
 import hashlib
+import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,11 +23,17 @@ from boards import train_set as boards
 
 from fmtest.data.sample import NOK, OK, Sample, SampleRef, SampleSet
 from fmtest.errors import ConfigError, DataError, Unavailable
-from fmtest.util.extras import installed
 from fmtest.models import registry
 from fmtest.pipelines.anomalib_model import Anomalib
 from fmtest.pipelines.base import PipelineContext
-from fmtest.pipelines.patchcore import FEATURE_LIMIT, GridPoints, Patchcore, gaussian_blur, greedy_coreset
+from fmtest.pipelines.patchcore import (
+    FEATURE_LIMIT,
+    GridPoints,
+    Patchcore,
+    gaussian_blur,
+    greedy_coreset,
+)
+from fmtest.util.extras import installed
 
 pytestmark = pytest.mark.skipif(not installed("anomalib"), reason="needs anomalib: pip install 'fmtest[anomalib]'")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fakes import REPO, TESTS
-from tiny_models import vocab_folder, build_tiny_grounding_dino, build_tiny_sam
+from tiny_models import build_tiny_grounding_dino, build_tiny_sam, vocab_folder
 
 from fmtest.data.sample import Sample
 from fmtest.errors import ConfigError, MissingWeights

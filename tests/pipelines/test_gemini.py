@@ -7,11 +7,18 @@ from functools import partial
 
 import numpy as np
 import pytest
-from vlm_servers import GeminiServer, Reply, png_pixels, run_pipeline, small_satsim, vlm_context
+from vlm_servers import (
+    GeminiServer,
+    Reply,
+    png_pixels,
+    run_pipeline,
+    small_satsim,
+    vlm_context,
+)
 
-from fmtest.imaging.align import estimate_alignment, warp_to_reference
 from fmtest.data.sample import Sample
 from fmtest.errors import ConfigError, Unavailable
+from fmtest.imaging.align import estimate_alignment, warp_to_reference
 from fmtest.pipelines import pipeline_class
 from fmtest.pipelines.gemini import GeminiBasic, GeminiRefined
 from fmtest.pipelines.vlm.prompts import BASIC_PROMPT, REFERENCE_CAPTION, TEST_CAPTION

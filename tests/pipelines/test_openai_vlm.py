@@ -7,10 +7,17 @@ from functools import partial
 
 import numpy as np
 import pytest
-from vlm_servers import OpenAIServer, Reply, png_pixels, run_pipeline, small_satsim, vlm_context
+from vlm_servers import (
+    OpenAIServer,
+    Reply,
+    png_pixels,
+    run_pipeline,
+    small_satsim,
+    vlm_context,
+)
 
-from fmtest.imaging.align import estimate_alignment, warp_to_reference
 from fmtest.errors import ConfigError, Unavailable
+from fmtest.imaging.align import estimate_alignment, warp_to_reference
 from fmtest.pipelines import pipeline_class
 from fmtest.pipelines.openai_vlm import OpenAIVLM
 from fmtest.pipelines.vlm.answers import ANSWER_SCHEMA

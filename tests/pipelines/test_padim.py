@@ -6,9 +6,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from matplotlib import cbook
-
 from boards import H, W, board, sample, train_set
+from matplotlib import cbook
 
 from fmtest.data.sample import NOK, OK, Sample, SampleRef, SampleSet
 from fmtest.errors import ConfigError, DataError, MissingWeights

@@ -16,8 +16,15 @@ from fmtest.models import efficientnet, imagenet_cnn, registry
 from fmtest.pipelines import pipeline_class
 from fmtest.pipelines.base import PipelineContext
 from fmtest.pipelines.calibration import Thresholds
-from fmtest.pipelines.patchcore import (FEATURE_LIMIT, GridPoints, MemoryBank, Patchcore, greedy_coreset,
-                                        grid_scale, sparse_projection)
+from fmtest.pipelines.patchcore import (
+    FEATURE_LIMIT,
+    GridPoints,
+    MemoryBank,
+    Patchcore,
+    greedy_coreset,
+    grid_scale,
+    sparse_projection,
+)
 
 SMALL = {"calibration_fraction": 0.5, "coreset_ratio": 0.25}  # a denser bank: the toy sets are small
 

@@ -12,8 +12,8 @@ from fmtest.pipelines.base import PipelineContext
 from fmtest.pipelines.options import (
     parse_options,
     require_at_least_one,
-    require_in_range,
     require_choice,
+    require_in_range,
     require_unit_interval,
 )
 

@@ -16,7 +16,11 @@ from vlm_servers import GeminiServer, OpenAIServer, small_satsim
 from fmtest.pipelines.base import PipelineContext
 from fmtest.pipelines.gemini import GeminiBasic
 from fmtest.pipelines.openai_vlm import OpenAIVLM
-from fmtest.pipelines.vlm.store import RequestStoreUnavailableWarning, clear_request_store, store_folder
+from fmtest.pipelines.vlm.store import (
+    RequestStoreUnavailableWarning,
+    clear_request_store,
+    store_folder,
+)
 
 NOK_ANSWER = '{"label": "NOK", "reasoning": "a void under the die"}'
 ROOT = hasattr(os, "geteuid") and os.geteuid() == 0

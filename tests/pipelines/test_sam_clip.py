@@ -10,8 +10,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 import pytest
-from fakes import SUITES
 import torch
+from fakes import SUITES
 from fm_fixtures import grey_and_rgb, models, tiny_encoder, tiny_engine  # noqa: F401 (models is a fixture)
 from tiny_models import build_tiny_clip
 

@@ -17,10 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
-import subprocess
-import sys
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path

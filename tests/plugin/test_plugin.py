@@ -9,7 +9,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 from fakes import REPO, SUITES, TESTS
-from toy_fmtest import COMPARE, SUITE_CONFIG, run_suite as run, toy_config
+from toy_fmtest import COMPARE, SUITE_CONFIG, toy_config
+from toy_fmtest import run_suite as run
 
 TOY = TESTS / "toy_fmtest.py"
 
@@ -92,9 +93,10 @@ def test_ctrl_c_keeps_the_cases_already_finished(suite, monkeypatch):
     data = json.loads((suite.path / "out.json").read_text())
     assert data["interrupted"] is True and data["unfinished"] == ["toy_interrupt-toy"]
     board = (suite.path / "board.html").read_text()
-    assert "toy_threshold-toy" in board and "Interrupted run:</strong> 1 planned case(s) did not finish" in board
+    assert "toy_threshold-toy" in board and "Interrupted run:</strong> 1 planned case did not finish" in board
     markdown = (suite.path / "board.md").read_text()
-    assert markdown.startswith("### fmtest scoreboard: INTERRUPTED, 1 passed")  # never read as a finished run
+    assert markdown.startswith("### fmtest: ") and "interrupted: 1 case did not finish" in markdown.splitlines()[0]
+    assert "**Interrupted run:** 1 planned case did not finish: `toy_interrupt-toy`" in markdown  # never read as finished
     result.stdout.fnmatch_lines(["INTERRUPTED: 1 case(s) did not finish: toy_interrupt-toy"])
 
 
@@ -209,7 +211,7 @@ def test_a_candidate_is_compared_with_the_model_it_would_replace_on_the_same_ima
     result = run(suite, "test_comparison.py", "--fm-results=out.json", "--fm-report=board.html")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*toy_empty-vs-toy_threshold-toy: delta_iou = -1.000 (95% CI *) is below the "
-                                 "threshold -0.050*new_slips = 4.000 is above the maximum 0.000*"])
+                                 "threshold -0.050*new_slips = 4 is above the maximum 0*"])
     cases = {c["id"]: c for c in json.loads((suite.path / "out.json").read_text())["cases"]}
     same, worse = cases["toy_same-vs-toy_threshold-toy"], cases["toy_empty-vs-toy_threshold-toy"]
     assert same["outcome"] == "passed" and same["metrics"]["delta_iou"] == 0.0 and same["metrics"]["new_slips"] == 0

@@ -19,8 +19,8 @@ from fakes import TESTS
 from toy_fmtest import SUITE_CONFIG, make_suite, toy_config
 
 import fmtest
-from fmtest.errors import ConfigError
 from fmtest.config.settings import resolve_settings
+from fmtest.errors import ConfigError
 
 TOY = TESTS / "toy_fmtest.py"
 CONFIG = SUITE_CONFIG.split('[thresholds."toy_empty-toy"]')[0]  # toy_empty held to every threshold
@@ -44,7 +44,7 @@ def test_one_run_writes_the_markdown_summary_and_metrics_file(suite, monkeypatch
                              "--fm-markdown=out/board.md", "--fm-metrics=out/metrics.json", "--fm-results=out.json")
     assert result.ret == pytest.ExitCode.TESTS_FAILED  # toy_empty misses its gates: the verdict is unchanged
     board = (suite.path / "out" / "board.md").read_text()
-    assert "| `toy_threshold-toy` | ✅ PASS | iou |" in board and "| `toy_empty-toy` | ❌ FAIL | iou |" in board
+    assert "| `toy_threshold-toy` | 🟢 PASS | IoU 1.000 " in board and "| `toy_empty-toy` | 🔴 FAIL | IoU **0.000 " in board
     assert "slip: `test/006`" in board  # toy_empty passes every defective image as OK
     assert summary.read_text() == "earlier step\n" + board + "\n"
     metrics = json.loads((suite.path / "out" / "metrics.json").read_text())
@@ -151,7 +151,7 @@ def test_a_session_is_one_parent_run_with_a_child_run_per_case(suite, mlflow_ser
     assert set(children) == {"toy_threshold-toy", "toy_empty-toy"}
     assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children.values())
     assert parent.data.tags["fmtest.verdict"] == "FAIL" and parent.data.metrics["cases_failed"] == 1
-    assert "| `toy_empty-toy` | ❌ FAIL |" in parent.data.tags["mlflow.note.content"]
+    assert "| `toy_empty-toy` | 🔴 FAIL |" in parent.data.tags["mlflow.note.content"]
     assert parent.data.params["pipelines"] == "toy_threshold,toy_empty"
 
     for case in results["cases"]:

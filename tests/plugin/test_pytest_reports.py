@@ -12,7 +12,7 @@ import pytest
 from fakes import TESTS
 
 pytest.importorskip("pytest_html")
-from toy_fmtest import make_suite  # noqa: E402
+from toy_fmtest import make_suite
 
 TOY = TESTS / "toy_fmtest.py"
 CONFIG = "bootstrap_resamples = 50"

@@ -10,7 +10,6 @@ import subprocess
 import sys
 
 import pytest
-
 from fakes import REPO
 from vlm_servers import GeminiServer, OpenAIServer
 

@@ -11,6 +11,7 @@ from fmtest.imaging.overlay import overlay_thumbnail
 from fmtest.pipelines.base import Prediction
 from fmtest.report.html import write_html
 from fmtest.report.layers import LayerStore
+from fmtest.report.outcomes import STYLES
 from fmtest.verdict.results import (
     CaseResult,
     ImageResult,
@@ -25,8 +26,15 @@ from fmtest.verdict.results import (
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run"]
-TINTS = {"passed": "rgb(220, 241, 234)", "failed": "rgb(251, 228, 212)", "error": "rgb(244, 224, 238)",
-         "skipped": "rgb(236, 236, 236)"}
+
+
+def rgb(hex_colour: str) -> str:
+    """`#007a5a` as a browser's computed style writes it: rgb(0, 122, 90)."""
+    return "rgb({}, {}, {})".format(*(int(hex_colour[i:i + 2], 16) for i in (1, 3, 5)))
+
+
+TINTS = {outcome: rgb(s.tint) for outcome, s in STYLES.items()}  # the one outcome table every surface reads
+COLOURS = {outcome: rgb(s.html) for outcome, s in STYLES.items()}
 XSS = "<img src=x onerror='window.__pwned = 1'> crack near pin 3"
 
 pytestmark = [
@@ -260,7 +268,7 @@ def test_many_robustness_cases_keep_plots_out_of_the_dom_until_opened(page, tmp_
 
 # --------------------------------------------------------------------------- drill-down
 
-PASSED_COLOUR = "rgb(0, 122, 90)"
+PASSED_COLOUR = COLOURS["passed"]
 H, W = 300, 400  # larger than a thumbnail (160 px): the viewer must show the layers at full size
 
 
@@ -338,9 +346,20 @@ def test_viewer_shows_every_image_full_size_with_layer_toggles(page, tmp_path):
                            "return i.complete && i.naturalWidth > 0; }")
     assert reference.is_visible() and reference.evaluate("i => i.naturalWidth") == W
 
-    viewer.locator("select.viewer-zoom").select_option("4")  # a 3-pixel void becomes 12 screen pixels
-    stack = viewer.locator(".viewer-stage .layer-stack")
-    assert stack.evaluate("s => s.getBoundingClientRect().width") == pytest.approx(4 * W, abs=1)
+    # "fit" shows the whole image in its pane, filling it one way; each zoom step enlarges from there
+    stack, stage = viewer.locator(".viewer-stage .layer-stack"), viewer.locator(".viewer-stage")
+    fit = stack.bounding_box()
+    room_w = stage.evaluate("f => f.clientWidth")
+    room_h = stage.evaluate("f => parseFloat(getComputedStyle(f).maxHeight) - f.querySelector('figcaption').offsetHeight")
+    assert fit["width"] <= room_w + 1 and fit["height"] <= room_h + 1
+    assert fit["width"] == pytest.approx(room_w, abs=2) or fit["height"] == pytest.approx(room_h, abs=2)
+    assert fit["width"] / fit["height"] == pytest.approx(W / H, rel=0.02)
+    widths = {}
+    for zoom in ("2", "4", "pixels"):
+        viewer.locator("select.viewer-zoom").select_option(zoom)
+        widths[zoom] = stack.evaluate("s => s.getBoundingClientRect().width")
+    assert widths["2"] == pytest.approx(2 * fit["width"], abs=1) and widths["4"] == pytest.approx(4 * fit["width"], abs=1)
+    assert widths["pixels"] == pytest.approx(W, abs=1)  # one layer pixel per screen pixel
     viewer.locator("select.viewer-zoom").select_option("fit")
     page.screenshot(path=str(tmp_path / "viewer.png"), full_page=False)
     case.locator(".viewer").screenshot(path=str(tmp_path / "viewer_panel.png"))
@@ -422,3 +441,41 @@ def test_history_points_name_their_commit_and_flat_series_stay_flat(page, tmp_pa
     frame = page.locator("figure.metric-plot[data-metric=f2] rect.panel").bounding_box()
     assert frame["y"] + 0.2 * frame["height"] < ys.pop() < frame["y"] + 0.8 * frame["height"]  # mid-panel, not stretched
     page.locator("section").first.screenshot(path=str(tmp_path / "history.png"))
+
+
+def test_every_outcome_badge_has_its_outcomes_colour_whatever_cell_it_sits_in(page, tmp_path):
+    """A passing case whose robustness cases failed sits in a failed (red) cell: its own badge stays green."""
+    base = CaseResult("padim-satsim", "padim", "satsim", "segmentation", "passed", metrics={"iou": 0.7},
+                      thresholds={"iou": 0.6})
+    brittle = CaseResult("padim-satsim-blur", "padim", "satsim", "robustness", "failed", "flips",
+                         metrics={"flip_rate": 0.3}, thresholds={"max_flip_rate": 0.1},
+                         robustness=Robustness("blur", 1.0, [LevelRow("blur", 1.0, flip_rate=0.3)]))
+    skipped = CaseResult("gdino_sam-satsim", "gdino_sam", "satsim", "segmentation", "skipped", "weights missing")
+    report = tmp_path / "scoreboard.html"
+    write_html(RunResults(cases=[base, brittle, skipped]), report)
+    page.goto(report.as_uri())
+    cell = page.locator("td.cell[data-case='padim-satsim']")
+    assert "o-failed" in cell.get_attribute("class")  # the cell shows the worst of its cases
+    assert cell.locator("a").first.locator(".badge").evaluate("b => getComputedStyle(b).backgroundColor") == \
+        COLOURS["passed"]
+    words = {s.word: outcome for outcome, s in STYLES.items()}
+    badges = page.locator(".badge").evaluate_all(
+        "bs => bs.map(b => [b.textContent.trim(), getComputedStyle(b).backgroundColor])")
+    checked = [(text, colour) for text, colour in badges if text in words]
+    assert len(checked) >= 6
+    assert all(colour == COLOURS[words[text]] for text, colour in checked), checked
+
+
+def test_a_phone_sized_window_scrolls_no_part_of_the_page_sideways(page, tmp_path):
+    report = tmp_path / "scoreboard.html"
+    write_html(viewer_run(report), report)
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(report.as_uri() + "#padim-satsim")
+    viewer = page.locator("[id='padim-satsim'] .viewer")
+    viewer.locator("img.layer[data-layer=gt]").wait_for(timeout=10_000)
+    page.wait_for_function("() => { const i = document.querySelector('.viewer-stage img.layer'); "
+                           "return i.complete && i.naturalWidth > 0; }")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    stack = viewer.locator(".viewer-stage .layer-stack").bounding_box()
+    assert stack["x"] >= 0 and stack["x"] + stack["width"] <= 390  # "fit" fits the phone's pane
+    page.screenshot(path=str(tmp_path / "phone.png"), full_page=True)

@@ -68,7 +68,7 @@ def test_regressions_are_drops_beyond_tolerance(runs_dir):
 
 
 def metric_svg(plots: str, metric: str) -> str:
-    return re.search(rf"<figure class='metric-plot' data-metric='{metric}'>(.*?)</figure>", plots, re.S).group(1)
+    return re.search(rf"<figure class='metric-plot' data-metric='{metric}'>(.*?)</figure>", plots, re.DOTALL).group(1)
 
 
 def test_plot_marks_regressions_only_where_found(runs_dir):
@@ -105,7 +105,7 @@ def test_write_history_page(runs_dir, tmp_path):
     write_history(runs_dir, out, progress=False)
     page = out.read_text(encoding="utf-8")
     assert "<section id='padim-satsim'>" in page and "<section id='gemini_basic-mvtec'>" in page
-    plots = re.findall(r"<section id='([\w-]+)'>.*?<div class='plots'>(.*?)</div>", page, re.S)
+    plots = re.findall(r"<section id='([\w-]+)'>.*?<div class='plots'>(.*?)</div>", page, re.DOTALL)
     assert [case for case, _ in plots] == ["padim-satsim", "gemini_basic-mvtec", "padim-satsim-blur"]
     assert re.findall(r"data-metric='(\w+)'", plots[0][1]) == ["iou", "images_per_second", "fit_seconds"]
     assert "iou: 0.580 &rarr; 0.490 (-0.090)" in page and "badbad1234" in page
@@ -120,7 +120,7 @@ def test_cli(runs_dir, tmp_path, capsys):
     args = parser.parse_args(["history", str(runs_dir), "--out", str(out), "--tolerance", "0.1", "--no-progress"])
     assert args.func(args) == 0
     captured = capsys.readouterr()
-    assert "4 runs, 3 cases, 0 regression(s)" in captured.out
+    assert "4 runs, 3 cases, 0 regressions" in captured.out
     assert "broken.json" in captured.err and "alien.json" in captured.err
     assert out.exists()
 
@@ -129,7 +129,46 @@ def test_bad_arguments(tmp_path):
     with pytest.raises(DataError, match="not a folder"):
         load_history(tmp_path / "missing")
     (tmp_path / "junk.json").write_text("nope")
-    with pytest.raises(DataError, match=r"no readable fmtest results JSON.*1 file\(s\) skipped"):
+    with pytest.raises(DataError, match=r"no readable fmtest results JSON.*\(1 file skipped\)"):
         write_history(tmp_path, tmp_path / "h.html", progress=False)
     with pytest.raises(ConfigError, match="tolerance"):
         load_history(tmp_path, tolerance=-0.1)
+
+
+def test_runs_of_one_day_are_told_apart_on_the_x_axis_by_time_and_commit(tmp_path):
+    d = tmp_path / "runs"
+    write_json(run("2026-12-02T09:14:00Z", 0.6, commit="aaaaaaa111"), d / "1.json")
+    write_json(run("2026-12-02T15:40:00Z", 0.6, commit="bbbbbbb222"), d / "2.json")
+    plot = plot_case(load_history(d), "padim-satsim")
+    ticks = re.findall(r"<text class='tick x-tick'[^>]*><tspan[^>]*>([^<]*)</tspan><tspan[^>]*>([^<]*)</tspan>", plot)
+    assert ticks[:2] == [("12-02 09:14", "aaaaaaa"), ("12-02 15:40", "bbbbbbb")]
+
+
+def test_a_run_served_from_the_cache_is_marked_cached_not_plotted_as_a_zero_fit_time(tmp_path):
+    from fmtest.verdict.results import CacheUse
+
+    d = tmp_path / "runs"
+    fresh, cached = run("2026-12-02T09:00:00Z", 0.6), run("2026-12-02T10:00:00Z", 0.6)
+    fresh.cases[0].cache = CacheUse(hits=0, predicted=40)
+    cached.cases[0].cache = CacheUse(hits=40, predicted=0)
+    cached.cases[0].metrics["fit_seconds"] = 0.0
+    write_json(fresh, d / "1.json")
+    write_json(cached, d / "2.json")
+    plot = plot_case(load_history(d), "padim-satsim")
+    fit = plot[plot.index("data-metric='fit_seconds'"):]
+    fit = fit[:fit.index("</figure>")]
+    assert re.findall(r"class='point' data-run='(\d)'", fit) == ["0"]  # the cached run is no point at 0
+    assert re.findall(r"class='cached' data-run='(\d)'", fit) == ["1"] and ">cached<" in fit
+    iou = plot[plot.index("data-metric='iou'"):plot.index("data-metric='iou'") + 3000]
+    assert re.findall(r"class='point' data-run='(\d)'", iou.split("</figure>")[0]) == ["0", "1"]  # its IoU is real
+
+
+def test_the_page_counts_in_the_right_number(tmp_path):
+    from fmtest.report.history import render_history_html
+
+    d = tmp_path / "runs"
+    one = run("2026-12-02T09:00:00Z", 0.6)
+    one.cases = one.cases[:1]
+    write_json(one, d / "1.json")
+    page = render_history_html(load_history(d), progress=False)
+    assert "1 run, 1 case." in page and "1 cases" not in page and "1 runs" not in page

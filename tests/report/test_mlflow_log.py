@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+from fmtest.config.suite import SuiteConfig
 from fmtest.report.mlflow_log import (
     MAX_PARAM_LENGTH,
     MAX_TAG_LENGTH,
@@ -17,8 +18,14 @@ from fmtest.report.mlflow_log import (
     session_params,
     session_tags,
 )
-from fmtest.config.suite import SuiteConfig
-from fmtest.verdict.results import BaselineComparison, CaseResult, ImageResult, MetricChange, RunConfig, RunResults
+from fmtest.verdict.results import (
+    BaselineComparison,
+    CaseResult,
+    ImageResult,
+    MetricChange,
+    RunConfig,
+    RunResults,
+)
 
 
 def make_results() -> RunResults:

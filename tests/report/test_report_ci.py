@@ -12,10 +12,26 @@ import subprocess
 import numpy as np
 import pytest
 
-from fmtest.report.markdown import HEADER, append_markdown, failing_images, render_markdown, write_markdown
-from fmtest.report.metrics_file import case_metrics, render_openmetrics, write_metrics_file
+from fmtest.report.markdown import (
+    HEADER,
+    append_markdown,
+    failing_images,
+    render_markdown,
+    write_markdown,
+)
+from fmtest.report.metrics_file import (
+    case_metrics,
+    render_openmetrics,
+    write_metrics_file,
+)
 from fmtest.report.publish import publish
-from fmtest.verdict.results import BaselineComparison, CaseResult, ImageResult, MetricChange, RunResults
+from fmtest.verdict.results import (
+    BaselineComparison,
+    CaseResult,
+    ImageResult,
+    MetricChange,
+    RunResults,
+)
 
 
 def seg_case(outcome="failed", **sections):
@@ -53,22 +69,52 @@ def table_rows(text: str) -> list[list[str]]:
     return [[c.strip() for c in re.split(r"(?<!\\)\|", r)[1:-1]] for r in rows]
 
 
-def test_markdown_table_has_a_row_per_judged_metric(results):
+def test_markdown_puts_the_verdict_failures_and_regressions_first_then_one_row_per_case(results):
     text = render_markdown(results)
-    assert text.startswith("### fmtest scoreboard: 1 failed, 1 error, 1 passed, 2 skipped")
+    assert text.startswith("### fmtest: 🔴 FAIL: 5 cases, 1 failed, 1 error, 1 passed, 2 skipped")
     assert "commit `0123456789`" in text
-    header, separator, *rows = table_rows(text)
-    assert header == list(HEADER) and set(separator) == {"---"}
-    assert all(len(r) == len(HEADER) for r in rows)
-    iou, f2, far, elpv, error = rows
-    assert iou[:2] == ["`padim-satsim`", "❌ FAIL"]
-    assert iou[2:6] == ["iou", "**0.166 [0.126, 0.207]** ❌", "≥ 0.60", "**-0.034** regressed"]
-    assert f2[:2] == ["", ""] and f2[2:6] == ["f2", "0.900", "≥ 0.80", "+0.010"]  # half an interval is not shown
-    assert far[2:5] == ["false_alarm_rate", "**0.080** ❌", "≤ 0.05"]  # a max_ threshold is an upper limit
-    assert elpv[:6] == ["`reference_diff-elpv`", "✅ PASS", "f2", "0.850 [0.810, 0.900]", "≥ 0.80", ""]
-    assert error[1] == "💥 ERROR"
-    assert "- **reference_diff-mvtec** error: DataError: labels.csv \\| line 3: unknown label" in text
+    head = text[:text.index("| case |")]
+    assert "- 🔴 `padim-satsim` FAIL: iou below" in head
+    assert "- 🟣 `reference_diff-mvtec` ERROR: DataError: labels.csv \\| line 3: unknown label" in head
     assert "traceback" not in text
+    assert "**Regressions against the baseline:**\n\n- `padim-satsim` iou 0.200 → 0.166 (-0.034)" in head
+    header, separator, *rows = table_rows(text)
+    assert header == [h for h in HEADER if h != "study"] and set(separator) == {"---"}  # no study case: no column
+    assert [r[0] for r in rows] == ["`padim-satsim`", "`reference_diff-elpv`", "`reference_diff-mvtec`"]  # one each
+    padim, elpv, error = rows
+    assert padim[1:4] == ["🔴 FAIL", "IoU **0.166 [0.126, 0.207]** 🔴", "≥ 0.60"]
+    # the other gates in the same row, each with its own threshold; a max_ threshold is an upper limit
+    assert padim[4] == "F2 0.900 ≥ 0.80<br>false-alarm rate **0.080** 🔴 ≤ 0.05"
+    assert padim[5] == "**-0.034** regressed"
+    assert elpv[1:6] == ["🟢 PASS", "F2 0.850 [0.810, 0.900]", "≥ 0.80", "", ""]
+    assert error[1:3] == ["🟣 ERROR", "not judged"]
+
+
+def test_a_candidates_new_slips_are_named_before_the_table():
+    from fmtest.verdict.results import CaseRef, Comparison, ImageChange
+
+    pair = CaseResult("sam_ft-vs-gdino_sam-satsim", "sam_ft", "satsim", "comparison", "failed", "new_slips 2 > 0",
+                      comparison=Comparison(CaseRef("sam_ft-satsim", "sam_ft", "failed"),
+                                            CaseRef("gdino_sam-satsim", "gdino_sam", "passed"), 0.02,
+                                            [ImageChange("void/7.png", "new_slips", "NOK", "OK", "NOK"),
+                                             ImageChange("good/2.png", "new_false_alarms", "OK", "NOK", "OK"),
+                                             ImageChange("void/9.png", "new_slips", "NOK", "OK", "NOK")]))
+    text = render_markdown(RunResults(cases=[pair]))
+    head = text[:text.index("| case |")]
+    assert "- **new slips** of `sam_ft-satsim` against `gdino_sam-satsim`: `void/7.png`, `void/9.png`" in head
+    assert "- **new false alarms** of `sam_ft-satsim` against `gdino_sam-satsim`: `good/2.png`" in head
+
+
+def test_a_study_case_row_names_its_departures_and_links_the_table_of_reasons():
+    from fmtest.data.departures import Departure
+
+    case = seg_case("passed", study={"iou": 0.52}, departures=[Departure("binarisation", "calibrated", "none", "a gate "
+                                                                         "needs a mask")])
+    text = render_markdown(RunResults(cases=[case]))
+    header, _, row, *_ = table_rows(text)
+    assert row[header.index("study")] == "[study 0.52; departs: binarisation](#departures-from-the-study)"
+    fidelity = text[text.index("#### Departures from the study"):]
+    assert "| `padim-satsim` | binarisation | calibrated | none | a gate needs a mask |" in fidelity
 
 
 def test_failing_images_slips_first_then_false_alarms_then_errors(results):
@@ -137,7 +183,7 @@ def test_publish_writes_each_output_and_reports_a_failing_one(results, tmp_path)
     lines = publish(results, markdown=blocker / "board.md", step_summary=summary, metrics=tmp_path / "m.json")
     assert lines[0].startswith(f"fmtest: warning: Markdown scoreboard not written to {blocker / 'board.md'}")
     assert lines[1:] == [f"GitHub job summary: {summary}", f"metrics file: {tmp_path / 'm.json'}"]
-    assert summary.read_text().startswith("### fmtest scoreboard") and (tmp_path / "m.json").is_file()
+    assert summary.read_text().startswith("### fmtest: ") and (tmp_path / "m.json").is_file()
 
 
 def test_openmetrics_file_parses_with_the_reference_parser(results):

@@ -77,7 +77,7 @@ def run():
 def case_payloads(document):
     """The per-case JSON the page renders from, keyed by the case id of its <details>."""
     found = re.findall(r"<details class='case [^']*' id='([^']*)' data-index='(\d+)'.*?"
-                       r"<script type='application/json' id='fm-case-data-\2'>(.*?)</script>", document, re.S)
+                       r"<script type='application/json' id='fm-case-data-\2'>(.*?)</script>", document, re.DOTALL)
     return {htmllib.unescape(case_id): json.loads(body) for case_id, _, body in found}
 
 
@@ -130,14 +130,43 @@ def test_details_carry_metrics_extras_and_thumbnails(run):
     assert "threshold-free, not a factory figure" in cls
     target_row = re.search(r"<tr><th scope='row' title='target_slip_rate'>target slip rate</th>.*?</tr>", cls).group(0)
     assert "share of defective" not in target_row  # a setting, not a measured rate
-    assert "input tokens" in cls and "1 model answer(s) were unusable" in cls
+    assert "input tokens" in cls and "1 model answer was unusable" in cls
 
 
 def test_max_thresholds_bound_their_metric(run):
     robust = case_payloads(render_html(run))["padim-satsim-blur"]["detail_html"]
     assert re.search(r"title='flip_rate'>flip rate</th><td class='num'>0.050</td><td class='num'></td>"
                      r"<td class='num'>&le; 0.10</td><td><span class='badge o-passed'>meets", robust)
-    assert re.search(r"title='max_metric_drop'>max metric drop</th>.*?0.050</td><td class='note'>setting", robust)
+    # the metric drop it allows judges each metric change at the gated level, as the verdict does
+    assert re.search(r"title='delta_iou'>\u0394 IoU</th><td class='num'>-0.010</td><td class='num'></td>"
+                     r"<td class='num'>&ge; -0.05</td><td><span class='badge o-passed'>meets", robust)
+
+
+def test_a_robustness_ladder_shows_value_tolerance_and_result_per_level_and_a_skip_only_its_reason():
+    levels = [LevelRow("blur", 0.5, flip_rate=0.0, delta_iou=0.0), LevelRow("blur", 1.0, flip_rate=0.05, delta_iou=-0.01),
+              LevelRow("blur", 2.0, flip_rate=0.25, delta_iou=-0.2)]
+    judged = CaseResult("padim-satsim-blur", "padim", "satsim", "robustness", "passed",
+                        metrics={"flip_rate": 0.05, "delta_iou": -0.01, "level": 1.0},
+                        thresholds={"max_flip_rate": 0.1, "max_metric_drop": 0.05},
+                        robustness=Robustness("blur", 1.0, levels))
+    skipped = dataclasses.replace(judged, id="padim-satsim-jpeg", outcome="skipped",
+                                  message="not meaningful: the unperturbed run finds 0.0% of the defects",
+                                  robustness=Robustness("jpeg", 1.0, levels))
+    document = render_html(RunResults(cases=[judged, skipped]))
+    ladder = case_payloads(document)["padim-satsim-blur"]["detail_html"]
+    ladder = ladder[ladder.index("<table class='ladder'>"):]
+    assert "flip rate <span class='note'>(&le; 0.10)</span>" in ladder and "(&ge; -0.05)" in ladder
+    rows = re.findall(r"<tr( class=gated)?><th scope='row' class='num'>([\d.]+)</th>(.*?)</tr>", ladder)
+    assert [(severity, bool(gated)) for gated, severity, _ in rows] == [("0.5", False), ("1", True), ("2", False)]
+    assert "PASS</span> gated" in rows[1][2]
+    assert "not gated" in rows[2][2] and "PASS" not in rows[2][2]  # 0.25 > 0.10 there, but that level is not judged
+    assert "beyond the tolerance; this level is not gated" in rows[2][2]
+    cell = rob_cell(document, "padim-satsim-jpeg").group(2)
+    assert "skipped: not meaningful" in cell and "flip" not in cell and "0.05" not in cell
+    summary = re.search(r"<details class='case o-skipped' id='padim-satsim-jpeg'.*?</summary>", document).group(0)
+    assert "flip rate" not in summary and "not meaningful" in summary
+    detail = case_payloads(document)["padim-satsim-jpeg"]["detail_html"]
+    assert "not meaningful" in detail and "<table class='ladder'>" not in detail and "flip rate" not in detail
 
 
 def test_image_rows_are_data_not_dom(run):
@@ -225,7 +254,7 @@ def series_points(svg, key):
 def test_robustness_matrix_shows_which_perturbation_breaks_which_pipeline(robust_run):
     document = render_html(robust_run)
     section = document[document.index("<h2 id='fm-robustness'>"):document.index("<h3>Metric vs severity")]
-    assert re.findall(r"<th scope='col'>(\w+)<span class='gate-level'>gate level 1</span>", section) == ["blur", "jpeg"]
+    assert re.findall(r"<th scope='col'>(\w+)<span class='gate-level'>gated at severity 1</span>", section) == ["blur", "jpeg"]
     assert re.findall(r"<tr id='fm-rob-([\w-]+)'>", section) == ["padim-satsim", "gemini_basic-mvtec"]
     outcome, body = rob_cell(section, "padim-satsim-blur").groups()
     assert outcome == "failed" and "FAIL" in body and "flip 0.100" in body
@@ -292,7 +321,7 @@ def test_risk_overview_lists_factory_figures_per_case():
                 false_alarm_budget=0.01, recall_at_false_alarm_budget=0.8, false_alarm_rate_at_budget_threshold=0.012)
     enough = dataclasses.replace(risk, n_defective=400, slip_rate=None, auroc_threshold_free_not_a_factory_figure=None,
                                  recall_at_false_alarm_budget=None, false_alarm_budget=None)
-    cases = [CaseResult("padim-satsim", "padim", "satsim", "segmentation", risk=risk),
+    cases = [CaseResult("padim-satsim", "padim", "satsim", "segmentation", risk=risk, train_scores=[0.1] * 40),
              CaseResult("gemini_basic-mvtec", "gemini_basic", "mvtec", "classification", risk=enough),
              CaseResult("padim-satsim-blur", "padim", "satsim", "robustness")]
     document = render_html(RunResults(cases=cases))
@@ -300,14 +329,16 @@ def test_risk_overview_lists_factory_figures_per_case():
     assert "<th class=num>AUROC (threshold-free)</th>" in table
     rows = dict(re.findall(r"<tr data-case='([\w-]+)'>(.*?)</tr>", table))
     assert list(rows) == ["padim-satsim", "gemini_basic-mvtec"]  # cases without a risk table are left out
-    cells = re.findall(r"<td[^>]*>(.*?)</td>", rows["padim-satsim"])
+    cells = re.findall(r"<td[^>]*><span>(.*?)</span></td>", rows["padim-satsim"])
     assert cells[:3] == ["0.030 [0.010, 0.080]", "0.070", "0.020 [0.005, 0.060]"]
     assert cells[3].startswith("76 / 299") and "slip &lt; 1.0%" in cells[3]
-    assert "NOT enough defectives" in cells[4] and "o-failed" in cells[4] and "title='this test set has 76" in cells[4]
-    assert cells[5].startswith("0.800") and "budget 1.0%" in cells[5] and "1.2%" in cells[5]
+    assert "<b>NOT</b> enough defectives" in cells[4] and "title='this test set has 76" in cells[4]
+    assert "o-" not in cells[4]  # a flag, not an outcome colour: no case passes or fails by it
+    assert cells[5].startswith("0.800") and "threshold from 40 good training images for a 1.0% budget" in cells[5]
+    assert "on good test parts it flagged 1.2%" in cells[5] and "budget missed" in cells[5]
     assert cells[6] == "0.970"
-    cells = re.findall(r"<td[^>]*>(.*?)</td>", rows["gemini_basic-mvtec"])
-    assert cells[0].startswith("n/a") and "o-passed'" in cells[4] and ">enough defectives<" in cells[4]
+    cells = re.findall(r"<td[^>]*><span>(.*?)</span></td>", rows["gemini_basic-mvtec"])
+    assert cells[0].startswith("n/a") and ">enough defectives<" in cells[4]
     assert "n/a" in cells[5] and cells[6] == "n/a"
 
 

@@ -1,5 +1,6 @@
 import pytest
 
+from fmtest.metrics.specs import format_value
 from fmtest.report.terminal import render_scoreboard
 from fmtest.verdict.gates import gates, image_counts, main_metric
 from fmtest.verdict.results import (
@@ -11,7 +12,6 @@ from fmtest.verdict.results import (
     Robustness,
     RunResults,
 )
-from fmtest.metrics.specs import format_value
 
 
 def seg_case(case_id="saa_plus-mvtec", outcome="failed", iou=0.52, **kw):
@@ -175,3 +175,79 @@ def test_helpers():
     assert image_counts(seg_case()) == (329, 76)
     assert format_value(float("nan")) == "n/a" and format_value(None) == "n/a" and format_value(0.12345) == "0.123"
     assert format_value(90.0) == "90" and format_value(1.0) == "1.000"  # counts stored as floats read as counts
+
+
+@pytest.mark.parametrize("width", [60, 80, 120])
+def test_a_case_id_is_never_cut_its_row_wraps(width):
+    long_ids = ["toy_empty_versus_the_toy_threshold-toy", "clip_surgery_sam-industrialsat_with_a_very_long_name"]
+    text = render_scoreboard(RunResults(cases=[seg_case(i, "passed") for i in ["saa_plus-mvtec", *long_ids]]),
+                             width=width)
+    assert "~" not in text
+    lines = text.splitlines()
+    for case_id in long_ids:
+        at = lines.index(case_id) if case_id in lines else next(i for i, ln in enumerate(lines) if ln.startswith(case_id))
+        figures = lines[at] if lines[at] != case_id else lines[at + 1]
+        assert "iou 0.520" in figures and figures.rstrip().endswith("PASS")  # its figures right with it
+
+
+def departure(name, comparable=True):
+    from fmtest.data.departures import Departure
+    return Departure(name, f"fmtest's {name}", "the study's", "why", comparable=comparable)
+
+
+def test_a_study_case_shows_the_published_number_and_its_departures_by_name():
+    case = seg_case("sam_clip-mvtec", study={"iou": 0.05},
+                    departures=[departure("point grid"), departure("CLIP precision")])
+    faithful = seg_case("gdino_sam-mvtec", study={"iou": 0.13})
+    text = render_scoreboard(RunResults(cases=[case, faithful]), width=200)
+    assert "study 0.05; departs: point grid, CLIP precision" in row_of(text, "sam_clip-mvtec")
+    assert "study 0.13, as published" in row_of(text, "gdino_sam-mvtec")
+    assert "docs/FIDELITY.md" in text.splitlines()[-2]  # where each departure's reason is
+
+
+def test_another_backbone_than_the_studys_is_shown_and_the_study_number_is_not():
+    backbone = departure("backbone", comparable=False)
+    study = CaseResult("supervised-industrialsat", "supervised", "industrialsat", "classification", "failed",
+                       metrics={"f2": 0.65}, thresholds={"f2": 0.8}, study={"f2": 0.82},
+                       departures=[backbone, departure("input")])
+    elsewhere = CaseResult("supervised-elpv", "supervised", "elpv", "classification", "failed",
+                           metrics={"f2": 0.65}, thresholds={"f2": 0.8}, departures=[backbone])
+    text = render_scoreboard(RunResults(cases=[study, elpv := elsewhere]), width=200)
+    assert "0.82" not in text
+    assert "not comparable with the study (backbone fmtest's backbone); departs: input" in row_of(text, study.id)
+    assert "backbone fmtest's backbone" in row_of(text, elpv.id)
+
+
+def test_counts_read_as_whole_numbers_in_every_column():
+    case = CaseResult("toy_empty-vs-toy_threshold-toy", "toy_empty", "toy", "comparison", "failed",
+                      metrics={"delta_iou": -1.0, "new_slips": 4.0}, thresholds={"delta_iou": -0.05,
+                                                                                 "max_new_slips": 0.0})
+    text = render_scoreboard(RunResults(cases=[case]), width=200)
+    assert "new_slips 4>0" in text and "4.0" not in text and "0.00" not in text.replace("-0.05", "")
+
+
+def test_result_words_are_painted_in_their_outcomes_colour(robust_run):
+    robust_run.cases.append(rob_case("padim", "satsim", "blur", 0.5, "skipped", "not meaningful"))
+    text = render_scoreboard(robust_run, width=200, paint=lambda word, outcome: f"<{outcome}>{word}</>")
+    assert row_of(text, "saa_plus-mvtec").rstrip().endswith("<failed>FAIL</>")
+    assert row_of(text, "gemini_basic-mvtec").rstrip().endswith("<passed>PASS</>")
+    grid = text[text.index("robustness:"):]
+    assert "<failed>0.250 FAIL</>" in grid and "<error>ERROR</>" in grid
+
+
+def test_a_skipped_robustness_case_shows_no_number(robust_run):
+    robust_run.cases.append(rob_case("padim", "satsim", "blur", 0.5, "skipped", "not meaningful: recall 0.0%"))
+    grid = render_scoreboard(robust_run, width=200)
+    row = row_of(grid[grid.index("robustness:"):], "padim-satsim ")
+    assert "SKIP" in row and "0.5" not in row
+    assert "padim-satsim-blur: not meaningful: recall 0.0%" in grid
+
+
+def test_data_quality_counts_read_in_the_right_number():
+    from fmtest.report.terminal import data_quality_line
+    from fmtest.run.guardrails import Finding
+
+    findings = [Finding("alignment_failure", f"t/{i}", "quality 0.1") for i in range(13)]
+    findings.append(Finding("check_skipped", None, "no reference"))
+    case = seg_case("padim-toy", data_quality=findings)
+    assert data_quality_line(RunResults(cases=[case])) == "data quality, toy: 13 alignment failures, 1 check skipped"

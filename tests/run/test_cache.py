@@ -12,6 +12,9 @@ import numpy as np
 import pytest
 from fakes import REPO
 
+from fmtest.cli.cache import register_cli
+from fmtest.errors import ConfigError
+from fmtest.pipelines.base import Prediction
 from fmtest.run.cache import (
     DB_NAME,
     CacheCorruptionWarning,
@@ -20,9 +23,6 @@ from fmtest.run.cache import (
     decode_prediction,
     encode_prediction,
 )
-from fmtest.cli.cache import register_cli
-from fmtest.errors import ConfigError
-from fmtest.pipelines.base import Prediction
 
 
 def _blob_mask(shape, seed) -> np.ndarray:
@@ -390,3 +390,51 @@ def test_merging_shard_caches_is_a_union_keeping_the_newer_entry_and_skipping_da
         assert one.merge_from(tmp_path / "all") == (2, 0)  # b (newer) and c; its own a is not newer
     with pytest.raises(ConfigError, match="no prediction cache to merge"):
         PredictionCache(tmp_path / "all").merge_from(tmp_path / "nowhere")
+
+
+def _score_map(shape, seed=2) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (2.5 * rng.random(shape)).astype(np.float32)
+
+
+@pytest.mark.parametrize("shape", [(48, 64), (600, 300)])
+def test_the_score_map_is_kept_as_the_viewer_draws_it(cache, shape):
+    from fmtest.imaging.overlay import image_layers
+
+    mask = _blob_mask(shape, 3)
+    score_map = np.where(mask, 1.5, 0.3).astype(np.float32) * _score_map(shape)
+    pred = Prediction.from_mask(mask, score=0.9, score_map=score_map)
+    cache.put_many("fp", "model", {"img": pred}, pipeline="padim")
+    back = cache.get("fp", "model", "img")
+    assert _same(back, pred) and back.score_map is not None
+    assert max(back.score_map.shape) == min(max(shape), 256)  # the viewer's colour levels, at most 256 px
+    image = np.full(shape, 0.5, np.float32)
+    fresh, cached = (image_layers(image, p.mask, score_map=p.score_map, max_side=256)["score_map"] for p in (pred, back))
+    import io
+
+    from PIL import Image
+    fresh_px, cached_px = (np.asarray(Image.open(io.BytesIO(png))) for png in (fresh, cached))
+    assert fresh_px.shape == cached_px.shape
+    assert np.array_equal(fresh_px, cached_px)  # the layer a cached run draws is the fresh run's
+
+
+def test_an_entry_written_before_score_maps_were_kept_still_reads(cache):
+    import json
+    import struct
+    import zlib
+
+    meta = {"label": "NOK", "score": 0.5, "reasoning": None, "error": None, "usage": {}, "mask_shape": [2, 4]}
+    head = json.dumps(meta).encode()
+    old = zlib.compress(struct.pack("<I", len(head)) + head + np.packbits(np.ones(8, bool)).tobytes())
+    back = decode_prediction(old)
+    assert back.mask.all() and back.score_map is None
+
+
+def test_a_truncated_score_map_is_a_damaged_entry():
+    import zlib
+
+    from fmtest.run.cache import CorruptEntry
+
+    payload = zlib.decompress(encode_prediction(Prediction.from_mask(np.ones((4, 4), bool), score_map=_score_map((4, 4)))))
+    with pytest.raises(CorruptEntry):
+        decode_prediction(zlib.compress(payload[:-3]))

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 from fakes import TESTS
 
+from fmtest.config.settings import resolve_settings
 from fmtest.config.suite import parse_config
 from fmtest.data.base import Dataset, Group
 from fmtest.data.sample import Sample, SampleRef, SampleSet
-from fmtest.run.plan import Case
 from fmtest.pipelines.base import Pipeline, Prediction
-from fmtest.config.settings import resolve_settings
 from fmtest.plugin.session import Session
+from fmtest.run.plan import Case
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,7 +196,7 @@ def _load(path: Path, module: str, monkeypatch) -> type:
 def test_the_pipelines_code_and_fmtests_version_key_the_cache(tmp_path, monkeypatch):
     """A user's pipeline edited between runs is predicted again (its module's source is in the key), and so is
     every pipeline under another fmtest version."""
-    import fmtest.pipelines.base as base
+    from fmtest.pipelines import base
 
     path = tmp_path / "edited_pipeline.py"
     path.write_text(PIPELINE_SOURCE)

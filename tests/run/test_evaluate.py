@@ -4,19 +4,18 @@ max_ thresholds), cache use, risk, and an unjudgeable case's withheld figures.""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from toy_fmtest import Toy, ToyEmpty, ToyThreshold
 
-from dataclasses import replace
-
-from fmtest.run.cache import PredictionCache
 from fmtest.config.suite import SuiteConfig
 from fmtest.errors import PipelineError
+from fmtest.pipelines.base import PipelineContext
+from fmtest.run.cache import PredictionCache
 from fmtest.run.evaluate import Part, collect_case, predict_all
 from fmtest.run.plan import Case
-from fmtest.pipelines.base import PipelineContext
 from fmtest.verdict.finish import finish_case
 from fmtest.verdict.gates import threshold_failures
 from fmtest.verdict.results import CaseResult, ImageResult
@@ -45,7 +44,7 @@ def test_perfect_pipeline_passes_with_exact_metrics():
 def test_failure_message_gives_value_interval_and_threshold():
     result = _case(ToyEmpty, {"iou": 0.6})
     assert result.outcome == "failed"
-    assert result.message.startswith("iou = 0.000 (95% CI 0.000-0.000) is below the threshold 0.600")
+    assert result.message.startswith("iou = 0.000 (95% CI [0.000, 0.000]) is below the threshold 0.600")
     # the worst images strip starts with the missed defects
     assert result.thumbnails[0].caption.endswith("NOK -> OK, IoU 0.00")
 
@@ -57,7 +56,7 @@ def test_max_thresholds_are_upper_limits():
     r.metrics["false_alarm_rate"] = 0.05
     assert threshold_failures(r) == []
     r.metrics["f2"] = math.nan
-    assert threshold_failures(r) == ["f2 = nan is below the threshold 0.800"]
+    assert threshold_failures(r) == ["f2 = n/a is below the threshold 0.800"]
 
 
 def test_thresholds_for_metrics_a_case_lacks_are_not_applied():

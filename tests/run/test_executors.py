@@ -9,18 +9,18 @@ import os
 
 import pytest
 from fakes import TESTS
-from toy_fmtest import run_suite as run
 from toy_fmtest import Toy, ToyAlwaysCrash, ToyCrashOnce, ToyThreshold
+from toy_fmtest import run_suite as run
 
-from fmtest.run.cache import PredictionCache
 from fmtest.config.suite import SuiteConfig
+from fmtest.pipelines import PipelineContext
+from fmtest.run.cache import PredictionCache
 from fmtest.run.evaluate import Part, collect_case
+from fmtest.run.executors import WorkerError, make_executor
+from fmtest.run.executors.local import LocalExecutor
 from fmtest.run.plan import Case
 from fmtest.verdict.finish import finish_case
 from fmtest.verdict.results import CacheUse
-from fmtest.run.executors import WorkerError, make_executor
-from fmtest.run.executors.local import LocalExecutor
-from fmtest.pipelines import PipelineContext
 
 ray = pytest.importorskip("ray")
 TIMING = ("images_per_second", "fit_seconds")

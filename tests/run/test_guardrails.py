@@ -98,7 +98,7 @@ def test_intensity_outlier_against_training_distribution():
 
 def test_intensity_outlier_on_rgb_images_and_in_training_split():
     train, test = clean_dataset()
-    rgb = lambda s, factor=1.0: Sample(id=s.id, image=np.repeat(s.image[..., None] * factor, 3, axis=2),  # noqa: E731
+    rgb = lambda s, factor=1.0: Sample(id=s.id, image=np.repeat(s.image[..., None] * factor, 3, axis=2),
                                        label=s.label, mask=s.mask)
     train = [rgb(s) for s in train]
     test = [rgb(s) for s in test]
@@ -188,7 +188,7 @@ def test_saturation_share_limit(tmp_path):
     pixels = np.full((10, 10), 100, np.uint16)
     pixels[0, :3] = 1000  # 3 % of the pixels would clip
     s = sample("few", read_image(_png(tmp_path / "few.png", pixels)))
-    found = lambda share: [f.kind for f in check_data_quality(  # noqa: E731
+    found = lambda share: [f.kind for f in check_data_quality(
         sample_set([]), sample_set([s]), None, max_saturated_share=share, progress=False)]
     assert "saturates_8bit" in found(0.01) and "saturates_8bit" not in found(0.05)
     with pytest.raises(ConfigError, match="max_saturated_share"):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-
 from pathlib import Path
 
 import pytest
@@ -11,14 +10,12 @@ import toy_fmtest
 from fakes import TESTS, make_mvtec
 from toy_fmtest import Toy
 
+from fmtest.config.settings import Settings, resolve_settings
 from fmtest.config.suite import parse_config
 from fmtest.errors import ConfigError
-from fmtest.run.plan import Case
 from fmtest.pipelines.base import Pipeline, Prediction
-from fmtest.config.settings import Settings, resolve_settings
 from fmtest.plugin.session import Session
-from fmtest.run.plan import plan_cases
-
+from fmtest.run.plan import Case, plan_cases
 
 RECORDING = {"pipelines": {"recording": {"class": f"{__name__}:RecordingFit"}}}
 
@@ -173,3 +170,28 @@ def test_guardrails_can_be_switched_off_per_dataset():
     raw = {"datasets": {"toy": {"leak_train_image": True}}, "guardrails": {"toy": {"enabled": False}}}
     result = Session(_settings(raw=raw), progress=False).case(Case("toy_threshold", "toy", "segmentation"))
     assert result.data_quality == []
+
+
+def test_a_robustness_subset_holds_both_labels_in_the_test_sets_share():
+    """Toy's first ids are its 14 good images: the first 10 would hold no defective and judge nothing."""
+    raw = {"robustness": {**ROBUST["robustness"], "n_images": 10},
+           "datasets": {"toy": {"n_good": 14, "n_defective": 6}}}
+    result = Session(_settings(raw=raw), progress=False).invariance(Case("toy_threshold", "toy", "segmentation"),
+                                                                   "brightness")
+    assert result.metrics["clean_recall"] == 1.0  # defined: the subset holds defective images
+    from fmtest.data.shards import stratified_subset
+
+    chosen = stratified_subset(Toy(n_good=14, n_defective=6).test, 10)
+    assert [r.label for r in chosen].count("NOK") == 3 and len(chosen) == 10  # 6 of 20 -> 3 of 10
+    assert stratified_subset(Toy(n_good=14, n_defective=1).test, 3) and \
+        {r.label for r in stratified_subset(Toy(n_good=14, n_defective=1).test, 3)} == {"OK", "NOK"}
+
+
+def test_a_robustness_subset_too_small_for_its_gate_is_refused_when_the_config_loads():
+    from fmtest.config.suite import parse_config
+    from fmtest.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"\[robustness\] n_images = 8: too few images to judge; one flipped "
+                                          r"verdict would be 12.5%, above max_flip_rate 10.0%.*at least 10"):
+        parse_config({"robustness": {"n_images": 8}})
+    parse_config({"robustness": {"n_images": 8, "max_flip_rate": 0.125}})  # one flip within the tolerance

@@ -9,6 +9,7 @@ import pytest
 
 from fmtest import __version__
 from fmtest.errors import ConfigError, DataError
+from fmtest.report.results_file import read_json, write_json
 from fmtest.verdict.regression import (
     compare_to_baseline,
     format_regression,
@@ -16,7 +17,6 @@ from fmtest.verdict.regression import (
     incompatibility,
     recorded_comparisons,
 )
-from fmtest.report.results_file import read_json, write_json
 from fmtest.verdict.results import CaseResult, ImageResult, RunResults
 from fmtest.verdict.scoring import score_images
 

@@ -13,8 +13,8 @@ from fmtest.data.sample import SampleRef, SampleSet
 from fmtest.data.shards import Shard
 from fmtest.errors import ConfigError
 from fmtest.report.results_file import read_json
-from fmtest.verdict.merge import MergeError, ShardFile, merge_shards
 from fmtest.run.evaluate import ShardSlice
+from fmtest.verdict.merge import MergeError, ShardFile, merge_shards
 from fmtest.verdict.results import CaseResult, ImageResult, RunConfig, RunResults
 
 PIPELINES = "--fm-pipeline=toy_threshold,toy_empty,toy_learned"  # toy_learned: 2-fold cross-validation
@@ -50,7 +50,7 @@ def merge_files(paths):
 
 def _comparable(case: dict) -> dict:
     """A case without its timing figures, its thumbnails and its shard record."""
-    case = {k: v for k, v in case.items() if k not in ("duration_s", "thumbnails")}
+    case = {k: v for k, v in case.items() if k not in ("duration_s", "started", "thumbnails")}
     case["metrics"] = {k: v for k, v in case["metrics"].items() if k not in TIMING}
     case.pop("shard", None)
     return case

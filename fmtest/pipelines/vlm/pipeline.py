@@ -19,7 +19,6 @@ from tqdm.auto import tqdm
 
 from fmtest.data.sample import Sample, SampleSet
 from fmtest.errors import DataError
-from fmtest.util.extras import require_sdks
 from fmtest.pipelines.base import Pipeline, PipelineContext, Prediction
 from fmtest.pipelines.vlm.answers import ANSWER_SCHEMA, UnusableAnswer, read_answer
 from fmtest.pipelines.vlm.client import VLMClient, VLMReply, send_by_deadline
@@ -29,6 +28,7 @@ from fmtest.pipelines.vlm.retries import RequestError, RetryLog, call_with_retri
 from fmtest.pipelines.vlm.settings import MAX_CONCURRENCY, VLMSettings
 from fmtest.pipelines.vlm.store import RequestStore, request_key
 from fmtest.pipelines.vlm.usage import replayed_usage, spent_usage
+from fmtest.util.extras import require_sdks
 from fmtest.util.redact import redact
 
 

@@ -19,7 +19,7 @@ BASIC_PROMPT = (
 REFERENCE_CAPTION = "Reference image: a defect-free part (label OK)."
 TEST_CAPTION = "Image to inspect:"
 
-_TEMPLATE_GAP = re.compile(r"<<.*?>>", re.S)
+_TEMPLATE_GAP = re.compile(r"<<.*?>>", re.DOTALL)
 
 
 def load_prompt_file(path: Path) -> str:

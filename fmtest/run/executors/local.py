@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from fmtest.run.executors import Answers, Batches, PipelineRecipe
 from fmtest.pipelines.base import Pipeline
+from fmtest.run.executors import Answers, Batches, PipelineRecipe
 
 
 class LocalExecutor:

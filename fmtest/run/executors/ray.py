@@ -21,8 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from fmtest.errors import ConfigError
-from fmtest.run.executors import Answers, Batches, PipelineRecipe, WorkerError
 from fmtest.pipelines.base import Pipeline
+from fmtest.run.executors import Answers, Batches, PipelineRecipe, WorkerError
 from fmtest.util.redact import redact
 
 BATCHES_IN_FLIGHT_PER_ACTOR = 2  # one predicting, one queued: an actor never waits for the controller
