@@ -168,7 +168,7 @@ def _check_outputs_writable(settings, config: pytest.Config) -> None:
             raise ConfigError(f"{option}: cannot write {path}: {problem}")
         where = Path(path).resolve()
         if where in taken:
-            raise ConfigError(f"{option} and {taken[where]} both write {path}: one would overwrite the other; "
+            raise ConfigError(f"{option} and {taken[where]} both write {where}: one would overwrite the other; "
                               "give each output its own file")
         taken[where] = option
     if settings.report:

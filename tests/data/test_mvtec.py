@@ -43,7 +43,9 @@ def test_masks_are_matched_by_stem(root):
     ds = open_dataset("mvtec", root, CATS)
     for sample in ds.test:
         category, _, defect, stem = sample.id.split("/")
-        assert sample.meta == {"category": category, "defect_type": defect, "split": "test"}
+        mask_file = {} if defect == "good" else {
+            "mask_file": str(root / "mvtec" / category / "ground_truth" / defect / f"{stem}_mask.png")}
+        assert sample.meta == {"category": category, "defect_type": defect, "split": "test", **mask_file}
         if defect == "good":
             assert sample.mask.shape == (64, 64) and not sample.mask.any()
         else:

@@ -48,7 +48,8 @@ def test_visa_masks_are_label_maps_every_non_zero_value_is_defect(visa):
     stored = np.asarray(Image.open(visa / "visa" / "candle" / "Data" / "Masks" / "Anomaly" / "001.png"))
     assert set(np.unique(stored)) == {0, 2}
     np.testing.assert_array_equal(sample.mask, stored != 0)
-    assert sample.meta == {"category": "candle", "defect_type": "anomaly", "split": "test"}
+    assert sample.meta == {"category": "candle", "defect_type": "anomaly", "split": "test",
+                           "mask_file": str(visa / "visa" / "candle" / "Data" / "Masks" / "Anomaly" / "001.png")}
     good = ds.test[0]
     assert good.label == "OK" and good.mask.shape == (48, 48) and not good.mask.any()
 
