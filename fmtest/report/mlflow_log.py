@@ -1,9 +1,13 @@
 """A run's results logged to MLflow, the experiment tracker ML teams already watch.
 
 One parent MLflow run per pytest session (its settings, counts, the Markdown scoreboard as its
-description, the results JSON and the given report files as artifacts) and one child run per case:
-parameters (pipeline, dataset, options, prompt, model sha256, config path), every metric and
-interval, thresholds and verdict as tags, and the per-image table as an MLflow table artifact.
+description, the results JSON and the given report files, the scoreboard with its image folder, as artifacts)
+and one child run per case: parameters (pipeline, dataset, every option it ran with, a variant's inherited
+ones and defaults included, prompt, model sha256, config path), every metric and interval, thresholds and
+verdict as tags, the per-image table as an MLflow table artifact, and the plots a reviewer wants (confusion
+matrix, precision-recall curve, IoU histogram), as `mlflow.evaluate` logs them. Each child run spans the
+case's own time (it started when the case did and lasted as long), not the moment of logging; the experiment
+is marked a model-development experiment, so MLflow opens its runs, not its GenAI view.
 
 A pure consumer of RunResults: it reads what the JSON holds, so the same numbers reach every report.
 mlflow is an optional install (`fmtest[mlflow]`) imported only here, on use. Any failure of the
@@ -14,6 +18,7 @@ MLflow's own HTTP retries (about four minutes by default) are bounded unless the
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import io
 import math
 import numbers
@@ -31,6 +36,7 @@ from fmtest.verdict.gates import regressed_metrics
 from fmtest.verdict.results import OUTCOME_WORD, CaseResult, RunResults
 
 DEFAULT_EXPERIMENT = "fmtest"
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")  # MLflow 3's runs view, not its GenAI view
 IMAGE_TABLE = "images.json"
 RESULTS_ARTIFACT = "results.json"
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a parameter value
@@ -79,36 +85,66 @@ def _log(results: RunResults, tracking_uri: str, experiment: str, artifacts: Seq
     from mlflow import MlflowClient
 
     from fmtest.report.markdown import render_markdown
+    from fmtest.report.plots import case_figures
 
     client = MlflowClient(tracking_uri)
     found = client.get_experiment_by_name(experiment)
-    experiment_id = found.experiment_id if found is not None else client.create_experiment(experiment)
-    parent = client.create_run(experiment_id, run_name=f"fmtest {results.created}",
+    if found is None:
+        experiment_id = client.create_experiment(experiment, tags=dict([EXPERIMENT_KIND]))
+    else:
+        experiment_id = found.experiment_id
+        if EXPERIMENT_KIND[0] not in found.tags:  # the user's own choice of view is kept
+            client.set_experiment_tag(experiment_id, *EXPERIMENT_KIND)
+    spans = {c.id: case_span(c, results) for c in results.cases}
+    start = min((s for s, _ in spans.values()), default=_ms(results.created))
+    end = max((e for _, e in spans.values()), default=start)
+    parent = client.create_run(experiment_id, run_name=f"fmtest {results.created}", start_time=start,
                                tags={**session_tags(results), "mlflow.note.content": render_markdown(results)})
     parent_id = parent.info.run_id
-    _log_batch(client, parent_id, session_metrics(results), session_params(results))
+    _log_batch(client, parent_id, session_metrics(results), session_params(results), end)
     case_runs = {}
     for case in results.cases:
-        run = client.create_run(experiment_id, run_name=case.id,
+        case_start, case_end = spans[case.id]
+        run = client.create_run(experiment_id, run_name=case.id, start_time=case_start,
                                 tags={"mlflow.parentRunId": parent_id, **case_tags(case, results)})
         case_runs[case.id] = run.info.run_id
-        _log_batch(client, run.info.run_id, case_metrics(case), case_params(case, results))
+        _log_batch(client, run.info.run_id, case_metrics(case), case_params(case, results), case_end)
         if case.images:
             client.log_table(run.info.run_id, data=image_table(case), artifact_file=IMAGE_TABLE)
-        client.set_terminated(run.info.run_id, status=run_status([case]))
+        for name, figure in case_figures(case).items():
+            client.log_figure(run.info.run_id, figure, name)
+        client.set_terminated(run.info.run_id, status=run_status([case]), end_time=case_end)
     client.log_text(parent_id, results_json(results), RESULTS_ARTIFACT)
-    for path in artifacts:
-        client.log_artifact(parent_id, str(path))
-    client.set_terminated(parent_id, status=run_status(results.cases, interrupted=results.interrupted))
+    for path in artifacts:  # a folder (the scoreboard's images) keeps its name beside the page that links it
+        if Path(path).is_dir():
+            client.log_artifacts(parent_id, str(path), artifact_path=Path(path).name)
+        else:
+            client.log_artifact(parent_id, str(path))
+    client.set_terminated(parent_id, status=run_status(results.cases, interrupted=results.interrupted), end_time=end)
     return LoggedRun(experiment_id, parent_id, case_runs)
 
 
-def _log_batch(client, run_id: str, metrics: dict[str, float], params: dict[str, str]) -> None:
-    """Metrics and params in batches within MLflow's per-request limits (1000 metrics, 100 params)."""
+def case_span(case: CaseResult, results: RunResults) -> tuple[int, int]:
+    """(start, end) of the case in milliseconds since the epoch, as MLflow keeps run times: when it started and
+    how long it took; a case that recorded no start (skipped, older results) is placed at the run's time."""
+    start = _ms(case.started or results.created)
+    return start, start + round(1000 * (case.duration_s or 0.0))
+
+
+def _ms(iso: str) -> int:
+    """An ISO 8601 UTC time in milliseconds since the epoch; now when it is empty or unreadable."""
+    try:
+        return round(dt.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000)
+    except (ValueError, AttributeError):
+        return round(time.time() * 1000)
+
+
+def _log_batch(client, run_id: str, metrics: dict[str, float], params: dict[str, str], when: int) -> None:
+    """Metrics (measured at `when`, ms since the epoch: the end of the case) and params in batches within MLflow's
+    per-request limits (1000 metrics, 100 params)."""
     from mlflow.entities import Metric, Param
 
-    now = int(time.time() * 1000)
-    metric_rows = [Metric(k, v, now, 0) for k, v in metrics.items()]
+    metric_rows = [Metric(k, v, when, 0) for k, v in metrics.items()]
     param_rows = [Param(k, v) for k, v in params.items()]
     for start in range(0, max(len(metric_rows), len(param_rows)), 100):
         client.log_batch(run_id, metrics=metric_rows[start:start + 100], params=param_rows[start:start + 100])
@@ -161,7 +197,7 @@ def case_params(case: CaseResult, results: RunResults) -> dict[str, str]:
               "model_sha256": case.model_sha256, "config_file": cfg.config_file,
               "prompt": cfg.prompts.get(case.dataset),
               "config_fingerprint": case.config_fingerprint, "dataset_fingerprint": case.dataset_fingerprint}
-    options = cfg.pipeline_options.get(case.pipeline) or {}
+    options = case.options or cfg.pipeline_options.get(case.pipeline) or {}  # results without `options`: the table
     params.update({f"option.{k}": v for k, v in options.items()})
     return {k: _param_value(v) for k, v in params.items() if v is not None}
 

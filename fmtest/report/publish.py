@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fmtest.errors import FmtestError
+from fmtest.report.layers import layers_dir
 from fmtest.report.markdown import append_markdown, write_markdown
 from fmtest.report.metrics_file import write_metrics_file
 from fmtest.util.redact import redact
@@ -24,10 +25,12 @@ def publish(results: RunResults, *, markdown: Path | None = None, step_summary: 
             attachments: Sequence[Path] = ()) -> list[str]:
     """Write each requested output; returns one line per output for the terminal (where it went, or why not).
 
-    `attachments` (the HTML scoreboard) go to the MLflow parent run with the files written here.
+    `attachments` (the HTML scoreboard) go to the MLflow parent run with the files written here, each with the
+    folder of images its viewer loads (`scoreboard_files/`), so the page opened from the tracker shows them.
     """
     lines = []
     written = [p for p in attachments if p.is_file()]
+    written += [layers_dir(p) for p in written if layers_dir(p).is_dir()]
     outputs = ((markdown, write_markdown, "Markdown scoreboard", True),
                (step_summary, append_markdown, "GitHub job summary", False),  # shared with other steps
                (metrics, write_metrics_file, "metrics file", True))

@@ -3,6 +3,7 @@ metrics file, and MLflow, read back from a real tracking server started for the 
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
 import os
@@ -142,6 +143,7 @@ def test_a_session_is_one_parent_run_with_a_child_run_per_case(suite, mlflow_ser
 
     client = MlflowClient(mlflow_server)
     experiment = client.get_experiment_by_name("fmtest")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # its runs, not the GenAI view
     runs = client.search_runs([experiment.experiment_id])
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert len(parents) == 1 and len(runs) == 3  # only the xdist controller logged
@@ -168,13 +170,20 @@ def test_a_session_is_one_parent_run_with_a_child_run_per_case(suite, mlflow_ser
         assert run.info.status == {"passed": "FINISHED", "failed": "FAILED"}[case["outcome"]]
         # MlflowClient.load_table searches through the global tracking URI, not the client's: read the artifact
         assert json.loads(run.data.tags["mlflow.loggedArtifacts"]) == [{"path": "images.json", "type": "table"}]
+        plots = {a.path for a in client.list_artifacts(run.info.run_id)} - {"images.json"}
+        assert {"confusion_matrix.png", "precision_recall.png", "iou_histogram.png"} <= plots
+        started = {c["id"]: c["started"] for c in results["cases"]}[case["id"]]
+        assert abs(run.info.start_time - 1000 * datetime.datetime.fromisoformat(started).timestamp()) < 1000
+        assert run.info.end_time - run.info.start_time == pytest.approx(1000 * case["duration_s"], abs=2)
         table = json.loads(Path(client.download_artifacts(run.info.run_id, "images.json", str(suite.path))).read_text())
         rows = [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
         assert [(r["id"], r["label"], r["predicted"]) for r in rows] == [
             (img["id"], img["label"], img["predicted"]) for img in case["images"]]
 
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert artifacts == {"results.json", "board.html", "board.md", "metrics.json"}
+    assert artifacts == {"results.json", "board.html", "board.md", "metrics.json", "board_files"}  # with its images
+    layers = {a.path for a in client.list_artifacts(parent.info.run_id, "board_files")}
+    assert layers == {"board_files/toy_threshold-toy", "board_files/toy_empty-toy"}
     logged = json.loads(Path(client.download_artifacts(parent.info.run_id, "results.json", str(suite.path))).read_text())
     assert [c["id"] for c in logged["cases"]] == [c["id"] for c in results["cases"]]
 

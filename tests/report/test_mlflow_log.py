@@ -109,3 +109,42 @@ def test_a_run_is_green_in_the_tracker_only_when_every_case_passed_or_skipped():
     for outcome in ("failed", "error"):
         assert run_status([passed, CaseResult("d-b", "d", "b", "classification", outcome)]) == "FAILED"
     assert run_status([passed], interrupted=True) == "FAILED"
+
+
+def test_a_variants_child_run_carries_every_option_it_ran_with():
+    results = make_results()
+    case = results.cases[0]
+    case.options = {"model": "gemini-2.5-pro", "temperature": 0.0, "api_key": "<redacted>"}  # inherited + defaults
+    params = case_params(case, results)
+    assert params["option.temperature"] == "0.0" and "option.prompt_file" not in params  # the case's, not the table's
+
+
+def test_a_child_run_spans_the_cases_own_time_not_the_logging_time():
+    from fmtest.report.mlflow_log import case_span
+
+    results = make_results()
+    case = results.cases[0]
+    case.started = "2026-11-29T09:00:00Z"
+    start, end = case_span(case, results)
+    assert start == 1795942800000 and end - start == 12500  # 09:00:00 UTC, 12.5 s
+    assert case_span(results.cases[1], results)[0] == 1795946400000  # no start recorded: placed at the run's time
+
+
+def test_a_case_gets_the_plots_a_reviewer_wants():
+    from fmtest.report.plots import case_figures
+
+    images = [ImageResult(f"{i}", "s", "NOK" if i % 2 else "OK", "NOK" if i % 3 else "OK", score=i / 10,
+                          iou=(i / 10 if i % 2 else None)) for i in range(10)]
+    seg = CaseResult("padim-satsim", "padim", "satsim", "segmentation", "failed", thresholds={"iou": 0.6},
+                     images=images)
+    figures = case_figures(seg)
+    assert set(figures) == {"confusion_matrix.png", "precision_recall.png", "iou_histogram.png"}
+    for figure in figures.values():
+        import io
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png")
+        assert buffer.getvalue().startswith(b"\x89PNG")
+    unscored = CaseResult("gemini-elpv", "gemini", "elpv", "classification", "passed",
+                          images=[ImageResult("a", "s", "NOK", "NOK"), ImageResult("b", "s", "OK", "OK")])
+    assert set(case_figures(unscored)) == {"confusion_matrix.png"}  # no scores, no IoU: no curve, no histogram
+    assert case_figures(CaseResult("x-y", "x", "y", "segmentation", "error", images=images)) == {}
