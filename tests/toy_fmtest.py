@@ -11,7 +11,7 @@ import os
 import re
 import shutil
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -172,6 +172,16 @@ class ToyOutageWhenPerturbed(ToyThreshold):
         return super().predict(samples)
 
 
+class ToyPaidApi(ToyThreshold):
+    """An API that bills 10 tokens per image, answering as ToyThreshold does."""
+
+    name = "toy_paid_api"
+    remote_api = True
+
+    def predict(self, samples):
+        return [replace(a, usage={"prompt_tokens": 10.0}) for a in super().predict(samples)]
+
+
 class ToyAlwaysNok(Pipeline):
     """Answers NOK for every image, the whole image marked: a broken model that never flips."""
 
@@ -250,7 +260,7 @@ TOY_PIPELINES = {"toy_threshold": "ToyThreshold", "toy_empty": "ToyEmpty", "toy_
                  "toy_interrupt": "ToyInterrupt", "toy_learned": "ToyLearned", "toy_dead_api": "ToyDeadApi",
                  "toy_flaky_api": "ToyFlakyApi", "toy_outage_when_perturbed": "ToyOutageWhenPerturbed",
                  "toy_always_nok": "ToyAlwaysNok", "toy_terminate": "ToyTerminate",
-                 "toy_classifier": "ToyClassifier"}
+                 "toy_classifier": "ToyClassifier", "toy_paid_api": "ToyPaidApi", "toy_mapped": "ToyMapped"}
 
 
 def toy_tables() -> dict:

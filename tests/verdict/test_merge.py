@@ -124,6 +124,27 @@ def test_shards_whose_images_overlap_or_leave_gaps_are_refused():
         merge_shards([_shard(1, [0]), _shard(2, [1, 2])])
 
 
+def test_shards_run_with_other_rules_or_code_are_refused():
+    """Halves judged under different thresholds, resamples, tolerance or code cannot make one verdict."""
+    from dataclasses import replace
+
+    from fmtest.config.rules import RunRules
+
+    rules = RunRules.from_summary({})
+    edits = {"thresholds": lambda r: replace(r, thresholds={**r.thresholds, "f2": 0.5}),
+             "bootstrap_resamples": lambda r: replace(r, bootstrap_resamples=r.bootstrap_resamples + 1),
+             "baseline_tolerance": lambda r: replace(r, baseline_tolerance=r.baseline_tolerance + 0.01)}
+    for key, edit in edits.items():
+        first, second = _shard(1, [0, 3]), _shard(2, [1, 2])
+        first.results.config.rules, second.results.config.rules = rules, edit(rules)
+        with pytest.raises(MergeError, match=rf"different configs \({key}\): s1.json, s2.json"):
+            merge_shards([first, second])
+    other_code = _shard(2, [1, 2])
+    other_code.results.git_commit = "d"
+    with pytest.raises(MergeError, match=r"different code versions \(git commit\): c in s1.json, d in s2.json"):
+        merge_shards([_shard(1, [0, 3]), other_code])
+
+
 def _written(tmp_path, *shards: ShardFile) -> list:
     """Each shard finished as a run finishes it and written as its results file."""
     from fmtest.config.rules import RunRules

@@ -73,8 +73,10 @@ def test_a_regression_against_the_baseline_fails_in_process_and_after_merge(suit
     now = _cases(suite.path / "now.json")["toy_threshold-toy"]
     assert now["outcome"] == "failed" and now["baseline"]["changes"]["iou"]["regressed"] is True
 
-    for k in (1, 2):  # the shards are judged at the merge, against the same baseline
-        run(suite, "--fm-pipeline=toy_threshold", f"--fm-shard={k}/2", f"--fm-results=s{k}.json")
+    for k in (1, 2):  # the shards are judged at the merge, against the same baseline, not each on its half
+        run(suite, "--fm-pipeline=toy_threshold", f"--fm-shard={k}/2", "--fm-baseline=base.json",
+            f"--fm-results=s{k}.json")
+        assert _cases(suite.path / f"s{k}.json")["toy_threshold-toy"]["baseline"] is None
     assert _merge(suite, ["s1.json", "s2.json"], "--baseline", str(suite.path / "base.json")) == 1
     merged = _cases(suite.path / "merged.json")["toy_threshold-toy"]
     assert merged["outcome"] == "failed" and merged["message"] == now["message"]
@@ -107,3 +109,30 @@ def test_a_case_that_cannot_be_judged_shows_no_figure_in_any_output(suite):
     assert 'name="f2"' not in (suite.path / "junit.xml").read_text()
     row = next(line for line in (suite.path / "board.md").read_text().splitlines() if line.startswith("| `toy_dead_api-toy`"))
     assert "ERROR" in row and "not judged" in row and "0.9" not in row
+
+
+def test_merged_shards_count_every_cache_hit_and_the_training_scores_reach_the_risk_table(suite):
+    """Shards served from a cache filled by a whole run: the merged case counts each shard's hits, and the
+    risk table's budget figure (which needs the good training images' scores) is there as in one process."""
+    (suite.path / "fmtest.toml").write_text(toy_config('default_pipelines = ["toy_mapped"]'))
+    cached = ("-p", "no:randomly", "--fm-config=fmtest.toml", "--fm-cache=cache", "-q")
+    suite.runpytest(*cached, "--fm-results=whole.json")
+    for k in (1, 2):
+        suite.runpytest(*cached, f"--fm-shard={k}/2", f"--fm-results=s{k}.json")
+    _merge(suite, ["s1.json", "s2.json"])
+    whole, merged = _cases(suite.path / "whole.json"), _cases(suite.path / "merged.json")
+    case = merged["toy_mapped-toy"]
+    assert case["cache"] == {"hits": case["metrics"]["n_images"], "predicted": 0}
+    assert whole["toy_mapped-toy"]["risk"]["recall_at_false_alarm_budget"] is not None
+    assert case["risk"] == whole["toy_mapped-toy"]["risk"]
+
+
+def test_an_api_case_counts_only_what_this_run_spent(suite):
+    """A rerun served from the cache sent no request: its usage is nothing, not the first run's bill again."""
+    (suite.path / "fmtest.toml").write_text(toy_config('default_pipelines = ["toy_paid_api"]'))
+    cached = ("-p", "no:randomly", "--fm-config=fmtest.toml", "--fm-cache=cache", "-q")
+    suite.runpytest(*cached, "--fm-results=cold.json")
+    suite.runpytest(*cached, "--fm-results=warm.json")
+    cold, warm = _cases(suite.path / "cold.json")["toy_paid_api-toy"], _cases(suite.path / "warm.json")["toy_paid_api-toy"]
+    assert cold["usage"] == {"prompt_tokens": 10.0 * cold["metrics"]["n_images"]}
+    assert warm["cache"]["predicted"] == 0 and not warm["usage"].get("prompt_tokens")
