@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterable
 from pathlib import Path
 
 from fmtest.cli.format import format_bytes, print_json, print_table
+from fmtest.errors import ConfigError
+from fmtest.util.text import plural
 from fmtest.pipelines.vlm.store import clear_request_store
 from fmtest.run.cache import DB_NAME, DEFAULT_CACHE_DIR, PredictionCache
 
@@ -43,12 +46,24 @@ def _days(text: str) -> float:
     return days
 
 
+def _check_pipeline(args: argparse.Namespace, cached: Iterable[str]) -> None:
+    """A --pipeline that is neither a pipeline fmtest knows nor one with entries here is a typo: refused with
+    the nearest name, instead of "removed 0 entries"."""
+    from fmtest.pipelines import known_pipelines
+    from fmtest.util.extensions import unknown_name
+
+    known = list(dict.fromkeys([*known_pipelines(), *sorted(cached)]))
+    if args.pipeline is not None and args.pipeline not in known:
+        raise ConfigError(f"--pipeline: {unknown_name('pipeline', args.pipeline, known)}")
+
+
 def _cli_info(args: argparse.Namespace) -> int:
     if (args.dir / DB_NAME).exists():
         with PredictionCache(args.dir) as cache:
             info = cache.info()
     else:
         info = {"path": str(args.dir / DB_NAME), "entries": 0, "bytes": 0, "payload_bytes": 0, "pipelines": {}}
+    _check_pipeline(args, info["pipelines"])
     info["exists"] = (args.dir / DB_NAME).exists()
     if args.pipeline is not None:
         info["pipelines"] = {k: v for k, v in info["pipelines"].items() if k == args.pipeline}
@@ -58,7 +73,7 @@ def _cli_info(args: argparse.Namespace) -> int:
     if not info["exists"]:
         print(f"{args.dir}: no prediction cache")
         return 0
-    print(f"{info['path']}: {info['entries']} entries, {format_bytes(info['bytes'])} on disk")
+    print(f"{info['path']}: {plural(info['entries'], 'entry', 'entries')}, {format_bytes(info['bytes'])} on disk")
     if info["pipelines"]:
         print_table(("pipeline", "entries", "stored"),
                     [(name, str(row["entries"]), format_bytes(row["payload_bytes"]))
@@ -67,6 +82,7 @@ def _cli_info(args: argparse.Namespace) -> int:
 
 
 def _cli_prune(args: argparse.Namespace) -> int:
+    _check_pipeline(args, _cached_pipelines(args.dir))
     if not (args.dir / DB_NAME).exists():
         print(f"{args.dir}: no prediction cache")
         return 0
@@ -74,25 +90,33 @@ def _cli_prune(args: argparse.Namespace) -> int:
         removed = cache.prune(args.older_than * 86400, args.pipeline)
         left = cache.info()
     what = f"pipeline {args.pipeline}" if args.pipeline else "all pipelines"
-    print(f"{args.dir}: removed {removed} entries older than {args.older_than:g} days ({what}); "
+    print(f"{args.dir}: removed {plural(removed, 'entry', 'entries')} older than {args.older_than:g} days ({what}); "
           f"{left['entries']} left, {format_bytes(left['bytes'])} on disk")
     return 0
 
 
 def _cli_clear(args: argparse.Namespace) -> int:
     """The predictions and the stored VLM requests (a store can exist without predictions)."""
+    _check_pipeline(args, _cached_pipelines(args.dir))
     what = f"pipeline {args.pipeline}" if args.pipeline else "all pipelines"
     requests = clear_request_store(args.dir, args.pipeline)
     if requests:
-        print(f"{args.dir}: removed {requests} stored VLM requests ({what})")
+        print(f"{args.dir}: removed {plural(requests, 'stored VLM request')} ({what})")
     if not (args.dir / DB_NAME).exists():
         print(f"{args.dir}: no prediction cache")
         return 0
     with PredictionCache(args.dir) as cache:
         removed = cache.clear(args.pipeline)
         left = cache.info()
-    print(f"{args.dir}: removed {removed} entries ({what}); {left['entries']} left, {format_bytes(left['bytes'])} on disk")
+    print(f"{args.dir}: removed {plural(removed, 'entry', 'entries')} ({what}); {left['entries']} left, {format_bytes(left['bytes'])} on disk")
     return 0
+
+
+def _cached_pipelines(folder: Path) -> list[str]:
+    if not (folder / DB_NAME).exists():
+        return []
+    with PredictionCache(folder) as cache:
+        return list(cache.info()["pipelines"])
 
 
 def _cli_merge(args: argparse.Namespace) -> int:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import signal
+import sys
 import sysconfig
 import tempfile
 import threading
@@ -74,7 +75,9 @@ class FmRun:
                 from fmtest.run.executors.ray import check_address
 
                 check_address(self.settings.ray_address)
-        progress = config.get_verbosity() >= 0 and not self.is_worker
+        on_terminal = sys.stderr.isatty()  # bars on a terminal; a CI log gets one line per finished case
+        progress = config.get_verbosity() >= 0 and not self.is_worker and on_terminal
+        self.case_lines = config.get_verbosity() >= -1 and not self.is_worker and not on_terminal  # -qq: none
         self.session = Session(self.settings, progress=progress)
         self.results: RunResults | None = None  # all workers' cases, collected at session end
         self.published: list[str] = []  # where the Markdown, metrics file and MLflow run went, or why not
@@ -305,6 +308,13 @@ def fm_case(request, fm_run: FmRun):
     result = redact_values(result)  # JUnit properties, the failure line and the stored case carry no credentials
     node.stash[RESULT_KEY] = result
     _record(node, result)
+    reporter = request.config.pluginmanager.getplugin("terminalreporter")
+    if fm_run.case_lines and reporter is not None:
+        from fmtest.report.terminal import case_log_line
+
+        if reporter._tw.width_of_current_line:  # after -q's progress dots: a line of its own
+            reporter.write("\n")
+        reporter.write_line(case_log_line(result))
     if result.outcome == "error":  # the run could not judge: an error, never a pass
         raise CannotJudge(result.message or "the case could not be judged", result.id)
     if result.outcome == "skipped":  # e.g. a robustness case that would mean nothing

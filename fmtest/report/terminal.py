@@ -274,3 +274,17 @@ def markup_paint(markup: Callable[..., str]) -> Paint:
         colour = style(outcome).terminal
         return markup(text, **{colour: True}) if colour else text
     return paint
+
+
+def case_log_line(case: CaseResult) -> str:
+    """One line for a finished case in a CI log, where progress bars would flood it: outcome, headline
+    figure, images, cache use and time."""
+    metric = main_metric(case)
+    figure = f" {metric} {format_metric(metric, case.metrics[metric])}" if metric in case.metrics else ""
+    n_images, _ = image_counts(case)
+    counts = [plural(n_images, "image")] if n_images is not None else []
+    if case.cache is not None and case.cache.hits:
+        counts.append(f"{case.cache.hits} from the cache")
+    took = f" in {case.duration_s:.1f} s" if case.duration_s else ""
+    return f"fmtest: {case.id}: {style(case.outcome).word}{figure}{took}" + (f" ({', '.join(counts)})" if counts else "")
+

@@ -97,13 +97,25 @@ def test_cache_prune_deletes_entries_older_than_the_given_days(tmp_path, capsys)
     assert main(["cache", "prune", "--dir", str(folder), "--older-than", "7", "--pipeline", "padim"]) == 0
     assert "removed 2 entries older than 7 days (pipeline padim); 3 left" in capsys.readouterr().out
     assert main(["cache", "prune", "--dir", str(folder), "--older-than", "7"]) == 0
-    assert "removed 1 entries older than 7 days (all pipelines); 2 left" in capsys.readouterr().out
+    assert "removed 1 entry older than 7 days (all pipelines); 2 left" in capsys.readouterr().out
     with PredictionCache(folder) as cache:
         assert cache.prune(older_than_s=3600) == 0  # the remaining entries were written just now
         assert set(cache.get_many("fp", "m", ["i2", "i3"])) == {"i2", "i3"}
     with pytest.raises(SystemExit):
         main(["cache", "prune", "--dir", str(folder), "--older-than", "-1"])
     assert "--older-than needs a number of days >= 0" in capsys.readouterr().err
+
+
+def test_a_mistyped_pipeline_is_refused_with_the_nearest_name_not_removed_0_entries(tmp_path, capsys):
+    folder = tmp_path / "cache"
+    with PredictionCache(folder) as cache:
+        cache.put_many("fp", "m", {"i0": Prediction(label="OK")}, pipeline="my_variant")  # a user's variant
+    for action in (["clear"], ["prune", "--older-than", "0"], ["info"]):
+        assert main(["cache", *action, "--dir", str(folder), "--pipeline", "padimm"]) == 2
+        assert capsys.readouterr().err.startswith("fmtest: error: --pipeline: unknown pipeline 'padimm' (did you "
+                                                  "mean padim?); known: reference_diff, padim")
+    assert main(["cache", "clear", "--dir", str(folder), "--pipeline", "my_variant"]) == 0  # known from the cache
+    assert "removed 1 entry (pipeline my_variant); 0 left" in capsys.readouterr().out
 
 
 def test_cache_info_json(tmp_path, capsys):

@@ -50,6 +50,16 @@ def test_scoreboard_is_printed_at_the_end(suite):
     assert "toy_threshold" in board and "toy_empty" in board
 
 
+def test_a_ci_log_gets_one_line_per_case_and_no_progress_bar(suite):
+    """Output that is not a terminal (a CI log): each finished case is one line; no bar floods the log."""
+    result = run(suite)
+    lines = [line for line in result.stdout.lines if line.startswith("fmtest: toy_")]
+    assert len(lines) == 2 and lines[0].startswith("fmtest: toy_threshold-toy: PASS iou 1.000 in ")
+    assert lines[0].endswith("(10 images)") and lines[1].startswith("fmtest: toy_empty-toy: ")
+    assert "img/s]" not in result.stdout.str() + result.stderr.str()  # no tqdm bar
+    assert not [line for line in run(suite, "-qq").stdout.lines if line.startswith("fmtest: toy_")]  # -qq: none
+
+
 def test_unknown_names_are_usage_errors(suite):
     result = run(suite, "--fm-dataset=nope")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
