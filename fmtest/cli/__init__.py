@@ -1,4 +1,4 @@
-"""`fmtest` command line: weights, cache, config, history, merge and scoreboard around the pytest suite.
+"""`fmtest` command line: weights, cache, config, history, merge, scoreboard, runs, compare around the suite.
 
 One module per command group (`fmtest.cli.<group>`), each with `register_cli(subparsers)`, which adds its
 parser and sets `func` to the function that runs it; `fmtest.cli.format` prints tables, sizes and JSON
@@ -14,7 +14,8 @@ import sys
 from fmtest import __version__
 from fmtest.errors import FmtestError
 
-COMMANDS = ("weights", "cache", "config", "history", "merge", "scoreboard")  # each fmtest.cli.<name> registers its command
+# each fmtest.cli.<name> registers its command
+COMMANDS = ("weights", "cache", "config", "history", "merge", "scoreboard", "runs", "compare")
 
 
 def build_parser() -> argparse.ArgumentParser:

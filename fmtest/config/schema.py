@@ -229,6 +229,14 @@ RUN_SETTINGS = (  # also the command line's --fm-<flag> options; the command lin
     Setting("metrics", PATH, "write a flat metrics file here: .json for DVC, .txt OpenMetrics for GitLab",
             flag="metrics"),
     Setting("strict", BOOL, "a pipeline that cannot run errors instead of skipping", False, flag="strict"),
+    Setting("runs_dir", PATH, "keep every run's results in this folder, one file per run (`fmtest runs list`, "
+            "`fmtest compare`; relative to the current folder unless set in the file)", ".fmtest_runs",
+            flag="runs-dir", env="FMTEST_RUNS"),
+    Setting("no_store", BOOL, "do not keep this run's results in the runs folder", False, flag="no-store"),
+    Setting("samples", PATH, "write one JSON line per image of every case here (label, prediction, score, IoU, "
+            "answer)", flag="samples"),
+    Setting("csv", PATH, "write the scoreboard as CSV here: one row per case, each gated metric with its interval "
+            "and threshold", flag="csv"),
     Setting("require_judged", BOOL, "a run that judged no case (every case skipped or in error) fails, so CI is "
             "never green on a run that tested nothing", False, flag="require-judged"),
 )
@@ -249,8 +257,8 @@ TOP = Table("", "top level", (
 ))
 BASELINE = Table("[baseline]", "the earlier run a metric must not drop against (--fm-baseline)", (
     Setting("tolerance", number(0.0, 1.0), "allowed drop of a gated metric before it is a regression", 0.02),
-    Setting("results", PATH, "earlier JSON results; a metric that drops by more than the tolerance fails",
-            flag="baseline"),
+    Setting("results", PATH, "earlier JSON results, or a stored run: its id, `last`, `last~1`, `main` (the newest "
+            "run on branch main); a metric that drops by more than the tolerance fails", flag="baseline"),
 ))
 PROMPTS = Table("[prompts]", "the text prompt per dataset, or per dataset group", (
     Setting("<dataset>", STRING, "prompt for every case of the dataset", shown_default='"defect"'),

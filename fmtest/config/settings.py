@@ -31,13 +31,18 @@ class Settings:
     device: str
     report: Path | None
     results: Path | None
-    baseline: Path | None
+    baseline: Path | None  # a results file
+    baseline_run: str | None  # or a stored run: its id, `last`, `last~N`, a branch (fmtest.report.runs resolves it)
     cache_dir: Path | None  # None: --fm-no-cache
     strict: bool
     require_judged: bool  # a run that judged no case fails
     markdown: Path | None  # the scoreboard as Markdown
     metrics: Path | None  # flat metrics file: JSON (DVC), or OpenMetrics text (.txt, GitLab)
     step_summary: Path | None  # $GITHUB_STEP_SUMMARY: the Markdown scoreboard is appended there
+    runs_dir: Path  # where every run's results are kept (and `--fm-baseline=last` is looked up)
+    store_run: bool  # keep this run there (not with --fm-no-store)
+    samples: Path | None  # one JSON line per image of every case
+    csv: Path | None  # the scoreboard as CSV
     mlflow: str | None  # tracking URI
     mlflow_experiment: str
     shard: Shard | None  # this run scores shard K of N of every case's test images
@@ -62,21 +67,7 @@ def resolve_settings(option, invocation_dir: Path, *, worker_index: int | None =
     config = load_config(_cli_path(cfg_path, invocation_dir) if cfg_path else find_config(args, invocation_dir))
 
     def get(table: schema.Table, key: str):
-        setting = table.setting(key)
-        value, origin = setting.default, "default"
-        if setting.flag and option(setting.flag) not in (None, False, ""):
-            value, origin = option(setting.flag), "command line"
-        elif setting.env and os.environ.get(setting.env):
-            value, origin = os.environ[setting.env], "environment"
-        elif key in config.file_settings.get(table.name, {}):
-            value, origin = config.file_settings[table.name][key], "file"
-        elif setting.kind is schema.PATH and value is None:
-            return None
-        if origin in ("command line", "environment"):
-            value = _checked(setting, value)
-        if setting.kind is schema.PATH:
-            return config.resolve_path(value) if origin == "file" else _cli_path(value, invocation_dir)
-        return value
+        return _value(table, key, option, config, invocation_dir)
 
     top, run = schema.TOP, lambda key: get(schema.TOP, key)
     datasets = _split(run("dataset")) or config.default_datasets
@@ -87,11 +78,16 @@ def resolve_settings(option, invocation_dir: Path, *, worker_index: int | None =
         raise ConfigError(f"data root {data_root} is not a folder ({top.setting('data_root').option} / "
                           f"{top.setting('data_root').env})")
     shard = get(schema.COMMAND_LINE, "shard")
+    baseline = get(schema.BASELINE, "results")
+    baseline_run = stored_run_name(_value(schema.BASELINE, "results", option, config, invocation_dir, raw=True),
+                                   baseline)
     return Settings(
         config=config, datasets=datasets, pipelines=pipelines, data_root=data_root,
         follow_outside_links=bool(run("follow_outside_links")), weights_dir=run("weights"),
         device=_device(run("device"), worker_index), report=run("report"), results=run("results"),
-        baseline=get(schema.BASELINE, "results"), cache_dir=None if run("no_cache") else run("cache"),
+        baseline=baseline if baseline_run is None else None, baseline_run=baseline_run,
+        runs_dir=run("runs_dir"), store_run=not run("no_store"), samples=run("samples"), csv=run("csv"),
+        cache_dir=None if run("no_cache") else run("cache"),
         strict=bool(run("strict")), require_judged=bool(run("require_judged")), markdown=run("markdown"), metrics=run("metrics"),
         step_summary=Path(os.environ["GITHUB_STEP_SUMMARY"]) if os.environ.get("GITHUB_STEP_SUMMARY") else None,
         mlflow=get(schema.MLFLOW, "tracking_uri"), mlflow_experiment=get(schema.MLFLOW, "experiment"),
@@ -99,6 +95,44 @@ def resolve_settings(option, invocation_dir: Path, *, worker_index: int | None =
         executor_options={k: get(schema.EXECUTOR, k) for k in ("actors", "num_gpus", "num_cpus")},
         ray_address=get(schema.EXECUTOR, "address"),
     )
+
+
+def _value(table: schema.Table, key: str, option, config: SuiteConfig, invocation_dir: Path, *, raw: bool = False):
+    """One setting's value: its command-line option, its environment variable, the file, the schema's default, in
+    that order; a path resolved (relative to the file when it came from the file), unless `raw`."""
+    setting = table.setting(key)
+    value, origin = setting.default, "default"
+    if setting.flag and option(setting.flag) not in (None, False, ""):
+        value, origin = option(setting.flag), "command line"
+    elif setting.env and os.environ.get(setting.env):
+        value, origin = os.environ[setting.env], "environment"
+    elif key in config.file_settings.get(table.name, {}):
+        value, origin = config.file_settings[table.name][key], "file"
+    elif setting.kind is schema.PATH and value is None:
+        return None
+    if origin in ("command line", "environment"):
+        value = _checked(setting, value)
+    if setting.kind is schema.PATH and not raw:
+        return config.resolve_path(value) if origin == "file" else _cli_path(value, invocation_dir)
+    return value
+
+
+def stored_run_name(text: object, path: Path | None) -> str | None:
+    """`--fm-baseline=last` names a stored run, not a file: a value that is no existing file, has no folder in it
+    and does not end in .json is a stored run's name (an id, `last`, `last~1`, a branch); None for a file."""
+    if path is None or not isinstance(text, str) or path.exists():
+        return None
+    if "/" in text or "\\" in text or text.lower().endswith(".json"):
+        return None
+    return text
+
+
+def runs_folder(invocation_dir: Path, *, config_path: Path | None = None, runs_dir: str | None = None) -> Path:
+    """The runs folder a command reads (`fmtest runs`, `fmtest compare`): `runs_dir` (its --runs-dir), else as
+    a run resolves `--fm-runs-dir` (environment, the suite config, the default) from `invocation_dir`."""
+    config = load_config(config_path if config_path else find_config([], invocation_dir))
+    flag = schema.TOP.setting("runs_dir").flag
+    return _value(schema.TOP, "runs_dir", lambda f: runs_dir if f == flag else None, config, invocation_dir)
 
 
 def _checked(setting: schema.Setting, value: object) -> object:

@@ -67,6 +67,12 @@ class FmRun:
                                          Path(config.invocation_params.dir), worker_index=index,
                                          args=config.args)
         self.is_worker = worker is not None
+        if self.settings.baseline_run is not None:  # `--fm-baseline=last`: a stored run; workers use what it was
+            from fmtest.report.runs import find_run
+
+            given = worker.get("fmtest_baseline") if worker else None
+            self.settings.baseline = Path(given) if given else find_run(self.settings.runs_dir,
+                                                                        self.settings.baseline_run).path
         self.store = ResultStore(Path(worker["fmtest_results_dir"]) if worker else _results_dir(config))
         check_case_thresholds(self.settings.config)
         if not worker:
@@ -83,18 +89,20 @@ class FmRun:
         self.published: list[str] = []  # where the Markdown, metrics file and MLflow run went, or why not
         self.output_problems: list[str] = []  # outputs that could not be written, told in the summary
         self.judged_nothing = False  # no case passed or failed a gate: every one skipped or in error
+        self.kept: str | None = None  # where the run was kept in the runs folder, or why not (a warning)
 
     def collect(self, *, interrupted: bool = False) -> RunResults:
         from fmtest.plugin.store import order_key
-        from fmtest.util.provenance import environment, git_commit
+        from fmtest.util.provenance import environment, git_branch, git_commit
         from fmtest.util.redact import redact_values
         from fmtest.verdict.results import RunResults
 
         cases = sorted(self.store.load_all(), key=order_key(self.settings))
         finished = {c.id for c in cases}
         unfinished = [c for c in self.config.stash.get(PLANNED_KEY, []) if c not in finished]
+        here = Path(self.config.invocation_params.dir)
         return redact_values(RunResults(cases=cases, config=_config_summary(self.settings), environment=environment(),
-                                        git_commit=git_commit(Path(self.config.invocation_params.dir)),
+                                        git_commit=git_commit(here), git_branch=git_branch(here),
                                         interrupted=interrupted, unfinished=unfinished))
 
 
@@ -160,7 +168,8 @@ def _check_outputs_writable(settings, config: pytest.Config) -> None:
     from fmtest.util.fsutil import why_unwritable
 
     outputs = {"--fm-results": settings.results, "--fm-report": settings.report, "--fm-markdown": settings.markdown,
-               "--fm-metrics": settings.metrics, "--junitxml": config.getoption("xmlpath", None),
+               "--fm-metrics": settings.metrics, "--fm-samples": settings.samples, "--fm-csv": settings.csv,
+               "--junitxml": config.getoption("xmlpath", None),
                "--html": config.getoption("htmlpath", None), "$GITHUB_STEP_SUMMARY": settings.step_summary}
     taken: dict[Path, str] = {}
     for option, path in outputs.items():
@@ -202,6 +211,9 @@ class _XdistHooks:
     @pytest.hookimpl
     def pytest_configure_node(self, node):
         node.workerinput["fmtest_results_dir"] = str(_results_dir(node.config))
+        run = node.config.stash.get(RUN_KEY, None)
+        if run is not None and run.settings.baseline_run is not None:  # every worker compares with the same run
+            node.workerinput["fmtest_baseline"] = str(run.settings.baseline)
 
     @pytest.hookimpl
     def pytest_xdist_node_collection_finished(self, node, ids):
@@ -436,6 +448,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
     if not results.cases and not results.unfinished:
         return
+    run.kept = _keep(run, results)
     for label, path, write in _outputs(run):
         try:  # one output that cannot be written must not cost the others
             write(results, path)
@@ -449,6 +462,22 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus):
     run.published = publish(results, markdown=s.markdown, step_summary=s.step_summary, metrics=s.metrics,
                             mlflow_uri=s.mlflow, mlflow_experiment=s.mlflow_experiment,
                             attachments=[s.report] if s.report else [])
+
+
+def _keep(run: FmRun, results: RunResults) -> str | None:
+    """Keep the run in the runs folder (`fmtest runs list`, `fmtest compare`), interrupted or not; a shard's
+    partial results are never kept as a run (`fmtest merge` joins them). A failure is a warning line: the
+    run's outputs and exit status do not depend on it."""
+    s = run.settings
+    if not s.store_run or s.shard is not None:
+        return None
+    from fmtest.report.runs import store_run
+
+    try:
+        path = store_run(results, s.runs_dir)
+    except Exception as e:  # noqa: BLE001 - whatever went wrong, the run itself is not lost
+        return f"fmtest: warning: run not kept in {s.runs_dir}: {type(e).__name__}: {e}"
+    return f"run kept as {path.stem} in {s.runs_dir} (fmtest runs list, fmtest compare last~1 last)"
 
 
 def _outputs(run: FmRun):
@@ -468,6 +497,16 @@ def _outputs(run: FmRun):
             write_html(results, path, history_links=links)
 
         yield "HTML scoreboard", s.report, html
+    if s.samples:
+        from fmtest.report.samples import samples_jsonl
+        from fmtest.util.fsutil import atomic_write
+
+        yield "per-image samples", s.samples, lambda results, path: atomic_write(path, samples_jsonl(results))
+    if s.csv:
+        from fmtest.report.scoreboard_csv import scoreboard_csv
+        from fmtest.util.fsutil import atomic_write
+
+        yield "CSV scoreboard", s.csv, lambda results, path: atomic_write(path, scoreboard_csv(results))
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
@@ -504,7 +543,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     for label, path, _ in _outputs(run):
         problem = next((p for p in run.output_problems if p.startswith(f"{label} not written")), None)
         terminalreporter.write_line(problem or f"{label}: {path}", red=problem is not None)
-    for line in run.published:
+    for line in [*run.published, *([run.kept] if run.kept else [])]:
         terminalreporter.write_line(line, yellow=line.startswith("fmtest: warning"))
 
 

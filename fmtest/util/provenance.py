@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import sys
@@ -34,3 +35,20 @@ def git_commit(cwd: Path | None = None) -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() or None
+
+
+# CI checks out a commit, not a branch: these name the branch it ran for (GitHub Actions, GitLab CI, Jenkins, Buildkite)
+_CI_BRANCH_VARIABLES = ("GITHUB_HEAD_REF", "GITHUB_REF_NAME", "CI_COMMIT_REF_NAME", "BRANCH_NAME", "BUILDKITE_BRANCH")
+
+
+def git_branch(cwd: Path | None = None) -> str | None:
+    """The branch checked out, or in CI (a detached checkout) the branch the job ran for; None when unknown."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--abbrev-ref", "HEAD"], check=False, cwd=cwd, capture_output=True, text=True,
+                             timeout=5)
+        branch = out.stdout.strip() if out.returncode == 0 else ""
+    except (OSError, subprocess.TimeoutExpired):
+        branch = ""
+    if branch and branch != "HEAD":
+        return branch
+    return next((os.environ[v] for v in _CI_BRANCH_VARIABLES if os.environ.get(v)), None)

@@ -70,7 +70,7 @@ def merge_shards(shards: list[ShardFile], baseline: RunResults | None = None) ->
             raise MergeError(f"case {case.id} is malformed in one of {_names(shards)} ({type(e).__name__}: {e})") \
                 from None
     return RunResults(cases=cases, config=replace(first.config, shard=None, merged_shards=len(shards)),
-                      environment=first.environment, git_commit=first.git_commit,
+                      environment=first.environment, git_commit=first.git_commit, git_branch=first.git_branch,
                       fmtest_version=first.fmtest_version)
 
 

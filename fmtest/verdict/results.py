@@ -230,6 +230,7 @@ class RunResults:
     environment: dict[str, str | None] = field(default_factory=dict)
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
     git_commit: str | None = None
+    git_branch: str | None = None  # the branch the run was made on, when known (`fmtest compare main`)
     fmtest_version: str = __version__
     interrupted: bool = False  # the session was stopped (Ctrl-C, SIGTERM) before every planned case finished
     unfinished: list[str] = field(default_factory=list)  # planned case ids without a result
@@ -237,7 +238,7 @@ class RunResults:
 
     def to_dict(self) -> dict:
         plain = to_plain(self)
-        head = ["format", "fmtest_version", "created", "git_commit", "config", "environment", "cases"]
+        head = ["format", "fmtest_version", "created", "git_commit", "git_branch", "config", "environment", "cases"]
         out = {k: plain[k] for k in head}  # fixed key order: the documented head first
         if self.interrupted or self.unfinished:
             out.update(interrupted=self.interrupted, unfinished=self.unfinished)
