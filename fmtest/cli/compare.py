@@ -31,8 +31,7 @@ def _cli_compare(args: argparse.Namespace) -> int:
     from fmtest.verdict.results import to_plain
     from fmtest.verdict.run_diff import diff_runs
 
-    folder = runs_dir(args)
-    before, after = results_path(args.before, folder), results_path(args.after, folder)
+    before, after = (results_path(name, lambda: runs_dir(args)) for name in (args.before, args.after))
     diff = diff_runs(read_json(before), read_json(after))
     if args.json:
         print_json({"a": str(before), "b": str(after), "tolerance": diff.tolerance, "regressed": diff.regressed,

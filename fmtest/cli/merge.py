@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from fmtest.cli.runs import add_runs_dir_options, runs_dir
+
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
     """`fmtest merge`: the results of a sharded run (fmtest.verdict.merge) into one verdict, JSON, HTML and JUnit."""
@@ -13,10 +15,13 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--results", type=Path, required=True, help="write the merged JSON results here")
     parser.add_argument("--report", type=Path, help="write the HTML scoreboard here")
     parser.add_argument("--junitxml", type=Path, help="write JUnit XML (one testcase per case) here")
-    parser.add_argument("--baseline", type=Path, help="earlier JSON results; a metric that drops by more than "
-                        "the tolerance fails")
+    parser.add_argument("--baseline", help="earlier JSON results or a stored run (an id, last, main); a metric "
+                        "that drops by more than the tolerance fails")
     parser.add_argument("--require-judged", action="store_true", help="exit 1 when no case was judged (every "
                         "case skipped), as --fm-require-judged does for a run")
+    parser.add_argument("--store", action="store_true", help="also keep the merged run in the runs folder "
+                        "(fmtest runs list, fmtest compare), as an unsharded pytest run is kept")
+    add_runs_dir_options(parser)
     parser.set_defaults(func=_cli_merge)
 
 
@@ -46,7 +51,9 @@ def _cli_merge(args: argparse.Namespace) -> int:
             raise ConfigError(f"{option}: {path} is also {taken.get(path.resolve(), 'an input')}: give each file "
                               "its own path")
         taken[path.resolve()] = option
-    baseline = read_json(args.baseline) if args.baseline else None
+    from fmtest.report.runs import results_path, store_run
+
+    baseline = read_json(results_path(args.baseline, lambda: runs_dir(args))) if args.baseline else None
     shards = [ShardFile(path, read_json(path)) for path in args.shards]
     results = redact_values(merge_shards(shards, baseline))
     for line in shard_disagreements(shards):
@@ -60,6 +67,12 @@ def _cli_merge(args: argparse.Namespace) -> int:
         atomic_write(args.junitxml, junit_xml(results))
     print(render_scoreboard(results))
     print(f"merged {plural(len(args.shards), 'shard')} into {args.results}")
+    if args.store:
+        folder = runs_dir(args)
+        try:  # the merged results are written already: a store that fails costs only itself
+            print(f"run kept as {store_run(results, folder).stem} in {folder}")
+        except (OSError, ValueError) as e:
+            print(f"fmtest: warning: run not kept in {folder}: {type(e).__name__}: {e}", file=sys.stderr)
     if not any(c.outcome in ("passed", "failed") for c in results.cases):
         print(f"NO CASE WAS JUDGED ({len(results.cases)} case(s), none passed or failed a gate)"
               + ("" if args.require_judged else ": --require-judged makes this merge fail"))

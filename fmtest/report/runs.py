@@ -14,6 +14,7 @@ import difflib
 import json
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -134,11 +135,14 @@ def _unknown(name: str, runs: list[StoredRun], head: str, on_branch: int, starte
     return f"{why}; nearest: {', '.join(nearest)}{hint}"
 
 
-def results_path(reference: str | Path, folder: Path) -> Path:
-    """A results file as named on the command line: a file that exists, else a stored run (`find_run`)."""
+def results_path(reference: str | Path, folder: Path | Callable[[], Path]) -> Path:
+    """A results file as named on the command line: a file, else a stored run in `folder` (`find_run`); `folder`
+    may be a function that finds it, called only for a stored run."""
     path = Path(reference)
     name = stored_run_name(str(reference), path)
-    return path if name is None else find_run(folder, name).path
+    if name is None:
+        return path
+    return find_run(folder() if callable(folder) else folder, name).path
 
 
 __all__ = ["StoredRun", "find_run", "list_runs", "results_path", "run_id", "store_run"]
