@@ -115,3 +115,17 @@ def test_an_interrupted_run_is_kept_marked_with_the_finished_samples(suite, monk
     capsys.readouterr()
     assert main(["runs", "list"]) == 0
     assert capsys.readouterr().out.splitlines()[1].endswith("INTERRUPTED (1 unfinished)")
+
+
+def test_under_xdist_only_the_controller_keeps_the_run_and_workers_share_the_baseline(suite, monkeypatch):
+    run(suite).assert_outcomes(passed=1, failed=1)
+    (suite.path / "fmtest.toml").write_text(toy_config(WORSE))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO), str(TESTS)]))  # fresh processes
+    result = suite.runpytest_subprocess("-n", "2", "-p", "no:randomly", "--fm-config=fmtest.toml", "--fm-no-cache",
+                                        "--fm-baseline=last", "--fm-results=out.json")
+    result.assert_outcomes(failed=2)
+    runs = kept(suite.path / ".fmtest_runs")
+    assert len(runs) == 2  # one per session: the workers keep none
+    cases = {c["id"]: c for c in runs[-1]["cases"]}
+    assert cases["toy_threshold-toy"]["baseline"]["changes"]["iou"]["regressed"] is True
+    assert cases["toy_empty-toy"]["baseline"]["status"] == "compared"
