@@ -13,6 +13,7 @@ import re
 import sys
 from pathlib import Path
 
+from fmtest.cli.runs import add_runs_dir_options, runs_dir
 from fmtest.errors import ConfigError
 
 README_START, README_END = "<!-- default-run:start -->", "<!-- default-run:end -->"
@@ -28,19 +29,30 @@ _COUNTS = re.compile(r"^\d+ cases?: ")
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("scoreboard", help="print a results file's scoreboard; check the README's table",
                                    description=__doc__.splitlines()[0])
-    parser.add_argument("results", type=Path, help="a results JSON file (--fm-results or fmtest merge)")
+    parser.add_argument("results", help="a results JSON file (--fm-results or fmtest merge), or a kept run: "
+                        "its id, last, last~1, main")
+    parser.add_argument("--csv", action="store_true", help="print the scoreboard as CSV (as --fm-csv writes it): "
+                        "a row per case, each gated metric with its interval and threshold")
     parser.add_argument("--width", type=int, default=README_WIDTH, help=f"columns (default {README_WIDTH})")
     parser.add_argument("--check-readme", type=Path, metavar="README",
                         help="exit 1 when the README's default-run table disagrees with this run beyond "
                              f"{FIGURE_BOUND} in a figure, or in any verdict, count or case")
+    add_runs_dir_options(parser)
     parser.set_defaults(func=_run_cli)
 
 
 def _run_cli(args: argparse.Namespace) -> int:
     from fmtest.report.results_file import read_json
+    from fmtest.report.runs import results_path
     from fmtest.report.terminal import render_scoreboard
 
-    table = readme_table(render_scoreboard(read_json(args.results), width=args.width))
+    results = read_json(results_path(args.results, lambda: runs_dir(args)))
+    if args.csv:
+        from fmtest.report.scoreboard_csv import scoreboard_csv
+
+        print(scoreboard_csv(results), end="")
+        return 0
+    table = readme_table(render_scoreboard(results, width=args.width))
     if args.check_readme is None:
         print(table)
         return 0

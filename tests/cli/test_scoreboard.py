@@ -62,3 +62,13 @@ def test_a_readme_without_the_markers_is_one_line(tmp_path, results, capsys):
     (tmp_path / "README.md").write_text("# no table\n")
     assert main(["scoreboard", str(results), "--check-readme", str(tmp_path / "README.md")]) == 2
     assert capsys.readouterr().err.startswith(f"fmtest: error: {tmp_path / 'README.md'}: no default-run table")
+
+
+def test_csv_of_a_kept_run(results, capsys):
+    capsys.readouterr()
+    assert main(["scoreboard", "last", "--csv"]) == 0  # the run the fixture made, kept in .fmtest_runs
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("id,pipeline,dataset,task,outcome,iou,iou_ci_low,iou_ci_high,threshold_iou")
+    assert [line.split(",")[:5] for line in lines[1:]] == [
+        ["toy_threshold-toy", "toy_threshold", "toy", "segmentation", "passed"],
+        ["toy_empty-toy", "toy_empty", "toy", "segmentation", "failed"]]
