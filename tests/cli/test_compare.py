@@ -98,3 +98,7 @@ def test_ids_sort_by_time_and_name_a_run_uniquely(tmp_path):
     assert find_run(tmp_path, "main~2").id == "20261203T104512Z-ab12cd3"
     assert find_run(tmp_path, "20261204").id == "20261204T080000Z-nogit"  # a unique start of an id
     assert read_json(find_run(tmp_path, "main").path).git_branch == "main"
+    (tmp_path / "notes.json").write_text("[1, 2]")  # not a run: listed as a problem, never as a run
+    runs, problems = list_runs(tmp_path)
+    assert len(runs) == 4 and problems == [f"{tmp_path / 'notes.json'}: not an fmtest results file"]
+    assert find_run(tmp_path, "last").id == "20261204T080000Z-nogit"

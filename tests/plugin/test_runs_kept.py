@@ -52,9 +52,9 @@ def test_no_store_shards_and_the_runs_dir_option(suite):
 
 def test_a_store_that_fails_is_a_warning_not_a_lost_run(suite):
     (suite.path / "blocked").write_text("a file where the runs folder would be")
-    result = run(suite, "--fm-runs-dir=blocked", "--fm-results=out.json")
-    result.assert_outcomes(passed=1, failed=1)
-    assert result.ret == pytest.ExitCode.TESTS_FAILED  # as without the store: the failed case decides
+    result = run(suite, "--fm-pipeline=toy_threshold", "--fm-runs-dir=blocked", "--fm-results=out.json")
+    result.assert_outcomes(passed=1)
+    assert result.ret == pytest.ExitCode.OK  # the run passed: a store that failed does not change that
     result.stdout.fnmatch_lines(["fmtest: warning: run not kept in *blocked: *"])
     assert json.loads((suite.path / "out.json").read_text())["cases"]
 
