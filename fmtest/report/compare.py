@@ -47,12 +47,12 @@ def render_compare(diff: RunDiff, before: str, after: str) -> str:
                                                                                                       strict=True))]
         lines.append("  ".join(cells).rstrip())
     for case in diff.cases:
-        for kind, ids in (("new slips (defective, B passes, A found)", case.new_slips),
-                          ("new false alarms (good, B flags, A passed)", case.new_false_alarms)):
+        for noun, why, ids in (("new slip", "defective, B passes, A found", case.new_slips),
+                               ("new false alarm", "good, B flags, A passed", case.new_false_alarms)):
             if ids:
                 shown = ", ".join(ids[:_SHOWN_IMAGES]) + (f" and {len(ids) - _SHOWN_IMAGES} more"
                                                           if len(ids) > _SHOWN_IMAGES else "")
-                lines.append(f"{case.case_id}: {len(ids)} {kind}: {shown}")
+                lines.append(f"{case.case_id}: {plural(len(ids), noun)} ({why}): {shown}")
     lines.append("")
     regressed = diff.regressed
     if regressed:
