@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import warnings
-from contextlib import ExitStack
 
 import pytest
 from vlm_servers import GeminiServer, OpenAIServer, small_satsim
@@ -36,18 +35,9 @@ def data():
 def api(request, monkeypatch):
     """(pipeline class, server answering NOK to everything), the environment pointed at the server."""
     pipeline = request.param
-    with ExitStack() as stack:
-        if pipeline is GeminiBasic:
-            server = stack.enter_context(GeminiServer(lambda n, r: GeminiServer.answer(NOK_ANSWER)))
-            monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
-            monkeypatch.setenv("GEMINI_API_KEY", server.api_key)
-            monkeypatch.setenv("FMTEST_GEMINI_BASE_URL", server.base_url)
-        else:
-            server = stack.enter_context(OpenAIServer(lambda n, r: OpenAIServer.answer(NOK_ANSWER)))
-            monkeypatch.setenv("FMTEST_OPENAI_BASE_URL", f"{server.base_url}/v1")
-            monkeypatch.setenv("FMTEST_OPENAI_MODEL", "local-vlm")
-            monkeypatch.setenv("OPENAI_API_KEY", server.api_key)
-        yield pipeline, server
+    server_type = GeminiServer if pipeline is GeminiBasic else OpenAIServer
+    with server_type.serving(monkeypatch) as start:
+        yield pipeline, start(server_type.answering(NOK_ANSWER))
 
 
 def run(pipeline_class, data, request_store, tmp_path):
