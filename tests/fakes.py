@@ -11,10 +11,13 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import pytest
 import tifffile
 from PIL import Image
 
+from fmtest.data import open_dataset
 from fmtest.data.satsim import DEFECT_TYPES, Nuisance, render_part
+from fmtest.errors import ConfigError, DataError
 
 TESTS = Path(__file__).resolve().parent  # where the test helpers live (on sys.path for every test)
 REPO = TESTS.parent
@@ -177,6 +180,17 @@ def make_industrialsat(root: Path, n_good: int = 4, n_defective: int = 3, size: 
         rows.append(f"{image_name},{'NOK' if defect else 'OK'},{mask_name},{split}")
     (folder / "labels.csv").write_text("\n".join(rows) + "\n")
     return folder
+
+
+def check_root_and_unknown_option(name: str, root: Path, options: dict, unknown: dict) -> None:
+    """What every dataset on disk refuses, each with its own message: no data root, a root without the
+    dataset's folder, and an option it does not know (`unknown`: one such option)."""
+    with pytest.raises(ConfigError, match="needs a data root"):
+        open_dataset(name, None, options)
+    with pytest.raises(DataError, match=f"dataset folder for {name} not found"):
+        open_dataset(name, root / "elsewhere", options)
+    with pytest.raises(ConfigError, match=rf"unknown option\(s\) {next(iter(unknown))}"):
+        open_dataset(name, root, unknown)
 
 
 def _save_scaled(path: Path, image: np.ndarray, bit_depth: int) -> None:
