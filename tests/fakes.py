@@ -8,6 +8,8 @@ Contents are seeded, so two calls write identical files.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -191,6 +193,22 @@ def check_root_and_unknown_option(name: str, root: Path, options: dict, unknown:
         open_dataset(name, root / "elsewhere", options)
     with pytest.raises(ConfigError, match=rf"unknown option\(s\) {next(iter(unknown))}"):
         open_dataset(name, root, unknown)
+
+
+@contextmanager
+def unwritable_folder(path: Path, read_only: bool) -> Iterator[Path]:
+    """`path` as a folder nothing can be written into: a read-only folder, or else a file where the folder
+    should be. The read-only folder is made writable again on leaving, so that pytest can remove it."""
+    if read_only:
+        path.mkdir()
+        path.chmod(0o555)
+    else:
+        path.write_text("a file where the folder should be")
+    try:
+        yield path
+    finally:
+        if path.is_dir():
+            path.chmod(0o755)
 
 
 def _save_scaled(path: Path, image: np.ndarray, bit_depth: int) -> None:

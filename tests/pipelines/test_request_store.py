@@ -10,6 +10,7 @@ import os
 import warnings
 
 import pytest
+from fakes import unwritable_folder
 from vlm_servers import GeminiServer, OpenAIServer, small_satsim
 
 from fmtest.pipelines.base import PipelineContext
@@ -67,20 +68,11 @@ def test_without_a_store_folder_every_run_asks_the_server_and_nothing_is_kept(ap
 ])
 def test_a_store_folder_that_cannot_be_written_warns_once_and_the_answers_still_come(api, data, tmp_path, fault):
     pipeline_class, server = api
-    cache = tmp_path / "cache"
-    if fault == "read-only folder":
-        cache.mkdir()
-        cache.chmod(0o555)
-    else:
-        cache.write_text("a file where the cache folder should be")
-    folder = store_folder(cache)
-    try:
+    with unwritable_folder(tmp_path / "cache", read_only=fault == "read-only folder") as cache:
+        folder = store_folder(cache)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             _, predictions = run(pipeline_class, data, folder, tmp_path)
-    finally:
-        if cache.is_dir():
-            cache.chmod(0o755)
     said = [str(w.message) for w in caught if issubclass(w.category, RequestStoreUnavailableWarning)]
     assert len(said) == 1, said
     assert str(folder) in said[0] and "goes on without the VLM request store" in said[0]
