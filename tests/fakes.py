@@ -8,7 +8,7 @@ Contents are seeded, so two calls write identical files.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -182,6 +182,16 @@ def make_industrialsat(root: Path, n_good: int = 4, n_defective: int = 3, size: 
         rows.append(f"{image_name},{'NOK' if defect else 'OK'},{mask_name},{split}")
     (folder / "labels.csv").write_text("\n".join(rows) + "\n")
     return folder
+
+
+def data_root_fixture(make: Callable[[Path], Path], name: str):
+    """A pytest fixture `name`: the data root (the test's tmp_path) with `make`'s dataset tree built under it."""
+    @pytest.fixture(name=name)
+    def data_root(tmp_path: Path) -> Path:
+        make(tmp_path)
+        return tmp_path
+
+    return data_root
 
 
 def check_root_and_unknown_option(name: str, root: Path, options: dict, unknown: dict) -> None:

@@ -6,7 +6,7 @@ import re
 
 import numpy as np
 import pytest
-from fakes import check_root_and_unknown_option, make_mvtec
+from fakes import check_root_and_unknown_option, data_root_fixture, make_mvtec
 from PIL import Image
 
 from fmtest.data import open_dataset
@@ -16,10 +16,7 @@ from fmtest.errors import ConfigError, DataError
 CATS = {"categories": ["carpet", "grid"]}
 
 
-@pytest.fixture
-def root(tmp_path):
-    make_mvtec(tmp_path)
-    return tmp_path
+root = data_root_fixture(make_mvtec, "root")
 
 
 def test_layout_ids_labels_and_counts(root):

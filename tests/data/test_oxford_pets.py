@@ -6,7 +6,7 @@ import re
 
 import numpy as np
 import pytest
-from fakes import check_root_and_unknown_option, make_oxford_pets
+from fakes import check_root_and_unknown_option, data_root_fixture, make_oxford_pets
 from PIL import Image
 
 from fmtest.data import open_dataset
@@ -16,10 +16,7 @@ from fmtest.errors import ConfigError, DataError
 SUBSET = {"n_good": 3, "n_defective": 2}
 
 
-@pytest.fixture
-def root(tmp_path):
-    make_oxford_pets(tmp_path)
-    return tmp_path
+root = data_root_fixture(make_oxford_pets, "root")
 
 
 def trimap_of(root, name):
