@@ -8,13 +8,18 @@ Contents are seeded, so two calls write identical files.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import pytest
 import tifffile
 from PIL import Image
 
+from fmtest.data import open_dataset
 from fmtest.data.satsim import DEFECT_TYPES, Nuisance, render_part
+from fmtest.errors import ConfigError, DataError
 
 TESTS = Path(__file__).resolve().parent  # where the test helpers live (on sys.path for every test)
 REPO = TESTS.parent
@@ -177,6 +182,43 @@ def make_industrialsat(root: Path, n_good: int = 4, n_defective: int = 3, size: 
         rows.append(f"{image_name},{'NOK' if defect else 'OK'},{mask_name},{split}")
     (folder / "labels.csv").write_text("\n".join(rows) + "\n")
     return folder
+
+
+def data_root_fixture(make: Callable[[Path], Path], name: str):
+    """A pytest fixture `name`: the data root (the test's tmp_path) with `make`'s dataset tree built under it."""
+    @pytest.fixture(name=name)
+    def data_root(tmp_path: Path) -> Path:
+        make(tmp_path)
+        return tmp_path
+
+    return data_root
+
+
+def check_root_and_unknown_option(name: str, root: Path, options: dict, unknown: dict) -> None:
+    """What every dataset on disk refuses, each with its own message: no data root, a root without the
+    dataset's folder, and an option it does not know (`unknown`: one such option)."""
+    with pytest.raises(ConfigError, match="needs a data root"):
+        open_dataset(name, None, options)
+    with pytest.raises(DataError, match=f"dataset folder for {name} not found"):
+        open_dataset(name, root / "elsewhere", options)
+    with pytest.raises(ConfigError, match=rf"unknown option\(s\) {next(iter(unknown))}"):
+        open_dataset(name, root, unknown)
+
+
+@contextmanager
+def unwritable_folder(path: Path, read_only: bool) -> Iterator[Path]:
+    """`path` as a folder nothing can be written into: a read-only folder, or else a file where the folder
+    should be. The read-only folder is made writable again on leaving, so that pytest can remove it."""
+    if read_only:
+        path.mkdir()
+        path.chmod(0o555)
+    else:
+        path.write_text("a file where the folder should be")
+    try:
+        yield path
+    finally:
+        if path.is_dir():
+            path.chmod(0o755)
 
 
 def _save_scaled(path: Path, image: np.ndarray, bit_depth: int) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
 
@@ -100,6 +101,19 @@ def build_tiny_grounding_dino(tokenizer, seed: int = 0, image_size: int = 128, n
         model = GroundingDinoForObjectDetection(config)
     processor = GroundingDinoImageProcessor(size={"shortest_edge": image_size, "longest_edge": image_size})
     return GroundingDino(model, tokenizer, processor, model_id=f"tiny-random-gdino-{seed}", device=device)
+
+
+def inject_tiny_sam_and_grounding_dino(stack: ExitStack, num_queries: int) -> None:
+    """Inject the tiny SAM (as `sam_vit_h`) and a tiny GroundingDINO with `num_queries` queries, its tokenizer
+    read from the folder $FMTEST_TEST_VOCAB names, until `stack` closes: what the plugins of the end-to-end
+    tests run in a pytest subprocess instead of the official checkpoints."""
+    from fmtest.models import grounding_dino, registry
+    from fmtest.models.sam import SamEngine
+
+    tokenizer = grounding_dino.load_bert_tokenizer(Path(os.environ["FMTEST_TEST_VOCAB"]))
+    stack.enter_context(registry.inject("sam_vit_h", SamEngine(build_tiny_sam(), "tiny-sam")))
+    stack.enter_context(registry.inject(grounding_dino.WEIGHT_KEY,
+                                        build_tiny_grounding_dino(tokenizer, num_queries=num_queries)))
 
 
 def uncased_vocab_folder(tmp: Path) -> Path:

@@ -17,7 +17,8 @@ import re
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -152,6 +153,42 @@ class FakeServer(ABC):
     def answer(text: str | None, **kw) -> Reply:
         """A successful reply carrying `text` as the model's answer."""
 
+    @classmethod
+    def answering(cls, text: str | None, **kw) -> Callable[[int, Received], Reply]:
+        """A script that gives `answer(text, **kw)` to every request."""
+        return lambda n, request: cls.answer(text, **kw)
+
+    @abstractmethod
+    def point_pipeline_here(self, monkeypatch, **settings) -> None:
+        """Set the environment (through pytest's `monkeypatch`) so this API's pipeline sends its requests here."""
+
+    @classmethod
+    @contextmanager
+    def serving(cls, monkeypatch, **settings) -> Iterator[Callable[..., FakeServer]]:
+        """Yields `start(script=None)`, which starts a server of this kind (stopped on leaving) and points the
+        pipeline's environment at it (`point_pipeline_here` with `settings`): the last one started is asked."""
+        with ExitStack() as stack:
+            def start(script=None) -> FakeServer:
+                server = stack.enter_context(cls(script))
+                server.point_pipeline_here(monkeypatch, **settings)
+                return server
+
+            yield start
+
+    def resume_an_interrupted_run(self, predict: Callable, data, tmp_path, interrupted_after: int) -> list:
+        """Predict the first `interrupted_after` test images (the run that was interrupted), then all of them:
+        the resumed run must ask this server only for the missing images, none twice, and replay the others
+        from the request store. Returns the resumed run's predictions."""
+        test = data[2]
+        predict(data, tmp_path, samples=test[:interrupted_after])
+        assert self.count == interrupted_after
+        resumed = predict(data, tmp_path)
+        assert self.count == len(test)
+        sent = [np.ascontiguousarray(r.images[1]).tobytes() for r in self.received]
+        assert len(set(sent)) == len(sent)  # no image sent twice
+        assert [p.usage["replayed"] for p in resumed] == [1] * interrupted_after + [0] * (len(test) - interrupted_after)
+        return resumed
+
 
 class GeminiServer(FakeServer):
     """`POST /{api_version}/models/{model}:generateContent`, key in `x-goog-api-key` or `?key=`."""
@@ -171,6 +208,11 @@ class GeminiServer(FakeServer):
                 elif "inline_data" in part:
                     parts.append(("image", decode_image(part["inline_data"]["data"])))
         return Received(path, key, body, parts)
+
+    def point_pipeline_here(self, monkeypatch, **settings) -> None:
+        monkeypatch.delenv("GOOGLE_API_KEY", raising=False)  # the SDK prefers it to GEMINI_API_KEY
+        monkeypatch.setenv("GEMINI_API_KEY", self.api_key)
+        monkeypatch.setenv("FMTEST_GEMINI_BASE_URL", self.base_url)
 
     @staticmethod
     def answer(text: str | None, *, finish: str = "STOP", prompt_tokens: int = 1000,
@@ -210,6 +252,11 @@ class OpenAIServer(FakeServer):
                     url = part["image_url"]["url"]
                     parts.append(("image", decode_image(url.split("base64,", 1)[1])))
         return Received(handler.path, key, raw, parts)
+
+    def point_pipeline_here(self, monkeypatch, model: str = "local-vlm") -> None:
+        monkeypatch.setenv("FMTEST_OPENAI_BASE_URL", f"{self.base_url}/v1")
+        monkeypatch.setenv("FMTEST_OPENAI_MODEL", model)
+        monkeypatch.setenv("OPENAI_API_KEY", self.api_key)
 
     @staticmethod
     def answer(text: str | None, *, finish: str = "stop", refusal: str | None = None,

@@ -54,7 +54,7 @@ def check_category_options(dataset: str, options: object) -> None:
 class CategoryDataset(Dataset):
     """Categories, each with its training images and reference; test images pooled over all of them."""
 
-    folder_name: ClassVar[str]  # the dataset's folder under the data root
+    folder_name: ClassVar[str | None] = None  # the dataset's folder under the data root; None: its `name`
     title: ClassVar[str]  # the dataset's published name, for messages
     has_masks = True
 
@@ -85,7 +85,7 @@ class CategoryDataset(Dataset):
 
     @classmethod
     def from_config(cls, root: Path | None, options: Mapping[str, object]) -> CategoryDataset:
-        return cls(dataset_folder(root, cls.folder_name, cls.name), cls.read_options(options))
+        return cls(dataset_folder(root, cls.folder_name or cls.name, cls.name), cls.read_options(options))
 
     @classmethod
     def group_names(cls, options: Mapping[str, object]) -> list[str]:

@@ -33,6 +33,7 @@ from fmtest.data.labelled import (
     Polygons,
     box_polygon,
     ellipse_polygon,
+    points_polygon,
 )
 from fmtest.errors import DataError
 
@@ -116,7 +117,7 @@ def _geometry(shape: ElementTree.Element, where: str, path: Path) -> Polygons | 
         except ValueError:
             raise DataError(f"{where}: points must be \"x1,y1;x2,y2;...\", got {shape.get('points')!r}",
                             path) from None
-        return Polygons((tuple(points),))
+        return points_polygon(points)
     if shape.tag == "mask":
         try:
             runs = tuple(int(v) for v in (shape.get("rle") or "").split(","))

@@ -39,9 +39,9 @@ from fmtest.data.labelled import (
     Export,
     ExportedImage,
     LabelExportDataset,
-    Polygons,
     box_polygon,
     ellipse_polygon,
+    points_polygon,
     read_json_export,
 )
 from fmtest.errors import DataError
@@ -220,7 +220,7 @@ def _shape(value: dict, width: int, height: int, where: str, path: Path):
         if not (isinstance(points, list) and all(isinstance(p, list) and len(p) == 2 and all(map(_is_number, p))
                                                  for p in points)):
             raise DataError(f"{where}: points must be a list of [x, y] in percent", path)
-        return "polygon", Polygons((tuple(c for x, y in points for c in (x * sx, y * sy)),))
+        return "polygon", points_polygon(c for x, y in points for c in (x * sx, y * sy))
     numbers = {k: value.get(k) for k in ("x", "y", "width", "height", "radiusX", "radiusY", "rotation")}
     bad = [k for k, v in numbers.items() if v is not None and not _is_number(v)]
     if bad or not (_is_number(numbers["x"]) and _is_number(numbers["y"])):

@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 import re
 from abc import abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import ClassVar, Protocol
@@ -103,6 +103,11 @@ def decode_coco_rle(rle: dict) -> np.ndarray:
         warnings.filterwarnings("ignore", "__array__ implementation doesn't accept a copy keyword",
                                 DeprecationWarning)
         return coco_mask.decode(rle).astype(bool)
+
+
+def points_polygon(coordinates: Iterable[float]) -> Polygons:
+    """One polygon from its flat x, y pixel coordinates (x1, y1, x2, y2, ...)."""
+    return Polygons((tuple(coordinates),))
 
 
 def box_polygon(x0: float, y0: float, x1: float, y1: float, rotation: float = 0.0,

@@ -73,7 +73,6 @@ class MVTecOptions:
 
 class MVTecAD(CategoryDataset):
     name = "mvtec"
-    folder_name = "mvtec"
     title = "MVTec AD"
     options_type = MVTecOptions
 

@@ -46,7 +46,6 @@ class MVTecAD2Options:
 
 class MVTecAD2(CategoryDataset):
     name = "mvtec_ad2"
-    folder_name = "mvtec_ad2"
     title = "MVTec AD 2"
     options_type = MVTecAD2Options
 

@@ -65,7 +65,6 @@ class SplitRow:
 
 class VisA(CategoryDataset):
     name = "visa"
-    folder_name = "visa"
     title = "VisA"
     options_type = VisAOptions
 

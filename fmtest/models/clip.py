@@ -189,15 +189,18 @@ def require_clip(weights_dir: Path | None) -> None:
 
 def model_id(weights_dir: Path | None, checkpoint: Path | None = None) -> str:
     """The model id `clip_encoder` reports for these arguments, without loading the model."""
-    if checkpoint is None:
-        injected = registry.injected(CLIP_KEY)
-        if injected is not None:
-            return injected.model_id  # type: ignore[attr-defined]
-        checkpoint = clip_checkpoint(weights_dir)
-    path = Path(checkpoint).resolve()
-    if not path.is_file():
-        raise DataError("CLIP checkpoint file not found", path)
+    injected, path = _injected_or_file(weights_dir, checkpoint)
+    if injected is not None:
+        return injected.model_id
     return registry.identify(path, "clip_checkpoint")
+
+
+def _injected_or_file(weights_dir: Path | None, checkpoint: Path | None) -> tuple[ClipEncoder | None, Path | None]:
+    """`registry.user_injected_or_registry` for CLIP, the file checked to exist."""
+    injected, path = registry.user_injected_or_registry(CLIP_KEY, checkpoint, lambda: clip_checkpoint(weights_dir))
+    if path is not None and not path.is_file():
+        raise DataError("CLIP checkpoint file not found", path)
+    return injected, path  # type: ignore[return-value]
 
 
 _LOADED: dict[tuple[str, str], ClipEncoder] = {}
@@ -212,14 +215,9 @@ def clip_encoder(weights_dir: Path | None, device: str = "cpu", checkpoint: Path
     (`registry.identify`: a file named like OpenAI's `ViT-B-16.pt` must be OpenAI's file).
     Tests inject without any file: `registry.inject(CLIP_KEY, ClipEncoder(tiny_models.build_tiny_clip(), "tiny"))`
     """
-    if checkpoint is None:
-        injected = registry.injected(CLIP_KEY)
-        if injected is not None:
-            return injected  # type: ignore[return-value]
-        checkpoint = clip_checkpoint(weights_dir)
-    path = Path(checkpoint).resolve()
-    if not path.is_file():
-        raise DataError("CLIP checkpoint file not found", path)
+    injected, path = _injected_or_file(weights_dir, checkpoint)
+    if injected is not None:
+        return injected
     key = (str(path), device)
     with _LOAD_LOCK:
         if key not in _LOADED:

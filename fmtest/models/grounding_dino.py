@@ -193,12 +193,9 @@ def grounding_dino(weights_dir: Path | None, device: str, checkpoint: Path | Non
     """The process-wide detector, loaded once: the user's `checkpoint` (`gdino_checkpoint`: a transformers
     folder or an original-layout file) when given, else an injected one (tests), else the registry's folder,
     else the registry's original Swin-T OGC file."""
-    if checkpoint is None:
-        injected = registry.injected(WEIGHT_KEY)
-        if injected is not None:
-            return injected  # type: ignore[return-value]
-        checkpoint = resolve(weights_dir)
-    checkpoint = Path(checkpoint).resolve()
+    injected, checkpoint = registry.user_injected_or_registry(WEIGHT_KEY, checkpoint, lambda: resolve(weights_dir))
+    if injected is not None:
+        return injected  # type: ignore[return-value]
     if checkpoint.is_dir():
         return _load_folder(checkpoint, device)
     return _load_original(checkpoint, resolve_vocabulary(weights_dir).resolve(), device)
@@ -207,12 +204,9 @@ def grounding_dino(weights_dir: Path | None, device: str, checkpoint: Path | Non
 def model_id(weights_dir: Path | None, checkpoint: Path | None = None) -> str:
     """The model id `grounding_dino` reports for these arguments, without loading the model: the sha256 of
     a folder's model.safetensors or of an original-layout file, or an injected detector's id."""
-    if checkpoint is None:
-        injected = registry.injected(WEIGHT_KEY)
-        if injected is not None:
-            return injected.model_id  # type: ignore[attr-defined]
-        checkpoint = resolve(weights_dir)
-    checkpoint = Path(checkpoint).resolve()
+    injected, checkpoint = registry.user_injected_or_registry(WEIGHT_KEY, checkpoint, lambda: resolve(weights_dir))
+    if injected is not None:
+        return injected.model_id  # type: ignore[attr-defined]
     if checkpoint.is_dir() and (checkpoint / "model.safetensors").is_file():
         return registry.file_sha256(checkpoint / "model.safetensors")
     if checkpoint.is_file():

@@ -14,7 +14,7 @@ import argparse
 import hashlib
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -235,6 +235,19 @@ def inject(key: str, model: object) -> Iterator[object]:
 
 def injected(key: str) -> object | None:
     return _INJECTED.get(key)
+
+
+def user_injected_or_registry(key: str, checkpoint: Path | None,
+                              registry_file: Callable[[], Path]) -> tuple[object | None, Path | None]:
+    """What a model loader takes, in this order: the user's `checkpoint` when given, else the model injected
+    under `key` (tests), else the registry's file (`registry_file()`, which raises MissingWeights when it is
+    absent). Returns (the injected model, None) or (None, the file's resolved path)."""
+    if checkpoint is None:
+        model = injected(key)
+        if model is not None:
+            return model, None
+        checkpoint = registry_file()
+    return None, Path(checkpoint).resolve()
 
 
 def require(key: str, weights_dir: Path | None = None) -> None:

@@ -128,12 +128,18 @@ class SamPipeline(Pipeline):
     def require_models(cls, context: PipelineContext, options) -> None:
         """Raise MissingWeights for the first registry checkpoint that is neither present nor injected,
         ConfigError for a named checkpoint that does not exist."""
-        if cls.sam_file(context, options) is None:
+        if cls.checkpoint_file(context, options, "sam_checkpoint") is None:
             sam_variants.require(context.weights_dir, options.sam_variant)
 
     @classmethod
-    def sam_file(cls, context: PipelineContext, options) -> Path | None:
-        return checkpoint_option(context, cls.name, "sam_checkpoint", options.sam_checkpoint)
+    def checkpoint_file(cls, context: PipelineContext, options, option: str) -> Path | None:
+        """The file (or folder) that `options`' `option` (`sam_checkpoint`, `gdino_checkpoint`,
+        `clip_checkpoint`) names, resolved against the suite config's folder; None when it names none."""
+        return checkpoint_option(context, cls.name, option, getattr(options, option))
+
+    def own_file(self, option: str) -> Path | None:
+        """This pipeline's `checkpoint_file` for `option`."""
+        return self.checkpoint_file(self.context, self.options, option)
 
     @cached_property
     def encoder_settings(self) -> EncoderSettings:
@@ -150,7 +156,7 @@ class SamPipeline(Pipeline):
         pipeline's settings."""
         from fmtest.models.sam import custom_sam_engine, sam_engine
 
-        own_file = self.sam_file(self.context, self.options)
+        own_file = self.own_file("sam_checkpoint")
         if own_file is not None:  # the variant comes from the file; a sam_variant the user set must agree
             engine = custom_sam_engine(own_file, self.context.device, self.context.options.get("sam_variant"))
         else:
@@ -160,8 +166,7 @@ class SamPipeline(Pipeline):
     @property
     def sam_model_id(self) -> str:
         """The engine's model id, read from its file without loading it, so a cached rerun loads no SAM."""
-        return sam_variants.model_id(self.context.weights_dir, self.options.sam_variant,
-                                     self.sam_file(self.context, self.options))
+        return sam_variants.model_id(self.context.weights_dir, self.options.sam_variant, self.own_file("sam_checkpoint"))
 
     def embedded_images(self, samples: Sequence[Sample]) -> tuple[list[np.ndarray], list[str]]:
         """The samples as RGB uint8 and their keys, with SAM's embedding of each computed (or cached)."""
@@ -175,9 +180,7 @@ def sam_departures(options: SamOptions) -> list[Departure]:
     """The SAM settings of `options` that differ from the study's run of SAM."""
     found = unless_equal("SAM variant", options.sam_variant, STUDY_SAM_VARIANT,
                          "set by sam_variant; the study used ViT-H in every pipeline")
-    if options.sam_checkpoint is not None:
-        found.append(Departure("SAM weights", f"your file {options.sam_checkpoint}", "sam_vit_h_4b8939.pth",
-                               "set by sam_checkpoint"))
+    found += own_weights("SAM", "sam_checkpoint", options, "sam_vit_h_4b8939.pth")
     found += unless_equal("SAM precision", options.sam_precision, "fp32",
                           "set by sam_precision: the encoder under bfloat16 autocast rounds differently")
     found += unless_equal("SAM attention", options.sam_attention, "reference",
@@ -187,6 +190,12 @@ def sam_departures(options: SamOptions) -> list[Departure]:
         found.append(Departure("SAM compiled", "torch.compile'd encoder", "segment_anything's eager encoder",
                                "set by sam_compile: compiled kernels round differently"))
     return found
+
+
+def own_weights(model: str, option: str, options, study_file: str) -> list[Departure]:
+    """The departure a `*_checkpoint` option makes: the user's file for `model` instead of the study's file."""
+    path = getattr(options, option)
+    return [] if path is None else [Departure(f"{model} weights", f"your file {path}", study_file, f"set by {option}")]
 
 
 class DetectorSamPipeline(SamPipeline):
@@ -204,32 +213,26 @@ class DetectorSamPipeline(SamPipeline):
 
     @classmethod
     def require_models(cls, context: PipelineContext, options) -> None:
-        grounding_dino.require(context.weights_dir, cls.gdino_file(context, options))
+        grounding_dino.require(context.weights_dir, cls.checkpoint_file(context, options, "gdino_checkpoint"))
         super().require_models(context, options)
 
     @classmethod
     def departures(cls, context: PipelineContext) -> list[Departure]:
         found = super().departures(context)
         options = cls.read_options(context.options)
-        if options.gdino_checkpoint is not None:
-            found.append(Departure("GroundingDINO weights", f"your file {options.gdino_checkpoint}",
-                                   "groundingdino_swint_ogc.pth", "set by gdino_checkpoint"))
+        found += own_weights("GroundingDINO", "gdino_checkpoint", options, "groundingdino_swint_ogc.pth")
         found += unless_equal("GroundingDINO precision", options.gdino_precision, "fp32",
                               "set by gdino_precision: bfloat16 autocast rounds differently")
         return found
 
-    @classmethod
-    def gdino_file(cls, context: PipelineContext, options) -> Path | None:
-        return checkpoint_option(context, cls.name, "gdino_checkpoint", options.gdino_checkpoint)
-
     @property
     def detector(self) -> grounding_dino.GroundingDino:
         return grounding_dino.grounding_dino(self.context.weights_dir, self.context.device,
-                                             self.gdino_file(self.context, self.options))
+                                             self.own_file("gdino_checkpoint"))
 
     @property
     def model_id(self) -> str:
-        return combined_id(grounding_dino.model_id(self.context.weights_dir, self.gdino_file(self.context, self.options)),
+        return combined_id(grounding_dino.model_id(self.context.weights_dir, self.own_file("gdino_checkpoint")),
                            self.sam_model_id)
 
 
@@ -248,29 +251,20 @@ class ClipSamPipeline(SamPipeline):
     @classmethod
     def require_models(cls, context: PipelineContext, options) -> None:
         super().require_models(context, options)
-        if cls.clip_file(context, options) is None:
+        if cls.checkpoint_file(context, options, "clip_checkpoint") is None:
             clip.require_clip(context.weights_dir)
 
     @classmethod
     def departures(cls, context: PipelineContext) -> list[Departure]:
         found = super().departures(context)
-        options = cls.read_options(context.options)
-        if options.clip_checkpoint is not None:
-            found.append(Departure("CLIP weights", f"your file {options.clip_checkpoint}",
-                                   "OpenAI ViT-B-16.pt", "set by clip_checkpoint"))
+        found += own_weights("CLIP", "clip_checkpoint", cls.read_options(context.options), "OpenAI ViT-B-16.pt")
         found.append(CLIP_PRECISION)
         return found
 
-    @classmethod
-    def clip_file(cls, context: PipelineContext, options) -> Path | None:
-        return checkpoint_option(context, cls.name, "clip_checkpoint", options.clip_checkpoint)
-
     @property
     def encoder(self) -> clip.ClipEncoder:
-        return clip.clip_encoder(self.context.weights_dir, self.context.device,
-                                 self.clip_file(self.context, self.options))
+        return clip.clip_encoder(self.context.weights_dir, self.context.device, self.own_file("clip_checkpoint"))
 
     @property
     def model_id(self) -> str:
-        return combined_id(self.sam_model_id, clip.model_id(self.context.weights_dir,
-                                                            self.clip_file(self.context, self.options)))
+        return combined_id(self.sam_model_id, clip.model_id(self.context.weights_dir, self.own_file("clip_checkpoint")))

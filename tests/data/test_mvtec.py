@@ -6,7 +6,7 @@ import re
 
 import numpy as np
 import pytest
-from fakes import make_mvtec
+from fakes import check_root_and_unknown_option, data_root_fixture, make_mvtec
 from PIL import Image
 
 from fmtest.data import open_dataset
@@ -16,10 +16,7 @@ from fmtest.errors import ConfigError, DataError
 CATS = {"categories": ["carpet", "grid"]}
 
 
-@pytest.fixture
-def root(tmp_path):
-    make_mvtec(tmp_path)
-    return tmp_path
+root = data_root_fixture(make_mvtec, "root")
 
 
 def test_layout_ids_labels_and_counts(root):
@@ -109,13 +106,8 @@ def test_missing_train_folder(root):
         open_dataset("mvtec", root, CATS)
 
 
-def test_root_and_options(tmp_path, root):
-    with pytest.raises(ConfigError, match="needs a data root"):
-        open_dataset("mvtec", None, CATS)
-    with pytest.raises(DataError, match="dataset folder for mvtec not found"):
-        open_dataset("mvtec", tmp_path / "elsewhere", CATS)
-    with pytest.raises(ConfigError, match=r"unknown option\(s\) category"):
-        open_dataset("mvtec", root, {"category": "grid"})
+def test_root_and_options(root):
+    check_root_and_unknown_option("mvtec", root, CATS, {"category": "grid"})
     with pytest.raises(ConfigError, match="must name at least one"):
         open_dataset("mvtec", root, {"categories": []})
 

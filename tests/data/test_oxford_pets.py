@@ -6,7 +6,7 @@ import re
 
 import numpy as np
 import pytest
-from fakes import make_oxford_pets
+from fakes import check_root_and_unknown_option, data_root_fixture, make_oxford_pets
 from PIL import Image
 
 from fmtest.data import open_dataset
@@ -16,10 +16,7 @@ from fmtest.errors import ConfigError, DataError
 SUBSET = {"n_good": 3, "n_defective": 2}
 
 
-@pytest.fixture
-def root(tmp_path):
-    make_oxford_pets(tmp_path)
-    return tmp_path
+root = data_root_fixture(make_oxford_pets, "root")
 
 
 def trimap_of(root, name):
@@ -107,13 +104,8 @@ def test_bad_trimap_value_and_size(root):
         ds.test[index]
 
 
-def test_root_and_options(tmp_path, root):
-    with pytest.raises(ConfigError, match="needs a data root"):
-        open_dataset("oxford_pets", None, SUBSET)
-    with pytest.raises(DataError, match="dataset folder for oxford_pets not found"):
-        open_dataset("oxford_pets", tmp_path / "nowhere", SUBSET)
-    with pytest.raises(ConfigError, match=r"unknown option\(s\) n_cats"):
-        open_dataset("oxford_pets", root, {"n_cats": 2})
+def test_root_and_options(root):
+    check_root_and_unknown_option("oxford_pets", root, SUBSET, {"n_cats": 2})
     with pytest.raises(ConfigError, match="n_good must be >= 0"):
         open_dataset("oxford_pets", root, {"n_good": -1})
 

@@ -6,7 +6,7 @@ import re
 
 import numpy as np
 import pytest
-from fakes import make_mvtec_ad2, make_visa
+from fakes import data_root_fixture, make_mvtec_ad2, make_visa
 from PIL import Image
 
 from fmtest.data import known_datasets, open_dataset
@@ -23,10 +23,7 @@ def test_both_are_built_in_datasets():
 # --------------------------------------------------------------------------- VisA
 
 
-@pytest.fixture
-def visa(tmp_path):
-    make_visa(tmp_path)
-    return tmp_path
+visa = data_root_fixture(make_visa, "visa")
 
 
 def test_visa_split_csv_gives_train_and_test_per_category(visa):
@@ -92,10 +89,7 @@ def test_visa_without_its_split_file_or_data_root(visa, tmp_path):
 # --------------------------------------------------------------------------- MVTec AD 2
 
 
-@pytest.fixture
-def ad2(tmp_path):
-    make_mvtec_ad2(tmp_path)
-    return tmp_path
+ad2 = data_root_fixture(make_mvtec_ad2, "ad2")
 
 
 def test_mvtec_ad2_scores_test_public_and_fits_on_train_and_validation(ad2):

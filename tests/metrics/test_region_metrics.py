@@ -24,24 +24,33 @@ from fmtest.metrics.region import (
 )
 
 
-def smooth_maps(n=8, size=48, seed=0, quantise=None):
-    """Score maps like a detector's: smooth noise, higher on the defects; every other image defect-free."""
+def defect_maps(n, size, seed, *, defects, corner_margins, sides, noise_blur, defect_blur, quantise=None):
+    """Score maps like a detector's (float32) with their ground truths: smooth noise (`noise_blur`), lifted on
+    the defects (`defect_blur`); every other image has `defects` rectangles of `sides` [lo, hi) px, their
+    top-left corners `corner_margins` (top/left, bottom/right) away from the edges; the rest are defect-free.
+    `quantise`: scores rounded to 1/quantise."""
     rng = np.random.default_rng(seed)
     maps, gts = [], []
     for i in range(n):
         gt = np.zeros((size, size), bool)
         if i % 2:
-            for _ in range(2):
-                y, x = rng.integers(2, size - 14, 2)
-                h, w = rng.integers(1, 12, 2)
+            for _ in range(defects):
+                y, x = rng.integers(corner_margins[0], size - corner_margins[1], 2)
+                h, w = rng.integers(*sides, 2)
                 gt[y:y + h, x:x + w] = True
-        score = np.abs(ndimage.gaussian_filter(rng.normal(0, 1, (size, size)), 2)) * 3
-        score += 1.2 * ndimage.gaussian_filter(gt.astype(float), 1.5)
+        score = np.abs(ndimage.gaussian_filter(rng.normal(0, 1, (size, size)), noise_blur)) * 3
+        score += 1.2 * ndimage.gaussian_filter(gt.astype(float), defect_blur)
         if quantise:
             score = np.round(score * quantise) / quantise  # many ties, across classes
         maps.append(score.astype(np.float32))
         gts.append(gt)
     return maps, gts
+
+
+def smooth_maps(n=8, size=48, seed=0, quantise=None):
+    """Small maps: two defects of up to 11 x 11 px on every other image."""
+    return defect_maps(n, size, seed, defects=2, corner_margins=(2, 14), sides=(1, 12), noise_blur=2,
+                       defect_blur=1.5, quantise=quantise)
 
 
 def pro_by_thresholding(maps, gts, limit):
@@ -241,19 +250,7 @@ def test_recall_by_size_counts_regions_found_by_the_predicted_mask():
 def detector_maps(n=20, size=256, seed=1):
     """The maps the module docstring's figures were measured on: three defects of up to 30 x 30 px on
     every other image, a smooth noise floor."""
-    rng = np.random.default_rng(seed)
-    maps, gts = [], []
-    for i in range(n):
-        gt = np.zeros((size, size), bool)
-        if i % 2:
-            for _ in range(3):
-                y, x = rng.integers(10, size - 16, 2)
-                h, w = rng.integers(2, 30, 2)
-                gt[y:y + h, x:x + w] = True
-        score = np.abs(ndimage.gaussian_filter(rng.normal(0, 1, (size, size)), 3)) * 3
-        maps.append((score + 1.2 * ndimage.gaussian_filter(gt.astype(float), 2)).astype(np.float32))
-        gts.append(gt)
-    return maps, gts
+    return defect_maps(n, size, seed, defects=3, corner_margins=(10, 16), sides=(2, 30), noise_blur=3, defect_blur=2)
 
 
 def test_fixed_grid_errors_are_far_below_the_bound_as_the_module_states():

@@ -127,18 +127,13 @@ size = 128
 
 INJECT_PLUGIN = '''
 """Injects random-weight tiny SAM and GroundingDINO for the whole pytest session."""
-import contextlib, os
-from pathlib import Path
-from fmtest.models import registry, grounding_dino as gd
-from fmtest.models.sam import SamEngine
-from tiny_models import vocab_folder, build_tiny_grounding_dino, build_tiny_sam
+import contextlib
+from tiny_models import inject_tiny_sam_and_grounding_dino
 
 _models = contextlib.ExitStack()
 
 def pytest_configure(config):
-    tokenizer = gd.load_bert_tokenizer(Path(os.environ["FMTEST_TEST_VOCAB"]))
-    _models.enter_context(registry.inject("sam_vit_h", SamEngine(build_tiny_sam(), "tiny-sam")))
-    _models.enter_context(registry.inject(gd.WEIGHT_KEY, build_tiny_grounding_dino(tokenizer, num_queries=3)))
+    inject_tiny_sam_and_grounding_dino(_models, num_queries=3)
 
 def pytest_unconfigure(config):
     _models.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from contextlib import ExitStack
 from functools import partial
 
 import numpy as np
@@ -35,22 +34,14 @@ def data():
 @pytest.fixture
 def serve(monkeypatch):
     """Start fake Gemini servers (stopped after the test) and point the pipeline's environment at the last one."""
-    monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
-    with ExitStack() as stack:
-        def start(script=None) -> GeminiServer:
-            server = stack.enter_context(GeminiServer(script))
-            monkeypatch.setenv("GEMINI_API_KEY", server.api_key)
-            monkeypatch.setenv("FMTEST_GEMINI_BASE_URL", server.base_url)
-            return server
-
+    with GeminiServer.serving(monkeypatch) as start:
         yield start
 
 
 predict = partial(run_pipeline, cls=GeminiBasic)
 
 
-def answering(text, **kw):
-    return lambda n, request: GeminiServer.answer(text, **kw)
+answering = GeminiServer.answering
 
 
 def _aligned(sample, reference) -> np.ndarray:
@@ -213,18 +204,11 @@ def test_refusals_never_pass_a_part(serve, data, tmp_path, reply, complaint):
 
 def test_a_resumed_run_sends_only_what_is_missing(serve, data, tmp_path):
     server = serve(answering(NOK_ANSWER))
-    test = data[2]
-    predict(data, tmp_path, samples=test[:3])  # the run that was interrupted half-way
-    assert server.count == 3
-    resumed = predict(data, tmp_path)
-    assert server.count == len(test)
-    sent = [_pixels_key(r.images[1]) for r in server.received]
-    assert len(set(sent)) == len(sent)  # no image sent twice
-    assert [p.usage["replayed"] for p in resumed] == [1, 1, 1] + [0] * (len(test) - 3)
+    resumed = server.resume_an_interrupted_run(predict, data, tmp_path, interrupted_after=3)  # half-way
     assert all(p.label == "NOK" and p.reasoning == "a bright round void on the die" for p in resumed)
     assert sum(p.usage["cost_usd"] for p in resumed[:3]) == 0
     rerun = predict(data, tmp_path)
-    assert server.count == len(test) and all(p.usage["replayed"] == 1 for p in rerun)
+    assert server.count == len(data[2]) and all(p.usage["replayed"] == 1 for p in rerun)
 
 
 def test_failed_images_are_asked_again_on_the_next_run(serve, data, tmp_path):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from contextlib import ExitStack
 from functools import partial
 
 import numpy as np
@@ -36,22 +35,14 @@ def data():
 @pytest.fixture
 def serve(monkeypatch):
     """Start fake OpenAI-compatible servers and point the pipeline's environment at the last one."""
-    with ExitStack() as stack:
-        def start(script=None) -> OpenAIServer:
-            server = stack.enter_context(OpenAIServer(script))
-            monkeypatch.setenv("FMTEST_OPENAI_BASE_URL", f"{server.base_url}/v1")
-            monkeypatch.setenv("FMTEST_OPENAI_MODEL", MODEL)
-            monkeypatch.setenv("OPENAI_API_KEY", server.api_key)
-            return server
-
+    with OpenAIServer.serving(monkeypatch, model=MODEL) as start:
         yield start
 
 
 predict = partial(run_pipeline, cls=OpenAIVLM)
 
 
-def answering(text, **kw):
-    return lambda n, request: OpenAIServer.answer(text, **kw)
+answering = OpenAIServer.answering
 
 
 def test_registered_under_its_name():
@@ -147,14 +138,7 @@ def test_unusable_answers_are_failed_nok(serve, data, tmp_path, reply, complaint
 
 
 def test_a_resumed_run_sends_only_what_is_missing(serve, data, tmp_path):
-    server = serve(answering(NOK_ANSWER))
-    test = data[2]
-    predict(data, tmp_path, samples=test[:2])
-    resumed = predict(data, tmp_path)
-    assert server.count == len(test)
-    sent = [r.images[1].tobytes() for r in server.received]
-    assert len(set(sent)) == len(sent)
-    assert [p.usage["replayed"] for p in resumed] == [1, 1] + [0] * (len(test) - 2)
+    serve(answering(NOK_ANSWER)).resume_an_interrupted_run(predict, data, tmp_path, interrupted_after=2)
 
 
 def test_a_rejected_key_stops_the_case(serve, data, tmp_path, monkeypatch):

@@ -6,10 +6,17 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from boards import H, W, board, sample, train_set
+from anomaly_baselines import (
+    check_finds_big_defects_and_passes_clean_parts,
+    check_needs_two_good_training_images,
+    one_torch_thread,  # noqa: F401 (an autouse fixture: imported to apply here)
+    predict_rgb_crop,
+    training_images_read,
+)
+from boards import H, W, sample, train_set
 from matplotlib import cbook
 
-from fmtest.data.sample import NOK, OK, Sample, SampleRef, SampleSet
+from fmtest.data.sample import NOK, OK, SampleRef, SampleSet
 from fmtest.errors import ConfigError, DataError, MissingWeights
 from fmtest.models import efficientnet
 from fmtest.pipelines.base import PipelineContext
@@ -21,15 +28,6 @@ MILITARY_UNIFORM = 652  # ImageNet class of matplotlib's Grace Hopper portrait
 
 def make(options=None) -> Padim:
     return Padim(PipelineContext(dataset="toy", options={**SMALL, **(options or {})}, progress=False))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """These tensors are tiny: on a shared CPU, torch's thread pool only adds contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -115,24 +113,13 @@ def test_ledoit_wolf_matches_its_definition():
 # --- the pipeline --------------------------------------------------------------------------------
 
 def test_finds_big_defect_and_passes_clean_parts(fitted):
-    defective = [sample(f"bad/{i}", seed=200 + i, defect=True) for i in range(2)]
-    clean = [sample(f"good/{i}", seed=300 + i) for i in range(8)]
-    predictions = fitted.predict(defective + clean)
-    for s, p in zip(defective, predictions[:2]):
-        assert p.label == NOK and p.mask.shape == (H, W) and p.mask.dtype == bool
-        assert (p.mask & s.mask).sum() / s.mask.sum() > 0.5
+    for s, p in check_finds_big_defects_and_passes_clean_parts(fitted):
         assert p.mask.sum() < 8 * s.mask.sum()  # coarse (stride-8 patches), but local:
         assert not p.mask[:, :16].any()  # nothing at the far side of the board
-    # A new good part beats the max of n calibration parts with chance 1/(n+1): expect ~1 of 8 here.
-    assert sum(p.label == NOK for p in predictions[2:]) <= 2
-    assert min(p.score for p in predictions[:2]) > max(p.score for p in predictions[2:])
 
 
 def test_rgb_images_of_another_size():
-    pipeline = make()
-    pipeline.fit(train_set(4, rgb=True), None)
-    image, mask = board(7, defect=True, rgb=True)
-    prediction, = pipeline.predict([Sample(id="crop", image=image[4:68, 8:88], label=NOK, mask=mask[4:68, 8:88])])
+    prediction = predict_rgb_crop(make())
     assert prediction.mask.shape == (64, 80) and prediction.label == NOK
 
 
@@ -153,14 +140,7 @@ def test_score_map_is_in_units_of_the_pixel_threshold(fitted):
 
 
 def test_fit_reads_only_good_training_images():
-    loaded: list[str] = []
-
-    def refuse():
-        raise AssertionError("fit decoded a defective image")
-
-    pipeline = make()
-    pipeline.fit(SampleSet(train_set(4, loaded=loaded).refs + [SampleRef("train/nok", NOK, refuse)]), None)
-    assert sorted(loaded) == [f"train/{i}" for i in range(4)]
+    assert training_images_read(make()) == [f"train/{i}" for i in range(4)]
 
 
 def test_thresholds_come_from_training_images_only(fitted):
@@ -184,8 +164,7 @@ def test_deterministic():
 
 
 def test_needs_two_good_training_images():
-    with pytest.raises(DataError, match="at least 2"):
-        make().fit(train_set(1), None)
+    check_needs_two_good_training_images(make())
 
 
 @pytest.mark.parametrize("options", [{"image_size": 50}, {"n_features": 500}, {"calibration_fraction": 1.0},

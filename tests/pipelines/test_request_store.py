@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 import warnings
-from contextlib import ExitStack
 
 import pytest
+from fakes import unwritable_folder
 from vlm_servers import GeminiServer, OpenAIServer, small_satsim
 
 from fmtest.pipelines.base import PipelineContext
@@ -36,18 +36,9 @@ def data():
 def api(request, monkeypatch):
     """(pipeline class, server answering NOK to everything), the environment pointed at the server."""
     pipeline = request.param
-    with ExitStack() as stack:
-        if pipeline is GeminiBasic:
-            server = stack.enter_context(GeminiServer(lambda n, r: GeminiServer.answer(NOK_ANSWER)))
-            monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
-            monkeypatch.setenv("GEMINI_API_KEY", server.api_key)
-            monkeypatch.setenv("FMTEST_GEMINI_BASE_URL", server.base_url)
-        else:
-            server = stack.enter_context(OpenAIServer(lambda n, r: OpenAIServer.answer(NOK_ANSWER)))
-            monkeypatch.setenv("FMTEST_OPENAI_BASE_URL", f"{server.base_url}/v1")
-            monkeypatch.setenv("FMTEST_OPENAI_MODEL", "local-vlm")
-            monkeypatch.setenv("OPENAI_API_KEY", server.api_key)
-        yield pipeline, server
+    server_type = GeminiServer if pipeline is GeminiBasic else OpenAIServer
+    with server_type.serving(monkeypatch) as start:
+        yield pipeline, start(server_type.answering(NOK_ANSWER))
 
 
 def run(pipeline_class, data, request_store, tmp_path):
@@ -77,20 +68,11 @@ def test_without_a_store_folder_every_run_asks_the_server_and_nothing_is_kept(ap
 ])
 def test_a_store_folder_that_cannot_be_written_warns_once_and_the_answers_still_come(api, data, tmp_path, fault):
     pipeline_class, server = api
-    cache = tmp_path / "cache"
-    if fault == "read-only folder":
-        cache.mkdir()
-        cache.chmod(0o555)
-    else:
-        cache.write_text("a file where the cache folder should be")
-    folder = store_folder(cache)
-    try:
+    with unwritable_folder(tmp_path / "cache", read_only=fault == "read-only folder") as cache:
+        folder = store_folder(cache)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             _, predictions = run(pipeline_class, data, folder, tmp_path)
-    finally:
-        if cache.is_dir():
-            cache.chmod(0o755)
     said = [str(w.message) for w in caught if issubclass(w.category, RequestStoreUnavailableWarning)]
     assert len(said) == 1, said
     assert str(folder) in said[0] and "goes on without the VLM request store" in said[0]

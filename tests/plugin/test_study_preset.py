@@ -78,20 +78,16 @@ def test_the_grid_and_its_published_numbers(preset):
 # --- the preset end to end, on test-built trees in the public layouts, with injected random-weight models ---
 
 STUDY_CONFTEST = '''
-import contextlib, os
-from pathlib import Path
+import contextlib
 import torchvision
-from fmtest.models import registry, grounding_dino as gd, imagenet_cnn
+from fmtest.models import registry, imagenet_cnn
 from fmtest.models.clip import CLIP_KEY, ClipEncoder
-from fmtest.models.sam import SamEngine
-from tiny_models import build_tiny_clip, build_tiny_grounding_dino, build_tiny_sam
+from tiny_models import build_tiny_clip, inject_tiny_sam_and_grounding_dino
 
 _models = contextlib.ExitStack()
 
 def pytest_configure(config):
-    tokenizer = gd.load_bert_tokenizer(Path(os.environ["FMTEST_TEST_VOCAB"]))
-    _models.enter_context(registry.inject("sam_vit_h", SamEngine(build_tiny_sam(), "tiny-sam")))
-    _models.enter_context(registry.inject(gd.WEIGHT_KEY, build_tiny_grounding_dino(tokenizer, num_queries=5)))
+    inject_tiny_sam_and_grounding_dino(_models, num_queries=5)
     _models.enter_context(registry.inject(CLIP_KEY, ClipEncoder(build_tiny_clip(), "tiny-clip")))
     # a small ResNet stands in for SAA+'s Wide ResNet-50 saliency network: same stages, random weights
     _models.enter_context(registry.inject(imagenet_cnn.WIDE_RESNET50_TIMM_KEY, imagenet_cnn.ImageNetCnn(

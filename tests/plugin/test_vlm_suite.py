@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from fakes import REPO
+from fakes import REPO, unwritable_folder
 from vlm_servers import GeminiServer, OpenAIServer
 
 ROOT = REPO
@@ -123,18 +123,9 @@ def test_a_cache_folder_that_cannot_be_written_leaves_a_vlm_case_a_result(tmp_pa
     if fault == "read-only" and os.geteuid() == 0:
         pytest.skip("root writes into read-only folders")
     (tmp_path / "fmtest.toml").write_text(CONFIG)
-    cache = tmp_path / "cache"
-    if fault == "read-only":
-        cache.mkdir()
-        cache.chmod(0o555)
-    else:
-        cache.write_text("not a folder")
-    try:
-        with GeminiServer(script=lambda n, r: _nok_if_bright(n, r, GeminiServer)) as server:
-            done, case = _gemini_only(tmp_path, server, f"--fm-cache={cache}")
-    finally:
-        if cache.is_dir():
-            cache.chmod(0o755)
+    with (unwritable_folder(tmp_path / "cache", read_only=fault == "read-only") as cache,
+          GeminiServer(script=lambda n, r: _nok_if_bright(n, r, GeminiServer)) as server):
+        done, case = _gemini_only(tmp_path, server, f"--fm-cache={cache}")
     out = done.stdout + done.stderr
     assert done.returncode in (0, 1), out
     assert case["outcome"] in ("passed", "failed"), case["message"]  # a result, never an error
