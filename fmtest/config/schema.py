@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from fmtest.errors import ConfigError
+from fmtest.util.text import toml_literal
 from fmtest.metrics.specs import (
     CASE_TASKS,
     DEFAULT_MAX_INVALID_ANSWER_RATE,
@@ -118,7 +119,7 @@ class Setting:
     def default_text(self) -> str:
         if self.shown_default is not None:
             return self.shown_default
-        return "" if self.default is None else _literal(self.default)
+        return "" if self.default is None else toml_literal(self.default)
 
 
 @dataclass(frozen=True)
@@ -152,7 +153,7 @@ class Table:
 def check_value(kind: Kind, value: object, where: str, key: str, path: object) -> object:
     converted = kind(value)
     if converted is None:
-        raise ConfigError(f"{located(where, key)} = {_literal(value)}: accepted: {kind.accepts}", path)
+        raise ConfigError(f"{located(where, key)} = {toml_literal(value)}: accepted: {kind.accepts}", path)
     return converted
 
 
@@ -167,19 +168,6 @@ def unknown_key(where: str, key: str, known: list[str], what: str = "key") -> st
     return f"{located(where, key)}: unknown {what}{hint}; accepted: {', '.join(known)}"
 
 
-def _literal(value: object) -> str:
-    """A value as TOML would write it, for messages and the reference table."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return f'"{value}"'
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_literal(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k} = {_literal(v)}" for k, v in value.items()) + "}"
-    return repr(value)
-
-
 def threshold_settings() -> tuple[Setting, ...]:
     """One threshold per quality metric of a case: `<metric>` (a minimum) where higher is better,
     `max_<metric>` (a maximum) where lower is better. Robustness gates live in `[robustness]`."""
@@ -192,7 +180,7 @@ def threshold_settings() -> tuple[Setting, ...]:
         key = spec.name if spec.higher_is_better else f"{MAX_PREFIX}{spec.name}"
         bound = "minimum" if spec.higher_is_better else "maximum"
         settings.append(Setting(key, RATE, f"{bound} {spec.description}", defaults.get(key),
-                                shown_default=_literal(DEFAULT_MAX_INVALID_ANSWER_RATE) if key == INVALID_ANSWER_GATE
+                                shown_default=toml_literal(DEFAULT_MAX_INVALID_ANSWER_RATE) if key == INVALID_ANSWER_GATE
                                 else None))
     return tuple(settings)
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from fmtest.util.text import toml_literal
+
 # "differs": the paper or the upstream code says what it did, and fmtest does otherwise.
 # "unstated": neither says; what fmtest does is a choice (a reconstruction), not the study's.
 DepartureKind = Literal["differs", "unstated"]
@@ -46,17 +48,7 @@ def unless_equal(name: str, ours: object, upstream: object, reason: str) -> list
     """[] when a setting has the upstream value, else the one Departure giving both values (as TOML shows them)."""
     if ours == upstream:
         return []
-    return [Departure(name, _shown(ours), _shown(upstream), reason)]
-
-
-def _shown(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return f'"{value}"'
-    if isinstance(value, tuple | list):
-        return "[" + ", ".join(_shown(v) for v in value) + "]"
-    return repr(value)
+    return [Departure(name, toml_literal(ours), toml_literal(upstream), reason)]
 
 
 __all__ = ["NOT_PUBLISHED", "Departure", "DepartureKind", "unless_equal"]
