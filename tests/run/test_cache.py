@@ -288,7 +288,7 @@ def test_cli_info_and_clear(tmp_path, capsys):
     assert _cli(["cache", "clear", "--dir", str(folder), "--pipeline", "padim"]) == 0
     assert "removed 3 entries (pipeline padim); 1 left" in capsys.readouterr().out
     assert _cli(["cache", "clear", "--dir", str(folder)]) == 0
-    assert "removed 1 entries (all pipelines); 0 left" in capsys.readouterr().out
+    assert "removed 1 entry (all pipelines); 0 left" in capsys.readouterr().out
 
 
 def test_cli_on_a_folder_without_cache(tmp_path, capsys):
