@@ -59,8 +59,8 @@ import numpy as np
 from scipy import ndimage
 
 from fmtest.metrics.functional import MetricInputError, clopper_pearson
+from fmtest.metrics.specs import DEFAULT_FPR_LIMIT
 
-DEFAULT_FPR_LIMIT = 0.3
 DEFAULT_SIZE_EDGES = (16, 64, 256, 1024, 4096)  # region areas in pixels: bins [1, 16), [16, 64), ..., [4096, inf)
 GRID_DECADES = (-6, 6)  # magnitudes 1e-6 .. 1e6 on the fixed grid
 GRID_STEPS_PER_DECADE = 256  # thresholds 0.9 % apart
@@ -161,6 +161,15 @@ class ImageRegionSummary:
         return {"image_id": self.image_id, "grid": self.grid, "good": self.good.to_lists(),
                 "regions": [{"area": r.area, "covered": r.covered, "scores": r.scores.to_lists()}
                             for r in self.regions]}
+
+    def as_summary(self) -> dict:
+        """How a results file writes it (`fmtest.verdict.results.to_plain`): `to_dict`."""
+        return self.to_dict()
+
+    @classmethod
+    def from_summary(cls, data: dict) -> ImageRegionSummary:
+        """How a results file reads it back (`fmtest.verdict.results.from_plain`): `from_dict`."""
+        return cls.from_dict(data)
 
     @classmethod
     def from_dict(cls, data: dict) -> ImageRegionSummary:
