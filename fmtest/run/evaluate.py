@@ -252,12 +252,15 @@ def collect_case(
     desc: str | None = None,
     layers: LayerSink | None = None,
     executor: Executor | None = None,
+    summarise_regions: bool = True,
 ) -> CaseEvidence:
     """Predict every test image of every part, fitting a part's pipeline only if a prediction is
     not cached, and record each image, pooled over the parts.
 
     The parts are the source of images: a case's test images, or (robustness) perturbed copies of them.
     `layers`, when given, receives every scored image's full-size layers for the scoreboard's viewer.
+    `summarise_regions` records each image's region summary where there is one (not wanted for the
+    robustness suite's perturbed copies, whose rows are compared, not scored).
     """
     started = time.perf_counter()
     fit_seconds = {"fit": 0.0}
@@ -280,7 +283,8 @@ def collect_case(
     stream = itertools.chain.from_iterable(
         ((part, *item) for item in predict_all(
             part.pipeline, part.test, cache=cache, progress=progress, timing=timing, prepare=timed(part.fit),
-            executor=executor, recipe=part.recipe, regions=regions if scored_segmentation else None,
+            executor=executor, recipe=part.recipe,
+            regions=regions if scored_segmentation and summarise_regions else None,
             desc=(desc or case.id) if len(parts) == 1 else f"{desc or case.id} [{i + 1}/{len(parts)}]"))
         for i, part in enumerate(parts)
     )
