@@ -127,8 +127,21 @@ class BinCounts:
         """[bin steps, counts]: the first bin, then the step to each next one (small numbers, short JSON)."""
         return [np.diff(self.bins, prepend=0).tolist(), self.counts.tolist()]
 
+    def to_text(self) -> str:
+        """`to_lists` as one short string, "steps|counts" with the numbers space-separated: how a results file
+        writes it, one line however the file is indented."""
+        steps, counts = self.to_lists()
+        return f"{' '.join(map(str, steps))}|{' '.join(map(str, counts))}"
+
     @classmethod
     def from_lists(cls, value: object, where: str) -> BinCounts:
+        """The counts `to_lists` (or `to_text`) wrote; anything malformed is a MetricInputError naming `where`."""
+        if isinstance(value, str):  # to_text's form
+            parts = value.split("|")
+            try:
+                value = [[int(x) for x in part.split()] for part in parts]
+            except ValueError:
+                raise MetricInputError(f"{where}: expected 'bin steps|counts', whole numbers") from None
         if not (isinstance(value, list | tuple) and len(value) == 2
                 and all(isinstance(v, list | tuple) and all(isinstance(x, int) for x in v) for v in value)):
             raise MetricInputError(f"{where}: expected [bin steps, counts], two lists of integers")
@@ -163,12 +176,15 @@ class ImageRegionSummary:
                             for r in self.regions]}
 
     def as_summary(self) -> dict:
-        """How a results file writes it (`fmtest.verdict.results.to_plain`): `to_dict`."""
-        return self.to_dict()
+        """How a results file writes it (`fmtest.verdict.results.to_plain`): `to_dict` with each count list as
+        one string (`BinCounts.to_text`), so an indented results file keeps it on a few lines."""
+        return {"image_id": self.image_id, "grid": self.grid, "good": self.good.to_text(),
+                "regions": [{"area": r.area, "covered": r.covered, "scores": r.scores.to_text()}
+                            for r in self.regions]}
 
     @classmethod
     def from_summary(cls, data: dict) -> ImageRegionSummary:
-        """How a results file reads it back (`fmtest.verdict.results.from_plain`): `from_dict`."""
+        """How a results file reads it back (`fmtest.verdict.results.from_plain`): `from_dict` reads both forms."""
         return cls.from_dict(data)
 
     @classmethod
