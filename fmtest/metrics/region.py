@@ -56,7 +56,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
 from fmtest.metrics.functional import MetricInputError, clopper_pearson
 from fmtest.metrics.specs import DEFAULT_FPR_LIMIT
@@ -221,6 +220,10 @@ def summarise_image(image_id: str, score_map: np.ndarray, gt_mask: np.ndarray, p
             raise MetricInputError(f"{image_id}: {name} has shape {array.shape} but gt_mask has shape {gt.shape}")
     if not np.isfinite(scores).all():
         raise MetricInputError(f"{image_id}: the score map holds NaN or Inf, which no threshold can order")
+    from scipy import (
+        ndimage,  # here, not at import: results and reports read summaries without labelling
+    )
+
     labels, n_regions = ndimage.label(gt & keep, structure=_EIGHT_CONNECTED)
     bins = grid.bins(scores)
     good = BinCounts.of(bins[(labels == 0) & keep])

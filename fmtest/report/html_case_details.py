@@ -241,7 +241,7 @@ def _regions_section(case: CaseResult) -> str:
              f"with a score map; AU-PRO up to a false-positive rate of {regions.fpr_limit:g}; pixel AUROC is "
              "threshold-free, not a factory figure.</p>")
     size_rows = "".join(
-        f"<tr><td>{row.min_area}&ndash;{'' if row.max_area is None else row.max_area - 1} px</td>"
+        f"<tr><td>{row.min_area}{'+' if row.max_area is None else f'&ndash;{row.max_area - 1}'} px</td>"
         f"<td class='num'>{row.n_found} / {row.n_regions}</td><td class='num'>{esc(format_value(row.recall))}</td>"
         f"<td class='num'>[{esc(format_value(row.recall_ci_low))}, {esc(format_value(row.recall_ci_high))}]</td></tr>"
         for row in regions.recall_by_size)
