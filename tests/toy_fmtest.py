@@ -105,6 +105,73 @@ class ToyMapped(ToyThreshold):
                 for s in samples]
 
 
+class ToyFlakyMapped(ToyMapped):
+    """ToyMapped whose answer for every third image is unusable (a local failure, cached like an answer)."""
+
+    name = "toy_flaky_mapped"
+
+    def predict(self, samples):
+        answers = super().predict(samples)
+        return [Prediction.failed("toy failure") if int(s.id[-3:]) % 3 == 0 else a
+                for s, a in zip(samples, answers, strict=True)]
+
+
+class ToyNanMapped(ToyMapped):
+    """ToyMapped whose score map of test/001 holds a NaN."""
+
+    name = "toy_nan_mapped"
+
+    def predict(self, samples):
+        answers = super().predict(samples)
+        for s, a in zip(samples, answers, strict=True):
+            if s.id == "test/001":
+                a.score_map = a.score_map.copy()
+                a.score_map[0, 0] = np.nan
+        return answers
+
+
+REGION_SIZE = 40  # ToyRegions' images are REGION_SIZE x REGION_SIZE
+
+
+def region_sample(index: int, n_good: int) -> Sample:
+    """ToyRegions' test image `index`: noise, and for a defective one hand-made regions of three sizes.
+
+    Every defective image has a 10 x 10 region (100 pixels) at 0.9; in image 1 only its top half is bright, so
+    its bottom half scores like good pixels. Each has a 3 x 3 region (9 pixels), at 0.5 in images 0 and 1 (below
+    ToyMapped's level 0.6: in the score map, never in the predicted mask) and at 0.9 in images 2 and 3. Image 0
+    has a 6 x 6 region (36 pixels) at 0.9. So ToyMapped finds 2 of the 4 regions under 16 pixels, the one of
+    16-63 pixels and the 4 of 64-255 pixels."""
+    rng = np.random.default_rng(500 + index)
+    image = (0.2 + 0.05 * rng.standard_normal((REGION_SIZE, REGION_SIZE))).clip(0, 0.4).astype(np.float32)
+    mask = np.zeros((REGION_SIZE, REGION_SIZE), bool)
+    k = index - n_good
+    if k >= 0:
+        mask[2:12, 2:12] = True
+        image[2:7 if k == 1 else 12, 2:12] = 0.9
+        mask[20:23, 20:23] = True
+        image[20:23, 20:23] = 0.5 if k in (0, 1) else 0.9
+        if k == 0:
+            mask[28:34, 2:8] = True
+            image[28:34, 2:8] = 0.9
+    return Sample(id=f"test/{index:03d}", image=image, label="NOK" if k >= 0 else "OK", mask=mask)
+
+
+class ToyRegions(Dataset):
+    """Two good images and four with hand-made defect regions of known sizes (`region_sample`)."""
+
+    name = "toy_regions"
+    N_GOOD, N_DEFECTIVE = 2, 4
+
+    @classmethod
+    def from_config(cls, root, options):
+        test = SampleSet([SampleRef(f"test/{i:03d}", "NOK" if i >= cls.N_GOOD else "OK",
+                                    lambda i=i: region_sample(i, cls.N_GOOD))
+                          for i in range(cls.N_GOOD + cls.N_DEFECTIVE)])
+        train = SampleSet([SampleRef(f"train/{i:03d}", "OK", lambda i=i: _sample("train", i, False))
+                           for i in range(4)])
+        return cls(train, test)
+
+
 class ToyEmpty(Pipeline):
     """Never finds anything: IoU 0, recall 0."""
 

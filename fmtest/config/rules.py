@@ -29,6 +29,18 @@ class RiskRules:
 
 
 @dataclass(frozen=True)
+class RegionRules:
+    """`[regions]`: how the region figures are computed (the false-positive-rate limit of AU-PRO)."""
+
+    fpr_limit: float
+
+    @classmethod
+    def from_table(cls, table: Mapping[str, object] | None, where: object = None) -> RegionRules:
+        checked = schema.REGIONS.check(dict(table or {}), "[regions]", where)
+        return cls(fpr_limit=checked["fpr_limit"])
+
+
+@dataclass(frozen=True)
 class CompareRules:
     """`[compare.<candidate>]`: the candidate is scored against `against` on the same images."""
 
@@ -60,6 +72,7 @@ class RunRules:
     risk: RiskRules
     compare: Mapping[str, CompareRules] = field(default_factory=dict)
     study_results: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # case id -> published figures
+    regions: RegionRules = field(default_factory=lambda: RegionRules.from_table(None))
 
     def thresholds_for(self, case_id: str) -> dict[str, float]:
         """The defaults, then the case's own overrides."""
@@ -73,6 +86,7 @@ class RunRules:
                 "baseline_tolerance": self.baseline_tolerance,
                 "risk": {"target_slip_rate": self.risk.target_slip_rate,
                          "false_alarm_budget": self.risk.false_alarm_budget},
+                "regions": {"fpr_limit": self.regions.fpr_limit},
                 "compare": {name: c.as_table() for name, c in self.compare.items()},
                 "study_results": {k: dict(v) for k, v in self.study_results.items()}}
 
@@ -94,4 +108,6 @@ class RunRules:
                    baseline_tolerance=baseline["tolerance"],
                    risk=RiskRules.from_table(summary.get("risk") if isinstance(summary.get("risk"), dict) else None,
                                              where),
-                   compare=compare, study_results=study)
+                   compare=compare, study_results=study,
+                   regions=RegionRules.from_table(summary.get("regions") if isinstance(summary.get("regions"), dict)
+                                                  else None, where))

@@ -20,6 +20,7 @@ from fmtest.errors import ConfigError
 from fmtest.util.text import toml_literal
 from fmtest.metrics.specs import (
     CASE_TASKS,
+    DEFAULT_FPR_LIMIT,
     DEFAULT_MAX_INVALID_ANSWER_RATE,
     INVALID_ANSWER_GATE,
     MAX_PREFIX,
@@ -238,7 +239,7 @@ TOP = Table("", "top level", (
     Setting("history_url", STRING, "where `fmtest history` publishes its page; the scoreboard links each case there"),
     *(Setting(name, TABLE, meaning) for name, meaning in (
         ("thresholds", "see [thresholds]"), ("baseline", "see [baseline]"), ("pipelines", "see [pipelines.<name>]"),
-        ("datasets", "see [datasets.<name>]"), ("prompts", "see [prompts]"), ("risk", "see [risk]"),
+        ("datasets", "see [datasets.<name>]"), ("prompts", "see [prompts]"), ("risk", "see [risk]"), ("regions", "see [regions]"),
         ("robustness", "see [robustness]"), ("guardrails", "see [guardrails]"), ("compare", "see [compare.<candidate>]"),
         ("study", "see [study.results.\"<case>\"]"), ("mlflow", "see [mlflow]"),
         ("executor", "see [executor]"))),
@@ -258,6 +259,11 @@ RISK = Table("[risk]", "factory figures at the operating point", (
     Setting("false_alarm_budget", RATE, "recall is reported at this false-alarm rate, set on good training images",
             0.01),
     Setting("n_train_scores", integer(1), "good training images scored to set that operating point", 40),
+))
+REGIONS = Table("[regions]", "region figures beside IoU and F2 (AU-PRO, pixel AUROC and AP, recall by defect "
+                "size): shown, gated only by a threshold you set", (
+    Setting("fpr_limit", number(0.0, 1.0, low_open=True), "AU-PRO integrates the per-region overlap up to this "
+            "false-positive rate of good pixels", DEFAULT_FPR_LIMIT),
 ))
 ROBUSTNESS = Table("[robustness]", "`pytest suites/test_robustness.py`", (
     Setting("perturbations", NAMES, "perturbations to run", shown_default="all"),
@@ -345,7 +351,7 @@ EXECUTOR = Table("[executor]", "where predictions are computed (--fm-executor)",
     Setting("num_cpus", number(0.0), "CPUs each actor reserves", 1.0),
 ))
 SCHEMA: tuple[Table, ...] = (COMMAND_LINE, TOP, THRESHOLDS, CASE_THRESHOLDS, BASELINE, PROMPTS, PIPELINE, PER_DATASET, PER_GROUP,
-                             DATASET, RISK, ROBUSTNESS, LADDERS, GUARDRAILS, DATASET_GUARDRAILS, COMPARE, STUDY,
+                             DATASET, RISK, REGIONS, ROBUSTNESS, LADDERS, GUARDRAILS, DATASET_GUARDRAILS, COMPARE, STUDY,
                              STUDY_RESULTS, MLFLOW, EXECUTOR)
 
 

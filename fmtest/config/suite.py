@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fmtest.config import schema
-from fmtest.config.rules import CompareRules, RiskRules, RunRules
+from fmtest.config.rules import CompareRules, RegionRules, RiskRules, RunRules
 from fmtest.data import Dataset, dataset_class, known_datasets, load_dataset
 from fmtest.data.departures import Departure
 from fmtest.errors import ConfigError
@@ -88,6 +88,7 @@ class SuiteConfig:
     prompts: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_PROMPTS))
     robustness: dict = field(default_factory=lambda: schema.ROBUSTNESS.check({}, "[robustness]", None))
     risk: dict = field(default_factory=lambda: schema.RISK.check({}, "[risk]", None))
+    regions: dict = field(default_factory=lambda: schema.REGIONS.check({}, "[regions]", None))
     guardrails: dict = field(default_factory=lambda: schema.GUARDRAILS.check({}, "[guardrails]", None))
     file_settings: dict[str, dict[str, object]] = field(default_factory=dict)  # table -> the keys the file sets
     # that a command-line option also sets (fmtest.config.settings resolves which wins)
@@ -165,7 +166,8 @@ class SuiteConfig:
         return RunRules(thresholds=dict(self.thresholds), case_thresholds=dict(self.case_thresholds),
                         bootstrap_resamples=self.bootstrap_resamples, seed=self.seed,
                         baseline_tolerance=self.baseline_tolerance, risk=RiskRules.from_table(self.risk, self.path),
-                        compare=dict(self.compare), study_results=dict(self.study_results))
+                        compare=dict(self.compare), study_results=dict(self.study_results),
+                        regions=RegionRules.from_table(self.regions, self.path))
 
     # ---- the settings of one case
 
@@ -340,6 +342,7 @@ def parse_config(raw: dict, path: Path | None = None) -> SuiteConfig:
     cfg.baseline_tolerance = baseline["tolerance"]
     _parse_prompts(cfg, top.get("prompts", {}))
     cfg.risk = schema.RISK.check(top.get("risk", {}), "[risk]", where)
+    cfg.regions = schema.REGIONS.check(top.get("regions", {}), "[regions]", where)
     cfg.robustness = _parse_robustness(top.get("robustness", {}), where)
     cfg.guardrails = _parse_guardrails(cfg, top.get("guardrails", {}))
     _parse_compare(cfg, top.get("compare", {}))

@@ -56,11 +56,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
 from fmtest.metrics.functional import MetricInputError, clopper_pearson
+from fmtest.metrics.specs import DEFAULT_FPR_LIMIT
 
-DEFAULT_FPR_LIMIT = 0.3
 DEFAULT_SIZE_EDGES = (16, 64, 256, 1024, 4096)  # region areas in pixels: bins [1, 16), [16, 64), ..., [4096, inf)
 GRID_DECADES = (-6, 6)  # magnitudes 1e-6 .. 1e6 on the fixed grid
 GRID_STEPS_PER_DECADE = 256  # thresholds 0.9 % apart
@@ -127,8 +126,21 @@ class BinCounts:
         """[bin steps, counts]: the first bin, then the step to each next one (small numbers, short JSON)."""
         return [np.diff(self.bins, prepend=0).tolist(), self.counts.tolist()]
 
+    def to_text(self) -> str:
+        """`to_lists` as one short string, "steps|counts" with the numbers space-separated: how a results file
+        writes it, one line however the file is indented."""
+        steps, counts = self.to_lists()
+        return f"{' '.join(map(str, steps))}|{' '.join(map(str, counts))}"
+
     @classmethod
     def from_lists(cls, value: object, where: str) -> BinCounts:
+        """The counts `to_lists` (or `to_text`) wrote; anything malformed is a MetricInputError naming `where`."""
+        if isinstance(value, str):  # to_text's form
+            parts = value.split("|")
+            try:
+                value = [[int(x) for x in part.split()] for part in parts]
+            except ValueError:
+                raise MetricInputError(f"{where}: expected 'bin steps|counts', whole numbers") from None
         if not (isinstance(value, list | tuple) and len(value) == 2
                 and all(isinstance(v, list | tuple) and all(isinstance(x, int) for x in v) for v in value)):
             raise MetricInputError(f"{where}: expected [bin steps, counts], two lists of integers")
@@ -161,6 +173,18 @@ class ImageRegionSummary:
         return {"image_id": self.image_id, "grid": self.grid, "good": self.good.to_lists(),
                 "regions": [{"area": r.area, "covered": r.covered, "scores": r.scores.to_lists()}
                             for r in self.regions]}
+
+    def as_summary(self) -> dict:
+        """How a results file writes it (`fmtest.verdict.results.to_plain`): `to_dict` with each count list as
+        one string (`BinCounts.to_text`), so an indented results file keeps it on a few lines."""
+        return {"image_id": self.image_id, "grid": self.grid, "good": self.good.to_text(),
+                "regions": [{"area": r.area, "covered": r.covered, "scores": r.scores.to_text()}
+                            for r in self.regions]}
+
+    @classmethod
+    def from_summary(cls, data: dict) -> ImageRegionSummary:
+        """How a results file reads it back (`fmtest.verdict.results.from_plain`): `from_dict` reads both forms."""
+        return cls.from_dict(data)
 
     @classmethod
     def from_dict(cls, data: dict) -> ImageRegionSummary:
@@ -196,6 +220,10 @@ def summarise_image(image_id: str, score_map: np.ndarray, gt_mask: np.ndarray, p
             raise MetricInputError(f"{image_id}: {name} has shape {array.shape} but gt_mask has shape {gt.shape}")
     if not np.isfinite(scores).all():
         raise MetricInputError(f"{image_id}: the score map holds NaN or Inf, which no threshold can order")
+    from scipy import (
+        ndimage,  # here, not at import: results and reports read summaries without labelling
+    )
+
     labels, n_regions = ndimage.label(gt & keep, structure=_EIGHT_CONNECTED)
     bins = grid.bins(scores)
     good = BinCounts.of(bins[(labels == 0) & keep])

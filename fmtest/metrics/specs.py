@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 INTERVAL_SUFFIXES = ("_ci_low", "_ci_high")
 MAX_PREFIX = "max_"  # a threshold `max_<metric>` is a maximum; one named like the metric a minimum
+DEFAULT_FPR_LIMIT = 0.3  # AU-PRO integrates up to this false-positive rate (MVTec AD); `[regions] fpr_limit`
 INVALID_ANSWER_GATE = "max_invalid_answer_rate"  # a miss is an error (the run could not judge), not a FAIL
 DEFAULT_MAX_INVALID_ANSWER_RATE = 0.0  # no unusable answer is allowed unless the config says so
 CASE_TASKS = ("segmentation", "classification")
@@ -85,6 +86,16 @@ METRICS: dict[str, MetricSpec] = _specs(
                statistic="slip_rate_from_labels"),
     MetricSpec("slip_rate_upper", "slip rate, 95 % upper bound", "95 % upper bound (Clopper-Pearson) of the slip "
                "rate", False, "rate", rows=VERDICTS, statistic="slip_rate_upper_from_labels"),
+    # Region figures (fmtest.metrics.region): computed from each image's region summary, not from the rows'
+    # statistics; shown beside IoU and F2, gated only where a user sets a threshold (none by default)
+    MetricSpec("au_pro", "AU-PRO", "area under the per-region overlap curve up to the false-positive-rate limit "
+               "of [regions] fpr_limit, normalised by it (needs the pipeline's score map)", True,
+               recorded_by=("segmentation",)),
+    MetricSpec("pixel_auroc", "pixel AUROC (threshold-free)", "pixel-level AUROC of the score map, defect pixels "
+               "positive: threshold-free, not a factory figure (AUROC misleads as a gate)", True,
+               recorded_by=("segmentation",)),
+    MetricSpec("pixel_ap", "pixel AP", "pixel-level average precision of the score map, defect pixels positive",
+               True, recorded_by=("segmentation",)),
     MetricSpec("invalid_answer_rate", "unusable answers", "share of images whose answer was unusable (API failure, "
                "refusal, malformed reply): judged by max_invalid_answer_rate, above it the case errors", False, "rate"),
     MetricSpec("n_images", "images", "images scored", None, "count", rows=VERDICTS, statistic="images_from_labels",
@@ -125,6 +136,9 @@ METRICS: dict[str, MetricSpec] = _specs(
     MetricSpec("fixed_false_alarms", "fixed false alarms", "good images the reference flagged and the candidate "
                "passes", None, "count", recorded_by=COMPARISON),
 )
+
+
+REGION_METRICS = ("au_pro", "pixel_auroc", "pixel_ap")  # the region figures among the metrics
 
 
 def spec(name: str) -> MetricSpec | None:

@@ -11,7 +11,7 @@ import json
 import math
 import re
 
-from fmtest.metrics.specs import format_metric, format_value, label
+from fmtest.metrics.specs import REGION_METRICS, format_metric, format_value, label
 from fmtest.report.fidelity import study_note
 from fmtest.report.html_case_charts import (
     breakdown_table,
@@ -40,6 +40,7 @@ IMAGE_OUTCOMES = (("correct", "correct"), ("found", "found (defect flagged)"), (
                   ("miss", "all misses"), ("slip", "slip (defect passed as OK)"),
                   ("false alarm", "false alarm (good part flagged)"), ("error", "error"))
 SECTION_TITLES = {"baseline": "Regression against the baseline", "risk": "Risk at the operating point",
+                  "regions": "Region figures (shown, not gated)",
                   "robustness": "Robustness", "data_quality": "Data quality", "usage": "Usage and cost",
                   "invalid_answers": "Invalid answers"}  # the case's sections shown in its details, in this order
 RISK_NOTES = {  # matched as key prefixes, first match wins: most specific first
@@ -208,6 +209,8 @@ def _section(case: CaseResult, key: str) -> str:
                 f"<p>{esc(case.baseline.message)}</p>")
     if key == "risk" and case.risk is not None:  # overview columns are in html_risk; here every figure, noted
         return _mapping_table(dataclasses.asdict(case.risk), notes=True)
+    if key == "regions" and case.regions is not None:
+        return _regions_section(case)
     if key == "robustness" and case.robustness is not None and case.outcome != "skipped":
         return ladder_table(case)
     if key == "data_quality" and case.data_quality:
@@ -219,6 +222,33 @@ def _section(case: CaseResult, key: str) -> str:
                 f"{'was' if case.invalid_answers == 1 else 'were'} unusable; "
                 "the case is judged only when their share is within max_invalid_answer_rate.</p>")
     return ""
+
+
+def _regions_section(case: CaseResult) -> str:
+    """The region figures with their grid error bounds, what they were computed on, and the recall of defect
+    regions by size. Gated only where the config sets a threshold on one of them."""
+    regions = case.regions
+    gated = {g.metric for g in judged_gates(case)}
+    rows = "".join(
+        f"<tr><th scope='row' title='{esc(name, quote=True)}'>{esc(label(name))}</th>"
+        f"<td class='num'>{esc(format_metric(name, case.metrics[name]))}</td>"
+        f"<td class='num'>&plusmn; {esc(f'{regions.error_bounds.get(name, math.nan):.1e}')}</td>"
+        f"<td class='note'>{'gated by its threshold' if name in gated else 'shown, not gated'}</td></tr>"
+        for name in REGION_METRICS if name in case.metrics)
+    figures = ("<table class='extra'><thead><tr><th>figure</th><th class='num'>value</th>"
+               f"<th class='num'>grid error bound</th><th></th></tr></thead><tbody>{rows}</tbody></table>")
+    basis = (f"<p class='note'>{plural(regions.n_regions, 'defect region')} on {plural(regions.n_images, 'image')} "
+             f"with a score map; AU-PRO up to a false-positive rate of {regions.fpr_limit:g}; pixel AUROC is "
+             "threshold-free, not a factory figure.</p>")
+    size_rows = "".join(
+        f"<tr><td>{row.min_area}{'+' if row.max_area is None else f'&ndash;{row.max_area - 1}'} px</td>"
+        f"<td class='num'>{row.n_found} / {row.n_regions}</td><td class='num'>{esc(format_value(row.recall))}</td>"
+        f"<td class='num'>[{esc(format_value(row.recall_ci_low))}, {esc(format_value(row.recall_ci_high))}]</td></tr>"
+        for row in regions.recall_by_size)
+    sizes = ("<table class='extra region-sizes'><thead><tr><th>defect size</th><th class='num'>found</th>"
+             "<th class='num'>recall</th><th class='num'>95 % CI</th></tr></thead>"
+             f"<tbody>{size_rows}</tbody></table>") if size_rows else ""
+    return figures + basis + sizes
 
 
 def _generic(value: object) -> str:

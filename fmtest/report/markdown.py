@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fmtest.metrics.specs import format_metric, label
+from fmtest.metrics.specs import REGION_METRICS, format_metric, label
 from fmtest.report.fidelity import study_note
 from fmtest.report.html_case_charts import image_outcome
 from fmtest.report.html_format import metric_interval
@@ -130,6 +130,10 @@ def _case_cells(case: CaseResult, with_study: bool) -> list[str]:
     others = "" if case.outcome == "error" else "<br>".join(
         f"{label(g.metric)} {_figure(case, g.metric, g)} {'≤' if g.upper else '≥'} {format_metric(g.metric, g.limit, 2)}"
         for g in gates(case) if g.metric is not None and g.metric != name)
+    shown = [f"{label(m)} {format_metric(m, case.metrics[m])}" for m in REGION_METRICS
+             if case.outcome != "error" and m in case.metrics and gate_for(case, m) is None]
+    if shown:  # the region figures: shown beside the gates, not gated
+        others = "<br>".join([others] * bool(others) + [" · ".join(shown) + " (shown, not gated)"])
     cells = [f"`{case.id}`", verdict, metric, threshold, others, delta]
     if with_study:
         note = study_note(case, name)

@@ -25,7 +25,7 @@ import numbers
 import os
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from fmtest.errors import FmtestError, Unavailable
@@ -229,8 +229,10 @@ def case_tags(case: CaseResult, results: RunResults) -> dict[str, str]:
 
 
 def image_table(case: CaseResult) -> dict[str, list]:
-    """The per-image rows as columns (MLflow's table form); columns empty for every image are left out."""
-    rows = [{k: _cell(v) for k, v in asdict(image).items()} for image in case.images]
+    """The per-image rows as columns (MLflow's table form); columns empty for every image are left out, and so is
+    each image's region summary (score counts for the case's region figures, not a reviewer's column)."""
+    rows = [{f.name: _cell(getattr(image, f.name)) for f in fields(image) if f.name != "region"}
+            for image in case.images]
     columns = [k for k in rows[0] if any(r[k] is not None for r in rows)]
     return {k: [r[k] for r in rows] for k in columns}
 

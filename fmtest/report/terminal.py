@@ -134,6 +134,8 @@ def _other_gates(case: CaseResult, main: str | None) -> str:
             shown = gate.relation if gate.met(value) else ("<" if not gate.upper else ">")
             parts.append(f"{gate.metric} {format_metric(gate.metric, value)}{shown}"
                          f"{format_metric(gate.metric, gate.limit, 2)}")
+    if "au_pro" in case.metrics and gate_for(case, "au_pro") is None:  # a region figure, shown, not gated
+        parts.append(f"au_pro {format_value(case.metrics['au_pro'])} (not gated)")
     note = study_note(case, main)
     if note:
         parts.append(note)

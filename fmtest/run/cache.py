@@ -13,6 +13,10 @@ A prediction's score map is kept only as the scoreboard's viewer draws it (`SCOR
 from the cache shows score maps too. Each entry also carries a checksum of its blob, so damage SQLite cannot see (a truncated or
 bit-flipped blob, a file restored badly by a CI cache) is caught: the entry is reported
 (`stats.corrupt` and a `CacheCorruptionWarning` naming the key), deleted and treated as a miss.
+Beside each prediction of a segmentation pipeline with a score map, a side table keeps the image's region
+summary (`fmtest.metrics.region`), keyed by the prediction's key and a hash of the ground truth it was
+summarised against: it is computed from the full-size score map, which the cache does not keep, so a warm
+run reads it here and gives the cold run's region figures bit for bit (`region_summaries`, `put_regions`).
 A cache folder that cannot be written (read-only, a file in its place) is not a reason to fail a
 run: `PredictionCache.open_or_none` warns once and the run goes on without a cache.
 """
@@ -36,12 +40,14 @@ import numpy as np
 
 from fmtest.errors import ConfigError
 from fmtest.imaging.overlay import score_map_from_levels, score_map_levels, shrunk_size
+from fmtest.metrics.functional import MetricInputError
+from fmtest.metrics.region import ImageRegionSummary
 from fmtest.pipelines.base import Prediction
 from fmtest.util.sqlite_wal import open_wal
 
 DEFAULT_CACHE_DIR = Path(".fmtest_cache")
 DB_NAME = "predictions.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2 added the region_summaries table; a version-1 file keeps its predictions
 BUSY_TIMEOUT_S = 60.0
 _HEADER = struct.Struct("<I")  # length of the JSON metadata that precedes the packed mask bits
 # A score map is kept as the viewer shows it (its 256 colour levels, `fmtest.imaging.overlay.score_map_levels`)
@@ -61,7 +67,19 @@ CREATE TABLE IF NOT EXISTS predictions (
     PRIMARY KEY (fingerprint, model_id, image_sha256)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS predictions_pipeline ON predictions (pipeline);
+CREATE TABLE IF NOT EXISTS region_summaries (
+    fingerprint TEXT NOT NULL,
+    model_id TEXT NOT NULL,
+    image_sha256 TEXT NOT NULL,
+    truth_sha256 TEXT NOT NULL,
+    pipeline TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    checksum BLOB NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (fingerprint, model_id, image_sha256, truth_sha256)
+) WITHOUT ROWID;
 """
+_TABLES = ("predictions", "region_summaries")
 
 
 class CacheCorruptionWarning(UserWarning):
@@ -218,8 +236,9 @@ class PredictionCache:
             conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a crash may lose the last entries, never corrupt
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version != SCHEMA_VERSION:
-                if version != 0:  # written by another fmtest version: a cache is disposable, start over
-                    conn.execute("DROP TABLE IF EXISTS predictions")
+                if version not in (0, 1):  # written by another fmtest version: a cache is disposable, start over
+                    for name in _TABLES:
+                        conn.execute(f"DROP TABLE IF EXISTS {name}")
                 conn.executescript(_SCHEMA)
                 conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
@@ -326,6 +345,58 @@ class PredictionCache:
             conn.execute("COMMIT")
             self.stats.writes += len(rows)
 
+    def get_regions(self, fingerprint: str, model_id: str,
+                    truths: Mapping[str, str]) -> dict[str, ImageRegionSummary]:
+        """Stored region summaries by image sha256, for `truths` (image sha256 -> ground-truth hash); an absent or
+        damaged one is not returned (the caller predicts that image again). Their `image_id` is empty: the caller's."""
+        found: dict[str, ImageRegionSummary] = {}
+        damaged: list[tuple[str, str, str]] = []
+        wanted = list(truths.items())
+        with self._lock:
+            conn = self._connect()
+            for start in range(0, len(wanted), 250):  # two parameters a key: under SQLite's bound-parameter limit
+                chunk = wanted[start : start + 250]
+                rows = conn.execute(
+                    "SELECT image_sha256, truth_sha256, payload, checksum FROM region_summaries WHERE fingerprint=? "
+                    "AND model_id=? AND (" + " OR ".join(["(image_sha256=? AND truth_sha256=?)"] * len(chunk)) + ")",
+                    [fingerprint, model_id, *(x for pair in chunk for x in pair)]).fetchall()
+                for sha, truth, payload, checksum in rows:
+                    try:
+                        if _checksum(payload) != checksum:
+                            raise CorruptEntry("checksum mismatch (truncated or altered blob)")
+                        found[sha] = ImageRegionSummary.from_dict(json.loads(zlib.decompress(payload)))
+                    except (CorruptEntry, MetricInputError, zlib.error, ValueError) as e:
+                        damaged.append((sha, truth, str(e)))
+            for sha, truth, reason in damaged:
+                warnings.warn(f"{self.path}: damaged region summary (pipeline fingerprint {fingerprint}, model "
+                              f"{model_id}, image {sha}): {reason}; discarded, will be recomputed",
+                              CacheCorruptionWarning, stacklevel=3)
+                conn.execute("DELETE FROM region_summaries WHERE fingerprint=? AND model_id=? AND image_sha256=? "
+                             "AND truth_sha256=?", (fingerprint, model_id, sha, truth))
+            self.stats.corrupt += len(damaged)
+        return found
+
+    def put_regions(self, fingerprint: str, model_id: str, summaries: Mapping[str, tuple[str, ImageRegionSummary]],
+                    *, pipeline: str) -> None:
+        """Store region summaries (image sha256 -> (ground-truth hash, summary)) in one transaction."""
+        now = time.time()
+        rows = []
+        for sha, (truth, summary) in summaries.items():
+            plain = {**summary.to_dict(), "image_id": ""}  # the image's id is the run's, not the cache's
+            payload = zlib.compress(json.dumps(plain, separators=(",", ":")).encode(), level=1)
+            rows.append((fingerprint, model_id, sha, truth, pipeline, payload, _checksum(payload), now))
+        if not rows:
+            return
+        with self._lock:
+            conn = self._connect()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany("INSERT OR REPLACE INTO region_summaries VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
     # -- maintenance ------------------------------------------------------------------------------
     def info(self) -> dict:
         """Entries, bytes on disk (database + WAL), stored payload bytes, and the same per pipeline."""
@@ -375,11 +446,17 @@ class PredictionCache:
         try:
             rows = reader.execute("SELECT fingerprint, model_id, image_sha256, pipeline, payload, checksum, created "
                                   "FROM predictions").fetchall()
+            try:
+                region_rows = reader.execute("SELECT fingerprint, model_id, image_sha256, truth_sha256, pipeline, "
+                                             "payload, checksum, created FROM region_summaries").fetchall()
+            except sqlite3.OperationalError:  # a version-1 cache: no region summaries
+                region_rows = []
         except sqlite3.DatabaseError as e:
             raise ConfigError(f"cannot read the prediction cache ({e})", source) from None
         finally:
             reader.close()
         good = [r for r in rows if _checksum(r[4]) == r[5]]
+        good_regions = [r for r in region_rows if _checksum(r[5]) == r[6]]
         with self._lock:
             conn = self._connect()
             conn.execute("BEGIN IMMEDIATE")
@@ -389,6 +466,11 @@ class PredictionCache:
                     "ON CONFLICT (fingerprint, model_id, image_sha256) DO UPDATE SET pipeline=excluded.pipeline, "
                     "payload=excluded.payload, checksum=excluded.checksum, created=excluded.created "
                     "WHERE excluded.created > predictions.created", good).rowcount
+                conn.executemany(
+                    "INSERT INTO region_summaries VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (fingerprint, model_id, image_sha256, truth_sha256) DO UPDATE SET "
+                    "pipeline=excluded.pipeline, payload=excluded.payload, checksum=excluded.checksum, "
+                    "created=excluded.created WHERE excluded.created > region_summaries.created", good_regions)
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
@@ -399,6 +481,7 @@ class PredictionCache:
         with self._lock:
             conn = self._connect()
             removed = conn.execute(f"DELETE FROM predictions WHERE {where}", params).rowcount
+            conn.execute(f"DELETE FROM region_summaries WHERE {where}", params)
             # give the space back; another process holding the database open just postpones it
             try:
                 conn.execute("VACUUM")  # in WAL mode this writes the compacted pages to the WAL...

@@ -9,6 +9,7 @@ a merged run.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import hashlib
 import heapq
 import itertools
@@ -27,6 +28,7 @@ from fmtest.data.sample import LABELS, NOK, OK, Sample, SampleSet
 from fmtest.errors import PipelineError
 from fmtest.imaging.overlay import overlay_thumbnail
 from fmtest.metrics import functional as metrics
+from fmtest.metrics.region import DEFAULT_GRID, ImageRegionSummary, summarise_image
 from fmtest.pipelines.base import Pipeline, Prediction
 from fmtest.run.executors import Executor, PipelineRecipe
 from fmtest.run.executors.local import LocalExecutor
@@ -89,29 +91,43 @@ class CaseEvidence:
 
 def predict_all(pipeline: Pipeline, samples, *, cache=None, progress: bool = True, desc: str = "",
                 timing: dict | None = None, prepare: Callable[[], None] | None = None,
-                executor: Executor | None = None, recipe: PipelineRecipe | None = None):
+                executor: Executor | None = None, recipe: PipelineRecipe | None = None,
+                regions: dict[str, ImageRegionSummary] | None = None):
     """Yield (sample, prediction, from_cache) for every sample, predicting only cache misses, in batches.
 
     `prepare` (fitting, usually) runs before the first real prediction, so a warm cache skips it.
     `timing`, when given, accumulates the seconds spent inside `pipeline.predict` and the images it saw.
     `executor` computes the misses (default: this process; `recipe` builds the pipeline on a Ray actor);
     the answers come back in order and only this process reads and writes the cache.
+    `regions`, when given, receives each image's region summary by sample id before the image is yielded
+    (`region_summary`: a usable answer with a score map, on an image with a mask). It is computed from the
+    full-size score map, which the cache does not keep, so the cache keeps the summary beside the answer, for
+    this ground truth; a cached answer whose summary is not there is predicted again.
     """
-    looked_up: collections.deque = collections.deque()  # (batch, cached) of every batch handed to the executor
+    looked_up: collections.deque = collections.deque()  # (batch, cached, summaries) of every batch handed out
     # the cache key, once: one model answers for all of these samples
     fingerprint, model_id = (pipeline.fingerprint, pipeline.model_id) if cache is not None else ("", "")
 
     def misses():
         for batch in samples.batches(pipeline.batch_size):
             cached = cache.get_many(fingerprint, model_id, [s.sha256 for s in batch]) if cache is not None else {}
-            looked_up.append((batch, cached))
+            summaries: dict[str, ImageRegionSummary] = {}
+            if regions is not None and cached:
+                wanted = {s.sha256: truth_sha256(s) for s in batch
+                          if s.sha256 in cached and summarised(pipeline, s, cached[s.sha256])}
+                stored = cache.get_regions(fingerprint, model_id, wanted) if wanted else {}
+                summaries = {sha: summary for sha, summary in stored.items() if summary.grid == DEFAULT_GRID.name}
+                for sha in sorted(wanted.keys() - summaries.keys()):  # no summary for this truth: predicted again
+                    del cached[sha]
+                    cache.stats.hits, cache.stats.misses = cache.stats.hits - 1, cache.stats.misses + 1
+            looked_up.append((batch, cached, summaries))
             yield [s for s in batch if s.sha256 not in cached]
 
     bar = tqdm(total=len(samples), desc=desc, unit="img", disable=not progress, leave=False)
     answers = (executor or LocalExecutor()).predict_batches(pipeline, misses(), prepare=prepare, recipe=recipe)
     try:
         for predictions, seconds in answers:
-            batch, cached = looked_up.popleft()
+            batch, cached, summaries = looked_up.popleft()
             todo = [s for s in batch if s.sha256 not in cached]
             predictions = list(predictions)
             if len(predictions) != len(todo):
@@ -121,11 +137,21 @@ def predict_all(pipeline: Pipeline, samples, *, cache=None, progress: bool = Tru
             if timing is not None and todo:
                 timing["seconds"] = timing.get("seconds", 0.0) + seconds
                 timing["images"] = timing.get("images", 0) + len(todo)
+            fresh_summaries = {s.sha256: region_summary(s, fresh[s.sha256]) for s in todo
+                               if regions is not None and summarised(pipeline, s, fresh[s.sha256])}
             if cache is not None:
-                cache.put_many(fingerprint, model_id, {k: p for k, p in fresh.items() if cacheable(pipeline, p)},
-                               pipeline=pipeline.name)
+                kept = {k: p for k, p in fresh.items() if cacheable(pipeline, p)}
+                cache.put_many(fingerprint, model_id, kept, pipeline=pipeline.name)
+                by_sha = {s.sha256: s for s in todo}
+                cache.put_regions(fingerprint, model_id, {k: (truth_sha256(by_sha[k]), v) for k, v in
+                                                          fresh_summaries.items() if k in kept}, pipeline=pipeline.name)
             for sample in batch:
                 hit = sample.sha256 in cached
+                if regions is not None:
+                    summary = (summaries if hit else fresh_summaries).get(sample.sha256)
+                    regions.pop(sample.id, None)
+                    if summary is not None:
+                        regions[sample.id] = dataclasses.replace(summary, image_id=sample.id)
                 yield sample, cached[sample.sha256] if hit else fresh[sample.sha256], hit
             bar.update(len(batch))
     finally:
@@ -139,6 +165,32 @@ def cacheable(pipeline: Pipeline, prediction: Prediction) -> bool:
     settings give every time, so it is cached like any answer; a remote service's failure (refused,
     timed out, malformed) may not recur and is asked again on the next run."""
     return prediction.error is None or not pipeline.remote_api
+
+
+def summarised(pipeline: Pipeline, sample: Sample, prediction: Prediction) -> bool:
+    """Whether an image gets a region summary: a segmentation pipeline's usable answer with a score map, on an
+    image whose ground truth is a mask."""
+    return (pipeline.task == "segmentation" and sample.mask is not None and prediction.error is None
+            and prediction.score_map is not None and prediction.mask is not None)
+
+
+def region_summary(sample: Sample, prediction: Prediction) -> ImageRegionSummary:
+    """The image's score map against its ground truth, on the fixed grid (`fmtest.metrics.region`): a
+    deterministic function of the answer and the truth, so the cache keeps it by both (`truth_sha256`)."""
+    return summarise_image(sample.id, prediction.score_map, sample.mask, prediction.mask, sample.ignore)
+
+
+def truth_sha256(sample: Sample) -> str:
+    """Content hash of an image's ground truth (mask and ignored pixels): the image's own hash does not cover a
+    relabelled mask, so a region summary is kept by both."""
+    h = hashlib.sha256()
+    for part in (sample.mask, sample.ignore):
+        if part is None:
+            h.update(b"none")
+        else:
+            h.update(str(part.shape).encode())
+            h.update(np.packbits(np.asarray(part, dtype=bool), axis=None).tobytes())
+    return h.hexdigest()
 
 
 def checked_prediction(pipeline: Pipeline, sample: Sample, prediction: Prediction) -> Prediction:
@@ -159,6 +211,12 @@ def checked_prediction(pipeline: Pipeline, sample: Sample, prediction: Predictio
             raise PipelineError(f"{where}: no mask (a segmentation pipeline answers with one)")
         if prediction.mask.shape != sample.image.shape[:2]:
             raise PipelineError(f"{where}: a {prediction.mask.shape} mask for an image of {sample.image.shape[:2]}")
+        if prediction.score_map is not None and np.shape(prediction.score_map) != sample.image.shape[:2]:
+            raise PipelineError(f"{where}: a {np.shape(prediction.score_map)} score map for an image of "
+                                f"{sample.image.shape[:2]}")
+        if prediction.score_map is not None and not np.isfinite(prediction.score_map).all():
+            return Prediction.failed(f"{where}: the score map holds "
+                                     f"{int((~np.isfinite(prediction.score_map)).sum())} NaN or infinite values")
         if prediction.label == OK and np.any(prediction.mask):
             return Prediction.failed(f"{where}: label OK contradicts its mask, which marks "
                                      f"{int(np.count_nonzero(prediction.mask))} defect pixels")
@@ -194,12 +252,15 @@ def collect_case(
     desc: str | None = None,
     layers: LayerSink | None = None,
     executor: Executor | None = None,
+    summarise_regions: bool = True,
 ) -> CaseEvidence:
     """Predict every test image of every part, fitting a part's pipeline only if a prediction is
     not cached, and record each image, pooled over the parts.
 
     The parts are the source of images: a case's test images, or (robustness) perturbed copies of them.
     `layers`, when given, receives every scored image's full-size layers for the scoreboard's viewer.
+    `summarise_regions` records each image's region summary where there is one (not wanted for the
+    robustness suite's perturbed copies, whose rows are compared, not scored).
     """
     started = time.perf_counter()
     fit_seconds = {"fit": 0.0}
@@ -218,10 +279,12 @@ def collect_case(
     n_cached = 0
     usage: dict[str, float] = {}
     scored_segmentation = case.task == "segmentation" and has_masks
+    regions: dict[str, ImageRegionSummary] = {}  # filled by predict_all with each image's region summary
     stream = itertools.chain.from_iterable(
         ((part, *item) for item in predict_all(
             part.pipeline, part.test, cache=cache, progress=progress, timing=timing, prepare=timed(part.fit),
             executor=executor, recipe=part.recipe,
+            regions=regions if scored_segmentation and summarise_regions else None,
             desc=(desc or case.id) if len(parts) == 1 else f"{desc or case.id} [{i + 1}/{len(parts)}]"))
         for i, part in enumerate(parts)
     )
@@ -236,6 +299,7 @@ def collect_case(
             score=prediction.score, iou=iou, reasoning=prediction.reasoning,
             error=prediction.error, group=part.group,
             defect_type=_text_or_none(sample.meta.get("defect_type")) if sample.label == NOK else None,
+            region=regions.pop(sample.id, None),
         ))
         if layers is not None:
             if id(part) not in references:

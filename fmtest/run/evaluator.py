@@ -188,13 +188,13 @@ class Evaluator:
                 for row in evidence.images if row.label == "NOK" and row.iou is None and row.id in files]
 
     def _collect(self, case: Case, images: Callable[[Group], SampleSet], *, n_thumbnails: int = N_THUMBNAILS,
-                 desc: str | None = None, layers: LayerSink | None = None) -> CaseEvidence:
+                 desc: str | None = None, layers: LayerSink | None = None, regions: bool = True) -> CaseEvidence:
         """The rows of the chosen images of every group."""
         dataset = self.dataset(case.dataset)
         return collect_case(
             case, self.parts(case, images), has_masks=dataset.has_masks, dataset_fingerprint=dataset.fingerprint,
             cache=self.cache, progress=self.progress, n_thumbnails=n_thumbnails, desc=desc, layers=layers,
-            executor=self.executor,
+            executor=self.executor, summarise_regions=regions,
         )
 
     def data_quality(self, name: str) -> list[Finding]:
@@ -243,7 +243,8 @@ class Evaluator:
         def perturbed(group: Group) -> SampleSet:
             return SampleSet([_perturbed_ref(r, perturb, level, seed) for r in shard_of(group).refs if r.id in chosen])
 
-        return self._collect(case, perturbed, n_thumbnails=0, desc=f"{case.id} {perturbation}={level:g}")
+        return self._collect(case, perturbed, n_thumbnails=0, desc=f"{case.id} {perturbation}={level:g}",
+                             regions=False)  # perturbed rows are compared with the clean ones, not scored
 
     def _test_images(self, case: Case) -> Callable[[Group], SampleSet]:
         """Each group's (or fold's) test images, or under --fm-shard only this shard's: chosen per dataset

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fmtest.data.sample import NOK
+from fmtest.metrics.region import ImageRegionSummary
 
 
 @dataclass
@@ -22,6 +23,9 @@ class ImageResult:
     error: str | None = None
     group: str | None = None  # the dataset group (MVTec category) or cross-validation fold that scored it
     defect_type: str | None = None  # from the dataset (MVTec folder, labels.csv column, satsim's kind)
+    # the image's score map against its ground truth, small (`fmtest.metrics.region`): the case's region
+    # figures (AU-PRO, pixel AUROC and AP, recall by defect size) are computed from these, fresh or merged
+    region: ImageRegionSummary | None = None
 
 
 N_THUMBNAILS = 8  # the worst images a case keeps as thumbnails, fresh or merged from shards

@@ -13,14 +13,19 @@ import math
 from collections.abc import Sequence
 
 from fmtest.config.rules import CompareRules, RunRules
-from fmtest.metrics.specs import is_diagnostic
+from fmtest.metrics.specs import is_diagnostic, spec
 from fmtest.run.evaluate import CaseEvidence
 from fmtest.run.records import N_THUMBNAILS, badness
 from fmtest.verdict.comparison import compare_candidate
 from fmtest.verdict.gates import judge, metric_of_threshold
 from fmtest.verdict.regression import baseline_failures
 from fmtest.verdict.results import CacheUse, CaseResult, LayerManifest, RunResults
-from fmtest.verdict.scoring import record_invalid_answers, risk_summary, score_case
+from fmtest.verdict.scoring import (
+    record_invalid_answers,
+    risk_summary,
+    score_case,
+    score_regions,
+)
 
 
 def finish_case(evidence: CaseEvidence, rules: RunRules, baseline: RunResults | None = None) -> CaseResult:
@@ -30,6 +35,7 @@ def finish_case(evidence: CaseEvidence, rules: RunRules, baseline: RunResults | 
                         model_sha256=evidence.model_sha256, config_fingerprint=evidence.config_fingerprint,
                         dataset_fingerprint=evidence.dataset_fingerprint, duration_s=evidence.duration_s)
     score_case(result, task=evidence.task, n_resamples=rules.bootstrap_resamples, seed=rules.seed)
+    score_regions(result, rules.regions)
     result.metrics["images_per_second"] = (evidence.n_predicted / evidence.predict_seconds
                                            if evidence.n_predicted and evidence.predict_seconds > 0 else math.nan)
     result.metrics["fit_seconds"] = evidence.fit_seconds
@@ -47,7 +53,8 @@ def finish_case(evidence: CaseEvidence, rules: RunRules, baseline: RunResults | 
     result.data_quality = list(evidence.data_quality)
     result.shard = evidence.shard
     result.thresholds = {k: float(v) for k, v in rules.thresholds_for(evidence.id).items()
-                         if metric_of_threshold(k) in result.metrics}
+                         if metric_of_threshold(k) in result.metrics or _recorded_by(metric_of_threshold(k),
+                                                                                     evidence.task)}
     regression = []
     if baseline is not None and evidence.shard is None:  # a shard's share means nothing: `fmtest merge` compares
         regression = baseline_failures(result, baseline, rules.baseline_tolerance,
@@ -71,6 +78,14 @@ def withhold_figures(result: CaseResult) -> None:
     result.metrics = {k: v for k, v in result.metrics.items() if is_diagnostic(k)}
     result.breakdown = {}
     result.risk = None
+    result.regions = None
+
+
+def _recorded_by(metric: str, task: str) -> bool:
+    """Whether cases of `task` record `metric`: a threshold on such a metric this case lacks (a region figure
+    without a score map) stays, and the case cannot be judged, rather than being silently not gated."""
+    found = spec(metric)
+    return found is not None and task in found.recorded_by
 
 
 def evidence_of(result: CaseResult) -> CaseEvidence:

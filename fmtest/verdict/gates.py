@@ -15,6 +15,7 @@ from fmtest.metrics.specs import (
     DEFAULT_MAX_INVALID_ANSWER_RATE,
     INVALID_ANSWER_GATE,
     MAX_PREFIX,
+    REGION_METRICS,
     format_metric,
     headline_metric,
 )
@@ -100,6 +101,9 @@ def cannot_judge(case: CaseResult) -> list[str]:
         problems.append(unusable)
     for gate in gates(case):
         value = case.metrics.get(gate.metric) if gate.metric else None
+        if gate.metric is not None and gate.metric not in case.metrics:  # a threshold on a figure not computed
+            problems.append(f"{gate.metric} has a threshold but was not computed: {not_computed(gate.metric)}")
+            continue
         if gate.name == INVALID_ANSWER_GATE or not isinstance(value, float) or not math.isnan(value):
             continue
         if not n_defective:
@@ -109,6 +113,14 @@ def cannot_judge(case: CaseResult) -> list[str]:
         else:
             problems.append(f"{gate.metric} undefined on these {n_images} images ({n_defective} defective)")
     return list(dict.fromkeys(problems))
+
+
+def not_computed(metric: str) -> str:
+    """Why a case recorded no value of a metric that its task records (a region figure)."""
+    if metric in REGION_METRICS:
+        return ("region figures need the pipeline's score map on every usable answer and, for this one, "
+                "defect and good pixels in the ground-truth masks")
+    return "this case does not record it"
 
 
 def invalid_answer_limit(case: CaseResult) -> float:

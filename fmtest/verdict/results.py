@@ -20,6 +20,7 @@ from fmtest import __version__
 from fmtest.config.rules import RunRules
 from fmtest.data.departures import Departure
 from fmtest.errors import DataError
+from fmtest.metrics.region import SizeRecall
 from fmtest.metrics.specs import MAX_PREFIX, is_count
 from fmtest.run.evaluate import ShardSlice
 from fmtest.run.guardrails import Finding
@@ -58,6 +59,21 @@ class Risk:
     false_alarm_budget: float | None = None
     recall_at_false_alarm_budget: float | None = None
     false_alarm_rate_at_budget_threshold: float | None = None
+
+
+@dataclass
+class RegionSection:
+    """What the case's region figures (`au_pro`, `pixel_auroc`, `pixel_ap` among its metrics) were computed on,
+    how far each may be from the exact value (the score grid's bound, `fmtest.metrics.region`), and the recall
+    of its defect regions by size (bins without a region are left out). Shown, never gated by default."""
+
+    fpr_limit: float
+    n_images: int  # images summarised (usable answers with a score map, on images with a mask)
+    n_regions: int
+    n_defect_pixels: int
+    n_good_pixels: int
+    error_bounds: dict[str, float] = field(default_factory=dict)  # metric -> bound of its grid error
+    recall_by_size: list[SizeRecall] = field(default_factory=list)
 
 
 @dataclass
@@ -183,6 +199,7 @@ class CaseResult:
     usage: dict[str, float] = field(default_factory=dict)  # what an API pipeline spent this run
     invalid_answers: int = 0  # images whose answer was unusable
     risk: Risk | None = None
+    regions: RegionSection | None = None  # the region figures' basis and recall by defect size
     train_scores: list[float] | None = None  # good training images' scores: where the risk table's threshold is set
     study: dict[str, float] = field(default_factory=dict)  # the published figures, shown beside the case
     departures: list[Departure] = field(default_factory=list)  # how this run departs from the study's, for its row

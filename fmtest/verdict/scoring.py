@@ -9,11 +9,12 @@ import math
 
 import numpy as np
 
-from fmtest.config.rules import RiskRules
+from fmtest.config.rules import RegionRules, RiskRules
 from fmtest.data.sample import NOK
 from fmtest.metrics import functional as metrics
+from fmtest.metrics.region import region_figures
 from fmtest.metrics.specs import IOUS, METRICS, VERDICTS, MetricSpec
-from fmtest.verdict.results import CaseResult, ImageResult, Risk
+from fmtest.verdict.results import CaseResult, ImageResult, RegionSection, Risk
 
 
 def nok_arrays(images: list[ImageResult]) -> tuple[np.ndarray, np.ndarray]:
@@ -66,6 +67,39 @@ def score_case(case: CaseResult, *, task: str, n_resamples: int, seed: int) -> N
     merged from shards."""
     case.metrics = score_images(case.images, task=task, n_resamples=n_resamples, seed=seed)
     case.breakdown = breakdown(case.images, task=task)
+
+
+def score_regions(case: CaseResult, rules: RegionRules) -> None:
+    """The case's region figures from its images' region summaries: `au_pro`, `pixel_auroc` and `pixel_ap` among
+    its metrics, their basis and the recall by defect size in `case.regions`. Only a segmentation case each of
+    whose usable answers on an image with a mask has a summary (its pipeline gives a score map) has them; a
+    figure the images leave undefined (no defect region, no good pixel) is absent, never NaN, and a non-finite
+    value where the figure is defined is refused (MetricInputError), never recorded."""
+    case.regions = None
+    scored = [i for i in case.images if i.error is None and i.iou is not None]  # usable, with a mask
+    if case.task != "segmentation" or not scored or any(i.region is None for i in scored):
+        return
+    figures = region_figures([i.region for i in scored], fpr_limit=rules.fpr_limit)
+    defined = {"au_pro": figures.n_regions > 0 and figures.n_good_pixels > 0,
+               "pixel_auroc": figures.n_defect_pixels > 0 and figures.n_good_pixels > 0,
+               "pixel_ap": figures.n_defect_pixels > 0}
+    values = {"au_pro": (figures.pro, figures.pro_error_bound),
+              "pixel_auroc": (figures.pixel_auroc, figures.pixel_auroc_error_bound),
+              "pixel_ap": (figures.pixel_ap, figures.pixel_ap_error_bound)}
+    bounds = {}
+    for name, (value, bound) in values.items():
+        if not defined[name]:
+            continue
+        if not (math.isfinite(value) and math.isfinite(bound)):
+            raise metrics.MetricInputError(f"{case.id}: {name} is {value} (bound {bound}) on "
+                                           f"{figures.n_regions} defect regions: not a number to record")
+        case.metrics[name], bounds[name] = value, bound
+    if figures.n_regions == 0:
+        return
+    case.regions = RegionSection(
+        fpr_limit=figures.fpr_limit, n_images=len(scored), n_regions=figures.n_regions,
+        n_defect_pixels=figures.n_defect_pixels, n_good_pixels=figures.n_good_pixels, error_bounds=bounds,
+        recall_by_size=[row for row in figures.recall_by_size if row.n_regions])
 
 
 def record_invalid_answers(case: CaseResult) -> None:

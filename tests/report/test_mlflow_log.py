@@ -3,6 +3,7 @@ tests/test_plugin_outputs.py, marked slow)."""
 
 from __future__ import annotations
 
+import json
 import math
 
 from fmtest.config.suite import SuiteConfig
@@ -88,6 +89,20 @@ def test_image_table_is_columns_without_empty_ones_or_non_finite_numbers():
     assert table["reasoning"] == ["looks fine", None]
     assert table["score"] == [0.9, None]  # infinity is no JSON number
     assert "iou" not in table and "error" not in table  # no image has one
+
+
+def test_image_table_leaves_out_the_region_summaries():
+    import numpy as np
+
+    from fmtest.metrics.region import summarise_image
+
+    case = make_results().cases[0]
+    truth = np.zeros((8, 8), bool)
+    truth[2:4, 2:4] = True
+    case.images[0].region = summarise_image(case.images[0].id, truth.astype(np.float32), truth, truth)
+    table = image_table(case)
+    assert "region" not in table and table["id"] == ["cell_1.png", "cell_2.png"]
+    json.dumps(table)  # what MLflow stores: plain JSON
 
 
 def test_session_run_summarises_the_run():

@@ -438,3 +438,50 @@ def test_a_truncated_score_map_is_a_damaged_entry():
     payload = zlib.decompress(encode_prediction(Prediction.from_mask(np.ones((4, 4), bool), score_map=_score_map((4, 4)))))
     with pytest.raises(CorruptEntry):
         decode_prediction(zlib.compress(payload[:-3]))
+
+
+def _summary(seed: int):
+    from fmtest.metrics.region import summarise_image
+
+    rng = np.random.default_rng(seed)
+    truth = np.zeros((16, 16), bool)
+    truth[3:7, 3:7] = True
+    scores = rng.random((16, 16)).astype(np.float32) + truth
+    return summarise_image("", scores, truth, scores > 1.2)
+
+
+def test_region_summaries_are_kept_by_prediction_and_truth_merged_cleared_and_checked(tmp_path):
+    a, b = PredictionCache(tmp_path / "a"), PredictionCache(tmp_path / "b")
+    a.put_regions("fp", "m", {"img1": ("truth1", _summary(1)), "img2": ("truth2", _summary(2))}, pipeline="p")
+    found = a.get_regions("fp", "m", {"img1": "truth1", "img2": "other truth", "img3": "truth1"})
+    assert list(found) == ["img1"] and found["img1"].to_dict() == _summary(1).to_dict()
+    assert a.get_regions("other fp", "m", {"img1": "truth1"}) == {}
+
+    b.merge_from(tmp_path / "a")  # shard caches merged: the summaries come along
+    assert b.get_regions("fp", "m", {"img2": "truth2"})["img2"].to_dict() == _summary(2).to_dict()
+    with sqlite3.connect(b.path) as db:  # a damaged summary is reported, dropped and recomputed
+        db.execute("UPDATE region_summaries SET payload = x'00' WHERE image_sha256 = 'img2'")
+    with pytest.warns(CacheCorruptionWarning, match="damaged region summary"):
+        assert b.get_regions("fp", "m", {"img2": "truth2"}) == {}
+    assert b.stats.corrupt == 1
+    a.clear("p")
+    assert a.get_regions("fp", "m", {"img1": "truth1"}) == {}
+
+
+def test_a_version_1_cache_keeps_its_predictions_and_gains_the_region_table(tmp_path):
+    (tmp_path / "c").mkdir()
+    with sqlite3.connect(tmp_path / "c" / "predictions.sqlite") as db:
+        db.executescript("""CREATE TABLE predictions (fingerprint TEXT NOT NULL, model_id TEXT NOT NULL,
+            image_sha256 TEXT NOT NULL, pipeline TEXT NOT NULL, payload BLOB NOT NULL, checksum BLOB NOT NULL,
+            created REAL NOT NULL, PRIMARY KEY (fingerprint, model_id, image_sha256)) WITHOUT ROWID;
+            PRAGMA user_version=1;""")
+    old = PredictionCache(tmp_path / "c")
+    old.put_many("fp", "m", {"img": Prediction("OK", score=0.5)}, pipeline="p")
+    old.close()
+    with sqlite3.connect(tmp_path / "c" / "predictions.sqlite") as db:
+        db.execute("PRAGMA user_version=1")
+        db.execute("DROP TABLE region_summaries")
+    upgraded = PredictionCache(tmp_path / "c")
+    assert upgraded.get("fp", "m", "img").score == 0.5
+    upgraded.put_regions("fp", "m", {"img": ("t", _summary(3))}, pipeline="p")
+    assert list(upgraded.get_regions("fp", "m", {"img": "t"})) == ["img"]

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from toy_fmtest import Toy, ToyEmpty, ToyThreshold
+from toy_fmtest import Toy, ToyEmpty, ToyMapped, ToyThreshold
 
 from fmtest.config.suite import SuiteConfig
 from fmtest.errors import PipelineError
@@ -89,6 +89,26 @@ def test_pipeline_returning_a_wrong_size_mask_is_reported():
 
     with pytest.raises(PipelineError, match=r"toy_threshold for test/000: a \(31, 32\) mask for an image of \(32, 32\)"):
         _case(Wrong, {})
+
+
+def test_pipeline_returning_a_wrong_size_score_map_is_reported():
+    class Wrong(ToyMapped):
+        def predict(self, samples):
+            return [replace(p, score_map=p.score_map[:, :-2]) for p in super().predict(samples)]
+
+    with pytest.raises(PipelineError, match=r"toy_mapped for test/000: a \(32, 30\) score map for an image of "
+                                            r"\(32, 32\)"):
+        _case(Wrong, {})
+
+
+def test_region_summaries_are_recorded_for_score_maps_on_masks_and_not_for_perturbed_copies():
+    mapped = _case(ToyMapped, {})
+    assert all(i.region is not None and i.region.image_id == i.id for i in mapped.images)
+    assert mapped.regions is not None and mapped.regions.n_regions == 4 and "au_pro" in mapped.metrics
+    case = Case("toy_mapped", "toy", "segmentation")
+    parts = [Part.of(ToyMapped(PipelineContext(dataset="toy")), group) for group in Toy().groups()]
+    unsummarised = collect_case(case, parts, progress=False, summarise_regions=False)
+    assert all(i.region is None for i in unsummarised.images)
 
 
 @pytest.mark.parametrize("extra", [1, -1])
