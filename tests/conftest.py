@@ -1,0 +1,10 @@
+"""Native libraries loaded once for the whole test session, before any in-process pytest run.
+
+`pytester`'s in-process runs drop the modules they imported when they end; fmtest imports torch and OpenCV
+lazily, so the first run that needs one would import it, lose it, and the next would import the C extension
+a second time into the same process, which crashes it (a segfault in torch's init). Importing them here keeps
+them loaded across runs.
+"""
+
+import cv2  # noqa: F401
+import torch  # noqa: F401
