@@ -8,3 +8,8 @@ them loaded across runs.
 
 import cv2  # noqa: F401
 import torch  # noqa: F401
+
+try:  # MLflow's dependencies add importlib_metadata's finder to sys.meta_path when first imported; an in-process
+    import importlib_metadata  # noqa: F401  # run after that change lost the fmtest plugin, so it is made here, once
+except ImportError:
+    pass
