@@ -111,9 +111,7 @@ class ToyFlakyMapped(ToyMapped):
     name = "toy_flaky_mapped"
 
     def predict(self, samples):
-        answers = super().predict(samples)
-        return [Prediction.failed("toy failure") if int(s.id[-3:]) % 3 == 0 else a
-                for s, a in zip(samples, answers, strict=True)]
+        return fail_every_third(samples, super().predict(samples), "toy failure")
 
 
 class ToyNanMapped(ToyMapped):
@@ -214,6 +212,11 @@ class ToyDeadApi(Pipeline):
         return [Prediction.failed("gave up after 2 attempt(s): HTTP 503 from http://127.0.0.1:9/v1") for _ in samples]
 
 
+def fail_every_third(samples, answers: list[Prediction], error: str) -> list[Prediction]:
+    """`answers`, with the answer of every image whose number is a multiple of 3 replaced by a failed one."""
+    return [Prediction.failed(error) if int(s.id[-3:]) % 3 == 0 else a for s, a in zip(samples, answers, strict=True)]
+
+
 class ToyFlakyApi(ToyThreshold):
     """An API that fails one image in three (503), answering the rest as ToyThreshold does."""
 
@@ -221,9 +224,7 @@ class ToyFlakyApi(ToyThreshold):
     remote_api = True
 
     def predict(self, samples):
-        answers = super().predict(samples)
-        return [Prediction.failed("HTTP 503 from http://127.0.0.1:9/v1") if int(s.id[-3:]) % 3 == 0 else a
-                for s, a in zip(samples, answers, strict=True)]
+        return fail_every_third(samples, super().predict(samples), "HTTP 503 from http://127.0.0.1:9/v1")
 
 
 class ToyOutageWhenPerturbed(ToyThreshold):
@@ -327,7 +328,8 @@ TOY_PIPELINES = {"toy_threshold": "ToyThreshold", "toy_empty": "ToyEmpty", "toy_
                  "toy_interrupt": "ToyInterrupt", "toy_learned": "ToyLearned", "toy_dead_api": "ToyDeadApi",
                  "toy_flaky_api": "ToyFlakyApi", "toy_outage_when_perturbed": "ToyOutageWhenPerturbed",
                  "toy_always_nok": "ToyAlwaysNok", "toy_terminate": "ToyTerminate",
-                 "toy_classifier": "ToyClassifier", "toy_paid_api": "ToyPaidApi", "toy_mapped": "ToyMapped"}
+                 "toy_classifier": "ToyClassifier", "toy_paid_api": "ToyPaidApi", "toy_mapped": "ToyMapped",
+                 "toy_flaky_mapped": "ToyFlakyMapped", "toy_nan_mapped": "ToyNanMapped"}
 
 
 def toy_tables() -> dict:

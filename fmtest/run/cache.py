@@ -332,18 +332,8 @@ class PredictionCache:
         for sha, prediction in predictions.items():
             payload = encode_prediction(prediction)
             rows.append((fingerprint, model_id, sha, pipeline, payload, _checksum(payload), now))
-        if not rows:
-            return
-        with self._lock:
-            conn = self._connect()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.executemany("INSERT OR REPLACE INTO predictions VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            self.stats.writes += len(rows)
+        self._insert_all("predictions", rows)
+        self.stats.writes += len(rows)
 
     def get_regions(self, fingerprint: str, model_id: str,
                     truths: Mapping[str, str]) -> dict[str, ImageRegionSummary]:
@@ -385,13 +375,17 @@ class PredictionCache:
             plain = {**summary.to_dict(), "image_id": ""}  # the image's id is the run's, not the cache's
             payload = zlib.compress(json.dumps(plain, separators=(",", ":")).encode(), level=1)
             rows.append((fingerprint, model_id, sha, truth, pipeline, payload, _checksum(payload), now))
+        self._insert_all("region_summaries", rows)
+
+    def _insert_all(self, table: str, rows: list[tuple]) -> None:
+        """Insert (or replace) `rows` into `table` in one transaction: all of them land, or none."""
         if not rows:
             return
         with self._lock:
             conn = self._connect()
             conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.executemany("INSERT OR REPLACE INTO region_summaries VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                conn.executemany(f"INSERT OR REPLACE INTO {table} VALUES ({', '.join('?' * len(rows[0]))})", rows)
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise

@@ -22,12 +22,6 @@ default_datasets = ["toy_regions"]
 default_pipelines = ["toy_mapped"]
 [datasets.toy_regions]
 class = "toy_fmtest:ToyRegions"
-[pipelines.toy_mapped]
-class = "toy_fmtest:ToyMapped"
-[pipelines.toy_flaky_mapped]
-class = "toy_fmtest:ToyFlakyMapped"
-[pipelines.toy_nan_mapped]
-class = "toy_fmtest:ToyNanMapped"
 [thresholds]
 iou = 0.0
 f2 = 0.0
