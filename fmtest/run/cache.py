@@ -19,6 +19,7 @@ run: `PredictionCache.open_or_none` warns once and the run goes on without a cac
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -37,6 +38,7 @@ import numpy as np
 from fmtest.errors import ConfigError
 from fmtest.imaging.overlay import score_map_from_levels, score_map_levels, shrunk_size
 from fmtest.pipelines.base import Prediction
+from fmtest.util.fsutil import atomic_write
 from fmtest.util.sqlite_wal import open_wal
 
 DEFAULT_CACHE_DIR = Path(".fmtest_cache")
@@ -327,6 +329,19 @@ class PredictionCache:
             self.stats.writes += len(rows)
 
     # -- maintenance ------------------------------------------------------------------------------
+    def get_file(self, kind: str, key: str) -> bytes | None:
+        """A small derived file stored beside the predictions (`kind`: a folder name such as "thumbnails"),
+        or None when absent or unreadable; `key` must name its content (a hash of everything it is made from)."""
+        try:
+            return (self.directory / kind / key).read_bytes()
+        except OSError:
+            return None
+
+    def put_file(self, kind: str, key: str, data: bytes) -> None:
+        """Store a derived file (see `get_file`); a failed write costs the next run a recomputation, nothing more."""
+        with contextlib.suppress(OSError):
+            atomic_write(self.directory / kind / key, data)
+
     def info(self) -> dict:
         """Entries, bytes on disk (database + WAL), stored payload bytes, and the same per pipeline."""
         with self._lock:
