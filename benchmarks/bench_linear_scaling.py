@@ -8,7 +8,8 @@ training cells and n test cells (70 % good, 30 % defective, as far as the packag
 pipeline, and `pytest suites/test_classification.py` runs twice in subprocesses sharing a fresh
 prediction cache: cold (every cell predicted), then warm (every prediction from the cache). Each run goes
 through benchmarks/stages.py, so the table gives, besides the wall time, the seconds spent predicting and
-decoding, and the process's peak resident memory (`ru_maxrss`, the whole process: interpreter, torch,
+decoding and aligning (the guardrails register every cell to the dataset's reference), and the process's
+peak resident memory (`ru_maxrss`, the whole process: interpreter, torch,
 model, decoded images held by the sample memo).
 
 Read: s/image (wall / n) falls with n as the fixed cost (interpreter, imports, fitting) is spread;
@@ -93,18 +94,22 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append({"n": n, "kind": kind, "seconds": seconds, "scored": scored, "predicted": predicted,
                              "hits": hits, "peak_mib": profile["max_rss_kb"] / 1024,
                              "predicting": spent.get("predicting", 0.0) + spent.get("fitting", 0.0),
+                             "alignment": spent.get("alignment", 0.0),
                              "data": spent.get("data: decode or render", 0.0)})
-                print(f"... {kind} {n}: {seconds:.1f} s", file=sys.stderr)
+                print(f"... {kind} {n}: {seconds:.1f} s, {rows[-1]['peak_mib']:.0f} MiB peak; stages "
+                      + ", ".join(f"{k} {v:.1f}" for k, v in sorted(spent.items(), key=lambda kv: -kv[1]) if v >= 0.1),
+                      file=sys.stderr, flush=True)
     print(f"{args.pipeline} on elpv ({N_TRAIN} training cells), bytecode {args.bytecode}")
-    print("| test cells | run | wall s | s/image | marginal s/image | fit+predict s | decode s | peak RSS MiB "
-          "| predicted / cached |")
-    print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    print("| test cells | run | wall s | s/image | marginal s/image | fit+predict s | alignment s | decode s "
+          "| peak RSS MiB | predicted / cached |")
+    print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     previous: dict[str, dict] = {}
     for r in rows:
         p = previous.get(r["kind"])
         marginal = f"{(r['seconds'] - p['seconds']) / (r['n'] - p['n']):.4f}" if p else "-"
         print(f"| {r['n']} | {r['kind']} | {r['seconds']:.1f} | {r['seconds'] / r['n']:.4f} | {marginal} "
-              f"| {r['predicting']:.1f} | {r['data']:.1f} | {r['peak_mib']:.0f} | {r['predicted']} / {r['hits']} |")
+              f"| {r['predicting']:.1f} | {r['alignment']:.1f} | {r['data']:.1f} | {r['peak_mib']:.0f} "
+              f"| {r['predicted']} / {r['hits']} |")
         previous[r["kind"]] = r
         if r["scored"] != r["n"]:
             print(f"  (scored {r['scored']} images, not {r['n']}: the package has fewer cells of a label)")
