@@ -147,7 +147,7 @@ def test_risk_summary_says_when_the_test_set_is_too_small():
 def test_thumbnails_kept_beside_the_cache_are_the_same_bytes(tmp_path, monkeypatch):
     """A warm rerun reads each worst image's PNG from the cache folder instead of drawing it: same thumbnails
     as without a cache; a damaged stored file is drawn again."""
-    import fmtest.run.evaluate as evaluate
+    from fmtest.run import evaluate
 
     without = _case(ToyEmpty, {"iou": 0.6}).thumbnails
     with PredictionCache(tmp_path) as cache:
