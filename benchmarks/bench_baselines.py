@@ -12,8 +12,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fmtest.imaging.align import estimate_alignment
 from fmtest.data.satsim import SatSim, SatSimOptions
+from fmtest.imaging.align import estimate_alignment
 from fmtest.pipelines.base import PipelineContext
 from fmtest.pipelines.padim import Padim
 from fmtest.pipelines.reference_diff import ReferenceDiff

@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from fmtest.data.sample import Sample, SampleRef, SampleSet
+from fmtest.pipelines.base import Pipeline, PipelineContext, Prediction
 from fmtest.run.evaluate import predict_all
 from fmtest.run.executors import PipelineRecipe, make_executor
 from fmtest.run.executors.local import LocalExecutor
-from fmtest.pipelines.base import Pipeline, PipelineContext, Prediction
 
 ROOT = Path(__file__).resolve().parent.parent
 

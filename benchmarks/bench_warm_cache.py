@@ -6,7 +6,9 @@
 1. suite: `pytest suites` on the default datasets, twice, in subprocesses sharing a fresh cache
    folder: cold (every model runs), then warm (every prediction comes from the cache). Target:
    the warm run at least 20x faster. The warm run must also reproduce the cold run's metrics
-   and predict nothing, or the speed-up means nothing.
+   and predict nothing, or the speed-up means nothing. Each run goes through benchmarks/stages.py,
+   so the table also says where each run's seconds go (interpreter start, imports, data, ...).
+   `--repeats N` runs N (cold, warm) pairs, each with its own fresh cache, and reports medians.
 2. rescore: 10,000 predicted 512x512 masks are written to a fresh cache, then read back,
    decoded and scored against ground truth (per-image IoU, F2, 1000-resample bootstraps of
    both). Target: under 5 s on 2 CPU cores. Filling the cache is not timed.
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,9 +32,12 @@ from tqdm import tqdm
 
 from fmtest.metrics import functional as metrics
 from fmtest.metrics.specs import IOUS, VERDICTS
-from fmtest.verdict.scoring import score_inputs
-from fmtest.run.cache import PredictionCache
 from fmtest.pipelines.base import Prediction
+from fmtest.run.cache import PredictionCache
+from fmtest.verdict.scoring import score_inputs
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import stages  # benchmarks/stages.py, beside this file
 
 REPO = Path(__file__).resolve().parent.parent
 WARM_SPEEDUP_TARGET = 20.0
@@ -41,44 +47,74 @@ TIMING_SUFFIXES = ("_seconds", "_per_second")  # durations and throughput: expec
 
 
 # -- 1. cold vs warm suite run ------------------------------------------------------------------------
-def run_suite(cache_dir: Path, results: Path, extra_args: list[str]) -> float:
-    """Seconds one `pytest suites` run takes; failing cases are fine, a crashed run is not."""
-    cmd = [sys.executable, "-m", "pytest", "suites", f"--fm-cache={cache_dir}", f"--fm-results={results}",
-           "-q", "-p", "no:randomly", *extra_args]
+def run_suite(cache_dir: Path, results: Path, extra_args: list[str], env: dict[str, str]) -> tuple[float, dict]:
+    """Seconds one `pytest suites` run takes, and where they went (benchmarks/stages.py); failing cases are
+    fine, a crashed run is not."""
+    profile = results.with_suffix(".stages.json")
+    cmd = [sys.executable, str(REPO / "benchmarks" / "stages.py"), str(profile), "--", "suites",
+           f"--fm-cache={cache_dir}", f"--fm-results={results}", "-q", "-p", "no:randomly", *extra_args]
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, check=False)
     seconds = time.perf_counter() - start
     if proc.returncode not in (0, 1) or not results.exists():  # 1: some case below its threshold
         raise SystemExit(f"`{' '.join(cmd)}` exited with {proc.returncode}:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
-    return seconds
+    return seconds, json.loads(profile.read_text())
 
 
 def cache_counts(results: Path) -> tuple[int, int]:
     """(predicted, from cache) summed over the cases of a results file."""
     cases = json.loads(results.read_text())["cases"]
-    counts = [c.get("extra", {}).get("cache", {}) for c in cases]
+    counts = [c.get("cache") or c.get("extra", {}).get("cache", {}) for c in cases]
     return sum(c.get("predicted", 0) for c in counts), sum(c.get("hits", 0) for c in counts)
 
 
-def bench_suite(extra_args: list[str]) -> list[tuple[str, str, str]]:
+def bench_suite(extra_args: list[str], repeats: int = 1, bytecode: str = "cached") -> list[tuple[str, str, str]]:
+    """`repeats` (cold, warm) pairs, each in a fresh cache, run one after the other (interleaved, so a busy
+    spell of the machine hits both kinds); medians, and every pair's ratio so the noise shows."""
+    colds, warms, cold_stages, warm_stages, ratios, differences = [], [], [], [], [], []
     with tempfile.TemporaryDirectory(prefix="fmtest-bench-") as tmp:
         tmp = Path(tmp)
-        cold = run_suite(tmp / "cache", tmp / "cold.json", extra_args)
-        warm = run_suite(tmp / "cache", tmp / "warm.json", extra_args)
-        predicted_cold, hits_cold = cache_counts(tmp / "cold.json")
-        predicted_warm, hits_warm = cache_counts(tmp / "warm.json")
-        differences = differing_results(tmp / "cold.json", tmp / "warm.json")
-    speedup = cold / warm
+        env = stages.bytecode_env(bytecode, tmp / "pycache", REPO)
+        if bytecode == "cached":
+            stages.prime_bytecode(env, REPO, ["suites", f"--fm-cache={tmp / 'prime'}", *extra_args])
+        for i in range(repeats):
+            cold, cold_profile = run_suite(tmp / f"cache{i}", tmp / f"cold{i}.json", extra_args, env)
+            warm, warm_profile = run_suite(tmp / f"cache{i}", tmp / f"warm{i}.json", extra_args, env)
+            colds.append(cold), warms.append(warm), ratios.append(cold / warm)
+            cold_stages.append(stages.stage_seconds(cold_profile, cold)), warm_stages.append(stages.stage_seconds(warm_profile, warm))
+            differences += differing_results(tmp / f"cold{i}.json", tmp / f"warm{i}.json")
+        predicted_cold, hits_cold = cache_counts(tmp / "cold0.json")
+        predicted_warm, hits_warm = cache_counts(tmp / "warm0.json")
+    cold, warm = statistics.median(colds), statistics.median(warms)
+    speedup = statistics.median(ratios)
     if predicted_cold == 0:
         verdict = "not measured: the cold run predicted nothing (every case skipped?)"
     else:
         verdict = f"target >= {WARM_SPEEDUP_TARGET:.0f}x: {'met' if speedup >= WARM_SPEEDUP_TARGET else 'MISSED'}"
-    return [
-        ("suite, cold cache", f"{cold:.1f} s", f"{hits_cold} cached, {predicted_cold} predicted"),
-        ("suite, warm cache", f"{warm:.1f} s", f"{hits_warm} cached, {predicted_warm} predicted"),
-        ("warm speed-up", f"{speedup:.1f}x", verdict),
+
+    def spread(xs: list[float]) -> str:
+        return f"{min(xs):.1f}-{max(xs):.1f}" if len(xs) > 1 else ""
+
+    rows = [
+        ("suite, cold cache", f"{cold:.1f} s", (f"{hits_cold} cached, {predicted_cold} predicted; "
+                                                f"median of {repeats} {spread(colds)}")),
+        ("suite, warm cache", f"{warm:.2f} s", (f"{hits_warm} cached, {predicted_warm} predicted; "
+                                                f"median of {repeats} {spread(warms)}")),
+        ("warm speed-up", f"{speedup:.1f}x", f"{verdict}; per pair {', '.join(f'{r:.1f}x' for r in ratios)}"),
         ("warm results = cold results", "NO" if differences else "yes", ", ".join(differences[:8])),
+        (f"where the seconds go (median of {repeats}, exclusive)", "cold", "warm"),
     ]
+    for name in stages.ORDER:
+        c = statistics.median(s.get(name, 0.0) for s in cold_stages)
+        w = statistics.median(s.get(name, 0.0) for s in warm_stages)
+        if max(c, w) >= 0.005:
+            rows.append((f"  {name}", f"{c:.2f} s", f"{w:.2f} s  ({100 * w / warm:.0f} % of warm)"))
+    missing = sorted({m for profile in (cold_profile, warm_profile) for m in profile.get("missing", [])})
+    if missing:
+        rows.append(("  (not found, not timed)", "", ", ".join(missing)))
+    rows.append(("  bytecode", bytecode, "cached: .pyc in a temporary PYTHONPYCACHEPREFIX, compiled before timing"
+                                         if bytecode == "cached" else "this environment's (see stages.bytecode_env)"))
+    return rows
 
 
 def differing_results(cold: Path, warm: Path) -> list[str]:
@@ -198,13 +234,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="distinct ground-truth masks kept in memory, reused in turn")
     parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--repeats", type=int, default=1, help="(cold, warm) suite pairs, each in a fresh cache")
+    parser.add_argument("--bytecode", choices=("cached", "inherit"), default="cached",
+                        help="cached: the suite runs write and read .pyc files (in a temporary prefix); inherit: "
+                             "this environment as it is (PYTHONDONTWRITEBYTECODE=1 recompiles every run)")
     parser.add_argument("pytest_args", nargs="*", help="extra arguments for the suite runs (after --)")
     args = parser.parse_args(argv)
     rows: list[tuple[str, str, str]] = []
     if not args.suite_only:
         rows += bench_rescore(args.n_images, args.size, args.n_distinct, args.resamples, not args.no_progress)
     if not args.rescore_only:
-        rows += bench_suite(args.pytest_args)
+        rows += bench_suite(args.pytest_args, args.repeats, args.bytecode)
     print_table(rows)
     return 0
 

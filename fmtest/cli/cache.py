@@ -10,7 +10,7 @@ from fmtest.cli.format import format_bytes, print_json, print_table
 from fmtest.errors import ConfigError
 from fmtest.util.text import plural
 from fmtest.pipelines.vlm.store import clear_request_store
-from fmtest.run.cache import DB_NAME, DEFAULT_CACHE_DIR, PredictionCache
+from fmtest.run.cache import DB_NAME, DEFAULT_CACHE_DIR, PredictionCache, clear_derived_files
 
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
@@ -102,6 +102,8 @@ def _cli_clear(args: argparse.Namespace) -> int:
     requests = clear_request_store(args.dir, args.pipeline)
     if requests:
         print(f"{args.dir}: removed {plural(requests, 'stored VLM request')} ({what})")
+    if args.pipeline is None and (derived := clear_derived_files(args.dir)):
+        print(f"{args.dir}: removed {plural(derived, 'derived file')} (generated samples, thumbnails)")
     if not (args.dir / DB_NAME).exists():
         print(f"{args.dir}: no prediction cache")
         return 0

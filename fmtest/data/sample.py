@@ -65,12 +65,16 @@ class SampleRef:
     """What is known about a sample without decoding it: enough to count, split and subset.
 
     `memo=False` for one-off variants (perturbed copies) that should not evict dataset images.
+    `content_key`, when a dataset can give one, names everything the decoded sample is a pure function of
+    (a generated dataset: its generator's code and version, seed and options), so the run may keep the decoded
+    sample between runs (`fmtest.run.samples`); None (files): the sample is decoded, its content hashed.
     """
 
     id: str
     label: Label
     load: Callable[[], Sample]
     memo: bool = True
+    content_key: str | None = None
 
     def get(self) -> Sample:
         """The decoded sample, from the process-wide memo when it was decoded recently."""

@@ -18,6 +18,10 @@ the defect-free render of the same key only inside the mask.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import hashlib
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -65,6 +69,14 @@ class SatPart:
     image: np.ndarray  # float32 HxW in [0, 1]
     mask: np.ndarray  # bool HxW, the defect
     meta: dict = field(default_factory=dict)  # the nuisance values drawn for this image
+
+
+@functools.cache
+def render_version() -> str:
+    """What a rendered part depends on besides its arguments: this module's code and the libraries that draw."""
+    h = hashlib.sha256(Path(__file__).read_bytes())
+    h.update(f"numpy {np.__version__} opencv {cv2.__version__}".encode())
+    return h.hexdigest()[:32]
 
 
 def render_part(key: int | Sequence[int], defect: str | None = None, size: int = 256,
@@ -398,7 +410,9 @@ class SatSim(Dataset):
             return Sample(id=sample_id, image=part.image, label=OK if defect is None else NOK, mask=part.mask,
                           meta={"defect_type": kind, "split": split, **part.meta})
 
-        return SampleRef(id=sample_id, label=OK if defect is None else NOK, load=load)
+        content = json.dumps([render_version(), key, defect, size, dataclasses.asdict(nuisance), sample_id],
+                             sort_keys=True)
+        return SampleRef(id=sample_id, label=OK if defect is None else NOK, load=load, content_key=content)
 
     def describe(self) -> str:
         return f"{super().describe()}; generated, seed {self.options.seed}, {self.options.size}px"

@@ -12,7 +12,10 @@ shrunk so that a pixel is marked when any pixel under it is, and a one-pixel voi
 from __future__ import annotations
 
 import base64
+import functools
+import hashlib
 import io
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -29,6 +32,29 @@ _PALETTE_SIZES = (128, 64, 32)  # tried in turn when a full-colour PNG is over b
 LAYER_MAX_SIDE = 1024  # viewer layers are shrunk to this long side: a 4k scan would be ~10 MB a layer
 SCORE_MAP_TOP = 2.0  # score maps are in units of the pixel threshold: the colour scale ends at twice it
 SCORE_MAP_COLOURMAP = "magma"
+
+
+def thumbnail_key(image_sha256: str, pred_mask: np.ndarray | None = None, gt_mask: np.ndarray | None = None,
+                  ignore: np.ndarray | None = None, *, size: int = 160) -> str:
+    """What `overlay_thumbnail` draws from, as a hex key: the image's content hash, each mask's pixels, the
+    size, and this module's source and Pillow's version (a change to the drawing or the PNG encoder is a
+    new key). Equal keys give byte-identical thumbnails, so a stored one can stand in for drawing it again."""
+    h = hashlib.sha256(f"{_drawing_version()}\n{image_sha256}\n{size}\n".encode())
+    for mask in (pred_mask, gt_mask, ignore):
+        if mask is None:
+            h.update(b"none\n")
+        else:
+            mask = np.asarray(mask)
+            h.update(f"{mask.shape}{mask.dtype.str}\n".encode())
+            h.update(np.packbits(mask.astype(bool, copy=False), axis=None).tobytes())
+    return h.hexdigest()
+
+
+@functools.cache
+def _drawing_version() -> str:
+    import PIL
+
+    return hashlib.sha256(Path(__file__).read_bytes() + PIL.__version__.encode()).hexdigest()
 
 
 def overlay_thumbnail(

@@ -23,6 +23,7 @@ run: `PredictionCache.open_or_none` warns once and the run goes on without a cac
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -43,6 +44,7 @@ from fmtest.imaging.overlay import score_map_from_levels, score_map_levels, shru
 from fmtest.metrics.functional import MetricInputError
 from fmtest.metrics.region import ImageRegionSummary
 from fmtest.pipelines.base import Prediction
+from fmtest.util.fsutil import atomic_write
 from fmtest.util.sqlite_wal import open_wal
 
 DEFAULT_CACHE_DIR = Path(".fmtest_cache")
@@ -392,6 +394,19 @@ class PredictionCache:
             conn.execute("COMMIT")
 
     # -- maintenance ------------------------------------------------------------------------------
+    def get_file(self, kind: str, key: str) -> bytes | None:
+        """A small derived file stored beside the predictions (`kind`: a folder name such as "thumbnails"),
+        or None when absent or unreadable; `key` must name its content (a hash of everything it is made from)."""
+        try:
+            return (self.directory / kind / key).read_bytes()
+        except OSError:
+            return None
+
+    def put_file(self, kind: str, key: str, data: bytes) -> None:
+        """Store a derived file (see `get_file`); a failed write costs the next run a recomputation, nothing more."""
+        with contextlib.suppress(OSError):
+            atomic_write(self.directory / kind / key, data)
+
     def info(self) -> dict:
         """Entries, bytes on disk (database + WAL), stored payload bytes, and the same per pipeline."""
         with self._lock:
@@ -484,3 +499,18 @@ class PredictionCache:
                 pass
         return removed
 
+SAMPLES_FOLDER, THUMBNAILS_FOLDER = "samples", "thumbnails"  # derived files beside the database, named by content
+
+
+def clear_derived_files(directory: Path) -> int:
+    """Delete the derived files kept beside a cache's database (generated samples, thumbnails); returns how many.
+    They hold nothing a run cannot remake, so `fmtest cache clear` takes them with the predictions."""
+    removed = 0
+    for folder in (Path(directory) / SAMPLES_FOLDER, Path(directory) / THUMBNAILS_FOLDER):
+        for path in sorted(folder.glob("*")) if folder.is_dir() else []:
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed += 1
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+    return removed

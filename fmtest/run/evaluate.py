@@ -8,6 +8,7 @@ a merged run.
 
 from __future__ import annotations
 
+import base64
 import collections
 import dataclasses
 import hashlib
@@ -26,10 +27,11 @@ from fmtest.data.base import Group
 from fmtest.data.departures import Departure
 from fmtest.data.sample import LABELS, NOK, OK, Sample, SampleSet
 from fmtest.errors import PipelineError
-from fmtest.imaging.overlay import overlay_thumbnail
+from fmtest.imaging.overlay import overlay_thumbnail, thumbnail_key
 from fmtest.metrics import functional as metrics
 from fmtest.metrics.region import DEFAULT_GRID, ImageRegionSummary, summarise_image
 from fmtest.pipelines.base import Pipeline, Prediction
+from fmtest.run.cache import THUMBNAILS_FOLDER
 from fmtest.run.executors import Executor, PipelineRecipe
 from fmtest.run.executors.local import LocalExecutor
 from fmtest.run.guardrails import Finding
@@ -319,7 +321,7 @@ def collect_case(
     return CaseEvidence(
         id=case.id, pipeline=case.pipeline, dataset=case.dataset,
         task=case.task if scored_segmentation else "classification", images=images,
-        thumbnails=[_thumbnail(s, p, iou) for _, _, s, p, iou in sorted(worst, key=lambda e: -e[0])],
+        thumbnails=[_thumbnail(s, p, iou, cache) for _, _, s, p, iou in sorted(worst, key=lambda e: -e[0])],
         model_sha256=first.model_id,
         config_fingerprint=fingerprints[0] if len(fingerprints) == 1 else
         hashlib.sha256("".join(fingerprints).encode()).hexdigest()[:16],
@@ -336,12 +338,24 @@ def image_iou(sample: Sample, prediction: Prediction) -> float:
     return 0.0 if prediction.mask is None else metrics.iou(prediction.mask, sample.mask, sample.ignore)
 
 
-def _thumbnail(sample: Sample, prediction: Prediction, iou: float | None) -> Thumbnail:
-    """`iou` is the one computed while scoring (None when the image was not scored for IoU)."""
+_PNG_START, _PNG_END = b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"
+
+
+def _thumbnail(sample: Sample, prediction: Prediction, iou: float | None, cache=None) -> Thumbnail:
+    """`iou` is the one computed while scoring (None when the image was not scored for IoU). With a prediction
+    cache, the PNG is kept beside it under a key naming everything it is drawn from (`thumbnail_key`), so a
+    warm rerun reads the same bytes instead of drawing and encoding them again."""
     caption = f"{sample.id}: {sample.label} -> {prediction.label}"
     if sample.label == NOK and iou is not None and prediction.mask is not None:
         caption += f", IoU {iou:.2f}"
-    png = overlay_thumbnail(sample.image, prediction.mask, sample.mask, sample.ignore, image_id=sample.id)
+    key = thumbnail_key(sample.sha256, prediction.mask, sample.mask, sample.ignore) if cache is not None else None
+    stored = cache.get_file(THUMBNAILS_FOLDER, f"{key}.png") if key else None
+    if stored and stored.startswith(_PNG_START) and stored.endswith(_PNG_END):  # a damaged file is drawn again
+        png = base64.b64encode(stored).decode("ascii")
+    else:
+        png = overlay_thumbnail(sample.image, prediction.mask, sample.mask, sample.ignore, image_id=sample.id)
+        if key:
+            cache.put_file(THUMBNAILS_FOLDER, f"{key}.png", base64.b64decode(png))
     return Thumbnail(id=sample.id, png_base64=png, caption=caption)
 
 

@@ -32,7 +32,9 @@ from fmtest.run.evaluate import (
 from fmtest.run.executors import PipelineRecipe, make_executor
 from fmtest.run.guardrails import Finding, check_data_quality
 from fmtest.run.plan import Case
+from fmtest.run.cache import SAMPLES_FOLDER
 from fmtest.run.records import N_THUMBNAILS
+from fmtest.run.samples import SampleStore
 from fmtest.util.fsutil import atomic_write
 
 
@@ -104,9 +106,15 @@ class Evaluator:
                 self.settings.config.pipeline_class(pipeline).check_available(self.context(probe))
 
     def groups(self, name: str) -> list[Group]:
+        """The dataset's groups; with a usable prediction cache, generated samples are kept beside it
+        (`fmtest.run.samples`), so a rerun reads them instead of generating them again."""
         if name not in self._groups:
-            self._groups[name] = self.dataset(name).groups()
-            self.settings.config.check_groups(name, [g.name for g in self._groups[name]])
+            groups = self.dataset(name).groups()
+            self.settings.config.check_groups(name, [g.name for g in groups])
+            if self.cache is not None:
+                store = SampleStore(Path(self.settings.cache_dir) / SAMPLES_FOLDER)
+                groups = [store.group(g) for g in groups]
+            self._groups[name] = groups
         return self._groups[name]
 
     def case_groups(self, case: Case) -> list[Group]:

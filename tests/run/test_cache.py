@@ -282,13 +282,18 @@ def test_cli_info_and_clear(tmp_path, capsys):
     with PredictionCache(folder) as cache:
         cache.put_many("fp", "m", {f"i{k}": Prediction(label="OK") for k in range(3)}, pipeline="padim")
         cache.put_many("fp2", "m", {"i0": Prediction(label="OK")}, pipeline="sam_clip")
+        cache.put_file("thumbnails", "a.png", b"png")
+        cache.put_file("samples", "b.npz", b"npz")
     assert _cli(["cache", "info", "--dir", str(folder)]) == 0
     out = capsys.readouterr().out
     assert "4 entries" in out and "padim" in out and "sam_clip" in out
     assert _cli(["cache", "clear", "--dir", str(folder), "--pipeline", "padim"]) == 0
     assert "removed 3 entries (pipeline padim); 1 left" in capsys.readouterr().out
+    assert (folder / "thumbnails" / "a.png").exists()  # one pipeline's clear keeps the shared derived files
     assert _cli(["cache", "clear", "--dir", str(folder)]) == 0
-    assert "removed 1 entry (all pipelines); 0 left" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "removed 1 entry (all pipelines); 0 left" in out and "removed 2 derived files" in out
+    assert not (folder / "thumbnails").exists() and not (folder / "samples").exists()
 
 
 def test_cli_on_a_folder_without_cache(tmp_path, capsys):

@@ -162,3 +162,21 @@ def test_risk_summary_says_when_the_test_set_is_too_small():
     assert risk.slip_rate_upper_95 == pytest.approx(1 - 0.05 ** (1 / 32))
     assert "NOT enough" in risk.verdict
     assert risk.auroc_threshold_free_not_a_factory_figure is None  # no scores, no AUROC
+
+
+def test_thumbnails_kept_beside_the_cache_are_the_same_bytes(tmp_path, monkeypatch):
+    """A warm rerun reads each worst image's PNG from the cache folder instead of drawing it: same thumbnails
+    as without a cache; a damaged stored file is drawn again."""
+    from fmtest.run import evaluate
+
+    without = _case(ToyEmpty, {"iou": 0.6}).thumbnails
+    with PredictionCache(tmp_path) as cache:
+        cold = _case(ToyEmpty, {"iou": 0.6}, cache=cache).thumbnails
+        stored = sorted((tmp_path / "thumbnails").iterdir())
+        assert len(stored) == len({t.png_base64 for t in cold}) > 0
+        monkeypatch.setattr(evaluate, "overlay_thumbnail", lambda *a, **k: pytest.fail("drawn again"))
+        warm = _case(ToyEmpty, {"iou": 0.6}, cache=cache).thumbnails
+        monkeypatch.undo()
+        stored[0].write_bytes(stored[0].read_bytes()[:50])  # truncated: not a whole PNG
+        damaged = _case(ToyEmpty, {"iou": 0.6}, cache=cache).thumbnails
+    assert without == cold == warm == damaged
