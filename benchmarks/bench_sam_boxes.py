@@ -1,12 +1,12 @@
-"""SAM box prompts: fmtest's per-box decoding vs upstream Grounded-SAM's one batched call, in one process.
+"""SAM box prompts: per-box decoding (SAA+) vs one batched call (Text2Seg, and so gdino_sam), in one process.
 
     python benchmarks/bench_sam_boxes.py [REPEATS]      # tiny random SAM, 5 boxes on a 256 px image
 
-`SamEngine.masks_from_boxes` decodes one box per `SamPredictor.predict(box=...)` call, as the study's Text2Seg
-does (a batched decoder call rounds differently and can flip pixels whose logit is near zero);
-bench_vs_upstream.py's reference path passes all boxes to one `predict_torch` call. The two are timed
-alternately (the order flips every repetition, so a busy spell of the machine hits both) and the medians
-compared; this is what separates gdino_sam's two paths in `bench_vs_upstream.py --quick`.
+`SamEngine.masks_from_boxes` decodes one box per `SamPredictor.predict(box=...)` call, as SAA+ does (a batched
+decoder call rounds differently and can flip pixels whose logit is near zero); Text2Seg, and so gdino_sam
+(`masks_from_boxes_batched`), passes all boxes to one `predict_torch` call. The two are timed alternately (the
+order flips every repetition, so a busy spell of the machine hits both) and the medians compared; this is what
+separated gdino_sam's two paths in `bench_vs_upstream.py --quick` before gdino_sam followed Text2Seg.
 """
 
 from __future__ import annotations

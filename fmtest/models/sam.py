@@ -200,11 +200,9 @@ class SamEngine:
 
     def masks_from_boxes(self, image_rgb: np.ndarray, key: str,
                          boxes_xyxy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """One mask per box, exactly as SamPredictor.predict(box=..., multimask_output=False).
-
-        Boxes are decoded one at a time: a batched decoder call rounds differently and flips
-        pixels whose logit is near zero, and the decoder is cheap next to the shared encoder.
-        """
+        """One mask per box, exactly as SamPredictor.predict(box=..., multimask_output=False), one box at a time,
+        as SAA+ decodes them (a batched decoder call rounds differently and flips pixels whose logit is near
+        zero; `masks_from_boxes_batched` is the batched call Text2Seg makes)."""
         boxes = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
         h, w = image_rgb.shape[:2]
         if len(boxes) == 0:
@@ -216,6 +214,22 @@ class SamEngine:
             m, s, _ = predictor.predict(box=box, multimask_output=False)
             masks[i], scores[i] = m[0], s[0]
         return masks, scores
+
+    def masks_from_boxes_batched(self, image_rgb: np.ndarray, key: str,
+                                 boxes_xyxy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One mask per box from one decoder call with every box, exactly as Text2Seg and Grounded-SAM call
+        `SamPredictor.predict_torch(boxes=..., multimask_output=False)` (float32 boxes). The batch is the image's
+        own boxes, so the masks are a function of the image alone, whatever else the run does."""
+        boxes = np.asarray(boxes_xyxy, dtype=np.float32).reshape(-1, 4)
+        h, w = image_rgb.shape[:2]
+        if len(boxes) == 0:
+            return np.zeros((0, h, w), dtype=bool), np.zeros(0, dtype=np.float32)
+        predictor = self.predictor(image_rgb, key)
+        transformed = predictor.transform.apply_boxes_torch(torch.as_tensor(boxes, device=self.device), (h, w))
+        with torch.inference_mode():
+            masks, scores, _ = predictor.predict_torch(point_coords=None, point_labels=None, boxes=transformed,
+                                                       multimask_output=False)
+        return masks[:, 0].cpu().numpy().astype(bool), scores[:, 0].float().cpu().numpy()
 
     def masks_from_points(self, image_rgb: np.ndarray, key: str, points_xy: np.ndarray,
                           point_labels: np.ndarray, multimask: bool = False) -> tuple[np.ndarray, np.ndarray]:

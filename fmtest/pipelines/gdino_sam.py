@@ -1,7 +1,8 @@
 """GroundingDINO + SAM (Text2Seg / Grounded-SAM), as the study ran it.
 
 GroundingDINO Swin-T OGC proposes boxes for the text prompt (box threshold 0.35, text threshold
-0.25); SAM turns each box into one mask; the prediction is the union. No box gives an empty mask
+0.25); SAM turns each box into one mask, all boxes in one decoder call as Text2Seg's `predict_dino` makes it
+(`predict_torch`); the prediction is the union. No box gives an empty mask
 (label OK) instead of the upstream demo's crash. The image score is the best box score (0 without
 boxes), so the case also has a continuous anomaly score for the risk figures.
 """
@@ -53,7 +54,7 @@ class GroundingDinoSam(DetectorSamPipeline):
         engine = self.engine
         predictions = []
         for image, key, found in zip(images, keys, detections, strict=True):
-            masks, _ = engine.masks_from_boxes(image, key, found.boxes_xyxy)
+            masks, _ = engine.masks_from_boxes_batched(image, key, found.boxes_xyxy)  # all boxes at once, as Text2Seg
             union = masks.any(axis=0) if len(masks) else np.zeros(image.shape[:2], dtype=bool)
             score = float(found.scores.max()) if len(found) else 0.0
             predictions.append(Prediction.from_mask(union, score=score))

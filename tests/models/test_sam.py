@@ -44,6 +44,25 @@ def test_masks_from_boxes_identical_to_sampredictor(image):
     assert 0 < masks.mean() < 1  # random weights still give non-trivial masks, so equality means something
 
 
+def test_batched_boxes_identical_to_text2segs_predict_torch_call(image):
+    """gdino_sam decodes every box of an image in one call, as Text2Seg's predict_dino does."""
+    import torch
+
+    engine = SamEngine(build_tiny_sam(seed=1), "tiny")
+    masks, scores = engine.masks_from_boxes_batched(image, "img", BOXES)
+    reference = SamPredictor(build_tiny_sam(seed=1))
+    reference.set_image(image)
+    boxes = reference.transform.apply_boxes_torch(torch.as_tensor(BOXES, dtype=torch.float32), image.shape[:2])
+    ref_masks, ref_scores, _ = reference.predict_torch(point_coords=None, point_labels=None, boxes=boxes,
+                                                       multimask_output=False)
+    np.testing.assert_array_equal(masks, ref_masks[:, 0].numpy())
+    np.testing.assert_allclose(scores, ref_scores[:, 0].detach().numpy(), rtol=1e-4)
+    assert masks.shape == (len(BOXES), 100, 150) and 0 < masks.mean() < 1
+    again, _ = engine.masks_from_boxes_batched(image, "img", BOXES)
+    np.testing.assert_array_equal(again, masks)  # the same boxes, the same masks
+    assert engine.masks_from_boxes_batched(image, "img", np.zeros((0, 4)))[0].shape == (0, 100, 150)
+
+
 def test_masks_from_points_identical_to_sampredictor(image):
     engine = SamEngine(build_tiny_sam(seed=2), "tiny")
     points, labels = np.array([[40.0, 50.0], [100.0, 20.0]]), np.array([1, 0])

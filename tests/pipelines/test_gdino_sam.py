@@ -70,7 +70,7 @@ def test_mask_is_union_of_sam_masks_from_detected_boxes(tiny_models, samples):
     detections = detector.detect(rgbs, "defect", 0.35, 0.25)  # batched, as the pipeline does
     for sample, rgb, found, prediction in zip(samples, rgbs, detections, predictions, strict=True):
         assert len(found) > 0
-        masks, _ = engine.masks_from_boxes(rgb, sample.sha256, found.boxes_xyxy)
+        masks, _ = engine.masks_from_boxes_batched(rgb, sample.sha256, found.boxes_xyxy)
         assert prediction.mask.shape == sample.image.shape[:2] and prediction.mask.dtype == bool
         np.testing.assert_array_equal(prediction.mask, masks.any(axis=0))
         assert prediction.label == ("NOK" if prediction.mask.any() else "OK")
