@@ -8,9 +8,14 @@ from pathlib import Path
 
 from fmtest.cli.format import format_bytes, print_json, print_table
 from fmtest.errors import ConfigError
-from fmtest.util.text import plural
 from fmtest.pipelines.vlm.store import clear_request_store
-from fmtest.run.cache import DB_NAME, DEFAULT_CACHE_DIR, PredictionCache, clear_derived_files
+from fmtest.run.cache import (
+    DB_NAME,
+    DEFAULT_CACHE_DIR,
+    PredictionCache,
+    clear_derived_files,
+)
+from fmtest.util.text import plural
 
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:

@@ -9,7 +9,13 @@ import pytest
 from toy_fmtest import run_suite as run
 
 from fmtest.cli import main
-from fmtest.cli.scoreboard import FIGURE_BOUND, README_END, README_START, readme_section, table_differences
+from fmtest.cli.scoreboard import (
+    FIGURE_BOUND,
+    README_END,
+    README_START,
+    readme_section,
+    table_differences,
+)
 from fmtest.report.results_file import read_json
 from fmtest.report.terminal import render_scoreboard
 
