@@ -121,6 +121,22 @@ def to_batch(images_rgb: Sequence[np.ndarray], size: int, mean: Sequence[float],
     return x.to(device)
 
 
+def float_input(sample: Sample, size: int, mean: Sequence[float], std: Sequence[float], device: str | torch.device,
+                pipeline: str) -> torch.Tensor:
+    """(3, size, size) tensor of a float image in [0, 1] (greyscale replicated to RGB), resized with torch's
+    antialiased bilinear and normalised: the anomaly detectors' (padim, patchcore) encoder input."""
+    image = np.asarray(sample.image, dtype=np.float32)
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)  # the encoder wants RGB: replicate grey
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise DataError(f"{pipeline} needs an HxW or HxWx3 image, got shape {sample.image.shape}",
+                        sample.source or sample.id)
+    x = torch.tensor(image, device=device).permute(2, 0, 1)[None]  # a copy: samples are read-only
+    x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
+                                        antialias=True)[0]
+    return (x - torch.tensor(mean, device=device)[:, None, None]) / torch.tensor(std, device=device)[:, None, None]
+
+
 def bilinear(image: np.ndarray, size: int) -> int:
     """cv2.resize's default, bilinear, whatever the size: what SAA+'s `cv2.resize(image, (256, 256))` does."""
     return cv2.INTER_LINEAR

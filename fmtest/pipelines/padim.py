@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from fmtest.data.sample import OK, Sample, SampleSet
 from fmtest.errors import DataError
-from fmtest.models import efficientnet
+from fmtest.models import efficientnet, imagenet_cnn
 from fmtest.pipelines.base import Pipeline, PipelineContext, Prediction
 from fmtest.pipelines.options import require_in_range
 from fmtest.util.lazy import lazy_module
@@ -165,18 +165,8 @@ class Padim(Pipeline):
             return features.flatten(2).transpose(1, 2).contiguous()
 
     def _encoder_input(self, sample: Sample) -> torch.Tensor:
-        image = np.asarray(sample.image, dtype=np.float32)
-        if image.ndim == 2:
-            image = np.repeat(image[:, :, None], 3, axis=2)  # the encoder wants RGB: replicate grey
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise DataError(f"padim needs an HxW or HxWx3 image, got shape {sample.image.shape}",
-                            sample.source or sample.id)
-        x = torch.tensor(image, device=self.device).permute(2, 0, 1)[None]  # a copy: samples are read-only
-        size = (self.options.image_size, self.options.image_size)
-        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)[0]
-        mean = torch.tensor(efficientnet.INPUT_MEAN, device=self.device)[:, None, None]
-        std = torch.tensor(efficientnet.INPUT_STD, device=self.device)[:, None, None]
-        return (x - mean) / std
+        return imagenet_cnn.float_input(sample, self.options.image_size, efficientnet.INPUT_MEAN, efficientnet.INPUT_STD, self.device,
+                                        "padim")
 
     def _score_maps(self, samples: Sequence[Sample]) -> list[np.ndarray]:
         """Smoothed Mahalanobis maps, one per sample at its own size (float32 numpy)."""

@@ -321,18 +321,8 @@ class Patchcore(Pipeline):
             return torch.cat([fine, coarse], dim=1)
 
     def _encoder_input(self, sample: Sample) -> torch.Tensor:
-        image = np.asarray(sample.image, dtype=np.float32)
-        if image.ndim == 2:
-            image = np.repeat(image[:, :, None], 3, axis=2)  # the encoder wants RGB: replicate grey
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise DataError(f"patchcore needs an HxW or HxWx3 image, got shape {sample.image.shape}",
-                            sample.source or sample.id)
-        x = torch.tensor(image, device=self.device).permute(2, 0, 1)[None]  # a copy: samples are read-only
-        size = (self.options.image_size, self.options.image_size)
-        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)[0]
-        mean = torch.tensor(self.stages.mean, device=self.device)[:, None, None]
-        std = torch.tensor(self.stages.std, device=self.device)[:, None, None]
-        return (x - mean) / std
+        return imagenet_cnn.float_input(sample, self.options.image_size, self.stages.mean, self.stages.std, self.device,
+                                        "patchcore")
 
     def _score(self, samples: Sequence[Sample]) -> list[tuple[float, np.ndarray]]:
         """(image score, anomaly map at the image's size) per sample; non-finite features give a NaN score."""
