@@ -245,6 +245,8 @@ def test_robustness_matrix_and_plots_render(page, tmp_path):
     assert len(colours) == 3  # the three series are told apart (also by marker shape)
 
     page.locator("#fm-rob-plots figcaption a").first.click()  # a plot links to its case's details
+    # the link sets the hash; the page opens the details on `hashchange`, which fires after the click returns
+    page.wait_for_function("() => document.getElementById('padim-satsim-blur').open", timeout=10_000)
     assert page.locator("[id='padim-satsim-blur']").get_attribute("open") is not None
     page.locator("#fm-rob-matrix").scroll_into_view_if_needed()
     page.screenshot(path=str(tmp_path / "robustness.png"), full_page=True)
